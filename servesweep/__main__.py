@@ -1,0 +1,3 @@
+from servesweep.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Build a small Llama-architecture model directory offline.
+
+No model can be downloaded here, so the built-in target serves a directory made on the spot:
+a Llama `config.json`, a byte-level BPE tokenizer trained locally on the Python standard
+library's sources, and no weights (vLLM fills them with `--load-format dummy`). The result is
+cached: building it is deterministic for a given shape, and a second call reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sysconfig
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+
+# A minimal chat template so /v1/chat/completions works against the tiny model.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyModelShape:
+    hidden_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    intermediate_size: int = 688
+    vocab_size: int = 4096
+    max_position_embeddings: int = 2048
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("SERVESWEEP_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "servesweep"
+    )
+    return Path(root)
+
+
+def _training_files(limit_bytes: int = 6_000_000) -> list[str]:
+    """Python stdlib sources: offline, on every machine that runs servesweep."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files: list[str] = []
+    total = 0
+    for path in sorted(stdlib.glob("*.py")):
+        size = path.stat().st_size
+        files.append(str(path))
+        total += size
+        if total >= limit_bytes:
+            break
+    return files
+
+
+def train_tokenizer(vocab_size: int) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train(_training_files(), trainer)
+    bos_id = tokenizer.token_to_id(BOS)
+    # Prepend BOS like Llama tokenizers do, so prompt token counts match what the server sees.
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    return tokenizer
+
+
+def _save_tokenizer(tokenizer: Tokenizer, out: Path, max_len: int) -> None:
+    try:
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:  # transformers comes with the vLLM extra; without it write the files directly
+        tokenizer.save(str(out / "tokenizer.json"))
+        (out / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "PreTrainedTokenizerFast",
+                    "bos_token": BOS,
+                    "eos_token": EOS,
+                    "pad_token": PAD,
+                    "model_max_length": max_len,
+                    "chat_template": CHAT_TEMPLATE,
+                },
+                indent=2,
+            )
+        )
+        return
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=max_len
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(str(out))
+
+
+def llama_config(shape: TinyModelShape, bos_id: int, eos_id: int, torch_dtype: str = "bfloat16") -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": shape.hidden_size,
+        "intermediate_size": shape.intermediate_size,
+        "num_hidden_layers": shape.num_hidden_layers,
+        "num_attention_heads": shape.num_attention_heads,
+        "num_key_value_heads": shape.num_key_value_heads,
+        "head_dim": shape.head_dim,
+        "vocab_size": shape.vocab_size,
+        "max_position_embeddings": shape.max_position_embeddings,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "torch_dtype": torch_dtype,
+        "attention_bias": False,
+        "mlp_bias": False,
+    }
+
+
+def build_tiny_model(out_dir: Path | None = None, shape: TinyModelShape | None = None) -> Path:
+    """Create (or reuse) a tiny Llama model directory and return its path."""
+    shape = shape or TinyModelShape()
+    out = Path(out_dir) if out_dir else default_cache_dir() / "tiny-llama"
+    marker = out / "servesweep-shape.json"
+    if marker.exists() and json.loads(marker.read_text()) == asdict(shape):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(shape.vocab_size)
+    _save_tokenizer(tokenizer, out, shape.max_position_embeddings)
+    config = llama_config(shape, tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]})
+    )
+    marker.write_text(json.dumps(asdict(shape)))
+    return out

@@ -1,0 +1,89 @@
+"""Arrival processes: how requests are spaced in time at one load level.
+
+Closed loop: a fixed number of users, each sending its next request when the last finishes.
+Open loop: requests arrive on a schedule whatever the server does, with inter-arrival gaps
+  - constant:  1 / rate
+  - poisson:   exponential with mean 1 / rate
+  - gamma:     shape = burstiness, scale = 1 / (rate * burstiness); the mean gap stays 1 / rate,
+               burstiness < 1 is burstier than Poisson, > 1 more regular, 1 is Poisson
+               (the definition `vllm bench serve` uses).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, model_validator
+
+Arrival = Literal["closed", "constant", "poisson", "gamma"]
+
+
+class LoadLevel(BaseModel):
+    """One load level: either a closed-loop concurrency or an open-loop request rate."""
+
+    concurrency: int | None = None
+    request_rate: float | None = None
+    arrival: Arrival = "closed"
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    num_requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> "LoadLevel":
+        if (self.concurrency is None) == (self.request_rate is None):
+            raise ValueError("give exactly one of concurrency or request_rate")
+        if self.concurrency is not None:
+            if self.concurrency < 1:
+                raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+            self.arrival = "closed"
+        else:
+            if not self.request_rate or self.request_rate <= 0 or math.isinf(self.request_rate):
+                raise ValueError(f"request_rate must be a positive finite number, got {self.request_rate}")
+            if self.arrival == "closed":
+                self.arrival = "poisson" if self.burstiness == 1.0 else "gamma"
+        if self.burstiness <= 0:
+            raise ValueError(f"burstiness must be > 0, got {self.burstiness}")
+        if (self.num_requests is None) == (self.duration_s is None):
+            raise ValueError("give exactly one of num_requests or duration_s")
+        if self.num_requests is not None and self.num_requests < 1:
+            raise ValueError(f"num_requests must be >= 1, got {self.num_requests}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
+        if self.warmup_requests < 0:
+            raise ValueError("warmup_requests must be >= 0")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.concurrency is not None:
+            return f"c{self.concurrency}"
+        return f"r{self.request_rate:g}"
+
+    @property
+    def in_flight_limit(self) -> int | None:
+        return self.concurrency if self.concurrency is not None else self.max_concurrency
+
+
+def arrival_gaps(level: LoadLevel, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Inter-arrival gaps in seconds for `n` open-loop requests (the first gap is 0)."""
+    if level.request_rate is None:
+        raise ValueError("closed-loop levels have no arrival schedule")
+    rate = level.request_rate
+    if level.arrival == "constant":
+        gaps = np.full(n, 1.0 / rate)
+    elif level.arrival == "poisson":
+        gaps = rng.exponential(1.0 / rate, size=n)
+    else:
+        gaps = rng.gamma(level.burstiness, 1.0 / (rate * level.burstiness), size=n)
+    if n:
+        gaps[0] = 0.0
+    return gaps
+
+
+def arrival_offsets(level: LoadLevel, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Scheduled send times (seconds from the start of the level)."""
+    return np.cumsum(arrival_gaps(level, n, rng))

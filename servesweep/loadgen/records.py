@@ -1,0 +1,119 @@
+"""Per-request records and their on-disk form (one JSON object per line).
+
+All times are seconds on the client's monotonic clock, relative to the start of the run, so
+records of one run can be lined up against each other and against the server telemetry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import orjson
+
+# Error kinds, so failed requests can be counted by cause.
+ERROR_HTTP = "http_error"
+ERROR_CONNECTION = "connection_error"
+ERROR_TIMEOUT = "timeout"
+ERROR_STREAM = "stream_error"  # the server sent an error event or a malformed stream
+ERROR_CANCELLED = "cancelled"  # stopped by Ctrl-C / SIGTERM / end of a duration-bounded run
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: int
+    level: str
+    warmup: bool
+    scheduled_s: float
+    prompt_len_requested: int | None = None
+    output_len_requested: int | None = None
+    sent_s: float | None = None
+    first_token_s: float | None = None
+    end_s: float | None = None
+    # Arrival time of every content-bearing chunk, so ITL is every gap rather than an average.
+    chunk_arrivals_s: list[float] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    http_status: int | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    output_text: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None and self.end_s is not None
+
+    @property
+    def ttft_ms(self) -> float | None:
+        if self.first_token_s is None or self.sent_s is None:
+            return None
+        return (self.first_token_s - self.sent_s) * 1000.0
+
+    @property
+    def e2e_ms(self) -> float | None:
+        if self.end_s is None or self.sent_s is None:
+            return None
+        return (self.end_s - self.sent_s) * 1000.0
+
+    @property
+    def itl_ms(self) -> list[float]:
+        arrivals = self.chunk_arrivals_s
+        return [(b - a) * 1000.0 for a, b in zip(arrivals, arrivals[1:])]
+
+    @property
+    def tpot_ms(self) -> float | None:
+        """(e2e - ttft) / (output_tokens - 1): the mean decode time per token after the first."""
+        ttft, e2e, n = self.ttft_ms, self.e2e_ms, self.completion_tokens
+        if ttft is None or e2e is None or not n or n < 2:
+            return None
+        return (e2e - ttft) / (n - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["ttft_ms"] = self.ttft_ms
+        data["e2e_ms"] = self.e2e_ms
+        data["tpot_ms"] = self.tpot_ms
+        data["itl_ms"] = self.itl_ms
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RequestRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class RecordWriter:
+    """Appends each record to a JSONL file the moment it completes, and flushes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = open(path, "ab")
+
+    def write(self, record: RequestRecord) -> None:
+        self._file.write(orjson.dumps(record.to_dict()) + b"\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records(path: Path) -> Iterator[RequestRecord]:
+    """Read records back; a torn last line (the process died mid-write) is skipped."""
+    with open(path, "rb") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield RequestRecord.from_dict(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue

@@ -1,0 +1,281 @@
+"""Drive load levels against one target and keep every record on disk as it completes.
+
+One `aiohttp.ClientSession` serves the whole run, with a connector sized to the largest number
+of requests in flight. Prompts are built before a level starts so the timed loop does nothing
+but send, read and record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import aiohttp
+import numpy as np
+
+from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
+from servesweep.loadgen.client import build_payload, endpoint_path, send_request
+from servesweep.loadgen.records import ERROR_CONNECTION, RecordWriter, RequestRecord
+from servesweep.loadgen.stats import SLO, summarize
+from servesweep.loadgen.tokenizer import TokenizerLike
+from servesweep.loadgen.workload import PromptItem, Workload, build_prompts
+
+# Duration-bounded levels need prompts before they start; beyond this many they are reused.
+MAX_PROMPT_POOL = 4096
+
+
+@dataclass
+class LevelResult:
+    level: LoadLevel
+    start_s: float
+    end_s: float
+    records: list[RequestRecord]
+    summary: dict
+    prompt_pool_wrapped: bool = False
+
+
+@dataclass
+class RunOutcome:
+    levels: list[LevelResult] = field(default_factory=list)
+    interrupted: bool = False
+    abort_reason: str | None = None
+
+
+class LoadRunner:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        workload: Workload,
+        levels: list[LoadLevel],
+        writer: RecordWriter,
+        tokenizer: TokenizerLike | None,
+        slo: SLO | None = None,
+        keep_text: bool = False,
+        show_progress: bool | None = None,
+        consecutive_failure_limit: int = 32,
+    ) -> None:
+        self.url = base_url.rstrip("/") + endpoint_path(workload)
+        self.model = model
+        self.workload = workload
+        self.levels = levels
+        self.writer = writer
+        self.tokenizer = tokenizer
+        self.slo = slo
+        self.keep_text = keep_text
+        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        self.consecutive_failure_limit = consecutive_failure_limit
+        self.rng = np.random.default_rng(workload.seed)
+        self.t0 = time.perf_counter()
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._consecutive_conn_failures = 0
+        self.outcome = RunOutcome()
+        self._next_id = 0
+        self.on_level_start: Callable[[LoadLevel, float], None] | None = None
+
+    # --- stopping ---------------------------------------------------------------------------
+    def stop(self, reason: str | None = None) -> None:
+        """Stop sending and cancel what is in flight. Completed records are already on disk."""
+        if reason and self.outcome.abort_reason is None:
+            self.outcome.abort_reason = reason
+        self._stop.set()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _on_signal(self) -> None:
+        self.outcome.interrupted = True
+        self.stop("interrupted by signal")
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # --- one request --------------------------------------------------------------------------
+    def _new_record(self, level: LoadLevel, item: PromptItem, index: int, scheduled_s: float) -> RequestRecord:
+        rid = self._next_id
+        self._next_id += 1
+        return RequestRecord(
+            request_id=rid,
+            level=level.label,
+            warmup=index < level.warmup_requests,
+            scheduled_s=scheduled_s,
+            prompt_len_requested=item.prompt_len,
+            output_len_requested=item.output_len,
+        )
+
+    async def _one(self, session: aiohttp.ClientSession, record: RequestRecord, payload: dict,
+                   done: list[RequestRecord], progress: Callable[[], None]) -> None:
+        try:
+            await send_request(session, self.url, payload, record, self.t0, self.keep_text)
+        finally:
+            self.writer.write(record)
+            done.append(record)
+            progress()
+        if record.error_kind == ERROR_CONNECTION:
+            self._consecutive_conn_failures += 1
+            if self._consecutive_conn_failures >= self.consecutive_failure_limit:
+                self.stop(f"server unreachable: {self._consecutive_conn_failures} requests in a row "
+                          f"failed to connect ({record.error_message})")
+        else:
+            self._consecutive_conn_failures = 0
+
+    # --- levels -------------------------------------------------------------------------------
+    def _planned_count(self, level: LoadLevel) -> int:
+        if level.num_requests is not None:
+            return level.num_requests + level.warmup_requests
+        assert level.duration_s is not None
+        if level.request_rate is not None:
+            estimate = level.request_rate * level.duration_s * 1.5 + 16
+        else:
+            estimate = level.concurrency * 32  # type: ignore[operator]
+        return int(min(max(estimate, 1), MAX_PROMPT_POOL)) + level.warmup_requests
+
+    async def _run_closed(self, session, level, prompts, done, progress) -> bool:
+        n_total = level.num_requests + level.warmup_requests if level.num_requests else None
+        deadline = self._deadline(level)
+        counter = iter(range(10**12))
+        wrapped = False
+
+        async def user() -> None:
+            nonlocal wrapped
+            while not self.stopped:
+                i = next(counter)
+                if n_total is not None and i >= n_total:
+                    return
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                if i >= len(prompts):
+                    wrapped = True
+                item = prompts[i % len(prompts)]
+                now = time.perf_counter() - self.t0
+                record = self._new_record(level, item, i, now)
+                await self._one(session, record, build_payload(self.model, item, self.workload), done, progress)
+
+        users = [asyncio.create_task(user()) for _ in range(level.concurrency)]  # type: ignore[arg-type]
+        self._tasks.update(users)
+        try:
+            await asyncio.gather(*users, return_exceptions=True)
+        finally:
+            self._tasks.difference_update(users)
+        return wrapped
+
+    def _deadline(self, level: LoadLevel) -> float | None:
+        return time.perf_counter() + level.duration_s if level.duration_s is not None else None
+
+    async def _run_open(self, session, level, prompts, done, progress) -> bool:
+        n = len(prompts) if level.num_requests is None else level.num_requests + level.warmup_requests
+        offsets = arrival_offsets(level, n if level.num_requests else MAX_PROMPT_POOL * 16, self.rng)
+        limit = level.in_flight_limit
+        gate = asyncio.Semaphore(limit) if limit else None
+        start = time.perf_counter()
+        deadline = start + level.duration_s if level.duration_s is not None else None
+        wrapped = False
+
+        async def gated(record: RequestRecord, payload: dict) -> None:
+            async with gate if gate is not None else nullcontext():
+                await self._one(session, record, payload, done, progress)
+
+        for i, offset in enumerate(offsets.tolist()):
+            if level.num_requests is not None and i >= n:
+                break
+            target = start + offset
+            if deadline is not None and target >= deadline:
+                break
+            delay = target - time.perf_counter()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+            if self.stopped:
+                break
+            if i >= len(prompts):
+                wrapped = True
+            item = prompts[i % len(prompts)]
+            record = self._new_record(level, item, i, target - self.t0)
+            task = asyncio.create_task(gated(record, build_payload(self.model, item, self.workload)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        pending = [t for t in self._tasks]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return wrapped
+
+    async def _run_level(self, session: aiohttp.ClientSession, level: LoadLevel, progress_bar) -> LevelResult:
+        prompts = await build_prompts(self.workload, self._planned_count(level), self.tokenizer, self.rng)
+        done: list[RequestRecord] = []
+        task_id = None
+        if progress_bar is not None:
+            task_id = progress_bar.add_task(
+                f"level {level.label}",
+                total=(level.num_requests + level.warmup_requests) if level.num_requests else None,
+            )
+
+        def advance() -> None:
+            if task_id is not None:
+                progress_bar.advance(task_id)
+
+        start = time.perf_counter() - self.t0
+        if self.on_level_start is not None:
+            self.on_level_start(level, start)
+        if level.concurrency is not None:
+            wrapped = await self._run_closed(session, level, prompts, done, advance)
+        else:
+            wrapped = await self._run_open(session, level, prompts, done, advance)
+        end = time.perf_counter() - self.t0
+        if task_id is not None:
+            progress_bar.update(task_id, visible=False)
+        done.sort(key=lambda r: r.request_id)
+        return LevelResult(level, start, end, done, summarize(done, self.slo), wrapped)
+
+    async def run(self) -> RunOutcome:
+        max_in_flight = max((lv.in_flight_limit or 0) for lv in self.levels)
+        connector = aiohttp.TCPConnector(limit=max_in_flight or 0, ttl_dns_cache=None)
+        timeout = aiohttp.ClientTimeout(total=self.workload.request_timeout_s)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        progress_bar = _make_progress() if self.show_progress else None
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                with progress_bar if progress_bar is not None else nullcontext():
+                    for level in self.levels:
+                        if self.stopped:
+                            break
+                        self.outcome.levels.append(await self._run_level(session, level, progress_bar))
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+        return self.outcome
+
+
+def _make_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        transient=True, refresh_per_second=4,
+    )
+
+
+def run_async(coro):
+    """Run a coroutine on uvloop where it is installed: less client overhead per chunk."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)

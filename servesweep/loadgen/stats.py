@@ -1,0 +1,108 @@
+"""Summary statistics of a set of request records.
+
+Warm-up requests are excluded. The measurement window runs from the first measured request's
+send to the last measured request's end, so throughput is not diluted by warm-up or by
+start-up time. Goodput counts requests meeting every given SLO, per second of that window.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+import numpy as np
+from pydantic import BaseModel
+
+from servesweep.loadgen.records import ERROR_CANCELLED, RequestRecord
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+class SLO(BaseModel):
+    """Per-request latency limits; a request is 'good' when it meets every one given."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+    def is_empty(self) -> bool:
+        return self.ttft_ms is None and self.tpot_ms is None and self.e2e_ms is None
+
+    def met_by(self, record: RequestRecord) -> bool:
+        for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            limit = getattr(self, name)
+            if limit is None:
+                continue
+            value = getattr(record, name)
+            if value is None or value > limit:
+                return False
+        return True
+
+
+def distribution(values: Iterable[float] | np.ndarray) -> dict[str, float | None]:
+    arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+    keys = ["mean", "std", *(f"p{p}" for p in PERCENTILES), "max"]
+    if arr.size == 0:
+        return {k: None for k in keys} | {"count": 0}
+    pct = np.percentile(arr, PERCENTILES)
+    out: dict[str, float | None] = {"mean": float(arr.mean()), "std": float(arr.std())}
+    out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, pct)})
+    out["max"] = float(arr.max())
+    out["count"] = int(arr.size)
+    return out
+
+
+def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
+    records = list(records)
+    measured = [r for r in records if not r.warmup]
+    ok = [r for r in measured if r.ok]
+    failed = [r for r in measured if not r.ok and r.error_kind != ERROR_CANCELLED]
+    cancelled = [r for r in measured if r.error_kind == ERROR_CANCELLED]
+
+    starts = [r.sent_s for r in measured if r.sent_s is not None]
+    ends = [r.end_s for r in measured if r.end_s is not None and r.error_kind != ERROR_CANCELLED]
+    duration = (max(ends) - min(starts)) if starts and ends else 0.0
+
+    prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
+    output_tokens = sum(r.completion_tokens or 0 for r in ok)
+    per_s = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
+
+    itl = [gap for r in ok for gap in r.itl_ms]
+    summary: dict = {
+        "completed": len(ok),
+        "failed": len(failed),
+        "cancelled": len(cancelled),
+        "warmup_excluded": len(records) - len(measured),
+        "duration_s": duration,
+        "request_throughput": per_s(len(ok)),
+        "output_token_throughput": per_s(output_tokens),
+        "total_token_throughput": per_s(prompt_tokens + output_tokens),
+        "total_prompt_tokens": prompt_tokens,
+        "total_output_tokens": output_tokens,
+        "ttft_ms": distribution(r.ttft_ms for r in ok if r.ttft_ms is not None),
+        "itl_ms": distribution(itl),
+        "tpot_ms": distribution(r.tpot_ms for r in ok if r.tpot_ms is not None),
+        "e2e_ms": distribution(r.e2e_ms for r in ok if r.e2e_ms is not None),
+        "errors": dict(Counter(r.error_kind for r in failed)),
+        "error_examples": {kind: next(r.error_message for r in failed if r.error_kind == kind)
+                           for kind in {r.error_kind for r in failed}},
+        "output_len_mismatch": sum(
+            1 for r in ok
+            if r.output_len_requested is not None and r.completion_tokens is not None
+            and r.completion_tokens != r.output_len_requested
+        ),
+        "prompt_len_mismatch": sum(
+            1 for r in ok
+            if r.prompt_len_requested is not None and r.prompt_tokens is not None
+            and r.prompt_tokens != r.prompt_len_requested
+        ),
+    }
+    if slo is not None and not slo.is_empty():
+        good = sum(1 for r in ok if slo.met_by(r))
+        summary["goodput"] = {
+            "slo": slo.model_dump(exclude_none=True),
+            "good_requests": good,
+            "request_goodput": per_s(good),
+            "fraction_good": good / len(measured) if measured else 0.0,
+        }
+    return summary

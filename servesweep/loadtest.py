@@ -1,0 +1,177 @@
+"""One load test: probe the target, run the levels, write records and the summary.
+
+Data flow: a target (a URL, possibly of a server a backend launched) -> `LoadRunner` ->
+`records.jsonl` (as each request completes) -> `summary.json` (also when interrupted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import platform
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from servesweep import __version__
+from servesweep.loadgen.arrivals import LoadLevel
+from servesweep.loadgen.records import RecordWriter
+from servesweep.loadgen.runner import LevelResult, LoadRunner
+from servesweep.loadgen.stats import SLO, summarize
+from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
+from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer, TokenizerLike
+from servesweep.loadgen.workload import Workload
+
+
+class LoadTestConfig(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    base_url: str
+    model: str | None = None
+    tokenizer_dir: Path | None = None
+    workload: Workload = Workload()
+    levels: list[LoadLevel]
+    slo: SLO | None = None
+    out_dir: Path
+    allow_remote: bool = False
+    keep_text: bool = False
+    show_progress: bool | None = None
+
+
+class Telemetry(Protocol):
+    """What a backend's server monitor offers a load test (see servesweep.backends.telemetry)."""
+
+    def start(self, t0: float) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def window_stats(self, start_s: float, end_s: float) -> dict[str, Any]: ...
+
+
+class ServerWatch(Protocol):
+    def poll_failure(self) -> str | None:
+        """A reason when the server under test has died, else None."""
+        ...
+
+
+def host_info() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically, so a crash mid-write never leaves a torn summary."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    os.replace(tmp, path)
+
+
+async def _pick_tokenizer(
+    session: aiohttp.ClientSession, config: LoadTestConfig, target: TargetInfo
+) -> TokenizerLike | None:
+    for candidate in (config.tokenizer_dir, target.root):
+        if candidate and (Path(candidate) / "tokenizer.json").exists():
+            return LocalTokenizer(candidate)
+    # Fall back to the server's own tokenizer endpoints (vLLM serves /tokenize).
+    probe = ServerTokenizer(session, target.base_url, target.model, vocab_size=32000)
+    try:
+        await probe.encode("probe")
+    except (RuntimeError, aiohttp.ClientError, KeyError):
+        return None
+    return probe
+
+
+def _level_entry(result: LevelResult, telemetry: Telemetry | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "label": result.level.label,
+        "spec": result.level.model_dump(exclude_none=True),
+        "start_s": result.start_s,
+        "end_s": result.end_s,
+        "prompt_pool_wrapped": result.prompt_pool_wrapped,
+    }
+    entry.update(result.summary)
+    if telemetry is not None:
+        entry["telemetry"] = telemetry.window_stats(result.start_s, result.end_s)
+    return entry
+
+
+async def run_load_test(
+    config: LoadTestConfig,
+    telemetry: Telemetry | None = None,
+    server_watch: ServerWatch | None = None,
+    server_info: dict[str, Any] | None = None,
+    telemetry_tail_s: float = 1.0,
+) -> dict[str, Any]:
+    """Run every level and return the summary (also written to `out_dir/summary.json`)."""
+    if not config.allow_remote:
+        check_loopback(config.base_url)
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    async with aiohttp.ClientSession() as probe_session:
+        target = await probe_target(probe_session, config.base_url, config.model)
+        tokenizer = await _pick_tokenizer(probe_session, config, target)
+        writer = RecordWriter(out / "records.jsonl")
+        runner = LoadRunner(
+            target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
+            slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
+        )
+        watcher: asyncio.Task | None = None
+        if server_watch is not None:
+            watcher = asyncio.create_task(_watch_server(server_watch, runner))
+        if telemetry is not None:
+            telemetry.start(runner.t0)
+        try:
+            outcome = await runner.run()
+            if telemetry is not None and not outcome.interrupted:
+                # A second of idle samples shows the server draining back to empty.
+                await asyncio.sleep(telemetry_tail_s)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if telemetry is not None:
+                telemetry.stop()
+            writer.close()
+
+    all_records = [r for lv in outcome.levels for r in lv.records]
+    summary: dict[str, Any] = {
+        "tool": {"name": "servesweep", "version": __version__},
+        "target": {"url": target.base_url, "model": target.model, "max_model_len": target.max_model_len},
+        "workload": config.workload.describe(),
+        "seed": config.workload.seed,
+        "levels_requested": [lv.model_dump(exclude_none=True) for lv in config.levels],
+        "slo": config.slo.model_dump(exclude_none=True) if config.slo else None,
+        "tokenizer": type(tokenizer).__name__ if tokenizer else None,
+        "started_at": started.isoformat(),
+        "ended_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "host": host_info(),
+        "interrupted": outcome.interrupted,
+        "abort_reason": outcome.abort_reason,
+    }
+    summary.update(summarize(all_records, config.slo))
+    summary["levels"] = [_level_entry(lv, telemetry) for lv in outcome.levels]
+    if server_info is not None:
+        summary["server"] = server_info
+    if telemetry is not None and outcome.levels:
+        summary["telemetry"] = telemetry.window_stats(outcome.levels[0].start_s, outcome.levels[-1].end_s)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+async def _watch_server(watch: ServerWatch, runner: LoadRunner) -> None:
+    while not runner.stopped:
+        reason = watch.poll_failure()
+        if reason:
+            runner.stop(reason)
+            return
+        await asyncio.sleep(0.5)

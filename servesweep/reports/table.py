@@ -1,0 +1,56 @@
+"""The summary as a readable table on the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ms(dist: dict[str, Any], key: str) -> str:
+    value = dist.get(key) if dist else None
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
+    table = Table(title=title or f"servesweep: {summary['target']['model']} at {summary['target']['url']}")
+    columns = ["level", "ok", "failed", "req/s", "out tok/s", "TTFT p50", "TTFT p99",
+               "ITL p50", "ITL p99", "TPOT p50", "E2E p50", "E2E p99"]
+    has_goodput = any("goodput" in lv for lv in summary["levels"])
+    has_batch = any(lv.get("telemetry", {}).get("running_batch_mean") is not None for lv in summary["levels"])
+    if has_goodput:
+        columns.append("goodput req/s")
+    if has_batch:
+        columns += ["batch mean", "KV peak %"]
+    for name in columns:
+        table.add_column(name, justify="left" if name == "level" else "right")
+    for lv in summary["levels"]:
+        row = [
+            lv["label"], str(lv["completed"]), str(lv["failed"]),
+            f"{lv['request_throughput']:.2f}", f"{lv['output_token_throughput']:,.0f}",
+            _ms(lv["ttft_ms"], "p50"), _ms(lv["ttft_ms"], "p99"),
+            _ms(lv["itl_ms"], "p50"), _ms(lv["itl_ms"], "p99"),
+            _ms(lv["tpot_ms"], "p50"), _ms(lv["e2e_ms"], "p50"), _ms(lv["e2e_ms"], "p99"),
+        ]
+        if has_goodput:
+            row.append(f"{lv['goodput']['request_goodput']:.2f}" if "goodput" in lv else "-")
+        if has_batch:
+            tel = lv.get("telemetry", {})
+            mean, kv = tel.get("running_batch_mean"), tel.get("kv_cache_peak_frac")
+            row.append("-" if mean is None else f"{mean:.1f}")
+            row.append("-" if kv is None else f"{kv * 100:.1f}")
+        table.add_row(*row)
+    table.caption = "latencies in ms; ITL is every gap between streamed chunks"
+    return table
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(summary_table(summary))
+    if summary.get("errors"):
+        for kind, count in summary["errors"].items():
+            example = summary.get("error_examples", {}).get(kind, "")
+            console.print(f"[red]{count} x {kind}[/red]: {example}")
+    if summary.get("abort_reason"):
+        console.print(f"[yellow]run stopped early: {summary['abort_reason']}[/yellow]")
