@@ -118,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servesweep: error: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        print(f"servesweep: error: {where + ': ' if where else ''}{first['msg']}", file=sys.stderr)
+        print(f"servesweep: error: {validation_message(exc)}", file=sys.stderr)
         return 2
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first problem of a pydantic error as one line: `field: message`."""
+    first = exc.errors()[0]
+    where = ".".join(str(x) for x in first.get("loc", ()))
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg

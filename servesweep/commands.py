@@ -54,14 +54,11 @@ def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
 
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
-    try:
-        return Workload(
-            endpoint=args.endpoint, stream=not args.no_stream, input_len=args.input_len,
-            output_len=args.output_len, dataset=args.dataset, shared_prefix_len=args.shared_prefix_len,
-            ignore_eos=not args.no_ignore_eos, request_timeout_s=args.timeout, seed=args.seed,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc)) from None
+    return Workload(
+        endpoint=args.endpoint, stream=not args.no_stream, input_len=args.input_len,
+        output_len=args.output_len, dataset=args.dataset, shared_prefix_len=args.shared_prefix_len,
+        ignore_eos=not args.no_ignore_eos, request_timeout_s=args.timeout, seed=args.seed,
+    )
 
 
 def slo_from_args(args: argparse.Namespace) -> SLO | None:
@@ -143,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _finish(summary: dict[str, Any], out: Path) -> int:
     # Wide enough for every column when stdout is a file or a CI log.
-    print_summary(summary, Console() if sys.stdout.isatty() else Console(width=200))
+    print_summary(summary, Console() if sys.stdout.isatty() else Console(width=200), console)
     console.print(f"results: {out}/summary.json, {out}/records.jsonl")
     return 0
 

@@ -26,7 +26,8 @@ from servesweep.loadgen.stats import SLO, summarize
 from servesweep.loadgen.tokenizer import TokenizerLike
 from servesweep.loadgen.workload import PromptItem, Workload, build_prompts
 
-# Duration-bounded levels need prompts before they start; beyond this many they are reused.
+# Prompts are built before a level starts; a level of more requests than this reuses them
+# (flagged as `prompt_pool_wrapped` in the summary, since reuse lets prefix caching help).
 MAX_PROMPT_POOL = 4096
 
 
@@ -129,13 +130,13 @@ class LoadRunner:
     # --- levels -------------------------------------------------------------------------------
     def _planned_count(self, level: LoadLevel) -> int:
         if level.num_requests is not None:
-            return level.num_requests + level.warmup_requests
+            return min(level.num_requests + level.warmup_requests, MAX_PROMPT_POOL)
         assert level.duration_s is not None
         if level.request_rate is not None:
             estimate = level.request_rate * level.duration_s * 1.5 + 16
         else:
             estimate = level.concurrency * 32  # type: ignore[operator]
-        return int(min(max(estimate, 1), MAX_PROMPT_POOL)) + level.warmup_requests
+        return int(min(max(estimate, 1) + level.warmup_requests, MAX_PROMPT_POOL))
 
     async def _run_closed(self, session, level, prompts, done, progress) -> bool:
         n_total = level.num_requests + level.warmup_requests if level.num_requests else None
@@ -170,8 +171,8 @@ class LoadRunner:
         return time.perf_counter() + level.duration_s if level.duration_s is not None else None
 
     async def _run_open(self, session, level, prompts, done, progress) -> bool:
-        n = len(prompts) if level.num_requests is None else level.num_requests + level.warmup_requests
-        offsets = arrival_offsets(level, n if level.num_requests else MAX_PROMPT_POOL * 16, self.rng)
+        n = None if level.num_requests is None else level.num_requests + level.warmup_requests
+        offsets = arrival_offsets(level, n if n is not None else MAX_PROMPT_POOL * 16, self.rng)
         limit = level.in_flight_limit
         gate = asyncio.Semaphore(limit) if limit else None
         start = time.perf_counter()
@@ -183,8 +184,6 @@ class LoadRunner:
                 await self._one(session, record, payload, done, progress)
 
         for i, offset in enumerate(offsets.tolist()):
-            if level.num_requests is not None and i >= n:
-                break
             target = start + offset
             if deadline is not None and target >= deadline:
                 break

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 import aiohttp
+import numpy as np
 from tokenizers import Tokenizer
 
 
@@ -21,8 +22,8 @@ class TokenizerLike(Protocol):
 
     async def decode(self, ids: list[int]) -> str: ...
 
-    def sample_range(self) -> tuple[int, int]:
-        """[low, high) range of ordinary (non-special) token ids to draw random text from."""
+    def random_ids(self, rng: np.random.Generator, n: int) -> list[int]:
+        """`n` ordinary token ids to build random text from."""
         ...
 
 
@@ -32,11 +33,30 @@ class LocalTokenizer:
         if not path.exists():
             raise FileNotFoundError(f"no tokenizer.json in {model_dir}")
         self._tok = Tokenizer.from_file(str(path))
-        self._special = set(self._special_ids())
+        special = {i for i, tok in self._tok.get_added_tokens_decoder().items() if tok.special}
+        self._pool = self._word_tokens(special)
 
-    def _special_ids(self) -> list[int]:
-        decoder = self._tok.get_added_tokens_decoder()
-        return [i for i, tok in decoder.items() if tok.special]
+    def _word_tokens(self, special: set[int], max_checked: int = 20000) -> np.ndarray:
+        """Tokens that are a space plus letters and encode back to themselves.
+
+        A run of such tokens splits at every space in pre-tokenization, so random text made of
+        them re-encodes to exactly the same ids: prompts get their exact length at once.
+        """
+        vocab = self._tok.get_vocab_size(with_added_tokens=False)
+        ids = np.arange(vocab)
+        if vocab > max_checked:
+            ids = np.random.default_rng(0).choice(vocab, max_checked, replace=False)
+        pool = []
+        for i in ids.tolist():
+            if i in special:
+                continue
+            text = self._tok.decode([i])
+            if len(text) > 1 and text[0] == " " and text[1:].isalpha() and text[1:].isascii():
+                if self._tok.encode(text, add_special_tokens=False).ids == [i]:
+                    pool.append(i)
+        if len(pool) < 50:  # an unusual tokenizer: fall back to every ordinary id
+            pool = [i for i in range(vocab) if i not in special]
+        return np.array(pool)
 
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
@@ -44,9 +64,8 @@ class LocalTokenizer:
     async def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
-    def sample_range(self) -> tuple[int, int]:
-        low = max(self._special) + 1 if self._special and max(self._special) < 1000 else 0
-        return low, self._tok.get_vocab_size(with_added_tokens=False)
+    def random_ids(self, rng: np.random.Generator, n: int) -> list[int]:
+        return rng.choice(self._pool, size=n).tolist()
 
 
 class ServerTokenizer:
@@ -70,6 +89,6 @@ class ServerTokenizer:
                 raise RuntimeError(f"{self._base}/detokenize answered HTTP {resp.status}: {await resp.text()}")
             return (await resp.json())["prompt"]
 
-    def sample_range(self) -> tuple[int, int]:
+    def random_ids(self, rng: np.random.Generator, n: int) -> list[int]:
         # Low ids are where most tokenizers keep their special and byte tokens.
-        return min(1000, self._vocab_size // 4), self._vocab_size
+        return rng.integers(min(1000, self._vocab_size // 4), self._vocab_size, size=n).tolist()

@@ -10,6 +10,7 @@ first model turn gives the output length.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -63,10 +64,9 @@ async def exact_length_text(
     Decoding random ids and re-encoding can merge or split tokens; a few rounds of trimming or
     topping up converge. Returns the text and the count it really has.
     """
-    low, high = tokenizer.sample_range()
     overhead = len(await tokenizer.encode("", add_special_tokens=add_special_tokens)) if add_special_tokens else 0
     target_content = max(n_tokens - overhead, 1)
-    ids = rng.integers(low, high, size=target_content).tolist()
+    ids = tokenizer.random_ids(rng, target_content)
     text = await tokenizer.decode(ids)
     count = 0
     for _ in range(12):
@@ -77,37 +77,41 @@ async def exact_length_text(
         if count > n_tokens:
             content = content[: max(len(content) - (count - n_tokens), 1)]
         else:
-            content = content + rng.integers(low, high, size=n_tokens - count).tolist()
+            content = content + tokenizer.random_ids(rng, n_tokens - count)
         text = await tokenizer.decode(content)
     return text, count
 
 
 async def synthetic_prompts(
-    workload: Workload, n: int, tokenizer: TokenizerLike, rng: np.random.Generator
+    workload: Workload, n: int, tokenizer: TokenizerLike, rng: np.random.Generator, concurrency: int = 32
 ) -> list[PromptItem]:
-    input_lens = workload.input_len.sample(rng, n)
-    output_lens = workload.output_len.sample(rng, n)
+    input_lens = workload.input_len.sample(rng, n).tolist()
+    output_lens = workload.output_len.sample(rng, n).tolist()
     prefix = ""
     prefix_len = workload.shared_prefix_len
     if prefix_len:
         prefix, prefix_len = await exact_length_text(tokenizer, prefix_len, rng, add_special_tokens=False)
-    items: list[PromptItem] = []
-    for in_len, out_len in zip(input_lens.tolist(), output_lens.tolist()):
-        body_len = max(in_len - prefix_len, 1)
-        if workload.endpoint == "chat":
-            # The chat template adds tokens of its own; the exact count comes back in `usage`.
-            body, _ = await exact_length_text(tokenizer, body_len, rng, add_special_tokens=False)
-            items.append(PromptItem(body, None, out_len, system=prefix or None))
-        else:
-            body, count = await exact_length_text(tokenizer, body_len, rng)
+    # One child generator per prompt: the same seed gives the same prompts whatever order the
+    # (possibly remote) tokenizer answers in.
+    base_seed = int(rng.integers(2**63))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> PromptItem:
+        own_rng = np.random.default_rng([base_seed, i])
+        body_len = max(input_lens[i] - prefix_len, 1)
+        async with gate:
+            if workload.endpoint == "chat":
+                # The chat template adds tokens of its own; the exact count comes back in `usage`.
+                body, _ = await exact_length_text(tokenizer, body_len, own_rng, add_special_tokens=False)
+                return PromptItem(body, None, output_lens[i], system=prefix or None)
+            body, count = await exact_length_text(tokenizer, body_len, own_rng)
             if prefix:
-                # Join without a separator so the boundary merges the same way for every prompt.
-                text = prefix + body
-                count = len(await tokenizer.encode(text))
-            else:
-                text = body
-            items.append(PromptItem(text, count, out_len))
-    return items
+                # Joined without a separator, so the boundary tokenizes the same way every time.
+                body = prefix + body
+                count = len(await tokenizer.encode(body))
+            return PromptItem(body, count, output_lens[i])
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
 def _dataset_entry(obj: dict) -> tuple[str, str | None, int | None]:

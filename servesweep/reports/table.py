@@ -45,12 +45,13 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     return table
 
 
-def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+def print_summary(summary: dict[str, Any], console: Console | None = None, notes: Console | None = None) -> None:
+    """The table on `console` (stdout); errors and early stops on `notes` (stderr)."""
     console = console or Console()
+    notes = notes or Console(stderr=True)
     console.print(summary_table(summary))
-    if summary.get("errors"):
-        for kind, count in summary["errors"].items():
-            example = summary.get("error_examples", {}).get(kind, "")
-            console.print(f"[red]{count} x {kind}[/red]: {example}")
+    for kind, count in (summary.get("errors") or {}).items():
+        example = summary.get("error_examples", {}).get(kind, "")
+        notes.print(f"[red]{count} x {kind}[/red]: {example}")
     if summary.get("abort_reason"):
-        console.print(f"[yellow]run stopped early: {summary['abort_reason']}[/yellow]")
+        notes.print(f"[yellow]run stopped early: {summary['abort_reason']}[/yellow]")

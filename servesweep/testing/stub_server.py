@@ -1,0 +1,130 @@
+"""A stand-in OpenAI-compatible server whose timings are known, for tests and benchmarks.
+
+It streams `max_tokens` chunks per request after an injected time to first token and with an
+injected gap between chunks, and reports exact `usage`. Failure modes reproduce what real
+servers do wrong: a malformed JSON chunk, an error event mid-stream, a connection dropped
+before `[DONE]`, an HTTP error with an OpenAI error body. Its tokenizer counts one token per
+character (plus one BOS), so `/tokenize` and `/detokenize` round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from aiohttp import web
+
+BOS_ID = 1
+
+
+@dataclass
+class StubBehaviour:
+    ttft_s: float = 0.0
+    itl_s: float = 0.0
+    mode: str = "ok"  # ok | malformed | error_event | drop | http_error
+    fail_after_chunks: int = 2
+    max_model_len: int = 4096
+    model: str = "stub-model"
+
+
+def _count_prompt(body: dict) -> tuple[int, str]:
+    if "messages" in body:
+        text = "".join(m.get("content", "") for m in body["messages"])
+    else:
+        text = body.get("prompt", "")
+    return len(text) + 1, text
+
+
+def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
+    b = behaviour or StubBehaviour()
+    app = web.Application()
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": b.model, "object": "model", "max_model_len": b.max_model_len, "root": None}]})
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def tokenize(request: web.Request) -> web.Response:
+        body = await request.json()
+        ids = [ord(c) for c in body.get("prompt", "")]
+        if body.get("add_special_tokens", True):
+            ids = [BOS_ID] + ids
+        return web.json_response({"tokens": ids, "count": len(ids), "max_model_len": b.max_model_len})
+
+    async def detokenize(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"prompt": "".join(chr(i) for i in body["tokens"] if i != BOS_ID)})
+
+    async def complete(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        chat = request.path.endswith("/chat/completions")
+        n_out = int(body.get("max_tokens", 16))
+        prompt_tokens, _ = _count_prompt(body)
+        if b.mode == "http_error" or prompt_tokens + n_out > b.max_model_len:
+            msg = (f"This model's maximum context length is {b.max_model_len} tokens. However, you requested "
+                   f"{prompt_tokens + n_out} tokens.") if b.mode != "http_error" else "stub refuses this request"
+            return web.json_response({"error": {"message": msg, "type": "BadRequestError", "code": 400}}, status=400)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_out, "total_tokens": prompt_tokens + n_out}
+        if not body.get("stream"):
+            await asyncio.sleep(b.ttft_s + b.itl_s * max(n_out - 1, 0))
+            text = "x" * n_out
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
+            return web.json_response({"id": "stub", "choices": [choice], "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if chat:
+            await resp.write(b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n')
+        chunk = (b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n' if chat
+                 else b'data: {"choices":[{"index":0,"text":"x"}]}\n\n')
+        await asyncio.sleep(b.ttft_s)
+        for i in range(n_out):
+            if i and b.itl_s:
+                await asyncio.sleep(b.itl_s)
+            if i == b.fail_after_chunks and b.mode != "ok":
+                if b.mode == "malformed":
+                    await resp.write(b'data: {"choices": [ {"text": "x"\n\n')
+                elif b.mode == "error_event":
+                    await resp.write(b'data: {"error": {"message": "engine died mid-stream", "code": 500}}\n\n')
+                    await resp.write(b"data: [DONE]\n\n")
+                    return resp
+                elif b.mode == "drop":
+                    request.transport.close()
+                    return resp
+            await resp.write(chunk)
+        await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\ndata: [DONE]\n\n")
+        return resp
+
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/detokenize", detokenize)
+    app.router.add_post("/v1/completions", complete)
+    app.router.add_post("/v1/chat/completions", complete)
+    return app
+
+
+def main() -> None:
+    """`python -m servesweep.testing.stub_server --port P [--ttft S] [--itl S]`: serve until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ttft", type=float, default=0.0)
+    parser.add_argument("--itl", type=float, default=0.0)
+    parser.add_argument("--mode", default="ok")
+    args = parser.parse_args()
+    behaviour = StubBehaviour(ttft_s=args.ttft, itl_s=args.itl, mode=args.mode)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(build_app(behaviour), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from aiohttp import web
+
+from servesweep.testing.stub_server import StubBehaviour, build_app
+
+
+class StubThread:
+    """The stand-in server on its own event loop in a thread, so sync and async tests can use it."""
+
+    def __init__(self, behaviour: StubBehaviour) -> None:
+        self.behaviour = behaviour
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+
+        async def serve() -> None:
+            self.runner = web.AppRunner(build_app(behaviour), handle_signals=False)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]
+            ready.set()
+
+        self.thread = threading.Thread(target=self._run, args=(serve,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _run(self, serve) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(serve())
+        self.loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+        fut.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def stub_server() -> Iterator[Callable[..., StubThread]]:
+    started: list[StubThread] = []
+
+    def start(**kwargs) -> StubThread:
+        stub = StubThread(StubBehaviour(**kwargs))
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from servesweep.backends.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory, tiny_model_dir):
+    """One real CPU vLLM server for the whole test session."""
+    pytest.importorskip("vllm", reason="the CPU vLLM extra is not installed")
+    from servesweep.backends.vllm import VllmServerConfig, launch_vllm
+
+    config = VllmServerConfig(model=str(tiny_model_dir), served_model_name="tiny", precision="bf16",
+                              load_format="dummy", max_model_len=1024)
+    server = launch_vllm(config, tmp_path_factory.mktemp("vllm-shared"))
+    yield server
+    server.stop()

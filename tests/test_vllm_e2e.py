@@ -1,0 +1,75 @@
+"""End to end against the real CPU vLLM server (one server for the whole session)."""
+
+import json
+
+import pytest
+
+from servesweep.loadgen.arrivals import LoadLevel
+from servesweep.loadgen.records import read_records
+from servesweep.loadgen.workload import Workload
+from servesweep.loadtest import LoadTestConfig, run_load_test
+
+pytestmark = pytest.mark.vllm
+
+
+def config(server, out, levels, **workload):
+    return LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=out, levels=levels,
+                          show_progress=False, workload=Workload(**({"input_len": 64, "output_len": 16} | workload)))
+
+
+@pytest.mark.parametrize("endpoint,stream", [("completions", True), ("completions", False),
+                                             ("chat", True), ("chat", False)])
+async def test_endpoints_with_pinned_output_lengths(vllm_server, tmp_path, endpoint, stream):
+    levels = [LoadLevel(concurrency=1, num_requests=4), LoadLevel(concurrency=16, num_requests=32)]
+    summary = await run_load_test(config(vllm_server, tmp_path, levels, endpoint=endpoint, stream=stream,
+                                         input_len="uniform:16:128", output_len="uniform:4:24"))
+    assert summary["completed"] == 36 and summary["failed"] == 0
+    records = list(read_records(tmp_path / "records.jsonl"))
+    # max_tokens + ignore_eos pin every output length, as the server's usage reports it.
+    assert all(r.completion_tokens == r.output_len_requested for r in records)
+    assert summary["output_len_mismatch"] == 0
+    if endpoint == "completions":
+        # Prompts were built to an exact token count with the model's own tokenizer.
+        assert all(r.prompt_tokens == r.prompt_len_requested for r in records)
+    if stream:
+        assert all(len(r.chunk_arrivals_s) >= 1 for r in records)
+        assert summary["itl_ms"]["count"] > 0
+        assert all(r.ttft_ms < r.e2e_ms for r in records)
+
+
+async def test_prompt_longer_than_context_is_recorded_with_the_servers_message(vllm_server, tmp_path):
+    summary = await run_load_test(config(vllm_server, tmp_path, [LoadLevel(concurrency=2, num_requests=2)],
+                                         input_len=1500))
+    assert summary["completed"] == 0 and summary["errors"] == {"http_error": 2}
+    message = summary["error_examples"]["http_error"]
+    assert "1024" in message  # the server names its context length
+    assert all(r.http_status == 400 for r in read_records(tmp_path / "records.jsonl"))
+
+
+async def test_telemetry_tracks_batching_and_kv_cache(vllm_server, tmp_path):
+    levels = [LoadLevel(concurrency=1, num_requests=6), LoadLevel(concurrency=16, num_requests=64)]
+    telemetry = vllm_server.telemetry(tmp_path / "telemetry.jsonl", interval_s=0.1)
+    summary = await run_load_test(config(vllm_server, tmp_path, levels, input_len=256, output_len=48),
+                                  telemetry=telemetry, server_info=vllm_server.info(), telemetry_tail_s=1.5)
+    c1, c16 = (lv["telemetry"] for lv in summary["levels"])
+    # The server's running batch follows the client's concurrency.
+    assert c1["running_batch_peak"] <= 1
+    assert c16["running_batch_peak"] >= 8
+    assert c16["running_batch_mean"] > 3 * max(c1["running_batch_mean"], 1)
+    # KV cache fills under load, and the pool size comes from the server.
+    assert c16["kv_cache_peak_frac"] > 0
+    assert c16["kv_cache_peak_frac"] > c1["kv_cache_peak_frac"]
+    assert summary["server"]["kv_pool_tokens"] > 0 and summary["server"]["kv_pool_bytes"] > 0
+    assert c16["kv_cache_peak_bytes"] == pytest.approx(c16["kv_cache_peak_frac"] * summary["server"]["kv_pool_bytes"])
+    assert 0 < c16["oom_margin_pct"] <= 100
+    assert c16["device_mem_peak_bytes"] is None and c16["gpu"].startswith("not available")
+    for key in ("running_batch_mean", "running_batch_peak", "waiting_peak", "kv_cache_peak_frac",
+                "kv_cache_peak_bytes", "preemptions", "device_mem_peak_bytes", "oom_margin_pct"):
+        assert key in summary["telemetry"]
+    # ...and falls back once the load stops.
+    samples = [json.loads(line) for line in (tmp_path / "telemetry.jsonl").read_text().splitlines()]
+    after = [s for s in samples if s["t"] > summary["levels"][-1]["end_s"] + 0.5 and "kv_usage" in s]
+    assert after, "no telemetry samples after the load"
+    assert after[-1]["kv_usage"] == 0 and after[-1]["running"] == 0
+    # Server-side generation counters agree with what the client counted.
+    assert c16["server_generation_tokens"] == pytest.approx(summary["levels"][1]["total_output_tokens"], rel=0.1)
