@@ -164,10 +164,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register_extra_commands(sub: Any) -> None:
-    """Sub-commands defined outside cli.py (sweep, report, gate) register here."""
+    """Sub-commands defined outside cli.py's core pair (run, demo)."""
+    sweep = sub.add_parser("sweep", help="run a scenario's sweep (resumable: finished points are skipped)")
+    sweep.add_argument("scenario", type=Path)
+    sweep.add_argument("--out", type=Path, required=True)
+    sweep.add_argument("--no-report", action="store_true", help="skip writing the report afterwards")
+    sweep.add_argument("--no-progress", action="store_true")
+    report = sub.add_parser("report", help="write report.html, report.md, points.csv, recommendation.json")
+    report.add_argument("results_dir", type=Path)
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo}
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from servesweep.scenarios.schema import ScenarioError, load_scenario
+    from servesweep.sweep import SweepInterrupted, SweepRunner
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    runner = SweepRunner(scenario, args.scenario, args.out, console,
+                         show_progress=False if args.no_progress else None)
+    try:
+        points = runner.run()
+    except SweepInterrupted:
+        console.print(f"sweep interrupted; finished points are in {args.out}/points.jsonl; "
+                      "run the same command again to resume")
+        return 130
+    failed = sum(p["status"] == "failed" for p in points)
+    console.print(f"sweep done: {len(points)} points ({failed} failed) in {args.out}/points.jsonl")
+    if not args.no_report:
+        return _report(args.out)
+    return 0
+
+
+def _report(results_dir: Path) -> int:
+    from servesweep.reports.render import ReportError, write_report
+
+    try:
+        paths = write_report(results_dir)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    console.print("report: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return _report(args.results_dir)
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report}
 
 
 def dispatch(args: argparse.Namespace) -> int:

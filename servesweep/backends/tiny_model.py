@@ -35,10 +35,20 @@ class TinyModelShape:
     intermediate_size: int = 688
     vocab_size: int = 4096
     max_position_embeddings: int = 2048
+    tokenizer_vocab_size: int = 4096  # may be smaller than the model's vocabulary
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+
+# Real architectures' shapes, for dummy-weight servers that load a GPU like the real model would.
+SHAPES: dict[str, TinyModelShape] = {
+    "tiny": TinyModelShape(),
+    "llama3-8b": TinyModelShape(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                                num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
+                                max_position_embeddings=8192),
+}
 
 
 def default_cache_dir() -> Path:
@@ -139,7 +149,7 @@ def build_tiny_model(out_dir: Path | None = None, shape: TinyModelShape | None =
     if marker.exists() and json.loads(marker.read_text()) == asdict(shape):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(shape.vocab_size)
+    tokenizer = train_tokenizer(min(shape.tokenizer_vocab_size, shape.vocab_size))
     _save_tokenizer(tokenizer, out, shape.max_position_embeddings)
     config = llama_config(shape, tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS))
     (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -148,3 +158,18 @@ def build_tiny_model(out_dir: Path | None = None, shape: TinyModelShape | None =
     )
     marker.write_text(json.dumps(asdict(shape)))
     return out
+
+
+def main() -> None:
+    """`python -m servesweep.backends.tiny_model --shape llama3-8b --out DIR`"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="build an offline model directory (config + tokenizer)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    print(build_tiny_model(args.out, SHAPES[args.shape]))
+
+
+if __name__ == "__main__":
+    main()

@@ -127,6 +127,7 @@ class LaunchedVllm:
     startup_s: float
     kv_pool: dict[str, Any]
     gpu_indices: list[int]
+    gpu_names: list[str]
 
     @property
     def base_url(self) -> str:
@@ -147,6 +148,7 @@ class LaunchedVllm:
             "kv_pool_tokens": self.kv_pool.get("tokens"),
             "kv_pool_bytes": self.kv_pool.get("bytes"),
             "kv_pool": self.kv_pool,
+            "gpus": self.gpu_names,
         }
 
     def stop(self) -> None:
@@ -200,4 +202,5 @@ def launch_vllm(
     except BaseException:
         process.stop()
         raise
-    return LaunchedVllm(config, process, argv, model_name, version, startup_s, kv_pool, gpu_indices)
+    gpu_names = [nvml.info(i).name for i in gpu_indices]
+    return LaunchedVllm(config, process, argv, model_name, version, startup_s, kv_pool, gpu_indices, gpu_names)

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from servesweep.loadgen.lengths import LengthSpec
 from servesweep.loadgen.tokenizer import TokenizerLike
@@ -26,6 +26,8 @@ Endpoint = Literal["completions", "chat"]
 
 
 class Workload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     endpoint: Endpoint = "completions"
     stream: bool = True
     input_len: LengthSpec = Field(default_factory=lambda: LengthSpec.parse(128))

@@ -1,0 +1,277 @@
+"""From sweep points to answers: the knee, precision ratios, the best config, a recommendation.
+
+Definitions (also in the README):
+  batch size       the configured batch of a point: min(client concurrency, max_num_seqs); for
+                   open-loop points, the peak running batch the server reported. The measured
+                   mean running batch (vLLM's num_requests_running) is reported beside it.
+  knee             the first sampled batch size after which one more batch slot adds less than
+                   KNEE_THRESHOLD (10 %) of the output throughput one slot delivers at the
+                   smallest sampled batch. The marginal throughput per added GiB of KV cache at
+                   peak is reported for the same segments. If the threshold is never crossed the
+                   knee is the largest sampled batch and `knee_reached` is false.
+  memory needed    weights (parameter count x bytes per parameter at the precision) + KV cache
+                   at peak; a lower bound that leaves out activations and CUDA graphs. With a
+                   GPU, the device memory peak from NVML is reported beside it.
+  meets SLOs       the scenario's SLO percentile (default p99) of each limited metric is within
+                   its limit, and no request failed.
+  goodput          requests per second that met every SLO; without SLOs, request throughput.
+  OOM margin band  5-40 %: below, long or unusual requests will hit preemption or OOM; above,
+                   memory is reserved that the load never touches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+KNEE_THRESHOLD = 0.10
+MARGIN_BAND = (5.0, 40.0)
+PRECISION_ORDER = ["fp32", "fp16", "bf16", "fp8"]  # highest precision first
+GIB = 1024**3
+
+
+def weights_bytes(model_dir: str | Path, precision: str) -> int | None:
+    """Parameter bytes of a Llama-style decoder from its config.json."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config", cfg)
+    try:
+        h, layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+        inter = cfg["intermediate_size"]
+        heads = cfg["num_attention_heads"]
+    except KeyError:
+        return None
+    kv_heads = cfg.get("num_key_value_heads", heads)
+    head_dim = cfg.get("head_dim") or h // heads
+    attn = h * heads * head_dim * 2 + h * kv_heads * head_dim * 2
+    per_layer_linear = attn + 3 * h * inter
+    embeddings = vocab * h * (1 if cfg.get("tie_word_embeddings") else 2)
+    norms = (2 * layers + 1) * h
+    linear_bytes = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}[precision]
+    other_bytes = 4 if precision == "fp32" else 2  # FP8 quantizes the linear layers only
+    return int(layers * per_layer_linear * linear_bytes + (embeddings + norms) * other_bytes)
+
+
+def _get(d: dict | None, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_dir: str | None = None) -> pd.DataFrame:
+    """One row per point, failed points included (with their cause)."""
+    rows = []
+    percentile = (slo or {}).get("percentile", 99)
+    for p in points:
+        spec, level, s, t = p["config_spec"], p["level_spec"], p.get("summary") or {}, p.get("telemetry") or {}
+        conc = level.get("concurrency")
+        seqs = spec.get("max_num_seqs")
+        batch = min(conc, seqs) if conc and seqs else conc
+        if batch is None and t.get("running_batch_peak") is not None:
+            batch = int(t["running_batch_peak"])
+        row = {
+            "config": p["config"], "level": p["level"], "status": p["status"], "cause": p.get("cause"),
+            "precision": spec["precision"], "max_num_seqs": seqs, "kv_cache_dtype": spec.get("kv_cache_dtype"),
+            "gpu_memory_utilization": spec.get("gpu_memory_utilization"), "concurrency": conc,
+            "request_rate": level.get("request_rate"), "batch": batch,
+            "running_batch_mean": t.get("running_batch_mean"), "running_batch_peak": t.get("running_batch_peak"),
+            "completed": s.get("completed"), "failed": s.get("failed"),
+            "request_throughput": s.get("request_throughput"),
+            "output_token_throughput": s.get("output_token_throughput"),
+            "total_token_throughput": s.get("total_token_throughput"),
+            "kv_cache_peak_frac": t.get("kv_cache_peak_frac"), "kv_cache_peak_bytes": t.get("kv_cache_peak_bytes"),
+            "kv_pool_bytes": t.get("kv_pool_bytes"), "preemptions": t.get("preemptions"),
+            "oom_margin_pct": t.get("oom_margin_pct"), "device_mem_peak_bytes": t.get("device_mem_peak_bytes"),
+            "device_mem_total_bytes": t.get("device_mem_total_bytes"),
+        }
+        for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+            for q in ("p50", "p90", "p99"):
+                row[f"{metric[:-3]}_{q}_ms"] = _get(s, metric, q)
+        good = _get(s, "goodput", "request_goodput")
+        row["goodput"] = good if good is not None else s.get("request_throughput")
+        wb = weights_bytes(model_dir or spec["model"], spec["precision"])
+        row["weights_bytes"] = wb
+        kv = t.get("kv_cache_peak_bytes")
+        row["memory_needed_bytes"] = (wb or 0) + (kv or 0) if wb is not None else None
+        meets = p["status"] == "ok" and not s.get("failed")
+        for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            limit = (slo or {}).get(metric)
+            value = _get(s, metric, f"p{percentile}")
+            if limit is not None and (value is None or value > limit):
+                meets = False
+        row["meets_slo"] = bool(meets)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def find_knee(batches: list[float], throughputs: list[float], kv_bytes: list[float | None] | None = None,
+              threshold: float = KNEE_THRESHOLD) -> dict[str, Any]:
+    """Knee of throughput against batch size (see the module docstring)."""
+    order = np.argsort(batches)
+    b = np.asarray(batches, dtype=float)[order]
+    t = np.asarray(throughputs, dtype=float)[order]
+    kv = [kv_bytes[i] for i in order] if kv_bytes is not None else [None] * len(b)
+    if len(b) == 0:
+        return {"knee_batch_size": None, "knee_reached": False, "segments": []}
+    per_slot_at_start = t[0] / b[0] if b[0] > 0 else 0.0
+    segments, knee, reached = [], None, False
+    for i in range(1, len(b)):
+        gain_per_slot = (t[i] - t[i - 1]) / (b[i] - b[i - 1])
+        rel = gain_per_slot / per_slot_at_start if per_slot_at_start > 0 else 0.0
+        kv_gain = None
+        if kv[i] is not None and kv[i - 1] is not None and kv[i] > kv[i - 1]:
+            kv_gain = (t[i] - t[i - 1]) / ((kv[i] - kv[i - 1]) / GIB)
+        segments.append({"from_batch": float(b[i - 1]), "to_batch": float(b[i]),
+                         "marginal_throughput_per_slot": float(gain_per_slot),
+                         "relative_to_first_slot": float(rel),
+                         "marginal_throughput_per_kv_gib": kv_gain})
+        if knee is None and rel < threshold:
+            knee, reached = float(b[i - 1]), True
+    if knee is None:
+        knee = float(b[-1])
+    return {"knee_batch_size": int(knee) if knee.is_integer() else knee, "knee_reached": reached,
+            "threshold": threshold, "segments": segments}
+
+
+def batch_sweep(df: pd.DataFrame) -> dict[str, Any]:
+    ok = df[(df.status == "ok") & df.batch.notna()]
+    by_precision = {}
+    for precision, group in ok.groupby("precision"):
+        # Several configs can share a batch size (e.g. max_num_seqs x concurrency): keep the best.
+        best = group.sort_values("output_token_throughput").groupby("batch").tail(1).sort_values("batch")
+        knee = find_knee(best.batch.tolist(), best.output_token_throughput.tolist(),
+                         best.kv_cache_peak_bytes.tolist())
+        knee["points"] = best[["batch", "config", "level", "running_batch_mean", "output_token_throughput",
+                               "kv_cache_peak_bytes"]].to_dict("records")
+        knee["distinct_batch_sizes"] = int(best.batch.nunique())
+        by_precision[precision] = knee
+    failed = df[df.status == "failed"][["config", "level", "batch", "cause"]].to_dict("records")
+    primary = next((p for p in ["bf16", "fp16", "fp8", "fp32"] if p in by_precision), None)
+    return {
+        "points": ok[["precision", "batch", "config", "level", "running_batch_mean", "output_token_throughput",
+                      "request_throughput", "kv_cache_peak_bytes"]].to_dict("records"),
+        "knee_batch_size": by_precision[primary]["knee_batch_size"] if primary else None,
+        "knee_precision": primary,
+        "by_precision": by_precision,
+        "failed_points": failed,
+        "definition": f"first batch after which one more slot adds < {KNEE_THRESHOLD:.0%} of the first slot's throughput",
+    }
+
+
+def precision_sweep(df: pd.DataFrame, drift: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Throughput per precision at the largest batch every precision reached, vs fp32."""
+    ok = df[(df.status == "ok") & df.batch.notna()]
+    precisions = [p for p in PRECISION_ORDER if p in set(ok.precision)]
+    if not precisions:
+        return {}
+    common = set.intersection(*(set(ok[ok.precision == p].batch) for p in precisions))
+    batch = max(common) if common else None
+    out: dict[str, Any] = {}
+    for p in precisions:
+        rows = ok[(ok.precision == p) & (ok.batch == batch)] if batch is not None else ok[ok.precision == p]
+        out[p] = {"batch": batch, "throughput": float(rows.output_token_throughput.max()) if len(rows) else None}
+    base = out.get("fp32", {}).get("throughput")
+    for p in precisions:
+        tput = out[p]["throughput"]
+        out[p]["speedup_vs_fp32"] = (tput / base) if base and tput else None
+        d = (drift or {}).get(p) or {}
+        out[p]["token_agreement"] = d.get("token_agreement")
+        out[p]["logprob_cosine"] = d.get("logprob_cosine")
+        out[p]["drift_reference"] = d.get("reference")
+    return out
+
+
+def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None) -> dict[str, Any]:
+    ok = df[df.status == "ok"].copy()
+    cols = ["config", "level", "precision", "batch", "goodput", "output_token_throughput", "meets_slo",
+            "memory_needed_bytes", "device_mem_peak_bytes"]
+    fits = np.ones(len(ok), dtype=bool)
+    if vram_budget_bytes is not None:
+        need = ok.device_mem_peak_bytes.fillna(ok.memory_needed_bytes)
+        fits = (need <= vram_budget_bytes).fillna(False).to_numpy()
+    ok["fits_budget"] = fits
+    baseline_rows = ok[(ok.precision == "fp32")]
+    baseline = None
+    if len(baseline_rows):
+        first = baseline_rows.sort_values(["batch", "output_token_throughput"], ascending=[True, False]).iloc[0]
+        baseline = first[cols].to_dict()
+    eligible = ok[ok.meets_slo & ok.fits_budget]
+    best = None
+    if len(eligible):
+        best = eligible.sort_values(["goodput", "output_token_throughput"], ascending=False).iloc[0][cols + ["fits_budget"]].to_dict()
+    speedup = None
+    if best and baseline and baseline["goodput"]:
+        speedup = {"goodput": best["goodput"] / baseline["goodput"],
+                   "output_token_throughput": best["output_token_throughput"] / baseline["output_token_throughput"]}
+    return {
+        "points": ok[cols + ["fits_budget"]].to_dict("records"),
+        "baseline": baseline,
+        "best_config": best,
+        "speedup_vs_baseline": speedup,
+        "vram_budget_bytes": vram_budget_bytes,
+        "excluded_by_budget": ok[~ok.fits_budget].config.unique().tolist(),
+    }
+
+
+def margin_advice(margin: float | None, preempted: bool) -> dict[str, Any]:
+    low, high = MARGIN_BAND
+    if margin is None:
+        return {"in_band": None, "advice": "no KV-cache telemetry: margin unknown"}
+    if preempted or margin < low:
+        return {"in_band": False, "direction": "too tight",
+                "advice": "KV cache nearly full or preempting at peak: lower max_num_seqs or max_model_len, "
+                          "or raise gpu_memory_utilization"}
+    if margin > high:
+        return {"in_band": False, "direction": "too loose",
+                "advice": "more than 40 % of the KV pool unused at peak: raise max_num_seqs / target concurrency, "
+                          "or lower gpu_memory_utilization to hand the memory to something else"}
+    return {"in_band": True, "direction": "in band", "advice": "keep"}
+
+
+def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch: dict[str, Any],
+                              sku: str | None, gpu_name: str | None) -> dict[str, Any] | None:
+    best = combined.get("best_config")
+    if not best:
+        return None
+    row = df[(df.config == best["config"]) & (df.level == best["level"])].iloc[0]
+    margin = row.oom_margin_pct if pd.notna(row.oom_margin_pct) else None
+    preempted = bool(row.preemptions) if pd.notna(row.preemptions) else False
+    seqs = row.max_num_seqs if pd.notna(row.max_num_seqs) else None
+    knee = (batch.get("by_precision", {}).get(row.precision) or {}).get("knee_batch_size")
+    rec = {
+        "sku": sku,
+        "measured_on": gpu_name or "CPU (vLLM CPU build)",
+        "precision": row.precision,
+        "max_num_seqs": int(seqs) if seqs is not None else (int(row.batch) if pd.notna(row.batch) else None),
+        "max_num_seqs_source": "configured" if seqs is not None else "batch the best point ran at (server default cap)",
+        "knee_batch_size": knee,
+        "concurrency": int(row.concurrency) if pd.notna(row.concurrency) else None,
+        "gpu_memory_utilization": row.gpu_memory_utilization if pd.notna(row.gpu_memory_utilization) else None,
+        "kv_cache_dtype": row.kv_cache_dtype,
+        "expected": {
+            "request_throughput": row.request_throughput, "output_token_throughput": row.output_token_throughput,
+            "goodput": row.goodput, "ttft_p50_ms": row.ttft_p50_ms, "ttft_p99_ms": row.ttft_p99_ms,
+            "tpot_p50_ms": row.tpot_p50_ms, "tpot_p99_ms": row.tpot_p99_ms, "e2e_p99_ms": row.e2e_p99_ms,
+        },
+        "kv_cache_peak_bytes": row.kv_cache_peak_bytes if pd.notna(row.kv_cache_peak_bytes) else None,
+        "oom_margin_pct": margin,
+        "oom_margin_band_pct": list(MARGIN_BAND),
+        "based_on": {"config": row.config, "level": row.level,
+                     "points_compared": int((df.status == "ok").sum())},
+    }
+    rec.update(margin_advice(margin, preempted))
+    # With device totals, the utilization that would put peak KV use at ~80 % of the pool.
+    if (margin is not None and not rec["in_band"] and pd.notna(row.kv_cache_peak_bytes)
+            and pd.notna(row.device_mem_total_bytes) and pd.notna(row.kv_pool_bytes) and rec["gpu_memory_utilization"]):
+        non_kv = rec["gpu_memory_utilization"] * row.device_mem_total_bytes - row.kv_pool_bytes
+        target_pool = row.kv_cache_peak_bytes / 0.8
+        rec["suggested_gpu_memory_utilization"] = round(float((non_kv + target_pool) / row.device_mem_total_bytes), 3)
+    return rec

@@ -1,0 +1,357 @@
+"""`servesweep report DIR`: points.csv, recommendation.json, report.md and a self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from servesweep import __version__
+from servesweep.loadtest import write_json
+from servesweep.reports.analysis import (
+    GIB,
+    PRECISION_ORDER,
+    batch_sweep,
+    combined_sweep,
+    points_frame,
+    precision_sweep,
+    production_recommendation,
+)
+from servesweep.reports.drift import compare_outputs
+from servesweep.reports.skus import sku_from_gpu_name, sku_table
+from servesweep.sweep import read_points
+
+SCHEMA_VERSION = 1
+
+
+class ReportError(RuntimeError):
+    pass
+
+
+def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
+    runs: dict[str, list] = {}
+    for path in sorted((out_dir / "configs").glob("*/drift.json")):
+        data = json.loads(path.read_text())
+        runs.setdefault(data["precision"], data["outputs"])
+    present = [p for p in PRECISION_ORDER if p in runs]
+    if len(present) < 2:
+        return {}
+    reference = present[0]
+    result = {}
+    for p in present:
+        result[p] = compare_outputs(runs[reference], runs[p]) | {"reference": reference}
+    return result
+
+
+def _gpu_name(points: list[dict[str, Any]]) -> str | None:
+    for p in points:
+        gpus = (p.get("server") or {}).get("gpus")
+        if gpus:
+            return gpus[0]
+    return None
+
+
+def analyse(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    scenario_path = out_dir / "scenario.json"
+    if not scenario_path.exists():
+        raise ReportError(f"{out_dir} is not a sweep directory (no scenario.json); run `servesweep sweep` first")
+    scenario = json.loads(scenario_path.read_text())
+    points = read_points(out_dir)
+    if not points:
+        raise ReportError(f"{out_dir}/points.jsonl has no finished points yet")
+    df = points_frame(points, scenario.get("slo"))
+    drift = _drift_by_precision(out_dir)
+    budget = scenario.get("vram_budget_gib")
+    batch = batch_sweep(df)
+    precision = precision_sweep(df, drift)
+    combined = combined_sweep(df, budget * GIB if budget else None)
+    gpu_name = _gpu_name(points)
+    measured_sku = sku_from_gpu_name(gpu_name)
+    sku = measured_sku or (scenario.get("skus") or [None])[0]
+    rec = production_recommendation(df, combined, batch, sku, gpu_name)
+    by_precision = {}
+    ok = df[df.status == "ok"]
+    for p, info in precision.items():
+        rows = ok[(ok.precision == p) & (ok.batch == info["batch"])].sort_values("output_token_throughput")
+        if len(rows):
+            r = rows.iloc[-1]
+            by_precision[p] = {"output_token_throughput": float(r.output_token_throughput),
+                               "ttft_p50_ms": float(r.ttft_p50_ms) if pd.notna(r.ttft_p50_ms) else None}
+    gate = _accuracy_gate(out_dir)
+    gate_passed = {g["precision"]: g["passed"] for g in gate} if gate else None
+    need = float(df.memory_needed_bytes.dropna().max()) if df.memory_needed_bytes.notna().any() else None
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "generated_by": f"servesweep {__version__}",
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "scenario": scenario.get("name"),
+        "measured_on": gpu_name or "CPU (vLLM CPU build; no GPU)",
+        "batch_sweep": batch,
+        "precision_sweep": precision,
+        "drift": drift,
+        "combined_sweep": combined,
+        "production_recommendation": rec,
+        "sku_to_preferred_precision": sku_table(measured_sku if measured_sku else None,
+                                                by_precision if measured_sku else None, need, gate_passed,
+                                                scenario.get("skus")),
+    }
+    if gate:
+        result["accuracy_gate"] = gate
+    return df, result
+
+
+def _accuracy_gate(out_dir: Path) -> list[dict[str, Any]] | None:
+    results = [json.loads(p.read_text()) for p in sorted(out_dir.glob("**/gate.json"))]
+    return results or None
+
+
+# --- plots ---------------------------------------------------------------------------------------
+def _fig_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plots(df: pd.DataFrame, result: dict[str, Any], out_dir: Path) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[(df.status == "ok") & df.batch.notna()]
+    plots: dict[str, bytes] = {}
+    precisions = [p for p in PRECISION_ORDER if p in set(ok.precision)]
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for p in precisions:
+        knee = result["batch_sweep"]["by_precision"].get(p, {})
+        pts = pd.DataFrame(knee.get("points", []))
+        if pts.empty:
+            continue
+        line, = ax.plot(pts.batch, pts.output_token_throughput, marker="o", label=p)
+        k = knee.get("knee_batch_size")
+        if k is not None:
+            y = pts[pts.batch == k].output_token_throughput
+            if len(y):
+                ax.scatter([k], [y.iloc[0]], s=180, facecolors="none", edgecolors=line.get_color(), linewidths=2)
+                ax.annotate(f"knee {k}", (k, y.iloc[0]), textcoords="offset points", xytext=(6, -14), fontsize=8)
+    failed = df[df.status == "failed"]
+    for _, row in failed.iterrows():
+        if pd.notna(row.batch):
+            ax.axvline(row.batch, color="red", alpha=0.3, linestyle=":")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size (min of concurrency, max_num_seqs)")
+    ax.set_ylabel("output tokens / s")
+    ax.set_title("Throughput vs batch (circle: knee; red dotted: failed points)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    plots["throughput_vs_batch"] = _fig_png(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for p in precisions:
+        rows = ok[ok.precision == p].sort_values("batch")
+        for ax, metric in zip(axes, ("ttft", "tpot")):
+            ax.plot(rows.batch, rows[f"{metric}_p50_ms"], marker="o", label=f"{p} p50")
+            ax.plot(rows.batch, rows[f"{metric}_p99_ms"], marker="x", linestyle="--", label=f"{p} p99")
+    for ax, metric in zip(axes, ("TTFT", "TPOT")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(f"{metric} (ms)")
+        ax.set_title(f"{metric} percentiles vs load")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    plots["latency_vs_load"] = _fig_png(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for config in df.config.unique():
+        times, usage, offset = [], [], 0.0
+        for level_dir in sorted((out_dir / "configs" / config).glob("*/telemetry.jsonl"),
+                                key=lambda p: p.stat().st_mtime):
+            samples = [orjson.loads(line) for line in level_dir.read_bytes().splitlines() if line.strip()]
+            samples = [s for s in samples if "kv_usage" in s]
+            if not samples:
+                continue
+            times += [offset + s["t"] for s in samples]
+            usage += [s["kv_usage"] * 100 for s in samples]
+            offset = times[-1] + 1.0
+        if times:
+            ax.plot(times, usage, label=config, linewidth=1)
+    ax.set_xlabel("seconds of load (levels back to back)")
+    ax.set_ylabel("KV-cache usage (%)")
+    ax.set_title("KV-cache usage over time, per configuration")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    plots["kv_usage_over_time"] = _fig_png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for p in precisions:
+        rows = ok[ok.precision == p].sort_values("batch")
+        ax.plot(rows.batch, rows.kv_cache_peak_bytes / GIB, marker="o", label=f"{p} KV peak")
+        if rows.device_mem_peak_bytes.notna().any():
+            ax.plot(rows.batch, rows.device_mem_peak_bytes / GIB, marker="s", linestyle="--", label=f"{p} device peak")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("GiB")
+    ax.set_title("KV-cache peak and device memory vs batch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    plots["memory_vs_batch"] = _fig_png(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    labels = [f"{r.config}\n{r.level}" for r in ok.itertuples()]
+    colors = ["tab:green" if m else "tab:gray" for m in ok.meets_slo]
+    ax.bar(range(len(ok)), ok.goodput, color=colors)
+    ax.set_xticks(range(len(ok)), labels, rotation=90, fontsize=7)
+    ax.set_ylabel("goodput (req/s meeting SLOs)")
+    ax.set_title("Goodput per configuration and load (green: meets SLOs)")
+    ax.grid(alpha=0.3, axis="y")
+    plots["goodput"] = _fig_png(fig)
+    return plots
+
+
+# --- documents ----------------------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
+    cols = ["config", "level", "status", "precision", "batch", "running_batch_mean", "output_token_throughput",
+            "request_throughput", "goodput", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
+            "kv_cache_peak_frac", "oom_margin_pct", "preemptions", "meets_slo", "cause"]
+    return df[[c for c in cols if c in df.columns]]
+
+
+def _summary_lines(result: dict[str, Any]) -> list[str]:
+    lines = [f"Measured on: **{result['measured_on']}**."]
+    b = result["batch_sweep"]
+    lines.append(f"Knee of throughput vs batch ({b.get('knee_precision')}): **batch {b.get('knee_batch_size')}** "
+                 f"({b['definition']}).")
+    comb = result["combined_sweep"]
+    if comb.get("best_config"):
+        best = comb["best_config"]
+        lines.append(f"Best config within SLOs and budget: **{best['config']} at {best['level']}**, goodput "
+                     f"{_fmt(best['goodput'], 2)} req/s, {_fmt(best['output_token_throughput'], 0)} output tok/s.")
+    if comb.get("speedup_vs_baseline"):
+        sp = comb["speedup_vs_baseline"]
+        lines.append(f"Speed-up over the fp32 batch-1 baseline: **{_fmt(sp['goodput'], 2)}x goodput**, "
+                     f"{_fmt(sp['output_token_throughput'], 2)}x output throughput.")
+    rec = result.get("production_recommendation")
+    if rec:
+        lines.append(f"Recommendation: {rec['precision']}, max_num_seqs {rec['max_num_seqs']}, concurrency "
+                     f"{rec['concurrency']}; OOM margin {_fmt(rec['oom_margin_pct'])} % ({rec['direction']}: "
+                     f"{rec['advice']}).")
+    return lines
+
+
+def _precision_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for p, info in result["precision_sweep"].items():
+        gate = next((g for g in result.get("accuracy_gate") or [] if g.get("precision") == p), None)
+        rows.append([p, _fmt(info["batch"]), _fmt(info["throughput"], 0), _fmt(info["speedup_vs_fp32"], 2),
+                     _fmt(info["token_agreement"], 3), _fmt(info["logprob_cosine"], 4),
+                     "-" if gate is None else ("pass" if gate["passed"] else "FAIL")])
+    return rows
+
+
+PRECISION_HEADER = ["precision", "batch", "output tok/s", "vs fp32", "token agreement", "logprob cosine", "accuracy gate"]
+
+
+def _sku_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, e in result["sku_to_preferred_precision"].items():
+        proj = e.get("projection") or {}
+        p = proj.get(e["precision"]) if e.get("precision") else None
+        rows.append([name, e.get("precision") or "-", e["basis"],
+                     _fmt(p["output_token_throughput"], 0) + " (projected)" if p and p.get("output_token_throughput") else "-",
+                     e["reason"]])
+    return rows
+
+
+SKU_HEADER = ["SKU", "preferred", "basis", "output tok/s", "reason"]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(out_dir: Path) -> dict[str, Path]:
+    df, result = analyse(out_dir)
+    paths = {"csv": out_dir / "points.csv", "json": out_dir / "recommendation.json",
+             "md": out_dir / "report.md", "html": out_dir / "report.html"}
+    df.to_csv(paths["csv"], index=False)
+    write_json(paths["json"], result)
+    plots = _plots(df, result, out_dir)
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    for name, png in plots.items():
+        (plot_dir / f"{name}.png").write_bytes(png)
+
+    title = f"servesweep report: {result['scenario']}"
+    table = _table_frame(df)
+    md = [f"# {title}", "", *[f"- {line}" for line in _summary_lines(result)], "",
+          "## Throughput vs batch", "", "![](plots/throughput_vs_batch.png)", "",
+          "## Precision comparison", "", _md_table(PRECISION_HEADER, _precision_rows(result)), "",
+          "Token agreement and logprob cosine are drift sanity checks against the highest precision run, "
+          "not a quality gate.", "",
+          "## Latency vs load", "", "![](plots/latency_vs_load.png)", "",
+          "## KV cache and memory", "", "![](plots/kv_usage_over_time.png)", "", "![](plots/memory_vs_batch.png)", "",
+          "## Goodput", "", "![](plots/goodput.png)", "",
+          "## Production recommendation", "", "```json",
+          json.dumps(result.get("production_recommendation"), indent=2, default=str), "```", "",
+          "## Preferred precision per SKU", "", _md_table(SKU_HEADER, _sku_rows(result)), "",
+          "`measured`: from this sweep's GPU. `projected`: datasheet roofline ratios from the measured SKU, "
+          "or datasheet FP8 support alone when no GPU was measured.", "",
+          "## Every point", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
+    paths["md"].write_text("\n".join(md))
+
+    imgs = {k: base64.b64encode(v).decode() for k, v in plots.items()}
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;font-size:12px;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}
+th{{background:#f0f0f0}}td:first-child{{text-align:left}}img{{max-width:100%;border:1px solid #eee;margin:.5em 0}}
+pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{margin:.3em 0}}</style></head><body>
+<h1>{html.escape(title)}</h1><ul class="summary">{''.join(f'<li>{html.escape(line).replace("**", "")}</li>' for line in _summary_lines(result))}</ul>
+<h2>Throughput vs batch</h2><img src="data:image/png;base64,{imgs['throughput_vs_batch']}">
+<h2>Precision comparison</h2>{_html_table(PRECISION_HEADER, _precision_rows(result))}
+<p>Token agreement and logprob cosine are drift sanity checks against the highest-precision run, not a quality gate.</p>
+<h2>Latency vs load</h2><img src="data:image/png;base64,{imgs['latency_vs_load']}">
+<h2>KV cache and memory</h2><img src="data:image/png;base64,{imgs['kv_usage_over_time']}"><img src="data:image/png;base64,{imgs['memory_vs_batch']}">
+<h2>Goodput</h2><img src="data:image/png;base64,{imgs['goodput']}">
+<h2>Production recommendation</h2><pre>{html.escape(json.dumps(result.get('production_recommendation'), indent=2, default=str))}</pre>
+<h2>Preferred precision per SKU</h2>{_html_table(SKU_HEADER, _sku_rows(result))}
+<p><i>measured</i>: from this sweep's GPU. <i>projected</i>: datasheet roofline ratios from the measured SKU, or datasheet FP8 support alone when no GPU was measured.</p>
+<h2>Every point</h2>{table.to_html(index=False, na_rep='-', float_format=lambda v: f'{v:,.2f}')}
+</body></html>"""
+    paths["html"].write_text(page)
+    return paths
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True

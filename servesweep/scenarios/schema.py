@@ -1,0 +1,141 @@
+"""Scenario files: a workload, load levels, SLOs and a sweep grid over server configurations.
+
+Validated with pydantic; unknown fields are errors (a typo must not silently fall back to a
+default), and every error names the file, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from servesweep.backends.vllm import Precision, VllmServerConfig
+from servesweep.loadgen.arrivals import Arrival, LoadLevel
+from servesweep.loadgen.stats import SLO
+from servesweep.loadgen.workload import Workload
+
+BUILTIN_MODEL = "builtin"
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class LoadSpec(Strict):
+    concurrency: list[int] | None = None
+    request_rate: list[float] | None = None
+    arrival: Arrival | None = None
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    num_requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int = 0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "LoadSpec":
+        if (self.concurrency is None) == (self.request_rate is None):
+            raise ValueError("give exactly one of concurrency (a list) or request_rate (a list)")
+        if self.num_requests is None and self.duration_s is None:
+            self.num_requests = 64
+        return self
+
+    def levels(self) -> list[LoadLevel]:
+        common = dict(num_requests=self.num_requests, duration_s=self.duration_s,
+                      warmup_requests=self.warmup_requests)
+        if self.concurrency is not None:
+            return [LoadLevel(concurrency=c, **common) for c in self.concurrency]
+        arrival = self.arrival or ("gamma" if self.burstiness != 1.0 else "poisson")
+        return [LoadLevel(request_rate=r, arrival=arrival, burstiness=self.burstiness,
+                          max_concurrency=self.max_concurrency, **common) for r in self.request_rate or []]
+
+
+class SLOSpec(SLO):
+    model_config = ConfigDict(extra="forbid")
+    # A point meets the SLOs when this percentile of each limited metric is within its limit.
+    percentile: Literal[50, 90, 95, 99] = 99
+
+
+class SweepGrid(Strict):
+    precision: list[Precision] = ["bf16"]
+    max_num_seqs: list[int | None] = [None]
+    gpu_memory_utilization: list[float | None] = [None]
+    kv_cache_dtype: list[Literal["auto", "fp8"]] = ["auto"]
+
+
+class DriftSpec(Strict):
+    """Greedy outputs on fixed prompts, compared across precisions (a sanity check, not a gate)."""
+
+    prompts: int = 8
+    prompt_len: int = 64
+    max_tokens: int = 32
+    top_logprobs: int = 5
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    model: str = BUILTIN_MODEL
+    served_model_name: str | None = None
+    load_format: Literal["auto", "dummy"] | None = None
+    max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+    startup_timeout_s: float = 900.0
+    server_args: list[str] = []
+    workload: Workload = Field(default_factory=Workload)
+    load: LoadSpec
+    slo: SLOSpec | None = None
+    sweep: SweepGrid = Field(default_factory=SweepGrid)
+    vram_budget_gib: float | None = None
+    skus: list[str] = []
+    drift: DriftSpec | None = Field(default_factory=DriftSpec)
+
+    def server_configs(self, model_dir: str) -> list[VllmServerConfig]:
+        """One server configuration per point of the grid (each costs one server start)."""
+        grid = self.sweep
+        configs = []
+        for precision, seqs, gmu, kv in itertools.product(
+            grid.precision, grid.max_num_seqs, grid.gpu_memory_utilization, grid.kv_cache_dtype
+        ):
+            configs.append(VllmServerConfig(
+                model=model_dir, served_model_name=self.served_model_name, precision=precision,
+                max_num_seqs=seqs, gpu_memory_utilization=gmu, kv_cache_dtype=kv,
+                max_model_len=self.max_model_len, load_format=self.load_format,
+                tensor_parallel_size=self.tensor_parallel_size, startup_timeout_s=self.startup_timeout_s,
+                extra_args=self.server_args,
+            ))
+        return configs
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"scenario {path}: file does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"scenario {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"scenario {path}: expected a mapping of fields at the top level")
+    raw.setdefault("name", path.stem)
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:5]:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            problems.append(f"{_where(err['loc'])}: {msg}")
+        raise ScenarioError(f"scenario {path}: " + "; ".join(problems)) from None

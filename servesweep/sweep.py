@@ -1,0 +1,169 @@
+"""Run a scenario's sweep: one server start per configuration, every load level against it.
+
+Each finished point (configuration x load level) is appended to `points.jsonl` at once, so a
+sweep that is stopped or crashes keeps what it measured, and a rerun with the same output
+directory skips finished points. A configuration that fails to start, or whose server dies
+under load, is recorded as failed points with the cause: that marks the upper boundary of what
+the hardware can serve, and the sweep goes on with the next configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+from rich.console import Console
+
+from servesweep.backends.process import ServerStartError
+from servesweep.backends.tiny_model import build_tiny_model
+from servesweep.backends.vllm import LaunchedVllm, UnsupportedConfig, VllmServerConfig, launch_vllm
+from servesweep.loadgen.arrivals import LoadLevel
+from servesweep.loadgen.drift import drift_prompts, greedy_outputs
+from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.tokenizer import LocalTokenizer
+from servesweep.loadtest import LoadTestConfig, run_load_test, write_json
+from servesweep.scenarios.schema import BUILTIN_MODEL, Scenario
+
+POINTS_FILE = "points.jsonl"
+
+
+def read_points(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / POINTS_FILE
+    if not path.exists():
+        return []
+    points = []
+    for line in path.read_bytes().splitlines():
+        try:
+            points.append(orjson.loads(line))
+        except orjson.JSONDecodeError:  # a torn last line from a crash
+            continue
+    return points
+
+
+class SweepInterrupted(Exception):
+    pass
+
+
+class SweepRunner:
+    def __init__(self, scenario: Scenario, scenario_path: Path, out_dir: Path, console: Console | None = None,
+                 show_progress: bool | None = None) -> None:
+        self.scenario = scenario
+        self.scenario_path = scenario_path
+        self.out = out_dir
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        self.levels = scenario.load.levels()
+
+    def model_dir(self) -> str:
+        if self.scenario.model == BUILTIN_MODEL:
+            return str(build_tiny_model())
+        return self.scenario.model
+
+    def run(self) -> list[dict[str, Any]]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.scenario_path, self.out / "scenario.yaml")
+        write_json(self.out / "scenario.json", self.scenario.model_dump(mode="json"))
+        done = {(p["config"], p["level"]) for p in read_points(self.out)}
+        model_dir = self.model_dir()
+        configs = self.scenario.server_configs(model_dir)
+        if self.scenario.model == BUILTIN_MODEL:
+            configs = [c.model_copy(update={"load_format": c.load_format or "dummy",
+                                            "max_model_len": c.max_model_len or 2048}) for c in configs]
+        for i, config in enumerate(configs, 1):
+            todo = [lv for lv in self.levels if (config.label(), lv.label) not in done]
+            if not todo:
+                self.console.print(f"[{i}/{len(configs)}] {config.label()}: all points done, skipped")
+                continue
+            self.console.print(f"[{i}/{len(configs)}] {config.label()}: {len(todo)} load level(s)")
+            self._run_config(config, todo)
+        return read_points(self.out)
+
+    def _append(self, point: dict[str, Any]) -> None:
+        point["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        with open(self.out / POINTS_FILE, "ab") as f:
+            f.write(orjson.dumps(point, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+    def _failed(self, config: VllmServerConfig, levels: Iterable[LoadLevel], cause: str, detail: str) -> None:
+        for level in levels:
+            self._append({"config": config.label(), "config_spec": config.model_dump(mode="json"),
+                          "level": level.label, "level_spec": level.model_dump(exclude_none=True),
+                          "status": "failed", "cause": cause, "detail": detail})
+
+    def _run_config(self, config: VllmServerConfig, todo: list[LoadLevel]) -> None:
+        config_dir = self.out / "configs" / config.label()
+        try:
+            server = launch_vllm(config, config_dir)
+        except (ServerStartError, UnsupportedConfig) as exc:
+            cause = exc.cause if isinstance(exc, ServerStartError) else "unsupported on this device"
+            detail = exc.detail if isinstance(exc, ServerStartError) else str(exc)
+            self.console.print(f"  [red]failed to start: {cause}[/red] ({detail}); recorded as failed points")
+            self._failed(config, todo, cause, detail)
+            return
+        try:
+            self.console.print(f"  vLLM {server.version} healthy after {server.startup_s:.0f} s "
+                               f"(KV pool {server.kv_pool.get('tokens')} tokens)")
+            self._drift(server, config_dir)
+            for n, level in enumerate(todo):
+                point = self._run_level(server, config, level, config_dir)
+                if point.get("interrupted"):
+                    # Not recorded: a resumed sweep measures this point again.
+                    raise SweepInterrupted()
+                self._append(point)
+                if point["status"] == "failed":
+                    self._failed(config, todo[n + 1:], "server died at an earlier level", point["cause"])
+                    return
+        finally:
+            server.stop()
+
+    def _drift(self, server: LaunchedVllm, config_dir: Path) -> None:
+        spec = self.scenario.drift
+        path = config_dir / "drift.json"
+        if spec is None or path.exists():
+            return
+        try:
+            tokenizer = LocalTokenizer(server.config.model)
+        except FileNotFoundError:
+            self.console.print("  drift probe skipped: no local tokenizer")
+            return
+
+        async def probe() -> list[dict[str, Any]]:
+            prompts = await drift_prompts(tokenizer, spec.prompts, spec.prompt_len)
+            return await greedy_outputs(server.base_url, server.model_name, prompts, spec.max_tokens,
+                                        spec.top_logprobs)
+
+        try:
+            write_json(path, {"precision": server.config.precision, "outputs": run_async(probe())})
+        except (RuntimeError, OSError, KeyError) as exc:
+            self.console.print(f"  drift probe failed: {exc}")
+
+    def _run_level(self, server: LaunchedVllm, config: VllmServerConfig, level: LoadLevel,
+                   config_dir: Path) -> dict[str, Any]:
+        level_dir = config_dir / level.label
+        load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=level_dir,
+                              levels=[level], workload=self.scenario.workload, slo=self.scenario.slo,
+                              show_progress=self.show_progress)
+        telemetry = server.telemetry(level_dir / "telemetry.jsonl")
+        summary = run_async(run_load_test(load, telemetry=telemetry, server_watch=server.process,
+                                          server_info=server.info()))
+        result = {k: v for k, v in summary.items() if k != "levels"}
+        point: dict[str, Any] = {
+            "config": config.label(), "config_spec": config.model_dump(mode="json"),
+            "level": level.label, "level_spec": level.model_dump(exclude_none=True),
+            "status": "ok", "summary": result, "telemetry": summary.get("telemetry"),
+            "server": {k: summary["server"][k] for k in ("version", "startup_s", "kv_pool_tokens", "kv_pool_bytes",
+                                                         "command", "gpus")},
+            "dir": str(level_dir.relative_to(self.out)),
+        }
+        died = server.process.poll_failure()
+        if summary.get("interrupted"):
+            point["status"], point["interrupted"] = "interrupted", True
+        elif died or (summary.get("abort_reason") and summary["completed"] == 0):
+            point["status"], point["cause"] = "failed", died or summary["abort_reason"]
+        tput = summary["output_token_throughput"]
+        self.console.print(f"  {level.label}: {summary['completed']} ok, {summary['failed']} failed, "
+                           f"{tput:,.0f} output tok/s, TTFT p50 {summary['ttft_ms']['p50'] or 0:.1f} ms"
+                           + (f" [red]{point['status']}: {point.get('cause', '')}[/red]" if point["status"] != "ok" else ""))
+        return point
