@@ -1,0 +1,141 @@
+"""Sweep analyses on synthetic points with known answers."""
+
+import pandas as pd
+import pytest
+
+from servesweep.reports.analysis import (
+    batch_sweep,
+    combined_sweep,
+    find_knee,
+    margin_advice,
+    points_frame,
+    precision_sweep,
+    production_recommendation,
+)
+from servesweep.reports.drift import compare_outputs
+from servesweep.reports.skus import SKUS, sku_from_gpu_name, sku_table
+
+GIB = 1024**3
+
+
+def point(precision, conc, tput, ttft_p99=100.0, status="ok", seqs=None, kv_frac=0.5, preemptions=0.0,
+          dev_peak=None, cause=None):
+    summary = None if status != "ok" else {
+        "completed": 100, "failed": 0, "request_throughput": tput / 100, "output_token_throughput": tput,
+        "total_token_throughput": tput * 2,
+        "ttft_ms": {"p50": ttft_p99 / 2, "p90": ttft_p99, "p99": ttft_p99},
+        "tpot_ms": {"p50": 10.0, "p90": 12.0, "p99": 15.0}, "itl_ms": {"p50": 10.0, "p99": 15.0},
+        "e2e_ms": {"p50": 500.0, "p90": 600.0, "p99": 700.0},
+    }
+    telemetry = None if status != "ok" else {
+        "running_batch_mean": conc * 0.9, "running_batch_peak": conc, "kv_cache_peak_frac": kv_frac,
+        "kv_cache_peak_bytes": kv_frac * 10 * GIB, "kv_pool_bytes": 10 * GIB, "preemptions": preemptions,
+        "oom_margin_pct": 0.0 if preemptions else (1 - kv_frac) * 100, "device_mem_peak_bytes": dev_peak,
+        "device_mem_total_bytes": 80 * GIB if dev_peak else None,
+    }
+    label = precision + (f"-seqs{seqs}" if seqs else "")
+    return {"config": label, "config_spec": {"model": "/nonexistent", "precision": precision, "max_num_seqs": seqs,
+                                             "kv_cache_dtype": "auto", "gpu_memory_utilization": 0.9},
+            "level": f"c{conc}", "level_spec": {"concurrency": conc}, "status": status, "cause": cause,
+            "summary": summary, "telemetry": telemetry}
+
+
+def test_knee_is_where_marginal_throughput_per_slot_collapses():
+    batches = [1, 2, 4, 8, 16, 32]
+    tputs = [100, 200, 390, 760, 800, 810]  # linear to 8, then flat
+    knee = find_knee(batches, tputs)
+    assert knee["knee_batch_size"] == 8 and knee["knee_reached"]
+    assert knee["knee_batch_size"] in batches
+
+
+def test_knee_not_reached_is_the_largest_batch_and_flagged():
+    knee = find_knee([1, 4, 16, 64], [10, 40, 160, 640])
+    assert knee["knee_batch_size"] == 64 and not knee["knee_reached"]
+
+
+def test_knee_reports_marginal_throughput_per_kv_gib():
+    knee = find_knee([1, 2, 4, 8], [100, 200, 300, 310], [1 * GIB, 2 * GIB, 4 * GIB, 8 * GIB])
+    assert knee["segments"][0]["marginal_throughput_per_kv_gib"] == pytest.approx(100)
+    assert knee["segments"][2]["marginal_throughput_per_kv_gib"] == pytest.approx(2.5)
+
+
+def frame(points, slo=None):
+    return points_frame(points, slo)
+
+
+def test_batch_sweep_on_four_batch_sizes_with_a_failed_point():
+    pts = [point("bf16", c, t) for c, t in [(1, 100), (4, 400), (16, 1500), (64, 1700)]]
+    pts.append(point("bf16", 256, 0, status="failed", cause="out of memory"))
+    b = batch_sweep(frame(pts))
+    assert b["knee_batch_size"] == 16
+    assert b["by_precision"]["bf16"]["distinct_batch_sizes"] == 4
+    assert b["failed_points"][0]["cause"] == "out of memory"
+
+
+def test_precision_ratios_at_equal_batch():
+    pts = [point("fp32", c, t) for c, t in [(1, 50), (8, 300)]] + [point("bf16", c, t) for c, t in [(1, 100), (8, 900), (32, 2000)]]
+    drift = {"bf16": {"token_agreement": 0.9, "logprob_cosine": 0.99, "reference": "fp32"}}
+    p = precision_sweep(frame(pts), drift)
+    assert p["bf16"]["batch"] == 8  # the largest batch both precisions ran
+    assert p["bf16"]["speedup_vs_fp32"] == pytest.approx(3.0)
+    assert p["bf16"]["token_agreement"] == 0.9 and p["fp32"]["speedup_vs_fp32"] == 1.0
+
+
+def test_budget_excludes_the_fastest_config_and_slo_excludes_slow_ones():
+    pts = [point("fp32", 1, 50, dev_peak=30 * GIB),
+           point("fp32", 8, 300, dev_peak=30 * GIB),
+           point("bf16", 8, 900, dev_peak=20 * GIB),
+           point("bf16", 64, 1500, dev_peak=20 * GIB, ttft_p99=5000),  # breaks the TTFT SLO
+           point("fp8", 64, 2500, dev_peak=70 * GIB)]  # fastest, but over the 40 GiB budget
+    df = frame(pts, {"ttft_ms": 1000, "percentile": 99})
+    comb = combined_sweep(df, 40 * GIB)
+    assert comb["best_config"]["config"] == "bf16" and comb["best_config"]["level"] == "c8"
+    assert comb["baseline"]["config"] == "fp32" and comb["baseline"]["level"] == "c1"
+    assert comb["speedup_vs_baseline"]["output_token_throughput"] == pytest.approx(18.0)
+    assert "fp8" in comb["excluded_by_budget"]
+    assert combined_sweep(df, None)["best_config"]["config"] == "fp8"
+
+
+@pytest.mark.parametrize("margin,preempted,direction", [
+    (2.0, False, "too tight"), (20.0, True, "too tight"), (20.0, False, "in band"), (60.0, False, "too loose")])
+def test_oom_margin_band(margin, preempted, direction):
+    assert margin_advice(margin, preempted)["direction"] == direction
+
+
+def test_recommendation_carries_margin_and_its_evidence():
+    pts = [point("fp32", 1, 50), point("bf16", 16, 900, kv_frac=0.97, seqs=16)]
+    df = frame(pts)
+    comb = combined_sweep(df, None)
+    rec = production_recommendation(df, comb, batch_sweep(df), "H100-SXM", "NVIDIA H100 80GB HBM3")
+    assert rec["precision"] == "bf16" and rec["max_num_seqs"] == 16 and rec["concurrency"] == 16
+    assert rec["oom_margin_pct"] == pytest.approx(3.0) and rec["direction"] == "too tight"
+    assert rec["based_on"] == {"config": "bf16-seqs16", "level": "c16", "points_compared": 2}
+    for key in ("sku", "gpu_memory_utilization", "expected", "kv_cache_peak_bytes"):
+        assert key in rec
+
+
+def test_sku_table_marks_measured_and_projects_the_rest():
+    assert sku_from_gpu_name("NVIDIA H100 80GB HBM3") == "H100-SXM"
+    assert sku_from_gpu_name("NVIDIA A100-SXM4-40GB") == "A100-40GB"
+    assert sku_from_gpu_name("NVIDIA H100 PCIe") == "H100-PCIe"
+    measured = {"bf16": {"output_token_throughput": 1000.0, "ttft_p50_ms": 100.0},
+                "fp8": {"output_token_throughput": 1300.0, "ttft_p50_ms": 80.0}}
+    table = sku_table("H100-SXM", measured, 30e9)
+    assert table["H100-SXM"]["basis"] == "measured" and table["H100-SXM"]["precision"] == "fp8"
+    assert table["A100-80GB"] == table["A100-80GB"] | {"basis": "projected", "precision": "bf16"}
+    assert "no FP8 tensor cores" in table["A100-80GB"]["reason"]
+    assert "fp8" not in table["A100-80GB"]["projection"]  # no FP8 path to project onto
+    assert table["A100-80GB"]["projection"]["bf16"]["output_token_throughput"] == pytest.approx(1000 * 2039 / 3350)
+    assert table["H200"]["precision"] == "fp8" and table["L4"]["fits_memory"] is False
+    for name in ("A100-40GB", "A100-80GB", "H100-SXM", "H100-PCIe", "H200", "L40S", "L4", "A10G"):
+        assert name in SKUS and table[name]["reason"]
+
+
+def test_drift_high_cosine_but_different_token_is_found():
+    ref = [{"tokens": ["a", "b", "c"], "top_logprobs": [{"a": -0.1}, {"b": -0.69, "x": -0.70}, {"c": -0.1}]}]
+    other = [{"tokens": ["a", "x", "c"], "top_logprobs": [{"a": -0.1}, {"b": -0.70, "x": -0.69}, {"c": -0.1}]}]
+    d = compare_outputs(ref, other)
+    assert d["token_agreement"] == pytest.approx(2 / 3)
+    assert d["logprob_cosine"] > 0.99
+    ex = d["high_cosine_divergence_example"]
+    assert ex["position"] == 1 and ex["reference_token"] == "b" and ex["token"] == "x"
