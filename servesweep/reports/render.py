@@ -239,8 +239,10 @@ def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
 def _summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"Measured on: **{result['measured_on']}**."]
     b = result["batch_sweep"]
+    reached = (b.get("by_precision", {}).get(b.get("knee_precision")) or {}).get("knee_reached")
+    note = "" if reached else "; not reached: throughput still grows at the largest batch sampled, sweep larger batches"
     lines.append(f"Knee of throughput vs batch ({b.get('knee_precision')}): **batch {b.get('knee_batch_size')}** "
-                 f"({b['definition']}).")
+                 f"({b['definition']}{note}).")
     comb = result["combined_sweep"]
     if comb.get("best_config"):
         best = comb["best_config"]
