@@ -1,6 +1,5 @@
 """Sweep analyses on synthetic points with known answers."""
 
-import pandas as pd
 import pytest
 
 from servesweep.reports.analysis import (

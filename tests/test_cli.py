@@ -1,7 +1,6 @@
 """The command line as a user meets it: exit codes, one-line errors, interruption, a dying server."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
