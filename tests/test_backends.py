@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from servesweep.backends.model_shape import read_model_shape
 from servesweep.backends.process import ServerProcess, ServerStartError, classify_log, free_port
 from servesweep.backends.telemetry import (
-    kv_bytes_per_token,
     kv_pool_from_cache_config,
     parse_cache_config,
     parse_vllm_metrics,
@@ -56,7 +56,7 @@ def test_parse_metrics_sums_engines_and_takes_peak_kv():
 def test_kv_pool_from_blocks_and_model_shape(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(
         {"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_size": 4096}))
-    per_token = kv_bytes_per_token(tmp_path, 2)
+    per_token = read_model_shape(tmp_path).kv_bytes_per_token(2)
     assert per_token == 2 * 32 * 8 * 128 * 2  # Llama-3-8B in bf16: 128 KiB per token
     pool = kv_pool_from_cache_config(parse_cache_config(METRICS), per_token)
     assert pool["tokens"] == 16000 and pool["bytes"] == 16000 * per_token

@@ -16,7 +16,6 @@ OOM margin, as reported here:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.error
@@ -105,22 +104,6 @@ def kv_pool_from_cache_config(cache: dict[str, Any] | None, bytes_per_token: int
     size = tokens * bytes_per_token if tokens and bytes_per_token else None
     return {"tokens": tokens, "bytes": size, "source": "blocks x block_size x model KV bytes per token",
             "num_blocks": blocks, "block_size": block_size, "cache_dtype": cache.get("cache_dtype")}
-
-
-def kv_bytes_per_token(model_dir: str | Path, dtype_bytes: int) -> int | None:
-    """2 (K and V) x layers x KV heads x head dim x bytes per element, from config.json."""
-    try:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    cfg = cfg.get("text_config", cfg)
-    heads = cfg.get("num_attention_heads")
-    kv_heads = cfg.get("num_key_value_heads", heads)
-    head_dim = cfg.get("head_dim") or (cfg["hidden_size"] // heads if heads else None)
-    layers = cfg.get("num_hidden_layers")
-    if not (kv_heads and head_dim and layers):
-        return None
-    return 2 * layers * kv_heads * head_dim * dtype_bytes
 
 
 class TelemetrySampler:

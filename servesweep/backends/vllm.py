@@ -19,11 +19,11 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict
 
 from servesweep.backends.gpu import Nvml
+from servesweep.backends.model_shape import read_model_shape
 from servesweep.backends.process import ServerProcess, ServerStartError, classify_log, free_port, port_in_use
 from servesweep.backends.telemetry import (
     TelemetrySampler,
     fetch_metrics_text,
-    kv_bytes_per_token,
     kv_pool_from_cache_config,
     parse_cache_config,
 )
@@ -197,7 +197,9 @@ def launch_vllm(
         except (OSError, ValueError):
             version = None
         cache = parse_cache_config(fetch_metrics_text(process.base_url + "/metrics"))
-        per_token = kv_bytes_per_token(config.model, 1 if config.kv_cache_dtype == "fp8" else DTYPE_BYTES[config.precision])
+        shape = read_model_shape(config.model)
+        per_token = (shape.kv_bytes_per_token(1 if config.kv_cache_dtype == "fp8" else DTYPE_BYTES[config.precision])
+                     if shape else None)
         kv_pool = kv_pool_from_cache_config(cache, per_token)
     except BaseException:
         process.stop()

@@ -21,12 +21,13 @@ Definitions (also in the README):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from servesweep.backends.model_shape import read_model_shape
 
 KNEE_THRESHOLD = 0.10
 MARGIN_BAND = (5.0, 40.0)
@@ -35,27 +36,8 @@ GIB = 1024**3
 
 
 def weights_bytes(model_dir: str | Path, precision: str) -> int | None:
-    """Parameter bytes of a Llama-style decoder from its config.json."""
-    try:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    cfg = cfg.get("text_config", cfg)
-    try:
-        h, layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-        inter = cfg["intermediate_size"]
-        heads = cfg["num_attention_heads"]
-    except KeyError:
-        return None
-    kv_heads = cfg.get("num_key_value_heads", heads)
-    head_dim = cfg.get("head_dim") or h // heads
-    attn = h * heads * head_dim * 2 + h * kv_heads * head_dim * 2
-    per_layer_linear = attn + 3 * h * inter
-    embeddings = vocab * h * (1 if cfg.get("tie_word_embeddings") else 2)
-    norms = (2 * layers + 1) * h
-    linear_bytes = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}[precision]
-    other_bytes = 4 if precision == "fp32" else 2  # FP8 quantizes the linear layers only
-    return int(layers * per_layer_linear * linear_bytes + (embeddings + norms) * other_bytes)
+    shape = read_model_shape(model_dir)
+    return shape.weights_bytes(precision) if shape else None
 
 
 def _get(d: dict | None, *keys: str) -> Any:
