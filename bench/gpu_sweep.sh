@@ -7,7 +7,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=
 PRECISIONS=${1:-"bf16 fp8 fp16 fp32"}
 BUDGET=${2:-540}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-[ -d /tmp/llama3-8b-dummy ] || python3 -m servesweep.backends.tiny_model --shape llama3-8b --out /tmp/llama3-8b-dummy
+[ -d /tmp/llama3-8b-dummy ] || python3 -m servesweep.models.tiny --shape llama3-8b --out /tmp/llama3-8b-dummy
 sed "s/precision: \[.*\]/precision: [$(echo $PRECISIONS | sed 's/ /, /g')]/" scenarios/h100-llama3-8b.yaml > /tmp/h100.yaml
 timeout "$BUDGET" python3 -m servesweep sweep /tmp/h100.yaml --out /tmp/h100-sweep --no-progress --no-report
 echo "sweep exit: $?"

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from servesweep.backends.process import ServerStartError
-from servesweep.backends.tiny_model import build_tiny_model
+from servesweep.models.tiny import build_tiny_model
 from servesweep.backends.vllm import LaunchedVllm, UnsupportedConfig, VllmServerConfig, launch_vllm
 from servesweep.cli import UsageError
 from servesweep.loadgen.arrivals import LoadLevel
@@ -171,6 +171,9 @@ def register_extra_commands(sub: Any) -> None:
     sweep.add_argument("--no-progress", action="store_true")
     report = sub.add_parser("report", help="write report.html, report.md, points.csv, recommendation.json")
     report.add_argument("results_dir", type=Path)
+    from servesweep.gate.command import register as register_gate
+
+    register_gate(sub)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -211,7 +214,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return _report(args.results_dir)
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report}
+def cmd_gate(args: argparse.Namespace) -> int:
+    from servesweep.gate.command import cmd_gate as run_gate
+
+    return run_gate(args)
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report, "gate": cmd_gate}
 
 
 def dispatch(args: argparse.Namespace) -> int:

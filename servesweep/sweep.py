@@ -18,16 +18,17 @@ import orjson
 from rich.console import Console
 
 from servesweep.backends.process import ServerStartError
-from servesweep.backends.tiny_model import build_tiny_model
+from servesweep.models.tiny import build_tiny_model
 from servesweep.backends.vllm import LaunchedVllm, UnsupportedConfig, VllmServerConfig, launch_vllm
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.drift import drift_prompts, greedy_outputs
 from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
 from servesweep.loadtest import LoadTestConfig, run_load_test, write_json
-from servesweep.scenarios.schema import BUILTIN_MODEL, Scenario
+from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 
 POINTS_FILE = "points.jsonl"
+GATE_MEASUREMENT_FILE = "gate-measurement.json"
 
 
 def read_points(out_dir: Path) -> list[dict[str, Any]]:
@@ -60,6 +61,10 @@ class SweepRunner:
     def model_dir(self) -> str:
         if self.scenario.model == BUILTIN_MODEL:
             return str(build_tiny_model())
+        if self.scenario.model == BUILTIN_TRAINED_MODEL:
+            from servesweep.models.trained import train_model
+
+            return str(train_model(log=self.console.print))
         return self.scenario.model
 
     def run(self) -> list[dict[str, Any]]:
@@ -79,6 +84,8 @@ class SweepRunner:
                 continue
             self.console.print(f"[{i}/{len(configs)}] {config.label()}: {len(todo)} load level(s)")
             self._run_config(config, todo)
+        if self.scenario.accuracy_gate:
+            self._gate_verdicts()
         return read_points(self.out)
 
     def _append(self, point: dict[str, Any]) -> None:
@@ -106,6 +113,7 @@ class SweepRunner:
             self.console.print(f"  vLLM {server.version} healthy after {server.startup_s:.0f} s "
                                f"(KV pool {server.kv_pool.get('tokens')} tokens)")
             self._drift(server, config_dir)
+            self._gate_measure(server, config_dir)
             for n, level in enumerate(todo):
                 point = self._run_level(server, config, level, config_dir)
                 if point.get("interrupted"):
@@ -138,6 +146,49 @@ class SweepRunner:
             write_json(path, {"precision": server.config.precision, "outputs": run_async(probe())})
         except (RuntimeError, OSError, KeyError) as exc:
             self.console.print(f"  drift probe failed: {exc}")
+
+    def _gate_measure(self, server: LaunchedVllm, config_dir: Path) -> None:
+        """Measure the gate metric on this configuration; verdicts come once every configuration is measured."""
+        from servesweep.gate.measure import GateMeasurementError, measure
+        from servesweep.gate.spec import load_eval_set, load_gate_spec
+
+        path = config_dir / GATE_MEASUREMENT_FILE
+        if self.scenario.accuracy_gate is None or path.exists():
+            return
+        spec = load_gate_spec(self.scenario.accuracy_gate)
+        try:
+            m = run_async(measure(spec, load_eval_set(spec), server.base_url, server.model_name,
+                                  server.config.precision))
+        except GateMeasurementError as exc:
+            self.console.print(f"  accuracy gate not measured: {exc}")
+            return
+        write_json(path, m.model_dump(mode="json"))
+        self.console.print(f"  accuracy gate: {spec.metric} measured"
+                           + (f" = {m.value:.4g}" if m.value is not None else ""))
+
+    def _gate_verdicts(self) -> None:
+        """One gate.json per configuration, judged against the spec's reference precision."""
+        from servesweep.gate.measure import Measurement
+        from servesweep.gate.spec import GateSpecError, load_gate_spec
+        from servesweep.gate.verdict import error_result, judge
+
+        spec = load_gate_spec(self.scenario.accuracy_gate)
+        measured = {p.parent: Measurement.model_validate_json(p.read_text())
+                    for p in sorted((self.out / "configs").glob(f"*/{GATE_MEASUREMENT_FILE}"))}
+        want = spec.method.reference_precision
+        reference = next(((d, m) for d, m in measured.items() if m.target.get("precision") == want), None)
+        for config_dir, m in measured.items():
+            precision = m.target.get("precision")
+            if reference is None:
+                result = error_result(spec, f"the reference precision {want} is not among this sweep's "
+                                            "measured configurations", precision)
+            else:
+                try:
+                    result = judge(spec, m, reference[1], f"{reference[0].name} in this sweep")
+                except GateSpecError as exc:
+                    result = error_result(spec, str(exc), precision)
+            write_json(config_dir / "gate.json", result.model_dump(mode="json"))
+            self.console.print(f"accuracy gate {config_dir.name}: {result.message}", soft_wrap=True)
 
     def _run_level(self, server: LaunchedVllm, config: VllmServerConfig, level: LoadLevel,
                    config_dir: Path) -> dict[str, Any]:

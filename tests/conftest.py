@@ -64,7 +64,7 @@ def stub_server() -> Iterator[Callable[..., StubThread]]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from servesweep.backends.tiny_model import build_tiny_model
+    from servesweep.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
 

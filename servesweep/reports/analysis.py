@@ -171,7 +171,9 @@ def precision_sweep(df: pd.DataFrame, drift: dict[str, dict[str, Any]] | None = 
     return out
 
 
-def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None) -> dict[str, Any]:
+def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
+                   gate_failed: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Best point within SLOs and the VRAM budget, among precisions that did not fail the accuracy gate."""
     ok = df[df.status == "ok"].copy()
     cols = ["config", "level", "precision", "batch", "goodput", "output_token_throughput", "meets_slo",
             "memory_needed_bytes", "device_mem_peak_bytes"]
@@ -185,7 +187,7 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None) -> dict[st
     if len(baseline_rows):
         first = baseline_rows.sort_values(["batch", "output_token_throughput"], ascending=[True, False]).iloc[0]
         baseline = first[cols].to_dict()
-    eligible = ok[ok.meets_slo & ok.fits_budget]
+    eligible = ok[ok.meets_slo & ok.fits_budget & ~ok.precision.isin(gate_failed)]
     best = None
     if len(eligible):
         best = eligible.sort_values(["goodput", "output_token_throughput"], ascending=False).iloc[0][cols + ["fits_budget"]].to_dict()
@@ -200,6 +202,7 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None) -> dict[st
         "speedup_vs_baseline": speedup,
         "vram_budget_bytes": vram_budget_bytes,
         "excluded_by_budget": ok[~ok.fits_budget].config.unique().tolist(),
+        "excluded_by_accuracy_gate": sorted(gate_failed),
     }
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,11 @@ def analyse(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     budget = scenario.get("vram_budget_gib")
     batch = batch_sweep(df)
     precision = precision_sweep(df, drift)
-    combined = combined_sweep(df, budget * GIB if budget else None)
+    gate = _accuracy_gate(out_dir)
+    # A gate that could not be measured says nothing either way: it neither vetoes nor clears a precision.
+    gate_passed = {g["precision"]: g["passed"] for g in gate or [] if g.get("status") != "error"} or None
+    combined = combined_sweep(df, budget * GIB if budget else None,
+                              {p for p, ok in (gate_passed or {}).items() if not ok})
     gpu_name = _gpu_name(points)
     measured_sku = sku_from_gpu_name(gpu_name)
     sku = measured_sku or (scenario.get("skus") or [None])[0]
@@ -85,8 +90,6 @@ def analyse(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
             r = rows.iloc[-1]
             by_precision[p] = {"output_token_throughput": float(r.output_token_throughput),
                                "ttft_p50_ms": float(r.ttft_p50_ms) if pd.notna(r.ttft_p50_ms) else None}
-    gate = _accuracy_gate(out_dir)
-    gate_passed = {g["precision"]: g["passed"] for g in gate} if gate else None
     need = float(df.memory_needed_bytes.dropna().max()) if df.memory_needed_bytes.notna().any() else None
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -109,8 +112,58 @@ def analyse(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def _accuracy_gate(out_dir: Path) -> list[dict[str, Any]] | None:
-    results = [json.loads(p.read_text()) for p in sorted(out_dir.glob("**/gate.json"))]
+    """Every gate.json under the sweep, without the per-sample measurement (kept in the files)."""
+    results = []
+    for path in sorted(out_dir.glob("**/gate.json")):
+        data = json.loads(path.read_text())
+        data.pop("measurement", None)
+        data["file"] = str(path.relative_to(out_dir))
+        results.append(data)
     return results or None
+
+
+def gate_cell(gate: dict[str, Any] | None) -> str:
+    """The gate's verdict and number in a few words, for the precision table."""
+    if gate is None:
+        return "-"
+    if gate.get("status") == "error" or gate.get("value") is None:
+        return "not measured"
+    verdict = "pass" if gate["passed"] else "FAIL"
+    value, ref = gate["value"], gate.get("reference_value")
+    if gate["metric"] == "perplexity":
+        return f"{verdict}: ppl {value:.3f} ({value / ref - 1:+.2%})" if ref else f"{verdict}: ppl {value:.3f}"
+    if gate["metric"] == "exact_match":
+        return f"{verdict}: {value:.1%} exact ({(value - ref) * 100:+.1f} pts)" if ref is not None else verdict
+    return f"{verdict}: {value:.1%} of tokens agree"
+
+
+def _gate_lines(result: dict[str, Any]) -> list[str]:
+    gates = result.get("accuracy_gate") or []
+    if not gates:
+        return ["No accuracy gate in this sweep (add `accuracy_gate: SPEC.yaml` to the scenario)."]
+    g = gates[0]
+    m = g["method"]
+    lines = [f"Metric: {g['metric']}; threshold: {g['threshold']}; eval set {Path(m['eval_set']).name} "
+             f"(sha256 {m['eval_set_sha256'][:12]}...), {m.get('samples') or 'all'} samples, "
+             f"reference precision {m['reference_precision']}, seed {m['seed']}."]
+    lines += [f"{g.get('precision') or '?'} ({g['file']}): {g['message']}" for g in gates]
+    return lines
+
+
+def _drift_example_line(result: dict[str, Any]) -> str | None:
+    """A position where the logprob vectors nearly coincide but the greedy tokens differ, if any."""
+    for p, d in (result.get("drift") or {}).items():
+        ex = d.get("high_cosine_divergence_example")
+        if ex:
+            def top_two(top: dict[str, float]) -> str:
+                best = sorted(top.items(), key=lambda kv: -kv[1])[:2]
+                return ", ".join(f"{tok!r} p={math.exp(lp):.4f}" for tok, lp in best)
+
+            return (f"High cosine, different token: {p} vs {d['reference']}, prompt {ex['prompt_index']} position "
+                    f"{ex['position']}: cosine {ex['cosine']:.6f}, yet {d['reference']} chose "
+                    f"{ex['reference_token']!r} ({top_two(ex['reference_top'])}) and {p} chose {ex['token']!r} "
+                    f"({top_two(ex['top'])}): a near-tie that rounding tipped over.")
+    return None
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -266,7 +319,7 @@ def _precision_rows(result: dict[str, Any]) -> list[list[str]]:
         gate = next((g for g in result.get("accuracy_gate") or [] if g.get("precision") == p), None)
         rows.append([p, _fmt(info["batch"]), _fmt(info["throughput"], 0), _fmt(info["speedup_vs_fp32"], 2),
                      _fmt(info["token_agreement"], 3), _fmt(info["logprob_cosine"], 4),
-                     "-" if gate is None else ("pass" if gate["passed"] else "FAIL")])
+                     gate_cell(gate)])
     return rows
 
 
@@ -317,7 +370,8 @@ def write_report(out_dir: Path) -> dict[str, Path]:
           "## Throughput vs batch", "", "![](plots/throughput_vs_batch.png)", "",
           "## Precision comparison", "", _md_table(PRECISION_HEADER, _precision_rows(result)), "",
           "Token agreement and logprob cosine are drift sanity checks against the highest precision run, "
-          "not a quality gate.", "",
+          "not a quality gate." + (f" {_drift_example_line(result)}" if _drift_example_line(result) else ""), "",
+          "## Accuracy gate", "", *[f"- {line}" for line in _gate_lines(result)], "",
           "## Latency vs load", "", "![](plots/latency_vs_load.png)", "",
           "## KV cache and memory", "", "![](plots/kv_usage_over_time.png)", "", "![](plots/memory_vs_batch.png)", "",
           "## Goodput", "", "![](plots/goodput.png)", "",
@@ -338,7 +392,8 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <h1>{html.escape(title)}</h1><ul class="summary">{''.join(f'<li>{html.escape(line).replace("**", "")}</li>' for line in _summary_lines(result))}</ul>
 <h2>Throughput vs batch</h2><img src="data:image/png;base64,{imgs['throughput_vs_batch']}">
 <h2>Precision comparison</h2>{_html_table(PRECISION_HEADER, _precision_rows(result))}
-<p>Token agreement and logprob cosine are drift sanity checks against the highest-precision run, not a quality gate.</p>
+<p>Token agreement and logprob cosine are drift sanity checks against the highest-precision run, not a quality gate. {html.escape(_drift_example_line(result) or '')}</p>
+<h2>Accuracy gate</h2><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _gate_lines(result))}</ul>
 <h2>Latency vs load</h2><img src="data:image/png;base64,{imgs['latency_vs_load']}">
 <h2>KV cache and memory</h2><img src="data:image/png;base64,{imgs['kv_usage_over_time']}"><img src="data:image/png;base64,{imgs['memory_vs_batch']}">
 <h2>Goodput</h2><img src="data:image/png;base64,{imgs['goodput']}">

@@ -18,7 +18,8 @@ from servesweep.loadgen.arrivals import Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 
-BUILTIN_MODEL = "builtin"
+BUILTIN_MODEL = "builtin"  # the generated tiny Llama with dummy weights
+BUILTIN_TRAINED_MODEL = "builtin-trained"  # the small Llama trained on the stdlib (servesweep.models.trained)
 
 
 class ScenarioError(ValueError):
@@ -96,6 +97,9 @@ class Scenario(Strict):
     vram_budget_gib: float | None = None
     skus: list[str] = []
     drift: DriftSpec | None = Field(default_factory=DriftSpec)
+    # A gate spec file (relative to the scenario): measured on every configuration, judged
+    # against the spec's reference precision, shown in the report next to throughput.
+    accuracy_gate: Path | None = None
 
     def server_configs(self, model_dir: str) -> list[VllmServerConfig]:
         """One server configuration per point of the grid (each costs one server start)."""
@@ -130,7 +134,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"scenario {path}: expected a mapping of fields at the top level")
     raw.setdefault("name", path.stem)
     try:
-        return Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors()[:5]:
@@ -139,3 +143,13 @@ def load_scenario(path: str | Path) -> Scenario:
                 msg = "unknown field"
             problems.append(f"{_where(err['loc'])}: {msg}")
         raise ScenarioError(f"scenario {path}: " + "; ".join(problems)) from None
+    if scenario.accuracy_gate is not None:
+        from servesweep.gate.spec import GateSpecError, load_eval_set, load_gate_spec
+
+        if not scenario.accuracy_gate.is_absolute():
+            scenario.accuracy_gate = (path.parent / scenario.accuracy_gate).resolve()
+        try:
+            load_eval_set(load_gate_spec(scenario.accuracy_gate))
+        except GateSpecError as exc:
+            raise ScenarioError(f"scenario {path}: accuracy_gate: {exc}") from None
+    return scenario

@@ -72,7 +72,7 @@ def _training_files(limit_bytes: int = 6_000_000) -> list[str]:
     return files
 
 
-def train_tokenizer(vocab_size: int) -> Tokenizer:
+def train_tokenizer(vocab_size: int, files: list[str] | None = None) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -82,7 +82,7 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train(_training_files(), trainer)
+    tokenizer.train(files or _training_files(), trainer)
     bos_id = tokenizer.token_to_id(BOS)
     # Prepend BOS like Llama tokenizers do, so prompt token counts match what the server sees.
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -91,7 +91,7 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def _save_tokenizer(tokenizer: Tokenizer, out: Path, max_len: int) -> None:
+def save_tokenizer(tokenizer: Tokenizer, out: Path, max_len: int) -> None:
     try:
         from transformers import PreTrainedTokenizerFast
     except ImportError:  # transformers comes with the vLLM extra; without it write the files directly
@@ -150,7 +150,7 @@ def build_tiny_model(out_dir: Path | None = None, shape: TinyModelShape | None =
         return out
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(min(shape.tokenizer_vocab_size, shape.vocab_size))
-    _save_tokenizer(tokenizer, out, shape.max_position_embeddings)
+    save_tokenizer(tokenizer, out, shape.max_position_embeddings)
     config = llama_config(shape, tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "generation_config.json").write_text(
@@ -161,7 +161,7 @@ def build_tiny_model(out_dir: Path | None = None, shape: TinyModelShape | None =
 
 
 def main() -> None:
-    """`python -m servesweep.backends.tiny_model --shape llama3-8b --out DIR`"""
+    """`python -m servesweep.models.tiny --shape llama3-8b --out DIR`"""
     import argparse
 
     parser = argparse.ArgumentParser(description="build an offline model directory (config + tokenizer)")
