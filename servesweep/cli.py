@@ -42,6 +42,8 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     bound.add_argument("--num-requests", type=int, default=None, help="measured requests per level")
     bound.add_argument("--duration", type=float, default=None, help="seconds per level")
     g.add_argument("--warmup", type=int, default=0, help="requests per level sent first and left out of statistics")
+    g.add_argument("--workers", type=int, default=1,
+                   help="load-generator processes; each takes an even share of every level (default 1)")
     w = p.add_argument_group("workload")
     w.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
     w.add_argument("--no-stream", action="store_true", help="non-streaming requests (TTFT = e2e)")

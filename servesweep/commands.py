@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     levels = levels_from_args(args)
     common = dict(workload=workload, levels=levels, slo=slo_from_args(args), allow_remote=args.allow_remote,
                   keep_text=args.keep_text, show_progress=False if args.no_progress else None,
-                  tokenizer_dir=args.tokenizer)
+                  tokenizer_dir=args.tokenizer, workers=args.workers)
     if args.url:
         if args.backend:
             raise UsageError("give either --url (attach) or --backend (launch), not both")

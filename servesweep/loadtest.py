@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from servesweep import __version__
 from servesweep.loadgen.arrivals import LoadLevel
@@ -26,6 +26,7 @@ from servesweep.loadgen.runner import LevelResult, LoadRunner
 from servesweep.loadgen.stats import SLO, summarize
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer, TokenizerLike
+from servesweep.loadgen.workers import WorkerPool, check_merge
 from servesweep.loadgen.workload import Workload
 
 
@@ -42,6 +43,7 @@ class LoadTestConfig(BaseModel):
     allow_remote: bool = False
     keep_text: bool = False
     show_progress: bool | None = None
+    workers: int = Field(default=1, ge=1)  # load-generator processes (see loadgen/workers.py)
 
 
 class Telemetry(Protocol):
@@ -121,11 +123,19 @@ async def run_load_test(
     async with aiohttp.ClientSession() as probe_session:
         target = await probe_target(probe_session, config.base_url, config.model)
         tokenizer = await _pick_tokenizer(probe_session, config, target)
-        writer = RecordWriter(out / "records.jsonl")
-        runner = LoadRunner(
-            target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
-            slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
-        )
+        writer: RecordWriter | None = None
+        runner: LoadRunner | WorkerPool
+        if config.workers > 1:
+            source = (str(tokenizer.model_dir) if isinstance(tokenizer, LocalTokenizer) else
+                      "server" if tokenizer is not None else None)
+            runner = WorkerPool(config.workers, target.base_url, target.model, config.workload, config.levels,
+                                out, source, config.slo, config.keep_text)
+        else:
+            writer = RecordWriter(out / "records.jsonl")
+            runner = LoadRunner(
+                target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
+                slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
+            )
         watcher: asyncio.Task | None = None
         if server_watch is not None:
             watcher = asyncio.create_task(_watch_server(server_watch, runner))
@@ -141,7 +151,8 @@ async def run_load_test(
                 watcher.cancel()
             if telemetry is not None:
                 telemetry.stop()
-            writer.close()
+            if writer is not None:
+                writer.close()
 
     all_records = [r for lv in outcome.levels for r in lv.records]
     summary: dict[str, Any] = {
@@ -159,6 +170,8 @@ async def run_load_test(
         "abort_reason": outcome.abort_reason,
     }
     summary.update(summarize(all_records, config.slo))
+    if config.workers > 1:
+        summary["workers"] = check_merge(out, config.workers, config.slo)
     summary["levels"] = [_level_entry(lv, telemetry) for lv in outcome.levels]
     if server_info is not None:
         summary["server"] = server_info
@@ -168,7 +181,7 @@ async def run_load_test(
     return summary
 
 
-async def _watch_server(watch: ServerWatch, runner: LoadRunner) -> None:
+async def _watch_server(watch: ServerWatch, runner: LoadRunner | WorkerPool) -> None:
     while not runner.stopped:
         reason = watch.poll_failure()
         if reason:

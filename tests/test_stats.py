@@ -78,3 +78,19 @@ def test_output_length_mismatch_is_counted():
     r = make_record(0, 0.0, 0.1, [0.01], 2)
     r.output_len_requested = 5
     assert summarize([r])["output_len_mismatch"] == 1
+
+
+def test_latencies_count_from_the_socket_and_client_delay_is_reported_apart():
+    from servesweep.loadgen.records import RequestRecord
+    from servesweep.loadgen.stats import summarize
+
+    r = RequestRecord(request_id=0, level="c1", warmup=False, scheduled_s=0.0, sent_s=1.000, wire_s=1.004,
+                      first_token_s=1.054, end_s=1.104, chunk_arrivals_s=[1.054, 1.104], completion_tokens=2)
+    assert r.ttft_ms == pytest.approx(50.0) and r.e2e_ms == pytest.approx(100.0)
+    assert r.client_send_delay_ms == pytest.approx(4.0)
+    legacy = RequestRecord(request_id=1, level="c1", warmup=False, scheduled_s=0.0, sent_s=1.0, first_token_s=1.05,
+                           end_s=1.1)
+    assert legacy.ttft_ms == pytest.approx(50.0) and legacy.client_send_delay_ms is None
+    summary = summarize([r, legacy])
+    assert summary["client_send_delay_ms"]["count"] == 1
+    assert summary["client_send_delay_ms"]["max"] == pytest.approx(4.0)

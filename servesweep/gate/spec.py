@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from servesweep.config_files import read_yaml_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Metric = Literal["perplexity", "exact_match", "greedy_agreement"]
@@ -97,12 +97,7 @@ def load_gate_spec(path: str | Path) -> GateSpec:
     """Read a spec (YAML or JSON, with or without the `accuracy_gate:` wrapper); eval_set is resolved
     against the spec's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise GateSpecError(f"gate spec {path}: file does not exist") from None
-    except yaml.YAMLError as exc:
-        raise GateSpecError(f"gate spec {path}: not valid YAML or JSON: {exc}") from None
+    raw = read_yaml_file(path, "gate spec", GateSpecError)
     if isinstance(raw, dict) and "accuracy_gate" in raw:
         raw = raw["accuracy_gate"]
     if not isinstance(raw, dict):

@@ -31,6 +31,8 @@ class LoadLevel(BaseModel):
     num_requests: int | None = None
     duration_s: float | None = None
     warmup_requests: int = 0
+    # A worker's share of a level keeps the whole level's label (see loadgen/workers.py).
+    name: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "LoadLevel":
@@ -59,6 +61,8 @@ class LoadLevel(BaseModel):
 
     @property
     def label(self) -> str:
+        if self.name is not None:
+            return self.name
         if self.concurrency is not None:
             return f"c{self.concurrency}"
         return f"r{self.request_rate:g}"

@@ -25,6 +25,22 @@ from servesweep.loadgen.sse import DONE, SSEParser
 from servesweep.loadgen.workload import PromptItem, Workload
 
 _clock = time.perf_counter
+# orjson-encoded bodies: aiohttp's json= would run the stdlib encoder on every request.
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+async def _on_headers_sent(session: Any, ctx: Any, params: Any) -> None:
+    target = ctx.trace_request_ctx
+    if target is not None:
+        record, t0 = target
+        record.wire_s = _clock() - t0
+
+
+def wire_time_tracing() -> aiohttp.TraceConfig:
+    """Stamps `RequestRecord.wire_s` when aiohttp has written a request's headers."""
+    config = aiohttp.TraceConfig()
+    config.on_request_headers_sent.append(_on_headers_sent)
+    return config
 
 
 def build_payload(model: str, item: PromptItem, workload: Workload) -> dict[str, Any]:
@@ -83,7 +99,8 @@ async def send_request(
     pieces: list[str] | None = [] if keep_text else None
     record.sent_s = _clock() - t0
     try:
-        async with session.post(url, json=payload) as resp:
+        async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS,
+                                trace_request_ctx=(record, t0)) as resp:
             record.http_status = resp.status
             if resp.status != 200:
                 body = await resp.read()
@@ -120,7 +137,10 @@ async def send_request(
                     obj = orjson.loads(data)
                     choices = obj.get("choices")
                     if choices:
-                        text = _choice_text(choices[0])
+                        first = choices[0]
+                        text = first.get("text")  # completions: skip the general lookup per token
+                        if text is None:
+                            text = _choice_text(first)
                         if text is not None:
                             if not arrivals:
                                 record.first_token_s = now

@@ -29,6 +29,10 @@ class RequestRecord:
     prompt_len_requested: int | None = None
     output_len_requested: int | None = None
     sent_s: float | None = None
+    # When the request's headers were handed to the socket. Latencies count from here: time
+    # the client spent before that (its own event loop busy with other streams) is not the
+    # server's, and is reported on its own as `client_send_delay_ms`.
+    wire_s: float | None = None
     first_token_s: float | None = None
     end_s: float | None = None
     # Arrival time of every content-bearing chunk, so ITL is every gap rather than an average.
@@ -45,16 +49,28 @@ class RequestRecord:
         return self.error_kind is None and self.end_s is not None
 
     @property
+    def start_s(self) -> float | None:
+        return self.wire_s if self.wire_s is not None else self.sent_s
+
+    @property
     def ttft_ms(self) -> float | None:
-        if self.first_token_s is None or self.sent_s is None:
+        start = self.start_s
+        if self.first_token_s is None or start is None:
             return None
-        return (self.first_token_s - self.sent_s) * 1000.0
+        return (self.first_token_s - start) * 1000.0
 
     @property
     def e2e_ms(self) -> float | None:
-        if self.end_s is None or self.sent_s is None:
+        start = self.start_s
+        if self.end_s is None or start is None:
             return None
-        return (self.end_s - self.sent_s) * 1000.0
+        return (self.end_s - start) * 1000.0
+
+    @property
+    def client_send_delay_ms(self) -> float | None:
+        if self.wire_s is None or self.sent_s is None:
+            return None
+        return (self.wire_s - self.sent_s) * 1000.0
 
     @property
     def itl_ms(self) -> list[float]:

@@ -11,15 +11,15 @@ import asyncio
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import numpy as np
 
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
-from servesweep.loadgen.client import build_payload, endpoint_path, send_request
+from servesweep.loadgen.client import build_payload, endpoint_path, send_request, wire_time_tracing
 from servesweep.loadgen.records import ERROR_CONNECTION, RecordWriter, RequestRecord
 from servesweep.loadgen.stats import SLO, summarize
 from servesweep.loadgen.tokenizer import TokenizerLike
@@ -47,6 +47,27 @@ class RunOutcome:
     abort_reason: str | None = None
 
 
+READ_BUFFER_BYTES = 1 << 20
+
+
+@asynccontextmanager
+async def stop_on_signals(callback: Callable[[], None]) -> AsyncIterator[None]:
+    """SIGINT and SIGTERM call `callback` (a graceful stop) instead of killing the process."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, callback)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 class LoadRunner:
     def __init__(
         self,
@@ -60,7 +81,13 @@ class LoadRunner:
         keep_text: bool = False,
         show_progress: bool | None = None,
         consecutive_failure_limit: int = 32,
+        t0: float | None = None,
+        id_start: int = 0,
+        id_step: int = 1,
+        arrival_phase: float = 0.0,
     ) -> None:
+        """`t0`, `id_start`/`id_step` and `arrival_phase` (a fraction of the mean arrival gap) let
+        several runner processes share one clock, distinct request ids and staggered arrivals."""
         self.url = base_url.rstrip("/") + endpoint_path(workload)
         self.model = model
         self.workload = workload
@@ -72,13 +99,16 @@ class LoadRunner:
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.consecutive_failure_limit = consecutive_failure_limit
         self.rng = np.random.default_rng(workload.seed)
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() if t0 is None else t0
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._consecutive_conn_failures = 0
         self.outcome = RunOutcome()
-        self._next_id = 0
+        self._next_id = id_start
+        self._id_step = id_step
+        self.arrival_phase = arrival_phase
         self.on_level_start: Callable[[LoadLevel, float], None] | None = None
+        self.before_level: Callable[[LoadLevel], Awaitable[None]] | None = None
 
     # --- stopping ---------------------------------------------------------------------------
     def stop(self, reason: str | None = None) -> None:
@@ -100,7 +130,7 @@ class LoadRunner:
     # --- one request --------------------------------------------------------------------------
     def _new_record(self, level: LoadLevel, item: PromptItem, index: int, scheduled_s: float) -> RequestRecord:
         rid = self._next_id
-        self._next_id += 1
+        self._next_id += self._id_step
         return RequestRecord(
             request_id=rid,
             level=level.label,
@@ -172,6 +202,8 @@ class LoadRunner:
     async def _run_open(self, session, level, prompts, done, progress) -> bool:
         n = None if level.num_requests is None else level.num_requests + level.warmup_requests
         offsets = arrival_offsets(level, n if n is not None else MAX_PROMPT_POOL * 16, self.rng)
+        if self.arrival_phase:
+            offsets = offsets + self.arrival_phase / level.request_rate
         limit = level.in_flight_limit
         gate = asyncio.Semaphore(limit) if limit else None
         start = time.perf_counter()
@@ -237,26 +269,19 @@ class LoadRunner:
         max_in_flight = max((lv.in_flight_limit or 0) for lv in self.levels)
         connector = aiohttp.TCPConnector(limit=max_in_flight or 0, ttl_dns_cache=None)
         timeout = aiohttp.ClientTimeout(total=self.workload.request_timeout_s)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal)
-            except (NotImplementedError, RuntimeError):  # not the main thread
-                pass
         progress_bar = _make_progress() if self.show_progress else None
-        try:
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                with progress_bar if progress_bar is not None else nullcontext():
-                    for level in self.levels:
-                        if self.stopped:
-                            break
-                        self.outcome.levels.append(await self._run_level(session, level, progress_bar))
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.remove_signal_handler(sig)
-                except (NotImplementedError, RuntimeError):
-                    pass
+        # A 1 MiB read buffer per response: with the 64 KiB default a fast stream pauses and
+        # resumes the socket every few reads, which costs more than parsing the chunks.
+        session = aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=READ_BUFFER_BYTES,
+                                        trace_configs=[wire_time_tracing()])
+        async with stop_on_signals(self._on_signal), session:
+            with progress_bar if progress_bar is not None else nullcontext():
+                for level in self.levels:
+                    if self.stopped:
+                        break
+                    if self.before_level is not None:
+                        await self.before_level(level)
+                    self.outcome.levels.append(await self._run_level(session, level, progress_bar))
         return self.outcome
 
 

@@ -83,6 +83,10 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
         "itl_ms": distribution(itl),
         "tpot_ms": distribution(r.tpot_ms for r in ok if r.tpot_ms is not None),
         "e2e_ms": distribution(r.e2e_ms for r in ok if r.e2e_ms is not None),
+        # How long requests waited inside the client before reaching the socket: near zero unless
+        # the load generator's core is saturated (then add --workers).
+        "client_send_delay_ms": distribution(r.client_send_delay_ms for r in measured
+                                             if r.client_send_delay_ms is not None),
         "errors": dict(Counter(r.error_kind for r in failed)),
         "error_examples": {kind: next(r.error_message for r in failed if r.error_kind == kind)
                            for kind in {r.error_kind for r in failed}},

@@ -29,7 +29,8 @@ class TokenizerLike(Protocol):
 
 class LocalTokenizer:
     def __init__(self, model_dir: str | Path) -> None:
-        path = Path(model_dir) / "tokenizer.json"
+        self.model_dir = Path(model_dir)
+        path = self.model_dir / "tokenizer.json"
         if not path.exists():
             raise FileNotFoundError(f"no tokenizer.json in {model_dir}")
         self._tok = Tokenizer.from_file(str(path))

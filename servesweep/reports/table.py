@@ -45,6 +45,9 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     return table
 
 
+CLIENT_DELAY_WARN_MS = 5.0
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None, notes: Console | None = None) -> None:
     """The table on `console` (stdout); errors and early stops on `notes` (stderr)."""
     console = console or Console()
@@ -55,3 +58,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, notes
         notes.print(f"[red]{count} x {kind}[/red]: {example}")
     if summary.get("abort_reason"):
         notes.print(f"[yellow]run stopped early: {summary['abort_reason']}[/yellow]")
+    delay = (summary.get("client_send_delay_ms") or {}).get("p99")
+    if delay is not None and delay > CLIENT_DELAY_WARN_MS:
+        notes.print(f"[yellow]requests waited up to {delay:.1f} ms (p99) inside servesweep before reaching the "
+                    "socket: the load generator's core is busy (latencies are counted from the socket; "
+                    "try --workers N for more load)[/yellow]")

@@ -10,10 +10,10 @@ import itertools
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from servesweep.backends.vllm import Precision, VllmServerConfig
+from servesweep.config_files import read_yaml_file
 from servesweep.loadgen.arrivals import Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
@@ -124,12 +124,7 @@ def _where(loc: tuple) -> str:
 
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(f"scenario {path}: file does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"scenario {path}: not valid YAML: {exc}") from None
+    raw = read_yaml_file(path, "scenario", ScenarioError)
     if not isinstance(raw, dict):
         raise ScenarioError(f"scenario {path}: expected a mapping of fields at the top level")
     raw.setdefault("name", path.stem)

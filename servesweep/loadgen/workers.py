@@ -1,0 +1,250 @@
+"""Scale the load generator out over several processes on one machine (`--workers N`).
+
+One Python process parses roughly 300k streamed chunks per second on one core; past that, or
+when timing precision matters at thousands of streams, the load is split over N processes:
+each worker runs its own `LoadRunner` with its share of every level and writes its own
+`records.worker-K.jsonl`; the parent merges them into `records.jsonl` and computes the summary
+from the merged records, checking that they are exactly the union of the workers' files.
+
+Timestamps stay comparable across workers: every worker measures from the parent's `t0` on
+`time.perf_counter`, which on Linux is CLOCK_MONOTONIC, one clock for every process.
+Levels stay in step: workers wait at a barrier before each level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from servesweep.loadgen.arrivals import LoadLevel
+from servesweep.loadgen.records import RecordWriter, RequestRecord, read_records
+from servesweep.loadgen.runner import LevelResult, RunOutcome, stop_on_signals
+from servesweep.loadgen.stats import SLO, summarize
+from servesweep.loadgen.workload import Workload
+
+
+class WorkerSplitError(ValueError):
+    """The load cannot be split over that many workers."""
+
+
+def _shares(total: int, n: int) -> list[int]:
+    base, extra = divmod(total, n)
+    return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+def split_level(level: LoadLevel, n: int) -> list[LoadLevel]:
+    """Each worker's share of a level: concurrency, rate, request counts and in-flight caps divided
+    as evenly as integers allow. Every worker gets a non-empty share, or this raises."""
+    if level.concurrency is not None and level.concurrency < n:
+        raise WorkerSplitError(f"level {level.label}: concurrency {level.concurrency} < {n} workers")
+    if level.num_requests is not None and level.num_requests < n:
+        raise WorkerSplitError(f"level {level.label}: {level.num_requests} requests < {n} workers")
+    requests = _shares(level.num_requests, n) if level.num_requests is not None else [None] * n
+    warmups = _shares(level.warmup_requests, n)
+    out = []
+    for i in range(n):
+        update: dict[str, Any] = {"num_requests": requests[i], "warmup_requests": warmups[i], "name": level.label}
+        if level.concurrency is not None:
+            update["concurrency"] = _shares(level.concurrency, n)[i]
+        else:
+            update["request_rate"] = level.request_rate / n
+            if level.max_concurrency is not None:
+                update["max_concurrency"] = max(1, _shares(level.max_concurrency, n)[i])
+        out.append(LoadLevel.model_validate(level.model_dump() | update))
+    return out
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    index: int
+    count: int
+    base_url: str
+    model: str
+    workload: dict[str, Any]
+    levels: list[dict[str, Any]]  # this worker's shares, one per level
+    tokenizer: str | None  # a model directory, "server" for the server's /tokenize, or None
+    records_path: str
+    t0: float
+    keep_text: bool
+
+
+def worker_records_path(out_dir: Path, index: int) -> Path:
+    return out_dir / f"records.worker-{index}.jsonl"
+
+
+def _worker_main(job: WorkerJob, barrier, stop_event, results) -> None:
+    """Entry point of a worker process."""
+    from servesweep.loadgen.runner import LoadRunner, run_async
+
+    async def main() -> dict[str, Any]:
+        import aiohttp
+
+        from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer
+
+        workload = Workload.model_validate(job.workload)
+        levels = [LoadLevel.model_validate(lv) for lv in job.levels]
+        async with aiohttp.ClientSession() as side_session:
+            tokenizer = (LocalTokenizer(job.tokenizer) if job.tokenizer not in (None, "server") else
+                         ServerTokenizer(side_session, job.base_url, job.model, vocab_size=32000)
+                         if job.tokenizer == "server" else None)
+            writer = RecordWriter(Path(job.records_path))
+            runner = LoadRunner(job.base_url, job.model, workload, levels, writer, tokenizer,
+                                keep_text=job.keep_text, show_progress=False, t0=job.t0,
+                                id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count)
+            loop = asyncio.get_running_loop()
+
+            async def in_step(level: LoadLevel) -> None:
+                await loop.run_in_executor(None, barrier.wait)
+
+            async def watch_stop() -> None:
+                while not runner.stopped:
+                    if stop_event.is_set():
+                        runner.stop("stopped by the parent process")
+                        return
+                    await asyncio.sleep(0.1)
+
+            runner.before_level = in_step
+            watcher = asyncio.create_task(watch_stop())
+            try:
+                outcome = await runner.run()
+            finally:
+                watcher.cancel()
+                writer.close()
+        return {"index": job.index, "interrupted": outcome.interrupted, "abort_reason": outcome.abort_reason,
+                "levels": [{"label": lv.level.label, "start_s": lv.start_s, "end_s": lv.end_s,
+                            "wrapped": lv.prompt_pool_wrapped} for lv in outcome.levels]}
+
+    try:
+        results.put(run_async(main()))
+    except BaseException as exc:  # noqa: BLE001 - the parent must hear about any failure
+        barrier.abort()
+        results.put({"index": job.index, "error": f"{type(exc).__name__}: {exc}"})
+
+
+class WorkerPool:
+    """Runs the levels in N processes; offers LoadRunner's `run` / `stop` / `stopped` / `t0`."""
+
+    def __init__(self, count: int, base_url: str, model: str, workload: Workload, levels: list[LoadLevel],
+                 out_dir: Path, tokenizer: str | None, slo: SLO | None, keep_text: bool) -> None:
+        self.count = count
+        self.levels = levels
+        self.shares = [split_level(level, count) for level in levels]  # raises WorkerSplitError early
+        self.out_dir = out_dir
+        self.slo = slo
+        self.t0 = time.perf_counter()
+        ctx = mp.get_context("spawn")
+        self._barrier = ctx.Barrier(count)
+        self._stop = ctx.Event()
+        self._results = ctx.Queue()
+        self._reason: str | None = None
+        self._interrupted = False
+        self.jobs = [WorkerJob(
+            index=i, count=count, base_url=base_url, model=model,
+            # Different prompts per worker: identical ones would hit the server's prefix cache.
+            workload=workload.model_copy(update={"seed": workload.seed + i}).model_dump(mode="json"),
+            levels=[shares[i].model_dump() for shares in self.shares], tokenizer=tokenizer,
+            records_path=str(worker_records_path(out_dir, i)), t0=self.t0, keep_text=keep_text,
+        ) for i in range(count)]
+        self._procs = [ctx.Process(target=_worker_main, args=(job, self._barrier, self._stop, self._results),
+                                   name=f"servesweep-worker-{job.index}", daemon=True) for job in self.jobs]
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self, reason: str | None = None) -> None:
+        self._reason = self._reason or reason
+        self._stop.set()
+
+    def _on_signal(self) -> None:
+        self._interrupted = True
+        self.stop("interrupted by signal")
+
+    async def run(self) -> RunOutcome:
+        for path in (worker_records_path(self.out_dir, i) for i in range(self.count)):
+            path.unlink(missing_ok=True)
+        for proc in self._procs:
+            proc.start()
+        reports: dict[int, dict[str, Any]] = {}
+        try:
+            async with stop_on_signals(self._on_signal):
+                await self._collect(reports)
+        except asyncio.CancelledError:
+            self.stop("cancelled")
+            raise
+        finally:
+            for proc in self._procs:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+        return self._merge(reports)
+
+    async def _collect(self, reports: dict[int, dict[str, Any]]) -> None:
+        """Wait for every worker's report (or for all of them to have exited)."""
+        while len(reports) < self.count:
+            alive = any(p.is_alive() for p in self._procs)  # checked first: a report may land meanwhile
+            while not self._results.empty():
+                report = self._results.get()
+                reports[report["index"]] = report
+            if not alive:
+                return
+            await asyncio.sleep(0.05)
+
+    def _merge(self, reports: dict[int, dict[str, Any]]) -> RunOutcome:
+        outcome = RunOutcome(abort_reason=self._reason)
+        errors = [f"worker {i}: {r['error']}" for i, r in sorted(reports.items()) if "error" in r]
+        missing = [i for i in range(self.count) if i not in reports]
+        if errors or missing:
+            outcome.abort_reason = outcome.abort_reason or "; ".join(
+                errors + [f"worker {i} exited without a report" for i in missing])
+        outcome.interrupted = self._interrupted or (
+            any(r.get("interrupted") for r in reports.values()) and self._reason is None)
+        if outcome.interrupted:
+            outcome.abort_reason = outcome.abort_reason or "interrupted by signal"
+        elif not errors and not missing:
+            outcome.abort_reason = outcome.abort_reason or next(
+                (r["abort_reason"] for r in reports.values() if r.get("abort_reason")), None)
+        records = merged_records(self.out_dir, self.count)
+        by_level: dict[str, list[RequestRecord]] = {}
+        for r in records:
+            by_level.setdefault(r.level, []).append(r)
+        for n, level in enumerate(self.levels):
+            spans = [r["levels"][n] for r in reports.values() if "levels" in r and len(r["levels"]) > n]
+            if not spans:
+                break
+            level_records = by_level.get(level.label, [])
+            outcome.levels.append(LevelResult(
+                level, min(s["start_s"] for s in spans), max(s["end_s"] for s in spans), level_records,
+                summarize(level_records, self.slo), any(s["wrapped"] for s in spans)))
+        with RecordWriter(self.out_dir / "records.jsonl") as writer:
+            for r in records:
+                writer.write(r)
+        return outcome
+
+
+def merged_records(out_dir: Path, count: int) -> list[RequestRecord]:
+    """Every worker's records, in request-id order."""
+    records = []
+    for i in range(count):
+        path = worker_records_path(out_dir, i)
+        if path.exists():
+            records.extend(read_records(path))
+    records.sort(key=lambda r: r.request_id)
+    return records
+
+
+def check_merge(out_dir: Path, count: int, slo: SLO | None) -> dict[str, Any]:
+    """Re-read the merged file and the workers' files: same records, same statistics."""
+    merged = sorted(read_records(out_dir / "records.jsonl"), key=lambda r: r.request_id)
+    union = merged_records(out_dir, count)
+    per_worker = [sum(1 for _ in read_records(worker_records_path(out_dir, i)))
+                  if worker_records_path(out_dir, i).exists() else 0 for i in range(count)]
+    same_records = [r.to_dict() for r in merged] == [r.to_dict() for r in union]
+    unique_ids = len({r.request_id for r in merged}) == len(merged)
+    same_stats = summarize(merged, slo) == summarize(union, slo)
+    return {"count": count, "records_per_worker": per_worker, "merged_records": len(merged),
+            "merged_equals_union": bool(same_records and unique_ids and same_stats)}
