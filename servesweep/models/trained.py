@@ -127,7 +127,7 @@ def train_model(out_dir: Path | None = None, recipe: TrainingRecipe | None = Non
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == recipe.steps - 1:
-            log(f"  step {step + 1}/{recipe.steps}: train loss {float(loss):.3f} "
+            log(f"  step {step + 1}/{recipe.steps}: train loss {loss.item():.3f} "
                 f"({time.monotonic() - started:.0f} s)")
     trained_ppl = _perplexity(model, held_out)
     log(f"held-out perplexity: trained {trained_ppl:.2f}, untrained {untrained_ppl:,.0f}")
