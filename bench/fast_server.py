@@ -75,13 +75,12 @@ def _chunked(payload: bytes) -> bytes:
 class Stream:
     """One streamed response, written chunk by chunk on the event loop."""
 
-    __slots__ = ("proto", "n", "sent", "start", "chat", "usage", "prompt_tokens", "template", "waiting")
+    __slots__ = ("proto", "n", "sent", "start", "chat", "usage", "prompt_tokens", "template")
 
     def __init__(self, proto: "HttpProtocol", n: int, chat: bool, usage: bool, prompt_tokens: int) -> None:
         self.proto, self.n, self.sent, self.chat, self.usage = proto, n, 0, chat, usage
         self.prompt_tokens = prompt_tokens
         self.start = clock()
-        self.waiting = False
         obj = ({"id": "x", "object": "chat.completion.chunk", "model": Config.model,
                 "choices": [{"index": 0, "delta": {"content": "tok"}, "finish_reason": None}]} if chat else
                {"id": "x", "object": "text_completion", "model": Config.model,
@@ -93,7 +92,6 @@ class Stream:
 
     def step(self) -> None:
         """Write the next chunk (or the end) and schedule the one after."""
-        self.waiting = False
         proto = self.proto
         if proto.closed:
             return
@@ -133,7 +131,6 @@ class Stream:
         proto.finish_response()
 
     def schedule(self) -> None:
-        self.waiting = True
         if Config.ttft_s or Config.itl_s:
             PUMP.add(self)
         else:

@@ -45,6 +45,11 @@ class Job:
     rate: float | None = None  # open loop, constant arrivals
 
 
+def from_arrivals(start: float, arrivals: list[float]) -> tuple[float, list[float]]:
+    """(TTFT, gaps) from a request's start time and its chunks' arrival times (one clock)."""
+    return arrivals[0] - start, [b - a for a, b in zip(arrivals, arrivals[1:])]
+
+
 class Tool:
     name = ""
 
@@ -79,8 +84,9 @@ class Servesweep(Tool):
         out = []
         for r in read_records(job.out_dir / "records.jsonl"):
             if r.ok and r.chunk_arrivals_s:
-                a = r.chunk_arrivals_s
-                out.append((r.first_token_s - r.sent_s, [b - x for x, b in zip(a, a[1:])]))
+                # From when the request was started, as the peers count: stricter than servesweep's
+                # own TTFT, which starts at the socket write and reports the wait before it apart.
+                out.append(from_arrivals(r.sent_s, r.chunk_arrivals_s))
         return out
 
 
@@ -215,7 +221,7 @@ class InferencePerf(Tool):
             times = metrics.get("chunk_times") or []
             start = rec.get("start_time")
             if times and start is not None:
-                out.append((times[0] - start, [b - a for a, b in zip(times, times[1:])]))
+                out.append(from_arrivals(start, times))
         return out
 
 
@@ -240,9 +246,8 @@ class Locust(Tool):
         out = []
         for line in (job.out_dir / "requests.jsonl").read_text().splitlines():
             rec = json.loads(line)
-            a = rec["chunks"]
-            if a:
-                out.append((a[0] - rec["sent"], [y - x for x, y in zip(a, a[1:])]))
+            if rec["chunks"]:
+                out.append(from_arrivals(rec["sent"], rec["chunks"]))
         return out
 
 

@@ -10,6 +10,7 @@ the hardware can serve, and the sweep goes on with the next configuration.
 from __future__ import annotations
 
 import datetime as dt
+from functools import cached_property
 import shutil
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,13 +19,13 @@ import orjson
 from rich.console import Console
 
 from servesweep.backends.process import ServerStartError
-from servesweep.models.tiny import build_tiny_model
 from servesweep.backends.vllm import LaunchedVllm, UnsupportedConfig, VllmServerConfig, launch_vllm
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.drift import drift_prompts, greedy_outputs
 from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
 from servesweep.loadtest import LoadTestConfig, run_load_test, write_json
+from servesweep.models.tiny import build_tiny_model
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 
 POINTS_FILE = "points.jsonl"
@@ -147,18 +148,24 @@ class SweepRunner:
         except (RuntimeError, OSError, KeyError) as exc:
             self.console.print(f"  drift probe failed: {exc}")
 
+    @cached_property
+    def _gate_inputs(self) -> tuple[Any, list[dict[str, Any]]]:
+        """The gate spec and its eval set, read (and hash-checked) once per sweep."""
+        from servesweep.gate.spec import load_eval_set, load_gate_spec
+
+        spec = load_gate_spec(self.scenario.accuracy_gate)
+        return spec, load_eval_set(spec)
+
     def _gate_measure(self, server: LaunchedVllm, config_dir: Path) -> None:
         """Measure the gate metric on this configuration; verdicts come once every configuration is measured."""
         from servesweep.gate.measure import GateMeasurementError, measure
-        from servesweep.gate.spec import load_eval_set, load_gate_spec
 
         path = config_dir / GATE_MEASUREMENT_FILE
         if self.scenario.accuracy_gate is None or path.exists():
             return
-        spec = load_gate_spec(self.scenario.accuracy_gate)
+        spec, samples = self._gate_inputs
         try:
-            m = run_async(measure(spec, load_eval_set(spec), server.base_url, server.model_name,
-                                  server.config.precision))
+            m = run_async(measure(spec, samples, server.base_url, server.model_name, server.config.precision))
         except GateMeasurementError as exc:
             self.console.print(f"  accuracy gate not measured: {exc}")
             return
@@ -169,10 +176,10 @@ class SweepRunner:
     def _gate_verdicts(self) -> None:
         """One gate.json per configuration, judged against the spec's reference precision."""
         from servesweep.gate.measure import Measurement
-        from servesweep.gate.spec import GateSpecError, load_gate_spec
+        from servesweep.gate.spec import GateSpecError
         from servesweep.gate.verdict import error_result, judge
 
-        spec = load_gate_spec(self.scenario.accuracy_gate)
+        spec, _ = self._gate_inputs
         measured = {p.parent: Measurement.model_validate_json(p.read_text())
                     for p in sorted((self.out / "configs").glob(f"*/{GATE_MEASUREMENT_FILE}"))}
         want = spec.method.reference_precision

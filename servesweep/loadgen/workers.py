@@ -45,15 +45,17 @@ def split_level(level: LoadLevel, n: int) -> list[LoadLevel]:
         raise WorkerSplitError(f"level {level.label}: {level.num_requests} requests < {n} workers")
     requests = _shares(level.num_requests, n) if level.num_requests is not None else [None] * n
     warmups = _shares(level.warmup_requests, n)
+    users = _shares(level.concurrency, n) if level.concurrency is not None else None
+    caps = _shares(level.max_concurrency, n) if level.max_concurrency is not None else None
     out = []
     for i in range(n):
         update: dict[str, Any] = {"num_requests": requests[i], "warmup_requests": warmups[i], "name": level.label}
-        if level.concurrency is not None:
-            update["concurrency"] = _shares(level.concurrency, n)[i]
+        if users is not None:
+            update["concurrency"] = users[i]
         else:
             update["request_rate"] = level.request_rate / n
-            if level.max_concurrency is not None:
-                update["max_concurrency"] = max(1, _shares(level.max_concurrency, n)[i])
+            if caps is not None:
+                update["max_concurrency"] = max(1, caps[i])
         out.append(LoadLevel.model_validate(level.model_dump() | update))
     return out
 

@@ -79,7 +79,8 @@ def _hf_config(recipe: TrainingRecipe, bos_id: int, eos_id: int):
     from transformers import LlamaConfig
 
     values = llama_config(recipe.shape, bos_id, eos_id, torch_dtype="float32")
-    values.pop("architectures"), values.pop("model_type"), values.pop("torch_dtype")
+    for key in ("architectures", "model_type", "torch_dtype"):  # LlamaConfig sets these itself
+        del values[key]
     return LlamaConfig(**values)
 
 

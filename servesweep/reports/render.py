@@ -365,12 +365,13 @@ def write_report(out_dir: Path) -> dict[str, Path]:
         (plot_dir / f"{name}.png").write_bytes(png)
 
     title = f"servesweep report: {result['scenario']}"
+    drift_example = _drift_example_line(result) or ""
     table = _table_frame(df)
     md = [f"# {title}", "", *[f"- {line}" for line in _summary_lines(result)], "",
           "## Throughput vs batch", "", "![](plots/throughput_vs_batch.png)", "",
           "## Precision comparison", "", _md_table(PRECISION_HEADER, _precision_rows(result)), "",
           "Token agreement and logprob cosine are drift sanity checks against the highest precision run, "
-          "not a quality gate." + (f" {_drift_example_line(result)}" if _drift_example_line(result) else ""), "",
+          f"not a quality gate. {drift_example}".rstrip(), "",
           "## Accuracy gate", "", *[f"- {line}" for line in _gate_lines(result)], "",
           "## Latency vs load", "", "![](plots/latency_vs_load.png)", "",
           "## KV cache and memory", "", "![](plots/kv_usage_over_time.png)", "", "![](plots/memory_vs_batch.png)", "",
@@ -392,7 +393,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <h1>{html.escape(title)}</h1><ul class="summary">{''.join(f'<li>{html.escape(line).replace("**", "")}</li>' for line in _summary_lines(result))}</ul>
 <h2>Throughput vs batch</h2><img src="data:image/png;base64,{imgs['throughput_vs_batch']}">
 <h2>Precision comparison</h2>{_html_table(PRECISION_HEADER, _precision_rows(result))}
-<p>Token agreement and logprob cosine are drift sanity checks against the highest-precision run, not a quality gate. {html.escape(_drift_example_line(result) or '')}</p>
+<p>Token agreement and logprob cosine are drift sanity checks against the highest-precision run, not a quality gate. {html.escape(drift_example)}</p>
 <h2>Accuracy gate</h2><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _gate_lines(result))}</ul>
 <h2>Latency vs load</h2><img src="data:image/png;base64,{imgs['latency_vs_load']}">
 <h2>KV cache and memory</h2><img src="data:image/png;base64,{imgs['kv_usage_over_time']}"><img src="data:image/png;base64,{imgs['memory_vs_batch']}">

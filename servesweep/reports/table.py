@@ -61,5 +61,6 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, notes
     delay = (summary.get("client_send_delay_ms") or {}).get("p99")
     if delay is not None and delay > CLIENT_DELAY_WARN_MS:
         notes.print(f"[yellow]requests waited up to {delay:.1f} ms (p99) inside servesweep before reaching the "
-                    "socket: the load generator's core is busy (latencies are counted from the socket; "
-                    "try --workers N for more load)[/yellow]")
+                    "socket: the load generator was short of CPU (many streams, or cores shared with the "
+                    "server). Latencies are counted from the socket; --workers N spreads the load.[/yellow]",
+                    soft_wrap=True)
