@@ -47,9 +47,11 @@ async def test_prompt_longer_than_context_is_recorded_with_the_servers_message(v
 
 
 async def test_telemetry_tracks_batching_and_kv_cache(vllm_server, tmp_path):
-    levels = [LoadLevel(concurrency=1, num_requests=6), LoadLevel(concurrency=16, num_requests=64)]
+    # Enough requests at c16 that ramp-up and drain are a small part of the window, and varied output
+    # lengths so requests do not finish in lock-step waves (the batch dips between waves).
+    levels = [LoadLevel(concurrency=1, num_requests=6), LoadLevel(concurrency=16, num_requests=192)]
     telemetry = vllm_server.telemetry(tmp_path / "telemetry.jsonl", interval_s=0.1)
-    summary = await run_load_test(config(vllm_server, tmp_path, levels, input_len=256, output_len=48),
+    summary = await run_load_test(config(vllm_server, tmp_path, levels, input_len=256, output_len="uniform:24:72"),
                                   telemetry=telemetry, server_info=vllm_server.info(), telemetry_tail_s=1.5)
     c1, c16 = (lv["telemetry"] for lv in summary["levels"])
     # The server's running batch follows the client's concurrency.

@@ -159,7 +159,10 @@ class TelemetrySampler:
     def _sample_once(self) -> dict[str, Any]:
         sample: dict[str, Any] = {"t": time.perf_counter() - self._t0}
         try:
-            sample.update(parse_vllm_metrics(fetch_metrics_text(self.metrics_url)))
+            text = fetch_metrics_text(self.metrics_url)
+            # A busy server answers late; its gauges describe the moment it answered, not when we asked.
+            sample["t"] = time.perf_counter() - self._t0
+            sample.update(parse_vllm_metrics(text))
         except (urllib.error.URLError, OSError, ValueError) as exc:
             self.scrape_errors += 1
             self.last_scrape_error = str(exc)
