@@ -1,10 +1,11 @@
 """A stand-in OpenAI streaming server for benchmarking load generators, as fast as one core allows.
 
-A raw asyncio protocol on uvloop (no web framework): it parses just enough HTTP/1.1 to serve
+Raw non-blocking sockets on uvloop (no web framework): it parses just enough HTTP/1.1 to serve
 POST /v1/completions and /v1/chat/completions (streaming or not), GET /v1/models and
 GET /stats, with keep-alive. A request gets `max_tokens` chunks of one token each, the first
-after --ttft-ms and the rest --itl-ms apart, scheduled from the request's arrival (so the true
-timings are known), then a usage chunk when `stream_options.include_usage` asks, then [DONE].
+after --ttft-ms and the rest --itl-ms apart, scheduled from the moment the request reached the
+kernel (its SO_TIMESTAMPNS receive time, so the true timings are known even while this process is
+busy), then a usage chunk when `stream_options.include_usage` asks, then [DONE].
 
 With zero delays the server writes as fast as the client reads (it stops a stream while the
 socket's send buffer is full), so chunks per second measured here are the client's rate.
@@ -20,6 +21,8 @@ import argparse
 import asyncio
 import heapq
 import json
+import socket
+import struct
 import time
 
 import orjson
@@ -27,6 +30,9 @@ import orjson
 clock = time.perf_counter
 MAX_LATENESS_SAMPLES = 200_000
 BURST = 4
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; older Pythons lack the name
+ANCILLARY_BYTES = socket.CMSG_SPACE(16)
+HIGH_WATER = 64 * 1024  # bytes queued on a connection before its streams wait
 
 
 class Stats:
@@ -40,6 +46,7 @@ class Stats:
         self.last_request_s: float | None = None
         self.first_chunk_lateness_ms: list[float] = []
         self.chunk_lateness_ms: list[float] = []
+        self.intake_ms: list[float] = []  # kernel receive -> request parsed, per request
 
     def as_dict(self) -> dict:
         def pct(values: list[float]) -> dict:
@@ -52,7 +59,7 @@ class Stats:
         return {"requests": self.requests, "chunks": self.chunks, "now_s": clock(),
                 "first_request_s": self.first_request_s, "last_request_s": self.last_request_s,
                 "first_chunk_lateness_ms": pct(self.first_chunk_lateness_ms),
-                "chunk_lateness_ms": pct(self.chunk_lateness_ms)}
+                "chunk_lateness_ms": pct(self.chunk_lateness_ms), "intake_ms": pct(self.intake_ms)}
 
 
 STATS = Stats()
@@ -77,10 +84,11 @@ class Stream:
 
     __slots__ = ("proto", "n", "sent", "start", "chat", "usage", "prompt_tokens", "template")
 
-    def __init__(self, proto: "HttpProtocol", n: int, chat: bool, usage: bool, prompt_tokens: int) -> None:
+    def __init__(self, proto: "HttpConnection", n: int, chat: bool, usage: bool, prompt_tokens: int,
+                 start: float) -> None:
         self.proto, self.n, self.sent, self.chat, self.usage = proto, n, 0, chat, usage
         self.prompt_tokens = prompt_tokens
-        self.start = clock()
+        self.start = start  # when the request reached this machine's kernel
         obj = ({"id": "x", "object": "chat.completion.chunk", "model": Config.model,
                 "choices": [{"index": 0, "delta": {"content": "tok"}, "finish_reason": None}]} if chat else
                {"id": "x", "object": "text_completion", "model": Config.model,
@@ -109,7 +117,7 @@ class Stream:
             # Without injected delays, a few chunks per write keep the server's core well ahead of any
             # client; the client still parses every event on its own.
             burst = 1 if (Config.ttft_s or Config.itl_s) else min(BURST, self.n - 1 - self.sent)
-            proto.transport.write(self.template * burst)
+            proto.write(self.template * burst)
             self.sent += burst
             STATS.chunks += burst
             self.schedule()
@@ -126,7 +134,7 @@ class Stream:
             tail.append(_chunked(_sse({"id": "x", "object": last["object"], "model": Config.model, "choices": [],
                                         "usage": usage})))
         tail.append(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
-        proto.transport.write(b"".join(tail))
+        proto.write(b"".join(tail))
         STATS.chunks += 1
         proto.finish_response()
 
@@ -180,33 +188,88 @@ class Pump:
 PUMP = Pump()
 
 
-class HttpProtocol(asyncio.Protocol):
-    def __init__(self) -> None:
+class HttpConnection:
+    """One client connection on a raw non-blocking socket. The socket is read with recvmsg and
+    SO_TIMESTAMPNS: the kernel's receive time of a request anchors its schedule, so time the
+    request spent waiting for this process (1,000 requests landing at once keep one core busy
+    for milliseconds) counts as the server being late, not as the client's error."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.loop, self.sock, self.fd = loop, sock, sock.fileno()
         self.buffer = b""
-        self.transport: asyncio.Transport | None = None
+        self.out = bytearray()
         self.paused = False
         self.closed = False
         self.busy = False
         self.blocked: list[Stream] = []
+        self.arrival = 0.0  # perf_counter time at which the kernel received the latest bytes
+        loop.add_reader(self.fd, self._readable)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        blocked, self.blocked = self.blocked, []
-        for stream in blocked:
-            stream.step()
-
-    def data_received(self, data: bytes) -> None:
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(1 << 16, ANCILLARY_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        now = clock()
+        self.arrival = now
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack("qq", value[:16])
+                # CLOCK_REALTIME from the kernel, moved onto perf_counter's clock.
+                self.arrival = now - (time.time() - (sec + nsec * 1e-9))
         self.buffer += data
         self._next_request()
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.out:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self.loop.add_writer(self.fd, self._writable)
+        self.out += data
+        if len(self.out) > HIGH_WATER:
+            self.paused = True
+
+    def _writable(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        del self.out[:sent]
+        if not self.out:
+            self.loop.remove_writer(self.fd)
+        if self.paused and len(self.out) <= HIGH_WATER // 4:
+            self.paused = False
+            blocked, self.blocked = self.blocked, []
+            for stream in blocked:
+                stream.step()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.fd)
+        if self.out:
+            self.loop.remove_writer(self.fd)
+        self.sock.close()
 
     def _next_request(self) -> None:
         if self.busy:
@@ -231,7 +294,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _json(self, status: str, obj: dict) -> None:
         payload = orjson.dumps(obj)
-        self.transport.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        self.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                              % (status.encode(), len(payload), payload))
         self.finish_response()
 
@@ -257,10 +320,12 @@ class HttpProtocol(asyncio.Protocol):
             req = orjson.loads(body)
         except orjson.JSONDecodeError:
             return self._json("400 Bad Request", {"error": {"message": "body is not JSON"}})
-        now = clock()
+        arrived = self.arrival
         STATS.requests += 1
-        STATS.first_request_s = STATS.first_request_s or now
-        STATS.last_request_s = now
+        STATS.first_request_s = STATS.first_request_s or arrived
+        STATS.last_request_s = arrived
+        if len(STATS.intake_ms) < MAX_LATENESS_SAMPLES:
+            STATS.intake_ms.append((clock() - arrived) * 1000)
         chat = path.endswith("chat/completions")
         n = max(1, int(req.get("max_tokens") or req.get("max_completion_tokens") or 16))
         prompt = req.get("prompt") if not chat else " ".join(str(m.get("content", "")) for m in req.get("messages", []))
@@ -274,10 +339,10 @@ class HttpProtocol(asyncio.Protocol):
                                          "model": Config.model, "choices": [choice],
                                          "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
                                                    "total_tokens": prompt_tokens + n}})
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                             b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                   b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
         usage = bool((req.get("stream_options") or {}).get("include_usage"))
-        Stream(self, n, chat, usage, prompt_tokens).schedule()
+        Stream(self, n, chat, usage, prompt_tokens, arrived).schedule()
 
 
 def main() -> None:
@@ -299,11 +364,26 @@ def main() -> None:
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         asyncio.create_task(PUMP.run())
-        server = await loop.create_server(HttpProtocol, args.host, args.port, backlog=4096, reuse_address=True)
+        listener = socket.create_server((args.host, args.port), backlog=4096, reuse_port=False)
+        listener.setblocking(False)
+
+        def accept() -> None:
+            while True:
+                try:
+                    sock, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:  # out of file descriptors and the like: try again on the next event
+                    return
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                HttpConnection(loop, sock)
+
+        loop.add_reader(listener.fileno(), accept)
         print(json.dumps({"listening": f"http://{args.host}:{args.port}", "ttft_ms": args.ttft_ms,
                           "itl_ms": args.itl_ms}), flush=True)
-        async with server:
-            await server.serve_forever()
+        await asyncio.Event().wait()
 
     asyncio.run(serve())
 

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -78,6 +79,25 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+# What one load test writes into its output directory.
+RUN_FILES = ("summary.json", "records.jsonl", "records.worker-*.jsonl", "telemetry.jsonl")
+
+
+def set_aside_previous_run(out: Path) -> Path | None:
+    """Move an earlier run's files out of `out` into `out/previous/<time>/`, so this run's files hold
+    this run only (records are appended as they complete) and nothing measured before is lost."""
+    found = [f for pattern in RUN_FILES for f in out.glob(pattern)]
+    if not found:
+        return None
+    stamp = dt.datetime.fromtimestamp(max(f.stat().st_mtime for f in found), dt.timezone.utc)
+    dest = out / "previous" / stamp.strftime("%Y%m%dT%H%M%S.%fZ")
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in found:
+        shutil.move(str(f), dest / f.name)
+    print(f"servesweep: {out} held an earlier run; its files were moved to {dest}", file=sys.stderr)
+    return dest
+
+
 async def _pick_tokenizer(
     session: aiohttp.ClientSession, config: LoadTestConfig, target: TargetInfo
 ) -> TokenizerLike | None:
@@ -119,6 +139,7 @@ async def run_load_test(
         check_loopback(config.base_url)
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    set_aside_previous_run(out)
     started = dt.datetime.now(dt.timezone.utc)
     async with aiohttp.ClientSession() as probe_session:
         target = await probe_target(probe_session, config.base_url, config.model)

@@ -61,6 +61,17 @@ async def test_summary_and_record_schema(stub_server, tmp_path):
     assert summary["tokenizer"] == "ServerTokenizer"
 
 
+async def test_rerun_into_the_same_directory_keeps_the_earlier_run_apart(stub_server, tmp_path):
+    stub = stub_server()
+    await run_load_test(config(stub.url, tmp_path, [LoadLevel(concurrency=2, num_requests=4)]))
+    await run_load_test(config(stub.url, tmp_path, [LoadLevel(concurrency=2, num_requests=6)]))
+    assert len(list(read_records(tmp_path / "records.jsonl"))) == 6  # this run only
+    earlier = list((tmp_path / "previous").iterdir())
+    assert len(earlier) == 1
+    assert len(list(read_records(earlier[0] / "records.jsonl"))) == 4
+    assert json.loads((earlier[0] / "summary.json").read_text())["completed"] == 4
+
+
 @pytest.mark.parametrize("endpoint,stream", [("completions", False), ("chat", True), ("chat", False)])
 async def test_endpoints_and_non_streaming(stub_server, tmp_path, endpoint, stream):
     stub = stub_server(ttft_s=0.02, itl_s=0.005)

@@ -1,7 +1,9 @@
 """One OpenAI-compatible request, timed chunk by chunk.
 
-This is the load generator's hot path: per streamed chunk it takes one clock reading, splits
-SSE events and decodes one small JSON object. No logging, no per-chunk allocation beyond that.
+This is the load generator's hot path: the response's bytes reach `_Exchange` straight from the
+connection's protocol callback (servesweep.loadgen.http), stamped with one clock reading per
+read; per streamed chunk it splits SSE events and decodes one small JSON object. No logging, no
+per-chunk allocation beyond that.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 
+from servesweep.loadgen.http import ConnectError, HttpPool, MalformedResponse, ServerDisconnected
 from servesweep.loadgen.records import (
     ERROR_CANCELLED,
     ERROR_CONNECTION,
@@ -25,22 +27,6 @@ from servesweep.loadgen.sse import DONE, SSEParser
 from servesweep.loadgen.workload import PromptItem, Workload
 
 _clock = time.perf_counter
-# orjson-encoded bodies: aiohttp's json= would run the stdlib encoder on every request.
-JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-async def _on_headers_sent(session: Any, ctx: Any, params: Any) -> None:
-    target = ctx.trace_request_ctx
-    if target is not None:
-        record, t0 = target
-        record.wire_s = _clock() - t0
-
-
-def wire_time_tracing() -> aiohttp.TraceConfig:
-    """Stamps `RequestRecord.wire_s` when aiohttp has written a request's headers."""
-    config = aiohttp.TraceConfig()
-    config.on_request_headers_sent.append(_on_headers_sent)
-    return config
 
 
 def build_payload(model: str, item: PromptItem, workload: Workload) -> dict[str, Any]:
@@ -86,94 +72,124 @@ def _error_text(obj: dict[str, Any]) -> str:
     return str(err if err is not None else obj)
 
 
+class _Exchange:
+    """Fills one RequestRecord from a response as its bytes arrive (times relative to t0)."""
+
+    __slots__ = ("record", "t0", "stream", "pieces", "parser", "body", "done", "arrivals", "reason")
+
+    def __init__(self, record: RequestRecord, t0: float, stream: bool, keep_text: bool) -> None:
+        self.record, self.t0, self.stream = record, t0, stream
+        self.pieces: list[str] | None = [] if keep_text else None
+        self.parser = SSEParser()
+        self.body: list[bytes] = []
+        self.done = False
+        self.arrivals = record.chunk_arrivals_s
+        self.reason = ""
+
+    def on_sent(self, now: float) -> None:
+        self.record.wire_s = now - self.t0
+
+    def on_status(self, status: int, reason: str) -> None:
+        self.record.http_status = status
+        self.reason = reason
+
+    def on_body(self, data: bytes, now: float) -> None:
+        if not self.stream or self.record.http_status != 200:
+            self.body.append(data)
+            return
+        now -= self.t0
+        record = self.record
+        for event in self.parser.feed(data):
+            self._event(event, now)
+        if record.first_token_s is None and self.arrivals:
+            record.first_token_s = self.arrivals[0]
+
+    def _event(self, data: bytes, now: float) -> None:
+        if data == DONE:
+            self.done = True
+            return
+        record = self.record
+        obj = orjson.loads(data)
+        choices = obj.get("choices")
+        if choices:
+            first = choices[0]
+            text = first.get("text")  # completions: skip the general lookup per token
+            if text is None:
+                text = _choice_text(first)
+            if text is not None:
+                self.arrivals.append(now)
+                if self.pieces is not None:
+                    self.pieces.append(text)
+        elif "error" in obj:
+            record.error_kind, record.error_message = ERROR_STREAM, _error_text(obj)
+        usage = obj.get("usage")
+        if usage:
+            record.prompt_tokens = usage.get("prompt_tokens")
+            record.completion_tokens = usage.get("completion_tokens")
+
+    def on_complete(self, now: float) -> None:
+        record = self.record
+        now -= self.t0
+        if record.http_status != 200:
+            body = b"".join(self.body)
+            record.error_kind = ERROR_HTTP
+            try:
+                record.error_message = _error_text(orjson.loads(body))
+            except orjson.JSONDecodeError:
+                record.error_message = body[:500].decode(errors="replace") or self.reason
+            record.end_s = now
+            return
+        if not self.stream:
+            record.end_s = now
+            obj = orjson.loads(b"".join(self.body))
+            if "error" in obj:
+                record.error_kind, record.error_message = ERROR_STREAM, _error_text(obj)
+                return
+            usage = obj.get("usage") or {}
+            record.prompt_tokens = usage.get("prompt_tokens")
+            record.completion_tokens = usage.get("completion_tokens")
+            # Without streaming, the whole answer arrives at once: TTFT is the e2e latency.
+            record.first_token_s = now
+            if self.pieces is not None and obj.get("choices"):
+                record.output_text = _choice_text(obj["choices"][0])
+            return
+        for data in self.parser.flush():
+            self._event(data, now)
+        if record.first_token_s is None and self.arrivals:
+            record.first_token_s = self.arrivals[0]
+        record.end_s = now
+        if self.pieces is not None:
+            record.output_text = "".join(self.pieces)
+        if record.error_kind is None and not self.done:
+            record.error_kind = ERROR_STREAM
+            record.error_message = "stream ended without 'data: [DONE]'"
+
+
 async def send_request(
-    session: aiohttp.ClientSession,
-    url: str,
+    pool: HttpPool,
+    path: str,
     payload: dict[str, Any],
     record: RequestRecord,
     t0: float,
     keep_text: bool = False,
 ) -> None:
     """Send one request and fill `record` in place (times relative to `t0`)."""
-    arrivals = record.chunk_arrivals_s
-    pieces: list[str] | None = [] if keep_text else None
     record.sent_s = _clock() - t0
+    exchange = _Exchange(record, t0, bool(payload.get("stream")), keep_text)
     try:
-        async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS,
-                                trace_request_ctx=(record, t0)) as resp:
-            record.http_status = resp.status
-            if resp.status != 200:
-                body = await resp.read()
-                record.error_kind = ERROR_HTTP
-                try:
-                    record.error_message = _error_text(orjson.loads(body))
-                except orjson.JSONDecodeError:
-                    record.error_message = body[:500].decode(errors="replace") or resp.reason
-                record.end_s = _clock() - t0
-                return
-            if not payload.get("stream"):
-                body = await resp.read()
-                record.end_s = now = _clock() - t0
-                obj = orjson.loads(body)
-                if "error" in obj:
-                    record.error_kind, record.error_message = ERROR_STREAM, _error_text(obj)
-                    return
-                usage = obj.get("usage") or {}
-                record.prompt_tokens = usage.get("prompt_tokens")
-                record.completion_tokens = usage.get("completion_tokens")
-                # Without streaming, the whole answer arrives at once: TTFT is the e2e latency.
-                record.first_token_s = now
-                if keep_text and obj.get("choices"):
-                    record.output_text = _choice_text(obj["choices"][0])
-                return
-            parser = SSEParser()
-            done = False
-            async for chunk in resp.content.iter_any():
-                now = _clock() - t0
-                for data in parser.feed(chunk):
-                    if data == DONE:
-                        done = True
-                        continue
-                    obj = orjson.loads(data)
-                    choices = obj.get("choices")
-                    if choices:
-                        first = choices[0]
-                        text = first.get("text")  # completions: skip the general lookup per token
-                        if text is None:
-                            text = _choice_text(first)
-                        if text is not None:
-                            if not arrivals:
-                                record.first_token_s = now
-                            arrivals.append(now)
-                            if pieces is not None:
-                                pieces.append(text)
-                    elif "error" in obj:
-                        record.error_kind, record.error_message = ERROR_STREAM, _error_text(obj)
-                    usage = obj.get("usage")
-                    if usage:
-                        record.prompt_tokens = usage.get("prompt_tokens")
-                        record.completion_tokens = usage.get("completion_tokens")
-            for data in parser.flush():
-                done = done or data == DONE
-            record.end_s = _clock() - t0
-            if pieces is not None:
-                record.output_text = "".join(pieces)
-            if record.error_kind is None and not done:
-                record.error_kind = ERROR_STREAM
-                record.error_message = "stream ended without 'data: [DONE]' (server closed the connection early)"
+        await pool.request(pool.encode_post(path, orjson.dumps(payload)), exchange)
+        return
     except asyncio.CancelledError:
         record.error_kind, record.error_message = ERROR_CANCELLED, "cancelled before completion"
-        record.end_s = _clock() - t0
         raise
-    except asyncio.TimeoutError:
-        record.error_kind, record.error_message = ERROR_TIMEOUT, "request timed out"
-        record.end_s = _clock() - t0
+    except TimeoutError as exc:
+        record.error_kind, record.error_message = ERROR_TIMEOUT, f"request timed out ({exc})"
     except orjson.JSONDecodeError as exc:
         record.error_kind, record.error_message = ERROR_STREAM, f"malformed JSON in stream: {exc}"
-        record.end_s = _clock() - t0
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        record.error_kind, record.error_message = ERROR_STREAM, f"{type(exc).__name__}: {exc}"
-        record.end_s = _clock() - t0
-    except (aiohttp.ClientError, OSError) as exc:
+    except (ServerDisconnected, MalformedResponse) as exc:
+        record.error_kind, record.error_message = ERROR_STREAM, str(exc)
+    except (ConnectError, OSError) as exc:
         record.error_kind, record.error_message = ERROR_CONNECTION, f"{type(exc).__name__}: {exc}"
-        record.end_s = _clock() - t0
+    finally:
+        if record.end_s is None:
+            record.end_s = _clock() - t0

@@ -8,7 +8,8 @@ from the merged records, checking that they are exactly the union of the workers
 
 Timestamps stay comparable across workers: every worker measures from the parent's `t0` on
 `time.perf_counter`, which on Linux is CLOCK_MONOTONIC, one clock for every process.
-Levels stay in step: workers wait at a barrier before each level.
+Levels stay in step: workers build their prompts, wait at a barrier, then start the level at
+one shared instant, so open-loop arrivals interleave as planned.
 """
 
 from __future__ import annotations
@@ -78,7 +79,21 @@ def worker_records_path(out_dir: Path, index: int) -> Path:
     return out_dir / f"records.worker-{index}.jsonl"
 
 
-def _worker_main(job: WorkerJob, barrier, stop_event, results) -> None:
+# How far ahead of the barrier's release a level starts: time for every worker to wake up.
+LEVEL_START_LEAD_S = 0.02
+
+
+class _SetLevelStart:
+    """Barrier action (runs once per level, in the last worker to arrive): the shared start instant."""
+
+    def __init__(self, level_start) -> None:
+        self.level_start = level_start
+
+    def __call__(self) -> None:
+        self.level_start.value = time.perf_counter() + LEVEL_START_LEAD_S
+
+
+def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> None:
     """Entry point of a worker process."""
     from servesweep.loadgen.runner import LoadRunner, run_async
 
@@ -99,8 +114,11 @@ def _worker_main(job: WorkerJob, barrier, stop_event, results) -> None:
                                 id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count)
             loop = asyncio.get_running_loop()
 
-            async def in_step(level: LoadLevel) -> None:
+            async def in_step(level: LoadLevel) -> float:
                 await loop.run_in_executor(None, barrier.wait)
+                start = level_start.value
+                await asyncio.sleep(max(start - time.perf_counter(), 0.0))
+                return start
 
             async def watch_stop() -> None:
                 while not runner.stopped:
@@ -139,7 +157,8 @@ class WorkerPool:
         self.slo = slo
         self.t0 = time.perf_counter()
         ctx = mp.get_context("spawn")
-        self._barrier = ctx.Barrier(count)
+        self._level_start = ctx.Value("d", 0.0)
+        self._barrier = ctx.Barrier(count, action=_SetLevelStart(self._level_start))
         self._stop = ctx.Event()
         self._results = ctx.Queue()
         self._reason: str | None = None
@@ -151,7 +170,7 @@ class WorkerPool:
             levels=[shares[i].model_dump() for shares in self.shares], tokenizer=tokenizer,
             records_path=str(worker_records_path(out_dir, i)), t0=self.t0, keep_text=keep_text,
         ) for i in range(count)]
-        self._procs = [ctx.Process(target=_worker_main, args=(job, self._barrier, self._stop, self._results),
+        self._procs = [ctx.Process(target=_worker_main, args=(job, self._barrier, self._level_start, self._stop, self._results),
                                    name=f"servesweep-worker-{job.index}", daemon=True) for job in self.jobs]
 
     @property
