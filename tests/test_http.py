@@ -168,6 +168,7 @@ def test_request_bytes_and_url_checks():
     assert pool.encode_post("/v1/completions", b'{"a":1}') == (
         b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
         b"Accept: */*\r\nContent-Length: 7\r\n\r\n{\"a\":1}")
+    assert b"Host: [::1]:8000\r\n" in HttpPool("http://[::1]:8000").encode_post("/", b"")
     with pytest.raises(ValueError, match="only http"):
         HttpPool("ftp://127.0.0.1/")
 

@@ -160,7 +160,9 @@ class HttpPool:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
-        host_header = self.host if parts.port is None else f"{self.host}:{self.port}"
+        host_header = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        if parts.port is not None:
+            host_header = f"{host_header}:{self.port}"
         self._host_header = host_header.encode()
         self.timeout_s = timeout_s
         self._idle: list[_Connection] = []

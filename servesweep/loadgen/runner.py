@@ -1,8 +1,8 @@
 """Drive load levels against one target and keep every record on disk as it completes.
 
 One keep-alive connection pool (servesweep.loadgen.http) serves the whole run; it grows to the
-largest number of requests in flight. Prompts are built before a level starts so the timed loop does nothing
-but send, read and record.
+largest number of requests in flight. Prompts are built before a level starts so the timed loop
+does nothing but send, read and record.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ class RunOutcome:
     levels: list[LevelResult] = field(default_factory=list)
     interrupted: bool = False
     abort_reason: str | None = None
-
-
 
 
 @asynccontextmanager
