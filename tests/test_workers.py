@@ -42,7 +42,8 @@ def test_two_workers_merge_into_one_result(stub_server, tmp_path):
     assert len({r.request_id for r in merged}) == 40
     stats = summarize([r for r in union if r.level == "c6"])
     level = summary["levels"][1]
-    assert stats["ttft_ms"] == level["ttft_ms"] and stats["completed"] == level["completed"]
+    # Same numbers up to float summation order (the files are read in another order than the merge).
+    assert stats["ttft_ms"] == pytest.approx(level["ttft_ms"], rel=1e-12) and stats["completed"] == level["completed"]
     assert stats["output_token_throughput"] == pytest.approx(level["output_token_throughput"])
     # One clock for every process: each worker's requests fall inside the level's window.
     for lv in summary["levels"]:

@@ -117,7 +117,11 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
             async def in_step(level: LoadLevel) -> float:
                 await loop.run_in_executor(None, barrier.wait)
                 start = level_start.value
-                await asyncio.sleep(max(start - time.perf_counter(), 0.0))
+                # Event-loop timers fire to the millisecond, early as well as late: sleep to just
+                # before the instant, then spin to it, so no request goes out before its level starts.
+                await asyncio.sleep(max(start - time.perf_counter() - 0.002, 0.0))
+                while time.perf_counter() < start:
+                    pass
                 return start
 
             async def watch_stop() -> None:
