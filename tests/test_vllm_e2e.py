@@ -34,7 +34,8 @@ async def test_endpoints_with_pinned_output_lengths(vllm_server, tmp_path, endpo
     if stream:
         assert all(len(r.chunk_arrivals_s) >= 1 for r in records)
         assert summary["itl_ms"]["count"] > 0
-        assert all(r.ttft_ms < r.e2e_ms for r in records)
+        # Equal when the whole answer came in one read (each read is stamped once, on arrival).
+        assert all(0 < r.ttft_ms <= r.e2e_ms for r in records)
 
 
 async def test_prompt_longer_than_context_is_recorded_with_the_servers_message(vllm_server, tmp_path):
