@@ -63,8 +63,16 @@ class Tool:
         raise NotImplementedError
 
 
-def _venv_bin(peer: str, exe: str) -> Path:
-    return PEERS_DIR / peer / "bin" / exe
+class PeerTool(Tool):
+    """A peer installed by --install-peers into its own virtual environment, run by its console
+    script (named like the tool)."""
+
+    @property
+    def executable(self) -> Path:
+        return PEERS_DIR / self.name / "bin" / self.name
+
+    def unavailable(self) -> str | None:
+        return None if self.executable.exists() else "not installed (run --install-peers)"
 
 
 class Servesweep(Tool):
@@ -118,16 +126,13 @@ class VllmBench(Tool):
         return [(t, list(itl)) for t, itl in zip(data["ttfts"], data["itls"]) if t and t > 0]
 
 
-class GuideLLM(Tool):
+class GuideLLM(PeerTool):
     name = "guidellm"
-
-    def unavailable(self) -> str | None:
-        return None if _venv_bin("guidellm", "guidellm").exists() else "not installed (run --install-peers)"
 
     def command(self, job: Job) -> list[str]:
         rate = (["--rate-type", "concurrent", "--rate", str(job.concurrency)] if job.concurrency else
                 ["--rate-type", "constant", "--rate", str(job.rate)])
-        return [str(_venv_bin("guidellm", "guidellm")), "benchmark", "run", "--target", job.url, "--model", job.model,
+        return [str(self.executable), "benchmark", "run", "--target", job.url, "--model", job.model,
                 "--processor", str(job.tokenizer_dir), "--request-type", "text_completions", *rate,
                 "--max-requests", str(job.requests), "--sample-requests", str(job.requests),
                 "--data", f"prompt_tokens=16,output_tokens={job.output_tokens}",
@@ -149,16 +154,13 @@ class GuideLLM(Tool):
         return out
 
 
-class AIPerf(Tool):
+class AIPerf(PeerTool):
     name = "aiperf"
-
-    def unavailable(self) -> str | None:
-        return None if _venv_bin("aiperf", "aiperf").exists() else "not installed (run --install-peers)"
 
     def command(self, job: Job) -> list[str]:
         load = (["--concurrency", str(job.concurrency)] if job.concurrency else
                 ["--request-rate", str(job.rate), "--request-rate-mode", "constant"])
-        return [str(_venv_bin("aiperf", "aiperf")), "profile", "--model", job.model, "--url", job.url,
+        return [str(self.executable), "profile", "--model", job.model, "--url", job.url,
                 "--endpoint-type", "completions", "--streaming", "--tokenizer", str(job.tokenizer_dir),
                 "--synthetic-input-tokens-mean", "16", "--synthetic-input-tokens-stddev", "0",
                 "--output-tokens-mean", str(job.output_tokens), "--output-tokens-stddev", "0",
@@ -182,11 +184,8 @@ class AIPerf(Tool):
         return out
 
 
-class InferencePerf(Tool):
+class InferencePerf(PeerTool):
     name = "inference-perf"
-
-    def unavailable(self) -> str | None:
-        return None if _venv_bin("inference-perf", "inference-perf").exists() else "not installed (run --install-peers)"
 
     def command(self, job: Job) -> list[str]:
         if job.concurrency:
@@ -209,7 +208,7 @@ class InferencePerf(Tool):
         }
         job.out_dir.mkdir(parents=True, exist_ok=True)
         (job.out_dir / "config.yml").write_text(json.dumps(config))
-        return [str(_venv_bin("inference-perf", "inference-perf")), "--config_file", str(job.out_dir / "config.yml")]
+        return [str(self.executable), "--config_file", str(job.out_dir / "config.yml")]
 
     def timings(self, job: Job) -> list[tuple[float, list[float]]]:
         path = next(job.out_dir.rglob("per_request_lifecycle_metrics.json"), None)
@@ -225,20 +224,17 @@ class InferencePerf(Tool):
         return out
 
 
-class Locust(Tool):
+class Locust(PeerTool):
     """Locust headless with a streaming HttpUser that times each chunk (drivers/locust_streaming.py)."""
 
     name = "locust"
-
-    def unavailable(self) -> str | None:
-        return None if _venv_bin("locust", "locust").exists() else "not installed (run --install-peers)"
 
     def command(self, job: Job) -> list[str]:
         users = job.concurrency or max(1, int(job.rate // 10))  # open loop: each user paced at 10 req/s
         env = f"STREAM_OUT={job.out_dir / 'requests.jsonl'}"
         return ["env", env, f"STREAM_MODEL={job.model}", f"STREAM_TOKENS={job.output_tokens}",
                 f"STREAM_REQUESTS={job.requests}", f"STREAM_PACED={'1' if job.rate else '0'}",
-                str(_venv_bin("locust", "locust")), "-f", str(BENCH / "drivers" / "locust_streaming.py"),
+                str(self.executable), "-f", str(BENCH / "drivers" / "locust_streaming.py"),
                 "--headless", "-u", str(users), "-r", str(users), "--host", job.url, "--only-summary",
                 "--loglevel", "WARNING", "-t", "600s", "--stop-timeout", "5"]
 

@@ -98,11 +98,8 @@ class _Exchange:
             self.body.append(data)
             return
         now -= self.t0
-        record = self.record
         for event in self.parser.feed(data):
             self._event(event, now)
-        if record.first_token_s is None and self.arrivals:
-            record.first_token_s = self.arrivals[0]
 
     def _event(self, data: bytes, now: float) -> None:
         if data == DONE:
@@ -117,6 +114,8 @@ class _Exchange:
             if text is None:
                 text = _choice_text(first)
             if text is not None:
+                if not self.arrivals:
+                    record.first_token_s = now
                 self.arrivals.append(now)
                 if self.pieces is not None:
                     self.pieces.append(text)
@@ -155,8 +154,6 @@ class _Exchange:
             return
         for data in self.parser.flush():
             self._event(data, now)
-        if record.first_token_s is None and self.arrivals:
-            record.first_token_s = self.arrivals[0]
         record.end_s = now
         if self.pieces is not None:
             record.output_text = "".join(self.pieces)

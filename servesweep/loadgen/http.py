@@ -212,7 +212,7 @@ class HttpPool:
                        reuse: bool = True) -> _Connection:
         while reuse and self._idle:
             conn = self._idle.pop()
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
                 return conn
         try:
             connect = loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self._ssl)

@@ -1,6 +1,6 @@
 """Scale the load generator out over several processes on one machine (`--workers N`).
 
-One Python process parses roughly 300k streamed chunks per second on one core; past that, or
+One Python process parses roughly 450k streamed chunks per second on one core; past that, or
 when timing precision matters at thousands of streams, the load is split over N processes:
 each worker runs its own `LoadRunner` with its share of every level and writes its own
 `records.worker-K.jsonl`; the parent merges them into `records.jsonl` and computes the summary
