@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from servesweep.backends.model_shape import read_model_shape
+from servesweep.models.shape import read_model_shape
 from servesweep.backends.process import ServerProcess, ServerStartError, classify_log, free_port
 from servesweep.backends.telemetry import (
     kv_pool_from_cache_config,

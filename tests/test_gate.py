@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from servesweep.cli import main
-from servesweep.gate.measure import Measurement, _prompt_token_logprobs, metric_value
-from servesweep.gate.spec import GateSpecError, file_sha256, load_eval_set, load_gate_spec
-from servesweep.gate.verdict import judge, read_reference
+from servesweep.quality.gate.measure import Measurement, _prompt_token_logprobs, metric_value
+from servesweep.quality.gate.spec import GateSpecError, file_sha256, load_eval_set, load_gate_spec
+from servesweep.quality.gate.verdict import judge, read_reference
 from servesweep.reports.analysis import combined_sweep
 from servesweep.reports.render import gate_cell
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from servesweep.cli import main
-from servesweep.sweep import read_points
+from servesweep.sweep.runner import read_points
 
 ROOT = Path(__file__).parent.parent
 

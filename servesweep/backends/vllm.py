@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict
 
 from servesweep.backends.gpu import Nvml
-from servesweep.backends.model_shape import read_model_shape
+from servesweep.models.shape import read_model_shape
 from servesweep.backends.process import ServerProcess, ServerStartError, classify_log, free_port, port_in_use
 from servesweep.backends.telemetry import (
     TelemetrySampler,

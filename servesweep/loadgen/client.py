@@ -1,9 +1,7 @@
-"""One OpenAI-compatible request, timed chunk by chunk.
+"""One OpenAI-compatible request over the asyncio client, timed chunk by chunk.
 
-This is the load generator's hot path: the response's bytes reach `_Exchange` straight from the
-connection's protocol callback (servesweep.loadgen.http), stamped with one clock reading per
-read; per streamed chunk it splits SSE events and decodes one small JSON object. No logging, no
-per-chunk allocation beyond that.
+The response's bytes reach an `Exchange` (servesweep.loadgen.exchange) straight from the
+connection's protocol callback (servesweep.loadgen.http), stamped with one clock reading per read.
 """
 
 from __future__ import annotations
@@ -18,12 +16,11 @@ from servesweep.loadgen.http import ConnectError, HttpPool, MalformedResponse, S
 from servesweep.loadgen.records import (
     ERROR_CANCELLED,
     ERROR_CONNECTION,
-    ERROR_HTTP,
     ERROR_STREAM,
     ERROR_TIMEOUT,
     RequestRecord,
 )
-from servesweep.loadgen.sse import DONE, SSEParser
+from servesweep.loadgen.exchange import Exchange
 from servesweep.loadgen.workload import PromptItem, Workload
 
 _clock = time.perf_counter
@@ -50,118 +47,6 @@ def endpoint_path(workload: Workload) -> str:
     return "/v1/chat/completions" if workload.endpoint == "chat" else "/v1/completions"
 
 
-def _choice_text(choice: dict[str, Any]) -> str | None:
-    """Text of a choice, or None for a chunk that carries no generated token (a role header)."""
-    text = choice.get("text")
-    if text is not None:
-        return text
-    delta = choice.get("delta")
-    if delta is None:
-        message = choice.get("message")
-        return message.get("content") if message else None
-    content = delta.get("content")
-    if "role" in delta and not content:
-        return None
-    return content if content is not None else ""
-
-
-def _error_text(obj: dict[str, Any]) -> str:
-    err = obj.get("error")
-    if isinstance(err, dict):
-        return str(err.get("message") or err)
-    return str(err if err is not None else obj)
-
-
-class _Exchange:
-    """Fills one RequestRecord from a response as its bytes arrive (times relative to t0)."""
-
-    __slots__ = ("record", "t0", "stream", "pieces", "parser", "body", "done", "arrivals", "reason")
-
-    def __init__(self, record: RequestRecord, t0: float, stream: bool, keep_text: bool) -> None:
-        self.record, self.t0, self.stream = record, t0, stream
-        self.pieces: list[str] | None = [] if keep_text else None
-        self.parser = SSEParser()
-        self.body: list[bytes] = []
-        self.done = False
-        self.arrivals = record.chunk_arrivals_s
-        self.reason = ""
-
-    def on_sent(self, now: float) -> None:
-        self.record.wire_s = now - self.t0
-
-    def on_status(self, status: int, reason: str) -> None:
-        self.record.http_status = status
-        self.reason = reason
-
-    def on_body(self, data: bytes, now: float) -> None:
-        if not self.stream or self.record.http_status != 200:
-            self.body.append(data)
-            return
-        now -= self.t0
-        for event in self.parser.feed(data):
-            self._event(event, now)
-
-    def _event(self, data: bytes, now: float) -> None:
-        if data == DONE:
-            self.done = True
-            return
-        record = self.record
-        obj = orjson.loads(data)
-        choices = obj.get("choices")
-        if choices:
-            first = choices[0]
-            text = first.get("text")  # completions: skip the general lookup per token
-            if text is None:
-                text = _choice_text(first)
-            if text is not None:
-                if not self.arrivals:
-                    record.first_token_s = now
-                self.arrivals.append(now)
-                if self.pieces is not None:
-                    self.pieces.append(text)
-        elif "error" in obj:
-            record.error_kind, record.error_message = ERROR_STREAM, _error_text(obj)
-        usage = obj.get("usage")
-        if usage:
-            record.prompt_tokens = usage.get("prompt_tokens")
-            record.completion_tokens = usage.get("completion_tokens")
-
-    def on_complete(self, now: float) -> None:
-        record = self.record
-        now -= self.t0
-        if record.http_status != 200:
-            body = b"".join(self.body)
-            record.error_kind = ERROR_HTTP
-            try:
-                record.error_message = _error_text(orjson.loads(body))
-            except orjson.JSONDecodeError:
-                record.error_message = body[:500].decode(errors="replace") or self.reason
-            record.end_s = now
-            return
-        if not self.stream:
-            record.end_s = now
-            obj = orjson.loads(b"".join(self.body))
-            if "error" in obj:
-                record.error_kind, record.error_message = ERROR_STREAM, _error_text(obj)
-                return
-            usage = obj.get("usage") or {}
-            record.prompt_tokens = usage.get("prompt_tokens")
-            record.completion_tokens = usage.get("completion_tokens")
-            # Without streaming, the whole answer arrives at once: TTFT is the e2e latency.
-            record.first_token_s = now
-            if self.pieces is not None and obj.get("choices"):
-                record.output_text = _choice_text(obj["choices"][0])
-            return
-        for data in self.parser.flush():
-            self._event(data, now)
-        record.end_s = now
-        if self.pieces is not None:
-            record.output_text = "".join(self.pieces)
-        if record.error_kind is None and not self.done:
-            record.error_kind = ERROR_STREAM
-            record.error_message = "stream ended without 'data: [DONE]'"
-
-
 async def send_request(
     pool: HttpPool,
     path: str,
@@ -172,7 +57,7 @@ async def send_request(
 ) -> None:
     """Send one request and fill `record` in place (times relative to `t0`)."""
     record.sent_s = _clock() - t0
-    exchange = _Exchange(record, t0, bool(payload.get("stream")), keep_text)
+    exchange = Exchange(record, t0, bool(payload.get("stream")), keep_text)
     try:
         await pool.request(pool.encode_post(path, orjson.dumps(payload)), exchange)
         return

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from servesweep.backends.model_shape import read_model_shape
+from servesweep.models.shape import read_model_shape
 
 KNEE_THRESHOLD = 0.10
 MARGIN_BAND = (5.0, 40.0)

@@ -28,7 +28,7 @@ from servesweep.reports.analysis import (
 )
 from servesweep.reports.drift import compare_outputs
 from servesweep.reports.skus import sku_from_gpu_name, sku_table
-from servesweep.sweep import read_points
+from servesweep.sweep.runner import read_points
 
 SCHEMA_VERSION = 1
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from servesweep.backends.vllm import Precision, VllmServerConfig
-from servesweep.config_files import read_yaml_file
+from servesweep.scenarios.files import read_yaml_file
 from servesweep.loadgen.arrivals import Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
@@ -139,7 +139,7 @@ def load_scenario(path: str | Path) -> Scenario:
             problems.append(f"{_where(err['loc'])}: {msg}")
         raise ScenarioError(f"scenario {path}: " + "; ".join(problems)) from None
     if scenario.accuracy_gate is not None:
-        from servesweep.gate.spec import GateSpecError, load_eval_set, load_gate_spec
+        from servesweep.quality.gate.spec import GateSpecError, load_eval_set, load_gate_spec
 
         if not scenario.accuracy_gate.is_absolute():
             scenario.accuracy_gate = (path.parent / scenario.accuracy_gate).resolve()

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel
 
-from servesweep.gate.spec import GateSpec
+from servesweep.quality.gate.spec import GateSpec
 
 CONCURRENT_REQUESTS = 8
 

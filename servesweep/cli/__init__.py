@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-requests", type=int, default=48)
     demo.add_argument("--no-progress", action="store_true")
 
-    from servesweep.commands import register_extra_commands
+    from servesweep.cli.common import register_extra_commands
 
     register_extra_commands(sub)
     return parser
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from servesweep.commands import dispatch
+    from servesweep.cli.common import dispatch
 
     try:
         return dispatch(args)

@@ -171,14 +171,14 @@ def register_extra_commands(sub: Any) -> None:
     sweep.add_argument("--no-progress", action="store_true")
     report = sub.add_parser("report", help="write report.html, report.md, points.csv, recommendation.json")
     report.add_argument("results_dir", type=Path)
-    from servesweep.gate.command import register as register_gate
+    from servesweep.cli.gate import register as register_gate
 
     register_gate(sub)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from servesweep.scenarios.schema import ScenarioError, load_scenario
-    from servesweep.sweep import SweepInterrupted, SweepRunner
+    from servesweep.sweep.runner import SweepInterrupted, SweepRunner
 
     try:
         scenario = load_scenario(args.scenario)
@@ -215,7 +215,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from servesweep.gate.command import cmd_gate as run_gate
+    from servesweep.cli.gate import cmd_gate as run_gate
 
     return run_gate(args)
 

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from servesweep.gate.measure import Measurement
-from servesweep.gate.spec import GateSpec, GateSpecError
+from servesweep.quality.gate.measure import Measurement
+from servesweep.quality.gate.spec import GateSpec, GateSpecError
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NOT_MEASURED = 0, 1, 2
 # Accuracies are ratios of counts: 49/100 - 50/100 is -1.0000000000000009 points in floating point,

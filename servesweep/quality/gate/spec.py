@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from servesweep.config_files import read_yaml_file
+from servesweep.scenarios.files import read_yaml_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Metric = Literal["perplexity", "exact_match", "greedy_agreement"]

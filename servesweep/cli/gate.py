@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from servesweep.gate.measure import GateMeasurementError, Measurement, measure
-from servesweep.gate.spec import GateSpec, GateSpecError, load_eval_set, load_gate_spec
-from servesweep.gate.verdict import GateResult, error_result, judge, read_reference
+from servesweep.quality.gate.measure import GateMeasurementError, Measurement, measure
+from servesweep.quality.gate.spec import GateSpec, GateSpecError, load_eval_set, load_gate_spec
+from servesweep.quality.gate.verdict import GateResult, error_result, judge, read_reference
 from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.target import TargetError, check_loopback, probe_target
 
@@ -69,7 +69,7 @@ def _measure_url(spec: GateSpec, samples: list[dict], url: str, model: str | Non
 def _measure_launched(spec: GateSpec, samples: list[dict], args: argparse.Namespace, precision: str,
                       out: Path) -> Measurement:
     from servesweep.backends.vllm import VllmServerConfig
-    from servesweep.commands import console, start_server
+    from servesweep.cli.common import console, start_server
 
     config = VllmServerConfig(model=args.model, precision=precision, max_model_len=args.max_model_len,
                               load_format=args.load_format, startup_timeout_s=args.startup_timeout,
@@ -143,7 +143,7 @@ def evaluate(args: argparse.Namespace) -> GateResult:
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from servesweep.cli import UsageError
-    from servesweep.commands import console
+    from servesweep.cli.common import console
 
     try:
         result = evaluate(args)

@@ -21,7 +21,7 @@ from rich.console import Console
 from servesweep.backends.process import ServerStartError
 from servesweep.backends.vllm import LaunchedVllm, UnsupportedConfig, VllmServerConfig, launch_vllm
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.drift import drift_prompts, greedy_outputs
+from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
 from servesweep.loadtest import LoadTestConfig, run_load_test, write_json
@@ -151,14 +151,14 @@ class SweepRunner:
     @cached_property
     def _gate_inputs(self) -> tuple[Any, list[dict[str, Any]]]:
         """The gate spec and its eval set, read (and hash-checked) once per sweep."""
-        from servesweep.gate.spec import load_eval_set, load_gate_spec
+        from servesweep.quality.gate.spec import load_eval_set, load_gate_spec
 
         spec = load_gate_spec(self.scenario.accuracy_gate)
         return spec, load_eval_set(spec)
 
     def _gate_measure(self, server: LaunchedVllm, config_dir: Path) -> None:
         """Measure the gate metric on this configuration; verdicts come once every configuration is measured."""
-        from servesweep.gate.measure import GateMeasurementError, measure
+        from servesweep.quality.gate.measure import GateMeasurementError, measure
 
         path = config_dir / GATE_MEASUREMENT_FILE
         if self.scenario.accuracy_gate is None or path.exists():
@@ -175,9 +175,9 @@ class SweepRunner:
 
     def _gate_verdicts(self) -> None:
         """One gate.json per configuration, judged against the spec's reference precision."""
-        from servesweep.gate.measure import Measurement
-        from servesweep.gate.spec import GateSpecError
-        from servesweep.gate.verdict import error_result, judge
+        from servesweep.quality.gate.measure import Measurement
+        from servesweep.quality.gate.spec import GateSpecError
+        from servesweep.quality.gate.verdict import error_result, judge
 
         spec, _ = self._gate_inputs
         measured = {p.parent: Measurement.model_validate_json(p.read_text())

@@ -1,0 +1,81 @@
+"""Every error servesweep raises on purpose, in one hierarchy, and the exit codes they map to.
+
+    ServesweepError
+      UserError             exit 2: the run cannot happen as asked; the message is one line
+        ConfigError           a scenario, gate spec, dataset or option that cannot be used
+        TargetError           the URL is not allowed, not reachable or not OpenAI-compatible
+        UnsupportedConfig     the server configuration cannot run on this device
+        OutputError           the results directory cannot be written
+        ReportError           a directory that holds no results to report on
+      ServerError           exit 3: a server servesweep launched failed
+        ServerStartError      it did not become healthy (classified cause + log tail)
+      MeasurementError      a quality measurement could not be made
+
+The CLI translates these in one place (servesweep.cli.main). Anything else, a `ValueError`
+from a bug included, keeps its traceback.
+"""
+
+from __future__ import annotations
+
+# Exit codes of every command. 0 is kept for a run that completed and passed its checks.
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # an accuracy gate regressed, or an --assert threshold failed
+EXIT_USAGE = 2  # bad input: options, files, target, output directory
+EXIT_SERVER = 3  # the server failed: did not start, died or became unreachable mid-run
+EXIT_ALL_FAILED = 4  # the run finished but not one measured request succeeded
+EXIT_OUTPUT = 5  # results could not be written (disk full, read-only) mid-run
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: what completed is on disk
+
+
+class ServesweepError(Exception):
+    """Base of every error servesweep raises on purpose."""
+
+    exit_code = EXIT_USAGE
+
+
+class UserError(ServesweepError):
+    """The run cannot happen as asked. The message is the whole story, on one line."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UserError, ValueError):
+    """A file or option that cannot be used; the message names the file, field and allowed values."""
+
+
+class TargetError(UserError, RuntimeError):
+    """The target cannot be load-tested; the message names the URL and the reason."""
+
+
+class UnsupportedConfig(UserError, ValueError):
+    """The configuration cannot run on this device; raised before anything is launched."""
+
+
+class OutputError(UserError, OSError):
+    """The results directory cannot be created or written."""
+
+    exit_code = EXIT_OUTPUT
+
+
+class ReportError(UserError):
+    """The directory holds nothing a report can be written from."""
+
+
+class ServerError(ServesweepError):
+    """A server servesweep launched failed."""
+
+    exit_code = EXIT_SERVER
+
+
+class ServerStartError(ServerError, RuntimeError):
+    """The server did not become healthy; `cause` is a short classification."""
+
+    def __init__(self, cause: str, detail: str, log_tail: str = "") -> None:
+        self.cause = cause
+        self.detail = detail
+        self.log_tail = log_tail
+        super().__init__(f"{cause}: {detail}" + (f"\n--- server log (tail) ---\n{log_tail}" if log_tail else ""))
+
+
+class MeasurementError(ServesweepError, RuntimeError):
+    """A quality measurement (accuracy gate, drift probe) could not be made."""

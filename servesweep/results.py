@@ -1,0 +1,123 @@
+"""The files servesweep writes and reads back: one JSON writer, the shapes of `summary.json` and
+`points.jsonl`, and their schema version. Runs write these; reports only read them.
+
+`Summary` and `SweepPoint` name the fields other code relies on and allow the rest (per-level
+statistics, telemetry, server facts), so files of an older version still load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from servesweep.errors import OutputError
+
+SCHEMA_VERSION = 1
+POINTS_FILE = "points.jsonl"
+SUMMARY_FILE = "summary.json"
+GATE_MEASUREMENT_FILE = "gate-measurement.json"
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def dumps(data: Any, indent: bool = False) -> bytes:
+    return orjson.dumps(data, option=_JSON_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically, so a crash mid-write never leaves a torn file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(dumps(data, indent=True))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def append_jsonl(path: Path, data: Any) -> None:
+    try:
+        with open(path, "ab") as f:
+            f.write(dumps(data) + b"\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every whole line of a JSONL file; a torn last line (a crash mid-write) is skipped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_bytes().splitlines():
+        try:
+            out.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue
+    return out
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class Summary(_Open):
+    """`summary.json` of one load test (servesweep run, or one sweep point)."""
+
+    schema_version: int = SCHEMA_VERSION
+    completed: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    abort_reason: str | None = None
+    levels: list[dict[str, Any]] = []
+
+
+class SweepPoint(_Open):
+    """One line of `points.jsonl`: a configuration x a load level, ok or failed with its cause."""
+
+    schema_version: int = SCHEMA_VERSION
+    config: str
+    config_spec: dict[str, Any]
+    level: str
+    level_spec: dict[str, Any] = {}
+    status: str  # ok | failed | interrupted
+    cause: str | None = None
+    summary: dict[str, Any] | None = None
+    telemetry: dict[str, Any] | None = None
+    server: dict[str, Any] | None = None
+
+
+def read_summary(path: Path) -> Summary:
+    return Summary.model_validate(orjson.loads(path.read_bytes()))
+
+
+def read_points(out_dir: Path) -> list[dict[str, Any]]:
+    """The sweep's points, each checked against `SweepPoint` (returned as plain dicts)."""
+    return [SweepPoint.model_validate(p).model_dump() for p in read_jsonl(out_dir / POINTS_FILE)]
+
+
+def append_point(out_dir: Path, point: dict[str, Any]) -> None:
+    point = {"schema_version": SCHEMA_VERSION, **point,
+             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    SweepPoint.model_validate(point)
+    append_jsonl(out_dir / POINTS_FILE, point)
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create `path` (and parents) and prove a file can be written there, before any work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".servesweep-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise OutputError(f"output directory {path}: a file of that name (or a parent of it) is in the way") from None
+    except NotADirectoryError:
+        raise OutputError(f"output directory {path}: a parent of it is a file, not a directory") from None
+    except OSError as exc:
+        raise OutputError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
+    return path
