@@ -1,0 +1,39 @@
+"""Server backends, one module each, found through `BACKENDS` by their `kind`.
+
+A new backend is one module (a config class with `kind`, a launcher, a metrics reader) and
+one line here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from servesweep.backends.base import LaunchedServer, ServerBackend, ServerConfig, Telemetry
+from servesweep.backends.vllm import VllmBackend, VllmConfig
+from servesweep.errors import ConfigError
+
+BACKENDS: dict[str, ServerBackend] = {
+    "vllm": VllmBackend(),
+}
+
+__all__ = ["BACKENDS", "LaunchedServer", "ServerBackend", "ServerConfig", "Telemetry", "backend_for",
+           "config_from_dict", "launch", "VllmConfig"]
+
+
+def backend_for(kind: str) -> ServerBackend:
+    try:
+        return BACKENDS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown server kind {kind!r}; registered: {', '.join(BACKENDS)}") from None
+
+
+def config_from_dict(values: dict[str, Any]) -> ServerConfig:
+    """A typed server configuration from plain values; `kind` picks the class (default vllm)."""
+    kind = values.get("kind", "vllm")
+    return backend_for(kind).config_class.model_validate({**values, "kind": kind})
+
+
+def launch(config: ServerConfig, out_dir: Path, on_wait: Callable[[float], None] | None = None) -> LaunchedServer:
+    """Start the server a configuration describes; raises ServerStartError or UnsupportedConfig."""
+    return backend_for(config.kind).launch(config, out_dir, on_wait)

@@ -24,18 +24,10 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from servesweep.errors import ServerStartError
+
 _LIVE: set["ServerProcess"] = set()
 _LIVE_LOCK = threading.Lock()
-
-
-class ServerStartError(RuntimeError):
-    """The server did not become healthy; `cause` is a short classification."""
-
-    def __init__(self, cause: str, detail: str, log_tail: str = "") -> None:
-        self.cause = cause
-        self.detail = detail
-        self.log_tail = log_tail
-        super().__init__(f"{cause}: {detail}" + (f"\n--- server log (tail) ---\n{log_tail}" if log_tail else ""))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,6 +53,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def _child_setup(cpus: list[int] | None) -> Callable[[], None]:
+    def setup() -> None:
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)  # the whole server (its workers inherit it) stays on these cores
+    return setup
+
+
 class ServerProcess:
     def __init__(
         self,
@@ -71,6 +71,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         health_path: str = "/health",
         classify: Callable[[str], str] | None = None,
+        cpus: list[int] | None = None,
     ) -> None:
         self.argv = argv
         self.log_path = log_path
@@ -79,6 +80,7 @@ class ServerProcess:
         self.env = env
         self.health_path = health_path
         self.classify = classify or (lambda _log: "server exited")
+        self.cpus = cpus
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
 
@@ -101,7 +103,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=_child_setup(self.cpus) if sys.platform.startswith("linux") else None,
             )
         except FileNotFoundError as exc:
             raise ServerStartError("server executable not found", str(exc)) from None
@@ -179,12 +181,6 @@ class ServerProcess:
         with _LIVE_LOCK:
             _LIVE.discard(self)
 
-    def __enter__(self) -> "ServerProcess":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def _group_alive(pgid: int) -> bool:
     """True while any process of the group is alive (zombies of our own child are reaped)."""
@@ -250,23 +246,10 @@ def _install_cleanup_handlers() -> None:
         signal.signal(sig, handler)
 
 
-_CAUSES: list[tuple[str, str]] = [
-    (r"CUDA out of memory|OutOfMemoryError|out of memory", "out of memory"),
-    (r"larger than the (maximum number of tokens|available KV cache)|KV cache is needed|"
-     r"No available memory for the cache blocks|max_model_len.*(KV cache|cache blocks)|"
-     r"Insufficient memory for KV cache|kv cache space is too small", "KV cache too small for max_model_len"),
-    (r"[Aa]ddress already in use|Errno 98", "port already in use"),
-    (r"(quantization|dtype|[Bb]float16|float16|fp8|FP8).*(not supported|unsupported|is only supported|requires)|"
-     r"(not supported|unsupported).*(quantization|dtype|fp8|FP8)", "unsupported dtype or quantization on this device"),
-    (r"config\.json|Invalid repository|HFValidationError|Repo id must|does not appear to have|"
-     r"No such file or directory|is not a local folder|Unrecognized model", "bad model path"),
-    (r"No module named", "server package not installed"),
-]
-
-
-def classify_log(log_tail: str) -> str:
-    """Name the likely cause of a server failure from the end of its log."""
-    for pattern, cause in _CAUSES:
+def classify_log(log_tail: str, causes: list[tuple[str, str]]) -> str:
+    """Name the likely cause of a server failure from the end of its log: the cause of the first
+    pattern that matches (each backend keeps its own list)."""
+    for pattern, cause in causes:
         if re.search(pattern, log_tail):
             return cause
     return "server exited (see log)"

@@ -20,8 +20,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -29,46 +31,78 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from servesweep.backends.gpu import Nvml
 
-# name -> key in a sample; older vLLM releases called the KV gauge gpu_cache_usage_perc
-GAUGES = {
-    "vllm:num_requests_running": "running",
-    "vllm:num_requests_waiting": "waiting",
-    "vllm:kv_cache_usage_perc": "kv_usage",
-    "vllm:gpu_cache_usage_perc": "kv_usage",
-}
-COUNTERS = {
-    "vllm:num_preemptions": "preemptions",
-    "vllm:prompt_tokens": "prompt_tokens",
-    "vllm:generation_tokens": "generation_tokens",
-    "vllm:prefix_cache_hits": "prefix_hits",
-    "vllm:prefix_cache_queries": "prefix_queries",
-}
-_WANTED_PREFIXES = tuple(
-    [name + "{" for name in GAUGES] + [name + " " for name in GAUGES]
-    + [name + "_total" for name in COUNTERS]
-)
-
-
 def fetch_metrics_text(url: str, timeout_s: float = 2.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:
         return resp.read().decode("utf-8", errors="replace")
 
 
-def parse_vllm_metrics(text: str) -> dict[str, float]:
-    """The gauges and counters servesweep uses, summed over engines (KV usage: the max)."""
-    lines = [ln for ln in text.splitlines() if ln.startswith(_WANTED_PREFIXES)]
+@dataclass(frozen=True)
+class PrometheusMetrics:
+    """A backend's map from its Prometheus names to servesweep's neutral keys."""
+
+    gauges: dict[str, str]
+    counters: dict[str, str]  # without the _total suffix
+    histograms: dict[str, str] = field(default_factory=dict)  # name -> key; _sum/_count become key_sum/key_count
+    max_keys: frozenset[str] = frozenset()  # keys whose value over engines is the max, not the sum
+
+    @cached_property
+    def prefixes(self) -> tuple[str, ...]:
+        names = [n + "{" for n in self.gauges] + [n + " " for n in self.gauges]
+        names += [n + "_total" for n in self.counters]
+        names += [n + suffix for n in self.histograms for suffix in ("_sum", "_count")]
+        return tuple(names)
+
+
+def parse_prometheus(text: str, metrics: PrometheusMetrics) -> dict[str, float]:
+    """The gauges, counters and histogram sums/counts a backend maps, summed over engines."""
+    lines = [ln for ln in text.splitlines() if ln.startswith(metrics.prefixes)]
     sample: dict[str, float] = {}
     for family in text_string_to_metric_families("\n".join(lines) + "\n"):
         for s in family.samples:
-            name = s.name[:-6] if s.name.endswith("_total") else s.name
-            key = GAUGES.get(name) or COUNTERS.get(name)
+            name = s.name
+            key = None
+            if name.endswith("_total"):
+                key = metrics.counters.get(name[:-6])
+            elif name.endswith(("_sum", "_count")):
+                base, _, suffix = name.rpartition("_")
+                hist = metrics.histograms.get(base)
+                key = f"{hist}_{suffix}" if hist else None
+            if key is None:
+                key = metrics.gauges.get(name) or metrics.counters.get(name)
             if key is None:
                 continue
-            if key == "kv_usage":
+            if key in metrics.max_keys:
                 sample[key] = max(sample.get(key, 0.0), s.value)
             else:
                 sample[key] = sample.get(key, 0.0) + s.value
     return sample
+
+
+class PrometheusReader:
+    """Reads a Prometheus text endpoint into one neutral sample per scrape."""
+
+    Metrics = PrometheusMetrics
+
+    def __init__(self, url: str, metrics: PrometheusMetrics, timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+        self.source = f"Prometheus {url}"
+
+    def read(self) -> list[dict[str, float]]:
+        return [parse_prometheus(fetch_metrics_text(self.url, self.timeout_s), self.metrics)]
+
+
+class MetricsReader(Protocol):
+    """One backend's way of reading its server's metrics into neutral samples: `running`,
+    `waiting`, `kv_usage` (0-1), counters `preemptions`, `prompt_tokens`, `generation_tokens`,
+    `prefix_hits`, `prefix_queries`, and latency histogram sums/counts `ttft_*`, `itl_*`,
+    `e2e_*` (seconds). A read may return several samples (servers that queue per-iteration
+    statistics) or raise OSError/ValueError when the endpoint cannot be read."""
+
+    source: str
+
+    def read(self) -> list[dict[str, float]]: ...
 
 
 def parse_cache_config(text: str) -> dict[str, Any] | None:
@@ -106,24 +140,26 @@ def kv_pool_from_cache_config(cache: dict[str, Any] | None, bytes_per_token: int
             "num_blocks": blocks, "block_size": block_size, "cache_dtype": cache.get("cache_dtype")}
 
 
+# Gauges whose peak over the iterations of one answer is what matters.
+_PEAK_KEYS = frozenset({"running", "waiting", "kv_usage"})
+
+
 class TelemetrySampler:
     def __init__(
         self,
-        base_url: str,
+        reader: MetricsReader,
         out_path: Path,
         interval_s: float = 0.25,
         kv_pool: dict[str, Any] | None = None,
         gpu_indices: list[int] | None = None,
     ) -> None:
-        self.metrics_url = base_url.rstrip("/") + "/metrics"
+        self.reader = reader
         self.out_path = out_path
         self.interval_s = interval_s
         self.kv_pool = kv_pool or {"tokens": None, "bytes": None}
         self.nvml = Nvml()
         self.gpu_indices = gpu_indices if gpu_indices is not None else self.nvml.visible_indices()
         self.samples: list[dict[str, Any]] = []
-        self.scrape_errors = 0
-        self.last_scrape_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
@@ -159,13 +195,13 @@ class TelemetrySampler:
     def _sample_once(self) -> dict[str, Any]:
         sample: dict[str, Any] = {"t": time.perf_counter() - self._t0}
         try:
-            text = fetch_metrics_text(self.metrics_url)
+            read = self.reader.read()
             # A busy server answers late; its gauges describe the moment it answered, not when we asked.
             sample["t"] = time.perf_counter() - self._t0
-            sample.update(parse_vllm_metrics(text))
+            for values in read:  # several iterations in one answer: counters are cumulative, gauges peak
+                for key, value in values.items():
+                    sample[key] = max(sample.get(key, value), value) if key in _PEAK_KEYS else value
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            self.scrape_errors += 1
-            self.last_scrape_error = str(exc)
             sample["scrape_error"] = str(exc)
         if self.gpu_available:
             try:
@@ -175,8 +211,10 @@ class TelemetrySampler:
         return sample
 
     def window_stats(self, start_s: float, end_s: float) -> dict[str, Any]:
-        return window_stats(self.samples, start_s, end_s, self.kv_pool,
-                            gpu_note=None if self.gpu_available else (self.nvml.reason or "no GPU visible"))
+        stats = window_stats(self.samples, start_s, end_s, self.kv_pool,
+                             gpu_note=None if self.gpu_available else (self.nvml.reason or "no GPU visible"))
+        stats["metrics_source"] = self.reader.source
+        return stats
 
 
 def _counter_delta(before: list[dict], inside: list[dict], key: str) -> float | None:
@@ -184,12 +222,27 @@ def _counter_delta(before: list[dict], inside: list[dict], key: str) -> float | 
     return (values[-1] - values[0]) if len(values) >= 2 else (0.0 if values else None)
 
 
+def _histogram_mean(before: list[dict], later: list[dict], name: str) -> float | None:
+    """Mean of a server latency histogram over a window, in ms: delta sum / delta count between
+    the last sample before it and the last sample in (or just after) it."""
+    sums, counts = f"{name}_sum", f"{name}_count"
+    first = next((s for s in reversed(before) if counts in s), None)
+    last = next((s for s in reversed(later) if counts in s), None)
+    if first is None or last is None:  # without a reading before the window, totals include earlier work
+        return None
+    n = last[counts] - (first[counts] if first else 0.0)
+    total = last[sums] - (first[sums] if first else 0.0)
+    return total / n * 1000.0 if n > 0 else None
+
+
 def window_stats(
     samples: list[dict[str, Any]], start_s: float, end_s: float,
     kv_pool: dict[str, Any], gpu_note: str | None = None,
 ) -> dict[str, Any]:
     """Batching and memory facts over [start_s, end_s] of a sample series."""
-    inside = [s for s in samples if start_s <= s["t"] <= end_s and "scrape_error" not in s]
+    window = [s for s in samples if start_s <= s["t"] <= end_s]
+    errors = [s["scrape_error"] for s in window if "scrape_error" in s]
+    inside = [s for s in window if "scrape_error" not in s]
     before = [s for s in samples if s["t"] < start_s and "scrape_error" not in s]
     running = np.array([s["running"] for s in inside if "running" in s], dtype=float)
     waiting = np.array([s["waiting"] for s in inside if "waiting" in s], dtype=float)
@@ -208,6 +261,9 @@ def window_stats(
     gen = _counter_delta(before, inside, "generation_tokens")
     hits = _counter_delta(before, inside, "prefix_hits")
     queries = _counter_delta(before, inside, "prefix_queries")
+
+    after = [s for s in samples if s["t"] > end_s and "scrape_error" not in s]
+    server_latency = {name: _histogram_mean(before, inside + after[:1], name) for name in ("ttft", "itl", "e2e")}
 
     oom_margin = None
     if kv_peak is not None:
@@ -233,4 +289,8 @@ def window_stats(
         "server_generation_tokens": gen,
         "server_generation_throughput": gen / duration if gen is not None and duration > 0 else None,
         "prefix_cache_hit_rate": (hits / queries) if hits is not None and queries else None,
+        "server_latency_mean_ms": server_latency,
+        "scrape_errors": len(errors),
+        "scrape_error": (f"{len(errors)} of {len(window)} metric reads failed in this window; last: {errors[-1]}"
+                         if errors else None),
     }

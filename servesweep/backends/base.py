@@ -1,0 +1,92 @@
+"""What every server backend offers: a typed configuration chosen by `kind`, a launcher, and
+the launched server's handle. The sweep, the commands, the gate and the scenario schema work
+through these and never import a particular backend.
+
+Common configuration fields are named once here; a backend maps them to its own flags
+(`max_batch_size` is vLLM's `--max-num-seqs` and TensorRT-LLM's `--max_batch_size`;
+`memory_fraction` is vLLM's `--gpu-memory-utilization` and TensorRT-LLM's
+`--kv_cache_free_gpu_memory_fraction`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from servesweep.precision import KvCacheDtype, PrecisionName
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
+
+    kind: str
+    model: str
+    served_model_name: str | None = None
+    precision: PrecisionName = "bf16"
+    kv_cache_dtype: KvCacheDtype = "auto"
+    max_batch_size: int | None = None
+    memory_fraction: float | None = None
+    # An exact KV-cache budget; the recommendation sizes it (see servesweep.sweep.sizing).
+    kv_cache_memory_bytes: int | None = None
+    max_num_tokens: int | None = None  # tokens per scheduler step
+    max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+    host: str = "127.0.0.1"
+    port: int | None = None
+    startup_timeout_s: float = 900.0
+    extra_args: list[str] = []
+
+    # The names this backend's flags give the common knobs, for advice and recommendations.
+    knob_names: ClassVar[dict[str, str]] = {}
+
+    def label(self) -> str:
+        """A short, stable name for results directories and sweep points."""
+        parts = [self.precision]
+        if self.kv_cache_dtype != "auto":
+            parts.append(f"kv{self.kv_cache_dtype}")
+        if self.max_batch_size:
+            parts.append(f"seqs{self.max_batch_size}")
+        if self.memory_fraction:
+            parts.append(f"gmu{self.memory_fraction:g}")
+        if self.kv_cache_memory_bytes:
+            parts.append(f"kv{self.kv_cache_memory_bytes / 2**20:.0f}MiB")
+        return "-".join(parts)
+
+
+@runtime_checkable
+class Telemetry(Protocol):
+    """Samples a server while it is loaded (servesweep.backends.telemetry.TelemetrySampler)."""
+
+    def start(self, t0: float) -> None: ...
+    def stop(self) -> None: ...
+    def window_stats(self, start_s: float, end_s: float) -> dict[str, Any]: ...
+
+
+class LaunchedServer(Protocol):
+    """A server a backend started and found healthy."""
+
+    config: ServerConfig
+    model_name: str
+    version: str | None
+    startup_s: float
+    kv_pool: dict[str, Any]
+
+    @property
+    def base_url(self) -> str: ...
+    def telemetry(self, out_path: Path, interval_s: float = 0.25) -> Telemetry: ...
+    def info(self) -> dict[str, Any]: ...
+    def poll_failure(self) -> str | None: ...
+    def stop(self) -> None: ...
+
+
+class ServerBackend(Protocol):
+    """One kind of server: its configuration class and how to launch it."""
+
+    kind: str
+    display_name: str
+    config_class: type[ServerConfig]
+
+    def launch(self, config: ServerConfig, out_dir: Path,
+               on_wait: Callable[[float], None] | None = None) -> LaunchedServer: ...
