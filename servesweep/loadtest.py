@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from servesweep import __version__
+from servesweep.backends.base import Telemetry
+from servesweep.crosscheck import cross_check
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.records import RecordWriter
 from servesweep.loadgen.runner import LevelResult, LoadRunner
@@ -29,6 +30,7 @@ from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer, TokenizerLike
 from servesweep.loadgen.workers import WorkerPool, check_merge
 from servesweep.loadgen.workload import Workload
+from servesweep.results import SCHEMA_VERSION, ensure_writable_dir, write_json
 
 
 class LoadTestConfig(BaseModel):
@@ -47,16 +49,6 @@ class LoadTestConfig(BaseModel):
     workers: int = Field(default=1, ge=1)  # load-generator processes (see loadgen/workers.py)
 
 
-class Telemetry(Protocol):
-    """What a backend's server monitor offers a load test (see servesweep.backends.telemetry)."""
-
-    def start(self, t0: float) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def window_stats(self, start_s: float, end_s: float) -> dict[str, Any]: ...
-
-
 class ServerWatch(Protocol):
     def poll_failure(self) -> str | None:
         """A reason when the server under test has died, else None."""
@@ -70,13 +62,6 @@ def host_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
     }
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically, so a crash mid-write never leaves a torn summary."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    os.replace(tmp, path)
 
 
 # What one load test writes into its output directory.
@@ -124,6 +109,9 @@ def _level_entry(result: LevelResult, telemetry: Telemetry | None) -> dict[str, 
     entry.update(result.summary)
     if telemetry is not None:
         entry["telemetry"] = telemetry.window_stats(result.start_s, result.end_s)
+        check = cross_check(result.summary, entry["telemetry"])
+        if check is not None:
+            entry["timing_check"] = check
     return entry
 
 
@@ -137,9 +125,10 @@ async def run_load_test(
     """Run every level and return the summary (also written to `out_dir/summary.json`)."""
     if not config.allow_remote:
         check_loopback(config.base_url)
-    out = config.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(config.out_dir)
     set_aside_previous_run(out)
+    split = (server_info or {}).get("cpu_split")
+    restore_cpus = _pin_client(split["client_cpus"]) if split else None
     started = dt.datetime.now(dt.timezone.utc)
     async with aiohttp.ClientSession() as probe_session:
         target = await probe_target(probe_session, config.base_url, config.model)
@@ -174,9 +163,12 @@ async def run_load_test(
                 telemetry.stop()
             if writer is not None:
                 writer.close()
+            if restore_cpus is not None:
+                os.sched_setaffinity(0, restore_cpus)
 
     all_records = [r for lv in outcome.levels for r in lv.records]
     summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "tool": {"name": "servesweep", "version": __version__},
         "target": {"url": target.base_url, "model": target.model, "max_model_len": target.max_model_len},
         "workload": config.workload.describe(),
@@ -196,10 +188,24 @@ async def run_load_test(
     summary["levels"] = [_level_entry(lv, telemetry) for lv in outcome.levels]
     if server_info is not None:
         summary["server"] = server_info
+    if split:
+        summary["cpu_split"] = split
+    suspect = [lv["label"] for lv in summary["levels"] if lv.get("timing_check", {}).get("suspect")]
+    summary["timing_suspect_levels"] = suspect
     if telemetry is not None and outcome.levels:
         summary["telemetry"] = telemetry.window_stats(outcome.levels[0].start_s, outcome.levels[-1].end_s)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _pin_client(cpus: list[int]) -> set[int] | None:
+    """Run the load generator on the cores the launched CPU server leaves free; returns the
+    affinity to restore afterwards."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    return before
 
 
 async def _watch_server(watch: ServerWatch, runner: LoadRunner | WorkerPool) -> None:

@@ -91,6 +91,16 @@ class SweepPoint(_Open):
     server: dict[str, Any] | None = None
 
 
+# Points written before backends recorded their knob names came from vLLM.
+_KNOBS_BEFORE_RECORDED = {"max_batch_size": "max_num_seqs", "memory_fraction": "gpu_memory_utilization",
+                          "kv_cache_memory_bytes": "kv_cache_memory_bytes", "max_num_tokens": "max_num_batched_tokens"}
+
+
+def knob_names(point: dict[str, Any]) -> dict[str, str]:
+    """The server's names for the common configuration knobs, as its backend recorded them."""
+    return {**_KNOBS_BEFORE_RECORDED, **((point.get("server") or {}).get("knobs") or {})}
+
+
 def read_summary(path: Path) -> Summary:
     return Summary.model_validate(orjson.loads(path.read_bytes()))
 

@@ -73,10 +73,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def vllm_server(tmp_path_factory, tiny_model_dir):
     """One real CPU vLLM server for the whole test session."""
     pytest.importorskip("vllm", reason="the CPU vLLM extra is not installed")
-    from servesweep.backends.vllm import VllmServerConfig, launch_vllm
+    from servesweep.backends.vllm import VllmConfig as VllmServerConfig, launch_vllm
 
     config = VllmServerConfig(model=str(tiny_model_dir), served_model_name="tiny", precision="bf16",
                               load_format="dummy", max_model_len=1024)
     server = launch_vllm(config, tmp_path_factory.mktemp("vllm-shared"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir() -> Path:
+    pytest.importorskip("vllm", reason="the CPU vLLM extra is not installed")
+    from servesweep.models.trained import train_model
+
+    return train_model()  # cached in ~/.cache/servesweep between runs

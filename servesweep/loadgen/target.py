@@ -9,9 +9,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-
-class TargetError(RuntimeError):
-    """The target cannot be load-tested; the message names the URL and the reason."""
+from servesweep.errors import TargetError
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servesweep.errors import ConfigError
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.records import RecordWriter, RequestRecord, read_records
 from servesweep.loadgen.runner import LevelResult, RunOutcome, stop_on_signals
@@ -28,7 +29,7 @@ from servesweep.loadgen.stats import SLO, summarize
 from servesweep.loadgen.workload import Workload
 
 
-class WorkerSplitError(ValueError):
+class WorkerSplitError(ConfigError):
     """The load cannot be split over that many workers."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from servesweep.errors import ConfigError
 from servesweep.loadgen.lengths import LengthSpec
 from servesweep.loadgen.tokenizer import TokenizerLike
 
@@ -128,7 +129,7 @@ def _dataset_entry(obj: dict) -> tuple[str, str | None, int | None]:
             text = human.get("value", human.get("content"))
             answer = reply.get("value", reply.get("content")) if reply else None
             return str(text), answer, None
-    raise ValueError("expected a 'prompt' field or ShareGPT 'conversations'")
+    raise ConfigError("expected a 'prompt' field or ShareGPT 'conversations'")
 
 
 async def dataset_prompts(
@@ -138,7 +139,7 @@ async def dataset_prompts(
     path = workload.dataset
     assert path is not None
     if not path.exists():
-        raise FileNotFoundError(f"dataset {path} does not exist")
+        raise ConfigError(f"dataset {path} does not exist")
     entries: list[tuple[str, str | None, int | None]] = []
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
@@ -147,9 +148,9 @@ async def dataset_prompts(
             try:
                 entries.append(_dataset_entry(orjson.loads(line)))
             except (orjson.JSONDecodeError, ValueError, AttributeError) as exc:
-                raise ValueError(f"{path}:{lineno}: {exc}") from None
+                raise ConfigError(f"{path}:{lineno}: {exc}") from None
     if not entries:
-        raise ValueError(f"dataset {path} has no prompts")
+        raise ConfigError(f"dataset {path} has no prompts")
     fallback_out = workload.output_len.sample(rng, n)
     items: list[PromptItem] = []
     for i in range(n):
@@ -167,5 +168,5 @@ async def build_prompts(
     if workload.dataset is not None:
         return await dataset_prompts(workload, n, tokenizer, rng)
     if tokenizer is None:
-        raise ValueError("synthetic prompts need a tokenizer: give --tokenizer DIR or a server with /tokenize")
+        raise ConfigError("synthetic prompts need a tokenizer: give --tokenizer DIR or a server with /tokenize")
     return await synthetic_prompts(workload, n, tokenizer, rng)

@@ -13,6 +13,7 @@ import numpy as np
 
 from servesweep.loadgen.tokenizer import TokenizerLike
 from servesweep.loadgen.workload import exact_length_text
+from servesweep.quality.generate import greedy_completion
 
 DRIFT_SEED = 20261122
 
@@ -26,19 +27,6 @@ async def greedy_outputs(
     base_url: str, model: str, prompts: list[str], max_tokens: int, top_logprobs: int
 ) -> list[dict[str, Any]]:
     """Per prompt: generated tokens and, per position, the top-k {token: logprob} map."""
-    outputs = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-        for prompt in prompts:
-            payload = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
-                       "logprobs": top_logprobs, "ignore_eos": True}
-            async with session.post(base_url.rstrip("/") + "/v1/completions", json=payload) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200:
-                    raise RuntimeError(f"drift probe: HTTP {resp.status}: {body}")
-            logprobs = body["choices"][0].get("logprobs") or {}
-            outputs.append({
-                "text": body["choices"][0].get("text", ""),
-                "tokens": logprobs.get("tokens") or [],
-                "top_logprobs": logprobs.get("top_logprobs") or [],
-            })
-    return outputs
+        return [await greedy_completion(session, base_url, model, prompt, max_tokens,
+                                        top_logprobs=top_logprobs, ignore_eos=True) for prompt in prompts]

@@ -1,7 +1,8 @@
 """From sweep points to answers: the knee, precision ratios, the best config, a recommendation.
 
 Definitions (also in the README):
-  batch size       the configured batch of a point: min(client concurrency, max_num_seqs); for
+  batch size       the configured batch of a point: min(client concurrency, max batch size: vLLM's
+                   max_num_seqs, TensorRT-LLM's max_batch_size); for
                    open-loop points, the peak running batch the server reported. The measured
                    mean running batch (vLLM's num_requests_running) is reported beside it.
   knee             the first sampled batch size after which one more batch slot adds less than
@@ -28,10 +29,12 @@ import numpy as np
 import pandas as pd
 
 from servesweep.models.shape import read_model_shape
+from servesweep.precision import PRECISION_NAMES
+from servesweep.results import knob_names
 
 KNEE_THRESHOLD = 0.10
 MARGIN_BAND = (5.0, 40.0)
-PRECISION_ORDER = ["fp32", "fp16", "bf16", "fp8"]  # highest precision first
+PRECISION_ORDER = list(PRECISION_NAMES)  # highest precision first
 GIB = 1024**3
 
 
@@ -55,14 +58,15 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
     for p in points:
         spec, level, s, t = p["config_spec"], p["level_spec"], p.get("summary") or {}, p.get("telemetry") or {}
         conc = level.get("concurrency")
-        seqs = spec.get("max_num_seqs")
+        seqs = spec.get("max_batch_size", spec.get("max_num_seqs"))
         batch = min(conc, seqs) if conc and seqs else conc
         if batch is None and t.get("running_batch_peak") is not None:
             batch = int(t["running_batch_peak"])
         row = {
             "config": p["config"], "level": p["level"], "status": p["status"], "cause": p.get("cause"),
-            "precision": spec["precision"], "max_num_seqs": seqs, "kv_cache_dtype": spec.get("kv_cache_dtype"),
-            "gpu_memory_utilization": spec.get("gpu_memory_utilization"), "concurrency": conc,
+            "kind": spec.get("kind", "vllm"), "knobs": knob_names(p),
+            "precision": spec["precision"], "max_batch_size": seqs, "kv_cache_dtype": spec.get("kv_cache_dtype"),
+            "memory_fraction": spec.get("memory_fraction", spec.get("gpu_memory_utilization")), "concurrency": conc,
             "request_rate": level.get("request_rate"), "batch": batch,
             "running_batch_mean": t.get("running_batch_mean"), "running_batch_peak": t.get("running_batch_peak"),
             "completed": s.get("completed"), "failed": s.get("failed"),
@@ -127,7 +131,7 @@ def batch_sweep(df: pd.DataFrame) -> dict[str, Any]:
     ok = df[(df.status == "ok") & df.batch.notna()]
     by_precision = {}
     for precision, group in ok.groupby("precision"):
-        # Several configs can share a batch size (e.g. max_num_seqs x concurrency): keep the best.
+        # Several configs can share a batch size (e.g. max batch x concurrency): keep the best.
         best = group.sort_values("output_token_throughput").groupby("batch").tail(1).sort_values("batch")
         knee = find_knee(best.batch.tolist(), best.output_token_throughput.tolist(),
                          best.kv_cache_peak_bytes.tolist())
@@ -206,18 +210,22 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
     }
 
 
-def margin_advice(margin: float | None, preempted: bool) -> dict[str, Any]:
+def margin_advice(margin: float | None, preempted: bool, knobs: dict[str, str] | None = None) -> dict[str, Any]:
+    """Which side of the OOM-margin band a point falls on, and what to change, in the words of
+    the server's own knobs (recorded with each point by its backend)."""
     low, high = MARGIN_BAND
+    k = knobs or knob_names({})
+    batch, memory = k["max_batch_size"], k["memory_fraction"]
     if margin is None:
-        return {"in_band": None, "advice": "no KV-cache telemetry: margin unknown"}
+        return {"in_band": None, "direction": "unknown", "advice": "no KV-cache telemetry: margin unknown"}
     if preempted or margin < low:
         return {"in_band": False, "direction": "too tight",
-                "advice": "KV cache nearly full or preempting at peak: lower max_num_seqs or max_model_len, "
-                          "or raise gpu_memory_utilization"}
+                "advice": f"KV cache nearly full or preempting at peak: lower {batch} or max_model_len, "
+                          f"or raise {memory}"}
     if margin > high:
         return {"in_band": False, "direction": "too loose",
-                "advice": "more than 40 % of the KV pool unused at peak: raise max_num_seqs / target concurrency, "
-                          "or lower gpu_memory_utilization to hand the memory to something else"}
+                "advice": f"more than 40 % of the KV pool unused at peak: raise {batch} / target concurrency, "
+                          f"or lower {memory} to hand the memory to something else"}
     return {"in_band": True, "direction": "in band", "advice": "keep"}
 
 
@@ -229,17 +237,25 @@ def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch:
     row = df[(df.config == best["config"]) & (df.level == best["level"])].iloc[0]
     margin = row.oom_margin_pct if pd.notna(row.oom_margin_pct) else None
     preempted = bool(row.preemptions) if pd.notna(row.preemptions) else False
-    seqs = row.max_num_seqs if pd.notna(row.max_num_seqs) else None
+    seqs = row.max_batch_size if pd.notna(row.max_batch_size) else None
     knee = (batch.get("by_precision", {}).get(row.precision) or {}).get("knee_batch_size")
+    knobs = row.knobs
+    max_batch = int(seqs) if seqs is not None else (int(row.batch) if pd.notna(row.batch) else None)
+    fraction = row.memory_fraction if pd.notna(row.memory_fraction) else None
     rec = {
         "sku": sku,
-        "measured_on": gpu_name or "CPU (vLLM CPU build)",
+        "measured_on": gpu_name or "CPU",
+        "server_kind": row.kind,
         "precision": row.precision,
-        "max_num_seqs": int(seqs) if seqs is not None else (int(row.batch) if pd.notna(row.batch) else None),
-        "max_num_seqs_source": "configured" if seqs is not None else "batch the best point ran at (server default cap)",
+        "max_batch_size": max_batch,
+        "max_batch_size_source": "configured" if seqs is not None else "batch the best point ran at (server default cap)",
         "knee_batch_size": knee,
         "concurrency": int(row.concurrency) if pd.notna(row.concurrency) else None,
-        "gpu_memory_utilization": row.gpu_memory_utilization if pd.notna(row.gpu_memory_utilization) else None,
+        "memory_fraction": fraction,
+        # The same two settings under the server's own names (vLLM: max_num_seqs, gpu_memory_utilization).
+        knobs["max_batch_size"]: max_batch,
+        knobs["memory_fraction"]: fraction,
+        "knobs": knobs,
         "kv_cache_dtype": row.kv_cache_dtype,
         "expected": {
             "request_throughput": row.request_throughput, "output_token_throughput": row.output_token_throughput,
@@ -252,11 +268,11 @@ def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch:
         "based_on": {"config": row.config, "level": row.level,
                      "points_compared": int((df.status == "ok").sum())},
     }
-    rec.update(margin_advice(margin, preempted))
-    # With device totals, the utilization that would put peak KV use at ~80 % of the pool.
+    rec.update(margin_advice(margin, preempted, knobs))
+    # With device totals, the fraction that would put peak KV use at ~80 % of the pool.
     if (margin is not None and not rec["in_band"] and pd.notna(row.kv_cache_peak_bytes)
-            and pd.notna(row.device_mem_total_bytes) and pd.notna(row.kv_pool_bytes) and rec["gpu_memory_utilization"]):
-        non_kv = rec["gpu_memory_utilization"] * row.device_mem_total_bytes - row.kv_pool_bytes
+            and pd.notna(row.device_mem_total_bytes) and pd.notna(row.kv_pool_bytes) and fraction):
+        non_kv = fraction * row.device_mem_total_bytes - row.kv_pool_bytes
         target_pool = row.kv_cache_peak_bytes / 0.8
-        rec["suggested_gpu_memory_utilization"] = round(float((non_kv + target_pool) / row.device_mem_total_bytes), 3)
+        rec[f"suggested_{knobs['memory_fraction']}"] = round(float((non_kv + target_pool) / row.device_mem_total_bytes), 3)
     return rec

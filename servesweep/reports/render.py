@@ -16,7 +16,8 @@ import orjson
 import pandas as pd
 
 from servesweep import __version__
-from servesweep.loadtest import write_json
+from servesweep.errors import ReportError
+from servesweep.results import read_points, write_json
 from servesweep.reports.analysis import (
     GIB,
     PRECISION_ORDER,
@@ -28,13 +29,9 @@ from servesweep.reports.analysis import (
 )
 from servesweep.reports.drift import compare_outputs
 from servesweep.reports.skus import sku_from_gpu_name, sku_table
-from servesweep.sweep.runner import read_points
 
 SCHEMA_VERSION = 1
 
-
-class ReportError(RuntimeError):
-    pass
 
 
 def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
@@ -204,7 +201,7 @@ def _plots(df: pd.DataFrame, result: dict[str, Any], out_dir: Path) -> dict[str,
         if pd.notna(row.batch):
             ax.axvline(row.batch, color="red", alpha=0.3, linestyle=":")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size (min of concurrency, max_num_seqs)")
+    ax.set_xlabel("batch size (min of concurrency, max batch size)")
     ax.set_ylabel("output tokens / s")
     ax.set_title("Throughput vs batch (circle: knee; red dotted: failed points)")
     ax.grid(alpha=0.3)
@@ -307,7 +304,7 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
                      f"{_fmt(sp['output_token_throughput'], 2)}x output throughput.")
     rec = result.get("production_recommendation")
     if rec:
-        lines.append(f"Recommendation: {rec['precision']}, max_num_seqs {rec['max_num_seqs']}, concurrency "
+        lines.append(f"Recommendation: {rec['precision']}, {rec['knobs']['max_batch_size']} {rec['max_batch_size']}, concurrency "
                      f"{rec['concurrency']}; OOM margin {_fmt(rec['oom_margin_pct'])} % ({rec['direction']}: "
                      f"{rec['advice']}).")
     return lines

@@ -9,10 +9,20 @@ import yaml
 
 
 def read_yaml_file(path: Path, what: str, error: type[Exception]) -> Any:
-    """The parsed file; a missing file or a syntax error raises `error` naming `what` and the path."""
+    """The parsed file; anything that keeps it from being read (missing, a directory, not UTF-8
+    text, a syntax error) raises `error` naming `what` and the path."""
+    path = Path(path)
     try:
-        return yaml.safe_load(Path(path).read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{what} {path}: file does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path}: is a directory, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise error(f"{what} {path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise error(f"{what} {path}: not valid YAML or JSON: {exc}") from None

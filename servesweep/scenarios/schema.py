@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from servesweep.backends.vllm import Precision, VllmServerConfig
-from servesweep.scenarios.files import read_yaml_file
+from servesweep.backends import BACKENDS, ServerConfig, config_from_dict
+from servesweep.errors import ConfigError
 from servesweep.loadgen.arrivals import Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
+from servesweep.precision import KvCacheDtype, PrecisionName
+from servesweep.scenarios.files import read_yaml_file
 
 BUILTIN_MODEL = "builtin"  # the generated tiny Llama with dummy weights
 BUILTIN_TRAINED_MODEL = "builtin-trained"  # the small Llama trained on the stdlib (servesweep.models.trained)
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigError):
     """A scenario file that cannot be used; the message names the file and the field."""
 
 
@@ -65,10 +67,19 @@ class SLOSpec(SLO):
 
 
 class SweepGrid(Strict):
-    precision: list[Precision] = ["bf16"]
-    max_num_seqs: list[int | None] = [None]
-    gpu_memory_utilization: list[float | None] = [None]
-    kv_cache_dtype: list[Literal["auto", "fp8"]] = ["auto"]
+    """The axes of the sweep; every combination is one server configuration (one start).
+    `max_num_seqs` / `gpu_memory_utilization` (vLLM's names) are accepted for the common
+    `max_batch_size` / `memory_fraction`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    kind: list[str] | None = None  # server kinds; default: the scenario's `server` entries
+    precision: list[PrecisionName] = ["bf16"]
+    max_batch_size: list[int | None] = Field(
+        default=[None], validation_alias=AliasChoices("max_batch_size", "max_num_seqs"))
+    memory_fraction: list[float | None] = Field(
+        default=[None], validation_alias=AliasChoices("memory_fraction", "gpu_memory_utilization"))
+    kv_cache_dtype: list[KvCacheDtype] = ["auto"]
 
 
 class DriftSpec(Strict):
@@ -100,21 +111,64 @@ class Scenario(Strict):
     # A gate spec file (relative to the scenario): measured on every configuration, judged
     # against the spec's reference precision, shown in the report next to throughput.
     accuracy_gate: Path | None = None
+    # The server(s) under test: `{kind: vllm, ...}` or a list of them (one engine each); fields
+    # are the backend's configuration fields. Default: vLLM with the top-level fields above.
+    server: list[dict[str, Any]] = [{"kind": "vllm"}]
 
-    def server_configs(self, model_dir: str) -> list[VllmServerConfig]:
+    @model_validator(mode="before")
+    @classmethod
+    def _server_as_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("server"), dict):
+            data = {**data, "server": [data["server"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _servers_are_valid(self) -> "Scenario":
+        for i, entry in enumerate(self.server):
+            kind = entry.get("kind", "vllm")
+            if kind not in BACKENDS:
+                raise ValueError(f"server[{i}].kind: {kind!r} is not a registered backend "
+                                 f"(allowed: {', '.join(BACKENDS)})")
+        for kind in self.sweep.kind or []:
+            if kind not in BACKENDS:
+                raise ValueError(f"sweep.kind: {kind!r} is not a registered backend (allowed: {', '.join(BACKENDS)})")
+        self.server_configs("<model>")  # field errors of the server entries, before anything starts
+        return self
+
+    def _server_entries(self) -> list[dict[str, Any]]:
+        if not self.sweep.kind:
+            return self.server
+        by_kind = {e.get("kind", "vllm"): e for e in self.server}
+        return [by_kind.get(kind, {"kind": kind}) for kind in self.sweep.kind]
+
+    def server_configs(self, model_dir: str) -> list[ServerConfig]:
         """One server configuration per point of the grid (each costs one server start)."""
         grid = self.sweep
         configs = []
-        for precision, seqs, gmu, kv in itertools.product(
-            grid.precision, grid.max_num_seqs, grid.gpu_memory_utilization, grid.kv_cache_dtype
+        for entry, precision, seqs, fraction, kv in itertools.product(
+            self._server_entries(), grid.precision, grid.max_batch_size, grid.memory_fraction, grid.kv_cache_dtype
         ):
-            configs.append(VllmServerConfig(
-                model=model_dir, served_model_name=self.served_model_name, precision=precision,
-                max_num_seqs=seqs, gpu_memory_utilization=gmu, kv_cache_dtype=kv,
-                max_model_len=self.max_model_len, load_format=self.load_format,
+            values: dict[str, Any] = dict(
+                model=model_dir, served_model_name=self.served_model_name, max_model_len=self.max_model_len,
                 tensor_parallel_size=self.tensor_parallel_size, startup_timeout_s=self.startup_timeout_s,
                 extra_args=self.server_args,
-            ))
+            )
+            kind = entry.get("kind", "vllm")
+            if kind == "vllm" and self.load_format is not None:
+                values["load_format"] = self.load_format
+            values.update({k: v for k, v in entry.items() if v is not None})
+            values.update(precision=precision, kv_cache_dtype=kv)
+            if seqs is not None:
+                values["max_batch_size"] = seqs
+            if fraction is not None:
+                values["memory_fraction"] = fraction
+            try:
+                configs.append(config_from_dict(values))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(x) for x in err["loc"])
+                msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+                raise ValueError(f"server ({kind}) {where}: {msg}") from None
         return configs
 
 

@@ -9,44 +9,35 @@ the hardware can serve, and the sweep goes on with the next configuration.
 
 from __future__ import annotations
 
-import datetime as dt
 from functools import cached_property
 import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-import orjson
 from rich.console import Console
 
-from servesweep.backends.process import ServerStartError
-from servesweep.backends.vllm import LaunchedVllm, UnsupportedConfig, VllmServerConfig, launch_vllm
+from servesweep.backends import LaunchedServer, ServerConfig, launch
+from servesweep.errors import MeasurementError, ServerStartError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
-from servesweep.loadtest import LoadTestConfig, run_load_test, write_json
+from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.models.tiny import build_tiny_model
+from servesweep.quality.drift import drift_prompts, greedy_outputs
+from servesweep.results import GATE_MEASUREMENT_FILE, append_point, read_points, write_json
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 
-POINTS_FILE = "points.jsonl"
-GATE_MEASUREMENT_FILE = "gate-measurement.json"
 
-
-def read_points(out_dir: Path) -> list[dict[str, Any]]:
-    path = out_dir / POINTS_FILE
-    if not path.exists():
-        return []
-    points = []
-    for line in path.read_bytes().splitlines():
-        try:
-            points.append(orjson.loads(line))
-        except orjson.JSONDecodeError:  # a torn last line from a crash
-            continue
-    return points
+def _builtin_model_defaults(config: ServerConfig) -> ServerConfig:
+    """The generated tiny model has no weights on disk: servers that can, use dummy weights."""
+    update: dict[str, Any] = {"max_model_len": config.max_model_len or 2048}
+    if "load_format" in type(config).model_fields:
+        update["load_format"] = getattr(config, "load_format") or "dummy"
+    return config.model_copy(update=update)
 
 
 class SweepInterrupted(Exception):
-    pass
+    """Ctrl-C or SIGTERM during a sweep: finished points are on disk, the rest resumes."""
 
 
 class SweepRunner:
@@ -76,8 +67,7 @@ class SweepRunner:
         model_dir = self.model_dir()
         configs = self.scenario.server_configs(model_dir)
         if self.scenario.model == BUILTIN_MODEL:
-            configs = [c.model_copy(update={"load_format": c.load_format or "dummy",
-                                            "max_model_len": c.max_model_len or 2048}) for c in configs]
+            configs = [_builtin_model_defaults(c) for c in configs]
         for i, config in enumerate(configs, 1):
             todo = [lv for lv in self.levels if (config.label(), lv.label) not in done]
             if not todo:
@@ -90,20 +80,18 @@ class SweepRunner:
         return read_points(self.out)
 
     def _append(self, point: dict[str, Any]) -> None:
-        point["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-        with open(self.out / POINTS_FILE, "ab") as f:
-            f.write(orjson.dumps(point, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        append_point(self.out, point)
 
-    def _failed(self, config: VllmServerConfig, levels: Iterable[LoadLevel], cause: str, detail: str) -> None:
+    def _failed(self, config: ServerConfig, levels: Iterable[LoadLevel], cause: str, detail: str) -> None:
         for level in levels:
             self._append({"config": config.label(), "config_spec": config.model_dump(mode="json"),
                           "level": level.label, "level_spec": level.model_dump(exclude_none=True),
                           "status": "failed", "cause": cause, "detail": detail})
 
-    def _run_config(self, config: VllmServerConfig, todo: list[LoadLevel]) -> None:
+    def _run_config(self, config: ServerConfig, todo: list[LoadLevel]) -> None:
         config_dir = self.out / "configs" / config.label()
         try:
-            server = launch_vllm(config, config_dir)
+            server = launch(config, config_dir)
         except (ServerStartError, UnsupportedConfig) as exc:
             cause = exc.cause if isinstance(exc, ServerStartError) else "unsupported on this device"
             detail = exc.detail if isinstance(exc, ServerStartError) else str(exc)
@@ -111,7 +99,7 @@ class SweepRunner:
             self._failed(config, todo, cause, detail)
             return
         try:
-            self.console.print(f"  vLLM {server.version} healthy after {server.startup_s:.0f} s "
+            self.console.print(f"  {config.kind} {server.version} healthy after {server.startup_s:.0f} s "
                                f"(KV pool {server.kv_pool.get('tokens')} tokens)")
             self._drift(server, config_dir)
             self._gate_measure(server, config_dir)
@@ -127,7 +115,7 @@ class SweepRunner:
         finally:
             server.stop()
 
-    def _drift(self, server: LaunchedVllm, config_dir: Path) -> None:
+    def _drift(self, server: LaunchedServer, config_dir: Path) -> None:
         spec = self.scenario.drift
         path = config_dir / "drift.json"
         if spec is None or path.exists():
@@ -145,7 +133,7 @@ class SweepRunner:
 
         try:
             write_json(path, {"precision": server.config.precision, "outputs": run_async(probe())})
-        except (RuntimeError, OSError, KeyError) as exc:
+        except (MeasurementError, OSError) as exc:
             self.console.print(f"  drift probe failed: {exc}")
 
     @cached_property
@@ -156,7 +144,7 @@ class SweepRunner:
         spec = load_gate_spec(self.scenario.accuracy_gate)
         return spec, load_eval_set(spec)
 
-    def _gate_measure(self, server: LaunchedVllm, config_dir: Path) -> None:
+    def _gate_measure(self, server: LaunchedServer, config_dir: Path) -> None:
         """Measure the gate metric on this configuration; verdicts come once every configuration is measured."""
         from servesweep.quality.gate.measure import GateMeasurementError, measure
 
@@ -197,25 +185,25 @@ class SweepRunner:
             write_json(config_dir / "gate.json", result.model_dump(mode="json"))
             self.console.print(f"accuracy gate {config_dir.name}: {result.message}", soft_wrap=True)
 
-    def _run_level(self, server: LaunchedVllm, config: VllmServerConfig, level: LoadLevel,
+    def _run_level(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel,
                    config_dir: Path) -> dict[str, Any]:
         level_dir = config_dir / level.label
         load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=level_dir,
                               levels=[level], workload=self.scenario.workload, slo=self.scenario.slo,
                               show_progress=self.show_progress)
         telemetry = server.telemetry(level_dir / "telemetry.jsonl")
-        summary = run_async(run_load_test(load, telemetry=telemetry, server_watch=server.process,
+        summary = run_async(run_load_test(load, telemetry=telemetry, server_watch=server,
                                           server_info=server.info()))
         result = {k: v for k, v in summary.items() if k != "levels"}
         point: dict[str, Any] = {
             "config": config.label(), "config_spec": config.model_dump(mode="json"),
             "level": level.label, "level_spec": level.model_dump(exclude_none=True),
             "status": "ok", "summary": result, "telemetry": summary.get("telemetry"),
-            "server": {k: summary["server"][k] for k in ("version", "startup_s", "kv_pool_tokens", "kv_pool_bytes",
-                                                         "command", "gpus")},
+            "server": {k: summary["server"].get(k) for k in ("backend", "version", "startup_s", "kv_pool_tokens",
+                                                             "kv_pool_bytes", "command", "gpus", "knobs")},
             "dir": str(level_dir.relative_to(self.out)),
         }
-        died = server.process.poll_failure()
+        died = server.poll_failure()
         if summary.get("interrupted"):
             point["status"], point["interrupted"] = "interrupted", True
         elif died or (summary.get("abort_reason") and summary["completed"] == 0):

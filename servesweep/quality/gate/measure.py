@@ -19,12 +19,14 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel
 
+from servesweep.errors import MeasurementError
 from servesweep.quality.gate.spec import GateSpec
+from servesweep.quality.generate import greedy_completion, post_json
 
 CONCURRENT_REQUESTS = 8
 
 
-class GateMeasurementError(RuntimeError):
+class GateMeasurementError(MeasurementError):
     """The metric could not be measured (server error, missing logprobs, dead server)."""
 
 
@@ -39,13 +41,9 @@ class Measurement(BaseModel):
 
 async def _post(session: aiohttp.ClientSession, url: str, payload: dict[str, Any]) -> dict[str, Any]:
     try:
-        async with session.post(url, json=payload) as resp:
-            body = await resp.json(content_type=None)
-            if resp.status != 200:
-                raise GateMeasurementError(f"{url}: HTTP {resp.status}: {str(body)[:300]}")
-            return body
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise GateMeasurementError(f"{url}: {type(exc).__name__}: {exc}") from None
+        return await post_json(session, url, payload)
+    except MeasurementError as exc:
+        raise GateMeasurementError(str(exc)) from None
 
 
 def _prompt_token_logprobs(choice: dict[str, Any]) -> list[float] | None:
@@ -87,15 +85,12 @@ async def _perplexity_sample(session, url: str, model: str, sample: dict[str, An
 
 async def _generate(session, url: str, model: str, spec: GateSpec, prompt: str) -> dict[str, Any]:
     d = spec.method.decoding
-    payload = {"model": model, "prompt": prompt, "max_tokens": d.max_tokens, "temperature": d.temperature,
-               "seed": spec.method.seed, "logprobs": 0}
-    if d.stop:
-        payload["stop"] = d.stop
-    if spec.metric == "greedy_agreement":
-        payload["ignore_eos"] = True  # pinned output length, so both runs decode the same number of tokens
-    body = await _post(session, url, payload)
-    choice = body["choices"][0]
-    return {"text": choice.get("text", ""), "tokens": (choice.get("logprobs") or {}).get("tokens") or []}
+    try:
+        return await greedy_completion(session, url.removesuffix("/v1/completions"), model, prompt, d.max_tokens,
+                                       temperature=d.temperature, seed=spec.method.seed, stop=d.stop,
+                                       ignore_eos=spec.metric == "greedy_agreement")
+    except MeasurementError as exc:
+        raise GateMeasurementError(str(exc)) from None
 
 
 async def _sample(session, url: str, model: str, spec: GateSpec, sample: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from servesweep.errors import ConfigError
+from servesweep.precision import PrecisionName
 from servesweep.scenarios.files import read_yaml_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -35,7 +37,7 @@ THRESHOLD_KEY: dict[str, str] = {
 }
 
 
-class GateSpecError(ValueError):
+class GateSpecError(ConfigError):
     """The spec or its eval set cannot be used; the message names the file and the problem."""
 
 
@@ -65,7 +67,7 @@ class Method(Strict):
     eval_set: Path
     eval_set_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     samples: int | None = Field(default=None, ge=1, description="first N samples after a seeded shuffle; all when unset")
-    reference_precision: Literal["fp32", "fp16", "bf16", "fp8"] = "fp32"
+    reference_precision: PrecisionName = "fp32"
     decoding: Decoding = Field(default_factory=Decoding)
     seed: int = 0
 

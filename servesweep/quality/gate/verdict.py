@@ -9,10 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from servesweep.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
 from servesweep.quality.gate.measure import Measurement
 from servesweep.quality.gate.spec import GateSpec, GateSpecError
 
-EXIT_PASSED, EXIT_FAILED, EXIT_NOT_MEASURED = 0, 1, 2
+# Exit codes of `servesweep gate` (servesweep.errors: 0 ok, 1 check failed, 2 usage).
+EXIT_PASSED, EXIT_FAILED, EXIT_NOT_MEASURED = EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE
 # Accuracies are ratios of counts: 49/100 - 50/100 is -1.0000000000000009 points in floating point,
 # and a limit of exactly 1 point must hold there.
 ROUNDING = 1e-9

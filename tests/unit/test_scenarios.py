@@ -7,7 +7,7 @@ def test_shipped_scenarios_are_valid():
     from pathlib import Path
 
     # gate-*.yaml are accuracy-gate specs, checked in test_gate.py.
-    files = [p for p in sorted(Path(__file__).parent.parent.joinpath("scenarios").glob("*.yaml"))
+    files = [p for p in sorted(Path(__file__).resolve().parents[2].joinpath("scenarios").glob("*.yaml"))
              if not p.name.startswith("gate-")]
     assert len(files) >= 5
     for path in files:

@@ -13,7 +13,7 @@ from servesweep.quality.gate.verdict import judge, read_reference
 from servesweep.reports.analysis import combined_sweep
 from servesweep.reports.render import gate_cell
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
 def write_spec(tmp_path: Path, metric: str = "perplexity", threshold: dict | None = None, rows=None,
@@ -196,12 +196,16 @@ def test_cli_needs_a_reference_when_attached(tmp_path, stub_server):
 def test_cli_unreachable_server_is_not_measured(tmp_path):
     from servesweep.backends.process import free_port
 
+    # A valid stored reference, so the only thing that can stop the measurement is the dead URL.
     ref = tmp_path / "ref.json"
-    ref.write_text("{}")
-    code = main(["gate", "--spec", str(SCENARIOS / "gate-perplexity.yaml"), "--url", f"http://127.0.0.1:{free_port()}",
+    samples = [{"id": str(i), "nll_sum": 2.0, "tokens": 10} for i in range(3)]
+    ref.write_text(measurement(SCENARIOS / "gate-perplexity.yaml", samples, "fp32").model_dump_json())
+    url = f"http://127.0.0.1:{free_port()}"
+    code = main(["gate", "--spec", str(SCENARIOS / "gate-perplexity.yaml"), "--url", url,
                  "--reference", str(ref), "--out", str(tmp_path / "o")])
     assert code == 2
-    assert "not a servesweep gate measurement" in json.loads((tmp_path / "o" / "gate.json").read_text())["message"]
+    result = json.loads((tmp_path / "o" / "gate.json").read_text())
+    assert result["status"] == "error" and f"cannot reach {url}" in result["message"]
 
 
 def test_cli_broken_spec_is_a_one_line_error(tmp_path, capsys):

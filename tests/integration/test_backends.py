@@ -14,20 +14,27 @@ from pathlib import Path
 import pytest
 
 from servesweep.models.shape import read_model_shape
-from servesweep.backends.process import ServerProcess, ServerStartError, classify_log, free_port
+from servesweep.backends.process import ServerProcess, free_port
 from servesweep.backends.telemetry import (
     kv_pool_from_cache_config,
     parse_cache_config,
-    parse_vllm_metrics,
+    parse_prometheus,
     window_stats,
 )
 from servesweep.backends.vllm import (
-    UnsupportedConfig,
-    VllmServerConfig,
+    METRICS as VLLM_METRICS,
+    VllmConfig as VllmServerConfig,
     build_argv,
     check_supported,
+    classify_vllm_log as classify_log,
     launch_vllm,
 )
+from servesweep.errors import ServerStartError, UnsupportedConfig
+from servesweep.loadgen.workload import Workload
+
+
+def parse_vllm_metrics(text):
+    return parse_prometheus(text, VLLM_METRICS)
 
 METRICS = textwrap.dedent('''\
     # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -191,39 +198,45 @@ def test_stop_takes_down_the_whole_group_even_when_sigint_is_ignored(tmp_path):
     assert _pids_in_group(server.pid) == []
 
 
-@pytest.mark.vllm
 def test_bad_model_directory_fails_with_a_classified_cause(tmp_path):
-    pytest.importorskip("vllm")
+    # Refused before anything starts: a directory without config.json is no model.
     empty = tmp_path / "empty-model"
     empty.mkdir()
+    start = time.monotonic()
     with pytest.raises(ServerStartError) as err:
         launch_vllm(VllmServerConfig(model=str(empty), load_format="dummy", startup_timeout_s=300), tmp_path)
     assert err.value.cause == "bad model path", err.value.log_tail
+    assert "has no config.json" in err.value.detail and time.monotonic() - start < 5
 
 
-@pytest.mark.vllm
-def test_server_killed_mid_run_ends_the_run_and_keeps_records(tiny_model_dir, tmp_path):
-    pytest.importorskip("vllm")
+def test_server_killed_mid_run_ends_the_run_and_keeps_records(tmp_path):
+    """A launched server (the stand-in, in its own process group) killed under load: the run ends
+    with the cause, and every record so far is on disk."""
     from servesweep.loadgen.arrivals import LoadLevel
     from servesweep.loadgen.records import read_records
     from servesweep.loadgen.runner import run_async
     from servesweep.loadtest import LoadTestConfig, run_load_test
 
-    server = launch_vllm(VllmServerConfig(model=str(tiny_model_dir), load_format="dummy", max_model_len=1024),
-                         tmp_path)
+    port = free_port()
+    server = ServerProcess([sys.executable, "-m", "servesweep.testing.stub_server", "--port", str(port),
+                            "--itl", "0.002"], tmp_path / "server.log", "127.0.0.1", port,
+                           health_path="/v1/models")
+    server.start()
     try:
+        server.wait_healthy(timeout_s=30)
         records = tmp_path / "run" / "records.jsonl"
 
         def killer() -> None:
             while not records.exists() or len(records.read_text().splitlines()) < 10:
                 time.sleep(0.1)
-            os.killpg(server.process.pid, signal.SIGKILL)
+            os.killpg(server.pid, signal.SIGKILL)
 
         threading.Thread(target=killer, daemon=True).start()
         config = LoadTestConfig(base_url=server.base_url, out_dir=tmp_path / "run", show_progress=False,
-                                levels=[LoadLevel(concurrency=4, duration_s=300)])
+                                levels=[LoadLevel(concurrency=4, duration_s=300)],
+                                workload=Workload(input_len="16", output_len="50"))
         start = time.monotonic()
-        summary = run_async(run_load_test(config, server_watch=server.process))
+        summary = run_async(run_load_test(config, server_watch=server))
         assert time.monotonic() - start < 60
     finally:
         server.stop()
@@ -234,9 +247,39 @@ def test_server_killed_mid_run_ends_the_run_and_keeps_records(tiny_model_dir, tm
     assert len(list(read_records(records))) >= summary["completed"]
 
 
+def test_servesweep_stopped_by_sigterm_stops_its_server_group(tmp_path):
+    """The clean-up handlers: SIGTERM to a process that launched a server takes the server's whole
+    group down (the real-vLLM case with SIGKILL is below)."""
+    port = free_port()
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from servesweep.backends.process import ServerProcess
+        s = ServerProcess([sys.executable, "-m", "servesweep.testing.stub_server", "--port", "{port}"],
+                          Path(r"{tmp_path}") / "server.log", "127.0.0.1", {port}, health_path="/v1/models")
+        s.start()
+        s.wait_healthy(30)
+        print(s.pid, flush=True)
+        time.sleep(600)
+    """))
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pgid = int(owner.stdout.readline())
+        assert _pids_in_group(pgid)
+        owner.send_signal(signal.SIGTERM)
+        owner.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _pids_in_group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _pids_in_group(pgid) == []
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+
+
 @pytest.mark.vllm
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_killing_servesweep_leaves_no_server_behind(tiny_model_dir, tmp_path, sig):
+def test_killing_servesweep_leaves_no_server_behind(tiny_model_dir, tmp_path):
     pytest.importorskip("vllm")
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -252,7 +295,7 @@ def test_killing_servesweep_leaves_no_server_behind(tiny_model_dir, tmp_path, si
             time.sleep(0.5)
         server_pgid = _server_group(out)
         assert _pids_in_group(server_pgid), "server group not found"
-        proc.send_signal(sig)
+        proc.send_signal(signal.SIGKILL)  # no handler runs: PR_SET_PDEATHSIG stops the server
         proc.wait(timeout=60)
         deadline = time.monotonic() + 60
         while _pids_in_group(server_pgid) and time.monotonic() < deadline:

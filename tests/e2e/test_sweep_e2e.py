@@ -1,42 +1,32 @@
-"""Sweeps end to end: a real CPU sweep producing every artifact, resume, and failed configurations."""
+"""A real CPU sweep, end to end: the cpu-smoke scenario on the stdlib-trained model with the
+perplexity gate, producing every artifact, the gate per precision in the report, and a resume
+that starts nothing. One sweep (two server starts) covers what two tests used to."""
 
 import json
+import math
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from servesweep.cli import main
-from servesweep.sweep.runner import read_points
+from servesweep.results import read_points
 
-ROOT = Path(__file__).parent.parent
-
-
-def test_configs_that_cannot_start_become_failed_points(tmp_path):
-    scenario = tmp_path / "s.yaml"
-    scenario.write_text(f"""
-name: broken-model
-model: {tmp_path / 'no-such-model'}
-load: {{concurrency: [1, 4], num_requests: 4}}
-sweep: {{precision: [bf16, fp32]}}
-""")
-    assert main(["sweep", str(scenario), "--out", str(tmp_path / "out"), "--no-report"]) == 0
-    points = read_points(tmp_path / "out")
-    assert len(points) == 4
-    assert {p["status"] for p in points} == {"failed"}
-    assert {p["cause"] for p in points} == {"bad model path"}
+pytestmark = pytest.mark.vllm
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
-def test_report_on_a_non_sweep_directory_is_a_clear_error(tmp_path, capsys):
-    assert main(["report", str(tmp_path)]) == 2
-    assert "not a sweep directory" in capsys.readouterr().err
-
-
-@pytest.mark.vllm
-def test_cpu_smoke_sweep_produces_every_artifact_and_resumes(tmp_path):
-    pytest.importorskip("vllm")
+def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path, trained_model_dir):
+    scenario = yaml.safe_load((SCENARIOS / "cpu-smoke.yaml").read_text())
+    scenario["model"] = str(trained_model_dir)
+    scenario["sweep"]["precision"] = ["fp32", "bf16"]
+    scenario["load"] = {"concurrency": [1, 4, 16, 32], "num_requests": 48, "warmup_requests": 4}
+    scenario["accuracy_gate"] = str(SCENARIOS / "gate-perplexity.yaml")
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(scenario))
     out = tmp_path / "sweep"
-    assert main(["sweep", str(ROOT / "scenarios" / "cpu-smoke.yaml"), "--out", str(out), "--no-progress"]) == 0
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
     points = read_points(out)
     assert len(points) == 8 and all(p["status"] == "ok" for p in points)
     for name in ("report.html", "report.md", "points.csv", "recommendation.json"):
@@ -62,8 +52,16 @@ def test_cpu_smoke_sweep_produces_every_artifact_and_resumes(tmp_path):
     assert all(e["basis"] == "projected" for e in skus.values())  # no GPU was measured
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "knee" in html
+    # The accuracy gate, per precision, judged against the sweep's own fp32 measurement.
+    for precision in ("fp32", "bf16"):
+        result = json.loads((out / "configs" / precision / "gate.json").read_text())
+        assert result["passed"] is True and result["reference_precision"] == "fp32"
+        assert math.isfinite(result["value"])
+    report = (out / "report.md").read_text()
+    assert "## Accuracy gate" in report and "| bf16 |" in report and "pass: ppl" in report
+    assert {g["precision"] for g in rec["accuracy_gate"]} == {"fp32", "bf16"}
     # Resume: every point is done, so no server starts and the points stay as they were.
     start = time.monotonic()
-    assert main(["sweep", str(ROOT / "scenarios" / "cpu-smoke.yaml"), "--out", str(out), "--no-report"]) == 0
+    assert main(["sweep", str(path), "--out", str(out), "--no-report"]) == 0
     assert time.monotonic() - start < 20
     assert len(read_points(out)) == 8

@@ -1,0 +1,27 @@
+"""`servesweep report DIR`: report.html, report.md, points.csv, plots and recommendation.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from servesweep.cli.common import console
+from servesweep.errors import EXIT_OK
+from servesweep.reports.render import write_report
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("report", help="write report.html, report.md, points.csv, recommendation.json")
+    p.add_argument("results_dir", type=Path)
+    p.set_defaults(handler=cmd_report)
+
+
+def write_and_print_report(results_dir: Path) -> None:
+    paths = write_report(results_dir)
+    console.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    write_and_print_report(args.results_dir)
+    return EXIT_OK

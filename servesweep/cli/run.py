@@ -1,0 +1,59 @@
+"""`servesweep run`: one load test against a URL, a launched server, or the built-in CPU vLLM."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from servesweep.backends import LaunchedServer
+from servesweep.cli.common import (
+    add_backend_options,
+    add_load_options,
+    default_out_dir,
+    finish_run,
+    levels_from_args,
+    server_config_from_args,
+    slo_from_args,
+    start_server,
+    workload_from_args,
+)
+from servesweep.errors import ConfigError
+from servesweep.loadgen.runner import run_async
+from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.results import ensure_writable_dir
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="load-test one server (launched, attached, or the built-in CPU vLLM)")
+    add_backend_options(p)
+    add_load_options(p)
+    p.set_defaults(handler=cmd_run)
+
+
+def run_against(server: LaunchedServer | None, config: LoadTestConfig) -> dict[str, Any]:
+    telemetry = server.telemetry(config.out_dir / "telemetry.jsonl") if server else None
+    return run_async(run_load_test(config, telemetry=telemetry, server_watch=server,
+                                   server_info=server.info() if server else None))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    workload = workload_from_args(args)
+    levels = levels_from_args(args)
+    common = dict(workload=workload, levels=levels, slo=slo_from_args(args), allow_remote=args.allow_remote,
+                  keep_text=args.keep_text, show_progress=False if args.no_progress else None,
+                  tokenizer_dir=args.tokenizer, workers=args.workers)
+    if args.url:
+        if args.backend:
+            raise ConfigError("give either --url (attach) or --backend (launch), not both")
+        out = ensure_writable_dir(args.out or default_out_dir("attach"))
+        summary = run_against(None, LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common))
+        return finish_run(summary, out)
+    server_config = server_config_from_args(args)
+    out = ensure_writable_dir(args.out or default_out_dir(server_config.label()))
+    server = start_server(server_config, out)
+    try:
+        summary = run_against(server, LoadTestConfig(base_url=server.base_url, model=server.model_name,
+                                                     out_dir=out, **common))
+    finally:
+        server.stop()
+    return finish_run(summary, out)

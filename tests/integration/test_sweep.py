@@ -1,0 +1,31 @@
+"""Sweeps without a real server: failed configurations and report errors (the real sweep is in e2e/)."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from servesweep.cli import main
+from servesweep.results import read_points
+
+
+
+def test_configs_that_cannot_start_become_failed_points(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(f"""
+name: broken-model
+model: {tmp_path / 'no-such-model'}
+load: {{concurrency: [1, 4], num_requests: 4}}
+sweep: {{precision: [bf16, fp32]}}
+""")
+    assert main(["sweep", str(scenario), "--out", str(tmp_path / "out"), "--no-report"]) == 0
+    points = read_points(tmp_path / "out")
+    assert len(points) == 4
+    assert {p["status"] for p in points} == {"failed"}
+    assert {p["cause"] for p in points} == {"bad model path"}
+
+
+def test_report_on_a_non_sweep_directory_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
