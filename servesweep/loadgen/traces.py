@@ -310,7 +310,7 @@ def trace_stats(requests: list[TraceRequest], window_s: float = 1.0) -> dict[str
     return {
         "requests": len(requests),
         "duration_s": duration,
-        "mean_rate": (len(requests) - 1) / duration if duration > 0 else None,
+        "mean_rate": (len(requests) - 1) / duration if duration > 0 else None,  # arrivals per second
         "peak_rate": in_window / window_s,
         "peak_window_s": window_s,
         "max_input_len": max(inputs),
@@ -336,7 +336,8 @@ class TracePrompts:
         self.tokenizer = tokenizer
         self.seed = seed
         self.block_tokens = block_tokens
-        self._blocks: dict[int, asyncio.Task[tuple[str, list[int]]]] = {}
+        self._blocks: dict[int, asyncio.Future[tuple[str, list[int]]]] = {}
+        self._overhead: int | None = None  # special tokens an empty completions prompt has (BOS)
 
     async def _make(self, hash_id: int) -> tuple[str, list[int]]:
         rng = np.random.default_rng([self.seed, 1, abs(hash_id), int(hash_id < 0)])
@@ -365,7 +366,9 @@ class TracePrompts:
         token where block boundaries merge; the caller records the real count.
         """
         tok = self.tokenizer
-        overhead = len(await tok.encode("", add_special_tokens=True)) if add_special_tokens else 0
+        if add_special_tokens and self._overhead is None:
+            self._overhead = len(await tok.encode("", add_special_tokens=True))
+        overhead = (self._overhead or 0) if add_special_tokens else 0
         content = max(request.input_len - overhead, 1)
         pieces = []
         used = 0
