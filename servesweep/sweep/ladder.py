@@ -1,0 +1,387 @@
+"""Adaptive load: find the knee and the SLO edge instead of sweeping a fixed list of levels.
+
+Both searches are driver-agnostic objects. The sweep asks for the next level, runs it as a
+normal load level, and feeds the result back as an `Observation` (sweep/observation.py):
+
+    ladder = ConcurrencyLadder(LadderConfig(max_concurrency=64), slo=scenario.slo)
+    while (c := ladder.next_level()) is not None:
+        point = run_level(LoadLevel(concurrency=c, ...))
+        ladder.record(c, Observation.from_point(point, percentile))
+    ladder.recommended_concurrency, ladder.stop_reason, ladder.to_dict()
+
+`next_level()` returns the same value until it is recorded, and None once the search is over.
+
+ConcurrencyLadder (closed loop, `concurrency: auto`)
+  Doubling: rungs 1, 2, 4, ... (the last one clipped to the ceiling), until the first of these
+  holds at the newest rung, in this order of precedence:
+    failures    a request failed (or the server died)                     -> stop at once
+    preemption  the server preempted a request                              -> stop at once
+    kv_full     peak KV-cache usage >= kv_full_frac (95 %: the OOM-margin band's lower edge)
+                                                                            -> stop at once
+    slo         the scenario's SLO percentile of a limited metric is over its limit
+    knee        the knee is reached: reports/analysis.py's `find_knee` on every rung so far, i.e.
+                the first sampled concurrency after which one more slot adds less than
+                KNEE_THRESHOLD (10 %) of the output throughput one slot gives at concurrency 1
+    ceiling     the rung ran at max_concurrency without any of the above
+  The first three stop the search at once, without bisection: the configuration itself is at
+  its memory or error limit there, and a bisected edge would measure a KV pool that the sizing
+  step (sweep/sizing.py) is about to change; the recommendation stays at the clean rungs below.
+  A hard limit met while bisecting ends the search the same way and becomes the stop reason.
+
+  Bisection: after a knee or slo stop, up to `bisect_steps` rungs per target, at integer
+  midpoints, never repeating a concurrency:
+    bisect knee  between the knee (as find_knee places it on all rungs) and the next sampled
+                 rung above it, until they are adjacent integers
+    bisect slo   between the highest rung that met the SLOs and the lowest that broke them
+  The two brackets usually coincide (the last two doubling rungs), so each bisection rung
+  informs both; the knee is bisected first.
+
+  Result: `recommended_concurrency` = the highest clean rung (no limit broken) that is at or
+  below the knee and below every rung that broke a limit; None if concurrency 1 broke one.
+  For the knee to match the report's, which uses batch = min(concurrency, max_num_seqs), give a
+  ceiling no larger than the server's max_num_seqs: past it, concurrency only queues requests.
+
+RateSearch (open loop)
+  The highest request rate that passes: no failed request, the SLO percentiles within their
+  limits, and request goodput >= min_goodput_frac x the offered rate (catches saturation when
+  there are no SLOs: an overloaded server completes fewer requests per second than arrive).
+  Goodput is counted over the window from the first send to the last end, so a short level
+  reads a little low even when the server keeps up; 0.9 allows for that, and longer levels
+  (duration_s) make the check sharper. Rungs: start_rate, doubled until a rate fails or the
+  ceiling max_rate passes; if start_rate itself fails, halved (at most max_halvings times)
+  until one passes; then bisected between the highest passing and the lowest failing rate
+  until hi / lo - 1 <= rel_tol (at most bisect_steps rungs). Rates are rounded to 4 significant
+  digits. Preemptions and KV usage are recorded per rung as the server's evidence (with the
+  running batch mean and the waiting-queue peak), not judged: in open loop they show up as
+  latency, which the SLOs judge; the verification run (sweep/verify.py) judges them.
+  Stop reasons: the first limit broken by the rung that ended doubling (failures, slo,
+  goodput), or ceiling.
+
+Stop-reason strings are the constants below; `to_dict()` gives the JSON for the results file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from servesweep.loadgen.stats import SLO
+from servesweep.reports.analysis import KNEE_THRESHOLD, MARGIN_BAND, find_knee
+from servesweep.sweep.observation import Observation, slo_breaches
+
+# Stop reasons (stable: they are written to results files).
+STOP_KNEE = "knee"
+STOP_SLO = "slo"
+STOP_PREEMPTION = "preemption"
+STOP_KV_FULL = "kv_full"
+STOP_FAILURES = "failures"
+STOP_CEILING = "ceiling"
+STOP_GOODPUT = "goodput"  # rate search only: goodput below min_goodput_frac x the offered rate
+HARD_STOPS = (STOP_FAILURES, STOP_PREEMPTION, STOP_KV_FULL)
+
+# Why a rung was run.
+REASON_DOUBLE = "double"
+REASON_HALVE = "halve"
+REASON_BISECT_KNEE = "bisect knee"
+REASON_BISECT_SLO = "bisect slo"
+REASON_BISECT = "bisect"
+
+# KV usage at or above this is "full": the OOM-margin band's lower edge (5 % margin).
+KV_FULL_FRAC = 1.0 - MARGIN_BAND[0] / 100.0
+
+
+class LadderConfig(BaseModel):
+    """Options of `concurrency: auto`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrency: int = Field(256, ge=1)
+    bisect_steps: int = Field(3, ge=0)
+    knee_threshold: float = Field(KNEE_THRESHOLD, gt=0, lt=1)
+    kv_full_frac: float = Field(KV_FULL_FRAC, gt=0, le=1)
+
+
+class RateSearchConfig(BaseModel):
+    """Options of the open-loop rate search."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_rate: float = Field(1.0, gt=0)
+    max_rate: float = Field(256.0, gt=0)
+    rel_tol: float = Field(0.10, gt=0)
+    bisect_steps: int = Field(6, ge=0)
+    max_halvings: int = Field(6, ge=0)
+    min_goodput_frac: float | None = Field(0.9, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RateSearchConfig":
+        if self.start_rate > self.max_rate:
+            raise ValueError(f"start_rate {self.start_rate:g} is above max_rate {self.max_rate:g}")
+        return self
+
+
+@dataclass(slots=True)
+class Rung:
+    """One level the search ran: where, why, what it measured and which limits it broke."""
+
+    level: float  # concurrency (int) for the ladder, request rate for the rate search
+    reason: str
+    observation: Observation
+    limits: list[str] = field(default_factory=list)  # stop-reason constants, in order of precedence
+    detail: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.limits
+
+    def to_dict(self, key: str) -> dict[str, Any]:
+        return {key: self.level, "reason": self.reason, "limits": list(self.limits), "detail": list(self.detail),
+                "observation": self.observation.to_dict()}
+
+
+class _Search:
+    """Bookkeeping shared by both searches: the pending level, the rungs, the end."""
+
+    def __init__(self) -> None:
+        self.rungs: list[Rung] = []
+        self.stop_reason: str | None = None
+        self._pending: tuple[float, str] | None = None
+        self._finished = False
+
+    @property
+    def done(self) -> bool:
+        return self._finished
+
+    def next_level(self) -> Any:
+        if self._pending is not None:
+            return self._pending[0]
+        if self._finished:
+            return None
+        planned = self._plan()
+        if planned is None:
+            self._finished = True
+            return None
+        self._pending = planned
+        return planned[0]
+
+    def _take_pending(self, level: float) -> str:
+        if self._pending is None or self._pending[0] != level:
+            want = None if self._pending is None else self._pending[0]
+            raise ValueError(f"recorded level {level!r}, but the search asked for {want!r}")
+        reason = self._pending[1]
+        self._pending = None
+        return reason
+
+    def _plan(self) -> tuple[float, str] | None:
+        raise NotImplementedError
+
+
+class ConcurrencyLadder(_Search):
+    """Closed-loop search for the knee and the SLO edge (see the module docstring)."""
+
+    def __init__(self, config: LadderConfig | None = None, slo: SLO | None = None) -> None:
+        super().__init__()
+        self.config = config or LadderConfig()
+        self.slo = slo
+        self._steps = {REASON_BISECT_KNEE: 0, REASON_BISECT_SLO: 0}
+
+    def next_level(self) -> int | None:
+        level = super().next_level()
+        return None if level is None else int(level)
+
+    def limits(self, obs: Observation) -> tuple[list[str], list[str]]:
+        """The limits an observation breaks (precedence order) and a line of detail for each."""
+        limits, detail = [], []
+        if obs.failed > 0:
+            limits.append(STOP_FAILURES)
+            detail.append(f"{obs.failed} failed request(s)")
+        if obs.preemptions:
+            limits.append(STOP_PREEMPTION)
+            detail.append(f"{obs.preemptions} preemption(s)")
+        if obs.kv_peak_frac is not None and obs.kv_peak_frac >= self.config.kv_full_frac:
+            limits.append(STOP_KV_FULL)
+            detail.append(f"KV cache peak {obs.kv_peak_frac:.1%} >= {self.config.kv_full_frac:.0%}")
+        breaches = slo_breaches(obs, self.slo)
+        if breaches:
+            limits.append(STOP_SLO)
+            detail.extend(breaches)
+        return limits, detail
+
+    def record(self, concurrency: int, obs: Observation) -> None:
+        reason = self._take_pending(concurrency)
+        limits, detail = self.limits(obs)
+        self.rungs.append(Rung(int(concurrency), reason, obs, limits, detail))
+        hard = next((lim for lim in limits if lim in HARD_STOPS), None)
+        if hard is not None:
+            # Also while bisecting: the configuration's memory or error limit outranks the knee.
+            self.stop_reason, self._finished = hard, True
+            return
+        if self.stop_reason is not None:
+            return  # bisecting
+        if STOP_SLO in limits:
+            self.stop_reason = STOP_SLO
+        elif self.knee()["knee_reached"]:
+            self.stop_reason = STOP_KNEE
+        elif concurrency >= self.config.max_concurrency:
+            self.stop_reason = STOP_CEILING
+
+    def knee(self) -> dict[str, Any]:
+        """reports/analysis.py's knee over every rung so far (concurrency as the batch size)."""
+        return find_knee([float(r.level) for r in self.rungs], [r.observation.output_tok_s for r in self.rungs],
+                         threshold=self.config.knee_threshold)
+
+    def slo_edge(self) -> tuple[int | None, int | None]:
+        """(highest concurrency that met the SLOs below the lowest that broke them, that lowest)."""
+        broken = [int(r.level) for r in self.rungs if STOP_SLO in r.limits]
+        hi = min(broken) if broken else None
+        met = [int(r.level) for r in self.rungs if STOP_SLO not in r.limits and (hi is None or r.level < hi)]
+        return (max(met) if met else None), hi
+
+    @property
+    def recommended_concurrency(self) -> int | None:
+        if not self.rungs:
+            return None
+        knee = self.knee()["knee_batch_size"]
+        bad = [r.level for r in self.rungs if not r.clean]
+        lowest_bad = min(bad) if bad else None
+        ok = [int(r.level) for r in self.rungs
+              if r.clean and r.level <= knee and (lowest_bad is None or r.level < lowest_bad)]
+        return max(ok) if ok else None
+
+    def _plan(self) -> tuple[int, str] | None:
+        if not self.rungs:
+            return 1, REASON_DOUBLE
+        if self.stop_reason is None:
+            last = int(self.rungs[-1].level)
+            return min(2 * last, self.config.max_concurrency), REASON_DOUBLE
+        if self.stop_reason == STOP_CEILING:
+            return None
+        sampled = sorted(int(r.level) for r in self.rungs)
+        knee = self.knee()
+        if knee["knee_reached"] and self._steps[REASON_BISECT_KNEE] < self.config.bisect_steps:
+            lo = int(knee["knee_batch_size"])
+            hi = next((c for c in sampled if c > lo), None)
+            planned = self._midpoint(lo, hi, sampled, REASON_BISECT_KNEE)
+            if planned is not None:
+                return planned
+        if self._steps[REASON_BISECT_SLO] < self.config.bisect_steps:
+            lo, hi = self.slo_edge()
+            planned = self._midpoint(lo, hi, sampled, REASON_BISECT_SLO)
+            if planned is not None:
+                return planned
+        return None
+
+    def _midpoint(self, lo: int | None, hi: int | None, sampled: list[int], reason: str) -> tuple[int, str] | None:
+        if lo is None or hi is None or hi - lo <= 1:
+            return None
+        mid = (lo + hi) // 2
+        if mid in sampled:  # cannot happen with adjacent brackets; guards "no repeats" anyway
+            return None
+        self._steps[reason] += 1
+        return mid, reason
+
+    def to_dict(self) -> dict[str, Any]:
+        lo, hi = self.slo_edge()
+        return {
+            "kind": "concurrency",
+            "config": self.config.model_dump(),
+            "slo": self.slo.model_dump(exclude_none=True) if self.slo is not None else None,
+            "stop_reason": self.stop_reason,
+            "done": self.done,
+            "recommended_concurrency": self.recommended_concurrency,
+            "knee": self.knee() if self.rungs else None,
+            "slo_edge": {"highest_met": lo, "lowest_broken": hi},
+            "rungs": [r.to_dict("concurrency") for r in self.rungs],
+        }
+
+
+class RateSearch(_Search):
+    """Open-loop search for the highest request rate that passes (see the module docstring)."""
+
+    def __init__(self, config: RateSearchConfig | None = None, slo: SLO | None = None) -> None:
+        super().__init__()
+        self.config = config or RateSearchConfig()
+        self.slo = slo
+        self._bisect_steps = 0
+        self._halvings = 0
+
+    def next_level(self) -> float | None:
+        return super().next_level()
+
+    def limits(self, rate: float, obs: Observation) -> tuple[list[str], list[str]]:
+        limits, detail = [], []
+        if obs.failed > 0:
+            limits.append(STOP_FAILURES)
+            detail.append(f"{obs.failed} failed request(s)")
+        breaches = slo_breaches(obs, self.slo)
+        if breaches:
+            limits.append(STOP_SLO)
+            detail.extend(breaches)
+        frac = self.config.min_goodput_frac
+        if frac is not None and (obs.request_goodput is None or obs.request_goodput < frac * rate):
+            limits.append(STOP_GOODPUT)
+            got = "not measured" if obs.request_goodput is None else f"{obs.request_goodput:.3g}/s"
+            detail.append(f"goodput {got} < {frac:g} x offered {rate:g}/s")
+        return limits, detail
+
+    def record(self, rate: float, obs: Observation) -> None:
+        reason = self._take_pending(rate)
+        limits, detail = self.limits(rate, obs)
+        self.rungs.append(Rung(float(rate), reason, obs, limits, detail))
+        if self.stop_reason is None:
+            if limits:
+                self.stop_reason = limits[0]
+            elif rate >= self.config.max_rate:
+                self.stop_reason = STOP_CEILING
+
+    def bracket(self) -> tuple[float | None, float | None]:
+        """(highest passing rate below the lowest failing one, that lowest failing rate)."""
+        failing = [r.level for r in self.rungs if not r.clean]
+        hi = min(failing) if failing else None
+        passing = [r.level for r in self.rungs if r.clean and (hi is None or r.level < hi)]
+        return (max(passing) if passing else None), hi
+
+    @property
+    def best_rate(self) -> float | None:
+        return self.bracket()[0]
+
+    def _plan(self) -> tuple[float, str] | None:
+        if not self.rungs:
+            return self.config.start_rate, REASON_DOUBLE
+        if self.stop_reason is None:
+            return min(2 * self.rungs[-1].level, self.config.max_rate), REASON_DOUBLE
+        if self.stop_reason == STOP_CEILING:
+            return None
+        lo, hi = self.bracket()
+        assert hi is not None  # a stop other than the ceiling means a rate failed
+        if lo is None:
+            if self._halvings >= self.config.max_halvings:
+                return None
+            self._halvings += 1
+            return _round_rate(hi / 2), REASON_HALVE
+        if hi <= lo * (1 + self.config.rel_tol) or self._bisect_steps >= self.config.bisect_steps:
+            return None
+        mid = _round_rate((lo + hi) / 2)
+        if not lo < mid < hi or any(r.level == mid for r in self.rungs):
+            mid = (lo + hi) / 2
+        self._bisect_steps += 1
+        return mid, REASON_BISECT
+
+    def to_dict(self) -> dict[str, Any]:
+        lo, hi = self.bracket()
+        return {
+            "kind": "request_rate",
+            "config": self.config.model_dump(),
+            "slo": self.slo.model_dump(exclude_none=True) if self.slo is not None else None,
+            "stop_reason": self.stop_reason,
+            "done": self.done,
+            "best_rate": lo,
+            "lowest_failing_rate": hi,
+            "rungs": [r.to_dict("request_rate") for r in self.rungs],
+        }
+
+
+def _round_rate(rate: float) -> float:
+    return float(f"{rate:.4g}")

@@ -1,0 +1,106 @@
+"""What one load level measured, reduced to the figures the adaptive sweep decides on.
+
+An `Observation` is driver-agnostic: the load ladder (sweep/ladder.py), the rate search and the
+verification judge (sweep/verify.py) take it, whoever ran the level. `Observation.from_point`
+builds one from a sweep point as `SweepRunner._run_level` records it (summary + telemetry).
+
+Fields:
+  output_tok_s       output tokens per second over the measurement window
+  request_rate       requests completed per second (the measured request throughput)
+  request_goodput    requests per second that met every SLO; the request throughput without SLOs
+  ttft_ms, tpot_ms,  the latency at `percentile` (the scenario's SLO percentile, default p99);
+  e2e_ms             None when no request completed
+  failed             requests that ended in an error (a server that died counts as at least one)
+  preemptions        preemptions during the window; None when the server reported no metrics
+  kv_peak_frac       peak KV-cache usage as a fraction of the pool (0-1); None without metrics
+  running_batch_mean, waiting_peak
+                     the server's evidence for open-loop levels (vLLM num_requests_running mean,
+                     num_requests_waiting peak); recorded, not judged
+
+OOM margin follows backends/telemetry.py: (1 - kv_peak_frac) x 100, and 0 once the server
+preempted, whatever the gauge says afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from servesweep.loadgen.stats import SLO
+
+SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
+
+
+@dataclass(slots=True, frozen=True)
+class Observation:
+    output_tok_s: float
+    request_goodput: float | None = None
+    request_rate: float | None = None
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+    percentile: int = 99
+    failed: int = 0
+    preemptions: int | None = None
+    kv_peak_frac: float | None = None
+    running_batch_mean: float | None = None
+    waiting_peak: float | None = None
+
+    @property
+    def oom_margin_pct(self) -> float | None:
+        if self.preemptions:
+            return 0.0
+        if self.kv_peak_frac is None:
+            return None
+        return (1.0 - self.kv_peak_frac) * 100.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["oom_margin_pct"] = self.oom_margin_pct
+        return data
+
+    @classmethod
+    def from_point(cls, point: dict[str, Any], percentile: int = 99) -> "Observation":
+        """From one `points.jsonl` entry; a failed point (server died or did not start) counts as failures."""
+        s = point.get("summary") or {}
+        t = point.get("telemetry") or {}
+        failed = int(s.get("failed") or 0)
+        if point.get("status") == "failed":
+            failed = max(failed, 1)
+        goodput = (s.get("goodput") or {}).get("request_goodput")
+        preemptions = t.get("preemptions")
+        return cls(
+            output_tok_s=float(s.get("output_token_throughput") or 0.0),
+            request_goodput=goodput if goodput is not None else s.get("request_throughput"),
+            request_rate=s.get("request_throughput"),
+            ttft_ms=(s.get("ttft_ms") or {}).get(f"p{percentile}"),
+            tpot_ms=(s.get("tpot_ms") or {}).get(f"p{percentile}"),
+            e2e_ms=(s.get("e2e_ms") or {}).get(f"p{percentile}"),
+            percentile=percentile,
+            failed=failed,
+            preemptions=int(preemptions) if preemptions is not None else None,
+            kv_peak_frac=t.get("kv_cache_peak_frac"),
+            running_batch_mean=t.get("running_batch_mean"),
+            waiting_peak=t.get("waiting_peak"),
+        )
+
+
+def slo_breaches(obs: Observation, slo: SLO | None) -> list[str]:
+    """One line per limited metric whose percentile is over its limit (or was not measured).
+
+    The same rule as reports/analysis.py's `meets_slo`, less the failed-request clause, which
+    callers check on its own.
+    """
+    if slo is None:
+        return []
+    out = []
+    for metric in SLO_METRICS:
+        limit = getattr(slo, metric)
+        if limit is None:
+            continue
+        value = getattr(obs, metric)
+        if value is None:
+            out.append(f"{metric} p{obs.percentile} not measured (limit {limit:g})")
+        elif value > limit:
+            out.append(f"{metric} p{obs.percentile} {value:.1f} > {limit:g}")
+    return out
