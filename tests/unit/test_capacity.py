@@ -16,7 +16,7 @@ from servesweep.reports.capacity import (
 )
 from servesweep.reports.skus import SKUS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_replicas_gpus_and_costs_by_hand():

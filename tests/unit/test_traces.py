@@ -19,7 +19,7 @@ from servesweep.loadgen.traces import (
 )
 from servesweep.testing.word_tokenizer import WordTokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACES = ROOT / "scenarios" / "traces"
 
 
