@@ -22,7 +22,7 @@ Terms:
 A SKU with no goodput, or goodput 0 (no request met the SLOs), is reported as "cannot serve"
 with the reason; nothing is divided by zero. A SKU without a price gets no cost figures.
 Prices come from a YAML price table the user supplies (`{sku: {usd_per_gpu_hour: X}}`;
-scenarios/prices.example.yaml shows the layout with fictional numbers); servesweep ships no prices.
+scenarios/prices/example.yaml shows the layout with fictional numbers); servesweep ships no prices.
 
 Public API:
   plan_capacity(goodput, peak_rps, headroom=0.3, profile=None, prices=None,

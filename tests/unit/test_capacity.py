@@ -129,7 +129,7 @@ def test_bad_goodput_entries():
 
 
 def test_price_table_example_and_errors(tmp_path):
-    example = ROOT / "scenarios" / "prices.example.yaml"
+    example = ROOT / "scenarios" / "prices" / "example.yaml"
     assert "FICTIONAL" in example.read_text()
     prices = read_prices(example)
     assert prices and set(prices) <= set(SKUS)  # every example key is a SKU name servesweep knows
