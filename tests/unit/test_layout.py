@@ -1,0 +1,94 @@
+"""The package's shape: data flows one way, no import cycles, reports never run anything."""
+
+import ast
+from pathlib import Path
+
+import servesweep
+
+PACKAGE = Path(servesweep.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every servesweep module -> the servesweep modules it imports (at any depth in the file)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("servesweep"):
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("servesweep")]
+            else:
+                continue
+            found.update(t for t in targets if t in modules and t != name)
+        graph[name] = found
+    return graph
+
+
+def test_reports_never_import_orchestration_or_backends():
+    graph = _imports()
+    forbidden = ("servesweep.sweep", "servesweep.loadtest", "servesweep.backends", "servesweep.cli")
+    for name, targets in graph.items():
+        if name.startswith("servesweep.reports"):
+            bad = [t for t in targets if t.startswith(forbidden)]
+            assert not bad, f"{name} imports {bad}"
+
+
+def test_nothing_below_the_cli_imports_it():
+    for name, targets in _imports().items():
+        if not name.startswith("servesweep.cli") and name != "servesweep.__main__":
+            assert not [t for t in targets if t.startswith("servesweep.cli")], name
+
+
+def test_no_import_cycles():
+    graph = _imports()
+    # A package's __init__ that only re-exports its submodules is not a cycle of behaviour; count
+    # edges into a package as edges into each module it imports.
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_backends_list_their_registered_kinds():
+    from servesweep.backends import BACKENDS, config_from_dict
+
+    assert "vllm" in BACKENDS
+    for kind, backend in BACKENDS.items():
+        assert backend.kind == kind and backend.config_class.model_fields["kind"].default == kind
+        assert config_from_dict({"kind": kind, "model": "/m"}).kind == kind
+
+
+def test_one_precision_table():
+    from servesweep.precision import PRECISION_NAMES, PRECISIONS
+
+    assert PRECISION_NAMES == ("fp32", "fp16", "bf16", "fp8")
+    # No other module spells the list of precisions out again.
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "precision.py":
+            text = path.read_text()
+            assert '["fp32", "fp16", "bf16", "fp8"]' not in text and "'fp32', 'fp16', 'bf16', 'fp8'" not in text, path
+    assert PRECISIONS["fp8"].quantized_fp8 and not PRECISIONS["bf16"].quantized_fp8
