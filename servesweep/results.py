@@ -101,6 +101,10 @@ def knob_names(point: dict[str, Any]) -> dict[str, str]:
     return {**_KNOBS_BEFORE_RECORDED, **((point.get("server") or {}).get("knobs") or {})}
 
 
+def read_json_file(path: Path) -> Any:
+    return orjson.loads(path.read_bytes())
+
+
 def read_summary(path: Path) -> Summary:
     return Summary.model_validate(orjson.loads(path.read_bytes()))
 

@@ -11,10 +11,12 @@ from typing import Any, Callable, TypeVar
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
 from servesweep.backends import BACKENDS, LaunchedServer, ServerConfig, config_from_dict, launch
 from servesweep.errors import (
     EXIT_ALL_FAILED,
+    EXIT_CHECK_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SERVER,
@@ -25,7 +27,9 @@ from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KV_CACHE_DTYPES, PRECISION_NAMES
+from servesweep.reports.assertions import Assertion, all_passed, evaluate, result_rows
 from servesweep.reports.table import print_summary
+from servesweep.results import write_json
 
 console = Console(stderr=True)
 BUILTIN_MODEL_NAME = "servesweep-tiny-llama"
@@ -98,6 +102,9 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--keep-text", action="store_true", help="store generated text in the records")
     o.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
+    o.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
+                   help="CI threshold checked per level after the run, e.g. 'ttft_ms.p99<500', 'failed==0' "
+                        "(repeatable; exit 1 when one fails)")
 
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
@@ -210,11 +217,33 @@ def start_server(config: ServerConfig, out: Path) -> LaunchedServer:
     return server
 
 
-def finish_run(summary: dict[str, Any], out: Path) -> int:
-    """Print the table and return the run's exit code (documented in the README)."""
+def _stdout() -> Console:
     # Wide enough for every column when stdout is a file or a CI log.
-    print_summary(summary, Console() if sys.stdout.isatty() else Console(width=200), console)
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[str, Any]]], out: Path) -> bool:
+    """Evaluate CI thresholds, print the pass/fail table, keep it in `out/assertions.json`."""
+    results = evaluate(assertions, levels)
+    header, rows = result_rows(results)
+    table = Table(title="assertions")
+    for name in header:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*row, style=None if row[-1] == "PASS" else "red")
+    _stdout().print(table)
+    passed = all_passed(results)
+    write_json(out / "assertions.json", {"passed": passed, "results": [dict(zip(header, row)) for row in rows]})
+    return passed
+
+
+def finish_run(summary: dict[str, Any], out: Path, assertions: list[Assertion] | None = None) -> int:
+    """Print the table and return the run's exit code (documented in the README)."""
+    print_summary(summary, _stdout(), console)
     console.print(f"results: {out}/summary.json, {out}/records.jsonl")
+    checks_ok = True
+    if assertions:
+        checks_ok = check_assertions(assertions, [(lv["label"], lv) for lv in summary.get("levels", [])], out)
     if summary.get("interrupted"):
         return EXIT_INTERRUPTED
     if summary.get("abort_reason"):
@@ -223,4 +252,4 @@ def finish_run(summary: dict[str, Any], out: Path) -> int:
     if summary.get("completed", 0) == 0 and summary.get("failed", 0) > 0:
         console.print("[red]every measured request failed[/red]")
         return EXIT_ALL_FAILED
-    return EXIT_OK
+    return EXIT_OK if checks_ok else EXIT_CHECK_FAILED

@@ -20,6 +20,7 @@ from servesweep.cli.common import (
 from servesweep.errors import ConfigError
 from servesweep.loadgen.runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.reports.assertions import parse_assertions
 from servesweep.results import ensure_writable_dir
 
 
@@ -37,6 +38,7 @@ def run_against(server: LaunchedServer | None, config: LoadTestConfig) -> dict[s
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    assertions = parse_assertions(args.assertions)  # a bad expression is refused before any load
     workload = workload_from_args(args)
     levels = levels_from_args(args)
     common = dict(workload=workload, levels=levels, slo=slo_from_args(args), allow_remote=args.allow_remote,
@@ -47,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("give either --url (attach) or --backend (launch), not both")
         out = ensure_writable_dir(args.out or default_out_dir("attach"))
         summary = run_against(None, LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common))
-        return finish_run(summary, out)
+        return finish_run(summary, out, assertions)
     server_config = server_config_from_args(args)
     out = ensure_writable_dir(args.out or default_out_dir(server_config.label()))
     server = start_server(server_config, out)
@@ -56,4 +58,4 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                      out_dir=out, **common))
     finally:
         server.stop()
-    return finish_run(summary, out)
+    return finish_run(summary, out, assertions)

@@ -6,12 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from servesweep.cli.common import console
+from servesweep.cli.common import check_assertions, console
 from servesweep.cli.report import write_and_print_report
-from servesweep.errors import EXIT_INTERRUPTED, EXIT_OK
+from servesweep.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from servesweep.reports.assertions import parse_assertions
+from servesweep.reports.render import analyse
 from servesweep.results import ensure_writable_dir
 from servesweep.scenarios.schema import load_scenario
-from servesweep.sweep.runner import SweepInterrupted, SweepRunner
+from servesweep.sweep import SweepInterrupted
+from servesweep.sweep.runner import SweepRunner
 
 
 def register(sub: Any) -> None:
@@ -19,17 +22,22 @@ def register(sub: Any) -> None:
     p.add_argument("scenario", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--no-report", action="store_true", help="skip writing the report afterwards")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip verifying the recommendation (it then says verified: false)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
+                   help="CI threshold on the recommended point (also `assert:` in the scenario); exit 1 on failure")
     p.set_defaults(handler=cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
+    assertions = parse_assertions(scenario.assertions + args.assertions)
     ensure_writable_dir(args.out)
     runner = SweepRunner(scenario, args.scenario, args.out, console,
                          show_progress=False if args.no_progress else None)
     try:
-        points = runner.run()
+        points = runner.run(verify=False if args.no_verify else None)
     except SweepInterrupted:
         console.print(f"sweep interrupted; finished points are in {args.out}/points.jsonl; "
                       "run the same command again to resume")
@@ -38,4 +46,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     console.print(f"sweep done: {len(points)} points ({failed} failed) in {args.out}/points.jsonl")
     if not args.no_report:
         write_and_print_report(args.out)
+    if assertions:
+        return EXIT_OK if _check_recommended(assertions, args.out, points) else EXIT_CHECK_FAILED
     return EXIT_OK
+
+
+def _check_recommended(assertions: list, out: Path, points: list[dict[str, Any]]) -> bool:
+    rec = analyse(out)[1].get("production_recommendation")
+    if not rec:
+        console.print("[red]assertions: no recommended point (nothing met the SLOs): every check fails[/red]")
+        return check_assertions(assertions, [("no recommendation", {})], out)
+    where = rec["based_on"]
+    point = next(p for p in points if p["config"] == where["config"] and p["level"] == where["level"])
+    return check_assertions(assertions, [(f"{where['config']} {where['level']}", point.get("summary") or {})], out)

@@ -276,3 +276,29 @@ def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch:
         target_pool = row.kv_cache_peak_bytes / 0.8
         rec[f"suggested_{knobs['memory_fraction']}"] = round(float((non_kv + target_pool) / row.device_mem_total_bytes), 3)
     return rec
+
+
+def apply_verification(rec: dict[str, Any], verification: dict[str, Any] | None) -> None:
+    """Fold the verification run (servesweep.sweep.confirm) into the recommendation: the sizing it
+    passed with, and the OOM margin it measured under the stress run (p99 lengths, bursty
+    arrivals), which is what production peaks look like; the sweep's own margin stays beside it."""
+    rec["sweep_oom_margin_pct"] = rec.get("oom_margin_pct")
+    if not verification or not verification.get("attempts"):
+        rec["verified"] = False
+        rec["verification"] = verification or {"passed": False, "skipped": "not run (servesweep sweep --no-verify, "
+                                                                          "or the sweep has not finished)"}
+        return
+    last = verification["attempts"][-1]
+    sizing, stress, traffic = last["sizing"], last["stress"], last["traffic"]
+    knobs = rec.get("knobs") or knob_names({})
+    rec["verified"] = bool(verification.get("passed"))
+    rec["verification"] = verification
+    rec["kv_cache_memory_bytes"] = sizing.get("kv_cache_memory_bytes")
+    rec["max_batch_size"] = sizing.get("max_num_seqs")
+    rec[knobs["max_batch_size"]] = sizing.get("max_num_seqs")
+    if sizing.get("gpu_memory_utilization") is not None:
+        rec["memory_fraction"] = rec[knobs["memory_fraction"]] = sizing["gpu_memory_utilization"]
+    rec["oom_margin_pct"] = stress.get("oom_margin_pct")
+    rec["oom_margin_source"] = "verification stress run"
+    rec["traffic_oom_margin_pct"] = traffic.get("oom_margin_pct")
+    rec.update(margin_advice(stress.get("oom_margin_pct"), bool(stress.get("preemptions")), knobs))

@@ -307,3 +307,45 @@ def write_capacity(report: CapacityReport, out_dir: str | Path) -> tuple[Path, P
     except OSError as exc:
         raise OutputError(f"cannot write {md_path}: {exc.strerror or exc}") from exc
     return json_path, md_path
+
+
+def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[str, SkuGoodput]:
+    """Single-replica goodput per SKU from a sweep's analysis (reports/render.py `analyse`).
+
+    Measured SKU: the verified recommendation's goodput. Other SKUs: the best goodput the sweep
+    measured at that SKU's preferred precision (within the SLOs and the VRAM budget), times the
+    decode bandwidth ratio of reports/skus.py, labelled `projected`; a SKU whose preferred
+    precision was not measured gets no number ("cannot serve", with the reason).
+    """
+    from servesweep.reports.skus import SKUS
+
+    rec = result.get("production_recommendation") or {}
+    table = result.get("sku_to_preferred_precision") or {}
+    measured = next((name for name, e in table.items() if e.get("basis") == "measured"), None)
+    points = [p for p in (result.get("combined_sweep") or {}).get("points", [])
+              if p.get("meets_slo") and p.get("fits_budget", True) and p.get("goodput") is not None]
+    best = {}
+    for p in points:
+        if p["goodput"] > best.get(p["precision"], -1.0):
+            best[p["precision"]] = p["goodput"]
+    out: dict[str, SkuGoodput] = {}
+    if measured is not None:
+        out[measured] = SkuGoodput(goodput_rps=(rec.get("expected") or {}).get("goodput"), basis="measured",
+                                   gpus_per_replica=gpus_per_replica,
+                                   note=f"{rec.get('precision')} at concurrency {rec.get('concurrency')}"
+                                        + ("" if rec.get("verified") else "; recommendation not verified"))
+    base = SKUS.get(measured) if measured else None
+    for name, entry in table.items():
+        if name == measured:
+            continue
+        sku, precision = SKUS.get(name), entry.get("precision")
+        if base is None or sku is None or precision not in best:
+            why = ("no measured SKU to project from" if base is None else
+                   f"{precision} was not measured within the SLOs" if sku else "no datasheet figures")
+            out[name] = SkuGoodput(goodput_rps=None, basis="projected", gpus_per_replica=gpus_per_replica, note=why)
+            continue
+        ratio = sku.bandwidth_gb_s / base.bandwidth_gb_s
+        out[name] = SkuGoodput(goodput_rps=best[precision] * ratio, basis="projected", gpus_per_replica=gpus_per_replica,
+                               note=f"{precision}: {base.name} measured goodput x bandwidth {sku.bandwidth_gb_s:g}/"
+                                    f"{base.bandwidth_gb_s:g} (decode-bound rule, reports/skus.py)")
+    return out

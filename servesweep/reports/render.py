@@ -19,6 +19,7 @@ from servesweep import __version__
 from servesweep.errors import ReportError
 from servesweep.results import read_points, write_json
 from servesweep.reports.analysis import (
+    apply_verification,
     GIB,
     PRECISION_ORDER,
     batch_sweep,
@@ -57,6 +58,10 @@ def _gpu_name(points: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _read_optional(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def analyse(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     scenario_path = out_dir / "scenario.json"
     if not scenario_path.exists():
@@ -79,6 +84,8 @@ def analyse(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     measured_sku = sku_from_gpu_name(gpu_name)
     sku = measured_sku or (scenario.get("skus") or [None])[0]
     rec = production_recommendation(df, combined, batch, sku, gpu_name)
+    if rec is not None:
+        apply_verification(rec, _read_optional(out_dir / "verification.json"))
     by_precision = {}
     ok = df[df.status == "ok"]
     for p, info in precision.items():

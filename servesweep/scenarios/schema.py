@@ -19,6 +19,7 @@ from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KvCacheDtype, PrecisionName
 from servesweep.scenarios.files import read_yaml_file
+from servesweep.sweep.ladder import LadderConfig, RateSearchConfig
 
 BUILTIN_MODEL = "builtin"  # the generated tiny Llama with dummy weights
 BUILTIN_TRAINED_MODEL = "builtin-trained"  # the small Llama trained on the stdlib (servesweep.models.trained)
@@ -33,31 +34,50 @@ class Strict(BaseModel):
 
 
 class LoadSpec(Strict):
-    concurrency: list[int] | None = None
-    request_rate: list[float] | None = None
+    """Load levels: a list of concurrencies or request rates, or `auto` for the adaptive search
+    (servesweep.sweep.ladder): `concurrency: auto` doubles from 1 to the knee or the SLO edge and
+    bisects there; `request_rate: auto` finds the highest rate whose goodput meets the SLOs."""
+
+    concurrency: list[int] | Literal["auto"] | None = None
+    request_rate: list[float] | Literal["auto"] | None = None
     arrival: Arrival | None = None
     burstiness: float = 1.0
     max_concurrency: int | None = None
     num_requests: int | None = None
     duration_s: float | None = None
     warmup_requests: int = 0
+    ladder: LadderConfig = Field(default_factory=LadderConfig)  # options of concurrency: auto
+    rate_search: RateSearchConfig = Field(default_factory=RateSearchConfig)  # options of request_rate: auto
 
     @model_validator(mode="after")
     def _one_kind(self) -> "LoadSpec":
         if (self.concurrency is None) == (self.request_rate is None):
-            raise ValueError("give exactly one of concurrency (a list) or request_rate (a list)")
+            raise ValueError("give exactly one of concurrency (a list, or auto) or request_rate (a list, or auto)")
         if self.num_requests is None and self.duration_s is None:
             self.num_requests = 64
         return self
 
-    def levels(self) -> list[LoadLevel]:
+    @property
+    def adaptive(self) -> bool:
+        return self.concurrency == "auto" or self.request_rate == "auto"
+
+    def level(self, concurrency: int | None = None, request_rate: float | None = None) -> LoadLevel:
+        """One level with this spec's bounds and arrivals."""
         common = dict(num_requests=self.num_requests, duration_s=self.duration_s,
                       warmup_requests=self.warmup_requests)
-        if self.concurrency is not None:
-            return [LoadLevel(concurrency=c, **common) for c in self.concurrency]
+        if concurrency is not None:
+            return LoadLevel(concurrency=concurrency, **common)
         arrival = self.arrival or ("gamma" if self.burstiness != 1.0 else "poisson")
-        return [LoadLevel(request_rate=r, arrival=arrival, burstiness=self.burstiness,
-                          max_concurrency=self.max_concurrency, **common) for r in self.request_rate or []]
+        return LoadLevel(request_rate=request_rate, arrival=arrival, burstiness=self.burstiness,
+                         max_concurrency=self.max_concurrency, **common)
+
+    def levels(self) -> list[LoadLevel]:
+        """The fixed levels (none for `auto`: the search picks them as it goes)."""
+        if isinstance(self.concurrency, list):
+            return [self.level(concurrency=c) for c in self.concurrency]
+        if isinstance(self.request_rate, list):
+            return [self.level(request_rate=r) for r in self.request_rate]
+        return []
 
 
 class SLOSpec(SLO):
@@ -91,6 +111,15 @@ class DriftSpec(Strict):
     top_logprobs: int = 5
 
 
+class CapacitySpec(Strict):
+    """Defaults for `servesweep capacity` on this scenario's results (reports/capacity.py)."""
+
+    peak_rps: float | None = Field(None, gt=0)
+    headroom: float = Field(0.3, ge=0, lt=1)
+    profile: list[float] | None = None  # 24 hourly fractions of the peak
+    prices: str | None = None  # a YAML price table the user supplies
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
@@ -107,6 +136,12 @@ class Scenario(Strict):
     sweep: SweepGrid = Field(default_factory=SweepGrid)
     vram_budget_gib: float | None = None
     skus: list[str] = []
+    # After the sweep, relaunch the recommended configuration sized to the OOM-margin band and
+    # run the scenario's traffic and a stress on it (servesweep.sweep.confirm).
+    verify: bool = True
+    capacity: CapacitySpec | None = None
+    # CI thresholds checked on the recommended point after the sweep (reports/assertions.py).
+    assertions: list[str] = Field(default=[], alias="assert")
     drift: DriftSpec | None = Field(default_factory=DriftSpec)
     # A gate spec file (relative to the scenario): measured on every configuration, judged
     # against the spec's reference precision, shown in the report next to throughput.

@@ -154,6 +154,11 @@ class _Search:
     def done(self) -> bool:
         return self._finished
 
+    @property
+    def pending_reason(self) -> str | None:
+        """Why the level `next_level()` returned is to be run (double, bisect knee, ...)."""
+        return self._pending[1] if self._pending is not None else None
+
     def next_level(self) -> Any:
         if self._pending is not None:
             return self._pending[0]

@@ -26,6 +26,9 @@ from servesweep.models.tiny import build_tiny_model
 from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.results import GATE_MEASUREMENT_FILE, append_point, read_points, write_json
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
+from servesweep.sweep import SweepInterrupted
+from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
+from servesweep.sweep.observation import Observation
 
 
 def _builtin_model_defaults(config: ServerConfig) -> ServerConfig:
@@ -36,8 +39,6 @@ def _builtin_model_defaults(config: ServerConfig) -> ServerConfig:
     return config.model_copy(update=update)
 
 
-class SweepInterrupted(Exception):
-    """Ctrl-C or SIGTERM during a sweep: finished points are on disk, the rest resumes."""
 
 
 class SweepRunner:
@@ -59,16 +60,21 @@ class SweepRunner:
             return str(train_model(log=self.console.print))
         return self.scenario.model
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self, verify: bool | None = None) -> list[dict[str, Any]]:
+        """Every configuration's levels (fixed, or found by the adaptive search), the accuracy
+        gate's verdicts, then (unless `verify` is False) the verification of the recommendation."""
         self.out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.scenario_path, self.out / "scenario.yaml")
         write_json(self.out / "scenario.json", self.scenario.model_dump(mode="json"))
-        done = {(p["config"], p["level"]) for p in read_points(self.out)}
+        points = read_points(self.out)
+        done = {(p["config"], p["level"]) for p in points}
         model_dir = self.model_dir()
-        configs = self.scenario.server_configs(model_dir)
-        if self.scenario.model == BUILTIN_MODEL:
-            configs = [_builtin_model_defaults(c) for c in configs]
+        configs = self.configs(model_dir)
         for i, config in enumerate(configs, 1):
+            if self.scenario.load.adaptive:
+                stored = {p["level"]: p for p in points if p["config"] == config.label()}
+                self._run_search(config, stored, f"[{i}/{len(configs)}]")
+                continue
             todo = [lv for lv in self.levels if (config.label(), lv.label) not in done]
             if not todo:
                 self.console.print(f"[{i}/{len(configs)}] {config.label()}: all points done, skipped")
@@ -77,7 +83,83 @@ class SweepRunner:
             self._run_config(config, todo)
         if self.scenario.accuracy_gate:
             self._gate_verdicts()
+        if self.scenario.verify if verify is None else verify:
+            from servesweep.sweep.confirm import Confirmation
+
+            Confirmation(self.scenario, self.out, self.console, self.show_progress).run()
         return read_points(self.out)
+
+    def configs(self, model_dir: str) -> list[ServerConfig]:
+        configs = self.scenario.server_configs(model_dir)
+        if self.scenario.model == BUILTIN_MODEL:
+            configs = [_builtin_model_defaults(c) for c in configs]
+        return configs
+
+    # --- the adaptive search (load: {concurrency: auto} or {request_rate: auto}) -------------
+    def _new_search(self, config: ServerConfig) -> ConcurrencyLadder | RateSearch:
+        load, slo = self.scenario.load, self.scenario.slo
+        if load.concurrency == "auto":
+            options = load.ladder
+            if config.max_batch_size:
+                # Past the server's batch cap more concurrency only queues: the knee is below it.
+                options = options.model_copy(update={"max_concurrency": min(options.max_concurrency,
+                                                                            config.max_batch_size)})
+            return ConcurrencyLadder(options, slo)
+        return RateSearch(load.rate_search, slo)
+
+    def _search_level(self, value: float) -> LoadLevel:
+        load = self.scenario.load
+        return load.level(concurrency=int(value)) if load.concurrency == "auto" else load.level(request_rate=value)
+
+    @property
+    def _percentile(self) -> int:
+        return self.scenario.slo.percentile if self.scenario.slo else 99
+
+    def _run_search(self, config: ServerConfig, stored: dict[str, dict[str, Any]], prefix: str) -> None:
+        search = self._new_search(config)
+        # Resume: replay the rungs already measured; the search asks for the same levels again.
+        while (value := search.next_level()) is not None:
+            point = stored.get(self._search_level(value).label)
+            if point is None:
+                break
+            search.record(value, Observation.from_point(point, self._percentile))
+        config_dir = self.out / "configs" / config.label()
+        if search.done:
+            self.console.print(f"{prefix} {config.label()}: search done ({search.stop_reason}), skipped")
+            write_json(config_dir / "search.json", search.to_dict())
+            return
+        self.console.print(f"{prefix} {config.label()}: adaptive load search")
+        try:
+            server = launch(config, config_dir)
+        except (ServerStartError, UnsupportedConfig) as exc:
+            cause = exc.cause if isinstance(exc, ServerStartError) else "unsupported on this device"
+            detail = exc.detail if isinstance(exc, ServerStartError) else str(exc)
+            self.console.print(f"  [red]failed to start: {cause}[/red] ({detail}); recorded as a failed point")
+            self._failed(config, [self._search_level(search.next_level())], cause, detail)
+            return
+        try:
+            self._server_ready(server, config_dir)
+            while (value := search.next_level()) is not None:
+                level = self._search_level(value)
+                point = self._run_level(server, config, level, config_dir)
+                if point.get("interrupted"):
+                    raise SweepInterrupted()
+                point["search"] = {"rung": len(search.rungs) + 1, "reason": search.pending_reason}
+                self._append(point)
+                search.record(value, Observation.from_point(point, self._percentile))
+                if point["status"] == "failed":
+                    break
+            self.console.print(f"  search stopped: {search.stop_reason}; recommended "
+                               f"{getattr(search, 'recommended_concurrency', None) or getattr(search, 'best_rate', None)}")
+        finally:
+            server.stop()
+            write_json(config_dir / "search.json", search.to_dict())
+
+    def _server_ready(self, server: LaunchedServer, config_dir: Path) -> None:
+        self.console.print(f"  {server.config.kind} {server.version} healthy after {server.startup_s:.0f} s "
+                           f"(KV pool {server.kv_pool.get('tokens')} tokens)")
+        self._drift(server, config_dir)
+        self._gate_measure(server, config_dir)
 
     def _append(self, point: dict[str, Any]) -> None:
         append_point(self.out, point)
@@ -99,10 +181,7 @@ class SweepRunner:
             self._failed(config, todo, cause, detail)
             return
         try:
-            self.console.print(f"  {config.kind} {server.version} healthy after {server.startup_s:.0f} s "
-                               f"(KV pool {server.kv_pool.get('tokens')} tokens)")
-            self._drift(server, config_dir)
-            self._gate_measure(server, config_dir)
+            self._server_ready(server, config_dir)
             for n, level in enumerate(todo):
                 point = self._run_level(server, config, level, config_dir)
                 if point.get("interrupted"):
@@ -200,7 +279,7 @@ class SweepRunner:
             "level": level.label, "level_spec": level.model_dump(exclude_none=True),
             "status": "ok", "summary": result, "telemetry": summary.get("telemetry"),
             "server": {k: summary["server"].get(k) for k in ("backend", "version", "startup_s", "kv_pool_tokens",
-                                                             "kv_pool_bytes", "command", "gpus", "knobs")},
+                                                             "kv_pool_bytes", "kv_pool", "command", "gpus", "knobs")},
             "dir": str(level_dir.relative_to(self.out)),
         }
         died = server.poll_failure()
