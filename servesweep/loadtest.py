@@ -7,6 +7,7 @@ Data flow: a target (a URL, possibly of a server a backend launched) -> `LoadRun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -21,6 +22,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from servesweep import __version__
+from servesweep.errors import OutputError
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.records import RecordWriter
 from servesweep.loadgen.runner import LevelResult, LoadRunner
@@ -75,8 +77,13 @@ def host_info() -> dict[str, Any]:
 def write_json(path: Path, data: Any) -> None:
     """Write atomically, so a crash mid-write never leaves a torn summary."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 # What one load test writes into its output directory.
@@ -104,13 +111,10 @@ async def _pick_tokenizer(
     for candidate in (config.tokenizer_dir, target.root):
         if candidate and (Path(candidate) / "tokenizer.json").exists():
             return LocalTokenizer(candidate)
-    # Fall back to the server's own tokenizer endpoints (vLLM serves /tokenize).
+    # Fall back to the server's own tokenizer endpoints (vLLM serves /tokenize). One that does not
+    # answer in time is a TargetError, not "no tokenizer".
     probe = ServerTokenizer(session, target.base_url, target.model, vocab_size=32000)
-    try:
-        await probe.encode("probe")
-    except (RuntimeError, aiohttp.ClientError, KeyError):
-        return None
-    return probe
+    return probe if await probe.available() else None
 
 
 def _level_entry(result: LevelResult, telemetry: Telemetry | None) -> dict[str, Any]:
@@ -198,7 +202,11 @@ async def run_load_test(
         summary["server"] = server_info
     if telemetry is not None and outcome.levels:
         summary["telemetry"] = telemetry.window_stats(outcome.levels[0].start_s, outcome.levels[-1].end_s)
-    write_json(out / "summary.json", summary)
+    summary_path = out / "summary.json"
+    try:
+        write_json(summary_path, summary)
+    except OSError as exc:
+        raise OutputError(f"cannot write {summary_path}: {exc.strerror or exc}") from None
     return summary
 
 
