@@ -89,13 +89,10 @@ async def _pick_tokenizer(
     for candidate in (config.tokenizer_dir, target.root):
         if candidate and (Path(candidate) / "tokenizer.json").exists():
             return LocalTokenizer(candidate)
-    # Fall back to the server's own tokenizer endpoints (vLLM serves /tokenize).
+    # Fall back to the server's own tokenizer endpoints (vLLM serves /tokenize). One that does not
+    # answer in time is a TargetError, not "no tokenizer".
     probe = ServerTokenizer(session, target.base_url, target.model, vocab_size=32000)
-    try:
-        await probe.encode("probe")
-    except (RuntimeError, aiohttp.ClientError, KeyError):
-        return None
-    return probe
+    return probe if await probe.available() else None
 
 
 def _level_entry(result: LevelResult, telemetry: Telemetry | None) -> dict[str, Any]:
@@ -194,7 +191,7 @@ async def run_load_test(
     summary["timing_suspect_levels"] = suspect
     if telemetry is not None and outcome.levels:
         summary["telemetry"] = telemetry.window_stats(outcome.levels[0].start_s, outcome.levels[-1].end_s)
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)  # OutputError (one line, exit 5) when the disk refuses
     return summary
 
 

@@ -7,6 +7,7 @@ statistics, telemetry, server facts), so files of an older version still load.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from pathlib import Path
@@ -37,6 +38,8 @@ def write_json(path: Path, data: Any) -> None:
         tmp.write_bytes(dumps(data, indent=True))
         os.replace(tmp, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

@@ -72,6 +72,11 @@ async def send_request(
         record.error_kind, record.error_message = ERROR_STREAM, str(exc)
     except (ConnectError, OSError) as exc:
         record.error_kind, record.error_message = ERROR_CONNECTION, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001
+        # Anything else met while handling a response: the request failed and says why. Raised, it
+        # would end this request's closed-loop user in silence and leave the record looking ok.
+        record.error_kind = ERROR_STREAM
+        record.error_message = f"unexpected {type(exc).__name__} while handling the response: {exc}"
     finally:
         if record.end_s is None:
             record.end_s = _clock() - t0

@@ -10,9 +10,11 @@ import asyncio
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import orjson
+
+from servesweep.errors import OutputError
 
 # Error kinds, so failed requests can be counted by cause.
 ERROR_HTTP = "http_error"
@@ -20,6 +22,12 @@ ERROR_CONNECTION = "connection_error"
 ERROR_TIMEOUT = "timeout"
 ERROR_STREAM = "stream_error"  # the server sent an error event or a malformed stream
 ERROR_CANCELLED = "cancelled"  # stopped by Ctrl-C / SIGTERM / end of a duration-bounded run
+
+# Where a record's `completion_tokens` came from: the server's `usage`, or, for a stream that
+# reported none, the number of content-bearing chunks (one token per chunk: an undercount when a
+# server puts several tokens in one chunk). None: no count at all (a non-streamed answer without usage).
+TOKENS_FROM_USAGE = "usage"
+TOKENS_FROM_CHUNKS = "chunks"
 
 
 @dataclass(slots=True)
@@ -41,6 +49,7 @@ class RequestRecord:
     chunk_arrivals_s: list[float] = field(default_factory=list)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    completion_tokens_source: str | None = None  # TOKENS_FROM_USAGE | TOKENS_FROM_CHUNKS | None
     http_status: int | None = None
     error_kind: str | None = None
     error_message: str | None = None
@@ -104,38 +113,77 @@ class RequestRecord:
 class RecordWriter:
     """Appends each record to a JSONL file the moment it completes. Inside an event loop the file is
     flushed once the loop gets control back, so the thousand records of a wave of requests that
-    finish together cost one system call, not a thousand, while streams are being timed."""
+    finish together cost one system call, not a thousand, while streams are being timed.
 
-    def __init__(self, path: Path) -> None:
+    A failed write or flush (disk full, file system gone read-only) is not raised into the request
+    that completed, nor logged as a stray event-loop callback error: the first one is kept in
+    `error`, `on_error` hears of it (the runner stops the run: records it cannot keep are not worth
+    measuring), and later records are dropped, since a file that took a torn line cannot take more.
+    Used as a context manager, the writer raises OutputError on exit when a write failed.
+    """
+
+    def __init__(self, path: Path, on_error: Callable[[OSError], None] | None = None) -> None:
         self.path = path
+        self.on_error = on_error
+        self.error: OSError | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] = open(path, "ab")
+        self._file: IO[bytes] = self._open(path)
         self._flush_pending = False
 
+    def _open(self, path: Path) -> IO[bytes]:
+        return open(path, "ab")
+
     def write(self, record: RequestRecord) -> None:
-        self._file.write(orjson.dumps(record.to_dict()) + b"\n")
+        if self.error is not None:
+            return
+        try:
+            self._file.write(orjson.dumps(record.to_dict()) + b"\n")
+        except OSError as exc:
+            self._failed(exc)
+            return
         if self._flush_pending:
             return
         try:
             asyncio.get_running_loop().call_soon(self._flush)
             self._flush_pending = True
         except RuntimeError:  # no event loop: flush now
-            self._file.flush()
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_pending = False
-        if not self._file.closed:
-            self._file.flush()
+        if self.error is None and not self._file.closed:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        if self.error is not None:
+            return
+        self.error = exc
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def describe_error(self) -> str | None:
+        """One line naming the file and the cause, or None when every write succeeded."""
+        if self.error is None:
+            return None
+        return f"cannot write records to {self.path}: {self.error.strerror or self.error}"
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()  # flushes what is buffered: may meet the full disk too
+            except OSError as exc:
+                self._failed(exc)
 
     def __enter__(self) -> "RecordWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close()
+        if exc_type is None and self.error is not None:
+            raise OutputError(self.describe_error())
 
 
 def read_records(path: Path) -> Iterator[RequestRecord]:

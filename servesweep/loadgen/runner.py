@@ -19,10 +19,17 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from servesweep.errors import TargetError
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
 from servesweep.loadgen.client import build_payload, endpoint_path, send_request
 from servesweep.loadgen.http import HttpPool
-from servesweep.loadgen.records import ERROR_CONNECTION, RecordWriter, RequestRecord
+from servesweep.loadgen.records import (
+    ERROR_CANCELLED,
+    ERROR_CONNECTION,
+    ERROR_TIMEOUT,
+    RecordWriter,
+    RequestRecord,
+)
 from servesweep.loadgen.stats import SLO, summarize
 from servesweep.loadgen.tokenizer import TokenizerLike
 from servesweep.loadgen.workload import PromptItem, Workload, build_prompts
@@ -80,13 +87,19 @@ class LoadRunner:
         keep_text: bool = False,
         show_progress: bool | None = None,
         consecutive_failure_limit: int = 32,
+        consecutive_timeout_limit: int = 3,
         t0: float | None = None,
         id_start: int = 0,
         id_step: int = 1,
         arrival_phase: float = 0.0,
     ) -> None:
         """`t0`, `id_start`/`id_step` and `arrival_phase` (a fraction of the mean arrival gap) let
-        several runner processes share one clock, distinct request ids and staggered arrivals."""
+        several runner processes share one clock, distinct request ids and staggered arrivals.
+
+        The run stops itself ("server stopped answering") after `consecutive_failure_limit` requests
+        in a row that failed to connect or timed out, or `consecutive_timeout_limit` in a row that
+        timed out: a frozen server would otherwise hold the run for requests / concurrency x the
+        request timeout. Any other completed request, even a failed one, resets both counts."""
         self.base_url = base_url
         self.url = base_url.rstrip("/") + endpoint_path(workload)
         self.path = urlsplit(self.url).path
@@ -99,11 +112,15 @@ class LoadRunner:
         self.keep_text = keep_text
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.consecutive_failure_limit = consecutive_failure_limit
+        self.consecutive_timeout_limit = consecutive_timeout_limit
         self.rng = np.random.default_rng(workload.seed)
         self.t0 = time.perf_counter() if t0 is None else t0
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
-        self._consecutive_conn_failures = 0
+        self._consecutive_no_answer = 0  # connection failures and timeouts
+        self._consecutive_timeouts = 0
+        # Records the disk cannot take stop the run (the writer keeps the error; see RecordWriter).
+        writer.on_error = self._on_write_error
         self.outcome = RunOutcome()
         self._next_id = id_start
         self._id_step = id_step
@@ -125,6 +142,9 @@ class LoadRunner:
     def _on_signal(self) -> None:
         self.outcome.interrupted = True
         self.stop("interrupted by signal")
+
+    def _on_write_error(self, exc: OSError) -> None:
+        self.stop(self.writer.describe_error() or f"cannot write records: {exc}")
 
     @property
     def stopped(self) -> bool:
@@ -151,13 +171,21 @@ class LoadRunner:
             self.writer.write(record)
             done.append(record)
             progress()
-        if record.error_kind == ERROR_CONNECTION:
-            self._consecutive_conn_failures += 1
-            if self._consecutive_conn_failures >= self.consecutive_failure_limit:
-                self.stop(f"server unreachable: {self._consecutive_conn_failures} requests in a row "
-                          f"failed to connect ({record.error_message})")
-        else:
-            self._consecutive_conn_failures = 0
+        kind = record.error_kind
+        if kind == ERROR_CONNECTION or kind == ERROR_TIMEOUT:
+            self._consecutive_no_answer += 1
+            if kind == ERROR_TIMEOUT:
+                self._consecutive_timeouts += 1
+            n, timeouts = self._consecutive_no_answer, self._consecutive_timeouts
+            if timeouts >= self.consecutive_timeout_limit:
+                self.stop(f"server stopped answering: {timeouts} requests in a row timed out "
+                          f"(last: {record.error_message})")
+            elif n >= self.consecutive_failure_limit:
+                what = "failed to connect" if timeouts == 0 else "failed to connect or timed out"
+                self.stop(f"server stopped answering: {n} requests in a row {what} "
+                          f"(last: {record.error_message})")
+        elif kind != ERROR_CANCELLED:
+            self._consecutive_no_answer = self._consecutive_timeouts = 0
 
     # --- levels -------------------------------------------------------------------------------
     def _planned_count(self, level: LoadLevel) -> int:
@@ -194,9 +222,10 @@ class LoadRunner:
         users = [asyncio.create_task(user()) for _ in range(level.concurrency)]  # type: ignore[arg-type]
         self._tasks.update(users)
         try:
-            await asyncio.gather(*users, return_exceptions=True)
+            results = await asyncio.gather(*users, return_exceptions=True)
         finally:
             self._tasks.difference_update(users)
+        _raise_first_error(results)
         return wrapped
 
     def _deadline(self, level: LoadLevel) -> float | None:
@@ -237,11 +266,33 @@ class LoadRunner:
             task.add_done_callback(self._tasks.discard)
         pending = [t for t in self._tasks]
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+            _raise_first_error(await asyncio.gather(*pending, return_exceptions=True))
         return wrapped
 
-    async def _run_level(self, pool: HttpPool, level: LoadLevel, progress_bar) -> LevelResult:
-        prompts = await build_prompts(self.workload, self._planned_count(level), self.tokenizer, self.rng)
+    async def _build_prompts(self, level: LoadLevel) -> list[PromptItem] | None:
+        """The level's prompts, built in a task `stop()` cancels (a /tokenize that hangs must not
+        hold Ctrl-C). None when the run was stopped meanwhile, or when the server's tokenizer
+        failed: the run then stops with the reason, and what completed is kept."""
+        task = asyncio.ensure_future(
+            build_prompts(self.workload, self._planned_count(level), self.tokenizer, self.rng))
+        self._tasks.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and self.stopped and (current is None or not current.cancelling()):
+                return None
+            raise
+        except TargetError as exc:
+            self.stop(f"cannot build the prompts of level {level.label}: {exc}")
+            return None
+        finally:
+            self._tasks.discard(task)
+
+    async def _run_level(self, pool: HttpPool, level: LoadLevel, progress_bar) -> LevelResult | None:
+        prompts = await self._build_prompts(level)
+        if prompts is None or self.stopped:
+            return None
         done: list[RequestRecord] = []
         task_id = None
         if progress_bar is not None:
@@ -292,8 +343,19 @@ class LoadRunner:
                 for level in self.levels:
                     if self.stopped:
                         break
-                    self.outcome.levels.append(await self._run_level(pool, level, progress_bar))
+                    result = await self._run_level(pool, level, progress_bar)
+                    if result is None:
+                        break
+                    self.outcome.levels.append(result)
         return self.outcome
+
+
+def _raise_first_error(results: list) -> None:
+    """Re-raise what a request task raised (a bug: send_request records every response failure),
+    so it surfaces instead of silently ending a closed-loop user."""
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
 
 
 def _make_progress():

@@ -5,6 +5,10 @@ Network reads do not respect event boundaries: one read may hold half an event o
 completed by them. Comments (`:` lines, used as keep-alives), `event:`/`id:`/`retry:` fields and
 blank keep-alive events are dropped. Multi-line `data` fields are joined with newlines as the
 SSE specification says.
+
+Cost is linear in the bytes fed: the unterminated end of a line is kept as a list of pieces and
+joined once, when its line ends, so a large event arriving over many reads is not copied and
+rescanned on every read (an 8 MB event in 8 KB reads took 1.5 s that way; it grew quadratically).
 """
 
 from __future__ import annotations
@@ -13,32 +17,46 @@ DONE = b"[DONE]"
 
 
 class SSEParser:
-    __slots__ = ("_buffer", "_data_lines")
+    __slots__ = ("_tail", "_pending_cr", "_data_lines")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._tail: list[bytes] = []  # pieces of the current, not yet terminated line
+        self._pending_cr = False  # the last read ended in CR: a line end, or the first half of CRLF
         self._data_lines: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume bytes; return the data payloads of every event they complete."""
-        data = self._buffer + chunk if self._buffer else chunk
-        if b"\r" not in data:
-            return self._parse(data)
-        # CRLF or lone-CR line endings: normalize. A CR at the very end may be the first half
-        # of a CRLF split across reads, so it waits for the next read.
-        pending_cr = data.endswith(b"\r")
-        if pending_cr:
-            data = data[:-1]
-        events = self._parse(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
-        if pending_cr:
-            self._buffer += b"\r"
-        return events
-
-    def _parse(self, data: bytes) -> list[bytes]:
-        events: list[bytes] = []
-        lines = data.split(b"\n")
+        if not chunk:
+            return []
+        if self._pending_cr:
+            self._pending_cr = False
+            # The CR that ended the previous read ended a line; an LF right after it is its other half.
+            if not chunk.startswith(b"\n"):
+                chunk = b"\n" + chunk
+        if b"\r" in chunk:
+            # CRLF or lone-CR line endings: normalize. A CR at the very end may be the first half of a
+            # CRLF split across reads, so its line waits for the next read (or for flush).
+            if chunk.endswith(b"\r"):
+                self._pending_cr = True
+                chunk = chunk[:-1]
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
         # The last element is an unterminated line (possibly empty): keep it for the next read.
-        self._buffer = lines.pop()
+        last = lines.pop()
+        if not lines:
+            if last:
+                self._tail.append(last)
+            return []
+        if self._tail:
+            self._tail.append(lines[0])
+            lines[0] = b"".join(self._tail)
+            self._tail = []
+        if last:
+            self._tail.append(last)
+        return self._parse(lines)
+
+    def _parse(self, lines: list[bytes]) -> list[bytes]:
+        events: list[bytes] = []
         for line in lines:
             if not line:
                 if self._data_lines:
@@ -53,8 +71,9 @@ class SSEParser:
     def flush(self) -> list[bytes]:
         """End of stream: an event not closed by a blank line still counts."""
         events: list[bytes] = []
-        tail = self._buffer.rstrip(b"\r")
-        self._buffer = b""
+        tail = b"".join(self._tail)
+        self._tail = []
+        self._pending_cr = False
         if tail.startswith(b"data:"):
             value = tail[5:]
             self._data_lines.append(value[1:] if value.startswith(b" ") else value)

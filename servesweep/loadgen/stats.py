@@ -3,6 +3,11 @@
 Warm-up requests are excluded. The measurement window runs from the first measured request's
 send to the last measured request's end, so throughput is not diluted by warm-up or by
 start-up time. Goodput counts requests meeting every given SLO, per second of that window.
+
+`token_count_source` counts, over the completed measured requests, where their output token
+count came from: "usage" (the server's), "chunks" (a stream without usage: one token per content
+chunk) or "missing" (no count: they add nothing to output throughput and have no TPOT).
+`warnings` holds one line for each way the numbers are less exact than they look.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Iterable
 import numpy as np
 from pydantic import BaseModel
 
-from servesweep.loadgen.records import ERROR_CANCELLED, RequestRecord
+from servesweep.loadgen.records import ERROR_CANCELLED, TOKENS_FROM_CHUNKS, RequestRecord
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -101,6 +106,11 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
             and r.prompt_tokens != r.prompt_len_requested
         ),
     }
+    # A count without a source is from records written before sources were kept: usage then.
+    sources = Counter(r.completion_tokens_source or ("missing" if r.completion_tokens is None else "usage")
+                      for r in ok)
+    summary["token_count_source"] = dict(sources)
+    summary["warnings"] = _token_warnings(sources, len(ok))
     if slo is not None and not slo.is_empty():
         good = sum(1 for r in ok if slo.met_by(r))
         summary["goodput"] = {
@@ -110,3 +120,17 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
             "fraction_good": good / len(measured) if measured else 0.0,
         }
     return summary
+
+
+def _token_warnings(sources: Counter, n_ok: int) -> list[str]:
+    warnings = []
+    if sources.get(TOKENS_FROM_CHUNKS):
+        warnings.append(
+            f"{sources[TOKENS_FROM_CHUNKS]} of {n_ok} completed requests streamed no usage: their output "
+            "tokens were counted as content chunks, one token per chunk (an undercount where a chunk "
+            "carries several); output throughput and TPOT rest on that count")
+    if sources.get("missing"):
+        warnings.append(
+            f"{sources['missing']} of {n_ok} completed requests reported no token counts: they add "
+            "nothing to output throughput and have no TPOT")
+    return warnings

@@ -11,6 +11,8 @@ import aiohttp
 
 from servesweep.errors import TargetError
 
+__all__ = ["TargetError", "TargetInfo", "check_loopback", "probe_target"]
+
 
 @dataclass(frozen=True)
 class TargetInfo:
@@ -37,6 +39,16 @@ def check_loopback(base_url: str) -> None:
             )
 
 
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object without a 'data' list"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a JSON array"
+    return "a JSON string" if isinstance(value, str) else "a JSON number" if isinstance(value, (int, float)) else "JSON"
+
+
 async def probe_target(
     session: aiohttp.ClientSession, base_url: str, model: str | None, timeout_s: float = 5.0
 ) -> TargetInfo:
@@ -56,7 +68,10 @@ async def probe_target(
         raise TargetError(f"{url} did not answer within {timeout_s:g} s") from None
     except aiohttp.ClientError as exc:
         raise TargetError(f"cannot reach {base_url}: {exc}") from None
-    served = [m for m in listing.get("data", []) if isinstance(m, dict) and "id" in m]
+    if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+        raise TargetError(f"{url} answered {_json_kind(listing)} instead of a model list: "
+                          f"{base_url} is not an OpenAI-compatible server")
+    served = [m for m in listing["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
     if not served:
         raise TargetError(f"{url} lists no models")
     if model is None:
@@ -66,4 +81,7 @@ async def probe_target(
         if entry is None:
             names = ", ".join(m["id"] for m in served)
             raise TargetError(f"{base_url} does not serve model {model!r}; it serves: {names}")
-    return TargetInfo(base_url.rstrip("/"), entry["id"], entry.get("max_model_len"), entry.get("root"))
+    max_len, root = entry.get("max_model_len"), entry.get("root")
+    return TargetInfo(base_url.rstrip("/"), entry["id"],
+                      max_len if isinstance(max_len, int) and not isinstance(max_len, bool) else None,
+                      root if isinstance(root, str) else None)

@@ -16,6 +16,8 @@ import aiohttp
 import numpy as np
 from tokenizers import Tokenizer
 
+from servesweep.errors import TargetError
+
 
 class TokenizerLike(Protocol):
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
@@ -69,26 +71,68 @@ class LocalTokenizer:
         return rng.choice(self._pool, size=n).tolist()
 
 
+# Every /tokenize and /detokenize call gets this long (seconds). They answer in milliseconds; one
+# that does not answer at all must not hold the run forever (Ctrl-C still stops it sooner).
+CONTROL_TIMEOUT_S = 30.0
+
+
+class _NotServed(TargetError):
+    """The server has no usable /tokenize (most servers but vLLM answer 404)."""
+
+
 class ServerTokenizer:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, model: str, vocab_size: int) -> None:
+    """The server's own tokenizer. Every failure is a TargetError naming the URL: a server that
+    cannot be reached or does not answer within `timeout_s` (CONTROL_TIMEOUT_S by default), an
+    HTTP error, or an answer without the expected field."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, model: str, vocab_size: int,
+                 timeout_s: float | None = None) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._model = model
         self._vocab_size = vocab_size
+        self._timeout_s = CONTROL_TIMEOUT_S if timeout_s is None else timeout_s
+
+    async def available(self) -> bool:
+        """Whether the server tokenizes. False for an HTTP error or an unusable answer; a server
+        that does not answer raises TargetError."""
+        try:
+            await self.encode("probe")
+        except _NotServed:
+            return False
+        return True
+
+    async def _post(self, endpoint: str, payload: dict, key: str) -> object:
+        url = f"{self._base}/{endpoint}"
+        try:
+            async with self._session.post(url, json=payload,
+                                          timeout=aiohttp.ClientTimeout(total=self._timeout_s)) as resp:
+                if resp.status != 200:
+                    raise _NotServed(f"{url} answered HTTP {resp.status}: {(await resp.text())[:200]}")
+                body = await resp.json(content_type=None)
+        except TimeoutError:
+            raise TargetError(f"{url} did not answer within {self._timeout_s:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise TargetError(f"cannot reach {url}: {exc}") from None
+        except ValueError:
+            raise _NotServed(f"{url} did not answer with JSON") from None
+        value = body.get(key) if isinstance(body, dict) else None
+        if value is None:
+            raise _NotServed(f"{url} answered without a {key!r} field")
+        return value
 
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         payload = {"model": self._model, "prompt": text, "add_special_tokens": add_special_tokens}
-        async with self._session.post(f"{self._base}/tokenize", json=payload) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"{self._base}/tokenize answered HTTP {resp.status}: {await resp.text()}")
-            return (await resp.json())["tokens"]
+        tokens = await self._post("tokenize", payload, "tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise _NotServed(f"{self._base}/tokenize answered 'tokens' that are not a list of integers")
+        return tokens
 
     async def decode(self, ids: list[int]) -> str:
-        payload = {"model": self._model, "tokens": ids}
-        async with self._session.post(f"{self._base}/detokenize", json=payload) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"{self._base}/detokenize answered HTTP {resp.status}: {await resp.text()}")
-            return (await resp.json())["prompt"]
+        text = await self._post("detokenize", {"model": self._model, "tokens": ids}, "prompt")
+        if not isinstance(text, str):
+            raise _NotServed(f"{self._base}/detokenize answered a 'prompt' that is not a string")
+        return text
 
     def random_ids(self, rng: np.random.Generator, n: int) -> list[int]:
         # Low ids are where most tokenizers keep their special and byte tokens.

@@ -2,9 +2,20 @@
 
 It streams `max_tokens` chunks per request after an injected time to first token and with an
 injected gap between chunks, and reports exact `usage`. Failure modes reproduce what real
-servers do wrong: a malformed JSON chunk, an error event mid-stream, a connection dropped
-before `[DONE]`, an HTTP error with an OpenAI error body. Its tokenizer counts one token per
-character (plus one BOS), so `/tokenize` and `/detokenize` round-trip exactly.
+servers do wrong (`StubBehaviour.mode`, at chunk `fail_after_chunks`):
+  malformed     a chunk that is not valid JSON
+  error_event   an OpenAI error event, then [DONE]
+  drop          the connection closed before [DONE]
+  http_error    HTTP 400 with an OpenAI error body
+  inject        the raw `inject` payload sent as one more event; the stream then goes on
+  empty_deltas  chunks that carry no token: before the first token (`delta: {}`, `content: null`;
+                completions: `text: ""`) and a last one with only the finish_reason; the token at
+                `fail_after_chunks` has empty text (a special token, as vLLM streams it)
+  hang          completion requests are never answered (until the server shuts down)
+Other knobs: `usage=False` leaves usage out of every answer; `tokenize_answers=N` answers that
+many /tokenize calls, then never answers one; `models_body` replaces the /v1/models answer.
+Its tokenizer counts one token per character (plus one BOS), so `/tokenize` and `/detokenize`
+round-trip exactly.
 """
 
 from __future__ import annotations
@@ -22,10 +33,15 @@ BOS_ID = 1
 class StubBehaviour:
     ttft_s: float = 0.0
     itl_s: float = 0.0
-    mode: str = "ok"  # ok | malformed | error_event | drop | http_error
+    mode: str = "ok"  # ok | malformed | error_event | drop | http_error | inject | empty_deltas | hang
     fail_after_chunks: int = 2
     max_model_len: int = 4096
     model: str = "stub-model"
+    inject: str = ""  # mode "inject": the data payload of the extra event
+    usage: bool = True
+    tokenize_answers: int | None = None  # None: answer every /tokenize call
+    models_body: str | None = None  # raw JSON for /v1/models instead of the model list
+    tokenize_calls: int = 0  # not a knob: how many /tokenize calls have arrived so far
 
 
 def _count_prompt(body: dict) -> tuple[int, str]:
@@ -39,8 +55,21 @@ def _count_prompt(body: dict) -> tuple[int, str]:
 def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
     b = behaviour or StubBehaviour()
     app = web.Application()
+    # Requests told to hang wait on this; shutting the server down releases them.
+    release = asyncio.Event()
+
+    async def on_shutdown(_: web.Application) -> None:
+        release.set()
+
+    app.on_shutdown.append(on_shutdown)
+
+    async def hang() -> web.Response:
+        await release.wait()
+        return web.json_response({"error": {"message": "stub shutting down"}}, status=503)
 
     async def models(_: web.Request) -> web.Response:
+        if b.models_body is not None:
+            return web.Response(text=b.models_body, content_type="application/json")
         return web.json_response({"object": "list", "data": [
             {"id": b.model, "object": "model", "max_model_len": b.max_model_len, "root": None}]})
 
@@ -48,6 +77,9 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
         return web.Response(text="")
 
     async def tokenize(request: web.Request) -> web.Response:
+        b.tokenize_calls += 1
+        if b.tokenize_answers is not None and b.tokenize_calls > b.tokenize_answers:
+            return await hang()
         body = await request.json()
         ids = [ord(c) for c in body.get("prompt", "")]
         if body.get("add_special_tokens", True):
@@ -67,23 +99,39 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
             msg = (f"This model's maximum context length is {b.max_model_len} tokens. However, you requested "
                    f"{prompt_tokens + n_out} tokens.") if b.mode != "http_error" else "stub refuses this request"
             return web.json_response({"error": {"message": msg, "type": "BadRequestError", "code": 400}}, status=400)
+        if b.mode == "hang":
+            return await hang()
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_out, "total_tokens": prompt_tokens + n_out}
         if not body.get("stream"):
             await asyncio.sleep(b.ttft_s + b.itl_s * max(n_out - 1, 0))
             text = "x" * n_out
             choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
-            return web.json_response({"id": "stub", "choices": [choice], "usage": usage})
+            answer = {"id": "stub", "choices": [choice]}
+            if b.usage:
+                answer["usage"] = usage
+            return web.json_response(answer)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         if chat:
             await resp.write(b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n')
         chunk = (b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n' if chat
                  else b'data: {"choices":[{"index":0,"text":"x"}]}\n\n')
+        empty = (b'data: {"choices":[{"index":0,"delta":{"content":""}}]}\n\n' if chat
+                 else b'data: {"choices":[{"index":0,"text":""}]}\n\n')
+        if b.mode == "empty_deltas":
+            # What some servers send while the prompt is still being processed: no token yet.
+            await resp.write(b'data: {"choices":[{"index":0,"delta":{}}]}\n\n'
+                             b'data: {"choices":[{"index":0,"delta":{"content":null}}]}\n\n' if chat else empty)
         await asyncio.sleep(b.ttft_s)
         for i in range(n_out):
             if i and b.itl_s:
                 await asyncio.sleep(b.itl_s)
-            if i == b.fail_after_chunks and b.mode != "ok":
+            if i == b.fail_after_chunks and b.mode == "empty_deltas":
+                await resp.write(empty)  # a generated token whose text is empty
+                continue
+            if i == b.fail_after_chunks and b.mode == "inject":
+                await resp.write(b"data: " + b.inject.encode() + b"\n\n")
+            elif i == b.fail_after_chunks and b.mode != "ok":
                 if b.mode == "malformed":
                     await resp.write(b'data: {"choices": [ {"text": "x"\n\n')
                 elif b.mode == "error_event":
@@ -94,7 +142,13 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
                     request.transport.close()
                     return resp
             await resp.write(chunk)
-        await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\ndata: [DONE]\n\n")
+        if b.mode == "empty_deltas":
+            last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
+            last["finish_reason"] = "length"
+            await resp.write(b"data: " + json.dumps({"choices": [last]}).encode() + b"\n\n")
+        if b.usage:
+            await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
         return resp
 
     app.router.add_get("/v1/models", models)

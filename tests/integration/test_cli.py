@@ -111,7 +111,7 @@ def test_server_dying_mid_run_ends_the_run_with_the_error_recorded(tmp_path):
         server.wait()
     assert proc.returncode == 3, err  # the server failed mid-run
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert "server unreachable" in summary["abort_reason"]
+    assert "server stopped answering" in summary["abort_reason"]
     assert summary["completed"] >= 8
     assert summary["errors"].get("connection_error", 0) + summary["errors"].get("stream_error", 0) >= 1
     assert "run stopped early" in err
