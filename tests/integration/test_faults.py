@@ -279,12 +279,12 @@ def test_record_writer_used_as_a_context_manager_raises_output_error(tmp_path):
 
 
 async def test_summary_that_cannot_be_written_is_a_one_line_output_error(stub_server, tmp_path, monkeypatch):
-    import servesweep.loadtest as loadtest
+    import servesweep.results as results
 
-    def full(path, data):
+    def full(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(loadtest, "write_json", full)
+    monkeypatch.setattr(results.os, "replace", full)  # the disk fills as the summary is written
     stub = stub_server()
     with pytest.raises(errors.OutputError) as info:
         await run_load_test(config(stub.url, tmp_path, [LoadLevel(concurrency=1, num_requests=2)]))
