@@ -124,6 +124,8 @@ class LoadRunner:
         # Awaited once a level's prompts are built; may return the perf_counter instant the level
         # starts at (workers of one pool share it, so their arrival schedules interleave exactly).
         self.before_level: Callable[[LoadLevel], Awaitable[float | None]] | None = None
+        # Which clock stamped response arrivals (HttpPool.clock_source), known once `run` returns.
+        self.arrival_clock: str | None = None
 
     # --- stopping ---------------------------------------------------------------------------
     def stop(self, reason: str | None = None) -> None:
@@ -323,6 +325,7 @@ class LoadRunner:
                     if self.stopped:
                         break
                     self.outcome.levels.append(await self._run_level(pool, level, progress_bar))
+            self.arrival_clock = pool.clock_source
         return self.outcome
 
 
