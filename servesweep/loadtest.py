@@ -178,6 +178,9 @@ async def run_load_test(
         "host": host_info(),
         "interrupted": outcome.interrupted,
         "abort_reason": outcome.abort_reason,
+        # The clock behind every arrival time (TTFT, ITL, e2e): "kernel" receive stamps, or the
+        # present clock and why (servesweep.loadgen.http).
+        "arrival_clock": runner.arrival_clock,
     }
     summary.update(summarize(all_records, config.slo))
     if config.workers > 1:

@@ -1,13 +1,42 @@
-"""A lean HTTP/1.1 client for the load generator's requests: asyncio protocols over keep-alive
-connections, responses parsed by httptools (llhttp, the parser behind uvicorn).
+"""A lean HTTP/1.1 client for the load generator's requests: keep-alive connections whose socket
+reads it owns, responses parsed by httptools (llhttp, the parser behind uvicorn), and the time
+each read's bytes reached this machine taken from the kernel.
 
 Why not aiohttp here: a measured chunk's time is only as good as the moment the client reads
 it. With one task per request, aiohttp's request path costs ~90 us of event-loop time, and when
 hundreds of requests start together the loop is busy sending while other streams' chunks wait
 in the kernel: 110 ms median TTFT error at 1,000 streams (bench/results/client_overhead.md).
-Here a response's bytes are handled in the protocol callback, straight from the selector, and
-stamped on arrival; a request is one write of pre-encoded bytes. aiohttp still serves every
-control-plane call (probes, tokenizer, accuracy gate), where a millisecond does not matter.
+Here a response's bytes are handled in a reader callback, straight from the selector; a request
+is one write of pre-encoded bytes. aiohttp still serves every control-plane call (probes,
+tokenizer, accuracy gate), where a millisecond does not matter.
+
+Times. Every time given to a `ResponseHandler` is on the `time.perf_counter()` timeline.
+- Sent: read just BEFORE the request's bytes are handed to the socket, so a client descheduled
+  right after the write does not push the send time (and so shrink TTFT) by the time it was off
+  the CPU.
+- Arrival ("kernel" clock): plain-http sockets ask for SO_TIMESTAMPNS and are read with
+  `recvmsg`, so every read carries the kernel's receive time of its bytes, taken when they came
+  off the wire (on loopback: when the server wrote them), whether or not this process was on a
+  CPU then. The stamp is CLOCK_REALTIME; `_RealtimeMap` moves it onto the perf_counter timeline
+  with an offset from paired clock readings (the pair read closest together), measured again
+  every second so NTP slew cannot accumulate.
+  The limit, from TCP itself: the kernel keeps one stamp per socket buffer (skb), and a read's
+  stamp is that of the NEWEST skb it took bytes from. Worse, a segment that arrives while earlier
+  ones wait unread is merged into the skb before it (tcp_try_coalesce), which then carries the
+  newest stamp; a FIN (the server closing) merges the same way. So bytes that waited unread behind
+  later bytes of the same connection share the later arrival's stamp: an upper bound on their
+  arrival, not their own time. In practice: a chunk read before its stream's next chunk (or the
+  server's FIN) arrives keeps its exact arrival time, however long it waited in the kernel; that
+  holds while the client is late by less than one inter-token gap. Chunks that pile up while the
+  client is off the CPU for longer share one stamp, so the gaps between them read exactly 0 (a
+  gap of 0.0 is the sign), and the last of them is still exact (on keep-alive connections, where
+  no FIN follows). Reads are `read_size` bytes at most (4 KiB by default, about a dozen SSE
+  chunks) so one read spans few skbs.
+- Arrival ("present clock"): where the platform gives no stamp (no SO_TIMESTAMPNS, the option
+  refused, no stamp on a read) or for https, the clock is read when the bytes are read.
+  `HttpPool.clock_source` says which clock the run's arrivals came from.
+https keeps asyncio's TLS transport (it reads the socket itself), so its arrivals use the
+present clock.
 
 Scope: what an OpenAI-compatible server on this machine needs (POST with a JSON body, chunked,
 Content-Length or read-to-close responses, keep-alive). No redirects, proxies or cookies.
@@ -16,7 +45,11 @@ Content-Length or read-to-close responses, keep-alive). No redirects, proxies or
 from __future__ import annotations
 
 import asyncio
+import platform
+import socket
 import ssl
+import struct
+import sys
 import time
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -25,9 +58,106 @@ import httptools
 
 _clock = time.perf_counter
 
+CLOCK_KERNEL = "kernel"
+CLOCK_PRESENT = "present clock (no SO_TIMESTAMPNS)"
+CLOCK_PRESENT_TLS = "present clock (https: TLS reads through asyncio's transport)"
+
+
+def _timestamp_option() -> int | None:
+    """SO_TIMESTAMPNS where its value is the generic Linux one (Python does not export it)."""
+    if sys.platform != "linux" or platform.machine().lower().startswith(("alpha", "mips", "parisc", "sparc")):
+        return None
+    return 35  # SO_TIMESTAMPNS (= SO_TIMESTAMPNS_OLD): a struct timespec of two native longs
+
+
+SO_TIMESTAMPNS = _timestamp_option()
+_TIMESPEC = struct.Struct("@ll")
+_ANC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+DEFAULT_READ_SIZE = 4096
+RESYNC_INTERVAL_S = 1.0
+_PAIRS = 7  # paired clock readings per offset measurement; the tightest pair wins
+
+
+def _enable_kernel_stamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp received bytes; False where it cannot."""
+    if SO_TIMESTAMPNS is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+class _StampingSwitch:
+    """Linux turns receive stamping on for the whole system lazily, from a work queue, when the
+    first socket asks for it, and off again when the last such socket closes: bytes that arrive
+    before the switch has flipped come without a stamp. One socket holding the option for the
+    life of the process keeps it on across pools; `wait_on` waits, once per process and for
+    `limit_s` at most, until a datagram sent to that socket comes back stamped when it was sent
+    rather than when it was read (the kernel stamps an unstamped datagram at read time)."""
+
+    sock: socket.socket | None = None
+    tried = False
+    confirmed = False
+
+    @classmethod
+    async def wait_on(cls, limit_s: float = 0.2) -> None:
+        if cls.tried or SO_TIMESTAMPNS is None:
+            return
+        cls.tried = True
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            sock.close()
+            return
+        cls.sock = sock
+        deadline = _clock() + limit_s
+        while not cls.confirmed and _clock() < deadline:
+            sent = time.time_ns()
+            try:
+                sock.sendto(b".", sock.getsockname())
+                await asyncio.sleep(0.002)
+                _, anc, _, _ = sock.recvmsg(1, _ANC_SPACE)
+            except OSError:
+                return
+            if anc and len(anc[0][2]) == _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack(anc[0][2])
+                cls.confirmed = sec * 1_000_000_000 + nsec - sent < 1_000_000
+
+
+class _RealtimeMap:
+    """Maps CLOCK_REALTIME nanoseconds (the kernel's receive stamps) onto perf_counter seconds:
+    perf = (realtime_ns + offset_ns) * 1e-9, with offset_ns = perf_counter_ns - time_ns read as
+    close together as the machine allows. `next_sync` is the perf_counter time of the next
+    measurement."""
+
+    __slots__ = ("offset_ns", "next_sync")
+
+    def __init__(self) -> None:
+        self.offset_ns = 0
+        self.next_sync = 0.0
+        self.sync()
+
+    def sync(self) -> None:
+        best_gap = best_offset = None
+        for _ in range(_PAIRS):
+            before = time.perf_counter_ns()
+            real = time.time_ns()
+            after = time.perf_counter_ns()
+            if best_gap is None or after - before < best_gap:
+                best_gap, best_offset = after - before, (before + after) // 2 - real
+        self.offset_ns = best_offset  # type: ignore[assignment]
+        self.next_sync = _clock() + RESYNC_INTERVAL_S
+
 
 class ResponseHandler(Protocol):
-    """Receives one exchange as it happens. Times are `time.perf_counter()` readings."""
+    """Receives one exchange as it happens. Times are on the `time.perf_counter()` timeline:
+    `on_sent` gets the reading taken just before the request was written, `on_body` and
+    `on_complete` the arrival time of the read that carried the bytes (see the module doc)."""
 
     def on_sent(self, now: float) -> None: ...
     def on_status(self, status: int, reason: str) -> None: ...
@@ -47,46 +177,40 @@ class MalformedResponse(Exception):
     """The bytes from the server are not valid HTTP/1.1."""
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one exchange at a time."""
+class _Exchange:
+    """One keep-alive connection carrying one exchange at a time: the httptools callbacks and the
+    exchange's state. Subclasses move the bytes and call `_feed` and `_lost`."""
 
-    def __init__(self, pool: HttpPool) -> None:
+    __slots__ = ()
+
+    def _init_exchange(self, pool: HttpPool) -> None:
         self._pool = pool
-        self.transport: asyncio.Transport | None = None
         self.closed = False
         self._handler: ResponseHandler | None = None
         self._done: asyncio.Future[None] | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._now = 0.0
+        self._sent = 0.0
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: the end of the body is known
         self._reuse = False
         self._reason = ""
 
-    # -- driven by the pool --------------------------------------------------------------------
-    def start(self, request: bytes, handler: ResponseHandler, done: asyncio.Future[None]) -> None:
+    def _begin(self, handler: ResponseHandler, done: asyncio.Future[None]) -> None:
         self._handler, self._done = handler, done
         self._parser = httptools.HttpResponseParser(self)
         self._headers_done = self._framed = self._reuse = False
         self._reason = ""
-        assert self.transport is not None
-        self.transport.write(request)
-        handler.on_sent(_clock())
+
+    def _writing(self) -> bool:
+        return False
 
     def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        raise NotImplementedError
 
-    # -- asyncio.Protocol ----------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        # One clock reading per read: every event in this read arrived by now.
-        self._now = _clock()
+    def _feed(self, data: bytes | memoryview) -> None:
         if self._parser is None:
-            self._fail(MalformedResponse(f"unexpected bytes from an idle connection: {data[:80]!r}"))
+            self._fail(MalformedResponse(f"unexpected bytes from an idle connection: {bytes(data[:80])!r}"))
             return
         try:
             self._parser.feed_data(data)
@@ -95,7 +219,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(MalformedResponse(f"malformed HTTP response: {exc}"))
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _lost(self, exc: Exception | None) -> None:
+        """The connection ended (EOF when `exc` is None)."""
         self.closed = True
         self._pool._forget(self)
         if self._done is None or self._done.done():
@@ -136,7 +261,7 @@ class _Connection(asyncio.Protocol):
             if done is not None and not done.done():
                 done.set_exception(exc)
             return
-        if not self._reuse:
+        if not self._reuse or self._writing():  # a request still half-written cannot be followed
             self.abort()
         if done is not None and not done.done():
             done.set_result(None)
@@ -149,11 +274,146 @@ class _Connection(asyncio.Protocol):
             done.set_exception(exc)
 
 
+class _SocketConnection(_Exchange):
+    """Plain http: a non-blocking socket read in a loop reader callback with `recvmsg_into`, so
+    each read comes with the kernel's receive stamp."""
+
+    __slots__ = ("_pool", "closed", "_handler", "_done", "_parser", "_now", "_sent", "_headers_done",
+                 "_framed", "_reuse", "_reason", "_loop", "_sock", "_fd", "_pending")
+
+    def __init__(self, pool: HttpPool, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self._init_exchange(pool)
+        self._loop, self._sock, self._fd = loop, sock, sock.fileno()
+        self._pending: memoryview | None = None  # request bytes the socket did not take yet
+        loop.add_reader(self._fd, self._on_readable)
+
+    def start(self, request: bytes, handler: ResponseHandler, done: asyncio.Future[None]) -> None:
+        self._begin(handler, done)
+        now = _clock()  # before the write: time off the CPU after it must not count as the server's
+        try:
+            written = self._sock.send(request)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError as exc:
+            self._lost(exc)
+            return
+        self._sent = now
+        handler.on_sent(now)
+        if written < len(request) and not self.closed:
+            self._pending = memoryview(request)[written:]
+            self._loop.add_writer(self._fd, self._on_writable)
+
+    def _writing(self) -> bool:
+        return self._pending is not None
+
+    def _on_writable(self) -> None:
+        try:
+            written = self._sock.send(self._pending)  # type: ignore[arg-type]
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        rest = self._pending[written:]  # type: ignore[index]
+        if rest:
+            self._pending = rest
+        else:
+            self._pending = None
+            self._loop.remove_writer(self._fd)
+
+    def _on_readable(self) -> None:
+        pool = self._pool
+        try:
+            n, anc, _flags, _addr = self._sock.recvmsg_into(pool._read_views, _ANC_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not n:
+            self._lost(None)
+            return
+        # The present clock: the fallback, and the bound a kernel stamp must be within.
+        now = _clock()
+        clock = pool._realtime
+        if now > clock.next_sync:
+            clock.sync()
+        stamp = -1.0
+        if anc:
+            cdata = anc[0][2]  # the one control message asked for: SCM_TIMESTAMPNS
+            if len(cdata) == _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack(cdata)
+                stamp = (sec * 1_000_000_000 + nsec + clock.offset_ns) * 1e-9
+        if self._sent <= stamp <= now:
+            now = stamp
+            pool._kernel_reads += 1
+        else:
+            pool._present_reads += 1
+            if stamp >= 0.0:  # a stamp outside what is possible: the wall clock was stepped
+                clock.sync()
+        self._now = now
+        self._feed(pool._read_view[:n])
+
+    def _release(self) -> None:
+        if self._sock.fileno() != -1:
+            self._loop.remove_reader(self._fd)
+            if self._pending is not None:
+                self._loop.remove_writer(self._fd)
+            self._sock.close()
+        self._pending = None
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._release()
+        super()._lost(exc)
+
+    def abort(self) -> None:
+        self._release()
+        if not self.closed:
+            self.closed = True
+            self._pool._forget(self)
+
+
+class _TransportConnection(_Exchange, asyncio.Protocol):
+    """https: asyncio's TLS transport reads the socket, so arrivals use the present clock."""
+
+    def __init__(self, pool: HttpPool) -> None:
+        self._init_exchange(pool)
+        self.transport: asyncio.Transport | None = None
+
+    def start(self, request: bytes, handler: ResponseHandler, done: asyncio.Future[None]) -> None:
+        self._begin(handler, done)
+        assert self.transport is not None
+        now = _clock()
+        self._sent = now
+        self.transport.write(request)
+        handler.on_sent(now)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._now = _clock()
+        self._pool._present_reads += 1
+        self._feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(exc)
+
+
+_Connection = _SocketConnection | _TransportConnection
+
+
 class HttpPool:
     """Keep-alive connections to one server. Connections are opened on demand, so the pool
-    grows to the largest number of requests in flight at once and reuses them afterwards."""
+    grows to the largest number of requests in flight at once and reuses them afterwards.
+    `read_size` caps the bytes one socket read takes (each read gets one arrival stamp)."""
 
-    def __init__(self, base_url: str, timeout_s: float | None = None) -> None:
+    def __init__(self, base_url: str, timeout_s: float | None = None, read_size: int = DEFAULT_READ_SIZE) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"{base_url}: only http:// and https:// URLs are supported")
@@ -167,6 +427,30 @@ class HttpPool:
         self.timeout_s = timeout_s
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self._addresses: list[tuple] | None = None
+        # One read buffer for every connection: a read is parsed (and its bytes copied out by
+        # httptools) before the loop runs the next callback.
+        self._read_buffer = bytearray(read_size)
+        self._read_view = memoryview(self._read_buffer)
+        self._read_views = [self._read_view]
+        self._realtime = _RealtimeMap()
+        self._stamps_refused = False
+        self._kernel_reads = 0
+        self._present_reads = 0
+
+    @property
+    def clock_source(self) -> str:
+        """Which clock stamped the arrivals so far: "kernel" (every read carried the kernel's
+        receive time), "present clock (...)" saying why not, or "kernel (present clock for N of
+        M reads)" when some reads came without a usable stamp."""
+        if self._ssl is not None:
+            return CLOCK_PRESENT_TLS
+        if self._present_reads == 0:
+            return CLOCK_PRESENT if self._stamps_refused or SO_TIMESTAMPNS is None else CLOCK_KERNEL
+        if self._kernel_reads == 0:
+            return CLOCK_PRESENT
+        total = self._kernel_reads + self._present_reads
+        return f"{CLOCK_KERNEL} (present clock for {self._present_reads} of {total} reads)"
 
     def encode_post(self, path: str, body: bytes) -> bytes:
         """The bytes of a JSON POST request."""
@@ -203,7 +487,7 @@ class HttpPool:
             wanted = min(batch, connections - len(self._idle))
             opened = await asyncio.gather(*(self._acquire(loop, None, reuse=False) for _ in range(wanted)),
                                           return_exceptions=True)
-            self._idle.extend(c for c in opened if isinstance(c, _Connection))
+            self._idle.extend(c for c in opened if isinstance(c, _Exchange))
             if any(isinstance(c, BaseException) for c in opened):
                 break
         return len(self._idle)
@@ -212,36 +496,65 @@ class HttpPool:
                        reuse: bool = True) -> _Connection:
         while reuse and self._idle:
             conn = self._idle.pop()
-            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
+            if not conn.closed:
                 return conn
         try:
-            connect = loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self._ssl)
+            connect = self._connect(loop)
             if deadline is None:
-                _, conn = await connect
+                conn = await connect
             else:
-                _, conn = await asyncio.wait_for(connect, max(deadline - loop.time(), 0.0))
+                conn = await asyncio.wait_for(connect, max(deadline - loop.time(), 0.0))
         except (OSError, ssl.SSLError) as exc:
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         self._all.add(conn)
         return conn
 
-    def _forget(self, conn: _Connection) -> None:
-        self._all.discard(conn)
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        if self._ssl is not None:
+            _, conn = await loop.create_connection(lambda: _TransportConnection(self), self.host, self.port,
+                                                   ssl=self._ssl)
+            return conn
+        await _StampingSwitch.wait_on()
+        if self._addresses is None:
+            self._addresses = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        error: OSError | None = None
+        for family, kind, proto, _, address in self._addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if not _enable_kernel_stamps(sock):
+                    self._stamps_refused = True
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            except BaseException:  # cancelled (the connect timed out)
+                sock.close()
+                raise
+            return _SocketConnection(self, loop, sock)
+        raise error or OSError(f"no address for {self.host}")
+
+    def _forget(self, conn: _Exchange) -> None:
+        self._all.discard(conn)  # type: ignore[arg-type]
 
     async def close(self) -> None:
-        for conn in list(self._all):
-            conn.abort()
+        for conn in list(self._all):  # an exchange in flight fails; an idle connection just closes
+            conn._fail(ServerDisconnected("connection closed by the client before the response was complete"))
         self._idle.clear()
         self._all.clear()
-        await asyncio.sleep(0)  # let the transports run their connection_lost callbacks
+        await asyncio.sleep(0)  # let the TLS transports run their connection_lost callbacks
 
     async def __aenter__(self) -> HttpPool:
+        if self._ssl is None:
+            await _StampingSwitch.wait_on()  # before any request, not in the first one's time
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
 
-def _expire(conn: _Connection, done: asyncio.Future[None], timeout_s: float | None) -> None:
+def _expire(conn: _Exchange, done: asyncio.Future[None], timeout_s: float | None) -> None:
     if not done.done():
         conn._fail(TimeoutError(f"no complete response within {timeout_s:g} s"))

@@ -3,12 +3,24 @@
 One keep-alive connection pool (servesweep.loadgen.http) serves the whole run; it grows to the
 largest number of requests in flight. Prompts are built before a level starts so the timed loop
 does nothing but send, read and record.
+
+A level runs in two phases:
+1. Warm-up (when `warmup_requests` > 0): that many requests at the level's concurrency (at most
+   that many in flight) or arrival rate, then a wait until every one of them has finished. Their
+   records are written with `warmup=True` and left out of the statistics.
+2. The measured window, which opens only then, so warm-up requests never share the server's
+   slots with measured ones. With several workers, every worker finishes its warm-up before the
+   shared start instant. The level's `start_s` is the window's opening; a duration-bounded level
+   (`duration_s`) counts its duration from there, sends nothing after it and lets what is in flight
+   finish. Throughput and goodput (servesweep.loadgen.stats) divide by the span from the first
+   measured request's send to the last measured request's completion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import signal
 import sys
 import time
@@ -129,6 +141,8 @@ class LoadRunner:
         # Awaited once a level's prompts are built; may return the perf_counter instant the level
         # starts at (workers of one pool share it, so their arrival schedules interleave exactly).
         self.before_level: Callable[[LoadLevel], Awaitable[float | None]] | None = None
+        # Which clock stamped response arrivals (HttpPool.clock_source), known once `run` returns.
+        self.arrival_clock: str | None = None
 
     # --- stopping ---------------------------------------------------------------------------
     def stop(self, reason: str | None = None) -> None:
@@ -198,17 +212,18 @@ class LoadRunner:
             estimate = level.concurrency * 32  # type: ignore[operator]
         return int(min(max(estimate, 1) + level.warmup_requests, MAX_PROMPT_POOL))
 
-    async def _run_closed(self, pool: HttpPool, level, prompts, done, progress) -> bool:
-        n_total = level.num_requests + level.warmup_requests if level.num_requests else None
-        deadline = self._deadline(level)
-        counter = iter(range(10**12))
+    async def _run_closed(self, pool: HttpPool, level, prompts, done, progress, first: int,
+                          stop_at: int | None, deadline: float | None, users: int) -> bool:
+        """`users` closed-loop users send requests number `first`, `first + 1`, ... until `stop_at`
+        (exclusive) or `deadline` (perf_counter; what is in flight then completes)."""
+        counter = itertools.count(first)
         wrapped = False
 
         async def user() -> None:
             nonlocal wrapped
             while not self.stopped:
                 i = next(counter)
-                if n_total is not None and i >= n_total:
+                if stop_at is not None and i >= stop_at:
                     return
                 if deadline is not None and time.perf_counter() >= deadline:
                     return
@@ -219,33 +234,42 @@ class LoadRunner:
                 record = self._new_record(level, item, i, now)
                 await self._one(pool, record, build_payload(self.model, item, self.workload), done, progress)
 
-        users = [asyncio.create_task(user()) for _ in range(level.concurrency)]  # type: ignore[arg-type]
-        self._tasks.update(users)
+        tasks = [asyncio.create_task(user()) for _ in range(users)]
+        self._tasks.update(tasks)
         try:
-            results = await asyncio.gather(*users, return_exceptions=True)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            self._tasks.difference_update(users)
+            self._tasks.difference_update(tasks)
         _raise_first_error(results)
         return wrapped
 
-    def _deadline(self, level: LoadLevel) -> float | None:
-        return time.perf_counter() + level.duration_s if level.duration_s is not None else None
+    async def _warm_up(self, pool: HttpPool, level: LoadLevel, prompts, done, progress) -> bool:
+        """The level's warm-up phase: its `warmup_requests` requests (numbers 0 .. n-1, flagged
+        `warmup`) at the level's concurrency or arrival rate, every one finished before the
+        measured window opens."""
+        n = level.warmup_requests
+        if level.concurrency is not None:
+            return await self._run_closed(pool, level, prompts, done, progress, 0, n, None,
+                                          min(level.concurrency, n))
+        return await self._run_open(pool, level, prompts, done, progress, time.perf_counter(), 0, n, None)
 
-    async def _run_open(self, pool: HttpPool, level, prompts, done, progress, start: float) -> bool:
-        n = None if level.num_requests is None else level.num_requests + level.warmup_requests
-        offsets = arrival_offsets(level, n if n is not None else MAX_PROMPT_POOL * 16, self.rng)
+    async def _run_open(self, pool: HttpPool, level, prompts, done, progress, start: float, first: int,
+                        count: int | None, deadline: float | None) -> bool:
+        """Requests number `first`, `first + 1`, ... on the level's arrival schedule from `start`
+        (perf_counter): `count` of them, or until `deadline` when `count` is None; then waits for
+        every one in flight."""
+        offsets = arrival_offsets(level, count if count is not None else MAX_PROMPT_POOL * 16, self.rng)
         if self.arrival_phase:
             offsets = offsets + self.arrival_phase / level.request_rate
         limit = level.in_flight_limit
         gate = asyncio.Semaphore(limit) if limit else None
-        deadline = start + level.duration_s if level.duration_s is not None else None
         wrapped = False
 
         async def gated(record: RequestRecord, payload: dict) -> None:
             async with gate if gate is not None else nullcontext():
                 await self._one(pool, record, payload, done, progress)
 
-        for i, offset in enumerate(offsets.tolist()):
+        for i, offset in enumerate(offsets.tolist(), start=first):
             target = start + offset
             if deadline is not None and target >= deadline:
                 break
@@ -317,16 +341,24 @@ class LoadRunner:
         gc.collect()
         gc.freeze()
         try:
+            warmups = level.warmup_requests
+            wrapped = False
+            if warmups and not self.stopped:
+                wrapped = await self._warm_up(pool, level, prompts, done, advance)
             level_start = await self.before_level(level) if self.before_level is not None else None
             if level_start is None:
                 level_start = time.perf_counter()
             start = level_start - self.t0
             if self.on_level_start is not None:
                 self.on_level_start(level, start)
+            stop_at = warmups + level.num_requests if level.num_requests is not None else None
+            deadline = level_start + level.duration_s if level.duration_s is not None else None
             if level.concurrency is not None:
-                wrapped = await self._run_closed(pool, level, prompts, done, advance)
+                wrapped |= await self._run_closed(pool, level, prompts, done, advance, warmups, stop_at,
+                                                  deadline, level.concurrency)
             else:
-                wrapped = await self._run_open(pool, level, prompts, done, advance, level_start)
+                wrapped |= await self._run_open(pool, level, prompts, done, advance, level_start, warmups,
+                                                level.num_requests, deadline)
             end = time.perf_counter() - self.t0
         finally:
             gc.unfreeze()
@@ -347,6 +379,7 @@ class LoadRunner:
                     if result is None:
                         break
                     self.outcome.levels.append(result)
+            self.arrival_clock = pool.clock_source
         return self.outcome
 
 

@@ -140,6 +140,7 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
                 watcher.cancel()
                 writer.close()
         return {"index": job.index, "interrupted": outcome.interrupted, "abort_reason": outcome.abort_reason,
+                "arrival_clock": runner.arrival_clock,
                 "levels": [{"label": lv.level.label, "start_s": lv.start_s, "end_s": lv.end_s,
                             "wrapped": lv.prompt_pool_wrapped} for lv in outcome.levels]}
 
@@ -168,6 +169,7 @@ class WorkerPool:
         self._results = ctx.Queue()
         self._reason: str | None = None
         self._interrupted = False
+        self.arrival_clock: str | None = None  # the workers' HttpPool.clock_source, once `run` returns
         self.jobs = [WorkerJob(
             index=i, count=count, base_url=base_url, model=model,
             # Different prompts per worker: identical ones would hit the server's prefix cache.
@@ -222,6 +224,8 @@ class WorkerPool:
 
     def _merge(self, reports: dict[int, dict[str, Any]]) -> RunOutcome:
         outcome = RunOutcome(abort_reason=self._reason)
+        clocks = sorted({r["arrival_clock"] for r in reports.values() if r.get("arrival_clock")})
+        self.arrival_clock = "; ".join(clocks) or None
         errors = [f"worker {i}: {r['error']}" for i, r in sorted(reports.items()) if "error" in r]
         missing = [i for i in range(self.count) if i not in reports]
         if errors or missing:
