@@ -218,12 +218,23 @@ class TrtllmMetricsReader:
         self.prometheus = PrometheusReader(base + "/prometheus/metrics", PROMETHEUS, timeout_s) if prometheus else None
         self.source = self.iter_stats.source + (f" + {self.prometheus.source}" if self.prometheus else "")
         self.prometheus_errors = 0
+        self.json_missing = False
 
     def close(self) -> None:
         self.iter_stats.close()
 
     def read(self) -> list[dict[str, float]]:
-        samples = self.iter_stats.read()
+        if self.json_missing:
+            samples = []
+        else:
+            try:
+                samples = self.iter_stats.read()
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404 or self.prometheus is None:
+                    raise
+                self.json_missing = True  # no JSON endpoint here: Prometheus alone from now on
+                self.source = f"{self.prometheus.source} (no JSON iteration stats at {self.iter_stats.url})"
+                samples = []
         if self.prometheus is None:
             return samples
         try:
