@@ -5,7 +5,6 @@ options-file keys the way the real one does."""
 import gc
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from servesweep.backends.trtllm import (
     kv_pool_from_log,
     launch_trtllm,
 )
-from servesweep.backends.trtllm_metrics import TrtllmIterStatsReader, TrtllmMetricsReader
+from servesweep.backends.trtllm_metrics import TrtllmIterStatsReader
 from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.workload import Workload

@@ -10,10 +10,8 @@ them), `return_perf_metrics` (mounts /prometheus/metrics with latency histograms
 own KV-cache settings by the file's `kv_cache_config` section when there is one, so the memory
 fraction is written there as well as on the command line.
 
-Which spelling a release takes is chosen from its version (see `CliFeatures`). The version comes
-from the tensorrt_llm package metadata of the Python the executable's `#!` line names (the
-trtllm-serve console script of a pip install), else from `EXECUTABLE --version` (wrappers), else
-it is unknown and the spellings every release since 1.0 accepts are used.
+Which spelling a release takes is chosen from its version (servesweep.backends.trtllm_release,
+where the release cutoffs and their sources are listed).
 
 Knobs (`TrtllmConfig.knob_names`): `max_batch_size` -> --max_batch_size, `memory_fraction` ->
 --kv_cache_free_gpu_memory_fraction (of the memory free after weights and buffers, not of the
@@ -33,14 +31,10 @@ take float32 (NVIDIA/TensorRT-LLM#5260).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import shutil
-import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -51,12 +45,13 @@ import yaml
 from pydantic import AliasChoices, Field
 
 from servesweep.backends.base import ServerConfig
+from servesweep.backends.checkpoint import Checkpoint, inspect_checkpoint
 from servesweep.backends.gpu import Nvml
 from servesweep.backends.process import ServerProcess, classify_log, free_port, port_in_use
 from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.backends.trtllm_metrics import PREEMPTION_SEMANTICS, TrtllmMetricsReader, probe_prometheus
+from servesweep.backends.trtllm_release import CliFeatures, Version, detect_version
 from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
-from servesweep.models.shape import ModelShape, read_model_shape
 from servesweep.precision import PRECISIONS, fp8_refusal, has_fp8_tensor_cores, kv_bytes_per_element
 
 SchedulerPolicy = Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION", "STATIC_BATCH"]
@@ -92,224 +87,6 @@ LOG_CAUSES: list[tuple[str, str]] = [
 
 def classify_trtllm_log(log_tail: str) -> str:
     return classify_log(log_tail, LOG_CAUSES)
-
-
-# ---------------------------------------------------------------------------------------------
-# Versions
-
-_STAGES = {"dev": 0, "a": 1, "b": 2, "rc": 3, "": 4, "post": 5}
-_VERSION_RE = re.compile(r"(?<![\d.])(\d+)\.(\d+)\.(\d+)(?:\.?(rc|a|b|dev|post)(\d+))?")
-
-
-@dataclass(frozen=True, order=True)
-class Version:
-    """A TensorRT-LLM release number; release candidates sort before their release."""
-
-    key: tuple[int, int, int, int, int]
-    text: str = field(compare=False)
-
-    @classmethod
-    def parse(cls, text: str) -> "Version | None":
-        m = _VERSION_RE.search(text)
-        if not m:
-            return None
-        major, minor, patch, stage, num = m.groups()
-        return cls((int(major), int(minor), int(patch), _STAGES[stage or ""], int(num or 0)), m.group(0))
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def _v(text: str) -> Version:
-    parsed = Version.parse(text)
-    assert parsed is not None
-    return parsed
-
-
-# The oldest release whose options file takes the PyTorch backend's knobs at the top level:
-# NVIDIA/TensorRT-LLM#4603 (merged late May 2025) flattened `pytorch_backend_config` into the LLM
-# arguments; it first shipped in the 0.21 release candidates. Older releases are refused.
-MIN_VERSION = _v("0.21.0rc0")
-# 1.0 made the PyTorch backend the default and `--backend tensorrt` a choice (earlier releases
-# took only `--backend pytorch`, the engine path being the default); the 1.0 documentation
-# (features/quantization) sets the KV-cache dtype as `KvCacheConfig(dtype=...)`, replacing the
-# top-level `kv_cache_dtype` (NVIDIA/TensorRT-LLM#5752, reverted in #6208 on 2025-07-21 and
-# landed again during the 1.0 release candidates: a 1.0.0rc may take either spelling; servesweep
-# gives 1.0.0rcN the old one). `return_perf_metrics` (/prometheus/metrics) is likewise taken
-# from 1.0 on; older releases get no Prometheus endpoint.
-V1 = _v("1.0.0")
-# `--config` became an alias of `--extra_llm_api_options` in NVIDIA/TensorRT-LLM#9104 (opened
-# 2025-11-12, during the 1.2.0 release candidates). The exact first release could not be
-# established from the sources at hand, so the documented cutoff is 1.2.0 (final): earlier
-# releases, and an unknown version, get `--extra_llm_api_options`, which every release since
-# 0.19 accepts and the current source still keeps as an alias.
-CONFIG_FLAG_SINCE = _v("1.2.0")
-
-
-@dataclass(frozen=True)
-class CliFeatures:
-    """What the trtllm-serve in use accepts, chosen from its version."""
-
-    version: Version | None
-    config_flag: str  # --config or --extra_llm_api_options
-    kv_dtype_in_kv_cache_config: bool  # kv_cache_config.dtype, else top-level kv_cache_dtype
-    perf_metrics: bool  # return_perf_metrics (mounts /prometheus/metrics)
-    backend_choice: bool  # --backend pytorch|tensorrt (else only --backend pytorch exists)
-
-    @classmethod
-    def for_version(cls, version: Version | None) -> "CliFeatures":
-        if version is None:
-            return cls(None, "--extra_llm_api_options", True, True, True)
-        if version < MIN_VERSION:
-            raise UnsupportedConfig(
-                f"TensorRT-LLM {version} is older than {MIN_VERSION}, the oldest release whose trtllm-serve "
-                f"options file servesweep can write (the PyTorch backend's knobs were moved to the top level "
-                f"then); upgrade TensorRT-LLM or load-test the running server with --url")
-        new = version >= V1
-        return cls(version, "--config" if version >= CONFIG_FLAG_SINCE else "--extra_llm_api_options",
-                   new, new, new)
-
-
-def _version_in_output(output: str) -> Version | None:
-    for line in output.splitlines():
-        if "version" in line.lower() and (v := Version.parse(line)):
-            return v
-    stripped = output.strip()
-    return Version.parse(stripped) if re.fullmatch(r"[\w.+-]+", stripped or "-") else None
-
-
-def _shebang_interpreter(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            first = f.readline(512).decode(errors="replace").strip()
-    except OSError:
-        return None
-    if not first.startswith("#!"):
-        return None
-    parts = first[2:].split()
-    if not parts:
-        return None
-    if Path(parts[0]).name == "env" and len(parts) > 1:  # #!/usr/bin/env python3
-        return shutil.which(parts[1])
-    return parts[0]
-
-
-def _run(argv: list[str], timeout_s: float) -> str | None:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout + "\n" + done.stderr if done.returncode == 0 else None
-
-
-@functools.lru_cache(maxsize=16)
-def _detect(path: str, mtime_ns: int, timeout_s: float) -> tuple[Version | None, str]:
-    name = Path(path).name
-    interpreter = _shebang_interpreter(path)
-    if interpreter and "python" in Path(interpreter).name:
-        # A pip-installed console script: ask its Python's package metadata. Cheap (tensorrt_llm is
-        # not imported, so CUDA is not initialized) and exact, where `trtllm-serve --version` would
-        # import all of TensorRT-LLM first and, in the click CLI of the releases read, reject the flag.
-        probe = "import importlib.metadata as m; print(m.version('tensorrt_llm'))"
-        out = _run([interpreter, "-c", probe], timeout_s)
-        if out and (v := Version.parse(out.strip())):
-            return v, f"tensorrt_llm package metadata of {interpreter}"
-    out = _run([path, "--version"], timeout_s)
-    if out and (v := _version_in_output(out)):
-        return v, f"`{name} --version`"
-    return None, (f"not detected (no tensorrt_llm package metadata, and `{name} --version` printed no version); "
-                  f"assumed >= {V1} and used --extra_llm_api_options")
-
-
-def detect_version(executable: str, timeout_s: float = 60.0) -> tuple[Version | None, str]:
-    """(version, how it was found), remembered per executable file. Raises ServerStartError when
-    the executable is missing."""
-    path = shutil.which(executable)
-    if path is None:
-        raise ServerStartError("server executable not found",
-                               f"{executable!r} is not on PATH; install TensorRT-LLM or set `executable`")
-    return _detect(path, os.stat(path).st_mtime_ns, timeout_s)
-
-
-# ---------------------------------------------------------------------------------------------
-# The checkpoint
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """What servesweep can tell about a model before launching it."""
-
-    model: str
-    local: bool
-    engine: bool = False  # a TensorRT engine directory (config.json with pretrained_config)
-    quant_algo: str | None = None  # "FP8", "FP8_BLOCK_SCALES", "NVFP4", ... None: unquantized
-    kv_cache_quant_algo: str | None = None
-    quant_source: str | None = None  # the file that said so
-    shape: ModelShape | None = None
-
-    @property
-    def fp8_weights(self) -> bool:
-        return bool(self.quant_algo and self.quant_algo.upper().startswith("FP8"))
-
-    @property
-    def fp8_kv(self) -> bool:
-        return bool(self.kv_cache_quant_algo and self.kv_cache_quant_algo.upper().startswith("FP8"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"local": self.local, "engine": self.engine, "quant_algo": self.quant_algo,
-                "kv_cache_quant_algo": self.kv_cache_quant_algo, "quant_source": self.quant_source}
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _engine_shape(pretrained: dict[str, Any]) -> ModelShape | None:
-    try:
-        hidden, layers, heads = (pretrained["hidden_size"], pretrained["num_hidden_layers"],
-                                 pretrained["num_attention_heads"])
-    except KeyError:
-        return None
-    return ModelShape(hidden_size=hidden, num_layers=layers, num_heads=heads,
-                      num_kv_heads=pretrained.get("num_key_value_heads") or heads,
-                      head_dim=pretrained.get("head_size") or hidden // heads,
-                      intermediate_size=pretrained.get("intermediate_size"),
-                      vocab_size=pretrained.get("vocab_size"), tied_embeddings=False)
-
-
-def inspect_checkpoint(model: str) -> Checkpoint:
-    """Quantization and shape of a local HF checkpoint or TensorRT engine directory; a model
-    name that is not a local directory (a Hugging Face repo id) gives `local=False`."""
-    root = Path(model).expanduser()
-    if not root.is_dir():
-        return Checkpoint(model, local=False)
-    config = _read_json(root / "config.json") or {}
-    if isinstance(config.get("pretrained_config"), dict):  # engine directory
-        pretrained = config["pretrained_config"]
-        q = pretrained.get("quantization") or {}
-        return Checkpoint(model, True, engine=True, quant_algo=q.get("quant_algo"),
-                          kv_cache_quant_algo=q.get("kv_cache_quant_algo"),
-                          quant_source="config.json pretrained_config.quantization" if q.get("quant_algo") else None,
-                          shape=_engine_shape(pretrained))
-    quant_algo = kv_algo = source = None
-    modelopt = _read_json(root / "hf_quant_config.json")
-    if modelopt is not None:  # TensorRT-LLM reads this file first
-        q = modelopt.get("quantization") or {}
-        quant_algo, kv_algo, source = q.get("quant_algo"), q.get("kv_cache_quant_algo"), "hf_quant_config.json"
-    elif isinstance(qc := config.get("quantization_config"), dict):
-        method = str(qc.get("quant_method", "")).lower()
-        source = "config.json quantization_config"
-        if method == "fp8":
-            quant_algo = "FP8_BLOCK_SCALES" if qc.get("weight_block_size") else "FP8"
-        elif method == "modelopt":
-            quant_algo, kv_algo = qc.get("quant_algo"), qc.get("kv_cache_quant_algo")
-        else:  # awq, gptq, compressed-tensors, ...: quantized, in a format not checked here
-            quant_algo = method.upper() or "UNKNOWN"
-    return Checkpoint(model, True, quant_algo=quant_algo, kv_cache_quant_algo=kv_algo, quant_source=source,
-                      shape=read_model_shape(root))
 
 
 # ---------------------------------------------------------------------------------------------
