@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servesweep.backends.base import LaunchedServer, ServerBackend, ServerConfig, Telemetry
+from servesweep.backends.trtllm import TrtllmBackend, TrtllmConfig
 from servesweep.backends.vllm import VllmBackend, VllmConfig
 from servesweep.errors import ConfigError
 
 BACKENDS: dict[str, ServerBackend] = {
     "vllm": VllmBackend(),
+    "trtllm": TrtllmBackend(),
 }
 
 __all__ = ["BACKENDS", "LaunchedServer", "ServerBackend", "ServerConfig", "Telemetry", "backend_for",
-           "config_from_dict", "launch", "VllmConfig"]
+           "config_from_dict", "launch", "TrtllmConfig", "VllmConfig"]
 
 
 def backend_for(kind: str) -> ServerBackend:

@@ -141,7 +141,7 @@ def kv_pool_from_cache_config(cache: dict[str, Any] | None, bytes_per_token: int
 
 
 # Gauges whose peak over the iterations of one answer is what matters.
-_PEAK_KEYS = frozenset({"running", "waiting", "kv_usage"})
+_PEAK_KEYS = frozenset({"running", "waiting", "kv_usage", "server_gpu_mem_bytes"})
 
 
 class TelemetrySampler:
@@ -161,6 +161,7 @@ class TelemetrySampler:
         self.gpu_indices = gpu_indices if gpu_indices is not None else self.nvml.visible_indices()
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
+        self._first = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
 
@@ -168,17 +169,26 @@ class TelemetrySampler:
     def gpu_available(self) -> bool:
         return self.nvml.available and bool(self.gpu_indices)
 
-    def start(self, t0: float) -> None:
+    def start(self, t0: float, first_sample_timeout_s: float = 2.0) -> None:
+        """Start sampling; returns once the first sample is taken (or after the timeout), so a
+        level that starts right away still has a reading before it: counters and server latency
+        histograms are differenced from that reading."""
         self._t0 = t0
         self._stop.clear()
+        self._first.clear()
         self._thread = threading.Thread(target=self._loop, name="servesweep-telemetry", daemon=True)
         self._thread.start()
+        self._first.wait(first_sample_timeout_s)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        # Readers that own a server-side queue (TensorRT-LLM's JSON /metrics) release it here.
+        close = getattr(self.reader, "close", None)
+        if callable(close):
+            close()
 
     def _loop(self) -> None:
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +199,7 @@ class TelemetrySampler:
                 self.samples.append(sample)
                 f.write(orjson.dumps(sample) + b"\n")
                 f.flush()
+                self._first.set()
                 next_tick += self.interval_s
                 self._stop.wait(max(next_tick - time.perf_counter(), 0.0))
 
@@ -263,7 +274,9 @@ def window_stats(
     queries = _counter_delta(before, inside, "prefix_queries")
 
     after = [s for s in samples if s["t"] > end_s and "scrape_error" not in s]
-    server_latency = {name: _histogram_mean(before, inside + after[:1], name) for name in ("ttft", "itl", "e2e")}
+    server_latency = {name: _histogram_mean(before, inside + after[:1], name)
+                      for name in ("ttft", "itl", "tpot", "e2e")}
+    server_mem = [s["server_gpu_mem_bytes"] for s in inside if "server_gpu_mem_bytes" in s]
 
     oom_margin = None
     if kv_peak is not None:
@@ -281,6 +294,8 @@ def window_stats(
         "kv_pool_bytes": pool_bytes,
         "oom_margin_pct": oom_margin,
         "device_mem_peak_bytes": mem_peak,
+        # What the server itself reports using (TensorRT-LLM's gpuMemUsage); None elsewhere.
+        "server_gpu_mem_peak_bytes": max(server_mem) if server_mem else None,
         "device_mem_total_bytes": mem_total,
         "device_headroom_pct": (1.0 - mem_peak / mem_total) * 100.0 if mem_peak and mem_total else None,
         "gpu_util_mean_pct": float(np.mean(util)) if util else None,
