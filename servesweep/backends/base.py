@@ -40,10 +40,12 @@ class ServerConfig(BaseModel):
 
     # The names this backend's flags give the common knobs, for advice and recommendations.
     knob_names: ClassVar[dict[str, str]] = {}
+    # Leads the label, so two engines at one precision get two results directories.
+    label_prefix: ClassVar[str] = ""
 
     def label(self) -> str:
         """A short, stable name for results directories and sweep points."""
-        parts = [self.precision]
+        parts = ([self.label_prefix] if self.label_prefix else []) + [self.precision]
         if self.kv_cache_dtype != "auto":
             parts.append(f"kv{self.kv_cache_dtype}")
         if self.max_batch_size:

@@ -119,6 +119,8 @@ class TrtllmConfig(ServerConfig):
         "kv_cache_memory_bytes": "kv_cache_config.max_tokens", "max_num_tokens": "max_num_tokens",
     }
 
+    label_prefix: ClassVar[str] = "trtllm"
+
     def label(self) -> str:
         return super().label() + ("-trtengine" if self.backend == "tensorrt" else "")
 

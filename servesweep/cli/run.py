@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from servesweep.backends import LaunchedServer
+from pathlib import Path
+
+from servesweep.backends import LaunchedServer, Telemetry
+from servesweep.backends.detect import detect_metrics
+from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.cli.common import (
     add_backend_options,
+    console,
     add_load_options,
     default_out_dir,
     finish_run,
@@ -19,6 +24,7 @@ from servesweep.cli.common import (
 )
 from servesweep.errors import ConfigError
 from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.target import check_loopback
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.reports.assertions import parse_assertions
 from servesweep.results import ensure_writable_dir
@@ -28,13 +34,28 @@ def register(sub: Any) -> None:
     p = sub.add_parser("run", help="load-test one server (launched, attached, or the built-in CPU vLLM)")
     add_backend_options(p)
     add_load_options(p)
+    p.add_argument("--no-telemetry", action="store_true",
+                   help="with --url: do not sample the server's metrics endpoint")
     p.set_defaults(handler=cmd_run)
 
 
-def run_against(server: LaunchedServer | None, config: LoadTestConfig) -> dict[str, Any]:
-    telemetry = server.telemetry(config.out_dir / "telemetry.jsonl") if server else None
+def run_against(server: LaunchedServer | None, config: LoadTestConfig, telemetry: Telemetry | None = None,
+                ) -> dict[str, Any]:
+    if server is not None:
+        telemetry = server.telemetry(config.out_dir / "telemetry.jsonl")
     return run_async(run_load_test(config, telemetry=telemetry, server_watch=server,
                                    server_info=server.info() if server else None))
+
+
+def attached_telemetry(url: str, out: Path, enabled: bool) -> Telemetry | None:
+    """Sample what a running server exposes (vLLM or SGLang Prometheus, TensorRT-LLM JSON or
+    Prometheus), exactly as for a launched server; say once what was found."""
+    if not enabled:
+        console.print("telemetry: off (--no-telemetry)")
+        return None
+    reader, what = detect_metrics(url)
+    console.print(f"telemetry: {what}", soft_wrap=True)
+    return TelemetrySampler(reader, out / "telemetry.jsonl") if reader is not None else None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -48,14 +69,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.backend:
             raise ConfigError("give either --url (attach) or --backend (launch), not both")
         out = ensure_writable_dir(args.out or default_out_dir("attach"))
-        summary = run_against(None, LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common))
+        if not args.allow_remote:
+            check_loopback(args.url)  # before anything, the metrics probe included, is sent
+        telemetry = attached_telemetry(args.url, out, not args.no_telemetry)
+        summary = run_against(None, LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common),
+                              telemetry)
         return finish_run(summary, out, assertions)
     server_config = server_config_from_args(args)
     out = ensure_writable_dir(args.out or default_out_dir(server_config.label()))
     server = start_server(server_config, out)
     try:
+        # Servers without /tokenize (TensorRT-LLM) get exact-length prompts from the model's tokenizer.
+        tokenizer = common.pop("tokenizer_dir") or getattr(server, "tokenizer_dir", None)
         summary = run_against(server, LoadTestConfig(base_url=server.base_url, model=server.model_name,
-                                                     out_dir=out, **common))
+                                                     out_dir=out, tokenizer_dir=tokenizer, **common))
     finally:
         server.stop()
     return finish_run(summary, out, assertions)

@@ -356,6 +356,52 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _search_rows(out_dir: Path) -> list[list[str]]:
+    """One row per configuration whose load levels the adaptive search chose."""
+    rows = []
+    for path in sorted(out_dir.glob("configs/*/search.json")):
+        data = json.loads(path.read_text())
+        key = "request_rate" if data.get("kind") == "request_rate" else "concurrency"
+        rungs = ", ".join(f"{_fmt(r.get(key, r.get('level')), 4)} ({r.get('reason')})" for r in data.get("rungs", []))
+        best = data.get("recommended_concurrency", data.get("best_rate"))
+        rows.append([path.parent.name, str(data.get("stop_reason")), _fmt(best, 4), rungs])
+    return rows
+
+
+SEARCH_HEADER = ["config", "stop reason", "recommended", "rungs (why each ran)"]
+
+
+def _engine_rows(df: pd.DataFrame) -> list[list[str]]:
+    """Output tok/s per engine at each precision and batch, when the sweep ran more than one."""
+    ok = df[df.status == "ok"]
+    if "kind" not in ok or ok.kind.nunique() < 2:
+        return []
+    kinds = sorted(ok.kind.unique())
+    rows = []
+    for (precision, batch), group in ok.groupby(["precision", "batch"], sort=True):
+        best = group.groupby("kind").output_token_throughput.max()
+        rows.append([precision, _fmt(batch, 0)] + [_fmt(best.get(k), 0) for k in kinds])
+    return [["precision", "batch"] + [f"{k} output tok/s" for k in kinds]] + rows
+
+
+def _verification_lines(result: dict[str, Any]) -> list[str]:
+    rec = result.get("production_recommendation") or {}
+    v = rec.get("verification") or {}
+    if not v.get("attempts"):
+        return [f"Not verified: {v.get('skipped', 'no verification run')}. The recommendation says verified: false."]
+    lines = [f"Verified: **{'passed' if v.get('passed') else 'FAILED'}** after {len(v['attempts'])} attempt(s)."]
+    for i, a in enumerate(v["attempts"], 1):
+        sz, t, st = a["sizing"], a["traffic"], a["stress"]
+        lines.append(f"Attempt {i}: KV budget {sz['kv_cache_memory_bytes'] / 2**20:.1f} MiB, max batch "
+                     f"{sz['max_num_seqs']} ({sz.get('change')}); traffic margin {_fmt(t.get('oom_margin_pct'))} %, "
+                     f"stress margin {_fmt(st.get('oom_margin_pct'))} %, preemptions {t.get('preemptions')}/"
+                     f"{st.get('preemptions')}, failed {t.get('failed')}/{st.get('failed')}: "
+                     + ("passed" if a["passed"] else "; ".join(a["reasons"])))
+    if v.get("command"):
+        lines.append("Server command: `" + " ".join(map(str, v["command"])) + "`")
+    return lines
+
+
 def write_report(out_dir: Path) -> dict[str, Path]:
     df, result = analyse(out_dir)
     paths = {"csv": out_dir / "points.csv", "json": out_dir / "recommendation.json",
@@ -371,6 +417,20 @@ def write_report(out_dir: Path) -> dict[str, Path]:
     title = f"servesweep report: {result['scenario']}"
     drift_example = _drift_example_line(result) or ""
     table = _table_frame(df)
+    search = _search_rows(out_dir)
+    engines = _engine_rows(df)
+    verification = _verification_lines(result)
+    extra_md: list[str] = []
+    extra_html = ""
+    if search:
+        extra_md += ["## Load search", "", _md_table(SEARCH_HEADER, search), ""]
+        extra_html += f"<h2>Load search</h2>{_html_table(SEARCH_HEADER, search)}"
+    if engines:
+        extra_md += ["## Engines", "", _md_table(engines[0], engines[1:]), ""]
+        extra_html += f"<h2>Engines</h2>{_html_table(engines[0], engines[1:])}"
+    extra_md += ["## Verification", "", *[f"- {line}" for line in verification], ""]
+    extra_html += ("<h2>Verification</h2><ul>" + "".join(f"<li>{html.escape(line).replace('**', '')}</li>"
+                                                         for line in verification) + "</ul>")
     md = [f"# {title}", "", *[f"- {line}" for line in _summary_lines(result)], "",
           "## Throughput vs batch", "", "![](plots/throughput_vs_batch.png)", "",
           "## Precision comparison", "", _md_table(PRECISION_HEADER, _precision_rows(result)), "",
@@ -380,6 +440,7 @@ def write_report(out_dir: Path) -> dict[str, Path]:
           "## Latency vs load", "", "![](plots/latency_vs_load.png)", "",
           "## KV cache and memory", "", "![](plots/kv_usage_over_time.png)", "", "![](plots/memory_vs_batch.png)", "",
           "## Goodput", "", "![](plots/goodput.png)", "",
+          *extra_md,
           "## Production recommendation", "", "```json",
           json.dumps(result.get("production_recommendation"), indent=2, default=str), "```", "",
           "## Preferred precision per SKU", "", _md_table(SKU_HEADER, _sku_rows(result)), "",
@@ -402,6 +463,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <h2>Latency vs load</h2><img src="data:image/png;base64,{imgs['latency_vs_load']}">
 <h2>KV cache and memory</h2><img src="data:image/png;base64,{imgs['kv_usage_over_time']}"><img src="data:image/png;base64,{imgs['memory_vs_batch']}">
 <h2>Goodput</h2><img src="data:image/png;base64,{imgs['goodput']}">
+{extra_html}
 <h2>Production recommendation</h2><pre>{html.escape(json.dumps(result.get('production_recommendation'), indent=2, default=str))}</pre>
 <h2>Preferred precision per SKU</h2>{_html_table(SKU_HEADER, _sku_rows(result))}
 <p><i>measured</i>: from this sweep's GPU. <i>projected</i>: datasheet roofline ratios from the measured SKU, or datasheet FP8 support alone when no GPU was measured.</p>

@@ -124,7 +124,8 @@ class Confirmation:
                 run_dir = attempt_dir / plan.kind
                 load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=run_dir,
                                       levels=[plan.level], workload=plan.workload, slo=self.scenario.slo,
-                                      show_progress=self.show_progress)
+                                      show_progress=self.show_progress,
+                                      tokenizer_dir=getattr(server, "tokenizer_dir", None))
                 summary = run_async(run_load_test(load, telemetry=server.telemetry(run_dir / "telemetry.jsonl"),
                                                   server_watch=server, server_info=server.info()))
                 if summary.get("interrupted"):

@@ -269,7 +269,7 @@ class SweepRunner:
         level_dir = config_dir / level.label
         load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=level_dir,
                               levels=[level], workload=self.scenario.workload, slo=self.scenario.slo,
-                              show_progress=self.show_progress)
+                              show_progress=self.show_progress, tokenizer_dir=getattr(server, "tokenizer_dir", None))
         telemetry = server.telemetry(level_dir / "telemetry.jsonl")
         summary = run_async(run_load_test(load, telemetry=telemetry, server_watch=server,
                                           server_info=server.info()))
