@@ -139,6 +139,10 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
             finally:
                 watcher.cancel()
                 writer.close()
+            if outcome.abort_reason and not stop_event.is_set():
+                # It stopped on its own (tokenizer gone, disk full): siblings must not wait for it
+                # at the next level's barrier.
+                barrier.abort()
         return {"index": job.index, "interrupted": outcome.interrupted, "abort_reason": outcome.abort_reason,
                 "arrival_clock": runner.arrival_clock,
                 "levels": [{"label": lv.level.label, "start_s": lv.start_s, "end_s": lv.end_s,

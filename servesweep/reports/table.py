@@ -19,10 +19,14 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
                "ITL p50", "ITL p99", "TPOT p50", "E2E p50", "E2E p99"]
     has_goodput = any("goodput" in lv for lv in summary["levels"])
     has_batch = any(lv.get("telemetry", {}).get("running_batch_mean") is not None for lv in summary["levels"])
+    has_check = any(lv.get("timing_check") for lv in summary["levels"])
     if has_goodput:
         columns.append("goodput req/s")
     if has_batch:
         columns += ["batch mean", "KV peak %"]
+    if has_check:
+        # The server's own means over the level, beside the client's (servesweep.crosscheck).
+        columns += ["ITL mean client/server", "E2E mean client/server", "TTFT offset", "timing"]
     for name in columns:
         table.add_column(name, justify="left" if name == "level" else "right")
     for lv in summary["levels"]:
@@ -40,6 +44,12 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
             mean, kv = tel.get("running_batch_mean"), tel.get("kv_cache_peak_frac")
             row.append("-" if mean is None else f"{mean:.1f}")
             row.append("-" if kv is None else f"{kv * 100:.1f}")
+        if has_check:
+            check = lv.get("timing_check") or {}
+            c, sv = check.get("client_mean_ms") or {}, check.get("server_mean_ms") or {}
+            row += [f"{_ms(c, 'itl')} / {_ms(sv, 'itl')}", f"{_ms(c, 'e2e')} / {_ms(sv, 'e2e')}",
+                    _ms(check, "ttft_offset_ms"),
+                    "-" if not check else ("[red]SUSPECT[/red]" if check.get("suspect") else "agrees")]
         table.add_row(*row)
     table.caption = "latencies in ms; ITL is every gap between streamed chunks"
     return table
@@ -58,6 +68,15 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, notes
         notes.print(f"[red]{count} x {kind}[/red]: {example}")
     if summary.get("abort_reason"):
         notes.print(f"[yellow]run stopped early: {summary['abort_reason']}[/yellow]")
+    for line in summary.get("warnings") or []:
+        notes.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
+    for lv in summary.get("levels", []):
+        for reason in (lv.get("timing_check") or {}).get("reasons", []):
+            notes.print(f"[yellow]level {lv['label']}: timing suspect: {reason} (client and server disagree: a "
+                        "client short of CPU, or a clock problem)[/yellow]", soft_wrap=True)
+    split = summary.get("cpu_split")
+    if split:
+        notes.print(f"CPU split: {split['note']}", soft_wrap=True)
     delay = (summary.get("client_send_delay_ms") or {}).get("p99")
     if delay is not None and delay > CLIENT_DELAY_WARN_MS:
         notes.print(f"[yellow]requests waited up to {delay:.1f} ms (p99) inside servesweep before reaching the "

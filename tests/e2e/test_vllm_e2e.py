@@ -76,3 +76,39 @@ async def test_telemetry_tracks_batching_and_kv_cache(vllm_server, tmp_path):
     assert after[-1]["kv_usage"] == 0 and after[-1]["running"] == 0
     # Server-side generation counters agree with what the client counted.
     assert c16["server_generation_tokens"] == pytest.approx(summary["levels"][1]["total_output_tokens"], rel=0.1)
+
+
+def test_attached_run_samples_the_servers_metrics(vllm_server, tmp_path):
+    # `servesweep run --url` against a server servesweep did not launch: telemetry is detected and sampled.
+    from servesweep.cli import main
+
+    out = tmp_path / "attach"
+    assert main(["run", "--url", vllm_server.base_url, "--concurrency", "1,8", "--num-requests", "24",
+                 "--input-len", "64", "--output-len", "uniform:16:48", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "telemetry.jsonl").stat().st_size > 0
+    c1, c8 = (lv["telemetry"] for lv in summary["levels"])
+    assert c8["running_batch_peak"] >= 2 and c8["kv_cache_peak_frac"] > 0
+    assert c8["metrics_source"].startswith("Prometheus")
+    # vLLM publishes its KV pool in cache_config_info, so the bytes are known in attach mode too.
+    assert c8["kv_cache_peak_bytes"] is None or c8["kv_cache_peak_bytes"] > 0
+
+
+async def test_timings_agree_with_the_servers_own_histograms(vllm_server, tmp_path):
+    """The demo's bug: with the client descheduled, TPOT read 0.1 ms and ITL p50 0.0. With the CPU
+    split (server on its cores, client on its own) and kernel receive stamps, the client's decode
+    timings match the server's histograms."""
+    levels = [LoadLevel(concurrency=1, num_requests=12, warmup_requests=2),
+              LoadLevel(concurrency=8, num_requests=48, warmup_requests=8)]
+    telemetry = vllm_server.telemetry(tmp_path / "telemetry.jsonl")
+    summary = await run_load_test(config(vllm_server, tmp_path, levels, input_len="uniform:64:256",
+                                         output_len="uniform:32:96"),
+                                  telemetry=telemetry, server_info=vllm_server.info())
+    assert summary["cpu_split"]["client_cpus"] and summary["arrival_clock"].startswith("kernel")
+    c1 = summary["levels"][0]
+    check = c1["timing_check"]
+    server_itl = check["server_mean_ms"]["itl"]
+    assert c1["itl_ms"]["p50"] > 0
+    assert c1["tpot_ms"]["p50"] == pytest.approx(server_itl, rel=0.2)
+    assert check["client_mean_ms"]["e2e"] == pytest.approx(check["server_mean_ms"]["e2e"], rel=0.1, abs=2.0)
+    assert check["ttft_offset_ms"] > -2.0

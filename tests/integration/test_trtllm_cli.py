@@ -1,0 +1,68 @@
+"""`servesweep run --backend trtllm` and a sweep over both engines, end to end against the
+stand-in `trtllm-serve` (TensorRT-LLM itself cannot be installed here: the adapter has never met a
+real TensorRT-LLM server)."""
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servesweep.cli import main
+from servesweep.results import read_points
+from servesweep.testing import fake_trtllm_serve
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch, tiny_model_dir):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "trtllm-serve"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake_trtllm_serve.__file__}" "$@"\n')
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_TRTLLM_START_DELAY", "0")
+    monkeypatch.setenv("FAKE_TRTLLM_TTFT", "0.02")
+    monkeypatch.setenv("FAKE_TRTLLM_ITL", "0.004")
+    return tiny_model_dir
+
+
+def test_run_launches_trtllm_samples_its_iteration_stats_and_stops_it(stand_in, tmp_path):
+    out = tmp_path / "run"
+    code = main(["run", "--backend", "trtllm", "--model", str(stand_in), "--max-batch-size", "4",
+                 "--concurrency", "2,4", "--num-requests", "12", "--input-len", "32", "--output-len", "16",
+                 "--out", str(out), "--no-progress", "--startup-timeout", "60"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["server"]["backend"] == "trtllm" and summary["completed"] == 24
+    assert "--max_batch_size" in summary["server"]["command"]
+    assert summary["levels"][1]["telemetry"]["running_batch_peak"] >= 2
+    assert (out / "telemetry.jsonl").stat().st_size > 0
+
+
+def test_a_sweep_over_both_engines(stand_in, tmp_path):
+    # vLLM is refused before it starts (its port is taken), so the suite's vLLM budget is untouched;
+    # TensorRT-LLM (the stand-in) runs every level. Both land in one points file and one report.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        scenario = {
+            "name": "engines", "model": str(stand_in), "max_model_len": 512,
+            "workload": {"input_len": 32, "output_len": 16},
+            "load": {"concurrency": [1, 4], "num_requests": 8},
+            "server": [{"kind": "vllm", "port": taken.getsockname()[1]}, {"kind": "trtllm", "max_batch_size": 4}],
+            "sweep": {"precision": ["bf16"]}, "drift": None, "verify": False,
+        }
+        path = tmp_path / "engines.yaml"
+        path.write_text(yaml.safe_dump(scenario))
+        assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    points = read_points(tmp_path / "out")
+    by_config = {(p["config"], p["level"]): p for p in points}
+    assert by_config[("bf16", "c1")]["status"] == "failed" and "port" in by_config[("bf16", "c1")]["cause"]
+    assert by_config[("trtllm-bf16-seqs4", "c4")]["status"] == "ok"
+    assert by_config[("trtllm-bf16-seqs4", "c4")]["server"]["knobs"]["memory_fraction"] == \
+        "kv_cache_free_gpu_memory_fraction"
+    assert (tmp_path / "out" / "report.html").exists()

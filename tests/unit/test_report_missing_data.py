@@ -1,0 +1,40 @@
+"""Reports say what is missing instead of crashing: no telemetry, a precision that never started,
+a sweep of one precision, no verification."""
+
+import json
+
+from servesweep.reports.render import write_report
+from servesweep.results import append_point
+from tests_support import point
+
+
+def _sweep_dir(tmp_path, points):
+    (tmp_path / "scenario.json").write_text(json.dumps({"name": "synthetic", "slo": {"ttft_ms": 1000,
+                                                                                    "percentile": 99}}))
+    for p in points:
+        append_point(tmp_path, p)
+    return tmp_path
+
+
+def test_best_point_without_telemetry_and_a_precision_that_failed_to_start(tmp_path):
+    points = [point("bf16", c, 100.0 * c) for c in (1, 4, 16)]
+    for p in points:
+        p["telemetry"] = None  # no sample fell into the level's window
+    points += [point("fp32", c, 0.0, status="failed", cause="out of memory") for c in (1, 4)]
+    out = _sweep_dir(tmp_path, points)
+    paths = write_report(out)
+    rec = json.loads(paths["json"].read_text())["production_recommendation"]
+    assert rec["precision"] == "bf16" and rec["oom_margin_pct"] is None
+    assert rec["direction"] == "unknown" and "margin unknown" in rec["advice"]
+    assert rec["verified"] is False
+    md = paths["md"].read_text()
+    assert "Not verified" in md and "## Every point" in md
+    assert "out of memory" in paths["csv"].read_text()
+
+
+def test_one_precision_only(tmp_path):
+    out = _sweep_dir(tmp_path, [point("bf16", c, 100.0 * c, kv_frac=0.7) for c in (1, 2, 4, 8)])
+    result = json.loads(write_report(out)["json"].read_text())
+    assert list(result["precision_sweep"]) == ["bf16"]
+    assert result["precision_sweep"]["bf16"]["speedup_vs_fp32"] is None  # no fp32 run: no ratio, no crash
+    assert result["production_recommendation"]["oom_margin_pct"] is not None
