@@ -29,6 +29,9 @@ from servesweep.loadgen.stats import SLO, summarize
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer, TokenizerLike
 from servesweep.loadgen.workers import WorkerPool, check_merge
+from servesweep.errors import ConfigError
+from servesweep.loadgen.sessions import SessionSpec
+from servesweep.loadgen.traces import read_trace
 from servesweep.loadgen.workload import Workload
 from servesweep.results import SCHEMA_VERSION, ensure_writable_dir, write_json
 
@@ -47,6 +50,11 @@ class LoadTestConfig(BaseModel):
     keep_text: bool = False
     show_progress: bool | None = None
     workers: int = Field(default=1, ge=1)  # load-generator processes (see loadgen/workers.py)
+    # A trace to replay (a level with arrival "trace") or multi-turn sessions (arrival "sessions").
+    trace_file: Path | None = None
+    trace_format: str | None = None
+    trace_speed: float = 1.0
+    sessions: SessionSpec | None = None
 
 
 class ServerWatch(Protocol):
@@ -132,6 +140,10 @@ async def run_load_test(
         tokenizer = await _pick_tokenizer(probe_session, config, target)
         writer: RecordWriter | None = None
         runner: LoadRunner | WorkerPool
+        trace = read_trace(config.trace_file, config.trace_format, config.trace_speed) if config.trace_file else None
+        if config.workers > 1 and (trace is not None or config.sessions is not None):
+            raise ConfigError("--workers splits closed- and open-loop levels only; replay a trace or run "
+                              "sessions with one worker")
         if config.workers > 1:
             source = (str(tokenizer.model_dir) if isinstance(tokenizer, LocalTokenizer) else
                       "server" if tokenizer is not None else None)
@@ -142,6 +154,7 @@ async def run_load_test(
             runner = LoadRunner(
                 target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
                 slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
+                trace=trace, sessions=config.sessions,
             )
         watcher: asyncio.Task | None = None
         if server_watch is not None:
@@ -169,6 +182,8 @@ async def run_load_test(
         "tool": {"name": "servesweep", "version": __version__},
         "target": {"url": target.base_url, "model": target.model, "max_model_len": target.max_model_len},
         "workload": config.workload.describe(),
+        "trace": {"file": str(config.trace_file), "speed": config.trace_speed, "requests": len(trace)} if trace else None,
+        "sessions": config.sessions.describe() if config.sessions else None,
         "seed": config.workload.seed,
         "levels_requested": [lv.model_dump(exclude_none=True) for lv in config.levels],
         "slo": config.slo.model_dump(exclude_none=True) if config.slo else None,

@@ -24,6 +24,8 @@ from servesweep.errors import (
     ServerStartError,
 )
 from servesweep.loadgen.arrivals import LoadLevel
+from servesweep.loadgen.sessions import SessionSpec
+from servesweep.loadgen.traces import read_trace
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KV_CACHE_DTYPES, PRECISION_NAMES
@@ -81,6 +83,15 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
                    help="requests per level sent and finished before the measured window (not in statistics)")
     g.add_argument("--workers", type=int, default=1,
                    help="load-generator processes; each takes an even share of every level (default 1)")
+    t = p.add_argument_group("production-shaped traffic (instead of --concurrency / --request-rate)")
+    t.add_argument("--trace", type=Path, default=None, metavar="FILE",
+                   help="replay a trace at its offsets and lengths: Mooncake JSONL or Azure CSV")
+    t.add_argument("--trace-format", choices=["mooncake", "azure"], default=None, help="default: from the file")
+    t.add_argument("--trace-speed", type=float, default=1.0, help="2 replays twice as fast")
+    t.add_argument("--sessions", type=int, default=None, metavar="N", help="N concurrent multi-turn chat sessions")
+    t.add_argument("--turns", type=int, default=4, help="turns per session")
+    t.add_argument("--user-len", default="64", metavar="SPEC", help="tokens of each new user message")
+    t.add_argument("--think-time", default="0", metavar="SPEC", help="seconds between an answer and the next turn")
     w = p.add_argument_group("workload")
     w.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
     w.add_argument("--no-stream", action="store_true", help="non-streaming requests (TTFT = e2e)")
@@ -166,7 +177,28 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
     return from_options(lambda: config_from_dict({"model": args.model, **values}))
 
 
+def sessions_from_args(args: argparse.Namespace) -> SessionSpec | None:
+    if args.sessions is None:
+        return None
+    return from_options(lambda: SessionSpec(sessions=args.sessions, turns=args.turns, user_len=args.user_len,
+                                            output_len=args.output_len, think_time_s=args.think_time,
+                                            seed=args.seed))
+
+
 def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
+    if args.trace is not None or args.sessions is not None:
+        if args.concurrency or args.request_rate:
+            raise ConfigError("--trace and --sessions set their own load: drop --concurrency / --request-rate")
+        if args.trace is not None and args.sessions is not None:
+            raise ConfigError("give --trace or --sessions, not both")
+    if args.trace is not None:
+        trace = read_trace(args.trace, args.trace_format, args.trace_speed)
+        span = trace[-1].offset_s if len(trace) > 1 else 1.0
+        return from_options(lambda: [LoadLevel(request_rate=len(trace) / max(span, 1e-3), arrival="trace",
+                                               num_requests=len(trace), name="trace")])
+    if args.sessions is not None:
+        return from_options(lambda: [LoadLevel(concurrency=args.sessions, arrival="sessions",
+                                               num_requests=args.sessions * args.turns, name="sessions")])
     if args.num_requests is None and args.duration is None:
         args.num_requests = 100
     common = dict(num_requests=args.num_requests, duration_s=args.duration, warmup_requests=args.warmup)
@@ -180,7 +212,7 @@ def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
     return from_options(lambda: Workload(
-        endpoint=args.endpoint, stream=not args.no_stream, input_len=args.input_len,
+        endpoint="chat" if args.sessions is not None else args.endpoint, stream=not args.no_stream, input_len=args.input_len,
         output_len=args.output_len, dataset=args.dataset, shared_prefix_len=args.shared_prefix_len,
         ignore_eos=not args.no_ignore_eos, request_timeout_s=args.timeout, seed=args.seed,
     ))

@@ -18,6 +18,7 @@ from servesweep.cli.common import (
     finish_run,
     levels_from_args,
     server_config_from_args,
+    sessions_from_args,
     slo_from_args,
     start_server,
     workload_from_args,
@@ -64,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     levels = levels_from_args(args)
     common = dict(workload=workload, levels=levels, slo=slo_from_args(args), allow_remote=args.allow_remote,
                   keep_text=args.keep_text, show_progress=False if args.no_progress else None,
-                  tokenizer_dir=args.tokenizer, workers=args.workers)
+                  tokenizer_dir=args.tokenizer, workers=args.workers, trace_file=args.trace,
+                  trace_format=args.trace_format, trace_speed=args.trace_speed, sessions=sessions_from_args(args))
     if args.url:
         if args.backend:
             raise ConfigError("give either --url (attach) or --backend (launch), not both")

@@ -17,7 +17,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, model_validator
 
-Arrival = Literal["closed", "constant", "poisson", "gamma"]
+# "trace": requests at a replayed trace's offsets (servesweep.loadgen.traces); "sessions": multi-turn
+# conversations, each waiting for its answer and a think time (servesweep.loadgen.sessions).
+Arrival = Literal["closed", "constant", "poisson", "gamma", "trace", "sessions"]
 
 
 class LoadLevel(BaseModel):
@@ -41,7 +43,8 @@ class LoadLevel(BaseModel):
         if self.concurrency is not None:
             if self.concurrency < 1:
                 raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-            self.arrival = "closed"
+            if self.arrival != "sessions":
+                self.arrival = "closed"
         else:
             if not self.request_rate or self.request_rate <= 0 or math.isinf(self.request_rate):
                 raise ValueError(f"request_rate must be a positive finite number, got {self.request_rate}")

@@ -54,6 +54,9 @@ class RequestRecord:
     error_kind: str | None = None
     error_message: str | None = None
     output_text: str | None = None
+    # Multi-turn sessions (servesweep.loadgen.sessions): which conversation and turn this was.
+    session_id: int | None = None
+    turn: int | None = None
 
     @property
     def ok(self) -> bool:

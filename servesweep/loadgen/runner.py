@@ -26,12 +26,12 @@ import sys
 import time
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from servesweep.errors import TargetError
+from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
 from servesweep.loadgen.client import build_payload, endpoint_path, send_request
 from servesweep.loadgen.http import HttpPool
@@ -44,6 +44,8 @@ from servesweep.loadgen.records import (
 )
 from servesweep.loadgen.stats import SLO, summarize
 from servesweep.loadgen.tokenizer import TokenizerLike
+from servesweep.loadgen.sessions import SessionPlan, SessionSpec, plan_sessions, run_sessions
+from servesweep.loadgen.traces import TraceRequest, trace_prompts
 from servesweep.loadgen.workload import PromptItem, Workload, build_prompts
 
 # Prompts are built before a level starts; a level of more requests than this reuses them
@@ -104,9 +106,14 @@ class LoadRunner:
         id_start: int = 0,
         id_step: int = 1,
         arrival_phase: float = 0.0,
+        trace: list[TraceRequest] | None = None,
+        sessions: SessionSpec | None = None,
     ) -> None:
         """`t0`, `id_start`/`id_step` and `arrival_phase` (a fraction of the mean arrival gap) let
         several runner processes share one clock, distinct request ids and staggered arrivals.
+
+        `trace`: the requests a level with arrival "trace" replays, at their offsets and lengths.
+        `sessions`: the conversations a level with arrival "sessions" runs (multi-turn chat).
 
         The run stops itself ("server stopped answering") after `consecutive_failure_limit` requests
         in a row that failed to connect or timed out, or `consecutive_timeout_limit` in a row that
@@ -137,7 +144,8 @@ class LoadRunner:
         self._next_id = id_start
         self._id_step = id_step
         self.arrival_phase = arrival_phase
-        self.on_level_start: Callable[[LoadLevel, float], None] | None = None
+        self.trace = trace
+        self.sessions = sessions
         # Awaited once a level's prompts are built; may return the perf_counter instant the level
         # starts at (workers of one pool share it, so their arrival schedules interleave exactly).
         self.before_level: Callable[[LoadLevel], Awaitable[float | None]] | None = None
@@ -178,9 +186,11 @@ class LoadRunner:
         )
 
     async def _one(self, pool: HttpPool, record: RequestRecord, payload: dict,
-                   done: list[RequestRecord], progress: Callable[[], None]) -> None:
+                   done: list[RequestRecord], progress: Callable[[], None], path: str | None = None,
+                   keep_text: bool | None = None) -> None:
         try:
-            await send_request(pool, self.path, payload, record, self.t0, self.keep_text)
+            await send_request(pool, path or self.path, payload, record, self.t0,
+                               self.keep_text if keep_text is None else keep_text)
         finally:
             self.writer.write(record)
             done.append(record)
@@ -258,7 +268,12 @@ class LoadRunner:
         """Requests number `first`, `first + 1`, ... on the level's arrival schedule from `start`
         (perf_counter): `count` of them, or until `deadline` when `count` is None; then waits for
         every one in flight."""
-        offsets = arrival_offsets(level, count if count is not None else MAX_PROMPT_POOL * 16, self.rng)
+        if level.arrival == "trace":
+            assert self.trace is not None
+            offsets = np.array([r.offset_s for r in self.trace[first:first + (count or len(self.trace))]])
+            offsets = offsets - (offsets[0] if first and len(offsets) else 0.0)
+        else:
+            offsets = arrival_offsets(level, count if count is not None else MAX_PROMPT_POOL * 16, self.rng)
         if self.arrival_phase:
             offsets = offsets + self.arrival_phase / level.request_rate
         limit = level.in_flight_limit
@@ -293,12 +308,53 @@ class LoadRunner:
             _raise_first_error(await asyncio.gather(*pending, return_exceptions=True))
         return wrapped
 
-    async def _build_prompts(self, level: LoadLevel) -> list[PromptItem] | None:
+    async def _run_sessions(self, pool: HttpPool, level: LoadLevel, plans: list[SessionPlan], done, progress,
+                            level_start: float) -> None:
+        """Every conversation at once: each turn's prompt is the history so far plus a new user
+        message, sent when the previous answer has arrived and the think time has passed."""
+        stop = asyncio.Event()
+        path = urlsplit(self.base_url.rstrip("/") + "/v1/chat/completions").path
+        workload = self.workload
+
+        async def send(messages: list[dict[str, str]], output_len: int, session_id: int, turn: int) -> RequestRecord:
+            item = PromptItem("", None, output_len)
+            record = self._new_record(level, item, 0, time.perf_counter() - self.t0)
+            record.warmup, record.session_id, record.turn = False, session_id, turn
+            payload = {"model": self.model, "messages": messages, "max_tokens": output_len, "stream": workload.stream}
+            if workload.ignore_eos:
+                payload["ignore_eos"] = True
+            if workload.stream:
+                payload["stream_options"] = {"include_usage": True}
+            # The answer is the next turn's history, so its text is kept whatever --keep-text says.
+            await self._one(pool, record, payload, done, progress, path=path, keep_text=True)
+            return record
+
+        async def watch() -> None:
+            await self._stop.wait()
+            stop.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await run_sessions(plans, send, stop=stop)
+        finally:
+            watcher.cancel()
+
+    async def _build_prompts(self, level: LoadLevel) -> list[Any] | None:
         """The level's prompts, built in a task `stop()` cancels (a /tokenize that hangs must not
         hold Ctrl-C). None when the run was stopped meanwhile, or when the server's tokenizer
         failed: the run then stops with the reason, and what completed is kept."""
-        task = asyncio.ensure_future(
-            build_prompts(self.workload, self._planned_count(level), self.tokenizer, self.rng))
+        if level.arrival == "trace":
+            assert self.trace is not None
+            build = trace_prompts(self.trace, self.tokenizer, self.workload.seed, self.workload.endpoint)
+        elif level.arrival == "sessions":
+            assert self.sessions is not None
+            if self.tokenizer is None:
+                raise ConfigError("multi-turn sessions need a tokenizer: give --tokenizer DIR or a server "
+                                  "with /tokenize")
+            build = plan_sessions(self.sessions, self.tokenizer)
+        else:
+            build = build_prompts(self.workload, self._planned_count(level), self.tokenizer, self.rng)
+        task = asyncio.ensure_future(build)
         self._tasks.add(task)
         try:
             return await task
@@ -349,11 +405,11 @@ class LoadRunner:
             if level_start is None:
                 level_start = time.perf_counter()
             start = level_start - self.t0
-            if self.on_level_start is not None:
-                self.on_level_start(level, start)
             stop_at = warmups + level.num_requests if level.num_requests is not None else None
             deadline = level_start + level.duration_s if level.duration_s is not None else None
-            if level.concurrency is not None:
+            if level.arrival == "sessions":
+                await self._run_sessions(pool, level, prompts, done, advance, level_start)
+            elif level.concurrency is not None:
                 wrapped |= await self._run_closed(pool, level, prompts, done, advance, warmups, stop_at,
                                                   deadline, level.concurrency)
             else:

@@ -92,6 +92,9 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
         # the load generator's core is saturated (then add --workers).
         "client_send_delay_ms": distribution(r.client_send_delay_ms for r in measured
                                              if r.client_send_delay_ms is not None),
+        # Open loop and trace replay: how late each request left against its schedule.
+        "arrival_lateness_ms": distribution((r.sent_s - r.scheduled_s) * 1000.0 for r in measured
+                                            if r.sent_s is not None and r.scheduled_s is not None),
         "errors": dict(Counter(r.error_kind for r in failed)),
         "error_examples": {kind: next(r.error_message for r in failed if r.error_kind == kind)
                            for kind in {r.error_kind for r in failed}},
@@ -111,6 +114,11 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
                       for r in ok)
     summary["token_count_source"] = dict(sources)
     summary["warnings"] = _token_warnings(sources, len(ok))
+    turns = sorted({r.turn for r in ok if r.turn is not None})
+    if turns:
+        # Prefix caching shows here: a flat TTFT while the context grows turn by turn.
+        summary["ttft_by_turn_ms"] = {str(t): distribution(r.ttft_ms for r in ok if r.turn == t
+                                                           and r.ttft_ms is not None) for t in turns}
     if slo is not None and not slo.is_empty():
         good = sum(1 for r in ok if slo.met_by(r))
         summary["goodput"] = {
