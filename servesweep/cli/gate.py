@@ -16,6 +16,7 @@ from typing import Any
 
 from servesweep.backends import BACKENDS
 from servesweep.cli.common import console
+from servesweep.errors import ConfigError
 from servesweep.precision import PRECISION_NAMES
 from servesweep.quality.gate.run import GateRun, evaluate
 from servesweep.results import ensure_writable_dir, write_json
@@ -41,8 +42,9 @@ def register(sub: Any) -> None:
     refs = ref.add_mutually_exclusive_group()
     refs.add_argument("--reference", type=Path, default=None,
                       help="a stored result: an earlier run's gate.json or reference.json")
-    refs.add_argument("--reference-precision", choices=PRECISION_NAMES, default=None,
-                      help="launch the same model at this precision and measure it first")
+    ref.add_argument("--reference-precision", choices=PRECISION_NAMES, default=None,
+                     help="with --backend: launch the same model at this precision and measure it first; "
+                          "with --reference-url: the precision that server runs (a label)")
     refs.add_argument("--reference-url", default=None, help="a running server at the reference precision")
     gate.add_argument("--record-reference", action="store_true",
                       help="only measure the target and write DIR/reference.json (no verdict)")
@@ -50,6 +52,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    if args.reference and args.reference_precision:
+        raise ConfigError("--reference-precision does not apply to a stored --reference")
     ensure_writable_dir(args.out)
     run = GateRun(
         spec=args.spec, out=args.out, url=args.url, backend=args.backend, model=args.model,
