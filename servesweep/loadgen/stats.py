@@ -86,6 +86,9 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
         "total_output_tokens": output_tokens,
         "ttft_ms": distribution(r.ttft_ms for r in ok if r.ttft_ms is not None),
         "itl_ms": distribution(itl),
+        # Chunks read together share one arrival time (see loadgen/http.py): the share of gaps that
+        # read exactly 0 says how much of the ITL distribution the client could not resolve.
+        "itl_zero_gap_fraction": (sum(1 for g in itl if g == 0.0) / len(itl)) if itl else None,
         "tpot_ms": distribution(r.tpot_ms for r in ok if r.tpot_ms is not None),
         "e2e_ms": distribution(r.e2e_ms for r in ok if r.e2e_ms is not None),
         # How long requests waited inside the client before reaching the socket: near zero unless

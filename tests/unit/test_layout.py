@@ -92,3 +92,28 @@ def test_one_precision_table():
             text = path.read_text()
             assert '["fp32", "fp16", "bf16", "fp8"]' not in text and "'fp32', 'fp16', 'bf16', 'fp8'" not in text, path
     assert PRECISIONS["fp8"].quantized_fp8 and not PRECISIONS["bf16"].quantized_fp8
+
+
+def test_the_package_exports_its_error_hierarchy():
+    import servesweep.errors as errors
+
+    for name in servesweep.__all__:
+        assert hasattr(servesweep, name), name
+    assert issubclass(errors.ConfigError, errors.UserError) and issubclass(errors.UserError, errors.ServesweepError)
+    assert errors.UserError.exit_code == 2 and errors.ServerError.exit_code == 3
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    # The CLI maps servesweep's own errors to one line and an exit code; anything else is a bug
+    # and must surface with its traceback, not as "error: ..." and exit 2.
+    import pytest
+
+    import servesweep.cli.run as run
+    from servesweep.cli import main
+
+    def broken(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(run, "cmd_run", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["run", "--url", "http://127.0.0.1:9"])

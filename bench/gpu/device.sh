@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# One device call of the H100 validation run (issue 16): bash bench/gpu/device.sh STEP [STEP ...]
+# Run in the repository root on the lent GPU machine; see bench/gpu/README.md for the call plan.
+#
+# Steps (run in the order given; each one is skipped with a message when the call's time is short):
+#   part            copy the carried .gpu/pN parts of the staged vLLM into /tmp/stage
+#   install         unpack vLLM (the carried last part holds device-install.sh), check servesweep's
+#                   imports (exit 3 if any is missing), build the dummy Llama-3-8B directory
+#   sweep=PRECS     the ladder sweep for these precisions only, e.g. sweep=bf16,fp8 (no verification)
+#   sweep           the whole scenario: any configuration not done yet, then the verification run
+#   sbs[=CONCS]     bench/gpu/side_by_side.py on one bf16 server (default concurrencies 16,128,512)
+#   quality         the trained-model sweep (drift + perplexity gate per precision), then the FP8 proof
+#   em              the exact-match gate per precision (fp32 reference recorded first)
+# Every call ends by packing what exists into $OUT (at most 6 files): call.log, env.txt,
+# sweep.tar.gz (no records), records.tar.xz, sbs.tar.gz, quality.tar.gz. bench/gpu/fetch.sh
+# unpacks them here. Time: CALL_BUDGET_S (default 570) from the start of this script.
+set -uo pipefail
+START=$(date +%s)
+CALL_BUDGET_S=${CALL_BUDGET_S:-570}
+PACK_S=30  # kept for packing at the end
+RES=examples/h100-2026-11-23
+SWEEP=${SWEEP:-/tmp/h100-sweep}
+QSWEEP=${QSWEEP:-/tmp/q-sweep}
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/call.log") 2>&1
+
+left() { echo $(( CALL_BUDGET_S - PACK_S - ($(date +%s) - START) )); }
+say() { echo "[$(( $(date +%s) - START )) s] $*"; }
+
+gpu_cleanup() {
+  # A server left behind (its own session: a killed client cannot take it along) would hold the
+  # GPU for the next step; stop what is on the GPU, by PID.
+  local pids
+  pids=$(nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null | tr -d ' ')
+  [ -z "$pids" ] && return 0
+  say "stopping leftover GPU processes: $pids"
+  for p in $pids; do kill -INT "$p" 2>/dev/null; done
+  sleep 8
+  for p in $pids; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
+  sleep 2
+}
+
+need_vllm() {
+  if [ ! -f /tmp/site/.ok ]; then
+    say "vLLM is not installed on this machine (a fresh machine is bare): stage it again (README.md)"
+    return 1
+  fi
+}
+
+need_dummy() {
+  [ -f /tmp/llama3-8b-dummy/config.json ] && return 0
+  python3 -m servesweep.models.tiny --shape llama3-8b --out /tmp/llama3-8b-dummy >/dev/null || return 1
+  say "built /tmp/llama3-8b-dummy"
+}
+
+restore() {  # restore a results dir from the copy that travelled with the tree (fresh machine)
+  local from=$1 to=$2
+  if [ ! -d "$to" ] && [ -d "$from" ]; then cp -r "$from" "$to" && say "restored $to from $from"; fi
+}
+
+step_part() {
+  mkdir -p /tmp/stage
+  for d in .gpu/p*; do
+    [ -d "$d" ] || continue
+    cp "$d"/site.tar.xz.part* /tmp/stage/ && say "copied $d into /tmp/stage"
+  done
+  ls -la /tmp/stage
+}
+
+step_install() {
+  local script
+  script=$(ls .gpu/p*/device-install.sh 2>/dev/null | tail -1)
+  if [ ! -f /tmp/site/.ok ]; then
+    [ -n "$script" ] || { say "no .gpu/pN/device-install.sh carried: send the last part with this call"; return 1; }
+    step_part
+    bash "$script" || { say "device-install.sh failed"; return 1; }
+  fi
+  python3 bench/gpu/check_imports.py || { say "imports missing: nothing can be measured"; exit 3; }
+  need_dummy
+}
+
+step_sweep() {  # $1: comma-separated precisions, or empty for the whole scenario + verification
+  need_vllm && need_dummy || return 1
+  restore "$RES/sweep" "$SWEEP"
+  local scenario=/tmp/h100-ladder.yaml flags=(--no-report --no-progress)
+  if [ -n "$1" ]; then
+    sed "s/^  precision: \[.*\]/  precision: [${1//,/, }]/" bench/gpu/h100-ladder.yaml > $scenario
+    flags+=(--no-verify)
+  else
+    cp bench/gpu/h100-ladder.yaml $scenario
+  fi
+  grep -n "precision:" $scenario
+  local t; t=$(left)
+  [ "$t" -gt 120 ] || { say "sweep skipped: only $t s left"; return 0; }
+  say "sweep ${1:-all + verification} for at most $((t - 30)) s"
+  timeout -s INT -k 25 $((t - 30)) python3 -m servesweep sweep $scenario --out $SWEEP "${flags[@]}"
+  say "sweep exit: $?"
+  gpu_cleanup
+}
+
+step_sbs() {
+  need_vllm && need_dummy || return 1
+  local t; t=$(left)
+  [ "$t" -gt 240 ] || { say "side by side skipped: only $t s left"; return 0; }
+  # Each round is two runs; no new round starts within ~100 s of the end.
+  timeout -s INT -k 25 $((t - 20)) python3 bench/gpu/side_by_side.py --model /tmp/llama3-8b-dummy \
+    --out /tmp/sbs --concurrency "${1:-16,128,512}" --deadline-s $((t - 110))
+  say "side by side exit: $?"
+  gpu_cleanup
+}
+
+need_trained() {
+  [ -f /tmp/trained-llama/model.safetensors ] && return 0
+  if [ -f .gpu/trained-llama/model.safetensors ]; then cp -r .gpu/trained-llama /tmp/trained-llama; return 0; fi
+  say "no trained model: carry .gpu/trained-llama with this call"; return 1
+}
+
+step_quality() {
+  need_vllm && need_trained || return 1
+  restore "$RES/quality/sweep" "$QSWEEP"
+  local t; t=$(left)
+  [ "$t" -gt 150 ] || { say "quality skipped: only $t s left"; return 0; }
+  timeout -s INT -k 25 $((t - 90)) python3 -m servesweep sweep bench/gpu/h100-trained-quality.yaml --out $QSWEEP \
+    --no-report --no-progress
+  say "quality sweep exit: $?"
+  gpu_cleanup
+  t=$(left)
+  local logs=()
+  for f in $QSWEEP/configs/*/server-*.log; do [ -f "$f" ] && logs+=(--log "$f"); done
+  if [ "$t" -gt 80 ]; then
+    timeout -s INT -k 10 $((t - 10)) python3 bench/gpu/fp8_probe.py --model /tmp/trained-llama "${logs[@]}" \
+      --out /tmp/q-proof
+  else
+    python3 bench/gpu/fp8_probe.py --model /tmp/trained-llama "${logs[@]}" --no-engine --out /tmp/q-proof
+  fi
+  gpu_cleanup
+}
+
+step_em() {
+  need_vllm && need_trained || return 1
+  restore "$RES/quality/exact-match" /tmp/q-em
+  local p ref=/tmp/q-em/fp32/reference.json
+  for p in fp32 fp16 bf16 fp8; do
+    [ -f /tmp/q-em/$p/gate.json ] && continue
+    [ "$p" = fp32 ] && [ -f $ref ] && continue
+    local t; t=$(left)
+    [ "$t" -gt 90 ] || { say "exact match $p skipped: only $t s left"; continue; }
+    local common=(--spec scenarios/gate-exact-match.yaml --backend vllm --model /tmp/trained-llama --precision $p
+                  --max-model-len 1024 --server-arg=--enforce-eager --out /tmp/q-em/$p)
+    if [ "$p" = fp32 ]; then
+      timeout -s INT -k 10 $((t - 10)) python3 -m servesweep gate "${common[@]}" --record-reference
+    else
+      [ -f $ref ] || { say "exact match $p: no fp32 reference"; continue; }
+      timeout -s INT -k 10 $((t - 10)) python3 -m servesweep gate "${common[@]}" --reference $ref
+    fi
+    say "exact match $p exit: $?"
+    gpu_cleanup
+  done
+}
+
+pack() {
+  say "packing"
+  {
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
+    python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)" 2>&1
+    [ -f /tmp/site/.ok ] && python3 -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1
+    uname -r; nproc
+  } > "$OUT/env.txt"
+  [ -d $SWEEP ] && tar -C /tmp -czf "$OUT/sweep.tar.gz" --exclude='records*.jsonl' "$(basename $SWEEP)"
+  if [ -d $SWEEP ]; then
+    (cd /tmp && find "$(basename $SWEEP)" -name 'records*.jsonl' -print0 | tar --null -T - -cf - | xz -T0 -6 > "$OUT/records.tar.xz")
+    if [ "$(stat -c %s "$OUT/records.tar.xz")" -gt 16000000 ]; then
+      say "records.tar.xz is over 16 MB: left out"; rm -f "$OUT/records.tar.xz"
+    fi
+  fi
+  [ -d /tmp/sbs ] && tar -C /tmp -czf "$OUT/sbs.tar.gz" --exclude='records*.jsonl' sbs
+  local q=()
+  for d in q-sweep q-proof q-em; do [ -d /tmp/$d ] && q+=("$d"); done
+  [ ${#q[@]} -gt 0 ] && tar -C /tmp -czf "$OUT/quality.tar.gz" --exclude='records*.jsonl' "${q[@]}"
+  ls -la "$OUT"
+}
+trap pack EXIT
+
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+for s in "$@"; do
+  name=${s%%=*}; arg=""; [ "$name" != "$s" ] && arg=${s#*=}
+  say "step $s ($(left) s left)"
+  case $name in
+    part) step_part ;;
+    install) step_install || exit 4 ;;
+    sweep) step_sweep "$arg" ;;
+    sbs) step_sbs "$arg" ;;
+    quality) step_quality ;;
+    em) step_em ;;
+    *) say "unknown step $s"; exit 2 ;;
+  esac
+done
+say "done"
