@@ -52,9 +52,16 @@ class UnsupportedConfig(UserError, ValueError):
 
 
 class OutputError(UserError, OSError):
-    """The results directory cannot be created or written."""
+    """Results could not be written: checked before a run starts (bad input, exit 2), or found
+    mid-run when the disk refuses (exit 5, with what was written kept)."""
 
     exit_code = EXIT_OUTPUT
+
+
+class OutputDirError(OutputError):
+    """The output directory is unusable before anything ran: a file in the way, read-only."""
+
+    exit_code = EXIT_USAGE
 
 
 class ReportError(UserError):

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from servesweep.errors import OutputError
+from servesweep.errors import OutputDirError, OutputError
 
 SCHEMA_VERSION = 1
 POINTS_FILE = "points.jsonl"
@@ -132,9 +132,9 @@ def ensure_writable_dir(path: Path) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except FileExistsError:
-        raise OutputError(f"output directory {path}: a file of that name (or a parent of it) is in the way") from None
+        raise OutputDirError(f"output directory {path}: a file of that name (or a parent of it) is in the way") from None
     except NotADirectoryError:
-        raise OutputError(f"output directory {path}: a parent of it is a file, not a directory") from None
+        raise OutputDirError(f"output directory {path}: a parent of it is a file, not a directory") from None
     except OSError as exc:
-        raise OutputError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
+        raise OutputDirError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
     return path

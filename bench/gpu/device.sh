@@ -19,8 +19,8 @@ START=$(date +%s)
 CALL_BUDGET_S=${CALL_BUDGET_S:-570}
 PACK_S=30  # kept for packing at the end
 RES=examples/h100-2026-11-23
-SWEEP=${SWEEP:-/tmp/h100-sweep}
-QSWEEP=${QSWEEP:-/tmp/q-sweep}
+SWEEP=/tmp/h100-sweep
+QSWEEP=/tmp/q-sweep
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"

@@ -212,19 +212,16 @@ def main() -> int:
         (out / "side_by_side.json").write_text(json.dumps({"header": header, "runs": runs}, indent=2))
 
     try:
-        k = 0
-        for c in concurrencies:
+        rounds = [(c, r) for c in concurrencies for r in range(args.rounds)]
+        for i, (c, r) in enumerate(rounds):
             n = 3 * c
-            order = []
-            for r in range(args.rounds):
-                pair = list(TOOLS) if (k + r) % 2 == 0 else list(reversed(TOOLS))
-                order += [(tool, r) for tool in pair]
-            k += 1
-            for tool, r in order:
-                if time.monotonic() - t_start > args.deadline_s:
-                    print(f"deadline reached: skipping {tool} c={c} round {r}", flush=True)
-                    header.setdefault("skipped", []).append(f"{tool} c={c} round {r}")
-                    continue
+            # A round is one run of each tool; which goes first alternates from round to round. The
+            # deadline is checked per round, so no round is left with one tool's numbers only.
+            if time.monotonic() - t_start > args.deadline_s:
+                print(f"deadline reached: skipping c={c} round {r}", flush=True)
+                header.setdefault("skipped", []).append(f"c={c} round {r}")
+                continue
+            for tool in (TOOLS if i % 2 == 0 else tuple(reversed(TOOLS))):
                 name = f"c{c}-r{r}-{'vllm' if tool == 'vllm bench' else 'servesweep'}"
                 run_dir = out / name
                 run_dir.mkdir(exist_ok=True)
@@ -234,7 +231,8 @@ def main() -> int:
                                              args.input_len, args.output_len, run_dir, name,
                                              c if warmup_flag_ok else 0, seed)
                     rc, tail = run_tool(cmd, run_dir / "output.log", args.run_timeout_s)
-                    if rc != 0 and "--num-warmups" in (run_dir / "output.log").read_text(errors="replace"):
+                    said = (run_dir / "output.log").read_text(errors="replace").split("\n", 1)[-1]
+                    if rc != 0 and warmup_flag_ok and "unrecognized arguments" in said and "--num-warmups" in said:
                         # An older vllm bench without --num-warmups: run unwarmed, and say so.
                         warmup_flag_ok = False
                         header["warmup_note"] = ("this vllm bench has no --num-warmups: its runs are not "

@@ -16,7 +16,7 @@ from servesweep.reports.capacity import (
     render_markdown,
     write_capacity,
 )
-from servesweep.reports.render import analyse
+from servesweep.reports.render import analyse, write_report
 from servesweep.scenarios.files import read_yaml_file
 
 
@@ -52,5 +52,6 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         price_source=str(prices_path) if prices_path else None))
     json_path, md_path = write_capacity(report, args.results_dir)
     console.print(render_markdown(report), soft_wrap=True, markup=False)
-    console.print(f"capacity: {json_path}, {md_path}")
+    paths = write_report(args.results_dir)  # the report gains its capacity section and plot
+    console.print(f"capacity: {json_path}, {md_path}, {paths['html']}")
     return EXIT_OK

@@ -171,6 +171,15 @@ def _drift_example_line(result: dict[str, Any]) -> str | None:
 
 
 # --- plots ---------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _fig_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -402,6 +411,41 @@ def _verification_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _capacity_section(out_dir: Path) -> tuple[list[str], None, bytes | None]:
+    """The capacity plan (written by `servesweep capacity`) as Markdown, HTML and one plot."""
+    path = out_dir / "capacity.json"
+    if not path.exists():
+        return [], None, None
+    from servesweep.reports.capacity import CapacityReport, render_markdown
+
+    plan = CapacityReport.model_validate_json(path.read_text())
+    md = render_markdown(plan)
+    rows = [r for r in plan.skus if r.status == "ok"]
+    png = None
+    if rows:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        names = [f"{r.sku}\n({r.basis})" for r in rows]
+        ax.bar(names, [r.gpus_at_peak for r in rows], color=["#2a7" if r.basis == "measured" else "#aaa" for r in rows])
+        ax.set_ylabel(f"GPUs at {plan.peak_rps:g} req/s")
+        cost = [r.usd_per_1m_output_tokens for r in rows]
+        if any(c is not None for c in cost):
+            ax2 = ax.twinx()
+            ax2.plot(names, [c if c is not None else float("nan") for c in cost], "o", color="#c33")
+            ax2.set_ylabel("$ per 1M output tokens (user prices)")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title("replicas per SKU (grey: projected)")
+        png = _fig_png(fig)
+    return ["## Capacity", "", md, "", "![](plots/capacity.png)" if png else "", ""], None, png
+
+
+def _capacity_html(text: str | None, img: str | None) -> str:
+    if not text:
+        return ""
+    return (f"<h2>Capacity</h2><pre>{html.escape(text)}</pre>"
+            + (f'<img src="data:image/png;base64,{img}">' if img else ""))
+
+
 def write_report(out_dir: Path) -> dict[str, Path]:
     df, result = analyse(out_dir)
     paths = {"csv": out_dir / "points.csv", "json": out_dir / "recommendation.json",
@@ -409,6 +453,10 @@ def write_report(out_dir: Path) -> dict[str, Path]:
     df.to_csv(paths["csv"], index=False)
     write_json(paths["json"], result)
     plots = _plots(df, result, out_dir)
+    capacity_md, _, capacity_png = _capacity_section(out_dir)
+    capacity_text = capacity_md[2] if capacity_md else None
+    if capacity_png:
+        plots["capacity"] = capacity_png
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     for name, png in plots.items():
@@ -429,6 +477,7 @@ def write_report(out_dir: Path) -> dict[str, Path]:
         extra_md += ["## Engines", "", _md_table(engines[0], engines[1:]), ""]
         extra_html += f"<h2>Engines</h2>{_html_table(engines[0], engines[1:])}"
     extra_md += ["## Verification", "", *[f"- {line}" for line in verification], ""]
+    extra_md += capacity_md
     extra_html += ("<h2>Verification</h2><ul>" + "".join(f"<li>{html.escape(line).replace('**', '')}</li>"
                                                          for line in verification) + "</ul>")
     md = [f"# {title}", "", *[f"- {line}" for line in _summary_lines(result)], "",
@@ -464,6 +513,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <h2>KV cache and memory</h2><img src="data:image/png;base64,{imgs['kv_usage_over_time']}"><img src="data:image/png;base64,{imgs['memory_vs_batch']}">
 <h2>Goodput</h2><img src="data:image/png;base64,{imgs['goodput']}">
 {extra_html}
+{_capacity_html(capacity_text, imgs.get('capacity'))}
 <h2>Production recommendation</h2><pre>{html.escape(json.dumps(result.get('production_recommendation'), indent=2, default=str))}</pre>
 <h2>Preferred precision per SKU</h2>{_html_table(SKU_HEADER, _sku_rows(result))}
 <p><i>measured</i>: from this sweep's GPU. <i>projected</i>: datasheet roofline ratios from the measured SKU, or datasheet FP8 support alone when no GPU was measured.</p>

@@ -63,6 +63,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, notes
     console = console or Console()
     notes = notes or Console(stderr=True)
     console.print(summary_table(summary))
+    by_turn = summary.get("ttft_by_turn_ms")
+    if by_turn:
+        turns = Table(title="TTFT by turn (ms): the context grows each turn; prefix caching keeps it flat")
+        for name in ("turn", "requests", "TTFT p50", "TTFT p90", "TTFT p99"):
+            turns.add_column(name, justify="right")
+        for turn, dist in by_turn.items():
+            turns.add_row(turn, str(dist.get("count", 0)), _ms(dist, "p50"), _ms(dist, "p90"), _ms(dist, "p99"))
+        console.print(turns)
     for kind, count in (summary.get("errors") or {}).items():
         example = summary.get("error_examples", {}).get(kind, "")
         notes.print(f"[red]{count} x {kind}[/red]: {example}")

@@ -1,6 +1,7 @@
 """The command line as a user meets it: exit codes, one-line errors, interruption, a dying server."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -115,3 +116,36 @@ def test_server_dying_mid_run_ends_the_run_with_the_error_recorded(tmp_path):
     assert summary["completed"] >= 8
     assert summary["errors"].get("connection_error", 0) + summary["errors"].get("stream_error", 0) >= 1
     assert "run stopped early" in err
+
+
+@pytest.mark.parametrize("make", ["file", "under_file", "read_only"])
+def test_unusable_out_is_one_line_exit_2_before_anything_is_sent(tmp_path, make):
+    # A dead URL: were --out not checked first, the error would be about the URL instead.
+    if make == "file":
+        out = tmp_path / "results"
+        out.write_text("")
+    elif make == "under_file":
+        (tmp_path / "f").write_text("")
+        out = tmp_path / "f" / "results"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only directories")
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        out = ro / "results"
+    result = run_cli("run", "--url", f"http://127.0.0.1:{free_port()}", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "output directory" in result.stderr and "cannot reach" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", None])
+def test_scenario_that_is_not_text_or_is_a_directory_is_one_line(tmp_path, content):
+    path = tmp_path / "scenario.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = run_cli("sweep", str(path), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and str(path) in result.stderr
+    assert ("not UTF-8" if content else "is a directory") in result.stderr

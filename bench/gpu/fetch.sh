@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Here, after a device call of bench/gpu/device.sh: unpack what came back into the results folder.
+#   bash bench/gpu/fetch.sh FILES_AT          (the `files_at` folder of the run's reply)
+# sweep.tar.gz   -> examples/h100-2026-11-23/sweep/            (replaced: the device copy is newer)
+# records.tar.xz -> .gpu/records/                              (ignored by git: records stay out)
+# sbs.tar.gz     -> examples/h100-2026-11-23/side-by-side/ and side_by_side.md
+# quality.tar.gz -> examples/h100-2026-11-23/quality/{sweep,fp8-proof,exact-match}/
+# call.log, env.txt -> examples/h100-2026-11-23/logs/
+# The results folder travels with the next call, so a fresh machine resumes from it.
+set -euo pipefail
+FROM=$(cd "$1" && pwd)
+cd "$(git rev-parse --show-toplevel)"
+RES=examples/h100-2026-11-23
+mkdir -p $RES/logs .gpu/records
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+n=$(find $RES/logs -name 'call-*.log' | wc -l)
+stamp=$(printf '%02d' $((n + 1)))
+[ -f "$FROM/call.log" ] && cp "$FROM/call.log" $RES/logs/call-$stamp.log
+[ -f "$FROM/env.txt" ] && cp "$FROM/env.txt" $RES/logs/env.txt
+if [ -f "$FROM/sweep.tar.gz" ]; then
+  tar -C "$TMP" -xzf "$FROM/sweep.tar.gz"
+  rm -rf $RES/sweep && mv "$TMP/h100-sweep" $RES/sweep
+  echo "sweep: $(wc -l < $RES/sweep/points.jsonl 2>/dev/null || echo 0) points"
+fi
+if [ -f "$FROM/records.tar.xz" ]; then
+  xz -dc "$FROM/records.tar.xz" | tar -C .gpu/records -xf -
+  echo "records: $(find .gpu/records -name 'records*.jsonl' | wc -l) files under .gpu/records"
+fi
+if [ -f "$FROM/sbs.tar.gz" ]; then
+  tar -C "$TMP" -xzf "$FROM/sbs.tar.gz"
+  rm -rf $RES/side-by-side && mv "$TMP/sbs" $RES/side-by-side
+  [ -f $RES/side-by-side/side_by_side.md ] && cp $RES/side-by-side/side_by_side.md $RES/side_by_side.md
+  echo "side by side: $RES/side_by_side.md"
+fi
+if [ -f "$FROM/quality.tar.gz" ]; then
+  tar -C "$TMP" -xzf "$FROM/quality.tar.gz"
+  mkdir -p $RES/quality
+  for pair in q-sweep:sweep q-proof:fp8-proof q-em:exact-match; do
+    src=${pair%%:*} dst=${pair#*:}
+    if [ -d "$TMP/$src" ]; then rm -rf "$RES/quality/$dst" && mv "$TMP/$src" "$RES/quality/$dst"; fi
+  done
+  echo "quality: $(ls $RES/quality)"
+fi
+du -sh $RES
