@@ -77,6 +77,17 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
                    help="requests per level sent and finished before the measured window (not in statistics)")
     g.add_argument("--workers", type=int, default=1,
                    help="load-generator processes; each takes an even share of every level (default 1)")
+    add_workload_options(p)
+    add_slo_options(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>)")
+    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--keep-text", action="store_true", help="store generated text in the records")
+    o.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
+
+
+def add_workload_options(p: argparse.ArgumentParser) -> None:
+    """What each request asks for (read back by `workload_from_args`)."""
     w = p.add_argument_group("workload")
     w.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
     w.add_argument("--no-stream", action="store_true", help="non-streaming requests (TTFT = e2e)")
@@ -89,15 +100,13 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     w.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--tokenizer", type=Path, default=None, help="model directory holding tokenizer.json")
+
+
+def add_slo_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("SLOs for goodput (ms)")
     s.add_argument("--slo-ttft-ms", type=float, default=None)
     s.add_argument("--slo-tpot-ms", type=float, default=None)
     s.add_argument("--slo-e2e-ms", type=float, default=None)
-    o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>)")
-    o.add_argument("--no-progress", action="store_true")
-    o.add_argument("--keep-text", action="store_true", help="store generated text in the records")
-    o.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
 
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
