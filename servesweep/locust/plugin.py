@@ -84,10 +84,15 @@ class ProcessState:
         self.worker_index: dict[str, int] = {}  # Locust client id -> worker index (master)
         self.last_heard: dict[int, float] = {}  # worker index -> time.monotonic() of its last message
         self.live = LiveStats()
+        # Locust's statistics were reset (the UI's Reset button, or --reset-stats after ramp-up) when
+        # this many records had reached this process: the summary counts the records that reached
+        # it afterwards, as Locust's statistics count the requests (or worker reports) that did.
+        self.reset_at = 0
+        self.reset_at_s: float | None = None
         self.reader: Any = None
         self.metrics_note: str | None = None
         self.telemetry: Any = None
-        self.summary_written_for = -1  # len(records) at the last summary
+        self.summary_written_for = -1  # records counted in the last summary
         self.finisher: gevent.Greenlet | None = None
         self.ender: gevent.Greenlet | None = None
         self.path = "/v1/completions"
@@ -275,6 +280,7 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         state.records, state.received, state.finished = [], {}, set()
         state.worker_index, state.last_heard = {}, {}
         state.live.reset()
+        state.reset_at, state.reset_at_s = 0, None
         state.summary_written_for = -1
         for greenlet in (state.finisher, state.ender):
             if greenlet is not None and greenlet is not gevent.getcurrent():
@@ -375,6 +381,26 @@ def _on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
         state.finished.add(index)
 
 
+def _mark_reset() -> None:
+    state = STATE
+    if state.role != "worker" and state.started_at is not None:
+        state.reset_at, state.reset_at_s = len(state.records), state.now_s()
+        state.live.reset()
+        state.summary_written_for = -1
+        log.info("servesweep: statistics reset at %.1f s: the summary counts requests finished after it",
+                 state.reset_at_s)
+
+
+def _on_reset_stats(**_: Any) -> None:
+    _mark_reset()
+
+
+def _on_spawning_complete(user_count: int, **_: Any) -> None:
+    environment = STATE.environment
+    if environment is not None and getattr(environment, "reset_stats", False):
+        _mark_reset()  # Locust's --reset-stats: its statistics restart once the users are spawned
+
+
 def _on_heartbeat(client_id: str, timestamp: float, **_: Any) -> None:
     index = STATE.worker_index.get(client_id)
     if index is not None:
@@ -415,7 +441,7 @@ def _write_summary(environment: Any) -> None:
     config = state.config
     if config is None or state.started_at is None:
         return
-    if state.summary_written_for == len(state.records):
+    if state.summary_written_for == len(state.records) - state.reset_at:
         return  # nothing new since the last summary of this test
     from servesweep.loadtest import host_info
     from servesweep.results import write_json
@@ -429,13 +455,17 @@ def _write_summary(environment: Any) -> None:
     workers = None
     if state.role == "master":
         workers = worker_check(config.out_dir, state.records, state.received, state.finished)
+    counted = state.records[state.reset_at:]
     summary = build_summary(
-        config, state.records, started_at=state.started_at, host=host_info(), load=load,
+        config, counted, started_at=state.started_at, host=host_info(), load=load,
         locust_stats=_locust_stats(environment), telemetry=state.telemetry, metrics_note=state.metrics_note,
         workers=workers, prompt_pool_wrapped=state.prompt_pool_wrapped,
     )
+    if state.reset_at_s is not None:
+        summary["stats_reset_at_s"] = state.reset_at_s
+        summary["excluded_before_reset"] = state.reset_at
     write_json(config.out_dir / "summary.json", summary)
-    state.summary_written_for = len(state.records)
+    state.summary_written_for = len(counted)
     log.info("servesweep: %s (%d requests: %d ok, %d failed, %d cancelled)", config.out_dir / "summary.json",
              summary["completed"] + summary["failed"], summary["completed"], summary["failed"], summary["cancelled"])
 
@@ -472,5 +502,7 @@ def install() -> None:
     events.report_to_master.add_listener(_on_report_to_master)
     events.worker_report.add_listener(_on_worker_report)
     events.heartbeat_sent.add_listener(_on_heartbeat)
+    events.reset_stats.add_listener(_on_reset_stats)
+    events.spawning_complete.add_listener(_on_spawning_complete)
     events.quitting.add_listener(_on_quitting)
     events.quit.add_listener(_on_quit)

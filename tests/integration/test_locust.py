@@ -58,24 +58,28 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _assert_counts_agree(summary: dict, out: Path) -> None:
     """servesweep's count of requests is Locust's, and the TTFT/TPOT/ITL entries match the records."""
     locust = summary["locust"]["entries"]
+    request = locust.get("POST /v1/completions") or locust["POST /v1/chat/completions"]
     assert summary["completed"] > 0
-    assert locust["POST /v1/completions"]["requests"] == summary["completed"] + summary["failed"]
-    assert locust["POST /v1/completions"]["failures"] == summary["failed"]
+    assert request["requests"] == summary["completed"] + summary["failed"]
+    assert request["failures"] == summary["failed"]
     assert locust["LLM TTFT"]["requests"] == summary["ttft_ms"]["count"] == summary["completed"]
     assert locust["LLM TPOT"]["requests"] == summary["tpot_ms"]["count"]
     assert locust["LLM ITL"]["requests"] == summary["itl_ms"]["count"]
     records = list(read_records(out / "records.jsonl"))
-    assert len(records) == summary["completed"] + summary["failed"] + summary["cancelled"]
+    excluded = summary.get("excluded_before_reset", 0)  # Locust's statistics were reset after those
+    assert len(records) == excluded + summary["completed"] + summary["failed"] + summary["cancelled"]
 
 
 def test_headless_run_reports_ttft_tpot_and_the_same_count_as_locust(stub_server, tmp_path):
     # TTFT ~123 ms: Locust's own buckets would report it as 120 or 130 ms.
     stub = stub_server(ttft_s=0.123, itl_s=0.004)
     out = tmp_path / "run"
-    code = main(["locust", "--url", stub.url, "--headless", "--users", "3", "--spawn-rate", "100",
-                 "--run-time", "2s", "--out", str(out), *WORKLOAD])
+    # --reset-stats: Locust restarts its statistics once the users are spawned (after ~1 s here)
+    code = main(["locust", "--url", stub.url, "--headless", "--users", "3", "--spawn-rate", "2",
+                 "--run-time", "3s", "--out", str(out), "--locust-arg=--reset-stats", *WORKLOAD])
     assert code == 0
     summary = _summary(out)
+    assert summary["excluded_before_reset"] > 0
     _assert_counts_agree(summary, out)
     assert summary["load"]["role"] == "local" and summary["levels"][0]["label"] == "c3"
     stats = _locust_csv(out)
@@ -110,10 +114,10 @@ def _assert_counts_agree_failures(summary: dict) -> None:
     assert "LLM TTFT" not in summary["locust"]["entries"]
 
 
-def _master_and_workers(stub_url: str, out: Path, run_time: str, port: int, logs: Path):
+def _master_and_workers(stub_url: str, out: Path, run_time: str, port: int, logs: Path, *extra: str):
     master = _spawn("--url", stub_url, "--headless", "--master", "--expect-workers", "2", "--users", "4",
                     "--spawn-rate", "100", "--run-time", run_time, "--master-port", str(port),
-                    "--out", str(out), *WORKLOAD, log=logs / "master.log")
+                    "--out", str(out), *WORKLOAD, *extra, log=logs / "master.log")
     workers = [_spawn("--worker", "--master-port", str(port), log=logs / f"worker-{i}.log") for i in range(2)]
     return master, workers
 
@@ -121,7 +125,7 @@ def _master_and_workers(stub_url: str, out: Path, run_time: str, port: int, logs
 def test_master_with_two_workers_merges_their_records(stub_server, tmp_path):
     stub = stub_server(ttft_s=0.02, itl_s=0.004)
     out = tmp_path / "run"
-    master, workers = _master_and_workers(stub.url, out, "3s", free_port(), tmp_path)
+    master, workers = _master_and_workers(stub.url, out, "3s", free_port(), tmp_path, "--endpoint", "chat")
     try:
         assert master.wait(90) == 0, (tmp_path / "master.log").read_text()[-3000:]
         for w in workers:
@@ -138,6 +142,8 @@ def test_master_with_two_workers_merges_their_records(stub_server, tmp_path):
     assert all(w["received"] == w["in_file"] > 0 for w in per_worker.values())
     assert sum(w["received"] for w in per_worker.values()) == workers_check["merged_records"]
     assert workers_check["merged_records"] == sum(1 for _ in read_records(out / "records.jsonl"))
+    assert "POST /v1/chat/completions" in summary["locust"]["entries"]
+    assert summary["output_len_mismatch"] == 0  # the chat role header is not counted as a token
 
 
 def test_a_worker_dying_mid_run_leaves_the_others_records_intact(stub_server, tmp_path):

@@ -177,3 +177,52 @@ def test_summary_counts_and_levels(tmp_path):
     assert summary["goodput"]["good_requests"] == 4  # TTFT 50 ms meets 60 ms, 80 ms does not
     assert summary["levels"][1]["failed"] == 1 and summary["locust"]["requests"] == 8
     assert math.isclose(summary["ttft_ms"]["max"], 80.0)
+
+
+# --- the command's workload ------------------------------------------------------------------------
+def _args(tmp_path, scenario_text: str | None, *argv: str):
+    from servesweep.cli import build_parser
+
+    args = ["locust", "--url", "http://127.0.0.1:9", *argv]
+    if scenario_text is not None:
+        path = tmp_path / "scenario.yaml"
+        path.write_text(scenario_text)
+        args += ["--scenario", str(path)]
+    return build_parser().parse_args(args)
+
+
+def test_a_closed_loop_scenario_gives_workload_slo_and_users(tmp_path):
+    from servesweep.cli.locust import workload_and_users
+
+    text = ("name: chatty\nworkload:\n  endpoint: chat\n  input_len: 64\n  output_len: 'uniform:8:16'\n"
+            "load:\n  concurrency: [12]\nslo:\n  ttft_ms: 500\n  percentile: 90\n")
+    workload, slo, users, name = workload_and_users(_args(tmp_path, text))
+    assert (workload.endpoint, str(workload.output_len), users, name) == ("chat", "uniform:8:16", 12, "chatty")
+    assert slo is not None and slo.ttft_ms == 500
+    assert workload_and_users(_args(tmp_path, text, "--users", "3"))[2] == 3
+
+
+def test_a_scenario_with_several_levels_needs_users(tmp_path):
+    from servesweep.cli.locust import workload_and_users
+    from servesweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"3 concurrency levels .* give --users N"):
+        workload_and_users(_args(tmp_path, "name: s\nload:\n  concurrency: [1, 4, 16]\n"))
+
+
+def test_locust_command_line(tmp_path):
+    from servesweep.cli.locust import locust_argv
+    from servesweep.locust import LOCUSTFILE
+
+    config = LocustRunConfig(base_url="http://127.0.0.1:9", model="m", out_dir=tmp_path)
+    argv = locust_argv(_args(tmp_path, None, "--headless", "--users", "8", "--run-time", "30s",
+                             "--processes", "4"), config, 8)
+    assert argv[1:5] == ["-m", "locust", "-f", str(LOCUSTFILE)] and LOCUSTFILE.exists()
+    assert "--headless" in argv and "--run-time" not in argv  # headless runs end through the plugin
+    assert argv[argv.index("--processes") + 1] == "4" and argv[argv.index("--users") + 1] == "8"
+    assert argv[argv.index("--master-bind-host") + 1] == "127.0.0.1"
+    assert LocustRunConfig.from_option(argv[argv.index("--servesweep-config") + 1]) == config
+    ui = locust_argv(_args(tmp_path, None, "--run-time", "30s"), config, None)
+    assert ui[ui.index("--web-host") + 1] == "127.0.0.1" and ui[ui.index("--run-time") + 1] == "30s"
+    worker = locust_argv(_args(tmp_path, None, "--worker", "--master-host", "10.0.0.1"), None, None)
+    assert worker[5:] == ["--worker", "--master-host", "10.0.0.1", "--master-port", "5557"]
