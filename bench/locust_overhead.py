@@ -215,8 +215,9 @@ def _fmt(v: float | None, digits: int = 0) -> str:
 
 
 def table(rows: list[dict], scale: bool) -> str:
-    head = ("| client processes | tool | users | requests/s | chunks/s | x servesweep run (chunks/s) | client CPU (cores) |"
-            if scale else "| tool | users | requests/s | chunks/s | x servesweep run (chunks/s) | client CPU (cores) |")
+    head = "| tool | users | requests/s | chunks/s | x servesweep run (chunks/s) | client CPU (cores) |"
+    if scale:
+        head = "| client processes " + head
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         base = next((x["chunks_per_s"] for x in rows if x["tool"] == "servesweep run"

@@ -202,7 +202,8 @@ def cmd_locust(args: argparse.Namespace) -> int:
         raise ConfigError("synthetic prompts need a tokenizer: give --tokenizer DIR or a server with /tokenize")
     out = ensure_writable_dir((args.out or default_out_dir("locust")).resolve())
     config = from_options(lambda: LocustRunConfig(
-        base_url=target.base_url, model=target.model, max_model_len=target.max_model_len, workload=workload, out_dir=out, tokenizer=tokenizer,
+        base_url=target.base_url, model=target.model, max_model_len=target.max_model_len, workload=workload,
+        out_dir=out, tokenizer=tokenizer,
         slo=slo, keep_text=args.keep_text, prompt_pool=args.prompt_pool, scenario=scenario,
         run_time_s=run_time_s if args.headless else None,
     ))

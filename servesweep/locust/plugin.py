@@ -33,14 +33,21 @@ import gevent
 import gevent.event
 import locust
 import locust.stats
+import orjson
+from flask import request
 from locust.runners import STATE_INIT, STATE_STOPPED, MasterRunner, WorkerRunner
 
+from servesweep.backends.telemetry import PrometheusReader, TelemetrySampler
+from servesweep.backends.vllm import METRICS as VLLM_METRICS
 from servesweep.loadgen.records import RecordWriter, RequestRecord
+from servesweep.loadgen.workers import worker_records_path
+from servesweep.loadtest import host_info, set_aside_previous_run
 from servesweep.locust.config import CONFIG_OPTION, EPOCH_OPTION, MAX_WORKERS, LocustRunConfig
 from servesweep.locust.prompts import PreparedPrompt, build_pool
 from servesweep.locust.reporting import configure_stats
 from servesweep.locust.summary import build_summary, worker_check
 from servesweep.locust.webtab import EXTENDED_TABLES, EXTENDED_TABS, TAB_KEY, LiveStats
+from servesweep.results import write_json
 
 log = logging.getLogger("servesweep.locust")
 USERS_OPTION = "servesweep_users"
@@ -185,9 +192,6 @@ def _detect_metrics(base_url: str) -> tuple[Any, str]:
         detect_metrics = None
     if detect_metrics is not None:
         return detect_metrics(base_url)
-    from servesweep.backends.telemetry import PrometheusReader
-    from servesweep.backends.vllm import METRICS
-
     url = base_url.rstrip("/") + "/metrics"
     try:
         with urllib.request.urlopen(url, timeout=2.0) as resp:
@@ -196,14 +200,15 @@ def _detect_metrics(base_url: str) -> tuple[Any, str]:
         return None, f"no server metrics: {url}: {getattr(exc, 'reason', exc)}"
     if "vllm:" not in text:
         return None, f"no server metrics: {url} has no vLLM metric names"
-    return PrometheusReader(url, METRICS), f"vLLM Prometheus metrics at {url}"
+    return PrometheusReader(url, VLLM_METRICS), f"vLLM Prometheus metrics at {url}"
 
 
 def _on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
     state = STATE
     state.environment = environment
     runner = runner or environment.runner
-    state.role = "master" if isinstance(runner, MasterRunner) else "worker" if isinstance(runner, WorkerRunner) else "local"
+    state.role = ("master" if isinstance(runner, MasterRunner) else
+                  "worker" if isinstance(runner, WorkerRunner) else "local")
     options = environment.parsed_options
     try:
         config = state.load_config(getattr(options, "servesweep_config", None))
@@ -254,8 +259,6 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         # The master's start instant on this process's perf_counter clock.
         state.t0 = time.perf_counter() - (time.time() - epoch) if epoch else time.perf_counter()
         state.ensure_prompts()
-        from servesweep.loadgen.workers import worker_records_path
-
         path = worker_records_path(state.out_dir(), state.index)
         path.unlink(missing_ok=True)
         if state.writer is not None:
@@ -271,8 +274,6 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         setattr(options, EPOCH_OPTION, epoch)
         if getattr(options, USERS_OPTION, None) is None:
             setattr(options, USERS_OPTION, getattr(environment.runner, "target_user_count", None))
-        from servesweep.loadtest import set_aside_previous_run
-
         if state.writer is not None:
             state.writer.close()
         set_aside_previous_run(state.out_dir())
@@ -301,8 +302,6 @@ def _start_telemetry(state: ProcessState, config: LocustRunConfig) -> None:
         state.telemetry = None
     if state.reader is None:
         return
-    from servesweep.backends.telemetry import TelemetrySampler
-
     # Under Locust, threading is gevent's: the sampler runs as a greenlet of this process.
     state.telemetry = TelemetrySampler(state.reader, config.out_dir / "telemetry.jsonl",
                                        interval_s=config.telemetry_interval_s)
@@ -443,9 +442,6 @@ def _write_summary(environment: Any) -> None:
         return
     if state.summary_written_for == len(state.records) - state.reset_at:
         return  # nothing new since the last summary of this test
-    from servesweep.loadtest import host_info
-    from servesweep.results import write_json
-
     if state.telemetry is not None:
         state.telemetry.stop()  # its samples stay for the summary; a new test starts a new sampler
     options = environment.parsed_options
@@ -472,9 +468,6 @@ def _write_summary(environment: Any) -> None:
 
 # --- the web UI tab ------------------------------------------------------------------------------
 def _install_tab(environment: Any, web_ui: Any) -> None:
-    import orjson
-    from flask import request
-
     web_ui.template_args["extended_tabs"] = EXTENDED_TABS
     web_ui.template_args["extended_tables"] = EXTENDED_TABLES
 

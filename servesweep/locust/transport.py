@@ -89,7 +89,8 @@ class GeventConnection:
             try:
                 sock.sendall(data)
             except OSError as exc:
-                raise ServerDisconnected(f"server closed the connection before the response was complete: {exc}") from exc
+                raise ServerDisconnected(
+                    f"server closed the connection before the response was complete: {exc}") from exc
             handler.on_sent(_clock())
             recv = sock.recv
             while not self._complete:

@@ -8,8 +8,9 @@ process): the latency samples of the current test, the recent completions for ra
 server telemetry samples. Rows are recomputed per poll from these, not from the records file.
 
 Rows are named "Category: metric", since the UI lists them in alphabetical order (Failures,
-Latency, Server, Throughput). Columns: "Now" is a rate over the last 10 s, or, for latencies, their median over requests that
-finished in the last 10 s; p50/p90/p99/mean/max/count are over the whole test. ITL percentiles come
+Latency, Server, Throughput). Columns: "Now" is a rate over the last 10 s, or, for latencies,
+their median over requests that finished in the last 10 s; p50/p90/p99/mean/max/count are over
+the whole test (since the last statistics reset). ITL percentiles come
 from a histogram of 0.1 ms bins (there can be millions of gaps); the exact ones are in summary.json.
 """
 
@@ -130,8 +131,8 @@ class LiveStats:
         ttft_now = [t for _, _, t, _ in recent if t is not None]
         tpot_now = [t for _, _, _, t in recent if t is not None]
         rows = [
-            {"name": "Throughput: output tokens/s", "now": _fmt(per_window(sum(n for _, n, _, _ in recent)), 0), "p50": "-",
-             "p90": "-", "p99": "-", "mean": _fmt(rate(self.output_tokens), 0), "max": "-",
+            {"name": "Throughput: output tokens/s", "now": _fmt(per_window(sum(n for _, n, _, _ in recent)), 0),
+             "p50": "-", "p90": "-", "p99": "-", "mean": _fmt(rate(self.output_tokens), 0), "max": "-",
              "count": f"{self.output_tokens:,}"},
             {"name": "Throughput: requests/s", "now": _fmt(per_window(len(recent)), 2), "p50": "-", "p90": "-",
              "p99": "-", "mean": _fmt(rate(self.completed), 2), "max": "-", "count": f"{self.completed:,}"},

@@ -29,7 +29,6 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("locust") is None,
                                 reason="Locust is not installed (pip install 'servesweep[locust]')")
 
 WORKLOAD = ["--input-len", "12", "--output-len", "6", "--prompt-pool", "16"]
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _summary(out: Path) -> dict:
@@ -235,8 +234,7 @@ async def test_web_ui_starts_a_swarm_and_shows_the_llm_tab(stub_server, tmp_path
                     if time.monotonic() > deadline or ui.poll() is not None:
                         raise AssertionError((tmp_path / "ui.log").read_text()[-3000:]) from None
             await page.evaluate(START_FROM_FORM)
-            await page.wait_for("Array.from(document.querySelectorAll('td')).some(td => td.textContent.trim() === 'TTFT')"
-                                " && Array.from(document.querySelectorAll('td')).some(td => td.textContent.trim() === 'TPOT')")
+            await page.wait_for(STATS_ROW % "TTFT" + " && " + STATS_ROW % "TPOT")
             await page.evaluate("Array.from(document.querySelectorAll('[role=tab]'))"
                                 ".find(t => t.textContent.trim() === 'LLM').click()")
             text = await page.wait_for("document.body.innerText.includes('Latency: TTFT (ms)')"
@@ -257,6 +255,9 @@ async def test_web_ui_starts_a_swarm_and_shows_the_llm_tab(stub_server, tmp_path
     assert summary["load"]["users"] == 4
     assert summary["telemetry"]["running_batch_peak"] == 4
 
+
+# A row of Locust's statistics table with this name.
+STATS_ROW = "Array.from(document.querySelectorAll('td')).some(td => td.textContent.trim() === '%s')"
 
 # Fill the start form as a user would (React reads the DOM input events) and press Start.
 START_FROM_FORM = """(() => {
