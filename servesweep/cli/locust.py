@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +40,9 @@ from servesweep.locust import LOCUSTFILE
 from servesweep.locust.config import CONFIG_OPTION, LocustRunConfig, parse_duration
 from servesweep.results import ensure_writable_dir
 
+# locust.stats.bucket_response_time (the histogram buckets servesweep narrows to whole ms) and
+# the extended web-UI tabs are what this needs; 2.47 is the release it was written and tested on.
+MIN_LOCUST = (2, 47)
 WORKLOAD_OPTIONS = ("endpoint", "no_stream", "input_len", "output_len", "dataset", "shared_prefix_len",
                     "no_ignore_eos", "timeout", "seed")
 SLO_OPTIONS = ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")
@@ -177,7 +182,21 @@ def run_locust(argv: list[str]) -> int:
             proc.kill()
 
 
+def check_locust_installed() -> None:
+    """Locust is an optional extra: say how to get it, without importing it (importing it
+    monkey-patches this process for gevent)."""
+    try:
+        version = importlib.metadata.version("locust")
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError("Locust is not installed: pip install 'servesweep[locust]'") from None
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if parts < MIN_LOCUST:
+        raise ConfigError(f"Locust {version} is too old for servesweep locust: "
+                          f"pip install 'locust>={MIN_LOCUST[0]}.{MIN_LOCUST[1]}'")
+
+
 def cmd_locust(args: argparse.Namespace) -> int:
+    check_locust_installed()
     if args.processes is not None and args.processes < 1:
         raise ConfigError(f"--processes must be >= 1, got {args.processes}")
     if args.worker:

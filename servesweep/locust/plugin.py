@@ -486,6 +486,9 @@ def _install_tab(environment: Any, web_ui: Any) -> None:
 
 def install() -> None:
     """Register servesweep's listeners on Locust's events and its statistics settings."""
+    if not hasattr(locust.stats, "bucket_response_time"):
+        _fail(f"Locust {locust.__version__} cannot keep millisecond buckets (no locust.stats.bucket_response_time): "
+              "pip install 'locust>=2.47'")
     configure_stats(locust.stats)
     events = locust.events
     events.init_command_line_parser.add_listener(_add_options)

@@ -226,3 +226,21 @@ def test_locust_command_line(tmp_path):
     assert ui[ui.index("--web-host") + 1] == "127.0.0.1" and ui[ui.index("--run-time") + 1] == "30s"
     worker = locust_argv(_args(tmp_path, None, "--worker", "--master-host", "10.0.0.1"), None, None)
     assert worker[5:] == ["--worker", "--master-host", "10.0.0.1", "--master-port", "5557"]
+
+
+def test_a_missing_or_old_locust_is_named(monkeypatch):
+    import importlib.metadata
+
+    from servesweep.cli import locust as command
+    from servesweep.errors import ConfigError
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.20.1")
+    with pytest.raises(ConfigError, match=r"Locust 2\.20\.1 is too old .* 'locust>=2\.47'"):
+        command.check_locust_installed()
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(ConfigError, match=r"pip install 'servesweep\[locust\]'"):
+        command.check_locust_installed()
