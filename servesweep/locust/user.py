@@ -51,7 +51,9 @@ class LLMUser(User):
         self.keep_text = config.keep_text
 
     def on_stop(self) -> None:
-        self.connection.close()
+        connection = getattr(self, "connection", None)  # absent when on_start failed
+        if connection is not None:
+            connection.close()
 
     @task
     def complete(self) -> None:
