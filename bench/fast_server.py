@@ -13,6 +13,10 @@ GET /stats reports counters and how late the server itself was against its own s
 lateness is part of any client's measured error, and the benchmark prints it alongside.
 
     taskset -c 0 python bench/fast_server.py --port 8100 --ttft-ms 50 --itl-ms 10
+
+Several cores: start N processes with --reuse-port on the same --port (the kernel spreads new
+connections over them with SO_REUSEPORT) and a distinct --admin-port each, where its own GET /stats
+can be read (a /stats on the shared port reaches whichever process the kernel picks).
 """
 
 from __future__ import annotations
@@ -352,6 +356,10 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--itl-ms", type=float, default=0.0)
     parser.add_argument("--model", default="stand-in")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="SO_REUSEPORT: several processes share --port (the kernel balances connections)")
+    parser.add_argument("--admin-port", type=int, default=None,
+                        help="also serve on this port, this process only (to read its own /stats)")
     args = parser.parse_args()
     Config.ttft_s, Config.itl_s, Config.model = args.ttft_ms / 1000, args.itl_ms / 1000, args.model
     try:
@@ -364,10 +372,11 @@ def main() -> None:
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         asyncio.create_task(PUMP.run())
-        listener = socket.create_server((args.host, args.port), backlog=4096, reuse_port=False)
-        listener.setblocking(False)
+        listeners = [socket.create_server((args.host, args.port), backlog=4096, reuse_port=args.reuse_port)]
+        if args.admin_port is not None:
+            listeners.append(socket.create_server((args.host, args.admin_port), backlog=64))
 
-        def accept() -> None:
+        def accept(listener: socket.socket) -> None:
             while True:
                 try:
                     sock, _ = listener.accept()
@@ -380,9 +389,12 @@ def main() -> None:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 HttpConnection(loop, sock)
 
-        loop.add_reader(listener.fileno(), accept)
+        for listener in listeners:
+            listener.setblocking(False)
+            loop.add_reader(listener.fileno(), accept, listener)
         print(json.dumps({"listening": f"http://{args.host}:{args.port}", "ttft_ms": args.ttft_ms,
-                          "itl_ms": args.itl_ms}), flush=True)
+                          "itl_ms": args.itl_ms, "reuse_port": args.reuse_port, "admin_port": args.admin_port}),
+              flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())

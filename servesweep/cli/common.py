@@ -92,6 +92,20 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--turns", type=int, default=4, help="turns per session")
     t.add_argument("--user-len", default="64", metavar="SPEC", help="tokens of each new user message")
     t.add_argument("--think-time", default="0", metavar="SPEC", help="seconds between an answer and the next turn")
+    add_workload_options(p)
+    add_slo_options(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>)")
+    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--keep-text", action="store_true", help="store generated text in the records")
+    o.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
+    o.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
+                   help="CI threshold checked per level after the run, e.g. 'ttft_ms.p99<500', 'failed==0' "
+                        "(repeatable; exit 1 when one fails)")
+
+
+def add_workload_options(p: argparse.ArgumentParser) -> None:
+    """What each request asks for (read back by `workload_from_args`)."""
     w = p.add_argument_group("workload")
     w.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
     w.add_argument("--no-stream", action="store_true", help="non-streaming requests (TTFT = e2e)")
@@ -104,18 +118,13 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     w.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--tokenizer", type=Path, default=None, help="model directory holding tokenizer.json")
+
+
+def add_slo_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("SLOs for goodput (ms)")
     s.add_argument("--slo-ttft-ms", type=float, default=None)
     s.add_argument("--slo-tpot-ms", type=float, default=None)
     s.add_argument("--slo-e2e-ms", type=float, default=None)
-    o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>)")
-    o.add_argument("--no-progress", action="store_true")
-    o.add_argument("--keep-text", action="store_true", help="store generated text in the records")
-    o.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
-    o.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
-                   help="CI threshold checked per level after the run, e.g. 'ttft_ms.p99<500', 'failed==0' "
-                        "(repeatable; exit 1 when one fails)")
 
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
@@ -212,7 +221,7 @@ def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
     return from_options(lambda: Workload(
-        endpoint="chat" if args.sessions is not None else args.endpoint, stream=not args.no_stream, input_len=args.input_len,
+        endpoint="chat" if getattr(args, "sessions", None) is not None else args.endpoint, stream=not args.no_stream, input_len=args.input_len,
         output_len=args.output_len, dataset=args.dataset, shared_prefix_len=args.shared_prefix_len,
         ignore_eos=not args.no_ignore_eos, request_timeout_s=args.timeout, seed=args.seed,
     ))

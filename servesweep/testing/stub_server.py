@@ -42,6 +42,9 @@ class StubBehaviour:
     tokenize_answers: int | None = None  # None: answer every /tokenize call
     models_body: str | None = None  # raw JSON for /v1/models instead of the model list
     tokenize_calls: int = 0  # not a knob: how many /tokenize calls have arrived so far
+    # Serve /metrics with vLLM's gauge names: requests in flight as the running batch, and a KV
+    # use of 1 % per running request (made up, but moving with the load).
+    metrics: bool = False
 
 
 def _count_prompt(body: dict) -> tuple[int, str]:
@@ -66,6 +69,7 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
     async def hang() -> web.Response:
         await release.wait()
         return web.json_response({"error": {"message": "stub shutting down"}}, status=503)
+    in_flight = [0]
 
     async def models(_: web.Request) -> web.Response:
         if b.models_body is not None:
@@ -90,7 +94,21 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
         body = await request.json()
         return web.json_response({"prompt": "".join(chr(i) for i in body["tokens"] if i != BOS_ID)})
 
+    async def metrics(_: web.Request) -> web.Response:
+        labels = f'{{model_name="{b.model}",engine="0"}}'
+        return web.Response(text=(
+            f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{labels} {in_flight[0]}\n"
+            f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} 0\n"
+            f"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{labels} {min(in_flight[0] * 0.01, 1.0)}\n"))
+
     async def complete(request: web.Request) -> web.StreamResponse:
+        in_flight[0] += 1
+        try:
+            return await _complete(request)
+        finally:
+            in_flight[0] -= 1
+
+    async def _complete(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         chat = request.path.endswith("/chat/completions")
         n_out = int(body.get("max_tokens", 16))
@@ -157,6 +175,8 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
     app.router.add_post("/detokenize", detokenize)
     app.router.add_post("/v1/completions", complete)
     app.router.add_post("/v1/chat/completions", complete)
+    if b.metrics:
+        app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -170,8 +190,9 @@ def main() -> None:
     parser.add_argument("--ttft", type=float, default=0.0)
     parser.add_argument("--itl", type=float, default=0.0)
     parser.add_argument("--mode", default="ok")
+    parser.add_argument("--metrics", action="store_true", help="serve /metrics with vLLM's gauge names")
     args = parser.parse_args()
-    behaviour = StubBehaviour(ttft_s=args.ttft, itl_s=args.itl, mode=args.mode)
+    behaviour = StubBehaviour(ttft_s=args.ttft, itl_s=args.itl, mode=args.mode, metrics=args.metrics)
     try:
         import uvloop
         uvloop.install()

@@ -1,0 +1,244 @@
+"""`servesweep locust`: servesweep's workloads in Locust (web UI, headless, master and workers).
+
+Everything is checked here first (workload or scenario, target, tokenizer, output directory);
+then Locust runs in a child process with the packaged locustfile (servesweep.locust.LOCUSTFILE)
+and one option carrying the validated configuration. When it exits, the summary it wrote is
+printed as `servesweep run` prints its own, with the same exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from servesweep.cli.common import (
+    add_slo_options,
+    add_workload_options,
+    console,
+    default_out_dir,
+    finish_run,
+    from_options,
+    slo_from_args,
+    workload_from_args,
+)
+from servesweep.errors import EXIT_OK, ConfigError
+from servesweep.loadgen.stats import SLO
+from servesweep.loadgen.target import check_loopback, probe_target
+from servesweep.loadgen.tokenizer import ServerTokenizer
+from servesweep.loadgen.workload import Workload
+from servesweep.locust import LOCUSTFILE
+from servesweep.locust.config import CONFIG_OPTION, LocustRunConfig, parse_duration
+from servesweep.results import ensure_writable_dir
+
+# locust.stats.bucket_response_time (the histogram buckets servesweep narrows to whole ms) and
+# the extended web-UI tabs are what this needs; 2.47 is the release it was written and tested on.
+MIN_LOCUST = (2, 47)
+WORKLOAD_OPTIONS = ("endpoint", "no_stream", "input_len", "output_len", "dataset", "shared_prefix_len",
+                    "no_ignore_eos", "timeout", "seed")
+SLO_OPTIONS = ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "locust", help="run a workload in Locust: web UI, headless, or distributed over workers",
+        description="Closed loop only (each user sends its next request when the last one ends); "
+                    "open-loop Poisson/gamma arrivals stay in `servesweep run`.")
+    t = p.add_argument_group("target")
+    t.add_argument("--url", default=None, help="OpenAI-compatible server (not needed with --worker)")
+    t.add_argument("--model", default=None, help="served model name (default: the first in /v1/models)")
+    t.add_argument("--scenario", type=Path, default=None,
+                   help="take the workload, SLOs and (one closed-loop level) user count from a scenario file")
+    add_workload_options(p)
+    add_slo_options(p)
+    w = p.add_argument_group("prompts and output")
+    w.add_argument("--prompt-pool", type=int, default=1024,
+                   help="prompts built per Locust process and cycled (default 1024)")
+    w.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>-locust)")
+    w.add_argument("--keep-text", action="store_true", help="store generated text in the records")
+    w.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
+    lo = p.add_argument_group("Locust")
+    lo.add_argument("--web-host", default="127.0.0.1", help="web UI address (default 127.0.0.1: this machine only)")
+    lo.add_argument("--web-port", type=int, default=8089)
+    lo.add_argument("--headless", action="store_true", help="no web UI: start at once, stop after --run-time")
+    lo.add_argument("--users", type=int, default=None, help="concurrent users (closed loop)")
+    lo.add_argument("--spawn-rate", type=float, default=None, help="users started per second")
+    lo.add_argument("--run-time", default=None, help="stop after e.g. 60s, 5m, 1h30m")
+    lo.add_argument("--master", action="store_true", help="distribute: this process coordinates workers")
+    lo.add_argument("--expect-workers", type=int, default=None, help="headless master: wait for N workers")
+    lo.add_argument("--master-bind-host", default="127.0.0.1",
+                    help="address the master listens on for workers (default 127.0.0.1; 0.0.0.0 for other machines)")
+    lo.add_argument("--master-port", type=int, default=5557, help="master's port for workers (default 5557)")
+    lo.add_argument("--worker", action="store_true", help="a worker: connects to --master-host")
+    lo.add_argument("--master-host", default="127.0.0.1", help="with --worker: the master's address")
+    lo.add_argument("--processes", type=int, default=None,
+                    help="fork N worker processes on this machine (a master with N local workers, or N workers)")
+    lo.add_argument("--locust-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument passed verbatim to Locust (repeatable), e.g. --locust-arg=--loglevel=DEBUG")
+    p.set_defaults(handler=cmd_locust)
+
+
+def _explicit(args: argparse.Namespace, names: tuple[str, ...], parser_defaults: dict[str, Any]) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) != parser_defaults.get(n)]
+
+
+def workload_and_users(args: argparse.Namespace) -> tuple[Workload, SLO | None, int | None, str | None]:
+    """The workload, SLOs and default user count, from a scenario or the command line."""
+    if args.scenario is None:
+        return workload_from_args(args), slo_from_args(args), args.users, None
+    from servesweep.scenarios.schema import load_scenario
+
+    probe = argparse.ArgumentParser()
+    add_workload_options(probe)
+    add_slo_options(probe)
+    defaults = vars(probe.parse_args([]))
+    clash = _explicit(args, WORKLOAD_OPTIONS + SLO_OPTIONS, defaults)
+    if clash:
+        raise ConfigError(f"--scenario gives the workload and SLOs; drop {', '.join(clash)} or the scenario")
+    scenario = load_scenario(args.scenario)
+    users = args.users
+    load = scenario.load
+    if users is None:
+        if load.concurrency is None:
+            raise ConfigError(f"scenario {args.scenario}: its load is open loop (request_rate); Locust runs closed "
+                              "loop only: give --users N to run its workload closed loop, or use `servesweep run`")
+        if len(load.concurrency) != 1:
+            raise ConfigError(f"scenario {args.scenario}: {len(load.concurrency)} concurrency levels "
+                              f"({load.concurrency}); a Locust run has one user count: give --users N")
+        users = load.concurrency[0]
+    slo = SLO(**scenario.slo.model_dump(exclude={"percentile"})) if scenario.slo else None
+    return scenario.workload, slo, users, scenario.name
+
+
+async def _probe(url: str, model: str | None, tokenizer_dir: Path | None) -> tuple[Any, str | None]:
+    """The served model, and where prompts get their token counts: a local tokenizer.json, the
+    server's /tokenize ("server"), or nowhere (None: a dataset is then needed)."""
+    async with aiohttp.ClientSession() as session:
+        target = await probe_target(session, url, model)
+        for candidate in (tokenizer_dir, target.root):
+            if candidate and (Path(candidate) / "tokenizer.json").exists():
+                return target, str(Path(candidate).resolve())
+        try:
+            await ServerTokenizer(session, target.base_url, target.model, vocab_size=32000).encode("probe")
+        except (RuntimeError, aiohttp.ClientError, KeyError, ValueError):
+            return target, None
+        return target, "server"
+
+
+def locust_argv(args: argparse.Namespace, config: LocustRunConfig | None, users: int | None) -> list[str]:
+    """Locust's own command line for this run."""
+    argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    if args.worker:
+        argv += ["--worker", "--master-host", args.master_host, "--master-port", str(args.master_port)]
+    else:
+        assert config is not None
+        out = config.out_dir
+        argv += ["--host", config.base_url, CONFIG_OPTION, config.to_option(),
+                 "--csv", str(out / "locust"), "--html", str(out / "locust-report.html")]
+        if args.headless:
+            argv.append("--headless")
+        else:
+            argv += ["--web-host", args.web_host, "--web-port", str(args.web_port)]
+        if users is not None:
+            argv += ["--users", str(users)]
+        if args.spawn_rate is not None:
+            argv += ["--spawn-rate", f"{args.spawn_rate:g}"]
+        if args.run_time and not args.headless:
+            argv += ["--run-time", args.run_time]  # the UI's default; headless runs end through the plugin
+        if args.master or args.processes:
+            argv += ["--master-bind-host", args.master_bind_host, "--master-bind-port", str(args.master_port)]
+        if args.master:
+            argv.append("--master")
+        if args.expect_workers is not None:
+            argv += ["--expect-workers", str(args.expect_workers)]
+    if args.processes:
+        argv += ["--processes", str(args.processes)]
+    return argv + list(args.locust_arg)
+
+
+def run_locust(argv: list[str]) -> int:
+    """Run Locust in a child process and return its exit code. Ctrl-C reaches Locust too (same
+    process group): it stops its test and writes the summary, which is then read here."""
+    proc = subprocess.Popen(argv)
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def check_locust_installed() -> None:
+    """Locust is an optional extra: say how to get it, without importing it (importing it
+    monkey-patches this process for gevent)."""
+    try:
+        version = importlib.metadata.version("locust")
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError("Locust is not installed: pip install 'servesweep[locust]'") from None
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if parts < MIN_LOCUST:
+        raise ConfigError(f"Locust {version} is too old for servesweep locust: "
+                          f"pip install 'locust>={MIN_LOCUST[0]}.{MIN_LOCUST[1]}'")
+
+
+def cmd_locust(args: argparse.Namespace) -> int:
+    check_locust_installed()
+    if args.processes is not None and args.processes < 1:
+        raise ConfigError(f"--processes must be >= 1, got {args.processes}")
+    if args.worker:
+        if args.master or args.headless or args.url:
+            raise ConfigError("--worker takes its workload from the master: drop --url, --master and --headless")
+        return run_locust(locust_argv(args, None, None))
+    if not args.url:
+        raise ConfigError("--url is required (except with --worker)")
+    if args.master and args.processes:
+        raise ConfigError("--processes already starts a master with local workers: drop --master")
+    if args.users is not None and args.users < 1:
+        raise ConfigError(f"--users must be >= 1, got {args.users}")
+    try:
+        run_time_s = parse_duration(args.run_time) if args.run_time else None
+    except ValueError as exc:
+        raise ConfigError(f"--run-time: {exc}") from None
+    workload, slo, users, scenario = workload_and_users(args)
+    if not args.allow_remote:
+        check_loopback(args.url)
+    target, tokenizer = asyncio.run(_probe(args.url, args.model, args.tokenizer))
+    if tokenizer is None and workload.dataset is None:
+        raise ConfigError("synthetic prompts need a tokenizer: give --tokenizer DIR or a server with /tokenize")
+    out = ensure_writable_dir((args.out or default_out_dir("locust")).resolve())
+    config = from_options(lambda: LocustRunConfig(
+        base_url=target.base_url, model=target.model, max_model_len=target.max_model_len, workload=workload,
+        out_dir=out, tokenizer=tokenizer,
+        slo=slo, keep_text=args.keep_text, prompt_pool=args.prompt_pool, scenario=scenario,
+        run_time_s=run_time_s if args.headless else None,
+    ))
+    from servesweep.loadtest import set_aside_previous_run
+
+    set_aside_previous_run(out)
+    code = run_locust(locust_argv(args, config, users))
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        console.print(f"Locust exited ({code}) without a servesweep summary: no test was started" if code == 0
+                      else f"[red]Locust exited with code {code}; no servesweep summary was written[/red]")
+        return code if code else EXIT_OK
+    summary = orjson.loads(summary_path.read_bytes())
+    lost = (summary.get("workers") or {}).get("lost") or []
+    if lost:
+        console.print(f"[yellow]workers {lost} sent no final report (died or cut off): their last records "
+                      "may be missing from the summary (and from Locust's statistics)[/yellow]")
+    console.print(f"Locust: {out}/locust_stats.csv, {out}/locust-report.html")
+    return finish_run(summary, out)
