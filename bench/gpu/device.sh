@@ -67,6 +67,8 @@ step_part() {
     cp "$d"/site.tar.xz.part* /tmp/stage/ && say "copied $d into /tmp/stage"
   done
   ls -la /tmp/stage
+  # Meanwhile the dummy model directory (tokenizers only, on the image): one step less later.
+  need_dummy || say "dummy model not built yet (install builds it)"
 }
 
 step_install() {
@@ -79,6 +81,8 @@ step_install() {
   fi
   python3 bench/gpu/check_imports.py || { say "imports missing: nothing can be measured"; exit 3; }
   need_dummy
+  # The trained model, when carried with this call, stays in /tmp for the quality steps of later calls.
+  if [ -d .gpu/trained-llama ]; then need_trained && say "trained model in /tmp/trained-llama"; fi
 }
 
 step_sweep() {  # $1: comma-separated precisions, or empty for the whole scenario + verification
@@ -93,7 +97,9 @@ step_sweep() {  # $1: comma-separated precisions, or empty for the whole scenari
   fi
   grep -n "precision:" $scenario
   local t; t=$(left)
-  [ "$t" -gt 120 ] || { say "sweep skipped: only $t s left"; return 0; }
+  # One configuration of the ladder takes 5-8 minutes: started with less, it would be cut mid-ladder
+  # and pay its server start again in the next call.
+  [ "$t" -gt "${SWEEP_MIN_S:-330}" ] || { say "sweep ${1:-all} not started: only $t s left (next call)"; return 0; }
   say "sweep ${1:-all + verification} for at most $((t - 30)) s"
   timeout -s INT -k 25 $((t - 30)) python3 -m servesweep sweep $scenario --out $SWEEP "${flags[@]}"
   say "sweep exit: $?"

@@ -104,9 +104,9 @@ def main() -> int:
         steps_done = step + 1
         if step % 100 == 0 or step == recipe.steps - 1:
             ppl = perplexity(model, held_out, args.device) if step % 300 == 0 else None
-            history.append({"step": steps_done, "train_loss": float(loss), "held_out_perplexity": ppl,
+            history.append({"step": steps_done, "train_loss": loss.item(), "held_out_perplexity": ppl,
                             "seconds": round(time.monotonic() - started, 1)})
-            print(f"  step {steps_done}/{recipe.steps}: loss {float(loss):.3f}"
+            print(f"  step {steps_done}/{recipe.steps}: loss {loss.item():.3f}"
                   + (f", held-out perplexity {ppl:.2f}" if ppl else "") + f" ({time.monotonic() - started:.0f} s)",
                   flush=True)
         if time.monotonic() - train_started > args.time_limit_s:

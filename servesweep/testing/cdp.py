@@ -99,7 +99,7 @@ class Browser:
             raise RuntimeError(f"{expression[:80]}: {result['exceptionDetails'].get('text')}")
         return result.get("result", {}).get("value")
 
-    async def wait_for(self, expression: str, timeout_s: float = 20.0) -> Any:
+    async def wait_for(self, expression: str, timeout_s: float = 60.0) -> Any:
         """Poll a JavaScript expression until it is truthy; return its value."""
         deadline = time.monotonic() + timeout_s
         while True:
