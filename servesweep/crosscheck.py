@@ -43,5 +43,10 @@ def cross_check(level_summary: dict[str, Any], telemetry: dict[str, Any] | None)
         offset = client["ttft"] - server["ttft"]
         if offset < -ABS_TOLERANCE_MS:
             reasons.append(f"TTFT mean: client {client['ttft']:.2f} ms is below the server's {server['ttft']:.2f} ms")
+    # The server's histograms count every request it finished in the window; the client's means
+    # cover its measured requests. A difference says the two means are not over the same requests.
+    server_n = (telemetry or {}).get("server_requests_finished")
+    client_n = (level_summary.get("completed") or 0) + (level_summary.get("failed") or 0)
     return {"client_mean_ms": client, "server_mean_ms": server, "ttft_offset_ms": offset,
+            "server_requests": server_n, "client_requests": client_n,
             "suspect": bool(reasons), "reasons": reasons}

@@ -156,6 +156,14 @@ async def run_load_test(
                 slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
                 trace=trace, sessions=config.sessions,
             )
+        if telemetry is not None and isinstance(runner, LoadRunner):
+            # A reading of the server's counters right at each level's edges, so the server-side
+            # means cover the measured window only (not its warm-up, nor the next level's).
+            async def edge(_level: LoadLevel) -> None:
+                await asyncio.get_running_loop().run_in_executor(None, telemetry.sample_now)
+
+            runner.before_level = edge
+            runner.after_level = edge
         watcher: asyncio.Task | None = None
         if server_watch is not None:
             watcher = asyncio.create_task(_watch_server(server_watch, runner))

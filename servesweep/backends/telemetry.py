@@ -162,6 +162,9 @@ class TelemetrySampler:
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._first = threading.Event()
+        self._wake = threading.Event()  # set by stop() and sample_now()
+        self._lock = threading.Lock()
+        self._asked: list[threading.Event] = []
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
 
@@ -182,6 +185,7 @@ class TelemetrySampler:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -190,18 +194,34 @@ class TelemetrySampler:
         if callable(close):
             close()
 
+    def sample_now(self, timeout_s: float = 2.0) -> None:
+        """Take a sample now, on the sampler's own thread, and wait for it: a level's edges need a
+        reading of the server's counters right there (the cross-check's histogram means)."""
+        if self._thread is None:
+            return
+        taken = threading.Event()
+        with self._lock:
+            self._asked.append(taken)
+        self._wake.set()
+        taken.wait(timeout_s)
+
     def _loop(self) -> None:
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.out_path, "ab") as f:
             next_tick = time.perf_counter()
             while not self._stop.is_set():
+                with self._lock:  # asked before this sample starts: this sample answers them
+                    asked, self._asked = self._asked, []
+                self._wake.clear()
                 sample = self._sample_once()
                 self.samples.append(sample)
                 f.write(orjson.dumps(sample) + b"\n")
                 f.flush()
                 self._first.set()
-                next_tick += self.interval_s
-                self._stop.wait(max(next_tick - time.perf_counter(), 0.0))
+                for event in asked:
+                    event.set()
+                next_tick = max(next_tick + self.interval_s, time.perf_counter())
+                self._wake.wait(max(next_tick - time.perf_counter(), 0.0))
 
     def _sample_once(self) -> dict[str, Any]:
         sample: dict[str, Any] = {"t": time.perf_counter() - self._t0}
@@ -276,6 +296,8 @@ def window_stats(
     after = [s for s in samples if s["t"] > end_s and "scrape_error" not in s]
     server_latency = {name: _histogram_mean(before, inside + after[:1], name)
                       for name in ("ttft", "itl", "tpot", "e2e")}
+    e2e_counts = [smp["e2e_count"] for smp in (before[-1:] + inside + after[:1]) if "e2e_count" in smp]
+    server_requests = (e2e_counts[-1] - e2e_counts[0]) if len(e2e_counts) >= 2 and before else None
     server_mem = [s["server_gpu_mem_bytes"] for s in inside if "server_gpu_mem_bytes" in s]
 
     oom_margin = None
@@ -305,6 +327,7 @@ def window_stats(
         "server_generation_throughput": gen / duration if gen is not None and duration > 0 else None,
         "prefix_cache_hit_rate": (hits / queries) if hits is not None and queries else None,
         "server_latency_mean_ms": server_latency,
+        "server_requests_finished": server_requests,
         "scrape_errors": len(errors),
         "scrape_error": (f"{len(errors)} of {len(window)} metric reads failed in this window; last: {errors[-1]}"
                          if errors else None),

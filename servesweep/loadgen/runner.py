@@ -149,6 +149,8 @@ class LoadRunner:
         # Awaited once a level's prompts are built; may return the perf_counter instant the level
         # starts at (workers of one pool share it, so their arrival schedules interleave exactly).
         self.before_level: Callable[[LoadLevel], Awaitable[float | None]] | None = None
+        # Awaited when a level's last request has completed, before the next level is prepared.
+        self.after_level: Callable[[LoadLevel], Awaitable[None]] | None = None
         # Which clock stamped response arrivals (HttpPool.clock_source), known once `run` returns.
         self.arrival_clock: str | None = None
 
@@ -418,6 +420,8 @@ class LoadRunner:
             end = time.perf_counter() - self.t0
         finally:
             gc.unfreeze()
+        if self.after_level is not None:
+            await self.after_level(level)
         if task_id is not None:
             progress_bar.update(task_id, visible=False)
         done.sort(key=lambda r: r.request_id)
