@@ -112,3 +112,21 @@ async def test_timings_agree_with_the_servers_own_histograms(vllm_server, tmp_pa
     assert c1["tpot_ms"]["p50"] == pytest.approx(server_itl, rel=0.2)
     assert check["client_mean_ms"]["e2e"] == pytest.approx(check["server_mean_ms"]["e2e"], rel=0.1, abs=2.0)
     assert check["ttft_offset_ms"] > -2.0
+
+
+def test_locust_headless_against_the_real_server(vllm_server, tmp_path):
+    """`servesweep locust` against the CPU vLLM: TTFT and TPOT entries in Locust's statistics, and a
+    summary whose request count is Locust's."""
+    import csv
+
+    from servesweep.cli import main
+
+    out = tmp_path / "locust"
+    assert main(["locust", "--url", vllm_server.base_url, "--headless", "--users", "4", "--spawn-rate", "4",
+                 "--run-time", "8s", "--out", str(out), "--input-len", "64", "--output-len", "24"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    with open(out / "locust_stats.csv") as f:
+        stats = {row["Name"]: row for row in csv.DictReader(f)}
+    assert {"TTFT", "TPOT"} <= set(stats)
+    assert summary["completed"] > 0 and summary["completed"] == int(stats["/v1/completions"]["Request Count"])
+    assert summary["tpot_ms"]["p50"] > 0.5 and summary["itl_ms"]["p50"] > 0
