@@ -220,8 +220,11 @@ class TelemetrySampler:
                 self._first.set()
                 for event in asked:
                     event.set()
-                next_tick = max(next_tick + self.interval_s, time.perf_counter())
-                self._wake.wait(max(next_tick - time.perf_counter(), 0.0))
+                # An extra sample (sample_now) leaves the periodic schedule where it was.
+                now = time.perf_counter()
+                while next_tick <= now:
+                    next_tick += self.interval_s
+                self._wake.wait(next_tick - now)
 
     def _sample_once(self) -> dict[str, Any]:
         sample: dict[str, Any] = {"t": time.perf_counter() - self._t0}

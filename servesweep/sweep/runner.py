@@ -129,13 +129,8 @@ class SweepRunner:
             write_json(config_dir / "search.json", search.to_dict())
             return
         self.console.print(f"{prefix} {config.label()}: adaptive load search")
-        try:
-            server = launch(config, config_dir)
-        except (ServerStartError, UnsupportedConfig) as exc:
-            cause = exc.cause if isinstance(exc, ServerStartError) else "unsupported on this device"
-            detail = exc.detail if isinstance(exc, ServerStartError) else str(exc)
-            self.console.print(f"  [red]failed to start: {cause}[/red] ({detail}); recorded as a failed point")
-            self._failed(config, [self._search_level(search.next_level())], cause, detail)
+        server = self._launch(config, config_dir, [self._search_level(search.next_level())])
+        if server is None:
             return
         try:
             self._server_ready(server, config_dir)
@@ -170,15 +165,21 @@ class SweepRunner:
                           "level": level.label, "level_spec": level.model_dump(exclude_none=True),
                           "status": "failed", "cause": cause, "detail": detail})
 
-    def _run_config(self, config: ServerConfig, todo: list[LoadLevel]) -> None:
-        config_dir = self.out / "configs" / config.label()
+    def _launch(self, config: ServerConfig, config_dir: Path, levels: list[LoadLevel]) -> LaunchedServer | None:
+        """The configuration's server, or None after recording `levels` as failed with the cause."""
         try:
-            server = launch(config, config_dir)
+            return launch(config, config_dir)
         except (ServerStartError, UnsupportedConfig) as exc:
             cause = exc.cause if isinstance(exc, ServerStartError) else "unsupported on this device"
             detail = exc.detail if isinstance(exc, ServerStartError) else str(exc)
             self.console.print(f"  [red]failed to start: {cause}[/red] ({detail}); recorded as failed points")
-            self._failed(config, todo, cause, detail)
+            self._failed(config, levels, cause, detail)
+            return None
+
+    def _run_config(self, config: ServerConfig, todo: list[LoadLevel]) -> None:
+        config_dir = self.out / "configs" / config.label()
+        server = self._launch(config, config_dir, todo)
+        if server is None:
             return
         try:
             self._server_ready(server, config_dir)
