@@ -329,6 +329,13 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
         if p["goodput"] > best.get(p["precision"], -1.0):
             best[p["precision"]] = p["goodput"]
     out: dict[str, SkuGoodput] = {}
+    if measured is None and rec:
+        # No known GPU was measured (a CPU sweep): the machine itself is the one measured row.
+        measured_here = str(rec.get("measured_on") or "this machine")
+        out[measured_here] = SkuGoodput(goodput_rps=(rec.get("expected") or {}).get("goodput"), basis="measured",
+                                        gpus_per_replica=gpus_per_replica,
+                                        note=f"{rec.get('precision')} at concurrency {rec.get('concurrency')} on "
+                                             "the machine the sweep ran on (no GPU SKU to project from)")
     if measured is not None:
         out[measured] = SkuGoodput(goodput_rps=(rec.get("expected") or {}).get("goodput"), basis="measured",
                                    gpus_per_replica=gpus_per_replica,
@@ -340,7 +347,7 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
             continue
         sku, precision = SKUS.get(name), entry.get("precision")
         if base is None or sku is None or precision not in best:
-            why = ("no measured SKU to project from" if base is None else
+            why = ("no GPU was measured: nothing to project from" if base is None else
                    f"{precision} was not measured within the SLOs" if sku else "no datasheet figures")
             out[name] = SkuGoodput(goodput_rps=None, basis="projected", gpus_per_replica=gpus_per_replica, note=why)
             continue

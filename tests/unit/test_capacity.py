@@ -165,3 +165,30 @@ def test_files_round_trip(tmp_path):
     start = next(i for i, line in enumerate(lines) if line.startswith("| SKU"))
     table = [line for line in lines[start:] if line.startswith("|")]
     assert len(table) == 4 and len({line.count("|") for line in table}) == 1  # every row has 12 cells
+
+
+def test_goodput_per_sku_from_a_sweep_result():
+    from servesweep.reports.capacity import goodput_by_sku
+
+    result = {
+        "production_recommendation": {"precision": "fp8", "concurrency": 32, "verified": True,
+                                      "expected": {"goodput": 30.0}},
+        "combined_sweep": {"points": [
+            {"precision": "fp8", "goodput": 30.0, "meets_slo": True, "fits_budget": True},
+            {"precision": "bf16", "goodput": 20.0, "meets_slo": True, "fits_budget": True},
+            {"precision": "bf16", "goodput": 25.0, "meets_slo": False, "fits_budget": True},
+        ]},
+        "sku_to_preferred_precision": {"H100-SXM": {"basis": "measured", "precision": "fp8"},
+                                       "A100-80GB": {"basis": "projected", "precision": "bf16"}},
+    }
+    g = goodput_by_sku(result)
+    assert g["H100-SXM"].basis == "measured" and g["H100-SXM"].goodput_rps == 30.0
+    # A100 has no FP8: its projection starts from the best bf16 point within the SLOs, x bandwidth.
+    assert g["A100-80GB"].basis == "projected"
+    assert g["A100-80GB"].goodput_rps == pytest.approx(20.0 * 2039 / 3350)
+    assert "bandwidth" in g["A100-80GB"].note
+    # A CPU sweep: the machine itself is the measured row; GPUs have nothing to project from.
+    cpu = dict(result, sku_to_preferred_precision={"A100-80GB": {"basis": "projected", "precision": "bf16"}})
+    cpu["production_recommendation"] = dict(result["production_recommendation"], measured_on="CPU")
+    g = goodput_by_sku(cpu)
+    assert g["CPU"].basis == "measured" and g["A100-80GB"].goodput_rps is None
