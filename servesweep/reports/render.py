@@ -236,6 +236,7 @@ def _plots(df: pd.DataFrame, result: dict[str, Any], out_dir: Path) -> dict[str,
         ax.set_ylabel(f"{metric} (ms)")
         ax.set_title(f"{metric} percentiles vs load")
         ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:  # nothing to label when a section has no data
         ax.legend(fontsize=7)
     plots["latency_vs_load"] = _fig_png(fig)
 
@@ -257,7 +258,8 @@ def _plots(df: pd.DataFrame, result: dict[str, Any], out_dir: Path) -> dict[str,
     ax.set_ylabel("KV-cache usage (%)")
     ax.set_title("KV-cache usage over time, per configuration")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when a section has no data
+        ax.legend(fontsize=7)
     plots["kv_usage_over_time"] = _fig_png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -271,7 +273,8 @@ def _plots(df: pd.DataFrame, result: dict[str, Any], out_dir: Path) -> dict[str,
     ax.set_ylabel("GiB")
     ax.set_title("KV-cache peak and device memory vs batch")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when a section has no data
+        ax.legend(fontsize=7)
     plots["memory_vs_batch"] = _fig_png(fig)
 
     fig, ax = plt.subplots(figsize=(9, 4))
