@@ -237,7 +237,7 @@ def _plots(df: pd.DataFrame, result: dict[str, Any], out_dir: Path) -> dict[str,
         ax.set_title(f"{metric} percentiles vs load")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # nothing to label when a section has no data
-        ax.legend(fontsize=7)
+            ax.legend(fontsize=7)
     plots["latency_vs_load"] = _fig_png(fig)
 
     fig, ax = plt.subplots(figsize=(9, 4))
