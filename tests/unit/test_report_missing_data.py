@@ -38,3 +38,17 @@ def test_one_precision_only(tmp_path):
     assert list(result["precision_sweep"]) == ["bf16"]
     assert result["precision_sweep"]["bf16"]["speedup_vs_fp32"] is None  # no fp32 run: no ratio, no crash
     assert result["production_recommendation"]["oom_margin_pct"] is not None
+
+
+def test_two_engines_are_compared_per_precision_and_batch(tmp_path):
+    points = [point("bf16", c, 100.0 * c) for c in (1, 4)]
+    for c in (1, 4):
+        p = point("bf16", c, 90.0 * c)
+        p["config"] = "trtllm-bf16"
+        p["config_spec"]["kind"] = "trtllm"
+        points.append(p)
+    out = _sweep_dir(tmp_path, points)
+    md = write_report(out)["md"].read_text()
+    section = md.split("## Engines", 1)[1].split("##", 1)[0]
+    assert "| precision | batch | trtllm output tok/s | vllm output tok/s |" in section
+    assert "| bf16 | 4 | 360 | 400 |" in section
