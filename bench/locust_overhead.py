@@ -43,6 +43,8 @@ from pathlib import Path
 
 import psutil
 
+from client_overhead import _tree_cpu  # bench/ is on sys.path when this script runs
+
 BENCH = Path(__file__).resolve().parent
 PORT = 8110
 ADMIN_BASE = 8210
@@ -105,22 +107,6 @@ class StandIns:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(10)
         self.procs = []
-
-
-def _tree_cpu(proc: psutil.Process) -> float:
-    """CPU seconds of a process and its live descendants (and the children they reaped)."""
-    total = 0.0
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return float("nan")
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 @dataclass
