@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One device call of the H100 validation run (issue 16): bash bench/gpu/device.sh STEP [STEP ...]
+# One device call of a GPU validation run: bash bench/gpu/device.sh STEP [STEP ...]
+# H100 (issue 16) by default; the H200 (issue 17): RES=examples/h200-2026-11-23 bash bench/gpu/device.sh ...
 # Run in the repository root on the lent GPU machine; see bench/gpu/README.md for the call plan.
 #
 # Steps (run in the order given; each one is skipped with a message when the call's time is short):
@@ -11,6 +12,8 @@
 #   sbs[=CONCS]     bench/gpu/side_by_side.py on one bf16 server (default concurrencies 16,128,512)
 #   quality         the trained-model sweep (drift + perplexity gate per precision), then the FP8 proof
 #   em              the exact-match gate per precision (fp32 reference recorded first)
+#   locust-scale    issue 14's scale-out on the machine's CPU cores (no GPU): bench/locust_overhead.py
+#                   --scale 1,2,4,8; needs locust staged (GPU_STAGE_EXTRA="httptools orjson locust")
 # Every call ends by packing what exists into $OUT (at most 6 files): call.log, env.txt,
 # sweep.tar.gz (no records), records.tar.xz, sbs.tar.gz, quality.tar.gz. bench/gpu/fetch.sh
 # unpacks them here. Time: CALL_BUDGET_S (default 570) from the start of this script.
@@ -18,7 +21,7 @@ set -uo pipefail
 START=$(date +%s)
 CALL_BUDGET_S=${CALL_BUDGET_S:-570}
 PACK_S=30  # kept for packing at the end
-RES=examples/h100-2026-11-23
+RES=${RES:-examples/h100-2026-11-23}  # the results folder here, travels with the tree
 SWEEP=/tmp/h100-sweep
 QSWEEP=/tmp/q-sweep
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1
@@ -166,6 +169,15 @@ step_em() {
   done
 }
 
+step_locust_scale() {
+  python3 -c "import locust" 2>/dev/null || { say "locust is not importable: stage with GPU_STAGE_EXTRA=\"httptools orjson locust\""; return 1; }
+  local t; t=$(left)
+  # 4 levels x 2 tools x (30 s + start and drain): about 5 minutes.
+  [ "$t" -gt 330 ] || { say "locust scale-out skipped: only $t s left"; return 0; }
+  timeout -s INT -k 10 $((t - 10)) python3 bench/locust_overhead.py --scale "${1:-1,2,4,8}" --out /tmp/locust-scale
+  say "locust scale-out exit: $?"
+}
+
 pack() {
   say "packing"
   {
@@ -181,6 +193,7 @@ pack() {
       say "records.tar.xz is over 16 MB: left out"; rm -f "$OUT/records.tar.xz"
     fi
   fi
+  [ -d /tmp/locust-scale ] && tar -C /tmp -czf "$OUT/locust-scale.tar.gz" locust-scale
   [ -d /tmp/sbs ] && tar -C /tmp -czf "$OUT/sbs.tar.gz" --exclude='records*.jsonl' sbs
   local q=()
   for d in q-sweep q-proof q-em; do [ -d /tmp/$d ] && q+=("$d"); done
@@ -200,6 +213,7 @@ for s in "$@"; do
     sbs) step_sbs "$arg" ;;
     quality) step_quality ;;
     em) step_em ;;
+    locust-scale) step_locust_scale "$arg" ;;
     *) say "unknown step $s"; exit 2 ;;
   esac
 done

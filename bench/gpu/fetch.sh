@@ -5,12 +5,13 @@
 # records.tar.xz -> .gpu/records/                              (ignored by git: records stay out)
 # sbs.tar.gz     -> examples/h100-2026-11-23/side-by-side/ and side_by_side.md
 # quality.tar.gz -> examples/h100-2026-11-23/quality/{sweep,fp8-proof,exact-match}/
+# locust-scale.tar.gz -> bench/results/locust_overhead_scale.{md,json}
 # call.log, env.txt -> examples/h100-2026-11-23/logs/
 # The results folder travels with the next call, so a fresh machine resumes from it.
 set -euo pipefail
 FROM=$(cd "$1" && pwd)
 cd "$(git rev-parse --show-toplevel)"
-RES=examples/h100-2026-11-23
+RES=${RES:-examples/h100-2026-11-23}  # RES=examples/h200-2026-11-23 for the H200 run
 mkdir -p $RES/logs .gpu/records
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -32,6 +33,11 @@ if [ -f "$FROM/sbs.tar.gz" ]; then
   rm -rf $RES/side-by-side && mv "$TMP/sbs" $RES/side-by-side
   [ -f $RES/side-by-side/side_by_side.md ] && cp $RES/side-by-side/side_by_side.md $RES/side_by_side.md
   echo "side by side: $RES/side_by_side.md"
+fi
+if [ -f "$FROM/locust-scale.tar.gz" ]; then
+  tar -C "$TMP" -xzf "$FROM/locust-scale.tar.gz"
+  cp "$TMP"/locust-scale/locust_overhead_scale.* bench/results/
+  echo "locust scale-out: bench/results/locust_overhead_scale.md"
 fi
 if [ -f "$FROM/quality.tar.gz" ]; then
   tar -C "$TMP" -xzf "$FROM/quality.tar.gz"

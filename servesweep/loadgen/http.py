@@ -179,7 +179,32 @@ class MalformedResponse(Exception):
     """The bytes from the server are not valid HTTP/1.1."""
 
 
-class _Exchange:
+class ParserCallbacks:
+    """The httptools callbacks every client of servesweep shares (this module's and the Locust
+    user's gevent connection), so both frame a response and stamp its body the same way: the
+    status reason kept, whether the body's end is known from its headers (`_framed`), and body
+    bytes handed to the handler with the stamp of the read they came in (`_now`)."""
+
+    __slots__ = ()
+    _reason: str
+    _framed: bool
+    _now: float
+    _handler: ResponseHandler | None
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason.decode(errors="replace")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+            self._framed = True
+
+    def on_body(self, body: bytes) -> None:
+        if body:
+            self._handler.on_body(body, self._now)  # type: ignore[union-attr]
+
+
+class _Exchange(ParserCallbacks):
     """One keep-alive connection carrying one exchange at a time: the httptools callbacks and the
     exchange's state. Subclasses move the bytes and call `_feed` and `_lost`."""
 
@@ -234,24 +259,12 @@ class _Exchange:
         reason = f": {exc}" if exc else ""
         self._fail(ServerDisconnected(f"server closed the connection before the response was complete{reason}"))
 
-    # -- httptools callbacks -------------------------------------------------------------------
-    def on_status(self, reason: bytes) -> None:
-        self._reason = reason.decode(errors="replace")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
-            self._framed = True
-
+    # -- httptools callbacks (on_status, on_header, on_body: ParserCallbacks) -------------------
     def on_headers_complete(self) -> None:
         assert self._parser is not None and self._handler is not None
         self._headers_done = True
         self._reuse = self._parser.should_keep_alive()
         self._handler.on_status(self._parser.get_status_code(), self._reason)
-
-    def on_body(self, body: bytes) -> None:
-        if body:
-            self._handler.on_body(body, self._now)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         handler, done = self._handler, self._done

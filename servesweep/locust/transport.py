@@ -22,13 +22,14 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from servesweep.loadgen.http import ConnectError, MalformedResponse, ResponseHandler, ServerDisconnected
+from servesweep.loadgen.http import (ConnectError, MalformedResponse, ParserCallbacks, ResponseHandler,
+                                     ServerDisconnected)
 
 _clock = time.perf_counter
 READ_SIZE = 1 << 16
 
 
-class GeventConnection:
+class GeventConnection(ParserCallbacks):
     """A keep-alive connection to one server, one exchange at a time, reopened when closed.
 
     Under Locust, `socket` is gevent's (Locust monkey-patches on import), so a blocking `recv`
@@ -120,25 +121,13 @@ class GeventConnection:
             if not ok or not self._keep_alive:
                 self.close()
 
-    # -- httptools callbacks ---------------------------------------------------------------------
-    def on_status(self, reason: bytes) -> None:
-        self._reason = reason.decode(errors="replace")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
-            self._framed = True
-
+    # -- httptools callbacks (on_status, on_header, on_body: ParserCallbacks) -------------------
     def on_headers_complete(self) -> None:
         parser, handler = self._parser, self._handler
         assert parser is not None and handler is not None
         self._headers_done = True
         self._keep_alive = parser.should_keep_alive()
         handler.on_status(parser.get_status_code(), self._reason)
-
-    def on_body(self, body: bytes) -> None:
-        if body:
-            self._handler.on_body(body, self._now)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         self._complete = True
