@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from servesweep.errors import OutputDirError, OutputError
+from servesweep.errors import OutputDirError, OutputError, ReportError
 
 SCHEMA_VERSION = 1
 POINTS_FILE = "points.jsonl"
@@ -113,8 +113,18 @@ def read_summary(path: Path) -> Summary:
 
 
 def read_points(out_dir: Path) -> list[dict[str, Any]]:
-    """The sweep's points, each checked against `SweepPoint` (returned as plain dicts)."""
-    return [SweepPoint.model_validate(p).model_dump() for p in read_jsonl(out_dir / POINTS_FILE)]
+    """The sweep's points, each checked against `SweepPoint` (returned as plain dicts); a point
+    that is not one is a ReportError naming the file, the point and the field."""
+    points = []
+    for n, raw in enumerate(read_jsonl(out_dir / POINTS_FILE), 1):
+        try:
+            points.append(SweepPoint.model_validate(raw).model_dump())
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+            raise ReportError(f"{out_dir / POINTS_FILE}: point {n} is not a sweep point ({where}: "
+                              f"{err['msg'].lower()})") from None
+    return points
 
 
 def append_point(out_dir: Path, point: dict[str, Any]) -> None:

@@ -14,14 +14,17 @@ from servesweep.reports.render import write_report
 def register(sub: Any) -> None:
     p = sub.add_parser("report", help="write report.html, report.md, points.csv, recommendation.json")
     p.add_argument("results_dir", type=Path)
+    p.add_argument("--quality-from", type=Path, default=None, metavar="DIR",
+                   help="take drift and the accuracy gate from this other sweep (e.g. the same precisions "
+                        "on a model with trained weights); the report names the model of each column")
     p.set_defaults(handler=cmd_report)
 
 
-def write_and_print_report(results_dir: Path) -> None:
-    paths = write_report(results_dir)
+def write_and_print_report(results_dir: Path, quality_dir: Path | None = None) -> None:
+    paths = write_report(results_dir, quality_dir)
     console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    write_and_print_report(args.results_dir)
+    write_and_print_report(args.results_dir, args.quality_from)
     return EXIT_OK

@@ -11,7 +11,8 @@ only the recommendation file, so a reader can rerun them on any sweep:
                      merely the largest batch sampled)
   precisions         fp32, fp16 and bf16 all measured
   fp16_speedup       fp16 throughput >= 1.15x fp32's (the precision sweep's batch)
-  drift_cosine       logprob cosine against the fp32 reference > 0.95 for fp16 and bf16
+  drift_cosine       logprob cosine against the fp32 reference > 0.95 for fp16 and bf16, from a
+                     model with real (not dummy) weights (`models.quality`)
   combined_sweep     >= 6 combined points; the best fits its VRAM budget and has >= 3x the goodput
                      of the fp32 batch-1 baseline
   production         production_recommendation has every field a deployment needs and
@@ -85,9 +86,12 @@ def _fp16_speedup(rec: dict[str, Any]) -> Criterion:
 def _drift_cosine(rec: dict[str, Any]) -> Criterion:
     sweep = rec.get("precision_sweep") or {}
     cosines = {p: (sweep.get(p) or {}).get("logprob_cosine") for p in ("fp16", "bf16")}
-    ok = all(c is not None and c > MIN_COSINE for c in cosines.values())
+    quality = (rec.get("models") or {}).get("quality") or {}
+    real = bool(quality) and not quality.get("dummy")
+    ok = real and all(c is not None and c > MIN_COSINE for c in cosines.values())
     text = ", ".join(f"{p} {c:.3f}" if c is not None else f"{p} not measured" for p, c in cosines.items())
-    return Criterion("drift_cosine", ok, f"logprob cosine vs fp32: {text}")
+    source = quality.get("weights") if quality else "model not recorded (dummy weights in this run)"
+    return Criterion("drift_cosine", ok, f"logprob cosine vs fp32: {text}; {source}")
 
 
 def _combined(rec: dict[str, Any]) -> Criterion:

@@ -62,20 +62,49 @@ def _read_optional(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def analyse(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which model, and which weights, a sweep's numbers come from: dummy (random) weights say
+    nothing about quality, so every quality figure names its source. `model.json` is what the
+    sweep wrote about the model directory (servesweep's own training record, when it trained it)."""
+    spec = next((p["config_spec"] for p in points if p.get("config_spec")), None) or {}
+    stored = _read_optional(out_dir / "model.json") or {}
+    training = stored.get("training")
+    if spec.get("load_format") == "dummy":
+        weights = "dummy (random) weights"
+    elif training:
+        shape = (training.get("recipe") or {}).get("shape") or {}
+        weights = (f"trained by servesweep ({shape.get('num_hidden_layers')} layers, hidden "
+                   f"{shape.get('hidden_size')}, {training.get('train_tokens'):,} training tokens)"
+                   if shape and training.get("train_tokens") else "trained by servesweep")
+    else:
+        weights = "weights from the model directory"
+    return {"model": spec.get("model") or stored.get("path"), "weights": weights, "dummy": spec.get("load_format") == "dummy",
+            "results": str(out_dir)}
+
+
+def _sweep_inputs(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     scenario_path = out_dir / "scenario.json"
     if not scenario_path.exists():
         raise ReportError(f"{out_dir} is not a sweep directory (no scenario.json); run `servesweep sweep` first")
-    scenario = json.loads(scenario_path.read_text())
     points = read_points(out_dir)
     if not points:
         raise ReportError(f"{out_dir}/points.jsonl has no finished points yet")
+    return json.loads(scenario_path.read_text()), points
+
+
+def analyse(out_dir: Path, quality_dir: Path | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The recommendation from a sweep. With `quality_dir` (another sweep, e.g. of a model with
+    trained weights), drift and the accuracy gate come from that sweep instead, and
+    `models` says which model each kind of figure comes from."""
+    scenario, points = _sweep_inputs(out_dir)
+    quality_root = quality_dir or out_dir
+    quality_points = _sweep_inputs(quality_dir)[1] if quality_dir else points
     df = points_frame(points, scenario.get("slo"))
-    drift = _drift_by_precision(out_dir)
+    drift = _drift_by_precision(quality_root)
     budget = scenario.get("vram_budget_gib")
     batch = batch_sweep(df)
     precision = precision_sweep(df, drift)
-    gate = _accuracy_gate(out_dir)
+    gate = _accuracy_gate(quality_root)
     # A gate that could not be measured says nothing either way: it neither vetoes nor clears a precision.
     gate_passed = {g["precision"]: g["passed"] for g in gate or [] if g.get("status") != "error"} or None
     combined = combined_sweep(df, budget * GIB if budget else None,
@@ -101,6 +130,8 @@ def analyse(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "scenario": scenario.get("name"),
         "measured_on": gpu_name or "CPU (vLLM CPU build; no GPU)",
+        "models": {"throughput": model_source(out_dir, points),
+                   "quality": model_source(quality_root, quality_points)},
         "batch_sweep": batch,
         "precision_sweep": precision,
         "drift": drift,
@@ -339,6 +370,20 @@ def _precision_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _model_lines(result: dict[str, Any]) -> list[str]:
+    models = result.get("models") or {}
+    tput, quality = models.get("throughput") or {}, models.get("quality") or {}
+    if not tput:
+        return []
+    lines = [f"Throughput columns: {tput.get('model')}, {tput.get('weights')}."]
+    same = quality.get("results") == tput.get("results")
+    lines.append(f"Drift and accuracy-gate columns: {'the same sweep' if same else quality.get('results')}, "
+                 f"{quality.get('model')}, {quality.get('weights')}"
+                 + (": they measure numerics of random weights, not the quality of a real model." if quality.get("dummy")
+                    else "."))
+    return lines
+
+
 PRECISION_HEADER = ["precision", "batch", "output tok/s", "vs fp32", "token agreement", "logprob cosine", "accuracy gate"]
 
 
@@ -449,8 +494,8 @@ def _capacity_html(text: str | None, img: str | None) -> str:
             + (f'<img src="data:image/png;base64,{img}">' if img else ""))
 
 
-def write_report(out_dir: Path) -> dict[str, Path]:
-    df, result = analyse(out_dir)
+def write_report(out_dir: Path, quality_dir: Path | None = None) -> dict[str, Path]:
+    df, result = analyse(out_dir, quality_dir)
     paths = {"csv": out_dir / "points.csv", "json": out_dir / "recommendation.json",
              "md": out_dir / "report.md", "html": out_dir / "report.html"}
     df.to_csv(paths["csv"], index=False)
@@ -486,6 +531,7 @@ def write_report(out_dir: Path) -> dict[str, Path]:
     md = [f"# {title}", "", *[f"- {line}" for line in _summary_lines(result)], "",
           "## Throughput vs batch", "", "![](plots/throughput_vs_batch.png)", "",
           "## Precision comparison", "", _md_table(PRECISION_HEADER, _precision_rows(result)), "",
+          *[f"- {line}" for line in _model_lines(result)], "",
           "Token agreement and logprob cosine are drift sanity checks against the highest precision run, "
           f"not a quality gate. {drift_example}".rstrip(), "",
           "## Accuracy gate", "", *[f"- {line}" for line in _gate_lines(result)], "",
@@ -510,6 +556,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <h1>{html.escape(title)}</h1><ul class="summary">{''.join(f'<li>{html.escape(line).replace("**", "")}</li>' for line in _summary_lines(result))}</ul>
 <h2>Throughput vs batch</h2><img src="data:image/png;base64,{imgs['throughput_vs_batch']}">
 <h2>Precision comparison</h2>{_html_table(PRECISION_HEADER, _precision_rows(result))}
+<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _model_lines(result))}</ul>
 <p>Token agreement and logprob cosine are drift sanity checks against the highest-precision run, not a quality gate. {html.escape(drift_example)}</p>
 <h2>Accuracy gate</h2><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _gate_lines(result))}</ul>
 <h2>Latency vs load</h2><img src="data:image/png;base64,{imgs['latency_vs_load']}">

@@ -41,6 +41,19 @@ def _builtin_model_defaults(config: ServerConfig) -> ServerConfig:
 
 
 
+def _model_record(model_dir: str) -> dict[str, Any]:
+    """What the report needs to say which model the numbers come from: the directory and, when
+    servesweep trained the model, its training record (recipe, tokens, held-out perplexity)."""
+    record = Path(model_dir) / "servesweep-training.json"
+    training = None
+    if record.exists():
+        import json
+
+        data = json.loads(record.read_text())
+        training = {k: data.get(k) for k in ("recipe", "train_tokens", "held_out_perplexity")}
+    return {"path": model_dir, "training": training}
+
+
 class SweepRunner:
     def __init__(self, scenario: Scenario, scenario_path: Path, out_dir: Path, console: Console | None = None,
                  show_progress: bool | None = None) -> None:
@@ -69,6 +82,7 @@ class SweepRunner:
         points = read_points(self.out)
         done = {(p["config"], p["level"]) for p in points}
         model_dir = self.model_dir()
+        write_json(self.out / "model.json", _model_record(model_dir))
         configs = self.configs(model_dir)
         for i, config in enumerate(configs, 1):
             if self.scenario.load.adaptive:

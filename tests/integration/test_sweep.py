@@ -24,8 +24,21 @@ sweep: {{precision: [bf16, fp32]}}
     assert len(points) == 4
     assert {p["status"] for p in points} == {"failed"}
     assert {p["cause"] for p in points} == {"bad model path"}
+    # What the report names as the model of every figure; no training record in a plain directory.
+    assert json.loads((tmp_path / "out" / "model.json").read_text()) == {"path": str(tmp_path / "no-such-model"),
+                                                                      "training": None}
 
 
 def test_report_on_a_non_sweep_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "scenario.json").write_text("{}")
+    (sweep / "points.jsonl").write_text('{"config": "a", "level": "c1", "status": "failed"}\n')
+    assert main(["report", str(sweep)]) == 2
+    assert "point 1 is not a sweep point (config_spec: field required)" in capsys.readouterr().err
+    (sweep / "points.jsonl").write_text(json.dumps({"config": "a", "config_spec": {}, "level": "c1",
+                                                    "level_spec": {}, "status": "failed"}) + "\n")
+    assert main(["report", str(sweep), "--quality-from", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere is not a sweep directory" in capsys.readouterr().err

@@ -52,3 +52,44 @@ def test_two_engines_are_compared_per_precision_and_batch(tmp_path):
     section = md.split("## Engines", 1)[1].split("##", 1)[0]
     assert "| precision | batch | trtllm output tok/s | vllm output tok/s |" in section
     assert "| bf16 | 4 | 360 | 400 |" in section
+
+
+def _drift(config_dir, precision, tokens, top):
+    config_dir.mkdir(parents=True, exist_ok=True)
+    outputs = [{"text": "", "tokens": tokens, "top_logprobs": [top(i) for i in range(len(tokens))]}]
+    (config_dir / "drift.json").write_text(json.dumps({"precision": precision, "outputs": outputs}))
+
+
+def test_quality_columns_name_their_model_and_can_come_from_another_sweep(tmp_path):
+    # Throughput sweep: dummy weights, whose drift disagrees (random weights: near-ties everywhere).
+    tput = tmp_path / "throughput"
+    tput.mkdir()
+    points = [point(p, c, 100.0 * c) for p in ("fp32", "bf16") for c in (1, 4)]
+    for p in points:
+        p["config_spec"]["load_format"] = "dummy"
+    _sweep_dir(tput, points)
+    _drift(tput / "configs" / "fp32", "fp32", ["a", "b"], lambda i: {"a": -0.1, "b": -2.3})
+    _drift(tput / "configs" / "bf16", "bf16", ["b", "b"], lambda i: {"b": -0.1, "a": -2.3})
+    # Quality sweep: a trained model (model.json as the sweep writes it), whose bf16 agrees with fp32.
+    quality = tmp_path / "quality"
+    quality.mkdir()
+    _sweep_dir(quality, [point(p, 1, 10.0) for p in ("fp32", "bf16")])
+    (quality / "model.json").write_text(json.dumps({"path": "/m/trained", "training": {
+        "recipe": {"shape": {"num_hidden_layers": 4, "hidden_size": 256}}, "train_tokens": 1245592}}))
+    _drift(quality / "configs" / "fp32", "fp32", ["a", "b"], lambda i: {"a": -0.1, "b": -2.3})
+    _drift(quality / "configs" / "bf16", "bf16", ["a", "b"], lambda i: {"a": -0.11, "b": -2.2})
+
+    alone = json.loads(write_report(tput)["json"].read_text())
+    assert alone["models"]["quality"]["dummy"] is True
+    assert alone["precision_sweep"]["bf16"]["token_agreement"] == 0.5
+    assert "numerics of random weights" in (tput / "report.md").read_text()
+
+    paths = write_report(tput, quality)
+    merged = json.loads(paths["json"].read_text())
+    assert merged["models"]["throughput"]["dummy"] is True and merged["models"]["quality"]["dummy"] is False
+    assert merged["precision_sweep"]["bf16"]["token_agreement"] == 1.0
+    assert merged["precision_sweep"]["bf16"]["logprob_cosine"] > 0.99
+    assert merged["precision_sweep"]["bf16"]["throughput"] == 400.0  # throughput still from the dummy sweep
+    md = paths["md"].read_text()
+    assert "trained by servesweep (4 layers, hidden 256, 1,245,592 training tokens)" in md
+    assert str(quality) in md
