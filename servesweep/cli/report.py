@@ -14,14 +14,17 @@ from servesweep.reports.render import write_report
 def register(sub: Any) -> None:
     p = sub.add_parser("report", help="write report.html, report.md, points.csv, recommendation.json")
     p.add_argument("results_dir", type=Path)
+    p.add_argument("--measured", type=Path, action="append", default=[], metavar="DIR",
+                   help="a sweep of the same scenario on another GPU: its SKU is marked measured in the SKU "
+                        "table, with its own figures (repeatable)")
     p.set_defaults(handler=cmd_report)
 
 
-def write_and_print_report(results_dir: Path) -> None:
-    paths = write_report(results_dir)
+def write_and_print_report(results_dir: Path, measured_elsewhere: list[Path] | None = None) -> None:
+    paths = write_report(results_dir, measured_elsewhere or [])
     console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    write_and_print_report(args.results_dir)
+    write_and_print_report(args.results_dir, args.measured)
     return EXIT_OK
