@@ -17,14 +17,18 @@ def register(sub: Any) -> None:
     p.add_argument("--quality-from", type=Path, default=None, metavar="DIR",
                    help="take drift and the accuracy gate from this other sweep (e.g. the same precisions "
                         "on a model with trained weights); the report names the model of each column")
+    p.add_argument("--measured", type=Path, action="append", default=[], metavar="DIR",
+                   help="a sweep of the same scenario on another GPU: its SKU is marked measured in the SKU "
+                        "table, with its own figures (repeatable)")
     p.set_defaults(handler=cmd_report)
 
 
-def write_and_print_report(results_dir: Path, quality_dir: Path | None = None) -> None:
-    paths = write_report(results_dir, quality_dir)
+def write_and_print_report(results_dir: Path, quality_dir: Path | None = None,
+                           measured_elsewhere: list[Path] | None = None) -> None:
+    paths = write_report(results_dir, quality_dir, measured_elsewhere or [])
     console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    write_and_print_report(args.results_dir, args.quality_from)
+    write_and_print_report(args.results_dir, args.quality_from, args.measured)
     return EXIT_OK

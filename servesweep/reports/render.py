@@ -8,8 +8,9 @@ import html
 import io
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
@@ -29,7 +30,8 @@ from servesweep.reports.analysis import (
     production_recommendation,
 )
 from servesweep.reports.drift import compare_outputs
-from servesweep.reports.skus import sku_from_gpu_name, sku_table
+from servesweep.reports.measurement import display_path, gpu_name as _gpu_name, load_measurement, sku_measurement
+from servesweep.reports.skus import METRICS, sku_from_gpu_name, sku_table
 
 SCHEMA_VERSION = 1
 
@@ -48,14 +50,6 @@ def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
     for p in present:
         result[p] = compare_outputs(runs[reference], runs[p]) | {"reference": reference}
     return result
-
-
-def _gpu_name(points: list[dict[str, Any]]) -> str | None:
-    for p in points:
-        gpus = (p.get("server") or {}).get("gpus")
-        if gpus:
-            return gpus[0]
-    return None
 
 
 def _read_optional(path: Path) -> Any:
@@ -82,6 +76,25 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
             "results": str(out_dir)}
 
 
+REPORT_INPUTS_FILE = "report-inputs.json"
+
+
+def stored_report_inputs(out_dir: Path) -> tuple[Path | None, list[Path]]:
+    """The other sweeps a report of `out_dir` was last made with (`--quality-from`, `--measured`),
+    so that a later `servesweep report DIR`, `capacity` or the verification's re-analysis keeps them."""
+    data = _read_optional(out_dir / REPORT_INPUTS_FILE) or {}
+    quality = data.get("quality_from")
+    return (out_dir / quality if quality else None), [out_dir / m for m in data.get("measured") or []]
+
+
+def _store_report_inputs(out_dir: Path, quality_dir: Path | None, measured: Sequence[Path]) -> None:
+    def relative(p: Path) -> str:  # relative, so the folders can move together (e.g. into examples/)
+        return os.path.relpath(Path(p).resolve(), out_dir.resolve())
+
+    write_json(out_dir / REPORT_INPUTS_FILE, {"quality_from": relative(quality_dir) if quality_dir else None,
+                                               "measured": [relative(m) for m in measured]})
+
+
 def _sweep_inputs(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     scenario_path = out_dir / "scenario.json"
     if not scenario_path.exists():
@@ -92,11 +105,16 @@ def _sweep_inputs(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return json.loads(scenario_path.read_text()), points
 
 
-def analyse(out_dir: Path, quality_dir: Path | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def analyse(out_dir: Path, quality_dir: Path | None = None,
+            measured_elsewhere: Sequence[Path] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The recommendation from a sweep. With `quality_dir` (another sweep, e.g. of a model with
-    trained weights), drift and the accuracy gate come from that sweep instead, and
-    `models` says which model each kind of figure comes from."""
+    trained weights), drift and the accuracy gate come from that sweep instead, and `models` says
+    which model each kind of figure comes from. `measured_elsewhere`: sweeps of the same scenario
+    on other GPUs; each one's SKU is marked measured in the SKU table, with its own figures (this
+    sweep's accuracy gate, if any, applies to them too)."""
     scenario, points = _sweep_inputs(out_dir)
+    if quality_dir is None and not measured_elsewhere:
+        quality_dir, measured_elsewhere = stored_report_inputs(out_dir)
     quality_root = quality_dir or out_dir
     quality_points = _sweep_inputs(quality_dir)[1] if quality_dir else points
     df = points_frame(points, scenario.get("slo"))
@@ -115,14 +133,15 @@ def analyse(out_dir: Path, quality_dir: Path | None = None) -> tuple[pd.DataFram
     rec = production_recommendation(df, combined, batch, sku, gpu_name)
     if rec is not None:
         apply_verification(rec, _read_optional(out_dir / "verification.json"))
-    by_precision = {}
-    ok = df[df.status == "ok"]
-    for p, info in precision.items():
-        rows = ok[(ok.precision == p) & (ok.batch == info["batch"])].sort_values("output_token_throughput")
-        if len(rows):
-            r = rows.iloc[-1]
-            by_precision[p] = {"output_token_throughput": float(r.output_token_throughput),
-                               "ttft_p50_ms": float(r.ttft_p50_ms) if pd.notna(r.ttft_p50_ms) else None}
+    measurements = []
+    if measured_sku:
+        measurements.append(sku_measurement(points, df, batch, precision, measured_sku, gpu_name,
+                                            display_path(out_dir / "points.jsonl")))
+    for other in measured_elsewhere:
+        elsewhere = load_measurement(other)
+        if any(m.sku == elsewhere.sku for m in measurements):
+            raise ReportError(f"{other} was measured on {elsewhere.sku} too: one results directory per SKU")
+        measurements.append(elsewhere)
     need = float(df.memory_needed_bytes.dropna().max()) if df.memory_needed_bytes.notna().any() else None
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -137,9 +156,7 @@ def analyse(out_dir: Path, quality_dir: Path | None = None) -> tuple[pd.DataFram
         "drift": drift,
         "combined_sweep": combined,
         "production_recommendation": rec,
-        "sku_to_preferred_precision": sku_table(measured_sku if measured_sku else None,
-                                                by_precision if measured_sku else None, need, gate_passed,
-                                                scenario.get("skus")),
+        "sku_to_preferred_precision": sku_table(measurements, need, gate_passed, scenario.get("skus")),
     }
     if gate:
         result["accuracy_gate"] = gate
@@ -387,18 +404,28 @@ def _model_lines(result: dict[str, Any]) -> list[str]:
 PRECISION_HEADER = ["precision", "batch", "output tok/s", "vs fp32", "token agreement", "logprob cosine", "accuracy gate"]
 
 
+def _figure_cell(f: dict[str, Any] | None) -> str:
+    """A figure of the SKU table: its value and, when projected, the rule that gave it."""
+    if not f or f.get("value") is None:
+        return "-"
+    digits = 0 if f["unit"] in ("tok/s", "tokens") else 1
+    return _fmt(float(f["value"]), digits) + (f" ({f['rule_id']})" if f["basis"] == "projected" else " (measured)")
+
+
 def _sku_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, e in result["sku_to_preferred_precision"].items():
-        proj = e.get("projection") or {}
-        p = proj.get(e["precision"]) if e.get("precision") else None
-        rows.append([name, e.get("precision") or "-", e["basis"],
-                     _fmt(p["output_token_throughput"], 0) + " (projected)" if p and p.get("output_token_throughput") else "-",
+        figs = (e.get("figures") or {}).get(e.get("precision")) or {}
+        rows.append([name, e.get("precision") or "-", e["basis"], *[_figure_cell(figs.get(m)) for m in METRICS],
                      e["reason"]])
     return rows
 
 
-SKU_HEADER = ["SKU", "preferred", "basis", "output tok/s", "reason"]
+SKU_HEADER = ["SKU", "preferred", "basis", *[METRICS[m][1] for m in METRICS], "reason"]
+SKU_NOTE = ("`measured`: from a sweep on that GPU (this one's, or one given with --measured). `projected`: the "
+            "measured SKU's figure times a datasheet ratio; the rule id in brackets is defined in "
+            "recommendation.json (`figures.*.rule`) and reports/skus.py. Without a measured GPU: datasheet FP8 "
+            "support alone, no figures.")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -494,8 +521,11 @@ def _capacity_html(text: str | None, img: str | None) -> str:
             + (f'<img src="data:image/png;base64,{img}">' if img else ""))
 
 
-def write_report(out_dir: Path, quality_dir: Path | None = None) -> dict[str, Path]:
-    df, result = analyse(out_dir, quality_dir)
+def write_report(out_dir: Path, quality_dir: Path | None = None,
+                 measured_elsewhere: Sequence[Path] = ()) -> dict[str, Path]:
+    df, result = analyse(out_dir, quality_dir, measured_elsewhere)
+    if quality_dir is not None or measured_elsewhere:
+        _store_report_inputs(out_dir, quality_dir, measured_elsewhere)
     paths = {"csv": out_dir / "points.csv", "json": out_dir / "recommendation.json",
              "md": out_dir / "report.md", "html": out_dir / "report.html"}
     df.to_csv(paths["csv"], index=False)
@@ -542,8 +572,7 @@ def write_report(out_dir: Path, quality_dir: Path | None = None) -> dict[str, Pa
           "## Production recommendation", "", "```json",
           json.dumps(result.get("production_recommendation"), indent=2, default=str), "```", "",
           "## Preferred precision per SKU", "", _md_table(SKU_HEADER, _sku_rows(result)), "",
-          "`measured`: from this sweep's GPU. `projected`: datasheet roofline ratios from the measured SKU, "
-          "or datasheet FP8 support alone when no GPU was measured.", "",
+          SKU_NOTE, "",
           "## Every point", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
     paths["md"].write_text("\n".join(md))
 
@@ -566,7 +595,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 {_capacity_html(capacity_text, imgs.get('capacity'))}
 <h2>Production recommendation</h2><pre>{html.escape(json.dumps(result.get('production_recommendation'), indent=2, default=str))}</pre>
 <h2>Preferred precision per SKU</h2>{_html_table(SKU_HEADER, _sku_rows(result))}
-<p><i>measured</i>: from this sweep's GPU. <i>projected</i>: datasheet roofline ratios from the measured SKU, or datasheet FP8 support alone when no GPU was measured.</p>
+<p>{html.escape(SKU_NOTE.replace('`', ''))}</p>
 <h2>Every point</h2>{table.to_html(index=False, na_rep='-', float_format=lambda v: f'{v:,.2f}')}
 </body></html>"""
     paths["html"].write_text(page)

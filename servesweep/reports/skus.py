@@ -1,4 +1,5 @@
-"""GPU SKUs: datasheet figures, preferred precision, and roofline projections.
+"""GPU SKUs: datasheet figures, preferred precision, and the rules that project measured figures
+from one SKU onto another.
 
 Figures are dense (no structured sparsity) peak rates from NVIDIA's product datasheets:
   A100: "NVIDIA A100 Tensor Core GPU" datasheet (SXM figures; 40 GB HBM2 1,555 GB/s, 80 GB HBM2e 2,039 GB/s)
@@ -10,18 +11,49 @@ Figures are dense (no structured sparsity) peak rates from NVIDIA's product data
 The fp32 column is the non-tensor FP32 rate: PyTorch runs float32 matmuls in full FP32 unless
 TF32 is switched on, and vLLM does not switch it on.
 
-Projection from a measured SKU M to another SKU S at precision p (labelled `projected`):
-  decode (output tokens/s at a memory-bound batch)  x  bandwidth(S) / bandwidth(M)
-  prefill (prompt tokens/s, so 1/TTFT)              x  TFLOP/s(S, p) / TFLOP/s(M, p)
-Assumptions: same model, batch and software; decode stays memory-bound and prefill
-compute-bound on both; the datasheet rates are reached in the same proportion on both; the
-model and its KV cache fit in S's memory (checked against the measured memory need).
+Terms. M is the measured SKU, S the SKU projected onto, p the precision. The knee is
+reports/analysis.py's (the largest sampled batch when it was not reached). A *figure* is one
+number of the SKU table or of a prediction: its value, unit, the batch it refers to, its basis
+(`measured` or `projected`) and `source` (the measured file and point, and the datasheets used);
+a projected figure also names its `rule` (`RULES`: a stable id and its text) and `applied` (the
+rule with this projection's numbers).
+
+The rules, one per metric (each figure names the one it used):
+  decode-bandwidth  output tok/s at the knee  x bandwidth(S) / bandwidth(M)
+  tpot-bandwidth    TPOT p50 at concurrency 1 x bandwidth(M) / bandwidth(S)
+  prefill-compute   TTFT p50 at the knee      x TFLOP/s(M, p) / TFLOP/s(S, p)
+  kv-pool-memory    KV pool tokens at the same memory fraction f:
+                      pool bytes(S) = pool bytes(M) + (memory(S) - memory(M)) x f
+                      tokens(S)     = pool bytes(S) / (pool bytes(M) / pool tokens(M))
+                    memory(M) is the device total NVML reported; memory(S) = memory(M) x datasheet
+                    GB(S) / GB(M) (datasheet "GB" are nearer GiB: an 80 GB H100 reports 79.6 GiB).
+Assumptions they share: the same model, workload, server version and settings; both SKUs reach
+the same fraction of their datasheet rates. Each adds its own:
+  decode-bandwidth  decode stays memory-bound up to the knee and the knee stays at the same batch.
+                    Neither is guaranteed: near the knee the batch's matmuls approach the compute
+                    roof (where S's compute over M's, not its bandwidth, sets the gain), and a
+                    larger KV pool on S can move the knee itself.
+  tpot-bandwidth    one sequence's decode step reads every weight and its KV once: bandwidth-bound,
+                    with the same share of fixed per-step overhead (scheduling, kernel launches).
+  prefill-compute   prefill is compute-bound, and TTFT at the knee queues the same on both (a
+                    closed loop at the same concurrency); the queueing is scaled with the prefill.
+  kv-pool-memory    weights, activations and CUDA graphs take the same bytes on both, so every
+                    extra byte under the fraction goes to the pool.
+Evidence: none measured yet; examples/h200-prediction holds the H200 figures these rules gave
+before any H200 run, to be compared with that run (`servesweep project --compare`).
+
+A SKU without FP8 tensor cores gets no fp8 figures (its bf16 figures apply). With results from
+more than one measured SKU, each is marked measured with its own figures and the other SKUs are
+projected from the first (the results directory the report is for).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict
 
 
 @dataclass(frozen=True)
@@ -56,8 +88,210 @@ SKUS: dict[str, Sku] = {s.name: s for s in [
     Sku("A10G", 24, 600, {"fp32": 31.2, "fp16": 125, "bf16": 125, "fp8": None}, (8, 6),
         "NVIDIA A10 datasheet figures (A10G: AWS variant, no NVIDIA datasheet; real tensor rate lower)"),
 ]}
+GIB = 1024**3
 
 
+# --- rules and figures ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.id}: {self.text}"
+
+
+RULES: dict[str, Rule] = {r.id: r for r in [
+    Rule("decode-bandwidth", "x bandwidth(S)/bandwidth(M); assumes decode stays memory-bound up to the knee "
+                             "and the knee stays at the same batch (near the knee compute starts to bound it, "
+                             "and a larger KV pool can move the knee)"),
+    Rule("tpot-bandwidth", "x bandwidth(M)/bandwidth(S); one sequence's decode step reads every weight once: "
+                           "bandwidth-bound, with the same share of per-step overhead"),
+    Rule("prefill-compute", "x TFLOP/s(M,p)/TFLOP/s(S,p); prefill is compute-bound and the knee's queueing "
+                            "scales with it"),
+    Rule("kv-pool-memory", "pool bytes + (memory(S)-memory(M)) x memory fraction, / bytes per token of the "
+                           "measured pool; memory(S) = NVML total(M) x datasheet GB(S)/GB(M); assumes weights, "
+                           "activations and CUDA graphs take the same bytes on both"),
+]}
+
+# metric -> (unit, words, the rule that projects it)
+METRICS: dict[str, tuple[str, str, str]] = {
+    "output_tok_s_at_knee": ("tok/s", "output tok/s at the knee", "decode-bandwidth"),
+    "tpot_p50_ms_c1": ("ms", "TPOT p50 at concurrency 1", "tpot-bandwidth"),
+    "ttft_p50_ms_at_knee": ("ms", "TTFT p50 at the knee", "prefill-compute"),
+    "kv_pool_tokens": ("tokens", "KV pool tokens at the same memory fraction", "kv-pool-memory"),
+}
+
+
+class Figure(BaseModel):
+    """One number of the SKU table or of a prediction (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    precision: str
+    value: float | None
+    unit: str
+    basis: Literal["measured", "projected"]
+    batch: float | None = None  # the batch size the figure refers to (None: not batch-specific)
+    source: str  # the measured file and point, and (projected) the datasheets
+    rule_id: str | None = None  # projected figures: a key of RULES
+    rule: str | None = None  # "id: text"
+    applied: str | None = None  # the rule with this projection's numbers
+    note: str | None = None  # why a value is missing, or what it is conditional on
+
+
+# --- what a measured SKU provides -----------------------------------------------------------------
+@dataclass(frozen=True)
+class PrecisionMeasurement:
+    """One precision's figures on a measured SKU, each with the point it came from ("config/level")."""
+
+    precision: str
+    knee_batch: float | None = None
+    knee_reached: bool | None = None
+    knee_point: str | None = None
+    output_tok_s_at_knee: float | None = None
+    ttft_p50_ms_at_knee: float | None = None
+    tpot_batch: float | None = None  # the smallest sampled batch (1 when concurrency 1 was run)
+    tpot_point: str | None = None
+    tpot_p50_ms_c1: float | None = None
+    kv_pool_tokens: float | None = None
+    kv_pool_bytes: float | None = None
+    memory_fraction: float | None = None
+    device_mem_total_bytes: float | None = None
+    # Output tok/s at the batch every precision reached: what picks the preferred precision.
+    preference_throughput: float | None = None
+    # batch -> (output tok/s, TTFT p50 ms, point), the best point per batch: for same-batch comparisons.
+    by_batch: dict[float, tuple[float | None, float | None, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SkuMeasurement:
+    """A sweep's figures on one SKU: `source` names the file they came from (a points.jsonl)."""
+
+    sku: str
+    source: str
+    gpu_name: str | None = None
+    by_precision: dict[str, PrecisionMeasurement] = field(default_factory=dict)
+
+
+# --- the rules as arithmetic (pure: the tests check these by hand) ----------------------------------
+def decode_bandwidth(value: float, measured: Sku, target: Sku) -> float:
+    return value * target.bandwidth_gb_s / measured.bandwidth_gb_s
+
+
+def tpot_bandwidth(value: float, measured: Sku, target: Sku) -> float:
+    return value * measured.bandwidth_gb_s / target.bandwidth_gb_s
+
+
+def prefill_compute(value: float, measured: Sku, target: Sku, precision: str) -> float | None:
+    m, s = measured.tflops.get(precision), target.tflops.get(precision)
+    return value * m / s if m and s else None
+
+
+def target_memory_bytes(measured: Sku, target: Sku, measured_total_bytes: float | None) -> float:
+    """Device memory of S: M's NVML total scaled by the datasheets' ratio (GiB x datasheet GB without one)."""
+    if measured_total_bytes:
+        return measured_total_bytes * target.memory_gb / measured.memory_gb
+    return target.memory_gb * GIB
+
+
+def kv_pool_memory(pool_tokens: float, pool_bytes: float, fraction: float, measured: Sku, target: Sku,
+                   measured_total_bytes: float | None) -> tuple[float, float]:
+    """(tokens, bytes) of S's KV pool at the same memory fraction; tokens <= 0 means it does not fit."""
+    m_total = measured_total_bytes or measured.memory_gb * GIB
+    s_total = target_memory_bytes(measured, target, measured_total_bytes)
+    s_bytes = pool_bytes + (s_total - m_total) * fraction
+    return s_bytes / (pool_bytes / pool_tokens), s_bytes
+
+
+# --- figures ---------------------------------------------------------------------------------------
+def _point_source(meas: SkuMeasurement, point: str | None) -> str:
+    return f"{meas.sku} measured: {meas.source}" + (f" ({point})" if point else "")
+
+
+def measured_figures(meas: SkuMeasurement) -> dict[str, dict[str, Figure]]:
+    """precision -> metric -> the measured figure."""
+    out: dict[str, dict[str, Figure]] = {}
+    for p, m in meas.by_precision.items():
+        def fig(metric: str, value: float | None, batch: float | None, point: str | None,
+                note: str | None = None) -> Figure:
+            return Figure(metric=metric, precision=p, value=value, unit=METRICS[metric][0], basis="measured",
+                          batch=batch, source=_point_source(meas, point), note=note)
+
+        knee_note = None if m.knee_reached else "knee not reached: the largest sampled batch"
+        tpot_note = None if m.tpot_batch in (None, 1) else f"no concurrency-1 point: batch {m.tpot_batch:g}"
+        out[p] = {
+            "output_tok_s_at_knee": fig("output_tok_s_at_knee", m.output_tok_s_at_knee, m.knee_batch, m.knee_point,
+                                        knee_note),
+            "tpot_p50_ms_c1": fig("tpot_p50_ms_c1", m.tpot_p50_ms_c1, m.tpot_batch, m.tpot_point, tpot_note),
+            "ttft_p50_ms_at_knee": fig("ttft_p50_ms_at_knee", m.ttft_p50_ms_at_knee, m.knee_batch, m.knee_point,
+                                       knee_note),
+            "kv_pool_tokens": fig("kv_pool_tokens", m.kv_pool_tokens, None, m.knee_point,
+                                  f"memory fraction {m.memory_fraction:g}" if m.memory_fraction else None),
+        }
+    return out
+
+
+def project(meas: SkuMeasurement, target: Sku) -> dict[str, dict[str, Figure]]:
+    """precision -> metric -> the figure projected onto `target` from `meas` by RULES."""
+    base = SKUS[meas.sku]
+    datasheets = base.source if base.source == target.source else f"{base.source}; {target.source}"
+    out: dict[str, dict[str, Figure]] = {}
+    for p, m in meas.by_precision.items():
+        if p == "fp8" and not target.fp8:
+            continue  # no FP8 path on the target: its bf16 projection applies
+        bw = f"{target.bandwidth_gb_s:g}/{base.bandwidth_gb_s:g}"
+
+        def fig(metric: str, value: float | None, batch: float | None, point: str | None, applied: str,
+                note: str | None = None) -> Figure:
+            rule = RULES[METRICS[metric][2]]
+            return Figure(metric=metric, precision=p, value=value, unit=METRICS[metric][0], basis="projected",
+                          batch=batch, source=f"{_point_source(meas, point)}; datasheets: {datasheets}",
+                          rule_id=rule.id, rule=str(rule), applied=applied, note=note)
+
+        knee_note = None if m.knee_reached else f"{meas.sku}'s knee not reached: its largest sampled batch"
+        tput = m.output_tok_s_at_knee
+        figs = {"output_tok_s_at_knee": fig(
+            "output_tok_s_at_knee", decode_bandwidth(tput, base, target) if tput is not None else None,
+            m.knee_batch, m.knee_point, f"{_num(tput)} tok/s x bandwidth {bw} GB/s", knee_note)}
+        tpot = m.tpot_p50_ms_c1
+        figs["tpot_p50_ms_c1"] = fig(
+            "tpot_p50_ms_c1", tpot_bandwidth(tpot, base, target) if tpot is not None else None, m.tpot_batch,
+            m.tpot_point, f"{_num(tpot, 3)} ms x bandwidth {base.bandwidth_gb_s:g}/{target.bandwidth_gb_s:g} GB/s")
+        ttft = m.ttft_p50_ms_at_knee
+        sm, ss = base.tflops.get(p), target.tflops.get(p)
+        figs["ttft_p50_ms_at_knee"] = fig(
+            "ttft_p50_ms_at_knee", prefill_compute(ttft, base, target, p) if ttft is not None else None,
+            m.knee_batch, m.knee_point, f"{_num(ttft, 1)} ms x {p} TFLOP/s {sm}/{ss}", knee_note)
+        figs["kv_pool_tokens"] = _kv_figure(fig, m, base, target)
+        out[p] = figs
+    return out
+
+
+def _kv_figure(fig: Any, m: PrecisionMeasurement, base: Sku, target: Sku) -> Figure:
+    if not (m.kv_pool_tokens and m.kv_pool_bytes and m.memory_fraction):
+        return fig("kv_pool_tokens", None, None, m.knee_point, "-", "no KV pool size or memory fraction measured")
+    tokens, pool_bytes = kv_pool_memory(m.kv_pool_tokens, m.kv_pool_bytes, m.memory_fraction, base, target,
+                                        m.device_mem_total_bytes)
+    m_total = m.device_mem_total_bytes or base.memory_gb * GIB
+    s_total = target_memory_bytes(base, target, m.device_mem_total_bytes)
+    applied = (f"({m.kv_pool_bytes / GIB:.2f} GiB + ({s_total / GIB:.2f} - {m_total / GIB:.2f}) GiB x "
+               f"{m.memory_fraction:g}) / {m.kv_pool_bytes / m.kv_pool_tokens:,.0f} B per token")
+    if tokens <= 0:
+        return fig("kv_pool_tokens", None, None, m.knee_point, applied,
+                   f"does not fit: the projected pool is {pool_bytes / GIB:.1f} GiB at memory fraction "
+                   f"{m.memory_fraction:g}")
+    # Whole tokens: a pool holds no fraction of one (vLLM rounds further, down to whole blocks).
+    return fig("kv_pool_tokens", float(math.floor(tokens)), None, m.knee_point, applied,
+               f"memory fraction {m.memory_fraction:g}")
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+# --- the table -------------------------------------------------------------------------------------
 def sku_from_gpu_name(name: str | None) -> str | None:
     """Map an NVML device name (e.g. 'NVIDIA H100 80GB HBM3') to a key of SKUS."""
     if not name:
@@ -96,50 +330,50 @@ def preferred_precision(sku: Sku, measured: dict[str, float] | None = None,
                     " bf16 keeps fp32's exponent range (fp16 can overflow) at the full tensor-core rate")
 
 
-def sku_table(measured_sku: str | None, measured_by_precision: dict[str, dict[str, Any]] | None,
-              memory_needed_bytes: float | None, gate_passed: dict[str, bool] | None = None,
-              wanted: list[str] | None = None) -> dict[str, Any]:
-    """`sku_to_preferred_precision`: one entry per SKU, measured or projected from the measured one."""
-    base = SKUS.get(measured_sku) if measured_sku else None
-    table: dict[str, Any] = {}
+def datasheet(sku: Sku) -> dict[str, Any]:
+    """A SKU's datasheet figures as written in result files (compute capability as "9.0")."""
+    return asdict(sku) | {"compute_capability": f"{sku.compute_capability[0]}.{sku.compute_capability[1]}"}
+
+
+def _dump(figures: dict[str, dict[str, Figure]]) -> dict[str, dict[str, dict[str, Any]]]:
+    return {p: {k: f.model_dump() for k, f in per.items()} for p, per in figures.items()}
+
+
+def sku_table(measurements: Sequence[SkuMeasurement], memory_needed_bytes: float | None,
+              gate_passed: dict[str, bool] | None = None, wanted: list[str] | None = None) -> dict[str, Any]:
+    """`sku_to_preferred_precision`: one entry per SKU. Every SKU in `measurements` is `measured`
+    with its own figures; the rest are `projected` from the first measurement (none: from the
+    datasheets' FP8 support alone, with no figures)."""
+    measured = {m.sku: m for m in measurements}
+    if len(measured) != len(measurements):
+        raise ValueError("sku_table: two measurements of the same SKU")
+    unknown = [m.sku for m in measurements if m.sku not in SKUS]
+    if unknown:
+        raise ValueError(f"sku_table: measured SKU without datasheet figures: {unknown}")
+    base = measurements[0] if measurements else None
     names = list(SKUS)
     for extra in wanted or []:
         if extra not in names:
             names.append(extra)
+    table: dict[str, Any] = {}
     for name in names:
         sku = SKUS.get(name)
         if sku is None:
             table[name] = {"precision": None, "reason": "unknown SKU: no datasheet figures in servesweep",
                            "basis": "projected"}
             continue
-        is_measured = base is not None and name == base.name
-        measured_tput = ({p: v.get("output_token_throughput") for p, v in (measured_by_precision or {}).items()}
-                         if is_measured else None)
-        precision, reason = preferred_precision(sku, measured_tput, gate_passed)
+        meas = measured.get(name)
+        throughput = ({p: m.preference_throughput for p, m in meas.by_precision.items()} if meas else None)
+        precision, reason = preferred_precision(sku, throughput, gate_passed)
         entry: dict[str, Any] = {"precision": precision, "reason": reason,
-                                 "basis": "measured" if is_measured else "projected", "datasheet": asdict(sku)}
-        entry["datasheet"]["compute_capability"] = f"{sku.compute_capability[0]}.{sku.compute_capability[1]}"
+                                 "basis": "measured" if meas else "projected", "datasheet": datasheet(sku)}
         if memory_needed_bytes:
             entry["fits_memory"] = memory_needed_bytes <= sku.memory_gb * 1e9 * 0.9
-        if base is not None and not is_measured and measured_by_precision:
-            entry["projection"] = _project(base, sku, measured_by_precision)
+        if meas is not None:
+            entry["source"] = meas.source
+            entry["figures"] = _dump(measured_figures(meas))
+        elif base is not None:
+            entry["source"] = f"projected from {base.sku} ({base.source}) by reports/skus.py RULES"
+            entry["figures"] = _dump(project(base, sku))
         table[name] = entry
     return table
-
-
-def _project(base: Sku, target: Sku, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    out = {}
-    for precision, m in measured.items():
-        use = precision
-        if precision == "fp8" and not target.fp8:
-            continue  # no FP8 path on the target: its bf16 projection applies
-        decode = m.get("output_token_throughput")
-        ttft = m.get("ttft_p50_ms")
-        compute_ratio = (target.tflops[use] or 0) / (base.tflops[use] or 1)
-        out[precision] = {
-            "output_token_throughput": decode * target.bandwidth_gb_s / base.bandwidth_gb_s if decode else None,
-            "ttft_p50_ms": ttft / compute_ratio if ttft and compute_ratio else None,
-            "from": f"{base.name} measured, x bandwidth {target.bandwidth_gb_s:g}/{base.bandwidth_gb_s:g}"
-                    f" (decode), x {use} TFLOP/s {target.tflops[use]:g}/{base.tflops[use]:g} (prefill)",
-        }
-    return out

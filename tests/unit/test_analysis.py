@@ -12,7 +12,7 @@ from servesweep.reports.analysis import (
     production_recommendation,
 )
 from servesweep.reports.drift import compare_outputs
-from servesweep.reports.skus import SKUS, sku_from_gpu_name, sku_table
+from servesweep.reports.skus import SKUS, PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name, sku_table
 
 from tests_support import GIB, point
 
@@ -95,14 +95,18 @@ def test_sku_table_marks_measured_and_projects_the_rest():
     assert sku_from_gpu_name("NVIDIA H100 80GB HBM3") == "H100-SXM"
     assert sku_from_gpu_name("NVIDIA A100-SXM4-40GB") == "A100-40GB"
     assert sku_from_gpu_name("NVIDIA H100 PCIe") == "H100-PCIe"
-    measured = {"bf16": {"output_token_throughput": 1000.0, "ttft_p50_ms": 100.0},
-                "fp8": {"output_token_throughput": 1300.0, "ttft_p50_ms": 80.0}}
-    table = sku_table("H100-SXM", measured, 30e9)
+    measured = SkuMeasurement("H100-SXM", "h100/points.jsonl", by_precision={
+        "bf16": PrecisionMeasurement("bf16", knee_batch=64, output_tok_s_at_knee=1000.0, ttft_p50_ms_at_knee=100.0,
+                                     preference_throughput=1000.0),
+        "fp8": PrecisionMeasurement("fp8", knee_batch=64, output_tok_s_at_knee=1300.0, ttft_p50_ms_at_knee=80.0,
+                                    preference_throughput=1300.0)})
+    table = sku_table([measured], 30e9)
     assert table["H100-SXM"]["basis"] == "measured" and table["H100-SXM"]["precision"] == "fp8"
     assert table["A100-80GB"] == table["A100-80GB"] | {"basis": "projected", "precision": "bf16"}
     assert "no FP8 tensor cores" in table["A100-80GB"]["reason"]
-    assert "fp8" not in table["A100-80GB"]["projection"]  # no FP8 path to project onto
-    assert table["A100-80GB"]["projection"]["bf16"]["output_token_throughput"] == pytest.approx(1000 * 2039 / 3350)
+    assert "fp8" not in table["A100-80GB"]["figures"]  # no FP8 path to project onto
+    a100 = table["A100-80GB"]["figures"]["bf16"]["output_tok_s_at_knee"]
+    assert a100["value"] == pytest.approx(1000 * 2039 / 3350) and a100["rule_id"] == "decode-bandwidth"
     assert table["H200"]["precision"] == "fp8" and table["L4"]["fits_memory"] is False
     for name in ("A100-40GB", "A100-80GB", "H100-SXM", "H100-PCIe", "H200", "L40S", "L4", "A10G"):
         assert name in SKUS and table[name]["reason"]

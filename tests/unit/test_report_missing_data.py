@@ -93,3 +93,6 @@ def test_quality_columns_name_their_model_and_can_come_from_another_sweep(tmp_pa
     md = paths["md"].read_text()
     assert "trained by servesweep (4 layers, hidden 256, 1,245,592 training tokens)" in md
     assert str(quality) in md
+    # A later plain report (or capacity, or the verification's re-analysis) keeps the quality source.
+    again = json.loads(write_report(tput)["json"].read_text())
+    assert again["models"]["quality"]["dummy"] is False and again["precision_sweep"]["bf16"]["token_agreement"] == 1.0

@@ -1,0 +1,115 @@
+"""A sweep's figures on the GPU it ran on (reports/skus.py's `SkuMeasurement`), read from its
+results: the knee and the throughput and TTFT there, TPOT at the smallest batch, and the KV pool
+at the memory fraction the server ran with. Reads result files only."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from servesweep.errors import ReportError
+from servesweep.reports.analysis import batch_sweep, points_frame, precision_sweep
+from servesweep.reports.skus import PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name
+from servesweep.results import POINTS_FILE, read_points
+
+
+def display_path(path: Path) -> str:
+    """`path` as written in result files: relative to the working directory when under it, so
+    committed files do not carry one machine's absolute paths."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def gpu_name(points: list[dict[str, Any]]) -> str | None:
+    for p in points:
+        gpus = (p.get("server") or {}).get("gpus")
+        if gpus:
+            return gpus[0]
+    return None
+
+
+def read_sweep(results_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(scenario, points) of a sweep directory; a ReportError (one line) when it holds none."""
+    if not results_dir.is_dir():
+        raise ReportError(f"results directory {results_dir} does not exist" if not results_dir.exists()
+                          else f"{results_dir} is not a directory")
+    scenario_path = results_dir / "scenario.json"
+    if not scenario_path.exists():
+        raise ReportError(f"{results_dir} is not a sweep directory (no scenario.json); run `servesweep sweep` first")
+    try:
+        scenario = json.loads(scenario_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{scenario_path} cannot be read: {exc}") from None
+    points = read_points(results_dir)
+    if not points:
+        raise ReportError(f"{results_dir}/{POINTS_FILE} has no finished points yet")
+    return scenario, points
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def sku_measurement(points: list[dict[str, Any]], df: pd.DataFrame, batch: dict[str, Any],
+                    precision: dict[str, Any], sku: str, gpu: str | None, source: str) -> SkuMeasurement:
+    """The figures per precision from a sweep's analysis (reports/analysis.py: points_frame,
+    batch_sweep, precision_sweep)."""
+    raw = {(p["config"], p["level"]): p for p in points}
+    ok = df[(df.status == "ok") & df.batch.notna()]
+    rows = {(r.config, r.level): r for r in ok.itertuples()}
+    out: dict[str, PrecisionMeasurement] = {}
+    for p, knee in batch.get("by_precision", {}).items():
+        pts = sorted(knee.get("points") or [], key=lambda x: x["batch"])
+        if not pts:
+            continue
+        by_batch = {float(x["batch"]): (_num(x["output_token_throughput"]),
+                                        _num(rows[(x["config"], x["level"])].ttft_p50_ms),
+                                        f"{x['config']}/{x['level']}") for x in pts}
+        kb = knee.get("knee_batch_size")
+        kp = next((x for x in pts if x["batch"] == kb), pts[-1])
+        krow = rows[(kp["config"], kp["level"])]
+        # TPOT at the smallest batch: the knee's configuration when it ran that batch.
+        smallest = ok[(ok.precision == p) & (ok.batch == pts[0]["batch"])]
+        same = smallest[smallest.config == kp["config"]]
+        trow = (same if len(same) else smallest.sort_values("output_token_throughput")).iloc[-1]
+        tele = (raw[(kp["config"], kp["level"])].get("telemetry") or {})
+        server = (raw[(kp["config"], kp["level"])].get("server") or {})
+        out[p] = PrecisionMeasurement(
+            precision=p, knee_batch=_num(kb), knee_reached=knee.get("knee_reached"),
+            knee_point=f"{kp['config']}/{kp['level']}",
+            output_tok_s_at_knee=_num(kp["output_token_throughput"]), ttft_p50_ms_at_knee=_num(krow.ttft_p50_ms),
+            tpot_batch=_num(trow.batch), tpot_point=f"{trow.config}/{trow.level}",
+            tpot_p50_ms_c1=_num(trow.tpot_p50_ms),
+            kv_pool_tokens=_num(tele.get("kv_pool_tokens", server.get("kv_pool_tokens"))),
+            kv_pool_bytes=_num(tele.get("kv_pool_bytes", server.get("kv_pool_bytes"))),
+            memory_fraction=_num(krow.memory_fraction), device_mem_total_bytes=_num(tele.get("device_mem_total_bytes")),
+            preference_throughput=_num((precision.get(p) or {}).get("throughput")),
+            by_batch=by_batch,
+        )
+    return SkuMeasurement(sku=sku, source=source, gpu_name=gpu, by_precision=out)
+
+
+def load_measurement(results_dir: Path) -> SkuMeasurement:
+    """A sweep directory's measurement; a ReportError when it holds no GPU servesweep knows."""
+    scenario, points = read_sweep(results_dir)
+    gpu = gpu_name(points)
+    sku = sku_from_gpu_name(gpu)
+    if sku is None:
+        raise ReportError(f"{results_dir} was measured on {gpu or 'no GPU (CPU)'}: not a GPU SKU servesweep has "
+                          "datasheet figures for")
+    df = points_frame(points, scenario.get("slo"))
+    meas = sku_measurement(points, df, batch_sweep(df), precision_sweep(df), sku, gpu,
+                           display_path(results_dir / POINTS_FILE))
+    if not meas.by_precision:
+        raise ReportError(f"{results_dir} has no successful point with a batch size to take figures from")
+    return meas

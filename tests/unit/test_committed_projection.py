@@ -1,0 +1,68 @@
+"""The committed SKU table (examples/h100-llama3-8b) and H200 prediction (examples/h200-prediction):
+every projected figure names its rule and source, and measured and projected SKUs stay apart."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from servesweep.reports.projection import Prediction
+from servesweep.reports.skus import RULES
+
+ROOT = Path(__file__).resolve().parents[2]
+H100_DIR = ROOT / "examples" / "h100-llama3-8b"
+PREDICTION_DIR = ROOT / "examples" / "h200-prediction"
+
+
+def _check_figure(fig: dict, basis: str, source_file: str) -> None:
+    assert fig["basis"] == basis
+    assert isinstance(fig["source"], str) and source_file in fig["source"]
+    if basis == "projected":
+        assert fig["rule_id"] in RULES, fig
+        assert isinstance(fig["rule"], str) and fig["rule"].startswith(fig["rule_id"] + ": ") and fig["applied"]
+        assert "datasheet" in fig["source"]
+    else:
+        assert fig["rule_id"] is None and fig["rule"] is None
+
+
+@pytest.fixture(scope="module")
+def table() -> dict:
+    return json.loads((H100_DIR / "recommendation.json").read_text())["sku_to_preferred_precision"]
+
+
+def test_every_figure_of_the_committed_sku_table_names_its_rule_and_source(table):
+    checked = 0
+    for name, entry in table.items():
+        for precision, figures in entry["figures"].items():
+            for metric, fig in figures.items():
+                assert (fig["metric"], fig["precision"]) == (metric, precision)
+                _check_figure(fig, entry["basis"], "examples/h100-llama3-8b/points.jsonl")
+                checked += 1
+    assert checked >= 8 * 3 * 4  # every SKU, at least three precisions, four metrics
+
+
+def test_a100_is_projected_bf16_and_h100_measured(table):
+    for name in ("A100-40GB", "A100-80GB"):
+        assert (table[name]["precision"], table[name]["basis"]) == ("bf16", "projected")
+        assert "fp8" not in table[name]["figures"] and table[name]["figures"]["bf16"]
+    assert table["H100-SXM"]["basis"] == "measured"
+    assert [n for n, e in table.items() if e["basis"] == "measured"] == ["H100-SXM"]
+
+
+def test_the_committed_h200_prediction_names_rules_sources_and_what_it_came_from():
+    pred = Prediction.model_validate_json((PREDICTION_DIR / "prediction.json").read_text())
+    assert (pred.target_sku, pred.basis, pred.measured_sku) == ("H200", "projected", "H100-SXM")
+    assert pred.made_at.startswith("2026-11-23") and pred.results_dir == "examples/h100-llama3-8b"
+    for precision, figures in pred.figures.items():
+        assert set(figures) == {"output_tok_s_at_knee", "tpot_p50_ms_c1", "ttft_p50_ms_at_knee", "kv_pool_tokens"}
+        for fig in figures.values():
+            _check_figure(fig.model_dump(), "projected", "examples/h100-llama3-8b/points.jsonl")
+            assert fig.value is not None
+    for f in pred.source_files:
+        # When the H100 results are rerun (issue 16), this fails until the prediction is redone from them.
+        digest = hashlib.sha256((ROOT / f.path).read_bytes()).hexdigest()
+        assert digest == f.sha256, f"{f.path} changed since the prediction"
+    md = (PREDICTION_DIR / "prediction.md").read_text()
+    for words in ("projected, not measured", "before any H200 measurement", "Dummy weights", "issue 16"):
+        assert words in md, words
