@@ -321,7 +321,10 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
 
     rec = result.get("production_recommendation") or {}
     table = result.get("sku_to_preferred_precision") or {}
-    measured = next((name for name, e in table.items() if e.get("basis") == "measured"), None)
+    # This sweep's SKU is the recommendation's; other measured SKUs come from other sweeps (`report
+    # --measured`), whose goodput under this scenario's SLOs is in their own capacity report.
+    measured_skus = [name for name, e in table.items() if e.get("basis") == "measured"]
+    measured = rec.get("sku") if rec.get("sku") in measured_skus else next(iter(measured_skus), None)
     points = [p for p in (result.get("combined_sweep") or {}).get("points", [])
               if p.get("meets_slo") and p.get("fits_budget", True) and p.get("goodput") is not None]
     best = {}
@@ -345,6 +348,10 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
     for name, entry in table.items():
         if name == measured:
             continue
+        if name in measured_skus:
+            out[name] = SkuGoodput(goodput_rps=None, basis="measured", gpus_per_replica=gpus_per_replica,
+                                   note="measured in another sweep: run `servesweep capacity` on that sweep")
+            continue
         sku, precision = SKUS.get(name), entry.get("precision")
         if base is None or sku is None or precision not in best:
             why = ("no GPU was measured: nothing to project from" if base is None else
@@ -354,5 +361,5 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
         ratio = sku.bandwidth_gb_s / base.bandwidth_gb_s
         out[name] = SkuGoodput(goodput_rps=best[precision] * ratio, basis="projected", gpus_per_replica=gpus_per_replica,
                                note=f"{precision}: {base.name} measured goodput x bandwidth {sku.bandwidth_gb_s:g}/"
-                                    f"{base.bandwidth_gb_s:g} (decode-bound rule, reports/skus.py)")
+                                    f"{base.bandwidth_gb_s:g} (rule decode-bandwidth, reports/skus.py)")
     return out

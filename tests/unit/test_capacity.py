@@ -192,3 +192,19 @@ def test_goodput_per_sku_from_a_sweep_result():
     cpu["production_recommendation"] = dict(result["production_recommendation"], measured_on="CPU")
     g = goodput_by_sku(cpu)
     assert g["CPU"].basis == "measured" and g["A100-80GB"].goodput_rps is None
+
+
+def test_goodput_per_sku_with_a_second_measured_sku_from_another_sweep():
+    from servesweep.reports.capacity import goodput_by_sku
+
+    result = {
+        "production_recommendation": {"sku": "H200", "precision": "fp8", "concurrency": 64, "verified": True,
+                                      "expected": {"goodput": 45.0}},
+        "combined_sweep": {"points": [{"precision": "fp8", "goodput": 45.0, "meets_slo": True, "fits_budget": True}]},
+        # H100 listed first, measured by another sweep (report --measured): this sweep's goodput is the H200's.
+        "sku_to_preferred_precision": {"H100-SXM": {"basis": "measured", "precision": "fp8"},
+                                       "H200": {"basis": "measured", "precision": "fp8"}},
+    }
+    g = goodput_by_sku(result)
+    assert g["H200"].goodput_rps == 45.0 and g["H200"].basis == "measured"
+    assert g["H100-SXM"].goodput_rps is None and "another sweep" in g["H100-SXM"].note
