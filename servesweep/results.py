@@ -22,6 +22,13 @@ SCHEMA_VERSION = 1
 POINTS_FILE = "points.jsonl"
 SUMMARY_FILE = "summary.json"
 GATE_MEASUREMENT_FILE = "gate-measurement.json"
+# The accuracy gate under load (servesweep.quality.gate.under_load), per configuration: the
+# measurement with the load's evidence, its verdict beside gate.json, and the load's own records
+# and telemetry (files, not a level directory: the report's per-level globs must not take them).
+GATE_UNDER_LOAD_MEASUREMENT_FILE = "gate-under-load-measurement.json"
+GATE_UNDER_LOAD_FILE = "gate-under-load.json"
+GATE_UNDER_LOAD_RECORDS_FILE = "gate-under-load-records.jsonl"
+GATE_UNDER_LOAD_TELEMETRY_FILE = "gate-under-load-telemetry.jsonl"
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 

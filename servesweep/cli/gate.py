@@ -1,7 +1,8 @@
 """`servesweep gate`: measure a task-level metric and block a deploy on regression.
 
     servesweep gate --spec FILE [--url URL | --backend vllm --model DIR --precision P]
-                    [--reference RESULT.json | --reference-precision P | --reference-url URL] --out DIR
+                    [--reference RESULT.json | --reference-precision P | --reference-url URL]
+                    [--under-load N] --out DIR
 
 Exit 0 when the gate holds, 1 when it fails, 2 when it could not be measured. DIR/gate.json
 holds the verdict and the numbers either way; DIR/reference.json holds a reference measured in
@@ -48,6 +49,9 @@ def register(sub: Any) -> None:
     refs.add_argument("--reference-url", default=None, help="a running server at the reference precision")
     gate.add_argument("--record-reference", action="store_true",
                       help="only measure the target and write DIR/reference.json (no verdict)")
+    gate.add_argument("--under-load", type=int, default=None, metavar="N",
+                      help="measure the target while N concurrent streaming requests (the default workload) run "
+                           "against it; judged against the reference measured unloaded")
     gate.set_defaults(handler=cmd_gate)
 
 
@@ -59,6 +63,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         spec=args.spec, out=args.out, url=args.url, backend=args.backend, model=args.model,
         precision=args.precision, reference=args.reference, reference_precision=args.reference_precision,
         reference_url=args.reference_url, record_reference=args.record_reference, allow_remote=args.allow_remote,
+        under_load=args.under_load,
         server_options={"max_model_len": args.max_model_len, "startup_timeout_s": args.startup_timeout,
                         "extra_args": args.server_arg,
                         **({"load_format": args.load_format} if args.backend in (None, "vllm") else {})},

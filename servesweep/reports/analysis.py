@@ -23,7 +23,7 @@ Definitions (also in the README):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -175,9 +175,34 @@ def precision_sweep(df: pd.DataFrame, drift: dict[str, dict[str, Any]] | None = 
     return out
 
 
+def gate_exclusions(gates: list[dict[str, Any]] | None) -> dict[str, str]:
+    """Precision -> why the accuracy gate excludes it: a configuration of that precision failed the
+    gate unloaded, or under load. A verdict that could not be measured neither vetoes nor clears."""
+    reasons: dict[str, list[str]] = {}
+    for g in gates or []:
+        precision = g.get("precision")
+        if g.get("status") == "failed":
+            reasons.setdefault(precision, []).append(f"failed the accuracy gate ({g.get('message')})")
+        if g.get("status_under_load") == "failed":
+            reasons.setdefault(precision, []).append(f"failed the accuracy gate under load "
+                                                     f"({g.get('message_under_load')})")
+    return {p: "; ".join(r) for p, r in reasons.items()}
+
+
+def gate_passed_by_precision(gates: list[dict[str, Any]] | None) -> dict[str, bool] | None:
+    """Precision -> whether it passed every gate verdict that was measured (None: none measured)."""
+    failing = gate_exclusions(gates)
+    measured = {g.get("precision") for g in gates or []
+                if g.get("status") not in (None, "error") or g.get("status_under_load") not in (None, "error")}
+    return {p: p not in failing for p in measured} or None
+
+
 def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
-                   gate_failed: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Best point within SLOs and the VRAM budget, among precisions that did not fail the accuracy gate."""
+                   gate_failed: Mapping[str, str] | set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Best point within SLOs and the VRAM budget, among precisions that did not fail the accuracy gate
+    (`gate_failed`: those precisions, or precision -> why, as `gate_exclusions` gives)."""
+    reasons = dict(gate_failed) if isinstance(gate_failed, Mapping) else {p: "failed the accuracy gate"
+                                                                          for p in gate_failed}
     ok = df[df.status == "ok"].copy()
     cols = ["config", "level", "precision", "batch", "goodput", "output_token_throughput", "meets_slo",
             "memory_needed_bytes", "device_mem_peak_bytes"]
@@ -191,7 +216,7 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
     if len(baseline_rows):
         first = baseline_rows.sort_values(["batch", "output_token_throughput"], ascending=[True, False]).iloc[0]
         baseline = first[cols].to_dict()
-    eligible = ok[ok.meets_slo & ok.fits_budget & ~ok.precision.isin(gate_failed)]
+    eligible = ok[ok.meets_slo & ok.fits_budget & ~ok.precision.isin(list(reasons))]
     best = None
     if len(eligible):
         best = eligible.sort_values(["goodput", "output_token_throughput"], ascending=False).iloc[0][cols + ["fits_budget"]].to_dict()
@@ -206,7 +231,8 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
         "speedup_vs_baseline": speedup,
         "vram_budget_bytes": vram_budget_bytes,
         "excluded_by_budget": ok[~ok.fits_budget].config.unique().tolist(),
-        "excluded_by_accuracy_gate": sorted(gate_failed),
+        "excluded_by_accuracy_gate": sorted(reasons),
+        "accuracy_gate_exclusions": reasons,
     }
 
 

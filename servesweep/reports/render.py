@@ -18,13 +18,15 @@ import pandas as pd
 
 from servesweep import __version__
 from servesweep.errors import ReportError
-from servesweep.results import read_points, write_json
+from servesweep.results import GATE_UNDER_LOAD_FILE, read_points, write_json
 from servesweep.reports.analysis import (
     apply_verification,
     GIB,
     PRECISION_ORDER,
     batch_sweep,
     combined_sweep,
+    gate_exclusions,
+    gate_passed_by_precision,
     points_frame,
     precision_sweep,
     production_recommendation,
@@ -123,10 +125,10 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     batch = batch_sweep(df)
     precision = precision_sweep(df, drift)
     gate = _accuracy_gate(quality_root)
-    # A gate that could not be measured says nothing either way: it neither vetoes nor clears a precision.
-    gate_passed = {g["precision"]: g["passed"] for g in gate or [] if g.get("status") != "error"} or None
-    combined = combined_sweep(df, budget * GIB if budget else None,
-                              {p for p, ok in (gate_passed or {}).items() if not ok})
+    # A gate that could not be measured says nothing either way: it neither vetoes nor clears a
+    # precision. Failing under load fails the gate as much as failing unloaded.
+    gate_passed = gate_passed_by_precision(gate)
+    combined = combined_sweep(df, budget * GIB if budget else None, gate_exclusions(gate))
     gpu_name = _gpu_name(points)
     measured_sku = sku_from_gpu_name(gpu_name)
     sku = measured_sku or (scenario.get("skus") or [None])[0]
@@ -163,30 +165,97 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     return df, result
 
 
+# What recommendation.json's accuracy_gate entries take from gate-under-load.json, under these names.
+UNDER_LOAD_FIELDS = {"status": "status_under_load", "passed": "passed_under_load", "value": "value_under_load",
+                     "reference_value": "reference_value_under_load", "message": "message_under_load",
+                     "load": "load_under_load"}
+
+
 def _accuracy_gate(out_dir: Path) -> list[dict[str, Any]] | None:
-    """Every gate.json under the sweep, without the per-sample measurement (kept in the files)."""
+    """One entry per configuration with a gate verdict: its gate.json (unloaded) and, when the spec
+    measured under load, its gate-under-load.json folded in under UNDER_LOAD_FIELDS'
+    names; the per-sample measurements stay in the files."""
+    dirs = sorted({p.parent for p in out_dir.glob("**/gate.json")}
+                  | {p.parent for p in out_dir.glob(f"**/{GATE_UNDER_LOAD_FILE}")})
     results = []
-    for path in sorted(out_dir.glob("**/gate.json")):
-        data = json.loads(path.read_text())
+    for d in dirs:
+        under = _read_optional(d / GATE_UNDER_LOAD_FILE)
+        if (d / "gate.json").exists():
+            data = json.loads((d / "gate.json").read_text())
+            data["file"] = str((d / "gate.json").relative_to(out_dir))
+        else:  # only the measurement under load has a verdict
+            data = {k: under.get(k) for k in ("metric", "threshold", "method", "precision")}
+            data.update(status="error", passed=False, value=None, message="not measured: no unloaded measurement",
+                        file=None)
         data.pop("measurement", None)
-        data["file"] = str(path.relative_to(out_dir))
+        if under is not None:
+            data.update({name: under.get(key) for key, name in UNDER_LOAD_FIELDS.items()})
+            data["file_under_load"] = str((d / GATE_UNDER_LOAD_FILE).relative_to(out_dir))
         results.append(data)
     return results or None
 
 
-def gate_cell(gate: dict[str, Any] | None) -> str:
-    """The gate's verdict and number in a few words, for the precision table."""
-    if gate is None:
-        return "-"
-    if gate.get("status") == "error" or gate.get("value") is None:
+def _verdict_text(metric: str, status: str | None, passed: bool | None, value: float | None,
+                  ref: float | None) -> str:
+    if status in (None, "error") or value is None:
         return "not measured"
-    verdict = "pass" if gate["passed"] else "FAIL"
-    value, ref = gate["value"], gate.get("reference_value")
-    if gate["metric"] == "perplexity":
+    verdict = "pass" if passed else "FAIL"
+    if metric == "perplexity":
         return f"{verdict}: ppl {value:.3f} ({value / ref - 1:+.2%})" if ref else f"{verdict}: ppl {value:.3f}"
-    if gate["metric"] == "exact_match":
+    if metric == "exact_match":
         return f"{verdict}: {value:.1%} exact ({(value - ref) * 100:+.1f} pts)" if ref is not None else verdict
     return f"{verdict}: {value:.1%} of tokens agree"
+
+
+def gate_cell(gate: dict[str, Any] | None) -> str:
+    """The gate's verdict and number in a few words, for the precision table (both verdicts when
+    the gate was also measured under load)."""
+    if gate is None:
+        return "-"
+    text = _verdict_text(gate["metric"], gate.get("status"), gate.get("passed"), gate.get("value"),
+                         gate.get("reference_value"))
+    if "status_under_load" not in gate:
+        return text
+    return f"{text}; under load {_under_load_cell(gate)}"
+
+
+def _under_load_cell(gate: dict[str, Any]) -> str:
+    return _verdict_text(gate["metric"], gate.get("status_under_load"), gate.get("passed_under_load"),
+                         gate.get("value_under_load"), gate.get("reference_value_under_load"))
+
+
+def _load_cell(gate: dict[str, Any]) -> str:
+    """The load the gate was measured under and what it did meanwhile."""
+    load = gate.get("load_under_load")
+    if not load:
+        return "-"
+    words = [f"{load['label']} ({load['source']})"]
+    if load.get("in_flight_mean") is not None:
+        words.append(f"{load['in_flight_mean']:.1f} in flight")
+    if load.get("gate_start_s") is not None:
+        words.append(f"{load.get('completed_during', 0)} completed"
+                     + (f", {load['failed_during']} failed" if load.get("failed_during") else ""))
+    if load.get("output_tok_s_during") is not None:
+        words.append(f"{load['output_tok_s_during']:,.0f} output tok/s")
+    if load.get("running_batch_mean") is not None:
+        words.append(f"running batch {load['running_batch_mean']:.1f}")
+    return ", ".join(words)
+
+
+def _gate_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for g in result.get("accuracy_gate") or []:
+        row = [str(Path(g.get("file") or g.get("file_under_load") or "?").parent.name), g.get("precision") or "?",
+               _verdict_text(g["metric"], g.get("status"), g.get("passed"), g.get("value"), g.get("reference_value"))]
+        if "status_under_load" in g:
+            row += [_under_load_cell(g), _load_cell(g)]
+        rows.append(row)
+    return rows
+
+
+def _gate_header(result: dict[str, Any]) -> list[str]:
+    under = any("status_under_load" in g for g in result.get("accuracy_gate") or [])
+    return ["config", "precision", "unloaded"] + (["under load", "load during the measurement"] if under else [])
 
 
 def _gate_lines(result: dict[str, Any]) -> list[str]:
@@ -198,7 +267,15 @@ def _gate_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"Metric: {g['metric']}; threshold: {g['threshold']}; eval set {Path(m['eval_set']).name} "
              f"(sha256 {m['eval_set_sha256'][:12]}...), {m.get('samples') or 'all'} samples, "
              f"reference precision {m['reference_precision']}, seed {m['seed']}."]
-    lines += [f"{g.get('precision') or '?'} ({g['file']}): {g['message']}" for g in gates]
+    if any("status_under_load" in g for g in gates):
+        lines.append("Under load: the metric measured again while the configuration's recommended load ran "
+                     "against the same server, judged against the reference precision's unloaded value; "
+                     "a precision that fails either verdict is excluded from the recommendation.")
+    lines += [f"{g.get('precision') or '?'} ({g['file']}): {g['message']}" for g in gates if g.get("file")]
+    lines += [f"{g.get('precision') or '?'} ({g['file_under_load']}): {g['message_under_load']}"
+              for g in gates if g.get("file_under_load")]
+    for precision, reason in ((result.get("combined_sweep") or {}).get("accuracy_gate_exclusions") or {}).items():
+        lines.append(f"{precision} excluded from the recommendation: {reason}")
     return lines
 
 
@@ -365,6 +442,8 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
         best = comb["best_config"]
         lines.append(f"Best config within SLOs and budget: **{best['config']} at {best['level']}**, goodput "
                      f"{_fmt(best['goodput'], 2)} req/s, {_fmt(best['output_token_throughput'], 0)} output tok/s.")
+    for precision, reason in (comb.get("accuracy_gate_exclusions") or {}).items():
+        lines.append(f"Excluded by the accuracy gate: **{precision}**, {reason}.")
     if comb.get("speedup_vs_baseline"):
         sp = comb["speedup_vs_baseline"]
         lines.append(f"Speed-up over the fp32 batch-1 baseline: **{_fmt(sp['goodput'], 2)}x goodput**, "
@@ -410,6 +489,11 @@ def _figure_cell(f: dict[str, Any] | None) -> str:
         return "-"
     digits = 0 if f["unit"] in ("tok/s", "tokens") else 1
     return _fmt(float(f["value"]), digits) + (f" ({f['rule_id']})" if f["basis"] == "projected" else " (measured)")
+
+
+def _gate_table_md(result: dict[str, Any]) -> list[str]:
+    rows = _gate_rows(result)
+    return [_md_table(_gate_header(result), rows), ""] if rows else []
 
 
 def _sku_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -564,7 +648,7 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
           *[f"- {line}" for line in _model_lines(result)], "",
           "Token agreement and logprob cosine are drift sanity checks against the highest precision run, "
           f"not a quality gate. {drift_example}".rstrip(), "",
-          "## Accuracy gate", "", *[f"- {line}" for line in _gate_lines(result)], "",
+          "## Accuracy gate", "", *_gate_table_md(result), *[f"- {line}" for line in _gate_lines(result)], "",
           "## Latency vs load", "", "![](plots/latency_vs_load.png)", "",
           "## KV cache and memory", "", "![](plots/kv_usage_over_time.png)", "", "![](plots/memory_vs_batch.png)", "",
           "## Goodput", "", "![](plots/goodput.png)", "",
@@ -587,7 +671,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <h2>Precision comparison</h2>{_html_table(PRECISION_HEADER, _precision_rows(result))}
 <ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _model_lines(result))}</ul>
 <p>Token agreement and logprob cosine are drift sanity checks against the highest-precision run, not a quality gate. {html.escape(drift_example)}</p>
-<h2>Accuracy gate</h2><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _gate_lines(result))}</ul>
+<h2>Accuracy gate</h2>{_html_table(_gate_header(result), _gate_rows(result)) if _gate_rows(result) else ''}<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _gate_lines(result))}</ul>
 <h2>Latency vs load</h2><img src="data:image/png;base64,{imgs['latency_vs_load']}">
 <h2>KV cache and memory</h2><img src="data:image/png;base64,{imgs['kv_usage_over_time']}"><img src="data:image/png;base64,{imgs['memory_vs_batch']}">
 <h2>Goodput</h2><img src="data:image/png;base64,{imgs['goodput']}">

@@ -5,6 +5,12 @@ sweep that is stopped or crashes keeps what it measured, and a rerun with the sa
 directory skips finished points. A configuration that fails to start, or whose server dies
 under load, is recorded as failed points with the cause: that marks the upper boundary of what
 the hardware can serve, and the sweep goes on with the next configuration.
+
+With an accuracy gate, each configuration's gate metric is measured once its server is ready
+(unloaded) and, when the spec sets `under_load`, again after its load levels while its
+recommended load runs (sweep/gate_load.py, quality/gate/under_load.py); a rerun measures only
+what has no file yet. Verdicts come once every configuration is measured: gate.json (unloaded)
+and gate-under-load.json, both against the reference precision's unloaded measurement.
 """
 
 from __future__ import annotations
@@ -17,14 +23,23 @@ from typing import Any, Iterable
 from rich.console import Console
 
 from servesweep.backends import LaunchedServer, ServerConfig, launch
-from servesweep.errors import MeasurementError, ServerStartError, UnsupportedConfig
+from servesweep.errors import ConfigError, MeasurementError, ServerStartError, TargetError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.models.tiny import build_tiny_model
 from servesweep.quality.drift import drift_prompts, greedy_outputs
-from servesweep.results import GATE_MEASUREMENT_FILE, append_point, read_points, write_json
+from servesweep.results import (
+    GATE_MEASUREMENT_FILE,
+    GATE_UNDER_LOAD_FILE,
+    GATE_UNDER_LOAD_MEASUREMENT_FILE,
+    GATE_UNDER_LOAD_RECORDS_FILE,
+    GATE_UNDER_LOAD_TELEMETRY_FILE,
+    append_point,
+    read_points,
+    write_json,
+)
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
@@ -90,10 +105,12 @@ class SweepRunner:
                 self._run_search(config, stored, f"[{i}/{len(configs)}]")
                 continue
             todo = [lv for lv in self.levels if (config.label(), lv.label) not in done]
-            if not todo:
+            gate_load = self._gate_load_pending(self.out / "configs" / config.label())
+            if not todo and not gate_load:
                 self.console.print(f"[{i}/{len(configs)}] {config.label()}: all points done, skipped")
                 continue
-            self.console.print(f"[{i}/{len(configs)}] {config.label()}: {len(todo)} load level(s)")
+            self.console.print(f"[{i}/{len(configs)}] {config.label()}: {len(todo)} load level(s)"
+                               + (", then the accuracy gate under load" if gate_load else ""))
             self._run_config(config, todo)
         if self.scenario.accuracy_gate:
             self._gate_verdicts()
@@ -138,12 +155,14 @@ class SweepRunner:
                 break
             search.record(value, Observation.from_point(point, self._percentile))
         config_dir = self.out / "configs" / config.label()
-        if search.done:
+        if search.done and not self._gate_load_pending(config_dir):
             self.console.print(f"{prefix} {config.label()}: search done ({search.stop_reason}), skipped")
             write_json(config_dir / "search.json", search.to_dict())
             return
-        self.console.print(f"{prefix} {config.label()}: adaptive load search")
-        server = self._launch(config, config_dir, [self._search_level(search.next_level())])
+        first = search.next_level()
+        self.console.print(f"{prefix} {config.label()}: " + ("adaptive load search" if first is not None else
+                                                              "search done; the accuracy gate under load"))
+        server = self._launch(config, config_dir, [self._search_level(first)] if first is not None else [])
         if server is None:
             return
         try:
@@ -160,6 +179,7 @@ class SweepRunner:
                     break
             self.console.print(f"  search stopped: {search.stop_reason}; recommended "
                                f"{getattr(search, 'recommended_concurrency', None) or getattr(search, 'best_rate', None)}")
+            self._gate_under_load(server, config, config_dir, search)
         finally:
             server.stop()
             write_json(config_dir / "search.json", search.to_dict())
@@ -205,7 +225,8 @@ class SweepRunner:
                 self._append(point)
                 if point["status"] == "failed":
                     self._failed(config, todo[n + 1:], "server died at an earlier level", point["cause"])
-                    return
+                    break
+            self._gate_under_load(server, config, config_dir)
         finally:
             server.stop()
 
@@ -278,6 +299,70 @@ class SweepRunner:
                     result = error_result(spec, str(exc), precision)
             write_json(config_dir / "gate.json", result.model_dump(mode="json"))
             self.console.print(f"accuracy gate {config_dir.name}: {result.message}", soft_wrap=True)
+        if spec.under_load is not None:
+            self._gate_under_load_verdicts(spec, reference)
+
+    def _gate_under_load_verdicts(self, spec: Any, reference: tuple[Path, Any] | None) -> None:
+        """gate-under-load.json per configuration: its measurement under load against the reference
+        precision's UNLOADED measurement."""
+        from servesweep.quality.gate.under_load import UnderLoadMeasurement, under_load_verdict
+
+        want = spec.method.reference_precision
+        for path in sorted((self.out / "configs").glob(f"*/{GATE_UNDER_LOAD_MEASUREMENT_FILE}")):
+            measured = UnderLoadMeasurement.model_validate_json(path.read_text())
+            result = under_load_verdict(
+                spec, measured, reference[1] if reference else None,
+                f"{reference[0].name} in this sweep (unloaded)" if reference else "", measured.precision,
+                missing_reference=f"the reference precision {want} has no unloaded measurement in this sweep")
+            write_json(path.parent / GATE_UNDER_LOAD_FILE, result.model_dump(mode="json"))
+            self.console.print(f"accuracy gate {path.parent.name}: {result.message}", soft_wrap=True)
+
+    def _gate_load_pending(self, config_dir: Path) -> bool:
+        """The gate spec asks for a measurement under load and this configuration has none yet."""
+        return (self.scenario.accuracy_gate is not None and self._gate_inputs[0].under_load is not None
+                and not (config_dir / GATE_UNDER_LOAD_MEASUREMENT_FILE).exists())
+
+    def _gate_under_load(self, server: LaunchedServer, config: ServerConfig, config_dir: Path,
+                         search: ConcurrencyLadder | RateSearch | None = None) -> None:
+        """After the configuration's levels, the gate metric measured while its recommended load runs
+        (servesweep.quality.gate.under_load); recorded as not measured, with the cause, when it cannot be."""
+        from servesweep.quality.gate.under_load import UnderLoadMeasurement, measure_under_load
+        from servesweep.sweep.gate_load import choose_gate_load
+
+        if not self._gate_load_pending(config_dir):
+            return
+        spec, samples = self._gate_inputs
+        precision = server.config.precision
+        died = server.poll_failure()
+        level, source = (None, f"the server died: {died}") if died else choose_gate_load(
+            spec.under_load, self.scenario.load, [p for p in read_points(self.out) if p["config"] == config.label()],
+            search, self.scenario.slo, self._percentile)
+        if level is None:
+            result = UnderLoadMeasurement(status="not_measured", precision=precision, cause=source)
+        else:
+            self.console.print(f"  accuracy gate under load: {level.label} ({source})")
+            records = config_dir / GATE_UNDER_LOAD_RECORDS_FILE
+            # Left by an attempt that was stopped before it measured anything (no measurement file).
+            records.unlink(missing_ok=True)
+            (config_dir / GATE_UNDER_LOAD_TELEMETRY_FILE).unlink(missing_ok=True)
+            try:
+                result = run_async(measure_under_load(
+                    spec, samples, server.base_url, server.model_name, precision, self.scenario.workload, level,
+                    source, records, telemetry=server.telemetry(config_dir / GATE_UNDER_LOAD_TELEMETRY_FILE),
+                    tokenizer_dir=getattr(server, "tokenizer_dir", None)))
+            except (MeasurementError, TargetError, ConfigError) as exc:
+                result = UnderLoadMeasurement(status="not_measured", precision=precision,
+                                              cause=str(exc).splitlines()[0])
+            if result.status == "interrupted":
+                raise SweepInterrupted()
+        write_json(config_dir / GATE_UNDER_LOAD_MEASUREMENT_FILE, result.model_dump(mode="json"))
+        if result.status == "measured":
+            value = result.measurement.value
+            self.console.print(f"  accuracy gate under load: {spec.metric} measured"
+                               + (f" = {value:.4g}" if value is not None else "") + f"; load: {result.load.describe()}",
+                               soft_wrap=True)
+        else:
+            self.console.print(f"  accuracy gate under load not measured: {result.cause}", soft_wrap=True)
 
     def _run_level(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel,
                    config_dir: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """A real CPU sweep, end to end: the cpu-smoke scenario on the stdlib-trained model with the
-perplexity gate, producing every artifact, the gate per precision in the report, and a resume
-that starts nothing. One sweep (two server starts) covers what two tests used to."""
+perplexity gate (unloaded and under load), producing every artifact, the gate per precision in
+the report, and a resume that starts nothing. One sweep (two server starts) covers what two tests
+used to."""
 
 import json
 import math
@@ -22,7 +23,13 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     scenario["model"] = str(trained_model_dir)
     scenario["sweep"]["precision"] = ["fp32", "bf16"]
     scenario["load"] = {"concurrency": [1, 4, 16, 32], "num_requests": 48, "warmup_requests": 4}
-    scenario["accuracy_gate"] = str(SCENARIOS / "gate-perplexity.yaml")
+    # The shipped perplexity gate, also measured under each configuration's best load.
+    gate = yaml.safe_load((SCENARIOS / "gate-perplexity.yaml").read_text())
+    method = gate["accuracy_gate"]["method"]
+    method["eval_set"] = str(SCENARIOS / method["eval_set"])
+    gate["accuracy_gate"]["under_load"] = True
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(gate))
+    scenario["accuracy_gate"] = str(tmp_path / "gate.yaml")
     scenario["verify"] = False  # the verification's own server start is left out of the suite's budget
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario))
@@ -61,6 +68,23 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     report = (out / "report.md").read_text()
     assert "## Accuracy gate" in report and "| bf16 |" in report and "pass: ppl" in report
     assert {g["precision"] for g in rec["accuracy_gate"]} == {"fp32", "bf16"}
+    # Under load: measured while the configuration's best level ran against the same server, and
+    # judged against fp32's UNLOADED perplexity. Both numbers per precision in the recommendation.
+    fp32_unloaded = json.loads((out / "configs" / "fp32" / "gate.json").read_text())["value"]
+    gates = {g["precision"]: g for g in rec["accuracy_gate"]}
+    for precision in ("fp32", "bf16"):
+        loaded = json.loads((out / "configs" / precision / "gate-under-load.json").read_text())
+        assert loaded["status"] in ("passed", "failed"), loaded["message"]
+        assert loaded["reference_precision"] == "fp32" and loaded["reference_value"] == pytest.approx(fp32_unloaded)
+        load = loaded["load"]
+        assert load["concurrency"] in {1, 4, 16, 32} and load["requests_overlapping"] > 0
+        assert load["load_start_s"] <= load["gate_start_s"] < load["gate_end_s"] <= load["load_end_s"]
+        assert load["in_flight_mean"] > 0 and load["whole_load"]["completed"] > 0
+        entry = gates[precision]
+        assert math.isfinite(entry["value"]) and math.isfinite(entry["value_under_load"])
+        assert entry["passed_under_load"] is (loaded["status"] == "passed")
+        assert entry["load_under_load"]["label"] == load["label"]
+    assert "| config | precision | unloaded | under load | load during the measurement |" in report
     # Resume: every point is done, so no server starts and the points stay as they were.
     start = time.monotonic()
     assert main(["sweep", str(path), "--out", str(out), "--no-report"]) == 0

@@ -10,11 +10,27 @@
         samples: 64
         reference_precision: fp32
         seed: 0
+      under_load: true              # optional; see below
 
 Each metric takes exactly one threshold key:
   perplexity        max_relative_increase  value <= reference x (1 + t)
   exact_match       max_drop_points        accuracy (%) >= reference (%) - t
   greedy_agreement  min_agreement          share of greedy tokens equal to the reference's >= t
+
+Quality under load (`under_load`): batching changes numerics, so a precision can pass alone and
+regress under concurrency. With `under_load` set, a sweep measures the metric a second time on
+each configuration while a load runs against the same server (servesweep.quality.gate.under_load)
+and judges that value against the reference precision's UNLOADED measurement, with the same
+threshold; a precision that fails either verdict fails the gate. Forms:
+  under_load: false               (default) measured unloaded only
+  under_load: true                at the configuration's recommended load: the adaptive search's
+                                  recommended concurrency (`concurrency: auto`) or best rate
+                                  (`request_rate: auto`); with fixed levels, the level with the best
+                                  goodput (request throughput without SLOs) among its ok points,
+                                  points that meet the SLOs without failed requests first
+  under_load: {concurrency: 8}    at this closed-loop concurrency on every configuration
+The load is the scenario's workload. `servesweep gate` measures under load with --under-load N
+(or the spec's `concurrency`).
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ from typing import Any, Literal
 from servesweep.errors import ConfigError
 from servesweep.precision import PrecisionName
 from servesweep.scenarios.files import read_yaml_file
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Metric = Literal["perplexity", "exact_match", "greedy_agreement"]
 THRESHOLD_KEY: dict[str, str] = {
@@ -72,10 +88,29 @@ class Method(Strict):
     seed: int = 0
 
 
+class UnderLoad(Strict):
+    """`under_load: {concurrency: N}`; concurrency None: the configuration's recommended load."""
+
+    concurrency: int | None = Field(default=None, ge=1, strict=True)
+
+
 class GateSpec(Strict):
     metric: Metric
     threshold: Threshold
     method: Method
+    # None: unloaded only. `true` in the file reads as UnderLoad() (the recommended load).
+    under_load: UnderLoad | None = None
+
+    @field_validator("under_load", mode="before")
+    @classmethod
+    def _under_load_forms(cls, value: Any) -> Any:
+        if value is True:
+            return UnderLoad()
+        if value is False or value is None:
+            return None
+        if isinstance(value, dict):
+            return value
+        raise ValueError(f"expected true, false or {{concurrency: N}}, got {value!r}")
 
     @model_validator(mode="after")
     def _threshold_matches_metric(self) -> "GateSpec":
