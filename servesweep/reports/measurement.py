@@ -38,8 +38,8 @@ def gpu_name(points: list[dict[str, Any]]) -> str | None:
 def read_sweep(results_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(scenario, points) of a sweep directory; a ReportError (one line) when it holds none."""
     if not results_dir.is_dir():
-        raise ReportError(f"results directory {results_dir} does not exist" if not results_dir.exists()
-                          else f"{results_dir} is not a directory")
+        raise ReportError(f"{results_dir} is not a sweep directory: "
+                          + ("it does not exist" if not results_dir.exists() else "it is a file"))
     scenario_path = results_dir / "scenario.json"
     if not scenario_path.exists():
         raise ReportError(f"{results_dir} is not a sweep directory (no scenario.json); run `servesweep sweep` first")
