@@ -119,6 +119,11 @@ def test_projected_figures_name_their_rule_source_and_numbers():
     assert figs["output_tok_s_at_knee"].batch == 4 and "4800/3350" in figs["output_tok_s_at_knee"].applied
     small = project(_measurement(), L4)["bf16"]["kv_pool_tokens"]
     assert small.value is None and small.note.startswith("does not fit")
+    # fp8 measured on an A100 (weight-only FP8): no FP8 TFLOP/s to scale TTFT by, and the figure says so.
+    a100 = SkuMeasurement("A100-80GB", "runs/a100/points.jsonl", "NVIDIA A100-SXM4-80GB",
+                          {"fp8": PrecisionMeasurement("fp8", knee_batch=4, knee_reached=True, ttft_p50_ms_at_knee=80.0)})
+    ttft = project(a100, H100)["fp8"]["ttft_p50_ms_at_knee"]
+    assert ttft.value is None and ttft.note == "no fp8 tensor-core rate on A100-80GB"
 
 
 # --- the table with several measured SKUs ------------------------------------------------------------
