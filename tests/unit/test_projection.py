@@ -162,6 +162,18 @@ def test_measurement_reads_knee_c1_and_pool_from_the_points(h100):
     assert (m.tpot_batch, m.tpot_p50_ms_c1, m.kv_pool_tokens, m.memory_fraction) == (1, 10.0, 100_000, 0.5)
 
 
+def test_measurement_takes_the_pool_from_the_server_when_telemetry_has_none(tmp_path):
+    path = tmp_path / "h100"
+    path.mkdir()
+    (path / "scenario.json").write_text(json.dumps(SCENARIO))
+    for conc, tput, ttft, tpot in H100_SERIES["bf16"]:
+        p = _point("NVIDIA H100 80GB HBM3", "bf16", conc, tput, ttft, tpot, None, None, 80e9)
+        p["server"].update(kv_pool_tokens=100_000, kv_pool_bytes=1e10)  # what the server said at start-up
+        append_point(path, p)
+    m = load_measurement(path).by_precision["bf16"]
+    assert (m.kv_pool_tokens, m.kv_pool_bytes) == (100_000, 1e10)
+
+
 # --- prediction and comparison ---------------------------------------------------------------------
 def test_prediction_carries_provenance(h100, tmp_path):
     now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
