@@ -250,6 +250,7 @@ def _cli(capsys, *args):
     (lambda t, h: ["--out", t / "p.json"], "give RESULTS_DIR --sku SKU, or --compare"),
     (lambda t, h: ["--compare", t / "none.json", h, "--out", t / "c.json"], "does not exist"),
     (lambda t, h: ["--compare", h / "scenario.json", h, "--out", t / "c.json"], "is not a servesweep prediction"),
+    (lambda t, h: ["--compare", t / "p.json", h, "--out", t / "p.json"], "would overwrite the prediction"),
 ])
 def test_project_errors_are_one_line_exit_2(capsys, tmp_path, h100, make_args, message):
     code, err = _cli(capsys, *make_args(tmp_path, h100))
