@@ -79,7 +79,7 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
     else:
         weights = "weights from the model directory"
     return {"model": spec.get("model") or stored.get("path"), "weights": weights, "dummy": spec.get("load_format") == "dummy",
-            "results": str(out_dir)}
+            "results": display_path(out_dir)}
 
 
 REPORT_INPUTS_FILE = "report-inputs.json"
