@@ -14,9 +14,9 @@
 #   em              the exact-match gate per precision (fp32 reference recorded first)
 #   locust-scale    issue 14's scale-out on the machine's CPU cores (no GPU): bench/locust_overhead.py
 #                   --scale 1,2,4,8; needs locust staged (GPU_STAGE_EXTRA="httptools orjson locust")
-# Every call ends by packing what exists into $OUT (at most 6 files): call.log, env.txt,
-# sweep.tar.gz (no records), records.tar.xz, sbs.tar.gz, quality.tar.gz. bench/gpu/fetch.sh
-# unpacks them here. Time: CALL_BUDGET_S (default 570) from the start of this script.
+# Every call ends by packing what exists into $OUT (at most 7 files; 8 come back): call.log, env.txt
+# (with the RES it ran for), sweep.tar.gz (no records), records.tar.xz, sbs.tar.gz, quality.tar.gz,
+# locust-scale.tar.gz. bench/gpu/fetch.sh unpacks them here, into that RES. Time: CALL_BUDGET_S (default 570) from the start of this script.
 set -uo pipefail
 START=$(date +%s)
 CALL_BUDGET_S=${CALL_BUDGET_S:-570}
@@ -185,6 +185,7 @@ pack() {
     python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)" 2>&1
     [ -f /tmp/site/.ok ] && python3 -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1
     uname -r; nproc
+    echo "RES=$RES"  # fetch.sh unpacks into this folder: an H200 call's results never land in the H100's
   } > "$OUT/env.txt"
   [ -d $SWEEP ] && tar -C /tmp -czf "$OUT/sweep.tar.gz" --exclude='records*.jsonl' "$(basename $SWEEP)"
   if [ -d $SWEEP ]; then

@@ -7,11 +7,20 @@
 # quality.tar.gz -> examples/h100-2026-11-23/quality/{sweep,fp8-proof,exact-match}/
 # locust-scale.tar.gz -> bench/results/locust_overhead_scale.{md,json}
 # call.log, env.txt -> examples/h100-2026-11-23/logs/
+# (examples/h100-2026-11-23 stands for RES: the folder env.txt's RES= line names, i.e. the one the
+# call ran for; a RES given here must agree with it.)
 # The results folder travels with the next call, so a fresh machine resumes from it.
 set -euo pipefail
+[ $# -eq 1 ] || { echo "usage: bash bench/gpu/fetch.sh FILES_AT" >&2; exit 2; }
 FROM=$(cd "$1" && pwd)
 cd "$(git rev-parse --show-toplevel)"
-RES=${RES:-examples/h100-2026-11-23}  # RES=examples/h200-2026-11-23 for the H200 run
+CALL_RES=$(sed -n 's/^RES=//p' "$FROM/env.txt" 2>/dev/null | tail -1)
+if [ -n "${RES:-}" ] && [ -n "$CALL_RES" ] && [ "$RES" != "$CALL_RES" ]; then
+  echo "error: the call ran for RES=$CALL_RES (env.txt), not RES=$RES: nothing unpacked" >&2
+  exit 2
+fi
+RES=${RES:-${CALL_RES:-examples/h100-2026-11-23}}  # a call from before env.txt named RES: the H100 run
+echo "unpacking into $RES"
 mkdir -p $RES/logs .gpu/records
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -36,8 +45,12 @@ if [ -f "$FROM/sbs.tar.gz" ]; then
 fi
 if [ -f "$FROM/locust-scale.tar.gz" ]; then
   tar -C "$TMP" -xzf "$FROM/locust-scale.tar.gz"
-  cp "$TMP"/locust-scale/locust_overhead_scale.* bench/results/
-  echo "locust scale-out: bench/results/locust_overhead_scale.md"
+  if compgen -G "$TMP/locust-scale/locust_overhead_scale.*" >/dev/null; then
+    cp "$TMP"/locust-scale/locust_overhead_scale.* bench/results/
+    echo "locust scale-out: bench/results/locust_overhead_scale.md"
+  else  # the run was cut before it wrote its tables: say so, and unpack the rest
+    echo "locust scale-out: no tables in locust-scale.tar.gz (see the call log)"
+  fi
 fi
 if [ -f "$FROM/quality.tar.gz" ]; then
   tar -C "$TMP" -xzf "$FROM/quality.tar.gz"

@@ -50,6 +50,8 @@ def cmd_project(args: argparse.Namespace) -> int:
         if args.results_dir is not None or args.sku is not None or args.note:
             raise ConfigError(f"--compare takes no RESULTS_DIR, --sku or --note: {USAGE}")
         prediction_path, measured_dir = args.compare
+        if args.out.resolve() == prediction_path.resolve():
+            raise ConfigError(f"--out {args.out} would overwrite the prediction it is compared with: give another path")
         prediction = read_prediction(prediction_path)
         table = compare(prediction, prediction_path, measured_dir)
         ensure_writable_dir(args.out.parent)

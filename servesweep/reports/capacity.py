@@ -317,14 +317,17 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
     decode bandwidth ratio of reports/skus.py, labelled `projected`; a SKU whose preferred
     precision was not measured gets no number ("cannot serve", with the reason).
     """
-    from servesweep.reports.skus import SKUS
+    from servesweep.reports.skus import SKUS, sku_from_gpu_name
 
     rec = result.get("production_recommendation") or {}
     table = result.get("sku_to_preferred_precision") or {}
-    # This sweep's SKU is the recommendation's; other measured SKUs come from other sweeps (`report
-    # --measured`), whose goodput under this scenario's SLOs is in their own capacity report.
+    # This sweep's SKU is the GPU its points ran on, not the recommendation's `sku` (a CPU sweep
+    # takes that from the scenario) nor any measured entry of the table: other measured SKUs come
+    # from other sweeps (`report --measured`), whose goodput under this scenario's SLOs is in their
+    # own capacity report, and this sweep's goodput must not be labelled as theirs.
     measured_skus = [name for name, e in table.items() if e.get("basis") == "measured"]
-    measured = rec.get("sku") if rec.get("sku") in measured_skus else next(iter(measured_skus), None)
+    here = sku_from_gpu_name(rec.get("measured_on"))
+    measured = here if here in measured_skus else None
     points = [p for p in (result.get("combined_sweep") or {}).get("points", [])
               if p.get("meets_slo") and p.get("fits_budget", True) and p.get("goodput") is not None]
     best = {}

@@ -90,11 +90,11 @@ def _drift_cosine(rec: dict[str, Any]) -> Criterion:
     real = bool(quality) and not quality.get("dummy")
     ok = real and all(c is not None and c > MIN_COSINE for c in cosines.values())
     text = ", ".join(f"{p} {c:.3f}" if c is not None else f"{p} not measured" for p, c in cosines.items())
-    source = quality.get("weights") if quality else "model not recorded (dummy weights in this run)"
+    source = quality.get("weights") if quality else "no models.quality: the report predates model labels"
     return Criterion("drift_cosine", ok, f"logprob cosine vs fp32: {text}; {source}")
 
 
-def _combined(rec: dict[str, Any]) -> Criterion:
+def _combined_sweep(rec: dict[str, Any]) -> Criterion:
     comb = rec.get("combined_sweep") or {}
     points, best = comb.get("points") or [], comb.get("best_config") or {}
     baseline = comb.get("baseline") or {}
@@ -145,14 +145,24 @@ def _accuracy_gate(rec: dict[str, Any]) -> Criterion:
 
 
 CHECKS: tuple[Callable[[dict[str, Any]], Criterion], ...] = (
-    _batch_sweep, _precisions, _fp16_speedup, _drift_cosine, _combined, _production, _verified, _sku_table,
+    _batch_sweep, _precisions, _fp16_speedup, _drift_cosine, _combined_sweep, _production, _verified, _sku_table,
     _accuracy_gate,
 )
 
 
+def _check(check: Callable[[dict[str, Any]], Criterion], rec: dict[str, Any]) -> Criterion:
+    # A recommendation.json from another version, or edited by hand, can lack a field or hold the
+    # wrong type: that criterion is unmet and says why, and the others are still checked.
+    try:
+        return check(rec)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        name = check.__name__.lstrip("_")  # each check is named after its criterion
+        return Criterion(name, False, f"recommendation.json lacks or mistypes a field it needs ({exc!r})")
+
+
 def check_recommendation(rec: dict[str, Any]) -> list[Criterion]:
     """Every criterion, in the order of the module docstring."""
-    return [check(rec) for check in CHECKS]
+    return [_check(check, rec) for check in CHECKS]
 
 
 def check_results_dir(results: Path) -> list[Criterion]:
@@ -163,6 +173,8 @@ def check_results_dir(results: Path) -> list[Criterion]:
         raise ReportError(f"{path} does not exist: run `servesweep report {results}` first") from None
     except (OSError, ValueError) as exc:
         raise ReportError(f"{path} cannot be read as JSON: {exc}") from None
+    if not isinstance(rec, dict):
+        raise ReportError(f"{path} is not a recommendation (a JSON object); run `servesweep report {results}`")
     return check_recommendation(rec)
 
 

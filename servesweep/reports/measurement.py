@@ -38,8 +38,8 @@ def gpu_name(points: list[dict[str, Any]]) -> str | None:
 def read_sweep(results_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(scenario, points) of a sweep directory; a ReportError (one line) when it holds none."""
     if not results_dir.is_dir():
-        raise ReportError(f"results directory {results_dir} does not exist" if not results_dir.exists()
-                          else f"{results_dir} is not a directory")
+        raise ReportError(f"{results_dir} is not a sweep directory: "
+                          + ("it does not exist" if not results_dir.exists() else "it is a file"))
     scenario_path = results_dir / "scenario.json"
     if not scenario_path.exists():
         raise ReportError(f"{results_dir} is not a sweep directory (no scenario.json); run `servesweep sweep` first")
@@ -58,6 +58,10 @@ def _num(value: Any) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
 
 
 def sku_measurement(points: list[dict[str, Any]], df: pd.DataFrame, batch: dict[str, Any],
@@ -90,8 +94,10 @@ def sku_measurement(points: list[dict[str, Any]], df: pd.DataFrame, batch: dict[
             output_tok_s_at_knee=_num(kp["output_token_throughput"]), ttft_p50_ms_at_knee=_num(krow.ttft_p50_ms),
             tpot_batch=_num(trow.batch), tpot_point=f"{trow.config}/{trow.level}",
             tpot_p50_ms_c1=_num(trow.tpot_p50_ms),
-            kv_pool_tokens=_num(tele.get("kv_pool_tokens", server.get("kv_pool_tokens"))),
-            kv_pool_bytes=_num(tele.get("kv_pool_bytes", server.get("kv_pool_bytes"))),
+            # Telemetry always has these keys, None when its window held no sample: the server's
+            # start-up figure stands in then.
+            kv_pool_tokens=_num(_first(tele.get("kv_pool_tokens"), server.get("kv_pool_tokens"))),
+            kv_pool_bytes=_num(_first(tele.get("kv_pool_bytes"), server.get("kv_pool_bytes"))),
             memory_fraction=_num(krow.memory_fraction), device_mem_total_bytes=_num(tele.get("device_mem_total_bytes")),
             preference_throughput=_num((precision.get(p) or {}).get("throughput")),
             by_batch=by_batch,

@@ -18,7 +18,7 @@ import pandas as pd
 
 from servesweep import __version__
 from servesweep.errors import ReportError
-from servesweep.results import GATE_UNDER_LOAD_FILE, read_points, write_json
+from servesweep.results import GATE_UNDER_LOAD_FILE, write_json
 from servesweep.reports.analysis import (
     apply_verification,
     GIB,
@@ -32,7 +32,13 @@ from servesweep.reports.analysis import (
     production_recommendation,
 )
 from servesweep.reports.drift import compare_outputs
-from servesweep.reports.measurement import display_path, gpu_name as _gpu_name, load_measurement, sku_measurement
+from servesweep.reports.measurement import (
+    display_path,
+    gpu_name as _gpu_name,
+    load_measurement,
+    read_sweep,
+    sku_measurement,
+)
 from servesweep.reports.skus import METRICS, sku_from_gpu_name, sku_table
 
 SCHEMA_VERSION = 1
@@ -75,7 +81,7 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
     else:
         weights = "weights from the model directory"
     return {"model": spec.get("model") or stored.get("path"), "weights": weights, "dummy": spec.get("load_format") == "dummy",
-            "results": str(out_dir)}
+            "results": display_path(out_dir)}
 
 
 REPORT_INPUTS_FILE = "report-inputs.json"
@@ -83,10 +89,30 @@ REPORT_INPUTS_FILE = "report-inputs.json"
 
 def stored_report_inputs(out_dir: Path) -> tuple[Path | None, list[Path]]:
     """The other sweeps a report of `out_dir` was last made with (`--quality-from`, `--measured`),
-    so that a later `servesweep report DIR`, `capacity` or the verification's re-analysis keeps them."""
-    data = _read_optional(out_dir / REPORT_INPUTS_FILE) or {}
-    quality = data.get("quality_from")
-    return (out_dir / quality if quality else None), [out_dir / m for m in data.get("measured") or []]
+    so that a later `servesweep report DIR`, `capacity` or the verification's re-analysis keeps them.
+    Paths are stored relative to `out_dir`; one that no longer leads to a directory (a folder moved
+    without the others) is a ReportError naming the file, not a silent drop of those figures."""
+    path = out_dir / REPORT_INPUTS_FILE
+    try:
+        data = _read_optional(path) or {}
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path} cannot be read: {exc}; delete it or run `servesweep report` with "
+                          "--quality-from/--measured again") from None
+    quality = data.get("quality_from") if isinstance(data, dict) else None
+    measured = data.get("measured") or [] if isinstance(data, dict) else None
+    if (not isinstance(data, dict) or not isinstance(quality, (str, type(None))) or not isinstance(measured, list)
+            or not all(isinstance(m, str) for m in measured)):
+        raise ReportError(f"{path} is not a report-inputs file (quality_from: a path or null, measured: a list of "
+                          "paths); delete it or run `servesweep report` with --quality-from/--measured again")
+
+    def resolve(rel: str, option: str) -> Path:
+        where = Path(os.path.normpath(out_dir / rel))
+        if not where.is_dir():
+            raise ReportError(f"{path} names {rel} ({option}), which is no directory from {out_dir} ({where}): move "
+                              f"the folders together, or run `servesweep report {out_dir}` with {option} again")
+        return where
+
+    return (resolve(quality, "--quality-from") if quality else None), [resolve(m, "--measured") for m in measured]
 
 
 def _store_report_inputs(out_dir: Path, quality_dir: Path | None, measured: Sequence[Path]) -> None:
@@ -97,16 +123,6 @@ def _store_report_inputs(out_dir: Path, quality_dir: Path | None, measured: Sequ
                                                "measured": [relative(m) for m in measured]})
 
 
-def _sweep_inputs(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    scenario_path = out_dir / "scenario.json"
-    if not scenario_path.exists():
-        raise ReportError(f"{out_dir} is not a sweep directory (no scenario.json); run `servesweep sweep` first")
-    points = read_points(out_dir)
-    if not points:
-        raise ReportError(f"{out_dir}/points.jsonl has no finished points yet")
-    return json.loads(scenario_path.read_text()), points
-
-
 def analyse(out_dir: Path, quality_dir: Path | None = None,
             measured_elsewhere: Sequence[Path] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The recommendation from a sweep. With `quality_dir` (another sweep, e.g. of a model with
@@ -114,11 +130,13 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     which model each kind of figure comes from. `measured_elsewhere`: sweeps of the same scenario
     on other GPUs; each one's SKU is marked measured in the SKU table, with its own figures (this
     sweep's accuracy gate, if any, applies to them too)."""
-    scenario, points = _sweep_inputs(out_dir)
+    scenario, points = read_sweep(out_dir)
     if quality_dir is None and not measured_elsewhere:
         quality_dir, measured_elsewhere = stored_report_inputs(out_dir)
+    if quality_dir is not None and quality_dir.resolve() == out_dir.resolve():
+        quality_dir = None  # `--quality-from` this very sweep: its own drift and gate, labelled "the same sweep"
     quality_root = quality_dir or out_dir
-    quality_points = _sweep_inputs(quality_dir)[1] if quality_dir else points
+    quality_points = read_sweep(quality_dir)[1] if quality_dir else points
     df = points_frame(points, scenario.get("slo"))
     drift = _drift_by_precision(quality_root)
     budget = scenario.get("vram_budget_gib")

@@ -261,9 +261,11 @@ def project(meas: SkuMeasurement, target: Sku) -> dict[str, dict[str, Figure]]:
             m.tpot_point, f"{_num(tpot, 3)} ms x bandwidth {base.bandwidth_gb_s:g}/{target.bandwidth_gb_s:g} GB/s")
         ttft = m.ttft_p50_ms_at_knee
         sm, ss = base.tflops.get(p), target.tflops.get(p)
+        # e.g. fp8 measured on an A100 (weight-only FP8 kernels): no FP8 tensor-core rate to scale by.
+        no_rate = None if sm and ss else f"no {p} tensor-core rate on {base.name if not sm else target.name}"
         figs["ttft_p50_ms_at_knee"] = fig(
             "ttft_p50_ms_at_knee", prefill_compute(ttft, base, target, p) if ttft is not None else None,
-            m.knee_batch, m.knee_point, f"{_num(ttft, 1)} ms x {p} TFLOP/s {sm}/{ss}", knee_note)
+            m.knee_batch, m.knee_point, f"{_num(ttft, 1)} ms x {p} TFLOP/s {sm}/{ss}", no_rate or knee_note)
         figs["kv_pool_tokens"] = _kv_figure(fig, m, base, target)
         out[p] = figs
     return out
@@ -297,6 +299,11 @@ def sku_from_gpu_name(name: str | None) -> str | None:
     if not name:
         return None
     n = name.upper()
+    # Variants whose memory, bandwidth or clocks match no row of SKUS (GH200's GPU: 96 GB HBM3 or
+    # 144 GB HBM3e; H100 NVL: 94 GB at 3.9 TB/s; H200 NVL: lower power and TFLOP/s): no figures
+    # rather than another card's, which would be labelled measured on the wrong SKU.
+    if "GH200" in n or "NVL" in n:
+        return None
     if "H200" in n:
         return "H200"
     if "H100" in n:

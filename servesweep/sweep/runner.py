@@ -15,8 +15,9 @@ and gate-under-load.json, both against the reference precision's unloaded measur
 
 from __future__ import annotations
 
-from functools import cached_property
+import json
 import shutil
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -29,6 +30,7 @@ from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.models.tiny import build_tiny_model
+from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.results import (
     GATE_MEASUREMENT_FILE,
@@ -59,12 +61,14 @@ def _builtin_model_defaults(config: ServerConfig) -> ServerConfig:
 def _model_record(model_dir: str) -> dict[str, Any]:
     """What the report needs to say which model the numbers come from: the directory and, when
     servesweep trained the model, its training record (recipe, tokens, held-out perplexity)."""
-    record = Path(model_dir) / "servesweep-training.json"
+    record = Path(model_dir) / RECIPE_FILE
     training = None
     if record.exists():
-        import json
-
-        data = json.loads(record.read_text())
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError) as exc:
+            # A label for the report is no reason to stop the sweep: the model goes unlabelled.
+            return {"path": model_dir, "training": None, "training_record_error": f"{record}: {exc}"}
         training = {k: data.get(k) for k in ("recipe", "train_tokens", "held_out_perplexity")}
     return {"path": model_dir, "training": training}
 

@@ -95,6 +95,8 @@ def test_sku_table_marks_measured_and_projects_the_rest():
     assert sku_from_gpu_name("NVIDIA H100 80GB HBM3") == "H100-SXM"
     assert sku_from_gpu_name("NVIDIA A100-SXM4-40GB") == "A100-40GB"
     assert sku_from_gpu_name("NVIDIA H100 PCIe") == "H100-PCIe"
+    for other in ("NVIDIA GH200 480GB", "NVIDIA H100 NVL", "NVIDIA H200 NVL"):  # no row of SKUS fits them
+        assert sku_from_gpu_name(other) is None, other
     measured = SkuMeasurement("H100-SXM", "h100/points.jsonl", by_precision={
         "bf16": PrecisionMeasurement("bf16", knee_batch=64, output_tok_s_at_knee=1000.0, ttft_p50_ms_at_knee=100.0,
                                      preference_throughput=1000.0),

@@ -172,7 +172,7 @@ def test_goodput_per_sku_from_a_sweep_result():
 
     result = {
         "production_recommendation": {"precision": "fp8", "concurrency": 32, "verified": True,
-                                      "expected": {"goodput": 30.0}},
+                                      "measured_on": "NVIDIA H100 80GB HBM3", "expected": {"goodput": 30.0}},
         "combined_sweep": {"points": [
             {"precision": "fp8", "goodput": 30.0, "meets_slo": True, "fits_budget": True},
             {"precision": "bf16", "goodput": 20.0, "meets_slo": True, "fits_budget": True},
@@ -198,8 +198,8 @@ def test_goodput_per_sku_with_a_second_measured_sku_from_another_sweep():
     from servesweep.reports.capacity import goodput_by_sku
 
     result = {
-        "production_recommendation": {"sku": "H200", "precision": "fp8", "concurrency": 64, "verified": True,
-                                      "expected": {"goodput": 45.0}},
+        "production_recommendation": {"sku": "H200", "measured_on": "NVIDIA H200", "precision": "fp8",
+                                      "concurrency": 64, "verified": True, "expected": {"goodput": 45.0}},
         "combined_sweep": {"points": [{"precision": "fp8", "goodput": 45.0, "meets_slo": True, "fits_budget": True}]},
         # H100 listed first, measured by another sweep (report --measured): this sweep's goodput is the H200's.
         "sku_to_preferred_precision": {"H100-SXM": {"basis": "measured", "precision": "fp8"},
@@ -208,3 +208,21 @@ def test_goodput_per_sku_with_a_second_measured_sku_from_another_sweep():
     g = goodput_by_sku(result)
     assert g["H200"].goodput_rps == 45.0 and g["H200"].basis == "measured"
     assert g["H100-SXM"].goodput_rps is None and "another sweep" in g["H100-SXM"].note
+
+
+def test_a_cpu_sweep_never_lends_its_goodput_to_a_sku_measured_elsewhere():
+    from servesweep.reports.capacity import goodput_by_sku
+
+    # `report CPU_DIR --measured H200_DIR`: the recommendation's sku comes from the scenario, the
+    # table's only measured entry is the other sweep's H200; this sweep's goodput is the CPU's.
+    result = {
+        "production_recommendation": {"sku": "H200", "measured_on": "CPU", "precision": "bf16",
+                                      "concurrency": 4, "verified": False, "expected": {"goodput": 0.5}},
+        "combined_sweep": {"points": [{"precision": "bf16", "goodput": 0.5, "meets_slo": True, "fits_budget": True}]},
+        "sku_to_preferred_precision": {"H200": {"basis": "measured", "precision": "fp8"},
+                                       "A100-80GB": {"basis": "projected", "precision": "bf16"}},
+    }
+    g = goodput_by_sku(result)
+    assert g["CPU"].basis == "measured" and g["CPU"].goodput_rps == 0.5
+    assert g["H200"].goodput_rps is None and "another sweep" in g["H200"].note
+    assert g["A100-80GB"].goodput_rps is None  # nothing measured on a GPU here to project from

@@ -92,3 +92,19 @@ def test_command_exit_codes(tmp_path, capsys):
     assert main([str(good)]) == 0
     assert main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_recommendation_missing_or_mistyping_fields_leaves_criteria_unmet_not_a_crash(tmp_path, capsys):
+    rec = _passing()
+    del rec["batch_sweep"]["by_precision"]["bf16"]["points"][0]["batch"]
+    rec["sku_to_preferred_precision"]["A100-40GB"] = {}
+    rec["production_recommendation"]["oom_margin_pct"] = "18"
+    rec["accuracy_gate"] = ["passed"]
+    results = {c.name: c for c in check_recommendation(rec)}
+    assert list(results) == ["batch_sweep", "precisions", "fp16_speedup", "drift_cosine", "combined_sweep",
+                             "production", "verified", "sku_table", "accuracy_gate"]
+    broken = {"batch_sweep", "sku_table", "production", "accuracy_gate"}
+    assert {n for n, c in results.items() if not c.passed} == broken
+    assert all("lacks or mistypes" in results[n].detail for n in broken)
+    (tmp_path / "recommendation.json").write_text("[]")
+    assert main([str(tmp_path)]) == 2 and "is not a recommendation" in capsys.readouterr().err

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from servesweep.reports.measurement import load_measurement
 from servesweep.reports.projection import Prediction
-from servesweep.reports.skus import RULES
+from servesweep.reports.skus import RULES, SKUS, measured_figures, project
 
 ROOT = Path(__file__).resolve().parents[2]
 H100_DIR = ROOT / "examples" / "h100-llama3-8b"
@@ -66,3 +67,33 @@ def test_the_committed_h200_prediction_names_rules_sources_and_what_it_came_from
     md = (PREDICTION_DIR / "prediction.md").read_text()
     for words in ("projected, not measured", "before any H200 measurement", "Dummy weights", "issue 16"):
         assert words in md, words
+
+
+def _same_numbers(committed: dict, fresh: dict, where: str) -> int:
+    """The numbers of two figure tables (precision -> metric -> figure) agree; returns how many were compared."""
+    assert set(committed) == set(fresh), where
+    n = 0
+    for precision, figures in fresh.items():
+        assert set(committed[precision]) == set(figures), (where, precision)
+        for metric, fig in figures.items():
+            got = committed[precision][metric]
+            label = (where, precision, metric)
+            assert (got["value"] is None) == (fig.value is None), label
+            if fig.value is not None:
+                assert got["value"] == pytest.approx(fig.value, rel=1e-9), label
+            assert (got["batch"], got["rule_id"], got["applied"]) == (fig.batch, fig.rule_id, fig.applied), label
+            n += 1
+    return n
+
+
+def test_the_committed_figures_are_what_the_rules_give_from_the_committed_results(table):
+    # Names and sources are checked above; this recomputes every number from the committed points,
+    # so a hand edit of a committed figure or a change of a rule's arithmetic shows here.
+    meas = load_measurement(H100_DIR)
+    pred = json.loads((PREDICTION_DIR / "prediction.json").read_text())
+    checked = _same_numbers(pred["figures"], project(meas, SKUS["H200"]), "prediction")
+    checked += _same_numbers(pred["measured_figures"], measured_figures(meas), "prediction (measured)")
+    for name, entry in table.items():
+        fresh = measured_figures(meas) if entry["basis"] == "measured" else project(meas, SKUS[name])
+        checked += _same_numbers(entry["figures"], fresh, name)
+    assert checked >= 2 * 16 + 8 * 12

@@ -119,6 +119,11 @@ def test_projected_figures_name_their_rule_source_and_numbers():
     assert figs["output_tok_s_at_knee"].batch == 4 and "4800/3350" in figs["output_tok_s_at_knee"].applied
     small = project(_measurement(), L4)["bf16"]["kv_pool_tokens"]
     assert small.value is None and small.note.startswith("does not fit")
+    # fp8 measured on an A100 (weight-only FP8): no FP8 TFLOP/s to scale TTFT by, and the figure says so.
+    a100 = SkuMeasurement("A100-80GB", "runs/a100/points.jsonl", "NVIDIA A100-SXM4-80GB",
+                          {"fp8": PrecisionMeasurement("fp8", knee_batch=4, knee_reached=True, ttft_p50_ms_at_knee=80.0)})
+    ttft = project(a100, H100)["fp8"]["ttft_p50_ms_at_knee"]
+    assert ttft.value is None and ttft.note == "no fp8 tensor-core rate on A100-80GB"
 
 
 # --- the table with several measured SKUs ------------------------------------------------------------
@@ -155,6 +160,18 @@ def test_measurement_reads_knee_c1_and_pool_from_the_points(h100):
     m = load_measurement(h100).by_precision["bf16"]
     assert (m.knee_batch, m.knee_reached, m.output_tok_s_at_knee, m.ttft_p50_ms_at_knee) == (4, True, 400, 80)
     assert (m.tpot_batch, m.tpot_p50_ms_c1, m.kv_pool_tokens, m.memory_fraction) == (1, 10.0, 100_000, 0.5)
+
+
+def test_measurement_takes_the_pool_from_the_server_when_telemetry_has_none(tmp_path):
+    path = tmp_path / "h100"
+    path.mkdir()
+    (path / "scenario.json").write_text(json.dumps(SCENARIO))
+    for conc, tput, ttft, tpot in H100_SERIES["bf16"]:
+        p = _point("NVIDIA H100 80GB HBM3", "bf16", conc, tput, ttft, tpot, None, None, 80e9)
+        p["server"].update(kv_pool_tokens=100_000, kv_pool_bytes=1e10)  # what the server said at start-up
+        append_point(path, p)
+    m = load_measurement(path).by_precision["bf16"]
+    assert (m.kv_pool_tokens, m.kv_pool_bytes) == (100_000, 1e10)
 
 
 # --- prediction and comparison ---------------------------------------------------------------------
@@ -233,6 +250,7 @@ def _cli(capsys, *args):
     (lambda t, h: ["--out", t / "p.json"], "give RESULTS_DIR --sku SKU, or --compare"),
     (lambda t, h: ["--compare", t / "none.json", h, "--out", t / "c.json"], "does not exist"),
     (lambda t, h: ["--compare", h / "scenario.json", h, "--out", t / "c.json"], "is not a servesweep prediction"),
+    (lambda t, h: ["--compare", t / "p.json", h, "--out", t / "p.json"], "would overwrite the prediction"),
 ])
 def test_project_errors_are_one_line_exit_2(capsys, tmp_path, h100, make_args, message):
     code, err = _cli(capsys, *make_args(tmp_path, h100))

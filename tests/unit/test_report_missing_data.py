@@ -2,13 +2,18 @@
 a sweep of one precision, no verification."""
 
 import json
+from pathlib import Path
 
+import pytest
+
+from servesweep.errors import ReportError
 from servesweep.reports.render import write_report
 from servesweep.results import append_point
 from tests_support import point
 
 
 def _sweep_dir(tmp_path, points):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "scenario.json").write_text(json.dumps({"name": "synthetic", "slo": {"ttft_ms": 1000,
                                                                                     "percentile": 99}}))
     for p in points:
@@ -96,3 +101,37 @@ def test_quality_columns_name_their_model_and_can_come_from_another_sweep(tmp_pa
     # A later plain report (or capacity, or the verification's re-analysis) keeps the quality source.
     again = json.loads(write_report(tput)["json"].read_text())
     assert again["models"]["quality"]["dummy"] is False and again["precision_sweep"]["bf16"]["token_agreement"] == 1.0
+
+
+def test_stored_report_inputs_follow_a_move_of_both_folders_and_name_themselves_when_broken(tmp_path):
+    from servesweep.reports.render import REPORT_INPUTS_FILE, analyse, stored_report_inputs
+
+    points = [point(p, c, 100.0 * c) for p in ("fp32", "bf16") for c in (1, 4)]
+    tput, quality = _sweep_dir(tmp_path / "a" / "tput", points), _sweep_dir(tmp_path / "a" / "quality", points)
+    write_report(tput, quality)
+    assert json.loads((tput / REPORT_INPUTS_FILE).read_text())["quality_from"] == "../quality"
+    (tmp_path / "a").rename(tmp_path / "moved")  # both folders move together: the stored path still leads there
+    assert stored_report_inputs(tmp_path / "moved" / "tput")[0] == tmp_path / "moved" / "quality"
+    (tmp_path / "moved" / "quality").rename(tmp_path / "elsewhere")  # one moves alone: a one-line error naming it
+    with pytest.raises(ReportError, match=r"report-inputs.json names \.\./quality \(--quality-from\)"):
+        analyse(tmp_path / "moved" / "tput")
+    for bad in ("{not json", '["../quality"]', '{"quality_from": 3}', '{"measured": "../h200"}'):
+        (tmp_path / "moved" / "tput" / REPORT_INPUTS_FILE).write_text(bad)
+        with pytest.raises(ReportError, match="report-inputs.json"):
+            analyse(tmp_path / "moved" / "tput")
+
+
+def test_quality_from_the_sweep_itself_is_the_same_sweep(tmp_path, monkeypatch):
+    from servesweep.reports.render import _model_lines, analyse
+
+    out = _sweep_dir(tmp_path / "s", [point(p, c, 100.0 * c) for p in ("fp32", "bf16") for c in (1, 4)])
+    monkeypatch.chdir(tmp_path)
+    _, result = analyse(Path("s"), quality_dir=out)  # relative and absolute spellings of one folder
+    assert "Drift and accuracy-gate columns: the same sweep" in _model_lines(result)[1]
+
+
+def test_an_unreadable_scenario_is_one_line(tmp_path):
+    out = _sweep_dir(tmp_path, [point("bf16", 1, 100.0)])
+    (out / "scenario.json").write_text("{not json")
+    with pytest.raises(ReportError, match=r"scenario.json cannot be read"):
+        write_report(out)
