@@ -219,6 +219,29 @@ def table(rows: list[dict], scale: bool) -> str:
     return "\n".join(out)
 
 
+def write_tables(rows: list[dict], args: argparse.Namespace, started: dt.datetime, cores: int,
+                 complete: bool) -> Path:
+    """The Markdown table and the raw rows; written after every run, so a run cut short (a device
+    call's time limit) keeps what it measured, marked incomplete."""
+    scale = args.scale is not None
+    text = table(rows, scale)
+    args.out.mkdir(parents=True, exist_ok=True)
+    setup = (f"stand-in on cores 0..N-1 (SO_REUSEPORT), clients on cores N..2N-1; {args.users} users per "
+             f"client process" if scale else "stand-in on core 0, client on core 1")
+    header = (f"# Locust user overhead{' (scale-out)' if scale else ''}, measured {started.isoformat()[:16]} UTC on "
+              f"{cores} cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}\n\n"
+              f"Command: `python bench/locust_overhead.py{' --scale ' + args.scale if scale else ''} "
+              f"--seconds {args.seconds:g} --users {args.users} --tokens {args.tokens}` ({setup}; zero injected "
+              f"delay, {args.tokens} chunks per request, counted at the stand-in over each run's steady window).\n\n"
+              + ("" if complete else "**Incomplete: the run was cut short; the rows below are the runs that finished.**\n\n"))
+    name = "locust_overhead_scale" if scale else "locust_overhead"
+    (args.out / f"{name}.md").write_text(header + text + "\n")
+    (args.out / f"{name}.json").write_text(json.dumps({"started_at": started.isoformat(), "complete": complete,
+                                                       "args": vars(args) | {"out": str(args.out)}, "rows": rows},
+                                                      indent=2))
+    return args.out / f"{name}.md"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default=None, help="comma-separated client process counts, e.g. 1,2,4,8")
@@ -254,28 +277,15 @@ def main() -> int:
                 r = run_tool(name, command, list(range(n, 2 * n)), servers, n, users, args.seconds, work)
                 row = {"tool": name, "processes": n, "users": users, "ok": r.ok, "reason": r.reason, **r.steady()}
                 rows.append(row)
+                write_tables(rows, args, started, cores, complete=False)
                 print(f"  -> {_fmt(row.get('requests_per_s'))} req/s, {_fmt(row.get('chunks_per_s'))} chunks/s, "
                       f"client CPU {_fmt(row.get('client_cpu_cores'), 2)} cores"
                       + (f"  [{r.reason}]" if r.reason else ""), flush=True)
     finally:
         servers.stop()
         shutil.rmtree(work, ignore_errors=True)
-    scale = args.scale is not None
-    text = table(rows, scale)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    setup = (f"stand-in on cores 0..N-1 (SO_REUSEPORT), clients on cores N..2N-1; {args.users} users per "
-             f"client process" if scale else "stand-in on core 0, client on core 1")
-    header = (f"# Locust user overhead{' (scale-out)' if scale else ''}, measured {started.isoformat()[:16]} UTC on "
-              f"{cores} cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}\n\n"
-              f"Command: `python bench/locust_overhead.py{' --scale ' + args.scale if scale else ''} "
-              f"--seconds {args.seconds:g} --users {args.users} --tokens {args.tokens}` ({setup}; zero injected "
-              f"delay, {args.tokens} chunks per request, counted at the stand-in over each run's steady window).\n\n")
-    name = "locust_overhead_scale" if scale else "locust_overhead"
-    (args.out / f"{name}.md").write_text(header + text + "\n")
-    (args.out / f"{name}.json").write_text(json.dumps({"started_at": started.isoformat(), "args": vars(args) | {
-        "out": str(args.out)}, "rows": rows}, indent=2))
-    print(f"written: {args.out / (name + '.md')}")
+    print(table(rows, args.scale is not None))
+    print(f"written: {write_tables(rows, args, started, cores, complete=True)}")
     return 0
 
 

@@ -51,23 +51,43 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def append_jsonl(path: Path, data: Any) -> None:
+    """Append one line. A torn last line (a crash or a full disk mid-write) is cut off first, so
+    that only the last line of a file can ever be torn, and the reader can tell that from damage."""
     try:
         with open(path, "ab") as f:
+            end = f.seek(0, os.SEEK_END)
+            if end:
+                with open(path, "rb") as r:
+                    r.seek(max(0, end - 1))
+                    if r.read(1) != b"\n":
+                        r.seek(0)
+                        f.truncate(r.read().rfind(b"\n") + 1)
             f.write(dumps(data) + b"\n")
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every whole line of a JSONL file; a torn last line (a crash mid-write) is skipped."""
+    """Every line of a JSONL file. A torn last line (a crash mid-write) is skipped; a malformed
+    line before it is damage, not a crash, and is a ReportError naming the file and line."""
+    return [obj for _, obj in _numbered_jsonl(path)]
+
+
+def _numbered_jsonl(path: Path) -> list[tuple[int, Any]]:
     if not path.exists():
         return []
+    lines = path.read_bytes().splitlines()
     out = []
-    for line in path.read_bytes().splitlines():
-        try:
-            out.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            out.append((n, orjson.loads(line)))
+        except orjson.JSONDecodeError as exc:
+            if n == len(lines):
+                continue
+            raise ReportError(f"{path}:{n}: not valid JSON ({exc}); the file is damaged: repair or delete "
+                              "that line") from None
     return out
 
 
@@ -123,13 +143,13 @@ def read_points(out_dir: Path) -> list[dict[str, Any]]:
     """The sweep's points, each checked against `SweepPoint` (returned as plain dicts); a point
     that is not one is a ReportError naming the file, the point and the field."""
     points = []
-    for n, raw in enumerate(read_jsonl(out_dir / POINTS_FILE), 1):
+    for n, raw in _numbered_jsonl(out_dir / POINTS_FILE):
         try:
             points.append(SweepPoint.model_validate(raw).model_dump())
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            raise ReportError(f"{out_dir / POINTS_FILE}: point {n} is not a sweep point ({where}: "
+            raise ReportError(f"{out_dir / POINTS_FILE}:{n}: not a sweep point ({where}: "
                               f"{err['msg'].lower()})") from None
     return points
 

@@ -364,5 +364,5 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
         ratio = sku.bandwidth_gb_s / base.bandwidth_gb_s
         out[name] = SkuGoodput(goodput_rps=best[precision] * ratio, basis="projected", gpus_per_replica=gpus_per_replica,
                                note=f"{precision}: {base.name} measured goodput x bandwidth {sku.bandwidth_gb_s:g}/"
-                                    f"{base.bandwidth_gb_s:g} (rule decode-bandwidth, reports/skus.py)")
+                                    f"{base.bandwidth_gb_s:g} (the decode-bandwidth rule of reports/skus.py, applied to goodput: assumes goodput scales as decode throughput does)")
     return out

@@ -85,19 +85,25 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 REPORT_INPUTS_FILE = "report-inputs.json"
+# Scenario keys that must match for another SKU's sweep (`--measured`) to be comparable; the
+# precision grid (`sweep`) may differ.
+SAME_WORKLOAD_KEYS = ("max_model_len", "workload", "load", "slo")
 
 
-def stored_report_inputs(out_dir: Path) -> tuple[Path | None, list[Path]]:
+def stored_report_inputs(out_dir: Path, quality: bool = True, measured: bool = True) -> tuple[Path | None, list[Path]]:
     """The other sweeps a report of `out_dir` was last made with (`--quality-from`, `--measured`),
     so that a later `servesweep report DIR`, `capacity` or the verification's re-analysis keeps them.
     Paths are stored relative to `out_dir`; one that no longer leads to a directory (a folder moved
     without the others) is a ReportError naming the file, not a silent drop of those figures."""
     path = out_dir / REPORT_INPUTS_FILE
+    if not (quality or measured):
+        return None, []
     try:
         data = _read_optional(path) or {}
     except (OSError, ValueError) as exc:
         raise ReportError(f"{path} cannot be read: {exc}; delete it or run `servesweep report` with "
                           "--quality-from/--measured again") from None
+    want_quality, want_measured = quality, measured  # the stored values not about to be replaced
     quality = data.get("quality_from") if isinstance(data, dict) else None
     measured = data.get("measured") or [] if isinstance(data, dict) else None
     if (not isinstance(data, dict) or not isinstance(quality, (str, type(None))) or not isinstance(measured, list)
@@ -112,7 +118,19 @@ def stored_report_inputs(out_dir: Path) -> tuple[Path | None, list[Path]]:
                               f"the folders together, or run `servesweep report {out_dir}` with {option} again")
         return where
 
-    return (resolve(quality, "--quality-from") if quality else None), [resolve(m, "--measured") for m in measured]
+    return ((resolve(quality, "--quality-from") if quality and want_quality else None),
+            [resolve(m, "--measured") for m in measured] if want_measured else [])
+
+
+def report_inputs(out_dir: Path, quality_dir: Path | None,
+                  measured: Sequence[Path]) -> tuple[Path | None, list[Path]]:
+    """The other sweeps to use: each option given replaces its own stored value, an option not
+    given keeps the stored one (`--measured` does not drop an earlier `--quality-from`). Delete
+    `report-inputs.json` to report the sweep alone again."""
+    stored_quality, stored_measured = stored_report_inputs(out_dir, quality=quality_dir is None,
+                                                           measured=not measured)
+    return (quality_dir if quality_dir is not None else stored_quality,
+            list(measured) if measured else stored_measured)
 
 
 def _store_report_inputs(out_dir: Path, quality_dir: Path | None, measured: Sequence[Path]) -> None:
@@ -131,8 +149,7 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     on other GPUs; each one's SKU is marked measured in the SKU table, with its own figures (this
     sweep's accuracy gate, if any, applies to them too)."""
     scenario, points = read_sweep(out_dir)
-    if quality_dir is None and not measured_elsewhere:
-        quality_dir, measured_elsewhere = stored_report_inputs(out_dir)
+    quality_dir, measured_elsewhere = report_inputs(out_dir, quality_dir, measured_elsewhere)
     if quality_dir is not None and quality_dir.resolve() == out_dir.resolve():
         quality_dir = None  # `--quality-from` this very sweep: its own drift and gate, labelled "the same sweep"
     quality_root = quality_dir or out_dir
@@ -157,11 +174,17 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     if measured_sku:
         measurements.append(sku_measurement(points, df, batch, precision, measured_sku, gpu_name,
                                             display_path(out_dir / "points.jsonl")))
+    differences: dict[str, list[str]] = {}
     for other in measured_elsewhere:
         elsewhere = load_measurement(other)
         if any(m.sku == elsewhere.sku for m in measurements):
             raise ReportError(f"{other} was measured on {elsewhere.sku} too: one results directory per SKU")
         measurements.append(elsewhere)
+        other_scenario = read_sweep(other)[0]
+        # Figures of two SKUs sit side by side only as far as the workload was the same.
+        differ = [k for k in SAME_WORKLOAD_KEYS if scenario.get(k) != other_scenario.get(k)]
+        if differ:
+            differences[f"{elsewhere.sku} ({display_path(other)})"] = differ
     need = float(df.memory_needed_bytes.dropna().max()) if df.memory_needed_bytes.notna().any() else None
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -178,6 +201,8 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
         "production_recommendation": rec,
         "sku_to_preferred_precision": sku_table(measurements, need, gate_passed, scenario.get("skus")),
     }
+    if differences:
+        result["sku_table_scenario_differences"] = differences
     if gate:
         result["accuracy_gate"] = gate
     return df, result
@@ -514,6 +539,12 @@ def _gate_table_md(result: dict[str, Any]) -> list[str]:
     return [_md_table(_gate_header(result), rows), ""] if rows else []
 
 
+def _sku_difference_lines(result: dict[str, Any]) -> list[str]:
+    return [f"Not the same scenario: {where} differs in {', '.join(keys)}; its measured figures are not "
+            "directly comparable with this sweep's." for where, keys in
+            (result.get("sku_table_scenario_differences") or {}).items()]
+
+
 def _sku_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, e in result["sku_to_preferred_precision"].items():
@@ -625,6 +656,8 @@ def _capacity_html(text: str | None, img: str | None) -> str:
 
 def write_report(out_dir: Path, quality_dir: Path | None = None,
                  measured_elsewhere: Sequence[Path] = ()) -> dict[str, Path]:
+    if quality_dir is not None or measured_elsewhere:
+        quality_dir, measured_elsewhere = report_inputs(out_dir, quality_dir, measured_elsewhere)
     df, result = analyse(out_dir, quality_dir, measured_elsewhere)
     if quality_dir is not None or measured_elsewhere:
         _store_report_inputs(out_dir, quality_dir, measured_elsewhere)
@@ -674,7 +707,7 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
           "## Production recommendation", "", "```json",
           json.dumps(result.get("production_recommendation"), indent=2, default=str), "```", "",
           "## Preferred precision per SKU", "", _md_table(SKU_HEADER, _sku_rows(result)), "",
-          SKU_NOTE, "",
+          SKU_NOTE, "", *[f"- {line}" for line in _sku_difference_lines(result)], "",
           "## Every point", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
     paths["md"].write_text("\n".join(md))
 
@@ -697,7 +730,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 {_capacity_html(capacity_text, imgs.get('capacity'))}
 <h2>Production recommendation</h2><pre>{html.escape(json.dumps(result.get('production_recommendation'), indent=2, default=str))}</pre>
 <h2>Preferred precision per SKU</h2>{_html_table(SKU_HEADER, _sku_rows(result))}
-<p>{html.escape(SKU_NOTE.replace('`', ''))}</p>
+<p>{html.escape(SKU_NOTE.replace('`', ''))}</p><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _sku_difference_lines(result))}</ul>
 <h2>Every point</h2>{table.to_html(index=False, na_rep='-', float_format=lambda v: f'{v:,.2f}')}
 </body></html>"""
     paths["html"].write_text(page)

@@ -37,7 +37,7 @@ def test_report_on_a_non_sweep_directory_is_a_clear_error(tmp_path, capsys):
     (sweep / "scenario.json").write_text("{}")
     (sweep / "points.jsonl").write_text('{"config": "a", "level": "c1", "status": "failed"}\n')
     assert main(["report", str(sweep)]) == 2
-    assert "point 1 is not a sweep point (config_spec: field required)" in capsys.readouterr().err
+    assert "points.jsonl:1: not a sweep point (config_spec: field required)" in capsys.readouterr().err
     (sweep / "points.jsonl").write_text(json.dumps({"config": "a", "config_spec": {}, "level": "c1",
                                                     "level_spec": {}, "status": "failed"}) + "\n")
     assert main(["report", str(sweep), "--quality-from", str(tmp_path / "nowhere")]) == 2

@@ -115,10 +115,24 @@ def test_stored_report_inputs_follow_a_move_of_both_folders_and_name_themselves_
     (tmp_path / "moved" / "quality").rename(tmp_path / "elsewhere")  # one moves alone: a one-line error naming it
     with pytest.raises(ReportError, match=r"report-inputs.json names \.\./quality \(--quality-from\)"):
         analyse(tmp_path / "moved" / "tput")
+    # Giving the option again replaces the stale stored path (and is stored in its place).
+    write_report(tmp_path / "moved" / "tput", tmp_path / "elsewhere")
+    assert json.loads((tmp_path / "moved" / "tput" / REPORT_INPUTS_FILE).read_text())["quality_from"] == "../../elsewhere"
     for bad in ("{not json", '["../quality"]', '{"quality_from": 3}', '{"measured": "../h200"}'):
         (tmp_path / "moved" / "tput" / REPORT_INPUTS_FILE).write_text(bad)
         with pytest.raises(ReportError, match="report-inputs.json"):
             analyse(tmp_path / "moved" / "tput")
+
+
+def test_each_report_option_replaces_only_its_own_stored_value(tmp_path):
+    from servesweep.reports.render import report_inputs
+
+    points = [point(p, c, 100.0 * c) for p in ("fp32", "bf16") for c in (1, 4)]
+    tput, quality, other = (_sweep_dir(tmp_path / n, points) for n in ("tput", "quality", "other"))
+    write_report(tput, quality)
+    assert report_inputs(tput, None, [other]) == (quality, [other])  # --measured keeps --quality-from
+    assert report_inputs(tput, other, []) == (other, [])
+    assert report_inputs(tput, None, []) == (quality, [])
 
 
 def test_quality_from_the_sweep_itself_is_the_same_sweep(tmp_path, monkeypatch):
