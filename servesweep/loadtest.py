@@ -91,7 +91,7 @@ def set_aside_previous_run(out: Path) -> Path | None:
     return dest
 
 
-async def _pick_tokenizer(
+async def pick_tokenizer(
     session: aiohttp.ClientSession, config: LoadTestConfig, target: TargetInfo
 ) -> TokenizerLike | None:
     for candidate in (config.tokenizer_dir, target.root):
@@ -137,7 +137,7 @@ async def run_load_test(
     started = dt.datetime.now(dt.timezone.utc)
     async with aiohttp.ClientSession() as probe_session:
         target = await probe_target(probe_session, config.base_url, config.model)
-        tokenizer = await _pick_tokenizer(probe_session, config, target)
+        tokenizer = await pick_tokenizer(probe_session, config, target)
         writer: RecordWriter | None = None
         runner: LoadRunner | WorkerPool
         trace = read_trace(config.trace_file, config.trace_format, config.trace_speed) if config.trace_file else None

@@ -51,7 +51,7 @@ from servesweep.loadgen.runner import LoadRunner
 from servesweep.loadgen.stats import summarize
 from servesweep.loadgen.target import probe_target
 from servesweep.loadgen.workload import Workload
-from servesweep.loadtest import LoadTestConfig, _pick_tokenizer
+from servesweep.loadtest import LoadTestConfig, pick_tokenizer
 from servesweep.quality.gate.measure import GateMeasurementError, Measurement, measure
 from servesweep.quality.gate.spec import GateSpec, GateSpecError
 from servesweep.quality.gate.verdict import GateResult, error_result, judge
@@ -191,7 +191,7 @@ async def measure_under_load(
         target = await probe_target(session, base_url, model)
         config = LoadTestConfig(base_url=target.base_url, model=target.model, levels=[level], workload=workload,
                                 out_dir=records_path.parent, tokenizer_dir=tokenizer_dir)
-        tokenizer = await _pick_tokenizer(session, config, target)
+        tokenizer = await pick_tokenizer(session, config, target)
         writer = _LoadRecords(records_path)
         runner = LoadRunner(target.base_url, target.model, workload, [level], writer, tokenizer, show_progress=False)
 
