@@ -70,12 +70,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory, tiny_model_dir):
-    """One real CPU vLLM server for the whole test session."""
+def textless_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama whose config has Llama-3's 128,256 ids and whose tokenizer covers 4,096 of them:
+    dummy weights sample ids from the whole range, so most generated tokens decode to no text, as
+    with a tokenizer that does not match its model."""
+    from servesweep.models.tiny import TinyModelShape, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "textless-llama", TinyModelShape(vocab_size=128256),
+                            fill_vocabulary=False)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory, textless_model_dir):
+    """One real CPU vLLM server for the whole test session, serving the model whose tokens are
+    mostly without text (every timing test then also checks that textless tokens are counted)."""
     pytest.importorskip("vllm", reason="the CPU vLLM extra is not installed")
     from servesweep.backends.vllm import VllmConfig as VllmServerConfig, launch_vllm
 
-    config = VllmServerConfig(model=str(tiny_model_dir), served_model_name="tiny", precision="bf16",
+    config = VllmServerConfig(model=str(textless_model_dir), served_model_name="tiny", precision="bf16",
                               load_format="dummy", max_model_len=1024)
     server = launch_vllm(config, tmp_path_factory.mktemp("vllm-shared"))
     yield server

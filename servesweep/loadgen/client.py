@@ -26,13 +26,19 @@ from servesweep.loadgen.workload import PromptItem, Workload
 _clock = time.perf_counter
 
 
+# The usage of the whole stream at its end, and beside every chunk (vLLM, SGLang and TensorRT-LLM
+# accept continuous_usage_stats): the per-chunk counts say how many tokens each chunk carries,
+# which the exchange uses when a server sends them (servesweep.loadgen.exchange).
+STREAM_OPTIONS = {"include_usage": True, "continuous_usage_stats": True}
+
+
 def build_payload(model: str, item: PromptItem, workload: Workload) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": model, "max_tokens": item.output_len, "stream": workload.stream}
     if workload.ignore_eos:
         # vLLM and TensorRT-LLM honour ignore_eos, pinning the output length to max_tokens.
         payload["ignore_eos"] = True
     if workload.stream:
-        payload["stream_options"] = {"include_usage": True}
+        payload["stream_options"] = STREAM_OPTIONS
     if workload.endpoint == "chat":
         messages = [{"role": "user", "content": item.text}]
         if item.system:

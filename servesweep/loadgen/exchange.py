@@ -4,16 +4,26 @@ Transport-free: the asyncio client (servesweep.loadgen.client) and the Locust us
 (servesweep.locust) feed the same `Exchange`, so TTFT, ITL, TPOT and e2e are defined once.
 This is the hot path: per streamed chunk it splits SSE events and decodes one small JSON object.
 
-Which chunks are token arrivals (they set TTFT, every ITL gap, and the chunk count):
-  - a chunk whose first choice carries generated output: a non-empty `text` (completions), or a
-    delta with non-empty `content`, `reasoning_content`/`reasoning` or `tool_calls` (chat);
-  - after the first token and before the finish, a chunk with an empty-string `text`/`content`:
-    vLLM sends one chunk per generated token, and a token whose text is empty (a special token
-    skipped in detokenization, the first half of a multi-byte character) was still generated;
-    counting it keeps the chunk count equal to usage's completion_tokens.
-Not arrivals: role headers, `delta: {}`, `content: null`, an empty chunk before the first token
-(servers send those while the prompt is still being processed: counting one made TTFT 0.5 ms
-where the server took 200 ms) and an empty chunk that only carries the `finish_reason`.
+Which chunks are token arrivals (they set TTFT, every ITL gap, and the chunk count). TTFT is the
+time to the first generated token, as the server's own histogram and `vllm bench serve` define it,
+whether or not that token has visible text. Two rules, chosen per chunk:
+  - "usage_per_chunk": the chunk carries `usage` beside its choices (vLLM with
+    `stream_options.continuous_usage_stats`, which servesweep asks for). The growth of
+    `completion_tokens` is the number of tokens the chunk carries; a chunk that adds none (chat's
+    role header, keep-alives) is not an arrival.
+  - "chunks", where the server does not say: a completions chunk whose first choice has a string
+    `text`, even "" (vLLM sends one chunk per token, and a token can decode to nothing: a special
+    token, half of a UTF-8 character, an id the tokenizer does not cover); a chat delta with a string
+    `content` (even "") that is not the role header, or with reasoning or tool-call output. Not
+    arrivals: role headers, `delta: {}`, `content: null`. When the stream's final `usage` counts
+    fewer tokens than such chunks, the surplus is taken off where non-token chunks sit: an empty
+    last chunk that carries only the finish_reason, then empty chunks before the first text (some
+    servers send those while the prompt is still being processed). A stream with no usage at all
+    loses both kinds: nothing says they were tokens, and servers that send no usage use them as
+    keep-alives and finish markers.
+The time to the first chunk with visible text is kept apart as `first_text_s` (with many
+textless tokens it lies far behind TTFT), and `tokens_without_text` counts the tokens whose chunk
+had none, so a level whose text is mostly invisible shows it.
 
 A stream event that is not what the OpenAI protocol allows (`null`, a list, a choice that is not
 an object, `usage` that is not an object of integers) makes the request a stream_error that
@@ -30,6 +40,8 @@ import orjson
 from servesweep.loadgen.records import (
     ERROR_HTTP,
     ERROR_STREAM,
+    TIMING_CHUNKS,
+    TIMING_USAGE_PER_CHUNK,
     TOKENS_FROM_CHUNKS,
     TOKENS_FROM_USAGE,
     RequestRecord,
@@ -38,6 +50,8 @@ from servesweep.loadgen.sse import DONE, SSEParser
 
 # Delta fields that carry generated tokens without being the answer's text (reasoning models, tools).
 _OTHER_OUTPUT = ("reasoning_content", "reasoning", "tool_calls")
+# What _choice_text returns for such a delta: visible output that is not the answer's text.
+_OTHER = "<other output>"
 
 
 def _message_text(obj: dict[str, Any]) -> str | None:
@@ -87,7 +101,8 @@ def _quote(data: bytes) -> str:
 class Exchange:
     """Fills one RequestRecord from a response as its bytes arrive (times relative to t0)."""
 
-    __slots__ = ("record", "t0", "stream", "pieces", "parser", "body", "done", "arrivals", "reason")
+    __slots__ = ("record", "t0", "stream", "pieces", "parser", "body", "done", "arrivals", "reason",
+                 "usage_tokens", "leading_empty", "last_empty_finish")
 
     def __init__(self, record: RequestRecord, t0: float, stream: bool, keep_text: bool) -> None:
         self.record, self.t0, self.stream = record, t0, stream
@@ -97,6 +112,9 @@ class Exchange:
         self.done = False
         self.arrivals = record.chunk_arrivals_s
         self.reason = ""
+        self.usage_tokens = 0  # completion_tokens of the last per-chunk usage
+        self.leading_empty = 0  # token chunks without text before the first one with text
+        self.last_empty_finish = False  # the last token chunk was empty and carried the finish_reason
 
     def on_sent(self, now: float) -> None:
         self.record.wire_s = now - self.t0
@@ -132,61 +150,74 @@ class Exchange:
             choices = obj.get("choices")
         except AttributeError:
             return self._malformed(data, "not a JSON object")
-        if choices:
-            try:
-                first = choices[0]
-                text = first.get("text")
-            except (AttributeError, KeyError, TypeError):
-                return self._malformed(data, "'choices' is not a list of objects")
-            if not (text and text.__class__ is str):  # anything but a completions token
-                text = self._choice_text(first, data)
-            if text is not None:
-                arrivals = self.arrivals
-                if not arrivals:
-                    record.first_token_s = now
-                arrivals.append(now)
-                if self.pieces is not None:
-                    self.pieces.append(text)
-        else:
-            message = _error_text(obj)
-            if message is not None:
-                self._fail(message)
         usage = obj.get("usage")
+        counts = None
         if usage:
             counts = _usage_counts(usage)
             if counts is None:
                 return self._malformed(data, "'usage' is not an object of integers")
             record.prompt_tokens, record.completion_tokens = counts
             record.completion_tokens_source = TOKENS_FROM_USAGE
+        if choices:
+            try:
+                first = choices[0]
+                text = first.get("text")
+            except (AttributeError, KeyError, TypeError):
+                return self._malformed(data, "'choices' is not a list of objects")
+            if text.__class__ is str:
+                tokens = 1
+            else:
+                text = self._choice_text(first, data)
+                tokens = 0 if text is None else 1
+            if counts is not None and counts[1] is not None:
+                # Per-chunk usage: the server says how many tokens this chunk carries.
+                tokens = counts[1] - self.usage_tokens
+                self.usage_tokens = counts[1]
+                record.token_timing = TIMING_USAGE_PER_CHUNK
+            if tokens > 0:
+                arrivals = self.arrivals
+                if not arrivals:
+                    record.first_token_s = now
+                arrivals.append(now)
+                if text:
+                    if record.first_text_s is None:
+                        record.first_text_s = now
+                    self.last_empty_finish = False
+                    if self.pieces is not None and text is not _OTHER:
+                        self.pieces.append(text)
+                else:
+                    record.tokens_without_text += tokens
+                    if record.first_text_s is None:
+                        self.leading_empty += 1
+                    self.last_empty_finish = first.get("finish_reason") is not None
+        else:
+            message = _error_text(obj)
+            if message is not None:
+                self._fail(message)
 
     def _choice_text(self, choice: dict[str, Any], data: bytes) -> str | None:
-        """The text of a chunk's choice that is a token arrival (see the module docstring), None for
-        one that is not (or is malformed: then recorded)."""
-        text = choice.get("text")
-        if text is None:
-            delta = choice.get("delta")
-            if delta is None:
-                delta = choice.get("message")  # a whole message in one chunk
-                if delta is None:
-                    return None
-            if delta.__class__ is not dict:
-                return self._malformed(data, "a delta that is not an object")
-            text = delta.get("content")
-            if text.__class__ is not str and text is not None:
-                return self._malformed(data, "a content that is not a string")
-            if text:
-                return text
-            for key in _OTHER_OUTPUT:
-                if delta.get(key):
-                    return ""
-            if text is None or "role" in delta:
-                return None
-        elif text.__class__ is not str:
+        """The text of a chat choice that is a token arrival under the "chunks" rule ("" for a token
+        without visible text), None for one that is not (or is malformed: then recorded)."""
+        if choice.get("text") is not None:
             return self._malformed(data, "a text that is not a string")
-        # An empty text or content: a token only between the first one and the finish.
-        if self.arrivals and choice.get("finish_reason") is None:
-            return ""
-        return None
+        delta = choice.get("delta")
+        if delta is None:
+            delta = choice.get("message")  # a whole message in one chunk
+            if delta is None:
+                return None
+        if delta.__class__ is not dict:
+            return self._malformed(data, "a delta that is not an object")
+        text = delta.get("content")
+        if text.__class__ is not str and text is not None:
+            return self._malformed(data, "a content that is not a string")
+        if text:
+            return text
+        for key in _OTHER_OUTPUT:
+            if delta.get(key):
+                return _OTHER
+        if text is None or "role" in delta:
+            return None
+        return ""
 
     def on_complete(self, now: float) -> None:
         record = self.record
@@ -223,7 +254,7 @@ class Exchange:
             if record.completion_tokens is not None:
                 record.completion_tokens_source = TOKENS_FROM_USAGE
             # Without streaming, the whole answer arrives at once: TTFT is the e2e latency.
-            record.first_token_s = now
+            record.first_token_s = record.first_text_s = now
             if self.pieces is not None:
                 record.output_text = _message_text(obj)
             return
@@ -235,7 +266,31 @@ class Exchange:
         if record.error_kind is None and not self.done:
             record.error_kind = ERROR_STREAM
             record.error_message = "stream ended without 'data: [DONE]'"
+        if record.token_timing is None:
+            record.token_timing = TIMING_CHUNKS
+            self._drop_surplus_chunks()
+        if self.arrivals:
+            record.first_token_s = self.arrivals[0]
         if record.error_kind is None and record.completion_tokens is None:
             # No usage in the stream: count what arrived (see TOKENS_FROM_CHUNKS).
             record.completion_tokens = len(self.arrivals)
             record.completion_tokens_source = TOKENS_FROM_CHUNKS
+
+    def _drop_surplus_chunks(self) -> None:
+        """Under the "chunks" rule, take off the empty chunks that the final usage says were no
+        tokens: first an empty finish-only last chunk, then empty chunks before the first text."""
+        record, arrivals = self.record, self.arrivals
+        if record.completion_tokens is None:
+            # No usage at all: nothing says whether they were tokens. Servers that send no usage
+            # send such chunks as keep-alives and finish markers (the OpenAI protocol's habit).
+            surplus = len(arrivals)
+        else:
+            surplus = len(arrivals) - record.completion_tokens
+        if surplus > 0 and self.last_empty_finish:
+            arrivals.pop()
+            record.tokens_without_text -= 1
+            surplus -= 1
+        drop = min(surplus, self.leading_empty)
+        if drop > 0:
+            del arrivals[:drop]
+            record.tokens_without_text -= drop

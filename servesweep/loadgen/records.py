@@ -29,6 +29,11 @@ ERROR_CANCELLED = "cancelled"  # stopped by Ctrl-C / SIGTERM / end of a duration
 TOKENS_FROM_USAGE = "usage"
 TOKENS_FROM_CHUNKS = "chunks"
 
+# Which rule found the token-bearing chunks of a stream (servesweep.loadgen.exchange): the server's
+# per-chunk usage, or the per-endpoint chunk rule.
+TIMING_USAGE_PER_CHUNK = "usage_per_chunk"
+TIMING_CHUNKS = "chunks"
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -43,13 +48,16 @@ class RequestRecord:
     # client spent before that (connecting, or its event loop busy with other streams) is not
     # the server's, and is reported on its own as `client_send_delay_ms`.
     wire_s: float | None = None
-    first_token_s: float | None = None
+    first_token_s: float | None = None  # the first generated token, with or without text
+    first_text_s: float | None = None  # the first chunk with visible text
     end_s: float | None = None
     # Arrival time of every content-bearing chunk, so ITL is every gap rather than an average.
     chunk_arrivals_s: list[float] = field(default_factory=list)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     completion_tokens_source: str | None = None  # TOKENS_FROM_USAGE | TOKENS_FROM_CHUNKS | None
+    token_timing: str | None = None  # TIMING_USAGE_PER_CHUNK | TIMING_CHUNKS; None: not streamed
+    tokens_without_text: int = 0  # generated tokens whose chunk carried no visible text
     http_status: int | None = None
     error_kind: str | None = None
     error_message: str | None = None
@@ -72,6 +80,15 @@ class RequestRecord:
         if self.first_token_s is None or start is None:
             return None
         return (self.first_token_s - start) * 1000.0
+
+    @property
+    def first_text_ms(self) -> float | None:
+        """Time to the first visible text: TTFT's old meaning, which lies far behind the first
+        token when tokens decode to nothing (see servesweep.loadgen.exchange)."""
+        start = self.start_s
+        if self.first_text_s is None or start is None:
+            return None
+        return (self.first_text_s - start) * 1000.0
 
     @property
     def e2e_ms(self) -> float | None:
@@ -102,6 +119,7 @@ class RequestRecord:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["ttft_ms"] = self.ttft_ms
+        data["first_text_ms"] = self.first_text_ms
         data["e2e_ms"] = self.e2e_ms
         data["tpot_ms"] = self.tpot_ms
         data["itl_ms"] = self.itl_ms

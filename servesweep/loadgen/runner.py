@@ -33,7 +33,7 @@ import numpy as np
 
 from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
-from servesweep.loadgen.client import build_payload, endpoint_path, send_request
+from servesweep.loadgen.client import STREAM_OPTIONS, build_payload, endpoint_path, send_request
 from servesweep.loadgen.http import HttpPool
 from servesweep.loadgen.records import (
     ERROR_CANCELLED,
@@ -326,7 +326,7 @@ class LoadRunner:
             if workload.ignore_eos:
                 payload["ignore_eos"] = True
             if workload.stream:
-                payload["stream_options"] = {"include_usage": True}
+                payload["stream_options"] = STREAM_OPTIONS
             # The answer is the next turn's history, so its text is kept whatever --keep-text says.
             await self._one(pool, record, payload, done, progress, path=path, keep_text=True)
             return record

@@ -7,6 +7,12 @@ start-up time. Goodput counts requests meeting every given SLO, per second of th
 `token_count_source` counts, over the completed measured requests, where their output token
 count came from: "usage" (the server's), "chunks" (a stream without usage: one token per content
 chunk) or "missing" (no count: they add nothing to output throughput and have no TPOT).
+`token_timing` counts the streamed requests by the rule that found their token-bearing chunks
+("usage_per_chunk" or "chunks", see servesweep.loadgen.exchange). `ttft_ms` is the time to the
+first generated token; `first_text_ms`, the time to the first visible text, is kept apart: the two
+differ when tokens decode to no text (`tokens_without_text`, and its share of all output tokens).
+`itl_per_token_ms` is the stream's decode time spread over its tokens after the first, the figure
+TPOT must match (the timing check compares them).
 `warnings` holds one line for each way the numbers are less exact than they look.
 """
 
@@ -85,12 +91,14 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
         "total_prompt_tokens": prompt_tokens,
         "total_output_tokens": output_tokens,
         "ttft_ms": distribution(r.ttft_ms for r in ok if r.ttft_ms is not None),
+        "first_text_ms": distribution(r.first_text_ms for r in ok if r.first_text_ms is not None),
         "itl_ms": distribution(itl),
         # Chunks read together share one arrival time (see loadgen/http.py): the share of gaps that
         # read exactly 0 says how much of the ITL distribution the client could not resolve.
         "itl_zero_gap_fraction": (sum(1 for g in itl if g == 0.0) / len(itl)) if itl else None,
         "tpot_ms": distribution(r.tpot_ms for r in ok if r.tpot_ms is not None),
         "e2e_ms": distribution(r.e2e_ms for r in ok if r.e2e_ms is not None),
+        "itl_per_token_ms": _itl_per_token(ok),
         # How long requests waited inside the client before reaching the socket: near zero unless
         # the load generator's core is saturated (then add --workers).
         "client_send_delay_ms": distribution(r.client_send_delay_ms for r in measured
@@ -116,6 +124,10 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
     sources = Counter(r.completion_tokens_source or ("missing" if r.completion_tokens is None else "usage")
                       for r in ok)
     summary["token_count_source"] = dict(sources)
+    summary["token_timing"] = dict(Counter(r.token_timing for r in ok if r.token_timing is not None))
+    without_text = sum(r.tokens_without_text for r in ok)
+    summary["tokens_without_text"] = without_text
+    summary["tokens_without_text_fraction"] = without_text / output_tokens if output_tokens else None
     summary["warnings"] = _token_warnings(sources, len(ok))
     turns = sorted({r.turn for r in ok if r.turn is not None})
     if turns:
@@ -131,6 +143,19 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
             "fraction_good": good / len(measured) if measured else 0.0,
         }
     return summary
+
+
+def _itl_per_token(ok: list[RequestRecord]) -> float | None:
+    """Mean decode time per token after the first, over the streamed requests with two or more
+    tokens: sum of (last chunk - first chunk) over sum of (tokens - 1). It equals the mean ITL when
+    every chunk is one token, and stays per token when chunks carry several."""
+    span = tokens = 0.0
+    for r in ok:
+        arrivals, n = r.chunk_arrivals_s, r.completion_tokens
+        if len(arrivals) >= 2 and n and n >= 2:
+            span += arrivals[-1] - arrivals[0]
+            tokens += n - 1
+    return span / tokens * 1000.0 if tokens else None
 
 
 def _token_warnings(sources: Counter, n_ok: int) -> list[str]:

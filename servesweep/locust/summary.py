@@ -70,9 +70,9 @@ def _levels(records: list[RequestRecord], config: LocustRunConfig, telemetry: An
         entry.update(summarize(recs, config.slo))
         if telemetry is not None:
             entry["telemetry"] = telemetry.window_stats(entry["start_s"], entry["end_s"])
-            check = cross_check(entry, entry["telemetry"])
-            if check is not None:
-                entry["timing_check"] = check
+        check = cross_check(entry, entry.get("telemetry"))
+        if check is not None:
+            entry["timing_check"] = check
         levels.append(entry)
     return levels
 

@@ -4,6 +4,14 @@ No model can be downloaded here, so the built-in target serves a directory made 
 a Llama `config.json`, a byte-level BPE tokenizer trained locally on the Python standard
 library's sources, and no weights (vLLM fills them with `--load-format dummy`). The result is
 cached: building it is deterministic for a given shape, and a second call reuses it.
+
+The tokenizer covers the model's whole vocabulary. A real model's shape (Llama-3-8B: 128,256
+ids) is far larger than what a few MB of text can train, and dummy weights sample ids from the
+whole range: before 2026-12, ids past the trained 4,099 decoded to empty text, so 97 % of the
+streamed tokens carried no text, unlike any real model (and servesweep, which then timed TTFT at
+the first visible text, read it 1.8-2.7x too high on the H200). The ids past the trained ones
+now decode to short words of their own (" v4100", ...): entries of the BPE vocabulary that no
+merge produces, so prompts still tokenize with the trained merges alone.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ class TinyModelShape:
     intermediate_size: int = 688
     vocab_size: int = 4096
     max_position_embeddings: int = 2048
-    tokenizer_vocab_size: int = 4096  # may be smaller than the model's vocabulary
+    tokenizer_vocab_size: int = 4096  # trained ids; build_tiny_model fills the rest (see above)
 
     @property
     def head_dim(self) -> int:
@@ -91,6 +99,23 @@ def train_tokenizer(vocab_size: int, files: list[str] | None = None) -> Tokenize
     return tokenizer
 
 
+FILL_PREFIX = "\u0120v"  # byte-level BPE's form of " v": filler ids decode to " v<id>"
+
+
+def cover_vocabulary(tokenizer: Tokenizer, vocab_size: int) -> Tokenizer:
+    """`tokenizer` with its BPE vocabulary grown to `vocab_size` ids, each new id decoding to a
+    word of its own. No merge yields the new entries, so encoding is unchanged."""
+    data = json.loads(tokenizer.to_str())
+    vocab: dict[str, int] = data["model"]["vocab"]
+    taken = set(vocab.values()) | {t["id"] for t in data.get("added_tokens", [])}
+    for i in range(vocab_size):
+        if i not in taken:
+            word = f"{FILL_PREFIX}{i}"
+            assert word not in vocab, word
+            vocab[word] = i
+    return Tokenizer.from_str(json.dumps(data))
+
+
 def save_tokenizer(tokenizer: Tokenizer, out: Path, max_len: int) -> None:
     try:
         from transformers import PreTrainedTokenizerFast
@@ -141,22 +166,37 @@ def llama_config(shape: TinyModelShape, bos_id: int, eos_id: int, torch_dtype: s
     }
 
 
-def build_tiny_model(out_dir: Path | None = None, shape: TinyModelShape | None = None) -> Path:
-    """Create (or reuse) a tiny Llama model directory and return its path."""
+# Bumped when a build of the same shape changes (2: the vocabulary fill), so cached directories
+# made by an older servesweep are rebuilt.
+BUILD_VERSION = 2
+
+
+def _marker(shape: TinyModelShape, fill: bool) -> dict:
+    return asdict(shape) | {"build": BUILD_VERSION, "fill_vocabulary": fill}
+
+
+def build_tiny_model(out_dir: Path | None = None, shape: TinyModelShape | None = None,
+                     fill_vocabulary: bool = True) -> Path:
+    """Create (or reuse) a tiny Llama model directory and return its path.
+
+    `fill_vocabulary=False` leaves the ids past the trained ones without text, as a tokenizer that
+    does not cover its model's vocabulary streams (the tests build such a model on purpose)."""
     shape = shape or TinyModelShape()
     out = Path(out_dir) if out_dir else default_cache_dir() / "tiny-llama"
     marker = out / "servesweep-shape.json"
-    if marker.exists() and json.loads(marker.read_text()) == asdict(shape):
+    if marker.exists() and json.loads(marker.read_text()) == _marker(shape, fill_vocabulary):
         return out
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(min(shape.tokenizer_vocab_size, shape.vocab_size))
+    if fill_vocabulary and tokenizer.get_vocab_size() < shape.vocab_size:
+        tokenizer = cover_vocabulary(tokenizer, shape.vocab_size)
     save_tokenizer(tokenizer, out, shape.max_position_embeddings)
     config = llama_config(shape, tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]})
     )
-    marker.write_text(json.dumps(asdict(shape)))
+    marker.write_text(json.dumps(_marker(shape, fill_vocabulary)))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -17,6 +18,10 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     table = Table(title=title or f"servesweep: {summary['target']['model']} at {summary['target']['url']}")
     columns = ["level", "ok", "failed", "req/s", "out tok/s", "TTFT p50", "TTFT p99",
                "ITL p50", "ITL p99", "TPOT p50", "E2E p50", "E2E p99"]
+    # The time to first visible text, where it is not TTFT: some tokens came without text.
+    has_text = any(lv.get("tokens_without_text") for lv in summary["levels"])
+    if has_text:
+        columns.insert(columns.index("TTFT p99") + 1, "1st text p50")
     has_goodput = any("goodput" in lv for lv in summary["levels"])
     has_batch = any(lv.get("telemetry", {}).get("running_batch_mean") is not None for lv in summary["levels"])
     has_check = any(lv.get("timing_check") for lv in summary["levels"])
@@ -34,6 +39,7 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
             lv["label"], str(lv["completed"]), str(lv["failed"]),
             f"{lv['request_throughput']:.2f}", f"{lv['output_token_throughput']:,.0f}",
             _ms(lv["ttft_ms"], "p50"), _ms(lv["ttft_ms"], "p99"),
+            *([_ms(lv.get("first_text_ms") or {}, "p50")] if has_text else []),
             _ms(lv["itl_ms"], "p50"), _ms(lv["itl_ms"], "p99"),
             _ms(lv["tpot_ms"], "p50"), _ms(lv["e2e_ms"], "p50"), _ms(lv["e2e_ms"], "p99"),
         ]
@@ -51,7 +57,9 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
                     _ms(check, "ttft_offset_ms"),
                     "-" if not check else ("[red]SUSPECT[/red]" if check.get("suspect") else "agrees")]
         table.add_row(*row)
-    table.caption = "latencies in ms; ITL is every gap between streamed chunks"
+    table.caption = ("latencies in ms; TTFT is the first generated token, with or without text"
+                     + ("; 1st text is the first visible text" if has_text else "")
+                     + "; ITL is every gap between streamed token chunks")
     return table
 
 
@@ -76,12 +84,16 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, notes
         notes.print(f"[red]{count} x {kind}[/red]: {example}")
     if summary.get("abort_reason"):
         notes.print(f"[yellow]run stopped early: {summary['abort_reason']}[/yellow]")
+    without = summary.get("tokens_without_text")
+    if without:
+        rules = ", ".join(f"{n} by {rule}" for rule, n in (summary.get("token_timing") or {}).items())
+        notes.print(f"{without:,} of {summary.get('total_output_tokens', 0):,} output tokens arrived without visible "
+                    f"text; TTFT counts them (streams timed: {rules or 'none'})", soft_wrap=True)
     for line in summary.get("warnings") or []:
         notes.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
     for lv in summary.get("levels", []):
         for reason in (lv.get("timing_check") or {}).get("reasons", []):
-            notes.print(f"[yellow]level {lv['label']}: timing suspect: {reason} (client and server disagree: a "
-                        "client short of CPU, or a clock problem)[/yellow]", soft_wrap=True)
+            notes.print(f"[yellow]level {lv['label']}: timing suspect: {escape(reason)}[/yellow]", soft_wrap=True)
     split = summary.get("cpu_split")
     if split:
         notes.print(f"CPU split: {split['note']}", soft_wrap=True)

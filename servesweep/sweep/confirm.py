@@ -132,7 +132,8 @@ class Confirmation:
                     raise SweepInterrupted()
                 status = "failed" if server.poll_failure() else "ok"
                 observed.append(Observation.from_point(
-                    {"status": status, "summary": summary, "telemetry": summary.get("telemetry")}, percentile))
+                    {"status": status, "summary": summary, "telemetry": summary.get("telemetry"),
+                     "timing_check": (summary.get("levels") or [{}])[0].get("timing_check")}, percentile))
                 if status == "failed":
                     observed.append(Observation(output_tok_s=0.0, failed=1, percentile=percentile))
                     break

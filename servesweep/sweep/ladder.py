@@ -69,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from servesweep.loadgen.stats import SLO
 from servesweep.reports.analysis import KNEE_THRESHOLD, MARGIN_BAND, find_knee
-from servesweep.sweep.observation import Observation, slo_breaches
+from servesweep.sweep.observation import Observation, slo_breaches, suspect_notes
 
 # Stop reasons (stable: they are written to results files).
 STOP_KNEE = "knee"
@@ -212,6 +212,7 @@ class ConcurrencyLadder(_Search):
         if breaches:
             limits.append(STOP_SLO)
             detail.extend(breaches)
+        detail.extend(suspect_notes(obs, self.slo))
         return limits, detail
 
     def record(self, concurrency: int, obs: Observation) -> None:
@@ -324,6 +325,7 @@ class RateSearch(_Search):
         if breaches:
             limits.append(STOP_SLO)
             detail.extend(breaches)
+        detail.extend(suspect_notes(obs, self.slo))
         frac = self.config.min_goodput_frac
         if frac is not None and (obs.request_goodput is None or obs.request_goodput < frac * rate):
             limits.append(STOP_GOODPUT)

@@ -16,6 +16,8 @@ Fields:
   running_batch_mean, waiting_peak
                      the server's evidence for open-loop levels (vLLM num_requests_running mean,
                      num_requests_waiting peak); recorded, not judged
+  timing_suspect     the reasons the level's timing cross-check gave (servesweep.crosscheck); an
+                     SLO verdict on such a level is taken, and says so (`suspect_notes`)
 
 OOM margin follows backends/telemetry.py: (1 - kv_peak_frac) x 100, and 0 once the server
 preempted, whatever the gauge says afterwards.
@@ -45,6 +47,7 @@ class Observation:
     kv_peak_frac: float | None = None
     running_batch_mean: float | None = None
     waiting_peak: float | None = None
+    timing_suspect: tuple[str, ...] = ()
 
     @property
     def oom_margin_pct(self) -> float | None:
@@ -82,6 +85,7 @@ class Observation:
             kv_peak_frac=t.get("kv_cache_peak_frac"),
             running_batch_mean=t.get("running_batch_mean"),
             waiting_peak=t.get("waiting_peak"),
+            timing_suspect=tuple((point.get("timing_check") or {}).get("reasons") or ()),
         )
 
 
@@ -104,3 +108,11 @@ def slo_breaches(obs: Observation, slo: SLO | None) -> list[str]:
         elif value > limit:
             out.append(f"{metric} p{obs.percentile} {value:.1f} > {limit:g}")
     return out
+
+
+def suspect_notes(obs: Observation, slo: SLO | None) -> list[str]:
+    """A line saying an SLO verdict rests on a level whose timing the cross-check doubts; empty
+    when there is no SLO or nothing to doubt."""
+    if slo is None or slo.is_empty() or not obs.timing_suspect:
+        return []
+    return ["SLO verdict on a level whose timing is suspect: " + "; ".join(obs.timing_suspect)]

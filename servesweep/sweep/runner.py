@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rich.console import Console
+from rich.markup import escape
 
 from servesweep.backends import LaunchedServer, ServerConfig, launch
 from servesweep.errors import ConfigError, MeasurementError, ServerStartError, TargetError, UnsupportedConfig
@@ -385,6 +386,8 @@ class SweepRunner:
             "server": {k: summary["server"].get(k) for k in ("backend", "version", "startup_s", "kv_pool_tokens",
                                                              "kv_pool_bytes", "kv_pool", "command", "gpus", "knobs")},
             "dir": str(level_dir.relative_to(self.out)),
+            # The level's timing cross-check: a suspect one is named in every SLO verdict taken on it.
+            "timing_check": (summary.get("levels") or [{}])[0].get("timing_check"),
         }
         died = server.poll_failure()
         if summary.get("interrupted"):
@@ -395,4 +398,7 @@ class SweepRunner:
         self.console.print(f"  {level.label}: {summary['completed']} ok, {summary['failed']} failed, "
                            f"{tput:,.0f} output tok/s, TTFT p50 {summary['ttft_ms']['p50'] or 0:.1f} ms"
                            + (f" [red]{point['status']}: {point.get('cause', '')}[/red]" if point["status"] != "ok" else ""))
+        for reason in (point["timing_check"] or {}).get("reasons", []):
+            self.console.print(f"  [yellow]{level.label}: timing suspect, SLO verdicts on it say so: "
+                               f"{escape(reason)}[/yellow]", soft_wrap=True)
         return point

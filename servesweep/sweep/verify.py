@@ -49,7 +49,7 @@ from servesweep.loadgen.lengths import LengthSpec
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.reports.analysis import MARGIN_BAND
-from servesweep.sweep.observation import Observation, slo_breaches
+from servesweep.sweep.observation import Observation, slo_breaches, suspect_notes
 
 STRESS_QUANTILE = 0.99
 STRESS_BURSTINESS = 0.5
@@ -200,7 +200,8 @@ def judge(traffic: Observation, stress: Observation, slo: SLO | None,
     breaches = slo_breaches(traffic, slo)
     if slo is not None and not slo.is_empty():
         checks.append(Check(run="traffic", check="slo", ok=not breaches,
-                            detail="; ".join(breaches) if breaches else f"SLO p{traffic.percentile} met"))
+                            detail="; ".join([*(breaches or [f"SLO p{traffic.percentile} met"]),
+                                              *suspect_notes(traffic, slo)])))
     checks += _memory_checks("stress", stress, band, upper=True)
     reasons = [f"{c.run}: {c.detail}" for c in checks if not c.ok]
     return Judgement(passed=not reasons, reasons=reasons, checks=checks)

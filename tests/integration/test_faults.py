@@ -95,10 +95,15 @@ def test_reasoning_and_tool_call_deltas_are_tokens_role_headers_are_not():
     content = '{"choices":[{"delta":{"content":"x"}}]}'
     finish = '{"choices":[{"delta":{},"finish_reason":"stop"}]}'
     assert _exchange_arrivals(role, reasoning, tool, content, finish) == [1.0, 2.0, 3.0]
-    # An empty text before the first token is not one; after it, it is (vLLM: a token with empty text).
-    assert _exchange_arrivals('{"choices":[{"text":""}]}', '{"choices":[{"text":"a"}]}',
-                              '{"choices":[{"text":""}]}', '{"choices":[{"text":"","finish_reason":"length"}]}'
-                              ) == [1.0, 2.0]
+    # A completions chunk with an empty text is a token (vLLM: one chunk per token, some without
+    # text) unless the stream's usage counts fewer: then the empty finish-only last chunk and the
+    # empty chunks before the first text are the surplus. Without usage, they are never counted.
+    empty, text, finish = ('{"choices":[{"text":""}]}', '{"choices":[{"text":"a"}]}',
+                           '{"choices":[{"text":"","finish_reason":"length"}]}')
+    usage = '{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":%d}}'
+    assert _exchange_arrivals(empty, text, empty, finish, usage % 4) == [0.0, 1.0, 2.0, 3.0]
+    assert _exchange_arrivals(empty, text, empty, finish, usage % 2) == [1.0, 2.0]
+    assert _exchange_arrivals(empty, text, empty, finish) == [1.0, 2.0]
 
 
 # --- streams without usage ---------------------------------------------------------------------
