@@ -13,9 +13,10 @@ Fields:
   failed             requests that ended in an error (a server that died counts as at least one)
   preemptions        preemptions during the window; None when the server reported no metrics
   kv_peak_frac       peak KV-cache usage as a fraction of the pool (0-1); None without metrics
-  running_batch_mean, waiting_peak
-                     the server's evidence for open-loop levels (vLLM num_requests_running mean,
-                     num_requests_waiting peak); recorded, not judged
+  running_batch_mean, running_batch_peak, waiting_peak
+                     the server's evidence for open-loop levels (vLLM num_requests_running mean
+                     and peak, num_requests_waiting peak); recorded, not judged; the verification's
+                     step back reads the running peak of a preempting run (sweep/sizing.py)
 
 OOM margin follows backends/telemetry.py: (1 - kv_peak_frac) x 100, and 0 once the server
 preempted, whatever the gauge says afterwards.
@@ -45,6 +46,7 @@ class Observation:
     kv_peak_frac: float | None = None
     running_batch_mean: float | None = None
     waiting_peak: float | None = None
+    running_batch_peak: float | None = None
 
     @property
     def oom_margin_pct(self) -> float | None:
@@ -82,7 +84,13 @@ class Observation:
             kv_peak_frac=t.get("kv_cache_peak_frac"),
             running_batch_mean=t.get("running_batch_mean"),
             waiting_peak=t.get("waiting_peak"),
+            running_batch_peak=t.get("running_batch_peak"),
         )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Observation":
+        """Back from `to_dict` (a verification attempt stored on disk); unknown keys are dropped."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def slo_breaches(obs: Observation, slo: SLO | None) -> list[str]:
