@@ -154,3 +154,16 @@ def test_no_recommendation_says_why():
     gated = frame([point("fp8", 1, 100)])
     comb = combined_sweep(gated, None, {"fp8": "failed the accuracy gate (x)"})
     assert no_recommendation(gated, comb)["reason"].startswith("every point that met the SLOs within the budget")
+
+
+def test_a_verification_of_another_point_does_not_verify_the_recommendation():
+    from servesweep.reports.analysis import apply_verification
+
+    rec = {"based_on": {"config": "fp8", "level": "c32"}, "oom_margin_pct": 60.0}
+    attempt = {"sizing": {"kv_cache_memory_bytes": 1}, "traffic": {}, "stress": {"oom_margin_pct": 20.0},
+               "passed": True, "reasons": []}
+    apply_verification(rec, {"config": "bf16", "level": "c32", "passed": True, "attempts": [attempt]})
+    assert rec["verified"] is False and "run the sweep again" in rec["verification"]["skipped"]
+    rec = {"based_on": {"config": "fp8", "level": "c32"}, "oom_margin_pct": 60.0}
+    apply_verification(rec, {"config": "fp8", "level": "c32", "passed": True, "attempts": [attempt]})
+    assert rec["verified"] is True and rec["oom_margin_pct"] == 20.0
