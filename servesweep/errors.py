@@ -24,6 +24,10 @@ EXIT_USAGE = 2  # bad input: options, files, target, output directory
 EXIT_SERVER = 3  # the server failed: did not start, died or became unreachable mid-run
 EXIT_ALL_FAILED = 4  # the run finished but not one measured request succeeded
 EXIT_OUTPUT = 5  # results could not be written (disk full, read-only) mid-run
+# sweep/report: the sweep completed but there is no recommendation to deploy (no point met the
+# SLOs within the budget, ...), or the one there is failed its verification run. Distinct from 1
+# (a threshold the user set failed) so that a script tells "nothing to recommend" apart.
+EXIT_NO_RECOMMENDATION = 6
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: what completed is on disk
 
 

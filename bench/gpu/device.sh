@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device call of a GPU validation run: bash bench/gpu/device.sh STEP [STEP ...]
-# H100 (issue 16) by default; the H200 (issue 17): RES=examples/h200-2026-11-23 bash bench/gpu/device.sh ...
+# H100 (issue 16) by default; the H200 (issue 23): RES=examples/h200-2026-12-02 bash bench/gpu/device.sh ...
+# (a RES naming h200 picks bench/gpu/h200-ladder.yaml; SCENARIO=... overrides). DRY=1: print the
+# heavy commands instead of running them (a dry run of the step and time logic without a GPU).
 # Run in the repository root on the lent GPU machine; see bench/gpu/README.md for the call plan.
 #
 # Steps (run in the order given; each one is skipped with a message when the call's time is short):
@@ -9,6 +11,12 @@
 #                   imports (exit 3 if any is missing), build the dummy Llama-3-8B directory
 #   sweep=PRECS     the ladder sweep for these precisions only, e.g. sweep=bf16,fp8 (no verification)
 #   sweep           the whole scenario: any configuration not done yet, then the verification run
+#   verify[=PRECS]  the verification of the recommendation over the ladders done so far (PRECS,
+#                   default bf16,fp8: no new configuration starts); resumes per attempt, and an
+#                   attempt that would not fit the call is not started (servesweep sweep --deadline-s)
+#   fp8proof        bench/gpu/fp8_probe.py on the dummy 8B model (fp8 server logs of the sweep + one
+#                   enforce-eager engine when >= FP8PROOF_MIN_S are left, else the logs only); into
+#                   the sweep folder (fp8-proof/), so it travels with sweep.tar.gz
 #   sbs[=CONCS]     bench/gpu/side_by_side.py on one bf16 server (default concurrencies 16,128,512)
 #   quality         the trained-model sweep (drift + perplexity gate per precision), then the FP8 proof
 #   em              the exact-match gate per precision (fp32 reference recorded first)
@@ -18,10 +26,11 @@
 # (with the RES it ran for), sweep.tar.gz (no records), records.tar.xz, sbs.tar.gz, quality.tar.gz,
 # locust-scale.tar.gz. bench/gpu/fetch.sh unpacks them here, into that RES. Time: CALL_BUDGET_S (default 570) from the start of this script.
 set -uo pipefail
-START=$(date +%s)
 CALL_BUDGET_S=${CALL_BUDGET_S:-570}
 PACK_S=30  # kept for packing at the end
 RES=${RES:-examples/h100-2026-11-23}  # the results folder here, travels with the tree
+case $RES in *h200*) SCENARIO=${SCENARIO:-bench/gpu/h200-ladder.yaml} ;; *) SCENARIO=${SCENARIO:-bench/gpu/h100-ladder.yaml} ;; esac
+DRY=${DRY:-}
 SWEEP=/tmp/h100-sweep
 QSWEEP=/tmp/q-sweep
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1
@@ -29,8 +38,18 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/call.log") 2>&1
 
-left() { echo $(( CALL_BUDGET_S - PACK_S - ($(date +%s) - START) )); }
-say() { echo "[$(( $(date +%s) - START )) s] $*"; }
+now() { if [ -n "${FAKE_NOW_FILE:-}" ]; then cat "$FAKE_NOW_FILE"; else date +%s; fi; }  # dry runs: a fake clock
+START=$(now)
+left() { echo $(( CALL_BUDGET_S - PACK_S - ($(now) - START) )); }
+say() { echo "[$(( $(now) - START )) s] $*"; }
+x() {  # a heavy command; DRY=1 prints it (and advances the fake clock by DRY_COST_S, default 0)
+  if [ -n "$DRY" ]; then
+    say "DRY: $*"
+    [ -n "${FAKE_NOW_FILE:-}" ] && echo $(( $(cat "$FAKE_NOW_FILE") + ${DRY_COST_S:-0} )) > "$FAKE_NOW_FILE"
+    return 0
+  fi
+  "$@"
+}
 
 gpu_cleanup() {
   # A server left behind (its own session: a killed client cannot take it along) would hold the
@@ -46,6 +65,7 @@ gpu_cleanup() {
 }
 
 need_vllm() {
+  [ -n "$DRY" ] && return 0
   if [ ! -f /tmp/site/.ok ]; then
     say "vLLM is not installed on this machine (a fresh machine is bare): stage it again (README.md)"
     return 1
@@ -54,6 +74,7 @@ need_vllm() {
 
 need_dummy() {
   [ -f /tmp/llama3-8b-dummy/config.json ] && return 0
+  [ -n "$DRY" ] && return 0
   python3 -m servesweep.models.tiny --shape llama3-8b --out /tmp/llama3-8b-dummy >/dev/null || return 1
   say "built /tmp/llama3-8b-dummy"
 }
@@ -91,12 +112,12 @@ step_install() {
 step_sweep() {  # $1: comma-separated precisions, or empty for the whole scenario + verification
   need_vllm && need_dummy || return 1
   restore "$RES/sweep" "$SWEEP"
-  local scenario=/tmp/h100-ladder.yaml flags=(--no-report --no-progress)
+  local scenario=/tmp/scenario.yaml flags=(--no-report --no-progress)
   if [ -n "$1" ]; then
-    sed "s/^  precision: \[.*\]/  precision: [${1//,/, }]/" bench/gpu/h100-ladder.yaml > $scenario
+    sed "s/^  precision: \[.*\]/  precision: [${1//,/, }]/" "$SCENARIO" > $scenario
     flags+=(--no-verify)
   else
-    cp bench/gpu/h100-ladder.yaml $scenario
+    cp "$SCENARIO" $scenario
   fi
   grep -n "precision:" $scenario
   local t; t=$(left)
@@ -104,18 +125,72 @@ step_sweep() {  # $1: comma-separated precisions, or empty for the whole scenari
   # and pay its server start again in the next call.
   [ "$t" -gt "${SWEEP_MIN_S:-330}" ] || { say "sweep ${1:-all} not started: only $t s left (next call)"; return 0; }
   say "sweep ${1:-all + verification} for at most $((t - 30)) s"
-  timeout -s INT -k 25 $((t - 30)) python3 -m servesweep sweep $scenario --out $SWEEP "${flags[@]}"
-  say "sweep exit: $?"
+  x timeout -s INT -k 25 $((t - 30)) python3 -m servesweep sweep $scenario --out $SWEEP "${flags[@]}" \
+    --deadline-s $((t - 45))
+  say "sweep exit: $? (0 recommendation, 6 none or its verification failed: see above, 130 cut: resumes)"
+  gpu_cleanup
+}
+
+step_verify() {  # $1: the precisions whose ladders are done (default bf16,fp8)
+  need_vllm && need_dummy || return 1
+  restore "$RES/sweep" "$SWEEP"
+  local precs=${1:-bf16,fp8} scenario=/tmp/scenario-verify.yaml
+  sed "s/^  precision: \[.*\]/  precision: [${precs//,/, }]/" "$SCENARIO" > $scenario
+  if [ -f $SWEEP/verification.json ] && grep -q '"finished": *true' $SWEEP/verification.json \
+     && [ -z "$DRY" ] && python3 - "$SWEEP" <<'PY'
+import sys
+from pathlib import Path
+from servesweep.reports.render import analyse
+from servesweep.results import read_json_file
+out = Path(sys.argv[1]); v = read_json_file(out / "verification.json")
+rec = analyse(out)[1].get("production_recommendation") or {}
+sys.exit(0 if v.get("config") == (rec.get("based_on") or {}).get("config") else 1)
+PY
+  then say "verification done earlier for the current recommendation: skipped"; return 0; fi
+  local t; t=$(left)
+  # An attempt is a server start (70-240 s) + 2 x 30 s + slack; the sweep's --deadline-s refuses an
+  # attempt that the configuration's measured start says would not fit.
+  [ "$t" -gt "${VERIFY_MIN_S:-200}" ] || { say "verification not started: only $t s left (next call)"; return 0; }
+  say "verification over $precs for at most $((t - 30)) s"
+  x timeout -s INT -k 25 $((t - 30)) python3 -m servesweep sweep $scenario --out $SWEEP --no-progress \
+    --deadline-s $((t - 45))
+  say "verify exit: $? (0 verified, 6 no recommendation or verification failed, 130 not finished: resumes)"
+  gpu_cleanup
+}
+
+step_fp8proof() {
+  need_vllm && need_dummy || return 1
+  restore "$RES/sweep" "$SWEEP"
+  [ -f $SWEEP/fp8-proof/fp8_proof.json ] && grep -q '"engine"' $SWEEP/fp8-proof/fp8_proof.json \
+    && { say "fp8 proof done earlier: skipped"; return 0; }
+  local logs=() f t; t=$(left)
+  for f in $SWEEP/configs/fp8*/server*.log; do [ -f "$f" ] && logs+=(--log "$f"); done
+  [ "$t" -gt 30 ] || { say "fp8 proof skipped: only $t s left"; return 0; }
+  if [ "$t" -gt "${FP8PROOF_MIN_S:-150}" ]; then  # one enforce-eager engine, no compile: ~1-2 min
+    x timeout -s INT -k 10 $((t - 10)) python3 bench/gpu/fp8_probe.py --model /tmp/llama3-8b-dummy \
+      --load-format dummy --max-model-len 1024 "${logs[@]}" --out $SWEEP/fp8-proof
+  else
+    x python3 bench/gpu/fp8_probe.py --model /tmp/llama3-8b-dummy "${logs[@]}" --no-engine --out $SWEEP/fp8-proof
+  fi
+  say "fp8 proof exit: $?"
   gpu_cleanup
 }
 
 step_sbs() {
   need_vllm && need_dummy || return 1
+  if [ -f /tmp/sbs/side_by_side.json ] && python3 - "${1:-16,128,512}" <<'PY'
+import json, sys
+runs = json.load(open("/tmp/sbs/side_by_side.json"))["runs"]
+done = {(r["concurrency"], r["tool"]) for r in runs if "result" in r}
+want = [int(c) for c in sys.argv[1].split(",")]
+sys.exit(0 if all((c, t) in done for c in want for t in ("vllm bench", "servesweep")) else 1)
+PY
+  then say "side by side done earlier (every concurrency, both tools): skipped"; return 0; fi
   local t; t=$(left)
-  [ "$t" -gt 240 ] || { say "side by side skipped: only $t s left"; return 0; }
-  # Each round is two runs; no new round starts within ~100 s of the end.
-  timeout -s INT -k 25 $((t - 20)) python3 bench/gpu/side_by_side.py --model /tmp/llama3-8b-dummy \
-    --out /tmp/sbs --concurrency "${1:-16,128,512}" --deadline-s $((t - 110))
+  [ "$t" -gt "${SBS_MIN_S:-240}" ] || { say "side by side skipped: only $t s left"; return 0; }
+  # Round-major (all concurrencies once, then again); no new run pair starts within ~100 s of the end.
+  x timeout -s INT -k 25 $((t - 20)) python3 bench/gpu/side_by_side.py --model /tmp/llama3-8b-dummy \
+    --out /tmp/sbs --concurrency "${1:-16,128,512}" --rounds "${SBS_ROUNDS:-2}" --deadline-s $((t - 110))
   say "side by side exit: $?"
   gpu_cleanup
 }
@@ -203,7 +278,7 @@ pack() {
 }
 trap pack EXIT
 
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null || say "no nvidia-smi"
 for s in "$@"; do
   name=${s%%=*}; arg=""; [ "$name" != "$s" ] && arg=${s#*=}
   say "step $s ($(left) s left)"
@@ -211,6 +286,8 @@ for s in "$@"; do
     part) step_part ;;
     install) step_install || exit 4 ;;
     sweep) step_sweep "$arg" ;;
+    verify) step_verify "$arg" ;;
+    fp8proof) step_fp8proof ;;
     sbs) step_sbs "$arg" ;;
     quality) step_quality ;;
     em) step_em ;;

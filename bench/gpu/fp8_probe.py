@@ -98,7 +98,8 @@ def inspect_layers(model: Any) -> dict[str, Any]:
             "parameter_bytes_by_dtype": by_dtype, "kernel_probe": kernels}
 
 
-def engine_evidence(model_dir: str, max_model_len: int, memory_fraction: float) -> dict[str, Any]:
+def engine_evidence(model_dir: str, max_model_len: int, memory_fraction: float,
+                    load_format: str = "auto") -> dict[str, Any]:
     # apply_model ships the function to the engine's worker; keep the engine in this process so
     # nothing needs pickling, and allow it where a worker process is used anyway.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -106,8 +107,10 @@ def engine_evidence(model_dir: str, max_model_len: int, memory_fraction: float) 
     os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
     from vllm import LLM, SamplingParams
 
+    # load_format dummy: the Llama-3-8B shape without weights on disk (the throughput sweep's model);
+    # the layers and kernels are the same, the generations are noise.
     llm = LLM(model=model_dir, quantization="fp8", dtype="bfloat16", enforce_eager=True,
-              gpu_memory_utilization=memory_fraction, max_model_len=max_model_len)
+              gpu_memory_utilization=memory_fraction, max_model_len=max_model_len, load_format=load_format)
     out = llm.generate(["def main(", "import os\n"], SamplingParams(max_tokens=8, temperature=0.0))
     results = llm.apply_model(inspect_layers)
     evidence = results[0] if isinstance(results, list) else results
@@ -147,13 +150,16 @@ def main() -> int:
     p.add_argument("--max-model-len", type=int, default=1024)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     p.add_argument("--no-engine", action="store_true", help="read the logs only")
+    p.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
+                   help="dummy: a model directory without weights (e.g. /tmp/llama3-8b-dummy)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    proof: dict[str, Any] = {"model": args.model, "logs": [log_evidence(path) for path in args.log]}
+    proof: dict[str, Any] = {"model": args.model, "load_format": args.load_format, "logs": [log_evidence(path) for path in args.log]}
     if not args.no_engine:
         try:
-            proof["engine"] = engine_evidence(args.model, args.max_model_len, args.gpu_memory_utilization)
+            proof["engine"] = engine_evidence(args.model, args.max_model_len, args.gpu_memory_utilization,
+                                              args.load_format)
         except Exception:
             proof["engine"] = {"error": traceback.format_exc(limit=3)}
     (args.out / "fp8_proof.json").write_text(json.dumps(proof, indent=2, default=str))

@@ -212,7 +212,9 @@ def main() -> int:
         (out / "side_by_side.json").write_text(json.dumps({"header": header, "runs": runs}, indent=2))
 
     try:
-        rounds = [(c, r) for c in concurrencies for r in range(args.rounds)]
+        # Round-major: every concurrency's first round before any second one, so a deadline that
+        # cuts the call leaves all three concurrencies measured once rather than the last one not at all.
+        rounds = [(c, r) for r in range(args.rounds) for c in concurrencies]
         for i, (c, r) in enumerate(rounds):
             n = 3 * c
             # A round is one run of each tool; which goes first alternates from round to round. The

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from servesweep.cli.common import console
-from servesweep.errors import EXIT_OK
+from servesweep.errors import EXIT_NO_RECOMMENDATION, EXIT_OK
 from servesweep.reports.render import write_report
+from servesweep.results import read_json_file
 
 
 def register(sub: Any) -> None:
@@ -29,6 +30,39 @@ def write_and_print_report(results_dir: Path, quality_dir: Path | None = None,
     console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
+def recommendation_verdict(result: dict[str, Any]) -> tuple[bool, str]:
+    """(a deployable recommendation exists, one line saying what it is or why there is none).
+    A recommendation whose verification ran and failed is not deployable; one not verified
+    (`--no-verify`, the sweep not finished) is, and says so."""
+    rec = result.get("production_recommendation")
+    if not rec:
+        why = (result.get("no_recommendation") or {}).get("reason", "no point met the SLOs within the budget")
+        return False, f"NO RECOMMENDATION: {why}"
+    head = (f"{rec.get('precision')} at concurrency {rec.get('concurrency')} ({rec['based_on']['config']} "
+            f"{rec['based_on']['level']})")
+    v = rec.get("verification") or {}
+    if rec.get("verified"):
+        return True, f"recommendation: {head}, verified (stress OOM margin {rec.get('oom_margin_pct'):.1f} %)"
+    if v.get("attempts") and v.get("finished", True):
+        return False, (f"RECOMMENDATION FAILED ITS VERIFICATION: {head}: "
+                       + "; ".join((v["attempts"][-1].get("reasons") or [])[:3]))
+    return True, f"recommendation: {head}, NOT verified ({v.get('skipped') or 'verification not finished'})"
+
+
+def announce(result: dict[str, Any]) -> int:
+    """The console banner for a sweep's outcome; EXIT_NO_RECOMMENDATION when there is nothing to deploy."""
+    ok, line = recommendation_verdict(result)
+    if ok:
+        console.print(f"[bold green]{line}[/bold green]", soft_wrap=True)
+        return EXIT_OK
+    bar = "=" * min(100, len(line))
+    console.print(f"[bold red]{bar}\n{line}\n{bar}[/bold red]", soft_wrap=True)
+    for d in (result.get("no_recommendation") or {}).get("detail") or []:
+        console.print(f"[red]  {d}[/red]", soft_wrap=True)
+    console.print(f"[red]  (exit code {EXIT_NO_RECOMMENDATION})[/red]")
+    return EXIT_NO_RECOMMENDATION
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     write_and_print_report(args.results_dir, args.quality_from, args.measured)
-    return EXIT_OK
+    return announce(read_json_file(args.results_dir / "recommendation.json"))

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from servesweep.cli.common import check_assertions, console
-from servesweep.cli.report import write_and_print_report
+from servesweep.cli.report import announce, write_and_print_report
 from servesweep.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from servesweep.reports.assertions import parse_assertions
 from servesweep.reports.render import analyse
-from servesweep.results import ensure_writable_dir
+from servesweep.results import ensure_writable_dir, read_json_file
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.runner import SweepRunner
@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="skip verifying the recommendation (it then says verified: false)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--deadline-s", type=float, default=None, metavar="S",
+                   help="seconds this command may take: a verification attempt that would not fit in what is "
+                        "left is not started (exit 130; the same command resumes it)")
     p.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
                    help="CI threshold on the recommended point (also `assert:` in the scenario); exit 1 on failure")
     p.set_defaults(handler=cmd_sweep)
@@ -37,7 +40,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runner = SweepRunner(scenario, args.scenario, args.out, console,
                          show_progress=False if args.no_progress else None)
     try:
-        points = runner.run(verify=False if args.no_verify else None)
+        points = runner.run(verify=False if args.no_verify else None, deadline_s=args.deadline_s)
     except SweepInterrupted:
         console.print(f"sweep interrupted; finished points are in {args.out}/points.jsonl; "
                       "run the same command again to resume")
@@ -46,9 +49,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     console.print(f"sweep done: {len(points)} points ({failed} failed) in {args.out}/points.jsonl")
     if not args.no_report:
         write_and_print_report(args.out)
-    if assertions:
-        return EXIT_OK if _check_recommended(assertions, args.out, points) else EXIT_CHECK_FAILED
-    return EXIT_OK
+        result = read_json_file(args.out / "recommendation.json")
+    else:
+        result = analyse(args.out)[1]
+    if assertions and not _check_recommended(assertions, args.out, points):
+        announce(result)
+        return EXIT_CHECK_FAILED
+    return announce(result)
 
 
 def _check_recommended(assertions: list, out: Path, points: list[dict[str, Any]]) -> bool:

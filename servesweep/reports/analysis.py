@@ -13,6 +13,13 @@ Definitions (also in the README):
   memory needed    weights (parameter count x bytes per parameter at the precision) + KV cache
                    at peak; a lower bound that leaves out activations and CUDA graphs. With a
                    GPU, the device memory peak from NVML is reported beside it.
+  memory at load   what the configuration needs to serve its load, the figure the VRAM budget is
+                   judged on: the measured non-KV memory (device memory peak - KV pool: weights,
+                   activations, CUDA graphs, context) + the KV cache the sizing would give it
+                   (KV peak at that load / (1 - TARGET_MARGIN_PCT), sweep/sizing.py). Not the
+                   device peak: vLLM preallocates gpu_memory_utilization x the device for its
+                   KV pool whatever the load, so the peak says how big the GPU was, not what
+                   the load needs. Without device figures (CPU), `memory needed`.
   meets SLOs       the scenario's SLO percentile (default p99) of each limited metric is within
                    its limit, and no request failed.
   goodput          requests per second that met every SLO; without SLOs, request throughput.
@@ -34,6 +41,7 @@ from servesweep.results import knob_names
 
 KNEE_THRESHOLD = 0.10
 MARGIN_BAND = (5.0, 40.0)
+TARGET_MARGIN_PCT = (MARGIN_BAND[0] + MARGIN_BAND[1]) / 2  # 22.5: the sizing's target, the band's middle
 PRECISION_ORDER = list(PRECISION_NAMES)  # highest precision first
 GIB = 1024**3
 
@@ -77,6 +85,8 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
             "kv_pool_bytes": t.get("kv_pool_bytes"), "preemptions": t.get("preemptions"),
             "oom_margin_pct": t.get("oom_margin_pct"), "device_mem_peak_bytes": t.get("device_mem_peak_bytes"),
             "device_mem_total_bytes": t.get("device_mem_total_bytes"),
+            # The timing cross-check's verdict on the level, where the point carries one.
+            "suspect": bool(p.get("suspect") or s.get("suspect") or _get(s, "timing_check", "suspect")),
         }
         for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
             for q in ("p50", "p90", "p99"):
@@ -87,6 +97,7 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
         row["weights_bytes"] = wb
         kv = t.get("kv_cache_peak_bytes")
         row["memory_needed_bytes"] = (wb or 0) + (kv or 0) if wb is not None else None
+        row["memory_at_load_bytes"] = memory_at_load(t, row["memory_needed_bytes"])
         meets = p["status"] == "ok" and not s.get("failed")
         for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
             limit = (slo or {}).get(metric)
@@ -96,6 +107,15 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
         row["meets_slo"] = bool(meets)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def memory_at_load(telemetry: dict[str, Any], lower_bound: float | None) -> float | None:
+    """Memory the configuration needs at its load (module docstring): measured non-KV bytes + the
+    KV peak sized to the band's middle; `lower_bound` (weights + KV peak) without device figures."""
+    peak, pool, kv = (telemetry.get(k) for k in ("device_mem_peak_bytes", "kv_pool_bytes", "kv_cache_peak_bytes"))
+    if peak is None or pool is None or kv is None or peak <= pool:
+        return lower_bound
+    return float(peak - pool + kv / (1.0 - TARGET_MARGIN_PCT / 100.0))
 
 
 def find_knee(batches: list[float], throughputs: list[float], kv_bytes: list[float | None] | None = None,
@@ -205,10 +225,11 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
                                                                           for p in gate_failed}
     ok = df[df.status == "ok"].copy()
     cols = ["config", "level", "precision", "batch", "goodput", "output_token_throughput", "meets_slo",
-            "memory_needed_bytes", "device_mem_peak_bytes"]
+            "memory_needed_bytes", "memory_at_load_bytes", "device_mem_peak_bytes"]
     fits = np.ones(len(ok), dtype=bool)
     if vram_budget_bytes is not None:
-        need = ok.device_mem_peak_bytes.fillna(ok.memory_needed_bytes)
+        # What the load needs, not what vLLM preallocated (module docstring, "memory at load").
+        need = pd.to_numeric(ok.memory_at_load_bytes, errors="coerce")
         fits = (need <= vram_budget_bytes).fillna(False).to_numpy()
     ok["fits_budget"] = fits
     baseline_rows = ok[(ok.precision == "fp32")]
@@ -234,6 +255,43 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
         "excluded_by_accuracy_gate": sorted(reasons),
         "accuracy_gate_exclusions": reasons,
     }
+
+
+def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> dict[str, Any]:
+    """Why `combined_sweep` found no best point, in the order the filters apply: nothing measured,
+    no point met the SLOs, none of those fits the VRAM budget, the accuracy gate excluded the rest.
+    `reason` is one line for the console banner; `detail` names the figures behind it."""
+    ok = df[df.status == "ok"] if len(df) else df
+    detail: list[str] = []
+    if not len(ok):
+        causes = sorted({str(c) for c in df.get("cause", pd.Series(dtype=object)).dropna()})
+        return {"reason": f"no point was measured ({len(df)} failed)", "detail": [f"causes: {', '.join(causes)}"]
+                if causes else []}
+    if "suspect" in ok and ok.suspect.fillna(False).astype(bool).any():
+        detail.append(f"{int(ok.suspect.fillna(False).astype(bool).sum())} of {len(ok)} point(s) marked suspect "
+                      "by the timing cross-check")
+    meets = ok[ok.meets_slo]
+    if not len(meets):
+        best = ok.sort_values("ttft_p99_ms").iloc[0]
+        detail.append(f"lowest TTFT p99: {best.ttft_p99_ms:.0f} ms ({best.config} {best.level}); lowest TPOT p99: "
+                      f"{ok.tpot_p99_ms.min():.1f} ms; failed requests in {int((ok.failed.fillna(0) > 0).sum())} point(s)")
+        return {"reason": f"no point met the SLOs ({len(ok)} measured)", "detail": detail}
+    budget = combined.get("vram_budget_bytes")
+    fitting = [p for p in combined.get("points") or [] if p.get("meets_slo") and p.get("fits_budget")]
+    if not fitting and budget is not None:
+        need = pd.to_numeric(meets.memory_at_load_bytes, errors="coerce")
+        if need.notna().any():
+            i = need.idxmin()
+            detail.append(f"smallest memory at load among them: {need[i] / GIB:.1f} GiB ({meets.config[i]} "
+                          f"{meets.level[i]})")
+        else:
+            detail.append("their memory at load was not measured")
+        return {"reason": f"{len(meets)} point(s) met the SLOs but none fits the VRAM budget of {budget / GIB:g} GiB",
+                "detail": detail}
+    excluded = combined.get("accuracy_gate_exclusions") or {}
+    detail += [f"{p}: {why}" for p, why in excluded.items()]
+    return {"reason": "every point that met the SLOs within the budget is of a precision the accuracy gate excluded",
+            "detail": detail}
 
 
 def margin_advice(margin: float | None, preempted: bool, knobs: dict[str, str] | None = None) -> dict[str, Any]:
@@ -309,6 +367,14 @@ def apply_verification(rec: dict[str, Any], verification: dict[str, Any] | None)
     passed with, and the OOM margin it measured under the stress run (p99 lengths, bursty
     arrivals), which is what production peaks look like; the sweep's own margin stays beside it."""
     rec["sweep_oom_margin_pct"] = rec.get("oom_margin_pct")
+    based = rec.get("based_on") or {}
+    if verification and verification.get("attempts") and (
+            verification.get("config") not in (None, based.get("config"))
+            or verification.get("level") not in (None, based.get("level"))):
+        # Points measured after the verification (another precision) moved the recommendation.
+        verification = {"passed": False, "skipped": f"the verification is of {verification.get('config')} "
+                        f"{verification.get('level') or ''}, the recommendation is now {based.get('config')} "
+                        f"{based.get('level')}: run the sweep again to verify it", "stale": verification}
     if not verification or not verification.get("attempts"):
         rec["verified"] = False
         rec["verification"] = verification or {"passed": False, "skipped": "not run (servesweep sweep --no-verify, "

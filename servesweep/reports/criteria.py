@@ -19,8 +19,8 @@ only the recommendation file, so a reader can rerun them on any sweep:
                      oom_margin_pct in the 5-40 % band
   verified           the recommendation passed its verification run and its oom_margin_pct is the
                      one that run measured (oom_margin_source), not the sweep's
-  sku_table          every A100 entry's precision differs from the measured H100's; A100s are
-                     projected and say so (`basis`)
+  sku_table          every A100 entry's precision differs from the measured Hopper's (H100 or
+                     H200, whichever the sweep ran on); A100s are projected and say so (`basis`)
   accuracy_gate      at least one gate verdict, each naming its metric, threshold and method
 
 A criterion that is unmet says what was measured; the data are not tuned until a check passes.
@@ -127,12 +127,14 @@ def _verified(rec: dict[str, Any]) -> Criterion:
 def _sku_table(rec: dict[str, Any]) -> Criterion:
     table = rec.get("sku_to_preferred_precision") or {}
     a100s = {k: e for k, e in table.items() if k.startswith("A100")}
-    h100 = next((e for k, e in table.items() if k.startswith("H100") and e.get("basis") == "measured"), None)
-    if not a100s or h100 is None:
-        return Criterion("sku_table", False, "no A100 entry, or no measured H100 entry")
-    ok = all(e["precision"] != h100["precision"] and e.get("basis") == "projected" for e in a100s.values())
+    hopper = next(((k, e) for k, e in table.items() if k.startswith(("H100", "H200")) and e.get("basis") == "measured"),
+                  None)
+    if not a100s or hopper is None:
+        return Criterion("sku_table", False, "no A100 entry, or no measured H100/H200 entry")
+    name, measured = hopper
+    ok = all(e["precision"] != measured["precision"] and e.get("basis") == "projected" for e in a100s.values())
     text = ", ".join(f"{k} {e['precision']} ({e.get('basis')})" for k, e in a100s.items())
-    return Criterion("sku_table", ok, f"{text}; H100 {h100['precision']} ({h100.get('basis')})")
+    return Criterion("sku_table", ok, f"{text}; {name} {measured['precision']} ({measured.get('basis')})")
 
 
 def _accuracy_gate(rec: dict[str, Any]) -> Criterion:

@@ -27,6 +27,7 @@ from servesweep.reports.analysis import (
     combined_sweep,
     gate_exclusions,
     gate_passed_by_precision,
+    no_recommendation,
     points_frame,
     precision_sweep,
     production_recommendation,
@@ -199,6 +200,7 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
         "drift": drift,
         "combined_sweep": combined,
         "production_recommendation": rec,
+        **({"no_recommendation": no_recommendation(df, combined)} if rec is None else {}),
         "sku_to_preferred_precision": sku_table(measurements, need, gate_passed, scenario.get("skus")),
     }
     if differences:
@@ -492,6 +494,10 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"Speed-up over the fp32 batch-1 baseline: **{_fmt(sp['goodput'], 2)}x goodput**, "
                      f"{_fmt(sp['output_token_throughput'], 2)}x output throughput.")
     rec = result.get("production_recommendation")
+    if not rec:
+        why = result.get("no_recommendation") or {}
+        lines.append(f"**NO RECOMMENDATION: {why.get('reason', 'no point met the SLOs within the budget')}.** "
+                     + " ".join(f"{d}." for d in why.get("detail") or []))
     if rec:
         lines.append(f"Recommendation: {rec['precision']}, {rec['knobs']['max_batch_size']} {rec['max_batch_size']}, concurrency "
                      f"{rec['concurrency']}; OOM margin {_fmt(rec['oom_margin_pct'])} % ({rec['direction']}: "

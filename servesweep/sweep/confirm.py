@@ -1,14 +1,23 @@
 """Verify the recommendation before it is made: relaunch the recommended configuration with
-its KV cache sized to the OOM-margin band (sweep/sizing.py) and run the two checks of
-sweep/verify.py on it: the scenario's traffic at the recommended load for a longer window, and a
-stress (p99 lengths, bursty arrivals at the same mean rate). A failed attempt steps back one
-notch (sizing.step_back) and runs again, at most twice. Everything lands in
-`verification.json`, which the report reads; nothing here decides what is recommended, that is
-reports/analysis.py's job on the sweep's points.
+its KV cache sized to the OOM-margin band for the stress run's expected peak (sweep/sizing.py)
+and run the two checks of sweep/verify.py on it: the scenario's traffic at the recommended load
+for a longer window, and a stress (p99 lengths, bursty arrivals at the same mean rate). A
+failed attempt whose failure is a memory one (preemption, margin out of band) steps from what it
+measured (sizing.step_back) and runs again, at most twice; a failure that more KV cannot fix
+(the SLOs over the longer window, failed requests without preemption) ends the verification.
+
+Resumable per attempt: `verification.json` is written after every attempt (`finished: false`
+until the last), and a rerun continues with the next attempt from the stored sizing and stress
+figures, as long as the recommendation is still the same point. With a deadline (`time_left_s`),
+an attempt that would not fit what is left (the configuration's measured server start + both
+windows + ATTEMPT_SLACK_S) is not started: the run stops as interrupted and resumes there.
+Everything lands in `verification.json`, which the report reads; nothing here decides what is
+recommended, that is reports/analysis.py's job on the sweep's points.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +37,13 @@ from servesweep.sweep.sizing import MAX_STEP_BACKS, Sizing, SizingInputs, size_k
 from servesweep.sweep.verify import RunPlan, Verification, judge, plan_verification
 
 VERIFICATION_FILE = "verification.json"
+ATTEMPT_SLACK_S = 60.0  # warm-up, drain and the server's stop, on top of the start and the two windows
+DEFAULT_START_S = 240.0  # when the recommended point did not record its server's start time
+MEMORY_CHECKS = {"preemptions", "margin"}
 
 
-def sizing_inputs(point: dict[str, Any], concurrency: int, config: Any) -> SizingInputs:
+def sizing_inputs(point: dict[str, Any], concurrency: int, config: Any,
+                  stress_request_tokens: int | None = None) -> SizingInputs:
     """What the sizing arithmetic needs, from the recommended point's telemetry and server facts."""
     t = point.get("telemetry") or {}
     pool = (point.get("server") or {}).get("kv_pool") or {}
@@ -41,8 +54,37 @@ def sizing_inputs(point: dict[str, Any], concurrency: int, config: Any) -> Sizin
         max_model_len=config.max_model_len, device_total_bytes=t.get("device_mem_total_bytes"),
         gpu_memory_utilization=config.memory_fraction,
         non_kv_bytes=(peak_dev - pool_bytes) if peak_dev and pool_bytes and peak_dev > pool_bytes else None,
-        max_num_seqs=config.max_batch_size,
+        max_num_seqs=config.max_batch_size, stress_request_tokens=stress_request_tokens,
     )
+
+
+def attempt_seconds(point: dict[str, Any], plan: Any) -> float:
+    """What one attempt takes: the configuration's measured server start + both windows + slack."""
+    start = (point.get("server") or {}).get("startup_s") or DEFAULT_START_S
+    windows = sum((run.level.duration_s or 0.0) for run in (plan.traffic, plan.stress))
+    return float(start) + windows + ATTEMPT_SLACK_S
+
+
+def memory_only(judgement: Any) -> bool:
+    """Every failed check is one a different KV budget may fix: a measured preemption or margin out
+    of band, and failed requests or a broken SLO only in a run that preempted. A check that failed
+    because nothing was measured (a server that did not start, no telemetry) is not one."""
+    failed = [c for c in judgement.checks if not c.ok]
+    if not failed:
+        return False
+    for c in failed:
+        measured = "not measured" not in c.detail  # verify.py's wording for a figure nobody saw
+        if c.check in MEMORY_CHECKS and measured:
+            continue
+        if c.check in ("failures", "slo") and _preempted(judgement, c.run):
+            continue
+        return False
+    return True
+
+
+def _preempted(judgement: Any, run: str) -> bool:
+    return any(c.run == run and c.check == "preemptions" and not c.ok and "not measured" not in c.detail
+               for c in judgement.checks)
 
 
 class Confirmation:
@@ -56,40 +98,64 @@ class Confirmation:
     def _write(self, data: dict[str, Any]) -> None:
         write_json(self.path, data)
 
-    def run(self) -> dict[str, Any]:
-        if self.path.exists():
-            done = read_json_file(self.path)
-            if done.get("finished"):
-                self.console.print(f"verification: done earlier ({'passed' if done.get('passed') else 'failed'}), "
-                                   "skipped")
-                return done
+    def run(self, time_left_s: float | None = None) -> dict[str, Any]:
+        """Verify the recommendation (module docstring); `time_left_s`: the deadline, from now."""
+        deadline = None if time_left_s is None else time.monotonic() + time_left_s
+        stored = read_json_file(self.path) if self.path.exists() else {}
         _, result = analyse(self.out)
         rec = result.get("production_recommendation")
         if not rec:
-            data = {"finished": True, "passed": False, "skipped": "no point met the SLOs within the budget: "
-                                                                 "nothing to verify"}
+            why = (result.get("no_recommendation") or {}).get("reason") or "no point met the SLOs within the budget"
+            data = {"finished": True, "passed": False, "skipped": f"no recommendation ({why}): nothing to verify"}
+            self.console.print(f"[bold red]verification skipped: no recommendation ({why})[/bold red]")
             self._write(data)
             return data
+        where = rec["based_on"]
+        same = stored.get("config") == where["config"] and stored.get("level", where["level"]) == where["level"]
+        if stored.get("finished") and same:
+            self.console.print(f"verification: done earlier ({'passed' if stored.get('passed') else 'failed'}), "
+                               "skipped")
+            return stored
         point = next(p for p in read_points(self.out)
-                     if p["config"] == rec["based_on"]["config"] and p["level"] == rec["based_on"]["level"])
+                     if p["config"] == where["config"] and p["level"] == where["level"])
         config = config_from_dict(point["config_spec"])
         concurrency = rec["concurrency"] or rec["max_batch_size"] or 1
         try:
-            sizing = size_kv(sizing_inputs(point, concurrency, config))
             plan = plan_verification(self.scenario.workload, concurrency,
                                      (point.get("summary") or {}).get("request_throughput") or 0.0,
                                      LoadLevel.model_validate(point["level_spec"]),
                                      max_model_len=config.max_model_len)
+            sizing = size_kv(sizing_inputs(point, concurrency, config, plan.input_len_p99 + plan.output_len_p99))
         except (ValueError, ConfigError) as exc:
             data = {"finished": True, "passed": False, "skipped": f"cannot verify: {exc}"}
-            self.console.print(f"[yellow]verification skipped: {exc}[/yellow]")
+            self.console.print(f"[bold red]verification skipped: {exc}[/bold red]")
             self._write(data)
             return data
         verification = Verification(plan=plan.to_dict())
-        self.console.print(f"verification of {rec['based_on']['config']} at concurrency {concurrency}: "
-                           f"KV budget {sizing.kv_cache_memory_bytes / 2**20:.1f} MiB, max batch {sizing.max_num_seqs}")
-        command: list[str] | None = None
-        for attempt in range(MAX_STEP_BACKS + 1):
+        if same and not stored.get("finished") and stored.get("attempts"):
+            # Resume: the attempts done in an earlier call stand; the next one steps from the last.
+            verification = Verification.model_validate({k: stored[k] for k in ("passed", "attempts", "command", "plan")
+                                                        if k in stored})
+            self.console.print(f"verification: resuming after {len(verification.attempts)} attempt(s)")
+        header = {"finished": False, "config": where["config"], "level": where["level"]}
+        for attempt in range(len(verification.attempts), MAX_STEP_BACKS + 1):
+            if verification.attempts:
+                last = verification.attempts[-1]
+                previous = Sizing.model_validate(last.sizing)
+                judged = judge(Observation.from_dict(last.traffic), Observation.from_dict(last.stress),
+                               self.scenario.slo)
+                if last.passed or not memory_only(judged):
+                    break  # passed, or failed in a way a KV budget cannot fix
+                sizing = step_back(previous, Observation.from_dict(last.traffic), Observation.from_dict(last.stress))
+            needed = attempt_seconds(point, plan)
+            if deadline is not None and deadline - time.monotonic() < needed:
+                self.console.print(f"verification: attempt {attempt + 1} needs about {needed:.0f} s, "
+                                   f"{max(0.0, deadline - time.monotonic()):.0f} s left: stopped, run again to resume")
+                raise SweepInterrupted()
+            self.console.print(f"verification of {where['config']} at concurrency {concurrency}, attempt "
+                               f"{attempt + 1}: KV budget {sizing.kv_cache_memory_bytes / 2**20:.1f} MiB "
+                               f"({sizing.change}; target {sizing.target_source}), max batch {sizing.max_num_seqs}, "
+                               f"expected margin {sizing.expected_margin_pct:.1f} %", soft_wrap=True)
             sized = config.model_copy(update={"kv_cache_memory_bytes": sizing.kv_cache_memory_bytes,
                                               "max_batch_size": sizing.max_num_seqs})
             traffic, stress, command = self._attempt(sized, plan.traffic, plan.stress, attempt)
@@ -99,12 +165,11 @@ class Confirmation:
             colour = "green" if judgement.passed else "red"
             self.console.print(f"  attempt {attempt + 1}: [{colour}]{'passed' if judgement.passed else 'failed'}[/{colour}]"
                                + ("" if judgement.passed else f" ({'; '.join(judgement.reasons)})"), soft_wrap=True)
-            self._write({"finished": False, "config": point["config"], **verification.to_dict()})
-            if judgement.passed or attempt == MAX_STEP_BACKS:
-                break
-            sizing = step_back(sizing)
-        data = {"finished": True, "config": point["config"], "level": point["level"],
-                "server_config": config.model_dump(mode="json"), **verification.to_dict()}
+            self._write({**header, **verification.to_dict()})
+        data = {**header, "finished": True, "server_config": config.model_dump(mode="json"), **verification.to_dict()}
+        if not verification.passed:
+            last = verification.attempts[-1] if verification.attempts else None
+            data["reason"] = ("; ".join(last.reasons) if last else "no attempt ran")
         self._write(data)
         return data
 

@@ -13,9 +13,10 @@ Fields:
   failed             requests that ended in an error (a server that died counts as at least one)
   preemptions        preemptions during the window; None when the server reported no metrics
   kv_peak_frac       peak KV-cache usage as a fraction of the pool (0-1); None without metrics
-  running_batch_mean, waiting_peak
-                     the server's evidence for open-loop levels (vLLM num_requests_running mean,
-                     num_requests_waiting peak); recorded, not judged
+  running_batch_mean, running_batch_peak, waiting_peak
+                     the server's evidence for open-loop levels (vLLM num_requests_running mean
+                     and peak, num_requests_waiting peak); recorded, not judged; the verification's
+                     step back reads the running peak of a preempting run (sweep/sizing.py)
   timing_suspect     the reasons the level's timing cross-check gave (servesweep.crosscheck); an
                      SLO verdict on such a level is taken, and says so (`suspect_notes`)
 
@@ -47,6 +48,7 @@ class Observation:
     kv_peak_frac: float | None = None
     running_batch_mean: float | None = None
     waiting_peak: float | None = None
+    running_batch_peak: float | None = None
     timing_suspect: tuple[str, ...] = ()
 
     @property
@@ -85,8 +87,17 @@ class Observation:
             kv_peak_frac=t.get("kv_cache_peak_frac"),
             running_batch_mean=t.get("running_batch_mean"),
             waiting_peak=t.get("waiting_peak"),
+            running_batch_peak=t.get("running_batch_peak"),
             timing_suspect=tuple((point.get("timing_check") or {}).get("reasons") or ()),
         )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Observation":
+        """Back from `to_dict` (a verification attempt stored on disk); unknown keys are dropped."""
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "timing_suspect" in values:
+            values["timing_suspect"] = tuple(values["timing_suspect"] or ())
+        return cls(**values)
 
 
 def slo_breaches(obs: Observation, slo: SLO | None) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
@@ -93,9 +94,12 @@ class SweepRunner:
             return str(train_model(log=self.console.print))
         return self.scenario.model
 
-    def run(self, verify: bool | None = None) -> list[dict[str, Any]]:
+    def run(self, verify: bool | None = None, deadline_s: float | None = None) -> list[dict[str, Any]]:
         """Every configuration's levels (fixed, or found by the adaptive search), the accuracy
-        gate's verdicts, then (unless `verify` is False) the verification of the recommendation."""
+        gate's verdicts, then (unless `verify` is False) the verification of the recommendation.
+        `deadline_s`: seconds this call may take; a verification attempt that would not fit in what
+        is left is not started (SweepInterrupted: a rerun resumes there)."""
+        started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.scenario_path, self.out / "scenario.yaml")
         write_json(self.out / "scenario.json", self.scenario.model_dump(mode="json"))
@@ -122,7 +126,8 @@ class SweepRunner:
         if self.scenario.verify if verify is None else verify:
             from servesweep.sweep.confirm import Confirmation
 
-            Confirmation(self.scenario, self.out, self.console, self.show_progress).run()
+            left = None if deadline_s is None else deadline_s - (time.monotonic() - started)
+            Confirmation(self.scenario, self.out, self.console, self.show_progress).run(time_left_s=left)
         return read_points(self.out)
 
     def configs(self, model_dir: str) -> list[ServerConfig]:

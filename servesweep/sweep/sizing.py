@@ -1,9 +1,19 @@
-"""Size the KV cache so that peak use at the recommended load sits in the middle of the OOM-margin band.
+"""Size the KV cache so that peak use under the verification's stress run sits in the middle of the
+OOM-margin band.
 
 The OOM-margin band is 5-40 % of the KV pool free at peak (reports/analysis.py MARGIN_BAND).
 The target is its middle, a 22.5 % margin, i.e. peak KV use = 77.5 % of the pool:
 
-    budget = measured KV peak bytes / 0.775
+    budget = target peak bytes / 0.775
+
+The target peak is the larger of
+  - the KV peak measured at the recommended load (the sweep's rung), and
+  - the stress run's expected peak (when the p99 request length is given): max_num_seqs requests
+    running at once, each holding the p99 prompt + p99 output tokens (rounded up to whole blocks).
+    The stress run (sweep/verify.py) sends only p99-length requests at the measured rate, with
+    twice the batch in flight, so the server's batch is full and every running request grows
+    to that length: this is the peak the margin is judged on. Running requests are staggered,
+    so the measured peak is a little below it and the margin a little above 22.5 %.
 
 then, in this order:
   1. rounded up to a whole number of KV blocks (block_size x bytes per token), when both are known;
@@ -22,13 +32,21 @@ max_num_seqs: the recommended concurrency, so the batch never grows past the one
 was measured. If the run's own max_num_seqs was lower, that cap is kept: a larger batch was
 never measured.
 
-Step back (a failed verification): `step_back(sizing)` gives the next notch: +25 % KV budget
-(re-rounded to blocks), keeping max_num_seqs, because the knee's throughput is the point of
-the recommendation and the usual failure (preemption or a thin margin under p99-length
-requests) is a KV shortage. When the device total is known and the larger budget would not
-fit (equivalent utilization > 1.0), it lowers max_num_seqs by a quarter instead and keeps the
-budget. At most MAX_STEP_BACKS (2) notches; a third raises ValueError. The caller runs the
-verification again after each notch.
+Step back (a failed verification): `step_back(sizing, traffic, stress)` gives the next notch
+from what the failed attempt MEASURED, keeping max_num_seqs (the knee's throughput is the point
+of the recommendation). For each run with KV telemetry, the KV it needed:
+  - no preemption and peak below the full mark (95 %): the measured peak (peak fraction x budget);
+    this also shrinks a budget whose margin came out above the band;
+  - preempted or full: the demand did not fit, so the gauge only shows the pool. The running
+    batch shows by how much: the pool held at most `running_batch_peak` requests where
+    max_num_seqs wanted to run, so the need is budget x max_num_seqs / running_batch_peak (at
+    least the stress run's expected peak, and at least 10 % more than the budget). When the
+    running batch reached max_num_seqs anyway, nothing says by how much: +25 %, labelled so.
+The new target peak is the larger need of the two runs, and budget = target / 0.775 as above.
+Without any KV telemetry, +25 % (labelled). When the device total is known and the new budget
+would not fit (equivalent utilization > 1.0), max_num_seqs is lowered in proportion to what
+fits instead, and the budget kept. At most MAX_STEP_BACKS (2) notches; a third raises
+ValueError. The caller runs the verification again after each notch.
 
 Worked example (a Llama-style model: 32 layers x 2 (K, V) x 8 KV heads x 128 dims x 2 bytes
 = 131072 bytes per token; block_size 16, so a block is 2 MiB; 80 GiB device; measured
@@ -50,11 +68,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from servesweep.reports.analysis import MARGIN_BAND
+from servesweep.reports.analysis import MARGIN_BAND, TARGET_MARGIN_PCT
 
-TARGET_MARGIN_PCT = (MARGIN_BAND[0] + MARGIN_BAND[1]) / 2  # 22.5
 TARGET_PEAK_FRAC = 1.0 - TARGET_MARGIN_PCT / 100.0  # 0.775
-STEP_BACK_KV_FACTOR = 1.25
+STEP_BACK_KV_FACTOR = 1.25  # only when the failed attempt measured no overshoot
+MIN_STEP_FACTOR = 1.10  # a preempting attempt's next budget is at least this much larger
+KV_FULL_FRAC = 1.0 - MARGIN_BAND[0] / 100.0  # 0.95: a peak at or above it may hide unmet demand
 STEP_BACK_SEQS_FACTOR = 0.75
 MAX_STEP_BACKS = 2
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
@@ -78,6 +97,7 @@ class SizingInputs(BaseModel):
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)  # the run's; None = vLLM default
     non_kv_bytes: float | None = Field(None, ge=0)  # measured: device memory peak - pool bytes
     max_num_seqs: int | None = Field(None, ge=1)  # the run's
+    stress_request_tokens: int | None = Field(None, gt=0)  # p99 prompt + p99 output of the stress run
 
     def peak_bytes(self) -> float:
         if self.kv_peak_bytes is not None:
@@ -105,9 +125,12 @@ class Sizing(BaseModel):
     fits_device: bool | None  # None on CPU
     non_kv_bytes: float | None
     non_kv_source: str | None
-    kv_peak_bytes: float
+    kv_peak_bytes: float  # measured at the recommended load
+    stress_peak_bytes: float | None = None  # expected under the stress run (module docstring)
+    target_peak_bytes: float | None = None  # what the budget was sized for
+    target_source: str | None = None
     target_peak_frac: float = TARGET_PEAK_FRAC
-    expected_peak_frac: float  # measured peak / budget
+    expected_peak_frac: float  # target peak / budget
     expected_margin_pct: float
     floor_bytes: int | None  # one max_model_len request; None when max_model_len or bytes/token is unknown
     floor_binds: bool | None
@@ -153,10 +176,23 @@ def _non_kv(inputs: SizingInputs, notes: list[str]) -> tuple[float | None, str |
     return util * inputs.device_total_bytes - inputs.pool_bytes, "vLLM accounting (utilization x total - KV pool)"
 
 
-def _build(inputs: SizingInputs, raw_budget: float, max_num_seqs: int, step: int, change: str,
-           notes: list[str]) -> Sizing:
+def stress_peak_bytes(inputs: SizingInputs, seqs: int) -> float | None:
+    """`seqs` requests of the stress run's p99 length, each rounded up to whole blocks; None when
+    the length or the bytes per token are unknown."""
+    per_token = inputs.per_token()
+    if inputs.stress_request_tokens is None or per_token is None:
+        return None
+    tokens = inputs.stress_request_tokens
+    if inputs.block_size:
+        tokens = math.ceil(tokens / inputs.block_size) * inputs.block_size
+    return float(seqs * tokens * per_token)
+
+
+def _build(inputs: SizingInputs, target: float, source: str, max_num_seqs: int, step: int, change: str,
+           notes: list[str], raw_budget: float | None = None) -> Sizing:
+    """The sizing for a target peak (budget = target / TARGET_PEAK_FRAC unless `raw_budget` is given)."""
     block = _block_bytes(inputs)
-    budget = _round_up(raw_budget, block)
+    budget = _round_up(target / TARGET_PEAK_FRAC if raw_budget is None else raw_budget, block)
     per_token = inputs.per_token()
     floor = floor_binds = None
     if per_token is not None and inputs.max_model_len is not None:
@@ -168,7 +204,7 @@ def _build(inputs: SizingInputs, raw_budget: float, max_num_seqs: int, step: int
                          "more than the load does")
     else:
         notes.append("max_model_len or bytes per token unknown: the one-request floor was not checked")
-    non_kv, source = _non_kv(inputs, notes)
+    non_kv, non_kv_source = _non_kv(inputs, notes)
     util = fits = None
     if non_kv is not None and inputs.device_total_bytes is not None:
         exact = (non_kv + budget) / inputs.device_total_bytes
@@ -176,40 +212,75 @@ def _build(inputs: SizingInputs, raw_budget: float, max_num_seqs: int, step: int
         fits = exact <= MAX_GPU_MEMORY_UTILIZATION
         if not fits:
             notes.append(f"does not fit the device: needs {exact:.3f} of its memory")
-    peak = inputs.peak_bytes()
-    expected = peak / budget if budget else 1.0
+    expected = target / budget if budget else 1.0
     margin = (1.0 - expected) * 100.0
     if margin > MARGIN_BAND[1]:
         notes.append(f"expected margin {margin:.1f} % is above the {MARGIN_BAND[1]:g} % band edge")
     return Sizing(
         kv_cache_memory_bytes=budget, kv_blocks=budget // block if block else None, max_num_seqs=max_num_seqs,
-        gpu_memory_utilization=util, fits_device=fits, non_kv_bytes=non_kv, non_kv_source=source,
-        kv_peak_bytes=peak, expected_peak_frac=expected, expected_margin_pct=margin, floor_bytes=floor,
-        floor_binds=floor_binds, step=step, change=change, notes=notes, inputs=inputs,
+        gpu_memory_utilization=util, fits_device=fits, non_kv_bytes=non_kv, non_kv_source=non_kv_source,
+        kv_peak_bytes=inputs.peak_bytes(), stress_peak_bytes=stress_peak_bytes(inputs, max_num_seqs),
+        target_peak_bytes=target, target_source=source, expected_peak_frac=expected, expected_margin_pct=margin,
+        floor_bytes=floor, floor_binds=floor_binds, step=step, change=change, notes=notes, inputs=inputs,
     )
 
 
 def size_kv(inputs: SizingInputs) -> Sizing:
-    """The initial recommendation: peak KV use at TARGET_PEAK_FRAC of the budget (module docstring)."""
+    """The initial recommendation: the larger of the measured and the stress peak at
+    TARGET_PEAK_FRAC of the budget (module docstring)."""
     notes: list[str] = []
     seqs = inputs.concurrency
     if inputs.max_num_seqs is not None and inputs.max_num_seqs < inputs.concurrency:
         seqs = inputs.max_num_seqs
         notes.append(f"max_num_seqs kept at the run's {seqs}: the KV peak was measured with the batch capped there")
-    return _build(inputs, inputs.peak_bytes() / TARGET_PEAK_FRAC, seqs, 0, "initial", notes)
+    measured, stress = inputs.peak_bytes(), stress_peak_bytes(inputs, seqs)
+    if stress is not None and stress > measured:
+        return _build(inputs, stress, f"stress run's expected peak ({seqs} x {inputs.stress_request_tokens} "
+                                      "tokens)", seqs, 0, "initial", notes)
+    if stress is None:
+        notes.append("no p99 request length (or bytes per token): sized on the measured peak only")
+    return _build(inputs, measured, "measured at the recommended load", seqs, 0, "initial", notes)
 
 
-def step_back(sizing: Sizing) -> Sizing:
-    """The next notch after a failed verification: +25 % KV budget, or max_num_seqs x 0.75 if that won't fit."""
+def measured_need(sizing: Sizing, obs: Any) -> tuple[float | None, str]:
+    """The KV one verification run needed, from its telemetry (module docstring); None without it.
+    `obs`: a sweep.observation.Observation (kv_peak_frac, preemptions, running_batch_peak)."""
+    frac = getattr(obs, "kv_peak_frac", None)
+    if obs is None or frac is None:
+        return None, "no KV telemetry"
+    budget, seqs = sizing.kv_cache_memory_bytes, sizing.max_num_seqs
+    if not getattr(obs, "preemptions", None) and frac < KV_FULL_FRAC:
+        return frac * budget, f"measured peak {frac:.1%} of {budget / 2**30:.2f} GiB"
+    running = getattr(obs, "running_batch_peak", None)
+    why = f"{obs.preemptions or 0} preemption(s), peak {frac:.1%}"
+    if running and 0 < running < seqs:
+        need = max(budget * seqs / running, budget * MIN_STEP_FACTOR, sizing.stress_peak_bytes or 0.0)
+        return need, f"{why}; the pool held {running:g} of {seqs} running requests: needs x {need / budget:.2f}"
+    return budget * STEP_BACK_KV_FACTOR, f"{why}; running batch reached {seqs}: no measured overshoot, +25 %"
+
+
+def step_back(sizing: Sizing, traffic: Any = None, stress: Any = None) -> Sizing:
+    """The next notch after a failed verification, from what its runs measured (module docstring)."""
     if sizing.step >= MAX_STEP_BACKS:
         raise ValueError(f"already stepped back {sizing.step} times (at most {MAX_STEP_BACKS})")
     step = sizing.step + 1
-    bigger = _build(sizing.inputs, sizing.kv_cache_memory_bytes * STEP_BACK_KV_FACTOR, sizing.max_num_seqs, step,
-                    f"KV budget x {STEP_BACK_KV_FACTOR:g}", [])
+    needs = [(n, f"{kind}: {why}") for kind, obs in (("traffic", traffic), ("stress", stress))
+             for n, why in [measured_need(sizing, obs)] if n is not None]
+    previous = sizing.target_peak_bytes or sizing.kv_peak_bytes
+    if needs:
+        target, source = max(needs, key=lambda x: x[0])
+        bigger = _build(sizing.inputs, target, source, sizing.max_num_seqs, step,
+                        f"KV budget from the measured need ({source})", [])
+    else:  # nothing measured: the fixed notch, same target, labelled so
+        bigger = _build(sizing.inputs, previous, sizing.target_source or "previous target", sizing.max_num_seqs, step,
+                        f"KV budget x {STEP_BACK_KV_FACTOR:g} (no KV telemetry: nothing measured to step from)", [],
+                        raw_budget=sizing.kv_cache_memory_bytes * STEP_BACK_KV_FACTOR)
     if bigger.fits_device is not False or sizing.max_num_seqs <= 1:
         return bigger
-    seqs = max(1, math.floor(sizing.max_num_seqs * STEP_BACK_SEQS_FACTOR))
-    notes = [f"KV budget x {STEP_BACK_KV_FACTOR:g} would not fit the device; max_num_seqs lowered instead",
-             "expected peak use is from the larger batch's measurement: an upper bound"]
-    return _build(sizing.inputs, sizing.kv_cache_memory_bytes, seqs, step,
-                  f"max_num_seqs {sizing.max_num_seqs} -> {seqs}", notes)
+    # The device cannot hold that budget: keep this one and run fewer requests at once, in
+    # proportion to the KV each of them turned out to need.
+    seqs = max(1, math.floor(sizing.max_num_seqs * sizing.kv_cache_memory_bytes / bigger.kv_cache_memory_bytes))
+    notes = [f"a KV budget of {bigger.kv_cache_memory_bytes} bytes would not fit the device; max_num_seqs lowered "
+             "instead", "expected peak use is from the larger batch's measurement: an upper bound"]
+    return _build(sizing.inputs, previous, sizing.target_source or "previous target", seqs, step,
+                  f"max_num_seqs {sizing.max_num_seqs} -> {seqs}", notes, raw_budget=sizing.kv_cache_memory_bytes)

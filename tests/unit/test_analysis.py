@@ -122,3 +122,48 @@ def test_drift_high_cosine_but_different_token_is_found():
     assert d["logprob_cosine"] > 0.99
     ex = d["high_cosine_divergence_example"]
     assert ex["position"] == 1 and ex["reference_token"] == "b" and ex["token"] == "x"
+
+
+def test_budget_is_judged_on_what_the_load_needs_not_on_vllms_preallocation():
+    # The H200 case of issue 23: vLLM takes 0.9 x 141 GB whatever the load (device peak ~118 GiB,
+    # KV pool 96 GiB: non-KV 22 GiB), the load's KV peak is 3 GiB -> 22 + 3 / 0.775 = 25.9 GiB.
+    from servesweep.reports.analysis import no_recommendation
+
+    pts = [point("fp32", 1, 50), point("fp8", 32, 4000, kv_frac=3 / 96, dev_peak=118 * GIB)]
+    for p in pts:
+        p["telemetry"].update(kv_pool_bytes=96 * GIB, kv_cache_peak_bytes=p["telemetry"]["kv_cache_peak_frac"] * 96 * GIB)
+    df = frame(pts)
+    comb = combined_sweep(df, 80 * GIB)
+    assert df.memory_at_load_bytes[1] == pytest.approx(22 * GIB + 3 * GIB / 0.775)
+    assert comb["best_config"]["config"] == "fp8" and comb["best_config"]["fits_budget"] is True
+    # 20 GiB is less than that need: no recommendation, and the reason names the budget and the need.
+    comb = combined_sweep(df[df.precision == "fp8"], 20 * GIB)
+    assert comb["best_config"] is None
+    why = no_recommendation(df[df.precision == "fp8"], comb)
+    assert why["reason"] == "1 point(s) met the SLOs but none fits the VRAM budget of 20 GiB"
+    assert "25.9 GiB (fp8 c32)" in why["detail"][0]
+
+
+def test_no_recommendation_says_why():
+    from servesweep.reports.analysis import no_recommendation
+
+    slow = frame([point("bf16", 1, 100, ttft_p99=5000.0)], {"ttft_ms": 1000, "percentile": 99})
+    assert no_recommendation(slow, combined_sweep(slow, None))["reason"] == "no point met the SLOs (1 measured)"
+    dead = frame([point("bf16", 1, 0, status="failed", cause="out of memory")])
+    assert no_recommendation(dead, {})["reason"] == "no point was measured (1 failed)"
+    gated = frame([point("fp8", 1, 100)])
+    comb = combined_sweep(gated, None, {"fp8": "failed the accuracy gate (x)"})
+    assert no_recommendation(gated, comb)["reason"].startswith("every point that met the SLOs within the budget")
+
+
+def test_a_verification_of_another_point_does_not_verify_the_recommendation():
+    from servesweep.reports.analysis import apply_verification
+
+    rec = {"based_on": {"config": "fp8", "level": "c32"}, "oom_margin_pct": 60.0}
+    attempt = {"sizing": {"kv_cache_memory_bytes": 1}, "traffic": {}, "stress": {"oom_margin_pct": 20.0},
+               "passed": True, "reasons": []}
+    apply_verification(rec, {"config": "bf16", "level": "c32", "passed": True, "attempts": [attempt]})
+    assert rec["verified"] is False and "run the sweep again" in rec["verification"]["skipped"]
+    rec = {"based_on": {"config": "fp8", "level": "c32"}, "oom_margin_pct": 60.0}
+    apply_verification(rec, {"config": "fp8", "level": "c32", "passed": True, "attempts": [attempt]})
+    assert rec["verified"] is True and rec["oom_margin_pct"] == 20.0

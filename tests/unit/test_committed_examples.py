@@ -108,3 +108,14 @@ def test_a_recommendation_missing_or_mistyping_fields_leaves_criteria_unmet_not_
     assert all("lacks or mistypes" in results[n].detail for n in broken)
     (tmp_path / "recommendation.json").write_text("[]")
     assert main([str(tmp_path)]) == 2 and "is not a recommendation" in capsys.readouterr().err
+
+
+def test_a_measured_h200_counts_as_the_hopper_the_a100s_differ_from():
+    rec = _passing()
+    table = rec["sku_to_preferred_precision"]
+    hopper = next(k for k, e in table.items() if k.startswith("H100") and e.get("basis") == "measured")
+    table["H200"] = table.pop(hopper)  # the same figures, measured on an H200 instead
+    results = {c.name: c for c in check_recommendation(rec)}
+    assert results["sku_table"].passed and "H200" in results["sku_table"].detail
+    table["H200"]["basis"] = "projected"  # nothing measured: unmet
+    assert not {c.name: c for c in check_recommendation(rec)}["sku_table"].passed

@@ -1,5 +1,7 @@
 """KV sizing to the OOM-margin band, with hand-computed numbers (see sweep/sizing.py's worked example)."""
 
+import math
+
 import orjson
 import pytest
 
@@ -110,8 +112,8 @@ def test_step_back_lowers_max_num_seqs_when_more_kv_would_not_fit():
     assert s.gpu_memory_utilization == 0.875 and s.fits_device
     back = step_back(s)
     assert back.kv_cache_memory_bytes == 10 * GIB
-    assert back.max_num_seqs == 36  # 48 x 0.75
-    assert back.change == "max_num_seqs 48 -> 36" and back.fits_device
+    assert back.max_num_seqs == 38  # 48 x 10 / 12.5 = 38.4: in proportion to the budget that would be needed
+    assert back.change == "max_num_seqs 48 -> 38" and back.fits_device
 
 
 def test_sizing_round_trips_as_json():
@@ -120,3 +122,60 @@ def test_sizing_round_trips_as_json():
     assert data["kv_cache_memory_bytes"] == 10 * GIB and data["inputs"]["concurrency"] == 48
     assert data["server_args"][1] == str(10 * GIB)
     assert Sizing.model_validate(s.model_dump()).kv_cache_memory_bytes == 10 * GIB
+
+
+# The stress run's peak: 32 requests of 1824 tokens (p99 prompt 1638 + p99 output 186, i.e. 114
+# whole blocks of 16) x 131072 bytes = 7.125 GiB; / 0.775 = 9.1935 GiB = 4707.1 blocks -> 4708.
+STRESS_TOKENS = 1638 + 186
+
+
+def stress_inputs(**kw) -> SizingInputs:
+    return gpu_inputs(**{"concurrency": 32, "kv_peak_bytes": 3 * GIB, "max_model_len": 4096,
+                         "device_total_bytes": 141 * GIB, "non_kv_bytes": 30 * GIB,
+                         "stress_request_tokens": STRESS_TOKENS, **kw})
+
+
+def test_budget_targets_the_stress_runs_peak_not_the_traffic_one():
+    s = size_kv(stress_inputs())
+    assert s.stress_peak_bytes == 32 * STRESS_TOKENS * PER_TOKEN == 7.125 * GIB
+    assert s.target_peak_bytes == s.stress_peak_bytes and s.target_source.startswith("stress run")
+    assert s.kv_blocks == 4708 and s.kv_cache_memory_bytes == 4708 * BLOCK
+    assert s.expected_margin_pct == pytest.approx((1 - 7.125 * GIB / (4708 * BLOCK)) * 100)  # 22.51 %
+    # The traffic peak alone (the old rule) would have given 3 / 0.775 = 3.87 GiB: 2.4x too little,
+    # the shortfall the H200 run of 2026-12-02 met (issue 23).
+    assert size_kv(stress_inputs(stress_request_tokens=None)).kv_cache_memory_bytes < s.kv_cache_memory_bytes / 2.3
+
+
+def test_a_measured_peak_above_the_stress_estimate_wins():
+    s = size_kv(stress_inputs(kv_peak_bytes=8 * GIB))
+    assert s.target_peak_bytes == 8 * GIB and s.target_source.startswith("measured")
+
+
+def obs(frac, preemptions=0, running_peak=None):
+    from servesweep.sweep.observation import Observation
+
+    return Observation(output_tok_s=1.0, kv_peak_frac=frac, preemptions=preemptions, running_batch_peak=running_peak)
+
+
+def test_step_back_from_the_measured_overshoot_of_a_preempting_stress_run():
+    s = size_kv(stress_inputs())
+    # The pool held only 16 of the 32 requests the batch wanted to run: it needs twice the budget.
+    back = step_back(s, obs(0.40), obs(1.0, preemptions=125, running_peak=16))
+    assert back.target_peak_bytes == pytest.approx(2 * s.kv_cache_memory_bytes)
+    assert back.kv_cache_memory_bytes == math.ceil(2 * 4708 / 0.775) * BLOCK
+    assert "16 of 32 running" in back.change and back.step == 1
+
+
+def test_step_back_shrinks_a_budget_whose_stress_margin_was_too_loose():
+    s = size_kv(stress_inputs())
+    back = step_back(s, obs(0.30), obs(0.50))  # 50 % margin measured under stress: above the band
+    assert back.target_peak_bytes == pytest.approx(0.5 * s.kv_cache_memory_bytes)
+    assert back.kv_cache_memory_bytes < s.kv_cache_memory_bytes
+    assert back.expected_margin_pct == pytest.approx(22.5, abs=0.1)
+
+
+def test_step_back_without_a_measured_overshoot_says_so():
+    s = size_kv(stress_inputs())
+    back = step_back(s, obs(0.40), obs(0.99, preemptions=3, running_peak=32))  # the batch ran full anyway
+    assert back.target_peak_bytes == pytest.approx(1.25 * s.kv_cache_memory_bytes)
+    assert "no measured overshoot" in back.change
