@@ -86,7 +86,8 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
             "oom_margin_pct": t.get("oom_margin_pct"), "device_mem_peak_bytes": t.get("device_mem_peak_bytes"),
             "device_mem_total_bytes": t.get("device_mem_total_bytes"),
             # The timing cross-check's verdict on the level, where the point carries one.
-            "suspect": bool(p.get("suspect") or s.get("suspect") or _get(s, "timing_check", "suspect")),
+            "suspect": bool(p.get("suspect") or s.get("suspect") or _get(p, "timing_check", "suspect")
+                            or _get(s, "timing_check", "suspect")),
         }
         for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
             for q in ("p50", "p90", "p99"):
@@ -224,6 +225,8 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
     reasons = dict(gate_failed) if isinstance(gate_failed, Mapping) else {p: "failed the accuracy gate"
                                                                           for p in gate_failed}
     ok = df[df.status == "ok"].copy()
+    if "memory_at_load_bytes" not in ok.columns:  # a table built without telemetry: weights + KV only
+        ok["memory_at_load_bytes"] = ok.get("memory_needed_bytes")
     cols = ["config", "level", "precision", "batch", "goodput", "output_token_throughput", "meets_slo",
             "memory_needed_bytes", "memory_at_load_bytes", "device_mem_peak_bytes"]
     fits = np.ones(len(ok), dtype=bool)
@@ -279,7 +282,7 @@ def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> dict[str, A
     budget = combined.get("vram_budget_bytes")
     fitting = [p for p in combined.get("points") or [] if p.get("meets_slo") and p.get("fits_budget")]
     if not fitting and budget is not None:
-        need = pd.to_numeric(meets.memory_at_load_bytes, errors="coerce")
+        need = pd.to_numeric(meets.get("memory_at_load_bytes", meets.get("memory_needed_bytes")), errors="coerce")
         if need.notna().any():
             i = need.idxmin()
             detail.append(f"smallest memory at load among them: {need[i] / GIB:.1f} GiB ({meets.config[i]} "

@@ -226,9 +226,9 @@ def test_report_cell_and_recommendation_respect_the_gate():
     assert gate_cell({"status": "error", "passed": False, "metric": "perplexity", "value": None}) == "not measured"
     df = pd.DataFrame([
         {"config": "fp32", "level": "c8", "precision": "fp32", "batch": 8, "goodput": 1.0, "output_token_throughput": 100.0,
-         "meets_slo": True, "memory_needed_bytes": 1.0, "device_mem_peak_bytes": None, "status": "ok"},
+         "meets_slo": True, "memory_needed_bytes": 1.0, "memory_at_load_bytes": 1.0, "device_mem_peak_bytes": None, "status": "ok"},
         {"config": "fp8", "level": "c8", "precision": "fp8", "batch": 8, "goodput": 2.0, "output_token_throughput": 200.0,
-         "meets_slo": True, "memory_needed_bytes": 1.0, "device_mem_peak_bytes": None, "status": "ok"},
+         "meets_slo": True, "memory_needed_bytes": 1.0, "memory_at_load_bytes": 1.0, "device_mem_peak_bytes": None, "status": "ok"},
     ])
     assert combined_sweep(df, None)["best_config"]["precision"] == "fp8"
     gated = combined_sweep(df, None, {"fp8"})
