@@ -1,7 +1,9 @@
 """One load test: probe the target, run the levels, write records and the summary.
 
 Data flow: a target (a URL, possibly of a server a backend launched) -> `LoadRunner` ->
-`records.jsonl` (as each request completes) -> `summary.json` (also when interrupted).
+`records.jsonl` (as each request completes) and the running statistics -> `summary.json` (also
+when interrupted); with `report_interval_s`, `intervals.jsonl` as each interval ends, then
+`intervals.png` and a drift verdict in the summary (servesweep.loadgen.intervals).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,9 +25,11 @@ from servesweep import __version__
 from servesweep.backends.base import Telemetry
 from servesweep.crosscheck import cross_check
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.records import RecordWriter
+from servesweep.loadgen import intervals as soak
+from servesweep.loadgen.disk import RecordsSpaceWatch, check_records_space
+from servesweep.loadgen.records import RECORDS_FULL, RecordWriter
 from servesweep.loadgen.runner import LevelResult, LoadRunner
-from servesweep.loadgen.stats import SLO, summarize
+from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer, TokenizerLike
 from servesweep.loadgen.workers import WorkerPool, check_merge
@@ -55,6 +59,10 @@ class LoadTestConfig(BaseModel):
     trace_format: str | None = None
     trace_speed: float = 1.0
     sessions: SessionSpec | None = None
+    # How much of each record records.jsonl keeps (servesweep.loadgen.records: full, requests, none).
+    records: Literal["full", "requests", "none"] = RECORDS_FULL
+    # Soak runs: seconds per interval of the per-interval summaries (intervals.jsonl); None: none.
+    report_interval_s: float | None = Field(default=None, gt=0)
 
 
 class ServerWatch(Protocol):
@@ -73,7 +81,8 @@ def host_info() -> dict[str, Any]:
 
 
 # What one load test writes into its output directory.
-RUN_FILES = ("summary.json", "records.jsonl", "records.worker-*.jsonl", "telemetry.jsonl")
+RUN_FILES = ("summary.json", "records.jsonl", "records.worker-*.jsonl", "telemetry.jsonl",
+             soak.INTERVALS_FILE, soak.INTERVALS_PLOT)
 
 
 def set_aside_previous_run(out: Path) -> Path | None:
@@ -144,17 +153,29 @@ async def run_load_test(
         if config.workers > 1 and (trace is not None or config.sessions is not None):
             raise ConfigError("--workers splits closed- and open-loop levels only; replay a trace or run "
                               "sessions with one worker")
+        if config.workers > 1 and config.report_interval_s:
+            raise ConfigError("--report-interval needs one load-generator process; leave out --workers")
+        check_records_space(out, config.levels, config.workload, config.records,
+                            len(trace) if trace is not None else None)
+        rows: list[soak.IntervalRow] = []
         if config.workers > 1:
             source = (str(tokenizer.model_dir) if isinstance(tokenizer, LocalTokenizer) else
                       "server" if tokenizer is not None else None)
             runner = WorkerPool(config.workers, target.base_url, target.model, config.workload, config.levels,
-                                out, source, config.slo, config.keep_text)
+                                out, source, config.slo, config.keep_text, records=config.records)
         else:
-            writer = RecordWriter(out / "records.jsonl")
+            def on_interval(level: LoadLevel, index: int, start: float, end: float, stats: RunStats) -> None:
+                row = soak.interval_row(level.label, index, start, end, config.report_interval_s or 0.0, stats,
+                                        telemetry.window_stats(start, end) if telemetry is not None else None)
+                rows.append(row)
+                soak.write_row(out, row)  # as the run goes: a soak stopped hard keeps its trend
+
+            writer = RecordWriter(out / "records.jsonl", keep=config.records)
             runner = LoadRunner(
                 target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
                 slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
-                trace=trace, sessions=config.sessions,
+                trace=trace, sessions=config.sessions, interval_s=config.report_interval_s,
+                on_interval=on_interval,
             )
         if telemetry is not None and isinstance(runner, LoadRunner):
             # A reading of the server's counters right at each level's edges, so the server-side
@@ -167,6 +188,7 @@ async def run_load_test(
         watcher: asyncio.Task | None = None
         if server_watch is not None:
             watcher = asyncio.create_task(_watch_server(server_watch, runner))
+        space_watch = asyncio.create_task(RecordsSpaceWatch(out, config.levels, config.records).run())
         if telemetry is not None:
             telemetry.start(runner.t0)
         try:
@@ -175,6 +197,7 @@ async def run_load_test(
                 # A second of idle samples shows the server draining back to empty.
                 await asyncio.sleep(telemetry_tail_s)
         finally:
+            space_watch.cancel()
             if watcher is not None:
                 watcher.cancel()
             if telemetry is not None:
@@ -184,7 +207,6 @@ async def run_load_test(
             if restore_cpus is not None:
                 os.sched_setaffinity(0, restore_cpus)
 
-    all_records = [r for lv in outcome.levels for r in lv.records]
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "servesweep", "version": __version__},
@@ -205,7 +227,8 @@ async def run_load_test(
         # present clock and why (servesweep.loadgen.http).
         "arrival_clock": runner.arrival_clock,
     }
-    summary.update(summarize(all_records, config.slo))
+    summary["records"] = {"keep": config.records, "version": 2}
+    summary.update(runner.run_stats.summary())
     if config.workers > 1:
         summary["workers"] = check_merge(out, config.workers, config.slo)
     summary["levels"] = [_level_entry(lv, telemetry) for lv in outcome.levels]
@@ -217,6 +240,11 @@ async def run_load_test(
     summary["timing_suspect_levels"] = suspect
     if telemetry is not None and outcome.levels:
         summary["telemetry"] = telemetry.window_stats(outcome.levels[0].start_s, outcome.levels[-1].end_s)
+    if config.report_interval_s:
+        summary["soak"] = {"interval_s": config.report_interval_s, "intervals": len(rows),
+                           "file": soak.INTERVALS_FILE, **soak.drift_verdict(rows)}
+        if soak.plot_intervals(rows, out / soak.INTERVALS_PLOT) is not None:
+            summary["soak"]["plot"] = soak.INTERVALS_PLOT
     write_json(out / "summary.json", summary)  # OutputError (one line, exit 5) when the disk refuses
     return summary
 

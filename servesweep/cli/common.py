@@ -64,6 +64,20 @@ def number_list(kind: type) -> Any:
     return parse
 
 
+def duration_seconds(text: str) -> float:
+    """'60', '60s', '5m' or '1h' as seconds (> 0), for argparse."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    scale = units.get(text.strip()[-1:].lower(), None)
+    number = text.strip()[:-1] if scale is not None else text.strip()
+    try:
+        value = float(number) * (scale or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 60, 60s, 5m, 1h)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be > 0")
+    return value
+
+
 def add_load_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("load")
     mode = g.add_mutually_exclusive_group()
@@ -98,6 +112,12 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>)")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--keep-text", action="store_true", help="store generated text in the records")
+    o.add_argument("--records", choices=["full", "requests", "none"], default="full",
+                   help="how much records.jsonl keeps: full (with chunk times, ~0.75 KB a 64-token request), "
+                        "requests (without chunk times, ~0.4 KB), none (no file; the summary is complete anyway)")
+    o.add_argument("--report-interval", type=duration_seconds, default=None, metavar="SECONDS",
+                   help="soak runs: a summary per interval (e.g. 60, 60s, 5m) in intervals.jsonl as the run goes, "
+                        "a plot, and a drift verdict between the first and last intervals")
     o.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
     o.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
                    help="CI threshold checked per level after the run, e.g. 'ttft_ms.p99<500', 'failed==0' "
@@ -281,7 +301,15 @@ def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[s
 def finish_run(summary: dict[str, Any], out: Path, assertions: list[Assertion] | None = None) -> int:
     """Print the table and return the run's exit code (documented in the README)."""
     print_summary(summary, _stdout(), console)
-    console.print(f"results: {out}/summary.json, {out}/records.jsonl")
+    keep = summary.get("records", {}).get("keep", "full")
+    files = [f"{out}/summary.json"] + ([f"{out}/records.jsonl"] if keep != "none" else [])
+    soak = summary.get("soak")
+    if soak:
+        files.append(f"{out}/intervals.jsonl")
+        why = "; ".join(why for lv in soak["levels"].values() for why in lv.get("why", []))
+        console.print(f"soak: {soak['intervals']} intervals of {soak['interval_s']:g} s, drift between the first "
+                      f"and last full interval: {soak['verdict']}" + (f" ({why})" if why else ""), soft_wrap=True)
+    console.print(f"results: {', '.join(files)}", soft_wrap=True)
     checks_ok = True
     if assertions:
         checks_ok = check_assertions(assertions, [(lv["label"], lv) for lv in summary.get("levels", [])], out)

@@ -14,6 +14,12 @@ A level runs in two phases:
    (`duration_s`) counts its duration from there, sends nothing after it and lets what is in flight
    finish. Throughput and goodput (servesweep.loadgen.stats) divide by the span from the first
    measured request's send to the last measured request's completion.
+
+Memory: a completed record is written, added to the level's `RunStats` (and the current interval's,
+with `interval_s`) and released, so the client's memory does not grow with the run's length.
+`keep_records=True` keeps them in `LevelResult.records` (the gate under load needs its few).
+With `interval_s`, `on_interval(level, index, start_s, end_s, stats)` hears of each interval of the
+measured window as it ends (the last one may be shorter): a soak's trend, written as the run goes.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from servesweep.loadgen.records import (
     RecordWriter,
     RequestRecord,
 )
-from servesweep.loadgen.stats import SLO, summarize
+from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.tokenizer import TokenizerLike
 from servesweep.loadgen.sessions import SessionPlan, SessionSpec, plan_sessions, run_sessions
 from servesweep.loadgen.traces import TraceRequest, trace_prompts
@@ -58,9 +64,34 @@ class LevelResult:
     level: LoadLevel
     start_s: float
     end_s: float
-    records: list[RequestRecord]
+    records: list[RequestRecord]  # empty unless the runner was asked to keep them
     summary: dict
     prompt_pool_wrapped: bool = False
+    stats: RunStats | None = None  # kept where asked (workers ship it to the parent)
+
+
+# Called at the end of each interval of a level's measured window: level, interval number (from 0),
+# start and end (seconds since t0) and the statistics of the requests that completed in it.
+IntervalCallback = Callable[[LoadLevel, int, float, float, RunStats], None]
+
+
+class _LevelSink:
+    """Where a level's completed records go: its statistics, the current interval's, and the list
+    only when records are kept. Offers `append`, as the list it replaces did."""
+
+    __slots__ = ("stats", "interval", "records")
+
+    def __init__(self, slo: SLO | None, keep_records: bool) -> None:
+        self.stats = RunStats(slo)
+        self.interval: RunStats | None = None
+        self.records: list[RequestRecord] | None = [] if keep_records else None
+
+    def append(self, record: RequestRecord) -> None:
+        self.stats.add(record)
+        if self.interval is not None:
+            self.interval.add(record)
+        if self.records is not None:
+            self.records.append(record)
 
 
 @dataclass
@@ -108,6 +139,10 @@ class LoadRunner:
         arrival_phase: float = 0.0,
         trace: list[TraceRequest] | None = None,
         sessions: SessionSpec | None = None,
+        keep_records: bool = False,
+        keep_level_stats: bool = False,
+        interval_s: float | None = None,
+        on_interval: IntervalCallback | None = None,
     ) -> None:
         """`t0`, `id_start`/`id_step` and `arrival_phase` (a fraction of the mean arrival gap) let
         several runner processes share one clock, distinct request ids and staggered arrivals.
@@ -146,6 +181,12 @@ class LoadRunner:
         self.arrival_phase = arrival_phase
         self.trace = trace
         self.sessions = sessions
+        self.keep_records = keep_records
+        self.keep_level_stats = keep_level_stats
+        self.interval_s = interval_s
+        self.on_interval = on_interval
+        # The whole run's statistics: each level's are merged in when it ends.
+        self.run_stats = RunStats(slo)
         # Awaited once a level's prompts are built; may return the perf_counter instant the level
         # starts at (workers of one pool share it, so their arrival schedules interleave exactly).
         self.before_level: Callable[[LoadLevel], Awaitable[float | None]] | None = None
@@ -188,7 +229,7 @@ class LoadRunner:
         )
 
     async def _one(self, pool: HttpPool, record: RequestRecord, payload: dict,
-                   done: list[RequestRecord], progress: Callable[[], None], path: str | None = None,
+                   done: _LevelSink, progress: Callable[[], None], path: str | None = None,
                    keep_text: bool | None = None) -> None:
         try:
             await send_request(pool, path or self.path, payload, record, self.t0,
@@ -375,7 +416,7 @@ class LoadRunner:
         prompts = await self._build_prompts(level)
         if prompts is None or self.stopped:
             return None
-        done: list[RequestRecord] = []
+        done = _LevelSink(self.slo, self.keep_records)
         task_id = None
         if progress_bar is not None:
             task_id = progress_bar.add_task(
@@ -398,6 +439,7 @@ class LoadRunner:
         # young cyclic garbage is still collected.
         gc.collect()
         gc.freeze()
+        ticker: asyncio.Task | None = None
         try:
             warmups = level.warmup_requests
             wrapped = False
@@ -409,6 +451,7 @@ class LoadRunner:
             start = level_start - self.t0
             stop_at = warmups + level.num_requests if level.num_requests is not None else None
             deadline = level_start + level.duration_s if level.duration_s is not None else None
+            ticker = self._start_intervals(level, done, level_start)
             if level.arrival == "sessions":
                 await self._run_sessions(pool, level, prompts, done, advance, level_start)
             elif level.concurrency is not None:
@@ -418,14 +461,48 @@ class LoadRunner:
                 wrapped |= await self._run_open(pool, level, prompts, done, advance, level_start, warmups,
                                                 level.num_requests, deadline)
             end = time.perf_counter() - self.t0
+            if ticker is not None:
+                ticker.cancel()
+                self._end_interval(level, done, end)
         finally:
+            if ticker is not None:
+                ticker.cancel()
             gc.unfreeze()
         if self.after_level is not None:
             await self.after_level(level)
         if task_id is not None:
             progress_bar.update(task_id, visible=False)
-        done.sort(key=lambda r: r.request_id)
-        return LevelResult(level, start, end, done, summarize(done, self.slo), wrapped)
+        records = sorted(done.records, key=lambda r: r.request_id) if done.records is not None else []
+        self.run_stats.merge(done.stats)
+        return LevelResult(level, start, end, records, done.stats.summary(), wrapped,
+                           done.stats if self.keep_level_stats else None)
+
+    # --- per-interval statistics (soak runs) ---------------------------------------------------
+    def _start_intervals(self, level: LoadLevel, sink: _LevelSink, level_start: float) -> asyncio.Task | None:
+        if not self.interval_s or self.on_interval is None:
+            return None
+        sink.interval = RunStats(self.slo)
+        self._interval_index, self._interval_start = 0, level_start - self.t0
+
+        async def tick() -> None:
+            while True:
+                boundary = self.t0 + self._interval_start + self.interval_s
+                await asyncio.sleep(max(boundary - time.perf_counter(), 0.0))
+                self._end_interval(level, sink, boundary - self.t0)
+                sink.interval = RunStats(self.slo)
+
+        return asyncio.create_task(tick())
+
+    def _end_interval(self, level: LoadLevel, sink: _LevelSink, end: float) -> None:
+        stats, start = sink.interval, self._interval_start
+        if stats is None or end <= start:
+            return
+        sink.interval = None
+        if stats.total:  # a level that ends right on a boundary leaves an empty last interval
+            assert self.on_interval is not None
+            self.on_interval(level, self._interval_index, start, end, stats)
+        self._interval_index += 1
+        self._interval_start = end
 
     async def run(self) -> RunOutcome:
         progress_bar = _make_progress() if self.show_progress else None

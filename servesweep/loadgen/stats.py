@@ -1,4 +1,10 @@
-"""Summary statistics of a set of request records.
+"""Summary statistics of a set of request records, computed as the records arrive.
+
+`RunStats` takes one record at a time (`add`) and keeps only counters and one `Distribution` per
+latency (servesweep.loadgen.distribution: exact up to 131,072 values, then a histogram whose
+percentiles are within 0.05 %), so a run's client memory does not grow with its length; the
+records themselves can be released once written. `merge` adds another `RunStats` (another level,
+another worker process). `summarize(records)` is the same computation over an iterable.
 
 Warm-up requests are excluded. The measurement window runs from the first measured request's
 send to the last measured request's end, so throughput is not diluted by warm-up or by
@@ -18,15 +24,17 @@ TPOT must match (the timing check compares them).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from pydantic import BaseModel
 
+from servesweep.loadgen.distribution import PERCENTILES, Distribution, exact_summary
 from servesweep.loadgen.records import ERROR_CANCELLED, TOKENS_FROM_CHUNKS, RequestRecord
 
-PERCENTILES = (50, 90, 95, 99)
+__all__ = ["PERCENTILES", "SLO", "RunStats", "distribution", "summarize", "REQUEST_METRICS"]
 
 
 class SLO(BaseModel):
@@ -50,99 +58,182 @@ class SLO(BaseModel):
         return True
 
 
+def _lateness_ms(r: RequestRecord) -> float | None:
+    if r.sent_s is None or r.scheduled_s is None:
+        return None
+    return (r.sent_s - r.scheduled_s) * 1000.0
+
+
+# Per-request metrics summarized as distributions: (summary key, value of a record, over measured
+# requests (True) or completed ones only (False)). Adding a metric is one line here.
+REQUEST_METRICS: tuple[tuple[str, Callable[[RequestRecord], float | None], bool], ...] = (
+    ("ttft_ms", lambda r: r.ttft_ms, False),
+    ("tpot_ms", lambda r: r.tpot_ms, False),
+    ("e2e_ms", lambda r: r.e2e_ms, False),
+    # How long requests waited inside the client before reaching the socket: near zero unless
+    # the load generator's core is saturated (then add --workers).
+    ("client_send_delay_ms", lambda r: r.client_send_delay_ms, True),
+    # Open loop and trace replay: how late each request left against its schedule.
+    ("arrival_lateness_ms", _lateness_ms, True),
+)
+_OK_METRICS = tuple((name, get) for name, get, measured in REQUEST_METRICS if not measured)
+_MEASURED_METRICS = tuple((name, get) for name, get, measured in REQUEST_METRICS if measured)
+
+
 def distribution(values: Iterable[float] | np.ndarray) -> dict[str, float | None]:
     arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
-    keys = ["mean", "std", *(f"p{p}" for p in PERCENTILES), "max"]
     if arr.size == 0:
-        return {k: None for k in keys} | {"count": 0}
-    pct = np.percentile(arr, PERCENTILES)
-    out: dict[str, float | None] = {"mean": float(arr.mean()), "std": float(arr.std())}
-    out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, pct)})
-    out["max"] = float(arr.max())
-    out["count"] = int(arr.size)
-    return out
+        return Distribution().summary()
+    return exact_summary(arr)
+
+
+class RunStats:
+    """Everything `summarize` reports, accumulated record by record in bounded memory."""
+
+    __slots__ = ("slo", "total", "completed", "failed", "cancelled", "first_sent_s", "last_end_s",
+                 "prompt_tokens", "output_tokens", "dists", "itl", "errors", "error_examples",
+                 "output_len_mismatch", "prompt_len_mismatch", "sources", "by_turn", "good", "measured")
+
+    def __init__(self, slo: SLO | None = None) -> None:
+        self.slo = slo if slo is not None and not slo.is_empty() else None
+        self.total = self.measured = self.completed = self.failed = self.cancelled = 0
+        self.first_sent_s = math.inf
+        self.last_end_s = -math.inf
+        self.prompt_tokens = self.output_tokens = 0
+        self.dists = {name: Distribution() for name, _, _ in REQUEST_METRICS}
+        self.itl = Distribution()
+        self.errors: Counter[str] = Counter()
+        self.error_examples: dict[str, tuple[int, str | None]] = {}  # kind -> (lowest request id, message)
+        self.output_len_mismatch = self.prompt_len_mismatch = 0
+        self.sources: Counter[str] = Counter()
+        self.by_turn: dict[int, Distribution] = {}
+        self.good = 0
+
+    def add(self, r: RequestRecord) -> None:
+        self.total += 1
+        if r.warmup:
+            return
+        self.measured += 1
+        dists = self.dists
+        for name, get in _MEASURED_METRICS:
+            value = get(r)
+            if value is not None:
+                dists[name].add(value)
+        if r.sent_s is not None and r.sent_s < self.first_sent_s:
+            self.first_sent_s = r.sent_s
+        kind = r.error_kind
+        if kind == ERROR_CANCELLED:
+            self.cancelled += 1
+            return
+        if r.end_s is not None and r.end_s > self.last_end_s:
+            self.last_end_s = r.end_s
+        if not r.ok:
+            self.failed += 1
+            self.errors[kind] += 1
+            seen = self.error_examples.get(kind)
+            if seen is None or r.request_id < seen[0]:
+                self.error_examples[kind] = (r.request_id, r.error_message)
+            return
+        self.completed += 1
+        self.prompt_tokens += r.prompt_tokens or 0
+        self.output_tokens += r.completion_tokens or 0
+        for name, get in _OK_METRICS:
+            value = get(r)
+            if value is not None:
+                dists[name].add(value)
+        arrivals = r.chunk_arrivals_s
+        if len(arrivals) > 1:
+            self.itl.extend([(b - a) * 1000.0 for a, b in zip(arrivals, arrivals[1:])])
+        if r.output_len_requested is not None and r.completion_tokens is not None \
+                and r.completion_tokens != r.output_len_requested:
+            self.output_len_mismatch += 1
+        if r.prompt_len_requested is not None and r.prompt_tokens is not None \
+                and r.prompt_tokens != r.prompt_len_requested:
+            self.prompt_len_mismatch += 1
+        # A count without a source is from records written before sources were kept: usage then.
+        self.sources[r.completion_tokens_source or ("missing" if r.completion_tokens is None else "usage")] += 1
+        if r.turn is not None:
+            ttft = r.ttft_ms
+            dist = self.by_turn.get(r.turn)
+            if dist is None:
+                dist = self.by_turn[r.turn] = Distribution()
+            if ttft is not None:
+                dist.add(ttft)
+        if self.slo is not None and self.slo.met_by(r):
+            self.good += 1
+
+    def merge(self, other: "RunStats") -> "RunStats":
+        for name in ("total", "measured", "completed", "failed", "cancelled", "prompt_tokens", "output_tokens",
+                     "output_len_mismatch", "prompt_len_mismatch", "good"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.first_sent_s = min(self.first_sent_s, other.first_sent_s)
+        self.last_end_s = max(self.last_end_s, other.last_end_s)
+        for name, dist in other.dists.items():
+            self.dists[name].merge(dist)
+        self.itl.merge(other.itl)
+        self.errors.update(other.errors)
+        for kind, example in other.error_examples.items():
+            seen = self.error_examples.get(kind)
+            if seen is None or example[0] < seen[0]:
+                self.error_examples[kind] = example
+        self.sources.update(other.sources)
+        for turn, dist in other.by_turn.items():
+            self.by_turn.setdefault(turn, Distribution()).merge(dist)
+        return self
+
+    @property
+    def duration_s(self) -> float:
+        if self.first_sent_s == math.inf or self.last_end_s == -math.inf:
+            return 0.0
+        return self.last_end_s - self.first_sent_s
+
+    def summary(self) -> dict:
+        duration = self.duration_s
+        per_s = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
+        itl = self.itl
+        d = {name: dist.summary() for name, dist in self.dists.items()}
+        summary: dict = {
+            "completed": self.completed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "warmup_excluded": self.total - self.measured,
+            "duration_s": duration,
+            "request_throughput": per_s(self.completed),
+            "output_token_throughput": per_s(self.output_tokens),
+            "total_token_throughput": per_s(self.prompt_tokens + self.output_tokens),
+            "total_prompt_tokens": self.prompt_tokens,
+            "total_output_tokens": self.output_tokens,
+            "ttft_ms": d.pop("ttft_ms"),
+            "itl_ms": itl.summary(),
+            # Chunks read together share one arrival time (see loadgen/http.py): the share of gaps that
+            # read exactly 0 says how much of the ITL distribution the client could not resolve.
+            "itl_zero_gap_fraction": itl.zero_count() / itl.count if itl.count else None,
+            **d,
+            "errors": dict(self.errors),
+            "error_examples": {kind: msg for kind, (_, msg) in self.error_examples.items()},
+            "output_len_mismatch": self.output_len_mismatch,
+            "prompt_len_mismatch": self.prompt_len_mismatch,
+            "token_count_source": dict(self.sources),
+            "warnings": _token_warnings(self.sources, self.completed),
+        }
+        if self.by_turn:
+            # Prefix caching shows here: a flat TTFT while the context grows turn by turn.
+            summary["ttft_by_turn_ms"] = {str(t): self.by_turn[t].summary() for t in sorted(self.by_turn)}
+        if self.slo is not None:
+            summary["goodput"] = {
+                "slo": self.slo.model_dump(exclude_none=True),
+                "good_requests": self.good,
+                "request_goodput": per_s(self.good),
+                "fraction_good": self.good / self.measured if self.measured else 0.0,
+            }
+        return summary
 
 
 def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
-    records = list(records)
-    measured = [r for r in records if not r.warmup]
-    ok = [r for r in measured if r.ok]
-    failed = [r for r in measured if not r.ok and r.error_kind != ERROR_CANCELLED]
-    cancelled = [r for r in measured if r.error_kind == ERROR_CANCELLED]
-
-    starts = [r.sent_s for r in measured if r.sent_s is not None]
-    ends = [r.end_s for r in measured if r.end_s is not None and r.error_kind != ERROR_CANCELLED]
-    duration = (max(ends) - min(starts)) if starts and ends else 0.0
-
-    prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
-    output_tokens = sum(r.completion_tokens or 0 for r in ok)
-    per_s = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
-
-    itl = [gap for r in ok for gap in r.itl_ms]
-    summary: dict = {
-        "completed": len(ok),
-        "failed": len(failed),
-        "cancelled": len(cancelled),
-        "warmup_excluded": len(records) - len(measured),
-        "duration_s": duration,
-        "request_throughput": per_s(len(ok)),
-        "output_token_throughput": per_s(output_tokens),
-        "total_token_throughput": per_s(prompt_tokens + output_tokens),
-        "total_prompt_tokens": prompt_tokens,
-        "total_output_tokens": output_tokens,
-        "ttft_ms": distribution(r.ttft_ms for r in ok if r.ttft_ms is not None),
-        "first_text_ms": distribution(r.first_text_ms for r in ok if r.first_text_ms is not None),
-        "itl_ms": distribution(itl),
-        # Chunks read together share one arrival time (see loadgen/http.py): the share of gaps that
-        # read exactly 0 says how much of the ITL distribution the client could not resolve.
-        "itl_zero_gap_fraction": (sum(1 for g in itl if g == 0.0) / len(itl)) if itl else None,
-        "tpot_ms": distribution(r.tpot_ms for r in ok if r.tpot_ms is not None),
-        "e2e_ms": distribution(r.e2e_ms for r in ok if r.e2e_ms is not None),
-        "itl_per_token_ms": _itl_per_token(ok),
-        # How long requests waited inside the client before reaching the socket: near zero unless
-        # the load generator's core is saturated (then add --workers).
-        "client_send_delay_ms": distribution(r.client_send_delay_ms for r in measured
-                                             if r.client_send_delay_ms is not None),
-        # Open loop and trace replay: how late each request left against its schedule.
-        "arrival_lateness_ms": distribution((r.sent_s - r.scheduled_s) * 1000.0 for r in measured
-                                            if r.sent_s is not None and r.scheduled_s is not None),
-        "errors": dict(Counter(r.error_kind for r in failed)),
-        "error_examples": {kind: next(r.error_message for r in failed if r.error_kind == kind)
-                           for kind in {r.error_kind for r in failed}},
-        "output_len_mismatch": sum(
-            1 for r in ok
-            if r.output_len_requested is not None and r.completion_tokens is not None
-            and r.completion_tokens != r.output_len_requested
-        ),
-        "prompt_len_mismatch": sum(
-            1 for r in ok
-            if r.prompt_len_requested is not None and r.prompt_tokens is not None
-            and r.prompt_tokens != r.prompt_len_requested
-        ),
-    }
-    # A count without a source is from records written before sources were kept: usage then.
-    sources = Counter(r.completion_tokens_source or ("missing" if r.completion_tokens is None else "usage")
-                      for r in ok)
-    summary["token_count_source"] = dict(sources)
-    summary["token_timing"] = dict(Counter(r.token_timing for r in ok if r.token_timing is not None))
-    without_text = sum(r.tokens_without_text for r in ok)
-    summary["tokens_without_text"] = without_text
-    summary["tokens_without_text_fraction"] = without_text / output_tokens if output_tokens else None
-    summary["warnings"] = _token_warnings(sources, len(ok))
-    turns = sorted({r.turn for r in ok if r.turn is not None})
-    if turns:
-        # Prefix caching shows here: a flat TTFT while the context grows turn by turn.
-        summary["ttft_by_turn_ms"] = {str(t): distribution(r.ttft_ms for r in ok if r.turn == t
-                                                           and r.ttft_ms is not None) for t in turns}
-    if slo is not None and not slo.is_empty():
-        good = sum(1 for r in ok if slo.met_by(r))
-        summary["goodput"] = {
-            "slo": slo.model_dump(exclude_none=True),
-            "good_requests": good,
-            "request_goodput": per_s(good),
-            "fraction_good": good / len(measured) if measured else 0.0,
-        }
-    return summary
+    stats = RunStats(slo)
+    for r in records:
+        stats.add(r)
+    return stats.summary()
 
 
 def _itl_per_token(ok: list[RequestRecord]) -> float | None:

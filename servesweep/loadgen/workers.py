@@ -3,8 +3,10 @@
 One Python process parses roughly 450k streamed chunks per second on one core; past that, or
 when timing precision matters at thousands of streams, the load is split over N processes:
 each worker runs its own `LoadRunner` with its share of every level and writes its own
-`records.worker-K.jsonl`; the parent merges them into `records.jsonl` and computes the summary
-from the merged records, checking that they are exactly the union of the workers' files.
+`records.worker-K.jsonl`; the parent merges them into `records.jsonl` (a streaming merge by
+request id: no file is held in memory) and checks that it is exactly the union of the workers'
+files. Each worker sends its per-level statistics (servesweep.loadgen.stats.RunStats, bounded in
+size) with its report; the parent merges those into the summary, so neither side keeps records.
 
 Timestamps stay comparable across workers: every worker measures from the parent's `t0` on
 `time.perf_counter`, which on Linux is CLOCK_MONOTONIC, one clock for every process.
@@ -15,17 +17,24 @@ one shared instant, so open-loop arrivals interleave as planned.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import multiprocessing as mp
+from array import array
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from servesweep.errors import ConfigError
+import numpy as np
+import orjson
+
+from itertools import zip_longest
+
+from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.records import RecordWriter, RequestRecord, read_records
+from servesweep.loadgen.records import RECORDS_FULL, RECORDS_NONE, RecordWriter, RequestRecord, read_records
 from servesweep.loadgen.runner import LevelResult, RunOutcome, stop_on_signals
-from servesweep.loadgen.stats import SLO, summarize
+from servesweep.loadgen.stats import SLO, RunStats, summarize
 from servesweep.loadgen.workload import Workload
 
 
@@ -74,6 +83,8 @@ class WorkerJob:
     records_path: str
     t0: float
     keep_text: bool
+    records: str = RECORDS_FULL
+    slo: dict[str, Any] | None = None
 
 
 def worker_records_path(out_dir: Path, index: int) -> Path:
@@ -109,10 +120,12 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
             tokenizer = (LocalTokenizer(job.tokenizer) if job.tokenizer not in (None, "server") else
                          ServerTokenizer(side_session, job.base_url, job.model, vocab_size=32000)
                          if job.tokenizer == "server" else None)
-            writer = RecordWriter(Path(job.records_path))
+            writer = RecordWriter(Path(job.records_path), keep=job.records)
             runner = LoadRunner(job.base_url, job.model, workload, levels, writer, tokenizer,
+                                slo=SLO.model_validate(job.slo) if job.slo else None,
                                 keep_text=job.keep_text, show_progress=False, t0=job.t0,
-                                id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count)
+                                id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count,
+                                keep_level_stats=True)
             loop = asyncio.get_running_loop()
 
             async def in_step(level: LoadLevel) -> float:
@@ -146,7 +159,7 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
         return {"index": job.index, "interrupted": outcome.interrupted, "abort_reason": outcome.abort_reason,
                 "arrival_clock": runner.arrival_clock,
                 "levels": [{"label": lv.level.label, "start_s": lv.start_s, "end_s": lv.end_s,
-                            "wrapped": lv.prompt_pool_wrapped} for lv in outcome.levels]}
+                            "wrapped": lv.prompt_pool_wrapped, "stats": lv.stats} for lv in outcome.levels]}
 
     try:
         results.put(run_async(main()))
@@ -159,13 +172,16 @@ class WorkerPool:
     """Runs the levels in N processes; offers LoadRunner's `run` / `stop` / `stopped` / `t0`."""
 
     def __init__(self, count: int, base_url: str, model: str, workload: Workload, levels: list[LoadLevel],
-                 out_dir: Path, tokenizer: str | None, slo: SLO | None, keep_text: bool) -> None:
+                 out_dir: Path, tokenizer: str | None, slo: SLO | None, keep_text: bool,
+                 records: str = RECORDS_FULL) -> None:
         self.count = count
         self.levels = levels
         self.shares = [split_level(level, count) for level in levels]  # raises WorkerSplitError early
         self.out_dir = out_dir
         self.slo = slo
+        self.records = records
         self.t0 = time.perf_counter()
+        self.run_stats = RunStats(slo)  # the whole run's, merged from the workers' levels
         ctx = mp.get_context("spawn")
         self._level_start = ctx.Value("d", 0.0)
         self._barrier = ctx.Barrier(count, action=_SetLevelStart(self._level_start))
@@ -180,6 +196,7 @@ class WorkerPool:
             workload=workload.model_copy(update={"seed": workload.seed + i}).model_dump(mode="json"),
             levels=[shares[i].model_dump() for shares in self.shares], tokenizer=tokenizer,
             records_path=str(worker_records_path(out_dir, i)), t0=self.t0, keep_text=keep_text,
+            records=records, slo=slo.model_dump() if slo is not None else None,
         ) for i in range(count)]
         self._procs = [ctx.Process(target=_worker_main, args=(job, self._barrier, self._level_start, self._stop, self._results),
                                    name=f"servesweep-worker-{job.index}", daemon=True) for job in self.jobs]
@@ -242,43 +259,93 @@ class WorkerPool:
         elif not errors and not missing:
             outcome.abort_reason = outcome.abort_reason or next(
                 (r["abort_reason"] for r in reports.values() if r.get("abort_reason")), None)
-        records = merged_records(self.out_dir, self.count)
-        by_level: dict[str, list[RequestRecord]] = {}
-        for r in records:
-            by_level.setdefault(r.level, []).append(r)
         for n, level in enumerate(self.levels):
             spans = [r["levels"][n] for r in reports.values() if "levels" in r and len(r["levels"]) > n]
             if not spans:
                 break
-            level_records = by_level.get(level.label, [])
+            stats = RunStats(self.slo)
+            for span in spans:
+                stats.merge(span["stats"])
+            self.run_stats.merge(stats)
             outcome.levels.append(LevelResult(
-                level, min(s["start_s"] for s in spans), max(s["end_s"] for s in spans), level_records,
-                summarize(level_records, self.slo), any(s["wrapped"] for s in spans)))
-        with RecordWriter(self.out_dir / "records.jsonl") as writer:
-            for r in records:
-                writer.write(r)
+                level, min(s["start_s"] for s in spans), max(s["end_s"] for s in spans), [],
+                stats.summary(), any(s["wrapped"] for s in spans)))
+        if self.records != RECORDS_NONE:
+            write_merged(self.out_dir, self.count)
         return outcome
 
 
-def merged_records(out_dir: Path, count: int) -> list[RequestRecord]:
-    """Every worker's records, in request-id order."""
-    records = []
-    for i in range(count):
-        path = worker_records_path(out_dir, i)
-        if path.exists():
-            records.extend(read_records(path))
-    records.sort(key=lambda r: r.request_id)
-    return records
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(request id, line) of each whole record line of a file; a torn last line is skipped."""
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                continue
+            try:
+                yield orjson.loads(line)["request_id"], line
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+
+
+def _sorted_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """A worker file's (request id, line) in request-id order. The file is in completion order, so
+    it is indexed first: 16 bytes per record (id and offset) are held, never the lines."""
+    ids, offsets = array("q"), array("q")
+    with open(path, "rb") as f:
+        offset = 0
+        for line in f:
+            if line.endswith(b"\n"):
+                try:
+                    ids.append(orjson.loads(line)["request_id"])
+                    offsets.append(offset)
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    pass
+            offset += len(line)
+        order = np.argsort(np.frombuffer(ids, dtype=np.int64), kind="stable")
+        for i in order.tolist():
+            f.seek(offsets[i])
+            yield ids[i], f.readline()
+
+
+def _merged_lines(out_dir: Path, count: int) -> Iterator[tuple[int, bytes]]:
+    """Every worker's record lines in request-id order."""
+    files = [worker_records_path(out_dir, i) for i in range(count)]
+    return heapq.merge(*(_sorted_lines(p) for p in files if p.exists()), key=lambda pair: pair[0])
+
+
+def write_merged(out_dir: Path, count: int) -> None:
+    """records.jsonl: the workers' lines, byte for byte, in request-id order."""
+    target = out_dir / "records.jsonl"
+    try:
+        with open(target, "wb") as f:
+            for _, line in _merged_lines(out_dir, count):
+                f.write(line)
+    except OSError as exc:
+        raise OutputError(f"cannot write records to {target}: {exc.strerror or exc}") from exc
 
 
 def check_merge(out_dir: Path, count: int, slo: SLO | None) -> dict[str, Any]:
-    """Re-read the merged file and the workers' files: same records, same statistics."""
-    merged = sorted(read_records(out_dir / "records.jsonl"), key=lambda r: r.request_id)
-    union = merged_records(out_dir, count)
-    per_worker = [sum(1 for _ in read_records(worker_records_path(out_dir, i)))
+    """Re-read the merged file and the workers' files, streaming: same lines in the same order, ids
+    unique, and the same statistics from either. With --records none there is nothing to check."""
+    merged_path = out_dir / "records.jsonl"
+    per_worker = [sum(1 for _ in _lines(worker_records_path(out_dir, i)))
                   if worker_records_path(out_dir, i).exists() else 0 for i in range(count)]
-    same_records = [r.to_dict() for r in merged] == [r.to_dict() for r in union]
-    unique_ids = len({r.request_id for r in merged}) == len(merged)
-    same_stats = summarize(merged, slo) == summarize(union, slo)
-    return {"count": count, "records_per_worker": per_worker, "merged_records": len(merged),
+    if not merged_path.exists():
+        return {"count": count, "records_per_worker": per_worker, "merged_records": 0,
+                "merged_equals_union": None}
+    merged = _lines(merged_path)
+    union = _merged_lines(out_dir, count)
+    same_records, unique_ids, n, last = True, True, 0, None
+    for a, b in zip_longest(merged, union):
+        if a != b:
+            same_records = False
+            break
+        n += 1
+        unique_ids = unique_ids and a[0] != last
+        last = a[0]
+    # Both in request-id order: float sums then add up in the same order on either side.
+    same_stats = summarize(read_records(merged_path), slo) == summarize(
+        (RequestRecord.from_dict(orjson.loads(line)) for _, line in _merged_lines(out_dir, count)), slo)
+    return {"count": count, "records_per_worker": per_worker, "merged_records": n if same_records else
+            sum(1 for _ in _lines(merged_path)),
             "merged_equals_union": bool(same_records and unique_ids and same_stats)}

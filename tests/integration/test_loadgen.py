@@ -51,10 +51,15 @@ async def test_summary_and_record_schema(stub_server, tmp_path):
     records = list(read_records(tmp_path / "records.jsonl"))
     assert len(records) == 6
     raw = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])
-    for key in ("scheduled_s", "sent_s", "first_token_s", "end_s", "chunk_arrivals_s", "prompt_tokens",
-                "completion_tokens", "http_status", "error_kind", "error_message", "ttft_ms", "itl_ms",
-                "tpot_ms", "e2e_ms"):
+    # Version 2: None fields left out, chunk times as integer microsecond gaps.
+    assert raw["v"] == 2 and on_disk["records"] == {"keep": "full", "version": 2}
+    for key in ("scheduled_s", "sent_s", "first_token_s", "end_s", "chunk_us", "chunks", "prompt_tokens",
+                "completion_tokens", "http_status", "ttft_ms", "tpot_ms", "e2e_ms"):
         assert key in raw
+    assert "error_kind" not in raw and all(isinstance(gap, int) for gap in raw["chunk_us"])
+    first = next(r for r in records if r.request_id == raw["request_id"])
+    assert len(first.chunk_arrivals_s) == raw["chunks"] == 8
+    assert abs(first.chunk_arrivals_s[0] - raw["first_token_s"]) <= 0.5e-6
     # Prompts were built to an exact token count through the server's /tokenize.
     assert all(r.prompt_tokens == r.prompt_len_requested == 32 for r in records)
     assert all(r.completion_tokens == 8 for r in records)

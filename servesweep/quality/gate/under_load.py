@@ -193,7 +193,8 @@ async def measure_under_load(
                                 out_dir=records_path.parent, tokenizer_dir=tokenizer_dir)
         tokenizer = await pick_tokenizer(session, config, target)
         writer = _LoadRecords(records_path)
-        runner = LoadRunner(target.base_url, target.model, workload, [level], writer, tokenizer, show_progress=False)
+        runner = LoadRunner(target.base_url, target.model, workload, [level], writer, tokenizer, show_progress=False,
+                            keep_records=True)  # its evidence needs the chunk times of its few requests
 
         def clock() -> float:  # the records' clock: seconds from the runner's t0
             return time.perf_counter() - runner.t0
