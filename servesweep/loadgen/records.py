@@ -3,8 +3,9 @@
 All times are seconds on the client's monotonic clock, relative to the start of the run, so
 records of one run can be lined up against each other and against the server telemetry.
 
-On disk (version 2, `"v": 2` on every line), a record is its fields plus the derived `ttft_ms`,
-`e2e_ms` and `tpot_ms`, with the chunk arrival times as integer microseconds in `chunk_us`: the
+On disk (version 2, `"v": 2` on every line), a record is its fields that are not None (times to
+the microsecond) plus the derived `ttft_ms`, `e2e_ms` and `tpot_ms` (to the microsecond), with the
+chunk arrival times as integer microseconds in `chunk_us`: the
 first one since the run's start, each next one as the gap from the one before (an ITL gap is
 `chunk_us[i] / 1000` ms). That is ~5 bytes a chunk instead of the ~40 that a float time plus a float
 ITL took in version 1 (which had `chunk_arrivals_s` and `itl_ms`; `read_records` reads both).
@@ -136,16 +137,18 @@ class RequestRecord:
     def encode(self, keep: str = RECORDS_FULL) -> bytes:
         """One line of records.jsonl (version 2, see the module docstring), newline included."""
         # Fields that are None are left out (reading fills in the default): a third of a record's bytes.
-        data = {"v": RECORDS_VERSION}
+        # Times are written to the microsecond (the clock's useful resolution here), which also
+        # halves their digits.
+        data: dict[str, Any] = {"v": RECORDS_VERSION}
         for name in _NAMES_IN_ORDER:
             value = getattr(self, name)
             if value is not None:
-                data[name] = value
+                data[name] = round(value, 6) if name in _TIMES_S else value
         arrivals = data.pop("chunk_arrivals_s")
         for name in ("ttft_ms", "e2e_ms", "tpot_ms"):
             value = getattr(self, name)
             if value is not None:
-                data[name] = value
+                data[name] = round(value, 3)
         data["chunks"] = len(arrivals)
         if keep == RECORDS_FULL:
             # Rounded on the cumulative time, so gaps do not add up rounding errors.
@@ -173,6 +176,7 @@ class RequestRecord:
 _FIELDS = fields(RequestRecord)
 _NAMES_IN_ORDER = tuple(f.name for f in _FIELDS)
 _NAMES = frozenset(_NAMES_IN_ORDER)
+_TIMES_S = frozenset(("scheduled_s", "sent_s", "wire_s", "first_token_s", "end_s"))
 
 
 class RecordWriter:

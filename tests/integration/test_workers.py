@@ -42,9 +42,10 @@ def test_two_workers_merge_into_one_result(stub_server, tmp_path):
     assert len({r.request_id for r in merged}) == 40
     stats = summarize([r for r in union if r.level == "c6"])
     level = summary["levels"][1]
-    # Same numbers up to float summation order (the files are read in another order than the merge).
-    assert stats["ttft_ms"] == pytest.approx(level["ttft_ms"], rel=1e-12) and stats["completed"] == level["completed"]
-    assert stats["output_token_throughput"] == pytest.approx(level["output_token_throughput"])
+    # The summary comes from the workers' in-memory statistics, the files hold times to the microsecond:
+    # the same numbers to within that microsecond (a 2 us slack: TTFT is a difference of two times).
+    assert stats["ttft_ms"] == pytest.approx(level["ttft_ms"], abs=2e-3) and stats["completed"] == level["completed"]
+    assert stats["output_token_throughput"] == pytest.approx(level["output_token_throughput"], rel=1e-5)
     # One clock for every process: each worker's requests fall inside the level's window.
     for lv in summary["levels"]:
         in_level = [r for r in merged if r.level == lv["label"]]
