@@ -11,6 +11,11 @@ so nothing is missed between samples; RSS is also sampled every second to show i
 Records per hour: bytes per record measured on the shortest run's records.jsonl, re-encoded under
 each option (version 1 = the previous format, for comparison), times that run's measured request
 rate. Not a unit test: figures depend on the machine. Writes bench/results/soak_memory.{json,md}.
+
+    python bench/soak_memory.py --baseline /path/to/other/checkout --durations 40
+
+runs another checkout's client (its PYTHONPATH; no --records option) at the same load and adds its
+row to the committed results as `baseline`, for a before/after at the same duration.
 """
 
 from __future__ import annotations
@@ -63,14 +68,16 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
-def run_client(duration_s: float, out: Path, tokenizer: Path) -> dict:
+def run_client(duration_s: float, out: Path, tokenizer: Path, pythonpath: str | None = None) -> dict:
     cmd = ["taskset", "-c", CLIENT_CORE, sys.executable, "-m", "servesweep", "run", "--url", URL, "--model", MODEL,
            "--concurrency", str(CONCURRENCY), "--duration", str(duration_s), "--input-len", str(INPUT_LEN),
            "--output-len", str(OUTPUT_LEN), "--tokenizer", str(tokenizer), "--out", str(out), "--no-progress",
-           "--no-telemetry", "--records", "full"]
+           "--no-telemetry"] + (["--records", "full"] if pythonpath is None else [])
+    env = dict(os.environ) | ({"PYTHONPATH": pythonpath} if pythonpath is not None else {})
     course: list[tuple[float, int]] = []
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=open(out.parent / f"client-{duration_s:g}.log", "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=open(out.parent / f"client-{duration_s:g}.log", "w"), stderr=subprocess.STDOUT,
+                            env=env)
     done = threading.Event()
 
     def sample() -> None:
@@ -115,16 +122,48 @@ def bytes_per_record(records: Path) -> dict[str, float]:
     return {k: v / n for k, v in sizes.items()}
 
 
+def run_baseline(checkout: str, durations: list[float], work: Path, tokenizer: Path) -> int:
+    rows = []
+    for d in durations:
+        server = start_server(work / f"server-{d:g}.log")
+        try:
+            rows.append(run_client(d, work / f"run-{d:g}", tokenizer, pythonpath=checkout))
+        finally:
+            stop(server)
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "rss_course_mib"}), flush=True)
+    commit = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    path = RESULTS / "soak_memory.json"
+    result = json.loads(path.read_text())
+    result["baseline"] = {"commit": commit, "runs": rows}
+    path.write_text(json.dumps(result, indent=2))
+    md = ["", f"Before (commit {commit}, the same load and machine, run afterwards):", "",
+          "| duration | requests | req/s | TTFT p50 / p99 ms | ITL p99 ms | peak RSS MiB | records.jsonl MB |",
+          "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append(f"| {r['duration_s']:g} s | {r['completed']:,} | {r['request_throughput']:.0f} | "
+                  f"{r['ttft_p50_ms']:.1f} / {r['ttft_p99_ms']:.1f} | {r['itl_p99_ms']:.2f} | "
+                  f"{r['peak_rss_mib']:.0f} | {r['records_bytes'] / 1e6:.1f} |")
+    with open(RESULTS / "soak_memory.md", "a") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--durations", default="40,160,600")
     ap.add_argument("--quick", action="store_true", help="5 s and 10 s runs, results not written")
+    ap.add_argument("--baseline", default=None, metavar="CHECKOUT",
+                    help="run that checkout's client instead and add it to the committed results as `baseline`")
     args = ap.parse_args()
     durations = [5.0, 10.0] if args.quick else [float(d) for d in args.durations.split(",")]
     from servesweep.models.tiny import build_tiny_model
 
     tokenizer = build_tiny_model()
     work = Path(tempfile.mkdtemp(prefix="soak-memory-"))
+    if args.baseline:
+        return run_baseline(args.baseline, durations, work, tokenizer)
     runs = []
     for d in durations:
         server = start_server(work / f"server-{d:g}.log")

@@ -45,7 +45,7 @@ from servesweep.loadtest import host_info, set_aside_previous_run
 from servesweep.locust.config import CONFIG_OPTION, EPOCH_OPTION, MAX_WORKERS, LocustRunConfig
 from servesweep.locust.prompts import PreparedPrompt, build_pool
 from servesweep.locust.reporting import configure_stats
-from servesweep.locust.summary import build_summary, worker_check
+from servesweep.locust.summary import IdTally, RecordTally, build_summary, worker_check
 from servesweep.locust.webtab import EXTENDED_TABLES, EXTENDED_TABS, TAB_KEY, LiveStats
 from servesweep.results import write_json
 
@@ -85,7 +85,11 @@ class ProcessState:
         self.writer: RecordWriter | None = None
         self.pending: list[dict[str, Any]] = []
         self.final = False
-        self.records: list[RequestRecord] = []
+        # No records are kept (a test of hours must not grow the process): the ids of every record
+        # that reached this process since the test started, for the union check, and the running
+        # statistics of those since the last statistics reset (servesweep.locust.summary).
+        self.ids = IdTally()
+        self.tally = RecordTally()
         self.received: dict[int, int] = {}
         self.finished: set[int] = set()
         self.worker_index: dict[str, int] = {}  # Locust client id -> worker index (master)
@@ -157,7 +161,8 @@ class ProcessState:
         if self.role == "worker":
             self.pending.append(record_fields(record))
         else:
-            self.records.append(record)
+            self.ids.add(record.request_id)
+            self.tally.add(record)
             self.live.add(record)
 
     def now_s(self) -> float:
@@ -278,7 +283,8 @@ def _on_test_start(environment: Any, **_: Any) -> None:
             state.writer.close()
         set_aside_previous_run(state.out_dir())
         state.writer = RecordWriter(config.out_dir / "records.jsonl")
-        state.records, state.received, state.finished = [], {}, set()
+        state.ids, state.tally = IdTally(), RecordTally(config.slo)
+        state.received, state.finished = {}, set()
         state.worker_index, state.last_heard = {}, {}
         state.live.reset()
         state.reset_at, state.reset_at_s = 0, None
@@ -383,7 +389,8 @@ def _on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
 def _mark_reset() -> None:
     state = STATE
     if state.role != "worker" and state.started_at is not None:
-        state.reset_at, state.reset_at_s = len(state.records), state.now_s()
+        state.reset_at, state.reset_at_s = state.ids.count, state.now_s()
+        state.tally = RecordTally(state.config.slo if state.config is not None else None)
         state.live.reset()
         state.summary_written_for = -1
         log.info("servesweep: statistics reset at %.1f s: the summary counts requests finished after it",
@@ -440,7 +447,7 @@ def _write_summary(environment: Any) -> None:
     config = state.config
     if config is None or state.started_at is None:
         return
-    if state.summary_written_for == len(state.records) - state.reset_at:
+    if state.summary_written_for == state.tally.count:
         return  # nothing new since the last summary of this test
     if state.telemetry is not None:
         state.telemetry.stop()  # its samples stay for the summary; a new test starts a new sampler
@@ -450,8 +457,8 @@ def _write_summary(environment: Any) -> None:
             "run_time_s": config.run_time_s or getattr(options, "run_time", None)}
     workers = None
     if state.role == "master":
-        workers = worker_check(config.out_dir, state.records, state.received, state.finished)
-    counted = state.records[state.reset_at:]
+        workers = worker_check(config.out_dir, state.ids, state.received, state.finished)
+    counted = state.tally
     summary = build_summary(
         config, counted, started_at=state.started_at, host=host_info(), load=load,
         locust_stats=_locust_stats(environment), telemetry=state.telemetry, metrics_note=state.metrics_note,
@@ -461,7 +468,7 @@ def _write_summary(environment: Any) -> None:
         summary["stats_reset_at_s"] = state.reset_at_s
         summary["excluded_before_reset"] = state.reset_at
     write_json(config.out_dir / "summary.json", summary)
-    state.summary_written_for = len(counted)
+    state.summary_written_for = counted.count
     log.info("servesweep: %s (%d requests: %d ok, %d failed, %d cancelled)", config.out_dir / "summary.json",
              summary["completed"] + summary["failed"], summary["completed"], summary["failed"], summary["cancelled"])
 

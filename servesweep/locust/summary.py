@@ -9,29 +9,73 @@ as `cancelled` records and are not in Locust's count (Locust drops them).
 Every worker also writes its own records to `records.worker-K.jsonl`; when those files are on the
 master's disk (workers on the same machine) the master checks that the merged `records.jsonl` is
 exactly their union (`workers.merged_equals_union`).
+
+Memory: the master (or single process) keeps no records. `RecordTally` adds each one to running
+statistics per level (servesweep.loadgen.stats.RunStats) and `IdTally` keeps a fingerprint of the
+request ids (count, sum, sum of squares) for the union check, so a test of any length costs the
+same memory. `build_summary` and `worker_check` also take plain lists of records.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from servesweep import __version__
 from servesweep.crosscheck import cross_check
 from servesweep.loadgen.records import RequestRecord, read_records
-from servesweep.loadgen.stats import summarize
+from servesweep.loadgen.stats import RunStats
 from servesweep.loadgen.workers import worker_records_path
 from servesweep.locust.config import LocustRunConfig
 from servesweep.results import SCHEMA_VERSION
 
 
-def worker_check(out_dir: Path, merged: list[RequestRecord], received: dict[int, int],
+class IdTally:
+    """A fingerprint of a multiset of request ids: equal fingerprints mean the same ids (a different
+    set with the same count, sum and sum of squares is not something a lost or doubled record makes)."""
+
+    __slots__ = ("count", "total", "squares")
+
+    def __init__(self, ids: Iterable[int] = ()) -> None:
+        self.count = self.total = self.squares = 0
+        for i in ids:
+            self.add(i)
+
+    def add(self, request_id: int) -> None:
+        self.count += 1
+        self.total += request_id
+        self.squares += request_id * request_id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdTally) and (self.count, self.total, self.squares) == (
+            other.count, other.total, other.squares)
+
+
+class RecordTally:
+    """Running statistics of a test's records, per level label, in bounded memory."""
+
+    def __init__(self, slo: Any = None) -> None:
+        self.slo = slo
+        self.count = 0
+        self.whole = RunStats(slo)
+        self.levels: dict[str, RunStats] = {}
+
+    def add(self, record: RequestRecord) -> None:
+        self.count += 1
+        self.whole.add(record)
+        level = self.levels.get(record.level)
+        if level is None:
+            level = self.levels[record.level] = RunStats(self.slo)
+        level.add(record)
+
+
+def worker_check(out_dir: Path, merged: list[RequestRecord] | IdTally, received: dict[int, int],
                  finished: set[int]) -> dict[str, Any]:
     """Per worker index: records received by the master, records in the worker's own file (where it
     is on this disk), whether it sent its last report; and whether merged == union of the files."""
     per_worker: dict[str, dict[str, Any]] = {}
-    file_ids: set[int] = set()
+    file_ids = IdTally()
     files_found = 0
     # Workers on this disk that never reached the master (died before their first report) too.
     on_disk = {int(p.name.split("-")[1].split(".")[0]) for p in out_dir.glob("records.worker-*.jsonl")}
@@ -41,33 +85,30 @@ def worker_check(out_dir: Path, merged: list[RequestRecord], received: dict[int,
         in_file = None
         if path.exists():
             files_found += 1
-            ids = [r.request_id for r in read_records(path)]
-            in_file = len(ids)
-            file_ids.update(ids)
+            in_file = 0
+            for r in read_records(path):
+                in_file += 1
+                file_ids.add(r.request_id)
         per_worker[str(index)] = {"received": received.get(index, 0), "in_file": in_file,
                                   "final_report": index in finished}
-    merged_ids = {r.request_id for r in merged}
+    merged_ids = merged if isinstance(merged, IdTally) else IdTally(r.request_id for r in merged)
     union_ok = None
     if indexes and files_found == len(indexes):
-        union_ok = merged_ids == file_ids and len(merged_ids) == len(merged)
-    return {"count": len(indexes), "per_worker": per_worker, "merged_records": len(merged),
+        union_ok = merged_ids == file_ids
+    return {"count": len(indexes), "per_worker": per_worker, "merged_records": merged_ids.count,
             "merged_equals_union": union_ok,
             "lost": sorted(int(i) for i, w in per_worker.items() if not w["final_report"])}
 
 
-def _levels(records: list[RequestRecord], config: LocustRunConfig, telemetry: Any,
-            wrapped: bool) -> list[dict[str, Any]]:
-    by_label: dict[str, list[RequestRecord]] = {}
-    for r in records:
-        by_label.setdefault(r.level, []).append(r)
+def _levels(tally: RecordTally, telemetry: Any, wrapped: bool) -> list[dict[str, Any]]:
     levels = []
-    for label, recs in by_label.items():
-        starts = [r.sent_s for r in recs if r.sent_s is not None]
-        ends = [r.end_s for r in recs if r.end_s is not None]
+    # In the order the levels started (their first send).
+    for label, stats in sorted(tally.levels.items(), key=lambda kv: kv[1].first_sent_s):
+        start = stats.first_sent_s if stats.first_sent_s != float("inf") else 0.0
+        end = stats.last_end_s if stats.last_end_s != float("-inf") else 0.0
         entry: dict[str, Any] = {"label": label, "spec": {"concurrency": _users(label), "arrival": "closed"},
-                                 "start_s": min(starts) if starts else 0.0, "end_s": max(ends) if ends else 0.0,
-                                 "prompt_pool_wrapped": wrapped}
-        entry.update(summarize(recs, config.slo))
+                                 "start_s": start, "end_s": end, "prompt_pool_wrapped": wrapped}
+        entry.update(stats.summary())
         if telemetry is not None:
             entry["telemetry"] = telemetry.window_stats(entry["start_s"], entry["end_s"])
         check = cross_check(entry, entry.get("telemetry"))
@@ -86,7 +127,7 @@ def _users(label: str) -> int | None:
 
 def build_summary(
     config: LocustRunConfig,
-    records: list[RequestRecord],
+    records: list[RequestRecord] | RecordTally,
     *,
     started_at: dt.datetime,
     host: dict[str, Any],
@@ -97,9 +138,14 @@ def build_summary(
     workers: dict[str, Any] | None = None,
     prompt_pool_wrapped: bool = False,
 ) -> dict[str, Any]:
-    """The summary of one Locust test (one start to stop) from its records."""
-    records = sorted(records, key=lambda r: (r.sent_s if r.sent_s is not None else 0.0, r.request_id))
-    levels = _levels(records, config, telemetry, prompt_pool_wrapped)
+    """The summary of one Locust test (one start to stop) from its records, or their tally."""
+    if isinstance(records, RecordTally):
+        tally = records
+    else:
+        tally = RecordTally(config.slo)
+        for r in sorted(records, key=lambda r: (r.sent_s if r.sent_s is not None else 0.0, r.request_id)):
+            tally.add(r)
+    levels = _levels(tally, telemetry, prompt_pool_wrapped)
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "servesweep", "version": __version__, "load_generator": "locust"},
@@ -118,7 +164,7 @@ def build_summary(
         "abort_reason": None,
         "prompt_pool_wrapped": prompt_pool_wrapped,
     }
-    summary.update(summarize(records, config.slo))
+    summary.update(tally.whole.summary())
     summary["levels"] = levels
     if locust_stats is not None:
         summary["locust"] = locust_stats

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from servesweep.loadgen.distribution import Distribution
 from servesweep.loadgen.records import RequestRecord
 
 TAB_KEY = "servesweep-llm"
@@ -43,7 +44,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _row(name: str, values: list[float] | np.ndarray, now: float | None, digits: int = 1) -> dict[str, str]:
+def _row(name: str, values: list[float] | np.ndarray | Distribution, now: float | None,
+         digits: int = 1) -> dict[str, str]:
+    if isinstance(values, Distribution):  # bounded memory over a long test (see loadgen/distribution.py)
+        d = values.summary()
+        if not d["count"]:
+            return {"name": name, "now": _fmt(now, digits), "p50": "-", "p90": "-", "p99": "-", "mean": "-",
+                    "max": "-", "count": "0"}
+        return {"name": name, "now": _fmt(now, digits), "p50": _fmt(d["p50"], digits), "p90": _fmt(d["p90"], digits),
+                "p99": _fmt(d["p99"], digits), "mean": _fmt(d["mean"], digits), "max": _fmt(d["max"], digits),
+                "count": f"{d['count']:,}"}
     arr = np.asarray(values, dtype=float)
     if arr.size == 0:
         return {"name": name, "now": _fmt(now, digits), "p50": "-", "p90": "-", "p99": "-", "mean": "-",
@@ -77,9 +87,9 @@ class LiveStats:
         self.reset()
 
     def reset(self) -> None:
-        self.ttft: list[float] = []
-        self.tpot: list[float] = []
-        self.e2e: list[float] = []
+        self.ttft = Distribution()
+        self.tpot = Distribution()
+        self.e2e = Distribution()
         self.itl = Counter()
         self.itl_sum = 0.0
         self.itl_max = 0.0
@@ -102,11 +112,11 @@ class LiveStats:
         self.output_tokens += tokens
         ttft, tpot, e2e = record.ttft_ms, record.tpot_ms, record.e2e_ms
         if ttft is not None:
-            self.ttft.append(ttft)
+            self.ttft.add(ttft)
         if tpot is not None:
-            self.tpot.append(tpot)
+            self.tpot.add(tpot)
         if e2e is not None:
-            self.e2e.append(e2e)
+            self.e2e.add(e2e)
         for gap in record.itl_ms:
             self.itl[int(gap / ITL_BIN_MS + 0.5)] += 1
             self.itl_sum += gap

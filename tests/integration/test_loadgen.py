@@ -172,3 +172,33 @@ async def test_wrong_path_and_unknown_model_are_named(stub_server, tmp_path):
 async def test_non_loopback_target_is_refused(tmp_path):
     with pytest.raises(TargetError, match="not a loopback address"):
         await run_load_test(config("http://192.0.2.1:8000", tmp_path, [LoadLevel(concurrency=1, num_requests=1)]))
+
+
+async def test_soak_intervals_are_written_as_the_run_goes_and_add_up_to_the_run(stub_server, tmp_path):
+    stub = stub_server(ttft_s=0.01, itl_s=0.002)
+    cfg = config(stub.url, tmp_path, [LoadLevel(concurrency=4, duration_s=2.2)]).model_copy(
+        update={"report_interval_s": 0.5, "records": "requests"})
+    summary = await run_load_test(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "intervals.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(len(rows))) and len(rows) >= 4
+    assert all(not r["partial"] for r in rows[:4]) and all(r["schema_version"] == 1 for r in rows)
+    assert all(r["start_s"] == pytest.approx(p["end_s"]) for p, r in zip(rows, rows[1:]))  # back to back
+    # Every measured request completed in exactly one interval.
+    assert sum(r["completed"] for r in rows) == summary["completed"]
+    assert all(r["ttft_p50_ms"] == pytest.approx(10, abs=5) for r in rows if r["completed"])
+    soak = summary["soak"]
+    assert soak["intervals"] == len(rows) and soak["verdict"] in ("stable", "drifted")
+    assert (tmp_path / "intervals.png").stat().st_size > 0
+    # --records requests: no chunk times on disk, the summary's ITL is complete all the same.
+    raw = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])
+    assert "chunk_us" not in raw and raw["chunks"] == 8
+    assert summary["itl_ms"]["count"] == 7 * summary["completed"]
+    assert summary["records"] == {"keep": "requests", "version": 2}
+
+
+async def test_records_none_writes_no_records_and_a_full_summary(stub_server, tmp_path):
+    stub = stub_server()
+    cfg = config(stub.url, tmp_path, [LoadLevel(concurrency=2, num_requests=6)]).model_copy(update={"records": "none"})
+    summary = await run_load_test(cfg)
+    assert not (tmp_path / "records.jsonl").exists()
+    assert summary["completed"] == 6 and summary["ttft_ms"]["count"] == 6

@@ -97,3 +97,15 @@ def test_sigterm_stops_every_worker_and_keeps_merged_records(stub_server, tmp_pa
     assert summary["interrupted"] is True and summary["abort_reason"] == "interrupted by signal"
     assert summary["workers"]["merged_equals_union"] is True
     assert summary["completed"] >= 8 and summary["failed"] == 0
+
+
+def test_workers_ship_their_statistics_so_records_none_keeps_a_full_summary(stub_server, tmp_path):
+    stub = stub_server(ttft_s=0.005, itl_s=0.001)
+    out = tmp_path / "res"
+    assert main(["run", "--url", stub.url, "--workers", "2", "--concurrency", "4", "--num-requests", "20",
+                 "--input-len", "16", "--output-len", "8", "--out", str(out), "--no-progress",
+                 "--records", "none"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert not (out / "records.jsonl").exists() and not worker_records_path(out, 0).exists()
+    assert summary["completed"] == 20 and summary["itl_ms"]["count"] == 20 * 7
+    assert summary["workers"]["merged_equals_union"] is None  # nothing on disk to compare
