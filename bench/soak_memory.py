@@ -76,8 +76,9 @@ def run_client(duration_s: float, out: Path, tokenizer: Path, pythonpath: str | 
     env = dict(os.environ) | ({"PYTHONPATH": pythonpath} if pythonpath is not None else {})
     course: list[tuple[float, int]] = []
     start = time.monotonic()
+    # `python -m` puts the working directory first on sys.path: run another checkout from inside it.
     proc = subprocess.Popen(cmd, stdout=open(out.parent / f"client-{duration_s:g}.log", "w"), stderr=subprocess.STDOUT,
-                            env=env)
+                            env=env, cwd=pythonpath)
     done = threading.Event()
 
     def sample() -> None:
