@@ -4,7 +4,8 @@ All times are seconds on the client's monotonic clock, relative to the start of 
 records of one run can be lined up against each other and against the server telemetry.
 
 On disk (version 2, `"v": 2` on every line), a record is its fields that are not None (times to
-the microsecond) plus the derived `ttft_ms`, `e2e_ms` and `tpot_ms` (to the microsecond), with the
+the microsecond) plus the derived `ttft_ms`, `first_text_ms`, `e2e_ms` and `tpot_ms` (to the
+microsecond), with the
 chunk arrival times as integer microseconds in `chunk_us`: the
 first one since the run's start, each next one as the gap from the one before (an ITL gap is
 `chunk_us[i] / 1000` ms). That is ~5 bytes a chunk instead of the ~40 that a float time plus a float
@@ -38,6 +39,11 @@ ERROR_CANCELLED = "cancelled"  # stopped by Ctrl-C / SIGTERM / end of a duration
 # server puts several tokens in one chunk). None: no count at all (a non-streamed answer without usage).
 TOKENS_FROM_USAGE = "usage"
 TOKENS_FROM_CHUNKS = "chunks"
+
+# Which rule found the token-bearing chunks of a stream (servesweep.loadgen.exchange): the server's
+# per-chunk usage, or the per-endpoint chunk rule.
+TIMING_USAGE_PER_CHUNK = "usage_per_chunk"
+TIMING_CHUNKS = "chunks"
 
 RECORDS_VERSION = 2
 RECORDS_FULL, RECORDS_REQUESTS, RECORDS_NONE = "full", "requests", "none"
@@ -145,7 +151,7 @@ class RequestRecord:
             if value is not None:
                 data[name] = round(value, 6) if name in _TIMES_S else value
         arrivals = data.pop("chunk_arrivals_s")
-        for name in ("ttft_ms", "e2e_ms", "tpot_ms"):
+        for name in _DERIVED_MS:
             value = getattr(self, name)
             if value is not None:
                 data[name] = round(value, 3)
@@ -176,7 +182,8 @@ class RequestRecord:
 _FIELDS = fields(RequestRecord)
 _NAMES_IN_ORDER = tuple(f.name for f in _FIELDS)
 _NAMES = frozenset(_NAMES_IN_ORDER)
-_TIMES_S = frozenset(("scheduled_s", "sent_s", "wire_s", "first_token_s", "end_s"))
+_TIMES_S = frozenset(("scheduled_s", "sent_s", "wire_s", "first_token_s", "first_text_s", "end_s"))
+_DERIVED_MS = ("ttft_ms", "first_text_ms", "e2e_ms", "tpot_ms")
 
 
 class RecordWriter:

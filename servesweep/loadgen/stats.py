@@ -68,6 +68,7 @@ def _lateness_ms(r: RequestRecord) -> float | None:
 # requests (True) or completed ones only (False)). Adding a metric is one line here.
 REQUEST_METRICS: tuple[tuple[str, Callable[[RequestRecord], float | None], bool], ...] = (
     ("ttft_ms", lambda r: r.ttft_ms, False),
+    ("first_text_ms", lambda r: r.first_text_ms, False),
     ("tpot_ms", lambda r: r.tpot_ms, False),
     ("e2e_ms", lambda r: r.e2e_ms, False),
     # How long requests waited inside the client before reaching the socket: near zero unless
@@ -92,7 +93,8 @@ class RunStats:
 
     __slots__ = ("slo", "total", "completed", "failed", "cancelled", "first_sent_s", "last_end_s",
                  "prompt_tokens", "output_tokens", "dists", "itl", "errors", "error_examples",
-                 "output_len_mismatch", "prompt_len_mismatch", "sources", "by_turn", "good", "measured")
+                 "output_len_mismatch", "prompt_len_mismatch", "sources", "by_turn", "good", "measured",
+                 "timing", "without_text", "decode_span_s", "decode_tokens")
 
     def __init__(self, slo: SLO | None = None) -> None:
         self.slo = slo if slo is not None and not slo.is_empty() else None
@@ -108,6 +110,12 @@ class RunStats:
         self.sources: Counter[str] = Counter()
         self.by_turn: dict[int, Distribution] = {}
         self.good = 0
+        self.timing: Counter[str] = Counter()
+        self.without_text = 0
+        # For itl_per_token_ms: sums of (last chunk - first chunk) and of (tokens - 1) over the
+        # streams with two or more tokens, so it stays per token when chunks carry several.
+        self.decode_span_s = 0.0
+        self.decode_tokens = 0
 
     def add(self, r: RequestRecord) -> None:
         self.total += 1
@@ -144,6 +152,13 @@ class RunStats:
         arrivals = r.chunk_arrivals_s
         if len(arrivals) > 1:
             self.itl.extend([(b - a) * 1000.0 for a, b in zip(arrivals, arrivals[1:])])
+            n = r.completion_tokens
+            if n and n >= 2:
+                self.decode_span_s += arrivals[-1] - arrivals[0]
+                self.decode_tokens += n - 1
+        if r.token_timing is not None:
+            self.timing[r.token_timing] += 1
+        self.without_text += r.tokens_without_text
         if r.output_len_requested is not None and r.completion_tokens is not None \
                 and r.completion_tokens != r.output_len_requested:
             self.output_len_mismatch += 1
@@ -164,7 +179,8 @@ class RunStats:
 
     def merge(self, other: "RunStats") -> "RunStats":
         for name in ("total", "measured", "completed", "failed", "cancelled", "prompt_tokens", "output_tokens",
-                     "output_len_mismatch", "prompt_len_mismatch", "good"):
+                     "output_len_mismatch", "prompt_len_mismatch", "good", "without_text", "decode_span_s",
+                     "decode_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.first_sent_s = min(self.first_sent_s, other.first_sent_s)
         self.last_end_s = max(self.last_end_s, other.last_end_s)
@@ -177,6 +193,7 @@ class RunStats:
             if seen is None or example[0] < seen[0]:
                 self.error_examples[kind] = example
         self.sources.update(other.sources)
+        self.timing.update(other.timing)
         for turn, dist in other.by_turn.items():
             self.by_turn.setdefault(turn, Distribution()).merge(dist)
         return self
@@ -204,16 +221,23 @@ class RunStats:
             "total_prompt_tokens": self.prompt_tokens,
             "total_output_tokens": self.output_tokens,
             "ttft_ms": d.pop("ttft_ms"),
+            "first_text_ms": d.pop("first_text_ms"),
             "itl_ms": itl.summary(),
             # Chunks read together share one arrival time (see loadgen/http.py): the share of gaps that
             # read exactly 0 says how much of the ITL distribution the client could not resolve.
             "itl_zero_gap_fraction": itl.zero_count() / itl.count if itl.count else None,
+            "tpot_ms": d.pop("tpot_ms"),
+            "e2e_ms": d.pop("e2e_ms"),
+            "itl_per_token_ms": self.decode_span_s / self.decode_tokens * 1000.0 if self.decode_tokens else None,
             **d,
             "errors": dict(self.errors),
             "error_examples": {kind: msg for kind, (_, msg) in self.error_examples.items()},
             "output_len_mismatch": self.output_len_mismatch,
             "prompt_len_mismatch": self.prompt_len_mismatch,
             "token_count_source": dict(self.sources),
+            "token_timing": dict(self.timing),
+            "tokens_without_text": self.without_text,
+            "tokens_without_text_fraction": self.without_text / self.output_tokens if self.output_tokens else None,
             "warnings": _token_warnings(self.sources, self.completed),
         }
         if self.by_turn:
@@ -234,19 +258,6 @@ def summarize(records: Iterable[RequestRecord], slo: SLO | None = None) -> dict:
     for r in records:
         stats.add(r)
     return stats.summary()
-
-
-def _itl_per_token(ok: list[RequestRecord]) -> float | None:
-    """Mean decode time per token after the first, over the streamed requests with two or more
-    tokens: sum of (last chunk - first chunk) over sum of (tokens - 1). It equals the mean ITL when
-    every chunk is one token, and stays per token when chunks carry several."""
-    span = tokens = 0.0
-    for r in ok:
-        arrivals, n = r.chunk_arrivals_s, r.completion_tokens
-        if len(arrivals) >= 2 and n and n >= 2:
-            span += arrivals[-1] - arrivals[0]
-            tokens += n - 1
-    return span / tokens * 1000.0 if tokens else None
 
 
 def _token_warnings(sources: Counter, n_ok: int) -> list[str]:

@@ -16,7 +16,7 @@ from servesweep.loadgen.workload import Workload
 def _record(i: int = 0) -> RequestRecord:
     arrivals = [1.0203041 + 0.005 * k + 1e-7 * k for k in range(32)]
     return RequestRecord(request_id=i, level="c4", warmup=False, scheduled_s=1.0, sent_s=1.0000004,
-                         wire_s=1.0001, first_token_s=arrivals[0], end_s=arrivals[-1] + 0.001,
+                         wire_s=1.0001, first_token_s=arrivals[0], first_text_s=arrivals[1], end_s=arrivals[-1] + 0.001,
                          chunk_arrivals_s=arrivals, prompt_tokens=16, completion_tokens=32,
                          completion_tokens_source="usage", http_status=200)
 
@@ -30,6 +30,7 @@ def test_full_records_round_trip_to_the_microsecond(tmp_path):
     assert max(abs(a - b) for a, b in zip(back.chunk_arrivals_s, r.chunk_arrivals_s)) <= 0.5e-6 + 1e-12
     assert back.itl_ms == pytest.approx(r.itl_ms, abs=1.001e-3)
     assert back.ttft_ms == pytest.approx(r.ttft_ms, abs=1e-3)
+    assert back.first_text_ms == pytest.approx(r.first_text_ms, abs=1e-3) and back.tokens_without_text == 0
 
 
 def test_requests_records_leave_chunk_times_out_and_none_writes_no_file(tmp_path):
