@@ -8,7 +8,12 @@ servesweep.backends.telemetry) and set beside the client's means. A level is mar
 with one reason per failed rule, when:
 
 - e2e or inter-token means differ from the server's by more than 10 % and 2 ms: the client adds
-  only network and parsing time (a client starved of CPU, or a clock problem).
+  only network and parsing time (a client starved of CPU, or a clock problem). The server's
+  inter-token latency is per token; the client's figure set beside it is the stream's decode time
+  per token (`itl_per_token_ms`), not the mean gap between chunks: under load vLLM's front-end
+  packs the tokens that piled up into one chunk (1.2-1.3 tokens per chunk at c96-c128 on the H200,
+  2026-12-02, where the per-token figure matched the server's to 0.3 % and the per-chunk gap read
+  23 % more).
 - the client's TTFT mean is below the server's by more than 2 ms: the client cannot see a token
   before the server made it.
 - the client's TTFT mean exceeds the server's by more than 10 ms + 25 % of the server's. The
@@ -54,6 +59,8 @@ def cross_check(level_summary: dict[str, Any], telemetry: dict[str, Any] | None)
     server = (telemetry or {}).get("server_latency_mean_ms") or {}
     has_server = any(v is not None for v in server.values())
     client = {name: (level_summary.get(f"{name}_ms") or {}).get("mean") for name in ("ttft", "itl", "e2e", "tpot")}
+    if level_summary.get("itl_per_token_ms") is not None:
+        client["itl"] = level_summary["itl_per_token_ms"]
     reasons: list[str] = []
     offset = None
     if has_server:

@@ -145,3 +145,14 @@ def test_cross_check_is_two_sided_on_ttft():
     assert not cross_check(level, telemetry)["suspect"]
     level["ttft_ms"]["mean"] = 1265.0
     assert cross_check(level, telemetry)["suspect"]
+
+
+def test_server_itl_is_compared_per_token_not_per_chunk():
+    # bf16 c128 on the H200 (2026-12-02): 62,012 tokens in 50,352 chunks; the server's inter-token
+    # mean 18.48 ms, the client's per-chunk gap 22.77 ms, its per-token decode time 18.45 ms.
+    level = {"ttft_ms": {"mean": 345.0}, "itl_ms": {"mean": 22.77}, "e2e_ms": {"mean": 2650.0},
+             "tpot_ms": {"mean": 18.56}, "itl_per_token_ms": 18.45, "tokens_without_text_fraction": 0.0}
+    telemetry = {"server_latency_mean_ms": {"ttft": 305.0, "itl": 18.48, "e2e": 2600.0}}
+    check = cross_check(level, telemetry)
+    assert not check["suspect"], check["reasons"]
+    assert check["client_mean_ms"]["itl"] == 18.45
