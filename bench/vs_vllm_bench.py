@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--url", default=None)
     parser.add_argument("--model", default=None)
     parser.add_argument("--tokenizer", default=None)
+    parser.add_argument("--textless-vocab", action="store_true",
+                        help="serve a tiny Llama whose config has 128,256 ids and whose tokenizer covers 4,096: "
+                             "most generated tokens stream without text (the H200 TTFT bug's condition)")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "vs_vllm_bench.md")
     args = parser.parse_args()
     server = None
@@ -88,11 +91,19 @@ def main() -> None:
         from servesweep.cli.common import builtin_server_config
 
         config = builtin_server_config()
+        if args.textless_vocab:
+            from servesweep.models.tiny import TinyModelShape, build_tiny_model
+
+            model_dir = build_tiny_model(Path(tempfile.mkdtemp(prefix="textless-llama-")),
+                                         TinyModelShape(vocab_size=128256), fill_vocabulary=False)
+            config = config.model_copy(update={"model": str(model_dir)})
         server = launch(config, Path(tempfile.mkdtemp(prefix="vs-vllm-bench-")))
         url, model, tokenizer = server.base_url, server.model_name, config.model
         split = server.info().get("cpu_split")
         cpus = split["client_cpus"] if split else None
         device = f"CPU vLLM {server.version}, {split['note'] if split else 'no CPU split'}"
+        if args.textless_vocab:
+            device += "; tiny Llama with 128,256 model ids and a 4,096-token tokenizer (most tokens without text)"
     else:
         url, model, tokenizer = args.url, args.model, args.tokenizer
         device = f"attached to {url}"
@@ -120,7 +131,8 @@ def main() -> None:
              f"median of {args.rounds} rounds, the tool going first alternating by round; ranges are each "
              "tool's min-max over its rounds.", "",
              f"Command: `python bench/vs_vllm_bench.py --concurrency {args.concurrency} --rounds {args.rounds} "
-             f"--requests-per-concurrency {args.requests_per_concurrency}`", "",
+             f"--requests-per-concurrency {args.requests_per_concurrency}"
+             + (" --textless-vocab" if args.textless_vocab else "") + (f" --out {args.out}`" if args.out else "`"), "",
              "| concurrency | metric | servesweep | vllm bench | ratio | servesweep range | vllm bench range |",
              "|---|---|---|---|---|---|---|"]
     for conc, med, spread in rows:
