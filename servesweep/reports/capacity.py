@@ -314,10 +314,10 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
 
     Measured SKU: the verified recommendation's goodput. Other SKUs: the best goodput the sweep
     measured at that SKU's preferred precision (within the SLOs and the VRAM budget), times the
-    decode bandwidth ratio of reports/skus.py, labelled `projected`; a SKU whose preferred
+    decode-roofline gain of reports/skus.py at that point's batch, labelled `projected`; a SKU whose preferred
     precision was not measured gets no number ("cannot serve", with the reason).
     """
-    from servesweep.reports.skus import SKUS, sku_from_gpu_name
+    from servesweep.reports.skus import SKUS, decode_roofline_terms, sku_from_gpu_name
 
     rec = result.get("production_recommendation") or {}
     table = result.get("sku_to_preferred_precision") or {}
@@ -330,10 +330,12 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
     measured = here if here in measured_skus else None
     points = [p for p in (result.get("combined_sweep") or {}).get("points", [])
               if p.get("meets_slo") and p.get("fits_budget", True) and p.get("goodput") is not None]
-    best = {}
+    best: dict[str, float] = {}
+    best_batch: dict[str, float | None] = {}
     for p in points:
         if p["goodput"] > best.get(p["precision"], -1.0):
             best[p["precision"]] = p["goodput"]
+            best_batch[p["precision"]] = p.get("batch")
     out: dict[str, SkuGoodput] = {}
     if measured is None and rec:
         # No known GPU was measured (a CPU sweep): the machine itself is the one measured row.
@@ -361,8 +363,11 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
                    f"{precision} was not measured within the SLOs" if sku else "no datasheet figures")
             out[name] = SkuGoodput(goodput_rps=None, basis="projected", gpus_per_replica=gpus_per_replica, note=why)
             continue
-        ratio = sku.bandwidth_gb_s / base.bandwidth_gb_s
-        out[name] = SkuGoodput(goodput_rps=best[precision] * ratio, basis="projected", gpus_per_replica=gpus_per_replica,
-                               note=f"{precision}: {base.name} measured goodput x bandwidth {sku.bandwidth_gb_s:g}/"
-                                    f"{base.bandwidth_gb_s:g} (the decode-bandwidth rule of reports/skus.py, applied to goodput: assumes goodput scales as decode throughput does)")
+        batch = best_batch.get(precision)
+        gain, m_m, bw, compute = decode_roofline_terms(base, sku, precision, batch)
+        at = "" if batch is None else f" at batch {batch:g}"
+        out[name] = SkuGoodput(goodput_rps=best[precision] * gain, basis="projected", gpus_per_replica=gpus_per_replica,
+                               note=f"{precision}: {base.name} measured goodput{at} x {gain:.3f} (the decode-roofline "
+                                    f"rule of reports/skus.py: memory share {m_m:.3f}, bandwidth x{bw:.3f}, compute "
+                                    f"x{compute:.3f}; applied to goodput: assumes goodput scales as decode throughput does)")
     return out

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from servesweep import __version__
 from servesweep.errors import ConfigError, OutputError
 from servesweep.reports.measurement import display_path, load_measurement, read_sweep
-from servesweep.reports.skus import METRICS, RULES, SKUS, Figure, datasheet, measured_figures, project
+from servesweep.reports.skus import METRICS, SKUS, Figure, current_rules, datasheet, measured_figures, project
 from servesweep.results import POINTS_FILE, write_json
 
 ERROR_THRESHOLD_PCT = 20.0
@@ -99,7 +99,7 @@ def predict(results_dir: Path, target: str, notes: list[str] | None = None,
         source_files=[source_file(results_dir / name) for name in (POINTS_FILE, "scenario.json")],
         scenario=_conditions(scenario),
         datasheets={name: datasheet(SKUS[name]) for name in (meas.sku, target)},
-        rules={r.id: r.text for r in RULES.values()},
+        rules=current_rules(),
         figures=project(meas, SKUS[target]), measured_figures=measured_figures(meas),
         memory_fractions={p: m.memory_fraction for p, m in meas.by_precision.items()}, notes=list(notes or []))
 

@@ -19,7 +19,11 @@ a projected figure also names its `rule` (`RULES`: a stable id and its text) and
 rule with this projection's numbers).
 
 The rules, one per metric (each figure names the one it used):
-  decode-bandwidth  output tok/s at the knee  x bandwidth(S) / bandwidth(M)
+  decode-roofline   output tok/s at the knee  x T(M) / T(S), where a decode step's time on a SKU X is
+                      T(X) = m / bandwidth(X) + (1 - m) / TFLOP/s(X, p)   (in units of H100-SXM's rates)
+                    and m = DECODE_MEMORY_SHARE at the knee batch: the memory-bound share of a decode
+                    step on an H100-SXM. Written from M's own share m_M (m's term of T(M) over T(M)):
+                      gain = 1 / (m_M / (bandwidth(S)/bandwidth(M)) + (1 - m_M) / (TFLOP/s(S)/TFLOP/s(M)))
   tpot-bandwidth    TPOT p50 at concurrency 1 x bandwidth(M) / bandwidth(S)
   prefill-compute   TTFT p50 at the knee      x TFLOP/s(M, p) / TFLOP/s(S, p)
   kv-pool-memory    KV pool tokens at the same memory fraction f:
@@ -29,20 +33,46 @@ The rules, one per metric (each figure names the one it used):
                     GB(S) / GB(M) (datasheet "GB" are nearer GiB: an 80 GB H100 reports 79.6 GiB).
 Assumptions they share: the same model, workload, server version and settings; both SKUs reach
 the same fraction of their datasheet rates. Each adds its own:
-  decode-bandwidth  decode stays memory-bound up to the knee and the knee stays at the same batch.
-                    Neither is guaranteed: near the knee the batch's matmuls approach the compute
-                    roof (where S's compute over M's, not its bandwidth, sets the gain), and a
-                    larger KV pool on S can move the knee itself.
+  decode-roofline   a decode step is a memory-bound part (weights and KV read once) plus a
+                    compute-bound part (the batch's matmuls), which add; the split at a batch is the
+                    fitted one below (one model shape, one workload) and the knee stays at the same
+                    batch (a larger KV pool on S can move it). TFLOP/s at p, or bf16's on a SKU with
+                    no p tensor path (weight-only FP8 runs bf16 matmuls).
   tpot-bandwidth    one sequence's decode step reads every weight and its KV once: bandwidth-bound,
                     with the same share of fixed per-step overhead (scheduling, kernel launches).
   prefill-compute   prefill is compute-bound, and TTFT at the knee queues the same on both (a
                     closed loop at the same concurrency); the queueing is scaled with the prefill.
   kv-pool-memory    weights, activations and CUDA graphs take the same bytes on both, so every
                     extra byte under the fraction goes to the pool.
-Evidence: none measured yet; examples/h200-prediction holds the H200 figures these rules gave
-before any H200 run, to be compared with that run (`servesweep project --compare`).
 
-A SKU without FP8 tensor cores gets no fp8 figures (its bf16 figures apply). With results from
+Which rule changed, and why (issue 23). Until 2026-12-02 output tok/s at the knee was projected by
+`decode-bandwidth` (x bandwidth(S)/bandwidth(M): decode memory-bound up to the knee). The H200
+run of 2026-12-02 (examples/h200-2026-12-02) against the prediction made before it from the
+2026-11-22 H100 run (examples/h200-prediction) showed that it holds only at small batches:
+  kv-pool-memory  -2.6 % (bf16), -2.3 % (fp8): holds.
+  tpot-bandwidth  -9 % (bf16), -14 % (fp8) at concurrency 1: roughly holds.
+  decode-bandwidth at batch 128: +68 % (bf16: 9,159 predicted, 5,449 measured), fp8 +52 % (at
+                  the H200's largest sampled batch): fails. servesweep's two sweeps differ in
+                  workload (fixed 512/128 on the H100, lognormal/uniform on the H200), so the size
+                  of that miss is not the rule's alone; the independent evidence below is.
+  prefill-compute cannot be judged from this evidence: the H100 TTFTs it scaled were measured by a
+                  servesweep bug (timed at the first visible text, 1.8-2.7x too high).
+Independent evidence (issue 23): `vllm bench serve`, bf16, random 512-token prompts, 128 output
+tokens, on both GPUs: H200/H100 output tok/s = 1.27 at concurrency 16, 1.12 at 128, 1.11 at 512
+(DECODE_EVIDENCE). The H200 is the H100's chip (same TFLOP/s) with 4,800/3,350 = 1.43x the
+bandwidth, so gain = 1 / (m/1.433 + (1 - m)) and m = (1 - 1/gain) / (1 - 1/1.433): m = 0.704 at
+batch 16, 0.355 at 128, 0.328 at 512 (DECODE_MEMORY_SHARE); between them m is linear in log(batch),
+and outside them it is clamped. Below batch 16 there is no vllm bench figure; servesweep's own
+output tok/s at concurrency 1 (not touched by the TTFT bug, but across the two sweeps' different
+workloads) was 1.29x (bf16) and 1.21x (fp8), not 1.43x, so m is held at 0.704 rather than raised to 1. Fitted on one model shape (Llama-3-8B, dummy weights,
+vLLM 0.25.0) and one workload: another model or prompt/output length moves the split.
+`decode-bandwidth` stays in RULES, marked superseded, so that figures made with it (the committed
+examples/h200-prediction and examples/h100-llama3-8b table) are recomputed with the rule they
+name (`project(..., rules=...)`).
+
+A SKU without FP8 tensor cores gets no fp8 figures (its bf16 figures apply) and bf16 as its preferred
+precision (A100, A10G); one with them (H100, H200, L40S, L4) gets fp8 where fp8 passed the accuracy gate
+and, where measured, was the fastest (`preferred_precision`). With results from
 more than one measured SKU, each is marked measured with its own figures and the other SKUs are
 projected from the first (the results directory the report is for).
 """
@@ -101,10 +131,35 @@ class Rule:
         return f"{self.id}: {self.text}"
 
 
+# The decode-roofline rule's evidence (issue 23): `vllm bench serve`, bf16, random 512-token prompts,
+# 128 output tokens, Llama-3-8B shape (dummy weights), vLLM 0.25.0: H200 / H100-SXM output tok/s by
+# concurrency (= batch). The H200 has the H100's compute and 4,800/3,350 its bandwidth.
+DECODE_EVIDENCE: dict[float, float] = {16: 1.27, 128: 1.12, 512: 1.11}
+DECODE_REFERENCE = "H100-SXM"  # the SKU whose rates the memory share m is expressed in
+
+
+def memory_share_from_gain(gain: float, bandwidth_ratio: float) -> float:
+    """m solving gain = 1 / (m / bandwidth_ratio + (1 - m)) (equal compute): (1 - 1/gain) / (1 - 1/ratio)."""
+    return (1 - 1 / gain) / (1 - 1 / bandwidth_ratio)
+
+
+# batch -> the memory-bound share of a decode step on an H100-SXM: 0.704 at 16, 0.355 at 128, 0.328 at 512.
+DECODE_MEMORY_SHARE: dict[float, float] = {b: memory_share_from_gain(g, 4800 / 3350)
+                                           for b, g in sorted(DECODE_EVIDENCE.items())}
+
 RULES: dict[str, Rule] = {r.id: r for r in [
-    Rule("decode-bandwidth", "x bandwidth(S)/bandwidth(M); assumes decode stays memory-bound up to the knee "
-                             "and the knee stays at the same batch (near the knee compute starts to bound it, "
-                             "and a larger KV pool can move the knee)"),
+    Rule("decode-roofline", "x T(M)/T(S), a decode step's time T(X) = m/bandwidth(X) + (1-m)/TFLOP/s(X,p) "
+                            "(in H100-SXM units), i.e. gain = 1/(m_M/bw ratio + (1-m_M)/compute ratio) with "
+                            "m_M the memory-bound share on M; m at the knee batch, linear in log(batch) "
+                            "through 0.704 at 16, 0.355 at 128, 0.328 at 512 and clamped outside, fitted "
+                            "(issue 23) to vllm bench serve H200/H100 = 1.27, 1.12, 1.11 (bf16, Llama-3-8B "
+                            "shape, 512 in / 128 out; one model shape, one workload); assumes the knee "
+                            "stays at the same batch. Replaces decode-bandwidth"),
+    Rule("decode-bandwidth", "SUPERSEDED by decode-roofline (issue 23: H200 measured 2026-12-02, +68 % bf16 / "
+                             "+52 % fp8 at batch 128; holds only at small batches); kept to recompute figures "
+                             "made with it. x bandwidth(S)/bandwidth(M); assumes decode stays memory-bound up "
+                             "to the knee and the knee stays at the same batch (near the knee compute starts "
+                             "to bound it, and a larger KV pool can move the knee)"),
     Rule("tpot-bandwidth", "x bandwidth(M)/bandwidth(S); one sequence's decode step reads every weight once: "
                            "bandwidth-bound, with the same share of per-step overhead"),
     Rule("prefill-compute", "x TFLOP/s(M,p)/TFLOP/s(S,p); prefill is compute-bound and the knee's queueing "
@@ -113,14 +168,26 @@ RULES: dict[str, Rule] = {r.id: r for r in [
                            "measured pool; memory(S) = NVML total(M) x datasheet GB(S)/GB(M); assumes weights, "
                            "activations and CUDA graphs take the same bytes on both"),
 ]}
+SUPERSEDED = {"decode-bandwidth": "decode-roofline"}
 
-# metric -> (unit, words, the rule that projects it)
+# metric -> (unit, words, the rule that projects it now)
 METRICS: dict[str, tuple[str, str, str]] = {
-    "output_tok_s_at_knee": ("tok/s", "output tok/s at the knee", "decode-bandwidth"),
+    "output_tok_s_at_knee": ("tok/s", "output tok/s at the knee", "decode-roofline"),
     "tpot_p50_ms_c1": ("ms", "TPOT p50 at concurrency 1", "tpot-bandwidth"),
     "ttft_p50_ms_at_knee": ("ms", "TTFT p50 at the knee", "prefill-compute"),
     "kv_pool_tokens": ("tokens", "KV pool tokens at the same memory fraction", "kv-pool-memory"),
 }
+# metric -> the rules that can project it (the current one first)
+METRIC_RULES: dict[str, tuple[str, ...]] = {
+    "output_tok_s_at_knee": ("decode-roofline", "decode-bandwidth"),
+    "tpot_p50_ms_c1": ("tpot-bandwidth",), "ttft_p50_ms_at_knee": ("prefill-compute",),
+    "kv_pool_tokens": ("kv-pool-memory",),
+}
+
+
+def current_rules() -> dict[str, str]:
+    """id -> text of the rules `project` uses by default (what a new prediction records)."""
+    return {METRICS[m][2]: RULES[METRICS[m][2]].text for m in METRICS}
 
 
 class Figure(BaseModel):
@@ -180,6 +247,51 @@ def decode_bandwidth(value: float, measured: Sku, target: Sku) -> float:
     return value * target.bandwidth_gb_s / measured.bandwidth_gb_s
 
 
+def memory_share(batch: float | None) -> float:
+    """The memory-bound share of a decode step on the reference SKU at `batch`: DECODE_MEMORY_SHARE,
+    linear in log(batch) between its batches, clamped outside them (None: the smallest batch's)."""
+    points = sorted(DECODE_MEMORY_SHARE.items())
+    if batch is None or batch <= points[0][0]:
+        return points[0][1]
+    if batch >= points[-1][0]:
+        return points[-1][1]
+    for (b0, m0), (b1, m1) in zip(points, points[1:]):
+        if b0 <= batch <= b1:
+            return m0 + (m1 - m0) * math.log(batch / b0) / math.log(b1 / b0)
+    raise AssertionError("unreachable")
+
+
+def _compute_rate(sku: Sku, precision: str) -> float:
+    """TFLOP/s at `precision`, or bf16's where the SKU has no such tensor path (weight-only FP8 runs
+    bf16 matmuls)."""
+    return sku.tflops.get(precision) or sku.tflops["bf16"]  # type: ignore[return-value]
+
+
+def decode_step_time(sku: Sku, precision: str, batch: float | None) -> float:
+    """T(X) = m / bandwidth(X) + (1 - m) / TFLOP/s(X, p), with both rates relative to the reference
+    SKU's (so T = 1 on the reference SKU)."""
+    ref = SKUS[DECODE_REFERENCE]
+    m = memory_share(batch)
+    return (m * ref.bandwidth_gb_s / sku.bandwidth_gb_s
+            + (1 - m) * _compute_rate(ref, precision) / _compute_rate(sku, precision))
+
+
+def decode_roofline_terms(measured: Sku, target: Sku, precision: str, batch: float | None
+                          ) -> tuple[float, float, float, float]:
+    """(gain, m_M, bandwidth ratio S/M, compute ratio S/M): gain = 1 / (m_M / bw + (1 - m_M) / compute)."""
+    ref = SKUS[DECODE_REFERENCE]
+    m = memory_share(batch)
+    t_m = decode_step_time(measured, precision, batch)
+    m_m = m * ref.bandwidth_gb_s / measured.bandwidth_gb_s / t_m
+    bw = target.bandwidth_gb_s / measured.bandwidth_gb_s
+    compute = _compute_rate(target, precision) / _compute_rate(measured, precision)
+    return t_m / decode_step_time(target, precision, batch), m_m, bw, compute
+
+
+def decode_roofline(value: float, measured: Sku, target: Sku, precision: str, batch: float | None) -> float:
+    return value * decode_roofline_terms(measured, target, precision, batch)[0]
+
+
 def tpot_bandwidth(value: float, measured: Sku, target: Sku) -> float:
     return value * measured.bandwidth_gb_s / target.bandwidth_gb_s
 
@@ -233,8 +345,14 @@ def measured_figures(meas: SkuMeasurement) -> dict[str, dict[str, Figure]]:
     return out
 
 
-def project(meas: SkuMeasurement, target: Sku) -> dict[str, dict[str, Figure]]:
-    """precision -> metric -> the figure projected onto `target` from `meas` by RULES."""
+def project(meas: SkuMeasurement, target: Sku, rules: dict[str, str] | None = None) -> dict[str, dict[str, Figure]]:
+    """precision -> metric -> the figure projected onto `target` from `meas` by RULES: each metric's
+    current rule (METRICS), or the rule `rules` names for it (e.g. a superseded one, to recompute a
+    figure made with it)."""
+    use = {metric: (rules or {}).get(metric) or METRICS[metric][2] for metric in METRICS}
+    for metric, rid in use.items():
+        if rid not in METRIC_RULES[metric]:
+            raise ValueError(f"project: {rid!r} does not project {metric} (rules: {METRIC_RULES[metric]})")
     base = SKUS[meas.sku]
     datasheets = base.source if base.source == target.source else f"{base.source}; {target.source}"
     out: dict[str, dict[str, Figure]] = {}
@@ -245,16 +363,25 @@ def project(meas: SkuMeasurement, target: Sku) -> dict[str, dict[str, Figure]]:
 
         def fig(metric: str, value: float | None, batch: float | None, point: str | None, applied: str,
                 note: str | None = None) -> Figure:
-            rule = RULES[METRICS[metric][2]]
+            rule = RULES[use[metric]]
             return Figure(metric=metric, precision=p, value=value, unit=METRICS[metric][0], basis="projected",
                           batch=batch, source=f"{_point_source(meas, point)}; datasheets: {datasheets}",
                           rule_id=rule.id, rule=str(rule), applied=applied, note=note)
 
         knee_note = None if m.knee_reached else f"{meas.sku}'s knee not reached: its largest sampled batch"
         tput = m.output_tok_s_at_knee
-        figs = {"output_tok_s_at_knee": fig(
-            "output_tok_s_at_knee", decode_bandwidth(tput, base, target) if tput is not None else None,
-            m.knee_batch, m.knee_point, f"{_num(tput)} tok/s x bandwidth {bw} GB/s", knee_note)}
+        if use["output_tok_s_at_knee"] == "decode-bandwidth":
+            figs = {"output_tok_s_at_knee": fig(
+                "output_tok_s_at_knee", decode_bandwidth(tput, base, target) if tput is not None else None,
+                m.knee_batch, m.knee_point, f"{_num(tput)} tok/s x bandwidth {bw} GB/s", knee_note)}
+        else:
+            gain, m_m, bw_r, c_r = decode_roofline_terms(base, target, p, m.knee_batch)
+            at = "batch -" if m.knee_batch is None else f"batch {m.knee_batch:g}"
+            figs = {"output_tok_s_at_knee": fig(
+                "output_tok_s_at_knee", tput * gain if tput is not None else None, m.knee_batch, m.knee_point,
+                f"{_num(tput)} tok/s x 1/({m_m:.3f}/{bw_r:.3f} + {1 - m_m:.3f}/{c_r:.3f}) = x {gain:.3f} "
+                f"(memory share {m_m:.3f} on {base.name} at {at}; bandwidth {bw} GB/s, {p} TFLOP/s "
+                f"{_compute_rate(target, p):g}/{_compute_rate(base, p):g})", knee_note)}
         tpot = m.tpot_p50_ms_c1
         figs["tpot_p50_ms_c1"] = fig(
             "tpot_p50_ms_c1", tpot_bandwidth(tpot, base, target) if tpot is not None else None, m.tpot_batch,
@@ -321,14 +448,24 @@ def sku_from_gpu_name(name: str | None) -> str | None:
 
 def preferred_precision(sku: Sku, measured: dict[str, float] | None = None,
                         gate_passed: dict[str, bool] | None = None) -> tuple[str, str]:
-    """(precision, reason) for one SKU; measured throughputs decide where they exist."""
+    """(precision, reason) for one SKU; measured throughputs decide where they exist.
+
+    FP8 is preferred only on a SKU with FP8 tensor cores (Hopper, Ada: H100, H200, L40S, L4), and
+    there only when it passed the accuracy gate and, where measured, was the fastest. A SKU without
+    them (A100, A10G) gets bf16: an fp8 run there is weight-only FP8 with bf16 matmuls, not the FP8
+    path this table is about, so a measured fp8 figure on such a SKU is shown but never preferred."""
     gate_passed = gate_passed or {}
     if measured:
-        candidates = {p: t for p, t in measured.items() if t and gate_passed.get(p, True)}
+        candidates = {p: t for p, t in measured.items() if t and gate_passed.get(p, True)
+                      and (p != "fp8" or sku.fp8)}
         if candidates:
             best = max(candidates, key=candidates.get)
             others = ", ".join(f"{p} {t:,.0f}" for p, t in sorted(measured.items()) if t)
-            return best, f"highest measured output throughput on this SKU (tok/s: {others})"
+            why = f"highest measured output throughput on this SKU (tok/s: {others})"
+            if not sku.fp8 and measured.get("fp8"):
+                why += ("; fp8 not considered: no FP8 tensor cores (compute capability "
+                        f"{sku.compute_capability[0]}.{sku.compute_capability[1]}), weight-only FP8")
+            return best, why
     if sku.fp8 and gate_passed.get("fp8", True):
         return "fp8", (f"FP8 tensor cores (compute capability {sku.compute_capability[0]}.{sku.compute_capability[1]}):"
                        f" {sku.tflops['fp8']:g} vs {sku.tflops['bf16']:g} dense TFLOP/s for bf16, and half the weight"

@@ -183,10 +183,15 @@ def test_goodput_per_sku_from_a_sweep_result():
     }
     g = goodput_by_sku(result)
     assert g["H100-SXM"].basis == "measured" and g["H100-SXM"].goodput_rps == 30.0
-    # A100 has no FP8: its projection starts from the best bf16 point within the SLOs, x bandwidth.
+    # A100 has no FP8: its projection starts from the best bf16 point within the SLOs, x the decode-roofline
+    # gain at that point's batch (none given: the smallest fitted batch's memory share, 0.70377 on an H100).
     assert g["A100-80GB"].basis == "projected"
-    assert g["A100-80GB"].goodput_rps == pytest.approx(20.0 * 2039 / 3350)
-    assert "bandwidth" in g["A100-80GB"].note
+    assert g["A100-80GB"].goodput_rps == pytest.approx(20.0 / (0.70377 * 3350 / 2039 + 0.29623 * 989 / 312), rel=1e-4)
+    assert "decode-roofline" in g["A100-80GB"].note
+    # At batch 128 the share is 0.35468: compute, where the A100 is 3.2x slower, weighs more.
+    at128 = dict(result, combined_sweep={"points": [dict(p, batch=128) for p in result["combined_sweep"]["points"]]})
+    assert goodput_by_sku(at128)["A100-80GB"].goodput_rps == pytest.approx(
+        20.0 / (0.35468 * 3350 / 2039 + 0.64532 * 989 / 312), rel=1e-4)
     # A CPU sweep: the machine itself is the measured row; GPUs have nothing to project from.
     cpu = dict(result, sku_to_preferred_precision={"A100-80GB": {"basis": "projected", "precision": "bf16"}})
     cpu["production_recommendation"] = dict(result["production_recommendation"], measured_on="CPU")

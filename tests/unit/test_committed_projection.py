@@ -86,14 +86,39 @@ def _same_numbers(committed: dict, fresh: dict, where: str) -> int:
     return n
 
 
+def _recorded_rules(figures: dict) -> dict[str, str]:
+    """metric -> the rule id the committed figures name (one per metric across precisions)."""
+    rules: dict[str, set[str]] = {}
+    for per in figures.values():
+        for metric, fig in per.items():
+            rules.setdefault(metric, set()).add(fig["rule_id"])
+    assert all(len(ids) == 1 for ids in rules.values()), rules
+    return {metric: ids.pop() for metric, ids in rules.items()}
+
+
 def test_the_committed_figures_are_what_the_rules_give_from_the_committed_results(table):
-    # Names and sources are checked above; this recomputes every number from the committed points,
-    # so a hand edit of a committed figure or a change of a rule's arithmetic shows here.
+    # Names and sources are checked above; this recomputes every number from the committed points
+    # with the rule each figure names, so a hand edit of a committed figure or a change of a rule's
+    # arithmetic shows here. Figures made before issue 23 name the superseded decode-bandwidth.
     meas = load_measurement(H100_DIR)
     pred = json.loads((PREDICTION_DIR / "prediction.json").read_text())
-    checked = _same_numbers(pred["figures"], project(meas, SKUS["H200"]), "prediction")
+    rules = _recorded_rules(pred["figures"])
+    assert rules["output_tok_s_at_knee"] == "decode-bandwidth"  # what was predicted before the H200 run
+    checked = _same_numbers(pred["figures"], project(meas, SKUS["H200"], rules), "prediction")
     checked += _same_numbers(pred["measured_figures"], measured_figures(meas), "prediction (measured)")
     for name, entry in table.items():
-        fresh = measured_figures(meas) if entry["basis"] == "measured" else project(meas, SKUS[name])
+        fresh = (measured_figures(meas) if entry["basis"] == "measured"
+                 else project(meas, SKUS[name], _recorded_rules(entry["figures"])))
         checked += _same_numbers(entry["figures"], fresh, name)
     assert checked >= 2 * 16 + 8 * 12
+
+
+def test_the_committed_h200_prediction_under_the_revised_rule_against_the_h200_run():
+    # The same H100 figures through decode-roofline (issue 23): x 1.12 at the H100's knee, batch 128.
+    meas = load_measurement(H100_DIR)
+    fresh = project(meas, SKUS["H200"])
+    for precision in ("bf16", "fp8"):
+        fig = fresh[precision]["output_tok_s_at_knee"]
+        assert (fig.rule_id, fig.batch) == ("decode-roofline", 128)
+        assert fig.value == pytest.approx(meas.by_precision[precision].output_tok_s_at_knee * 1.12)
+

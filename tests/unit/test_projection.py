@@ -13,12 +13,18 @@ from servesweep.reports.measurement import load_measurement
 from servesweep.reports.projection import compare, predict, read_prediction, write_prediction
 from servesweep.reports.render import analyse
 from servesweep.reports.skus import (
+    DECODE_MEMORY_SHARE,
     RULES,
     SKUS,
     PrecisionMeasurement,
     SkuMeasurement,
+    current_rules,
     decode_bandwidth,
+    decode_roofline,
+    decode_roofline_terms,
     kv_pool_memory,
+    memory_share,
+    preferred_precision,
     prefill_compute,
     project,
     sku_table,
@@ -79,6 +85,46 @@ def test_decode_and_tpot_scale_with_bandwidth():
     assert tpot_bandwidth(10.0, H100, L4) == pytest.approx(111.66667, rel=1e-6)  # 10 x 3350/300
 
 
+def test_decode_roofline_memory_share_is_fitted_to_the_vllm_bench_ratios():
+    # m = (1 - 1/gain) / (1 - 3350/4800) for H200/H100 = 1.27, 1.12, 1.11 (issue 23).
+    assert DECODE_MEMORY_SHARE == {16: pytest.approx(0.703774, abs=1e-6), 128: pytest.approx(0.354680, abs=1e-6),
+                                   512: pytest.approx(0.328052, abs=1e-6)}
+    # Linear in log(batch) between the fitted batches: 64 is 2/3 of the way from 16 to 128.
+    assert memory_share(64) == pytest.approx(0.703774 + (0.354680 - 0.703774) * 2 / 3, abs=1e-6)
+    assert memory_share(256) == pytest.approx((0.354680 + 0.328052) / 2, abs=1e-6)
+    # Clamped outside them (and a figure without a batch takes the smallest batch's share).
+    assert memory_share(1) == memory_share(None) == memory_share(16)
+    assert memory_share(4096) == memory_share(512)
+
+
+def test_decode_roofline_gives_back_the_evidence_and_blends_bandwidth_and_compute():
+    for batch, ratio in ((16, 1.27), (128, 1.12), (512, 1.11)):  # H100 -> H200: the fitted ratios themselves
+        gain, m, bw, compute = decode_roofline_terms(H100, H200, "bf16", batch)
+        assert (gain, bw, compute) == (pytest.approx(ratio), pytest.approx(4800 / 3350), 1.0)
+        assert decode_roofline(1000.0, H100, H200, "fp8", batch) == pytest.approx(1000 * ratio)  # same FP8 cores
+    # H100 -> A100 at batch 128: 1 / (0.35468 x 3350/2039 + 0.64532 x 989/312) of the H100's.
+    assert decode_roofline(1000.0, H100, A100, "bf16", 128) == pytest.approx(
+        1000 / (0.354680 * 3350 / 2039 + 0.645320 * 989 / 312), rel=1e-5)
+    # The other way round is the inverse: the share is re-expressed on the measured SKU (0.383 on an H200 at 64).
+    back, m_h200, _, _ = decode_roofline_terms(H200, H100, "bf16", 64)
+    assert back == pytest.approx(1 / decode_roofline_terms(H100, H200, "bf16", 64)[0])
+    assert m_h200 == pytest.approx(0.471045 * 3350 / 4800 / (0.471045 * 3350 / 4800 + 0.528955), abs=1e-6)
+    # No fp8 tensor path on an A100: bf16's rate stands in (weight-only FP8 runs bf16 matmuls).
+    assert decode_roofline_terms(A100, H100, "fp8", 16)[3] == pytest.approx(1979 / 312)
+    assert decode_roofline_terms(A100, SKUS["A100-40GB"], "fp8", 16)[3] == 1.0
+
+
+def test_the_superseded_rule_stays_available_for_figures_made_with_it():
+    assert RULES["decode-bandwidth"].text.startswith("SUPERSEDED by decode-roofline")
+    assert "decode-bandwidth" not in current_rules() and "decode-roofline" in current_rules()
+    old = project(_measurement(), H200, rules={"output_tok_s_at_knee": "decode-bandwidth"})["bf16"]
+    fig = old["output_tok_s_at_knee"]
+    assert fig.value == pytest.approx(400 * 4800 / 3350) and fig.rule_id == "decode-bandwidth"
+    assert fig.rule.startswith("decode-bandwidth: SUPERSEDED") and fig.applied == "400 tok/s x bandwidth 4800/3350 GB/s"
+    with pytest.raises(ValueError, match="does not project"):
+        project(_measurement(), H200, rules={"output_tok_s_at_knee": "kv-pool-memory"})
+
+
 def test_prefill_scales_with_compute_at_the_precision():
     assert prefill_compute(100.0, H100, A100, "bf16") == pytest.approx(316.98718, rel=1e-6)  # 100 x 989/312
     assert prefill_compute(100.0, H100, H200, "fp8") == pytest.approx(100.0)  # same tensor cores
@@ -108,7 +154,7 @@ def _measurement(**kw):
 
 def test_projected_figures_name_their_rule_source_and_numbers():
     figs = project(_measurement(), H200)["bf16"]
-    assert figs["output_tok_s_at_knee"].value == pytest.approx(573.1343, rel=1e-6)  # 400 x 4800/3350
+    assert figs["output_tok_s_at_knee"].value == pytest.approx(508.0)  # 400 x 1.27 (decode-roofline at batch 4)
     assert figs["tpot_p50_ms_c1"].value == pytest.approx(6.9791667, rel=1e-6)
     assert figs["ttft_p50_ms_at_knee"].value == pytest.approx(80.0)
     assert figs["kv_pool_tokens"].value == 649_000  # 1e10 + 61e9 x 0.9 = 6.49e10 B / 100,000 B
@@ -116,7 +162,9 @@ def test_projected_figures_name_their_rule_source_and_numbers():
         assert fig.basis == "projected" and fig.rule_id in RULES and fig.rule.startswith(fig.rule_id + ": ")
         assert "runs/h100/points.jsonl" in fig.source and "H200 Tensor Core GPU datasheet" in fig.source
         assert fig.applied
-    assert figs["output_tok_s_at_knee"].batch == 4 and "4800/3350" in figs["output_tok_s_at_knee"].applied
+    tput = figs["output_tok_s_at_knee"]
+    assert tput.batch == 4 and tput.rule_id == "decode-roofline" and "4800/3350" in tput.applied
+    assert tput.applied.startswith("400 tok/s x 1/(0.704/1.433 + 0.296/1.000) = x 1.270")
     small = project(_measurement(), L4)["bf16"]["kv_pool_tokens"]
     assert small.value is None and small.note.startswith("does not fit")
     # fp8 measured on an A100 (weight-only FP8): no FP8 TFLOP/s to scale TTFT by, and the figure says so.
@@ -142,6 +190,30 @@ def test_every_measured_sku_is_marked_measured_and_the_rest_projected_from_the_f
     assert "runs/h100/points.jsonl" in a100["figures"]["bf16"]["output_tok_s_at_knee"]["source"]
     with pytest.raises(ValueError, match="same SKU"):
         sku_table([h100, h100], None)
+
+
+def test_h100_and_a100_get_distinct_preferred_precisions():
+    # Datasheets alone: Hopper's FP8 tensor cores -> fp8 (subject to the gate); the A100 has none -> bf16.
+    assert preferred_precision(H100)[0] == "fp8" and preferred_precision(A100)[0] == "bf16"
+    assert "FP8 tensor cores (compute capability 9.0)" in preferred_precision(H100)[1]
+    assert "no FP8 tensor cores (compute capability 8.0)" in preferred_precision(A100)[1]
+    # Measured: fp8 preferred on the H100 when it was faster, bf16 when it was not or failed the gate.
+    assert preferred_precision(H100, {"bf16": 6392.0, "fp8": 8063.0})[0] == "fp8"
+    assert preferred_precision(H100, {"bf16": 6392.0, "fp8": 6000.0})[0] == "bf16"
+    assert preferred_precision(H100, {"bf16": 6392.0, "fp8": 8063.0}, {"fp8": False})[0] == "bf16"
+    # On an A100, fp8 is weight-only (bf16 matmuls): bf16 even when such a run was measured faster.
+    precision, reason = preferred_precision(A100, {"bf16": 3000.0, "fp8": 3300.0})
+    assert precision == "bf16" and "fp8 not considered: no FP8 tensor cores" in reason
+    assert preferred_precision(A100, {"fp8": 3300.0})[0] == "bf16"
+    # In one table: the measured H100 and the projected A100s differ, as do both H100 variants and A100s.
+    h100 = SkuMeasurement("H100-SXM", "runs/h100/points.jsonl", "NVIDIA H100 80GB HBM3", {
+        "bf16": PrecisionMeasurement("bf16", preference_throughput=6392.0),
+        "fp8": PrecisionMeasurement("fp8", preference_throughput=8063.0)})
+    table = sku_table([h100], None)
+    assert (table["H100-SXM"]["precision"], table["H100-SXM"]["basis"]) == ("fp8", "measured")
+    assert table["H100-PCIe"]["precision"] == "fp8"
+    for name in ("A100-40GB", "A100-80GB"):
+        assert (table[name]["precision"], table[name]["basis"]) == ("bf16", "projected")
 
 
 def test_report_analysis_takes_other_measured_sweeps(h100, h200, tmp_path):
@@ -190,7 +262,8 @@ def test_prediction_carries_provenance(h100, tmp_path):
     assert (pred.target_sku, pred.measured_sku, pred.made_at) == ("H200", "H100-SXM", "2026-11-23T12:00:00+00:00")
     points = next(f for f in pred.source_files if f.path.endswith("points.jsonl"))
     assert points.sha256 == hashlib.sha256((h100 / "points.jsonl").read_bytes()).hexdigest()
-    assert set(pred.rules) == set(RULES) and pred.generated_by.startswith("servesweep ")
+    assert pred.rules == current_rules() and pred.generated_by.startswith("servesweep ")
+    assert set(pred.rules) == {"decode-roofline", "tpot-bandwidth", "prefill-compute", "kv-pool-memory"}
     json_path, md_path = write_prediction(pred, tmp_path / "pred" / "prediction.json")
     assert read_prediction(json_path) == pred
     md = md_path.read_text()
@@ -203,11 +276,11 @@ def test_comparison_error_flags_and_the_moved_knee(h100, h200, tmp_path):
     table = compare(pred, pred_path, h200)
     rows = {(r["precision"], r["metric"]): r for r in table["rows"]}
     tput = rows["bf16", "output_tok_s_at_knee"]
-    # 400 x 4800/3350 = 573.13 predicted at batch 4; the H200's knee is batch 8 at 1,100 tok/s.
-    assert tput["error_pct"] == pytest.approx(-47.897, abs=1e-3) and tput["flagged"]
+    # 400 x 1.27 = 508 predicted at batch 4; the H200's knee is batch 8 at 1,100 tok/s.
+    assert tput["error_pct"] == pytest.approx(-53.818, abs=1e-3) and tput["flagged"]
     assert "knee moved" in tput["notes"][0]
-    assert tput["measured_at_predicted_batch"] == 572  # the rule itself held at batch 4: +0.2 %
-    assert tput["error_at_predicted_batch_pct"] == pytest.approx(0.1983, abs=1e-3)
+    assert tput["measured_at_predicted_batch"] == 572  # at batch 4: 508 vs 572, -11.2 %
+    assert tput["error_at_predicted_batch_pct"] == pytest.approx(-11.189, abs=1e-3)
     tpot = rows["bf16", "tpot_p50_ms_c1"]  # 10 x 3350/4800 = 6.979 vs 7.0
     assert tpot["error_pct"] == pytest.approx(-0.2976, abs=1e-3) and not tpot["flagged"]
     ttft = rows["bf16", "ttft_p50_ms_at_knee"]  # 80 vs 120 at the moved knee
@@ -221,7 +294,7 @@ def test_comparison_flags_both_signs_and_lists_differing_conditions(h100, tmp_pa
     pred = predict(h100, "H200")
     pred_path, _ = write_prediction(pred, tmp_path / "p.json")
     # Against the projection: tok/s measured 1.2x (error -16.7 %), TTFT 1.3x (-23.1 %), TPOT 0.8x (+25 %).
-    bf16 = [(c, t * 4800 / 3350 * 1.2, ttft * 1.3, tpot * 3350 / 4800 * 0.8)
+    bf16 = [(c, t * 1.27 * 1.2, ttft * 1.3, tpot * 3350 / 4800 * 0.8)  # 1.27: decode-roofline below batch 16
             for c, t, ttft, tpot in H100_SERIES["bf16"]]
     other = dict(SCENARIO, workload={"input_len": 1024, "output_len": 128})
     measured = _sweep(tmp_path / "h200b", "NVIDIA H200", {"bf16": bf16}, 405_000, 4.05e10, 141e9, scenario=other)
