@@ -122,3 +122,23 @@ def test_the_committed_h200_prediction_under_the_revised_rule_against_the_h200_r
         assert (fig.rule_id, fig.batch) == ("decode-roofline", 128)
         assert fig.value == pytest.approx(meas.by_precision[precision].output_tok_s_at_knee * 1.12)
 
+
+H100_FROM_H200 = ROOT / "examples" / "h100-from-h200"
+
+
+def test_the_committed_h100_from_h200_prediction_is_what_the_revised_rules_give():
+    pred = json.loads((H100_FROM_H200 / "prediction.json").read_text())
+    assert (pred["target_sku"], pred["measured_sku"], pred["basis"]) == ("H100-SXM", "H200", "projected")
+    assert pred["figures"]["bf16"]["output_tok_s_at_knee"]["rule_id"] == "decode-roofline"
+    for f in pred["source_files"]:
+        assert hashlib.sha256((ROOT / f["path"]).read_bytes()).hexdigest() == f["sha256"], f["path"]
+    meas = load_measurement(ROOT / "examples" / "h200-2026-12-02" / "sweep")
+    checked = _same_numbers(pred["figures"], project(meas, SKUS["H100-SXM"], _recorded_rules(pred["figures"])),
+                            "h100-from-h200")
+    assert checked == 8
+    for per in pred["figures"].values():
+        for fig in per.values():
+            _check_figure(fig, "projected", "examples/h200-2026-12-02/sweep/points.jsonl")
+    md = (H100_FROM_H200 / "README.md").read_text()
+    for words in ("projected", "first visible text", "not a test of"):
+        assert words in md, words
