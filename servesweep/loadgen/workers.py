@@ -74,6 +74,7 @@ class WorkerJob:
     records_path: str
     t0: float
     keep_text: bool
+    context_limit: int | None = None  # the model's context: prompts are built to fit it (loadgen.fit)
 
 
 def worker_records_path(out_dir: Path, index: int) -> Path:
@@ -112,7 +113,8 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
             writer = RecordWriter(Path(job.records_path))
             runner = LoadRunner(job.base_url, job.model, workload, levels, writer, tokenizer,
                                 keep_text=job.keep_text, show_progress=False, t0=job.t0,
-                                id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count)
+                                id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count,
+                                context_limit=job.context_limit)
             loop = asyncio.get_running_loop()
 
             async def in_step(level: LoadLevel) -> float:
@@ -144,7 +146,8 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
                 # at the next level's barrier.
                 barrier.abort()
         return {"index": job.index, "interrupted": outcome.interrupted, "abort_reason": outcome.abort_reason,
-                "arrival_clock": runner.arrival_clock,
+                "abort_kind": outcome.abort_kind, "arrival_clock": runner.arrival_clock,
+                "clipped": [(lv.prompts_clipped, lv.prompts_built) for lv in outcome.levels],
                 "levels": [{"label": lv.level.label, "start_s": lv.start_s, "end_s": lv.end_s,
                             "wrapped": lv.prompt_pool_wrapped} for lv in outcome.levels]}
 
@@ -159,7 +162,8 @@ class WorkerPool:
     """Runs the levels in N processes; offers LoadRunner's `run` / `stop` / `stopped` / `t0`."""
 
     def __init__(self, count: int, base_url: str, model: str, workload: Workload, levels: list[LoadLevel],
-                 out_dir: Path, tokenizer: str | None, slo: SLO | None, keep_text: bool) -> None:
+                 out_dir: Path, tokenizer: str | None, slo: SLO | None, keep_text: bool,
+                 context_limit: int | None = None) -> None:
         self.count = count
         self.levels = levels
         self.shares = [split_level(level, count) for level in levels]  # raises WorkerSplitError early
@@ -180,6 +184,7 @@ class WorkerPool:
             workload=workload.model_copy(update={"seed": workload.seed + i}).model_dump(mode="json"),
             levels=[shares[i].model_dump() for shares in self.shares], tokenizer=tokenizer,
             records_path=str(worker_records_path(out_dir, i)), t0=self.t0, keep_text=keep_text,
+            context_limit=context_limit,
         ) for i in range(count)]
         self._procs = [ctx.Process(target=_worker_main, args=(job, self._barrier, self._level_start, self._stop, self._results),
                                    name=f"servesweep-worker-{job.index}", daemon=True) for job in self.jobs]
@@ -240,8 +245,11 @@ class WorkerPool:
         if outcome.interrupted:
             outcome.abort_reason = outcome.abort_reason or "interrupted by signal"
         elif not errors and not missing:
-            outcome.abort_reason = outcome.abort_reason or next(
-                (r["abort_reason"] for r in reports.values() if r.get("abort_reason")), None)
+            first = next((r for r in reports.values() if r.get("abort_reason")), None)
+            if outcome.abort_reason is None and first is not None:
+                outcome.abort_reason, outcome.abort_kind = first["abort_reason"], first.get("abort_kind")
+        if outcome.abort_reason and not outcome.interrupted and outcome.abort_kind is None:
+            outcome.abort_kind = "server"
         records = merged_records(self.out_dir, self.count)
         by_level: dict[str, list[RequestRecord]] = {}
         for r in records:
@@ -251,9 +259,11 @@ class WorkerPool:
             if not spans:
                 break
             level_records = by_level.get(level.label, [])
+            clipped = [r["clipped"][n] for r in reports.values() if len(r.get("clipped", ())) > n]
             outcome.levels.append(LevelResult(
                 level, min(s["start_s"] for s in spans), max(s["end_s"] for s in spans), level_records,
-                summarize(level_records, self.slo), any(s["wrapped"] for s in spans)))
+                summarize(level_records, self.slo), any(s["wrapped"] for s in spans),
+                prompts_clipped=sum(c for c, _ in clipped), prompts_built=sum(b for _, b in clipped)))
         with RecordWriter(self.out_dir / "records.jsonl") as writer:
             for r in records:
                 writer.write(r)
