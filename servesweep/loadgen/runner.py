@@ -35,6 +35,7 @@ from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
 from servesweep.loadgen.client import STREAM_OPTIONS, build_payload, endpoint_path, send_request
 from servesweep.loadgen.http import HttpPool
+from servesweep.loadgen.pacer import TurnPacer
 from servesweep.loadgen.records import (
     ERROR_CANCELLED,
     ERROR_CONNECTION,
@@ -153,6 +154,9 @@ class LoadRunner:
         self.after_level: Callable[[LoadLevel], Awaitable[None]] | None = None
         # Which clock stamped response arrivals (HttpPool.clock_source), known once `run` returns.
         self.arrival_clock: str | None = None
+        # Recording a completed request and starting the next take turns, so that a wave of requests
+        # finishing together does not hold the loop while other streams' chunks wait unread.
+        self._pacer = TurnPacer()
 
     # --- stopping ---------------------------------------------------------------------------
     def stop(self, reason: str | None = None) -> None:
@@ -193,6 +197,9 @@ class LoadRunner:
         try:
             await send_request(pool, path or self.path, payload, record, self.t0,
                                self.keep_text if keep_text is None else keep_text)
+            # Its times are taken: the rest (recording it; in a closed loop, sending the next) waits
+            # its turn (servesweep.loadgen.pacer).
+            await self._pacer.turn()
         finally:
             self.writer.write(record)
             done.append(record)
@@ -233,6 +240,7 @@ class LoadRunner:
 
         async def user() -> None:
             nonlocal wrapped
+            await self._pacer.turn()  # a thousand users starting at once take turns too
             while not self.stopped:
                 i = next(counter)
                 if stop_at is not None and i >= stop_at:
