@@ -43,6 +43,7 @@ from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
 from servesweep.loadgen.client import STREAM_OPTIONS, build_payload, endpoint_path, is_disconnect, send_request
 from servesweep.loadgen.http import HttpPool
+from servesweep.loadgen.pacer import TurnPacer
 from servesweep.loadgen.records import (
     ERROR_CANCELLED,
     ERROR_CONNECTION,
@@ -234,6 +235,9 @@ class LoadRunner:
         self._probe_lock = asyncio.Lock()
         self._last_answer = 0.0  # perf_counter: the last request completion or successful probe
         self.held_open_completed = 0  # responses completed at [DONE] while the server held them open
+        # Recording a completed request and starting the next take turns, so that a wave of requests
+        # finishing together does not hold the loop while other streams' chunks wait unread.
+        self._pacer = TurnPacer()
 
     # --- stopping ---------------------------------------------------------------------------
     def stop(self, reason: str | None = None, kind: str | None = ABORT_SERVER) -> None:
@@ -275,6 +279,9 @@ class LoadRunner:
         try:
             await send_request(pool, path or self.path, payload, record, self.t0,
                                self.keep_text if keep_text is None else keep_text)
+            # Its times are taken: the rest (recording it; in a closed loop, sending the next) waits
+            # its turn (servesweep.loadgen.pacer).
+            await self._pacer.turn()
         finally:
             self.writer.write(record)
             done.append(record)
@@ -365,6 +372,7 @@ class LoadRunner:
 
         async def user() -> None:
             nonlocal wrapped
+            await self._pacer.turn()  # a thousand users starting at once take turns too
             while not self.stopped:
                 i = next(counter)
                 if stop_at is not None and i >= stop_at:
