@@ -27,17 +27,18 @@ from servesweep.crosscheck import cross_check
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen import intervals as soak
 from servesweep.loadgen.disk import RecordsSpaceWatch, check_records_space
+from servesweep.loadgen.fit import ContextLimit, check_lengths, check_sessions, clip_trace, context_limit
 from servesweep.loadgen.records import RECORDS_FULL, RecordWriter
 from servesweep.loadgen.runner import LevelResult, LoadRunner
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer, TokenizerLike
 from servesweep.loadgen.workers import WorkerPool, check_merge
-from servesweep.errors import ConfigError
+from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import read_trace
 from servesweep.loadgen.workload import Workload
-from servesweep.results import SCHEMA_VERSION, ensure_writable_dir, write_json
+from servesweep.results import SCHEMA_VERSION, ensure_writable_dir, write_summary
 
 
 class LoadTestConfig(BaseModel):
@@ -146,10 +147,13 @@ async def run_load_test(
     started = dt.datetime.now(dt.timezone.utc)
     async with aiohttp.ClientSession() as probe_session:
         target = await probe_target(probe_session, config.base_url, config.model)
+        trace = read_trace(config.trace_file, config.trace_format, config.trace_speed) if config.trace_file else None
+        # Before any load (and before a prompt is built): lengths against the model's context.
+        limit = context_limit(target.max_model_len, f"{target.base_url}/v1/models")
+        length_notes = check_workload_lengths(config, limit, trace)
         tokenizer = await pick_tokenizer(probe_session, config, target)
         writer: RecordWriter | None = None
         runner: LoadRunner | WorkerPool
-        trace = read_trace(config.trace_file, config.trace_format, config.trace_speed) if config.trace_file else None
         if config.workers > 1 and (trace is not None or config.sessions is not None):
             raise ConfigError("--workers splits closed- and open-loop levels only; replay a trace or run "
                               "sessions with one worker")
@@ -158,24 +162,31 @@ async def run_load_test(
         check_records_space(out, config.levels, config.workload, config.records,
                             len(trace) if trace is not None else None)
         rows: list[soak.IntervalRow] = []
+        intervals_error: list[str] = []  # why intervals.jsonl stopped (disk full), if it did
         if config.workers > 1:
             source = (str(tokenizer.model_dir) if isinstance(tokenizer, LocalTokenizer) else
                       "server" if tokenizer is not None else None)
             runner = WorkerPool(config.workers, target.base_url, target.model, config.workload, config.levels,
-                                out, source, config.slo, config.keep_text, records=config.records)
+                                out, source, config.slo, config.keep_text, records=config.records,
+                                context_limit=limit.tokens)
         else:
             def on_interval(level: LoadLevel, index: int, start: float, end: float, stats: RunStats) -> None:
                 row = soak.interval_row(level.label, index, start, end, config.report_interval_s or 0.0, stats,
                                         telemetry.window_stats(start, end) if telemetry is not None else None)
                 rows.append(row)
-                soak.write_row(out, row)  # as the run goes: a soak stopped hard keeps its trend
+                if intervals_error:
+                    return
+                try:
+                    soak.write_row(out, row)  # as the run goes: a soak stopped hard keeps its trend
+                except OutputError as exc:  # a full disk: the rows go on in memory (the drift verdict)
+                    intervals_error.append(str(exc))
 
             writer = RecordWriter(out / "records.jsonl", keep=config.records)
             runner = LoadRunner(
                 target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
                 slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
                 trace=trace, sessions=config.sessions, interval_s=config.report_interval_s,
-                on_interval=on_interval,
+                on_interval=on_interval, context_limit=limit.tokens,
             )
         if telemetry is not None and isinstance(runner, LoadRunner):
             # A reading of the server's counters right at each level's edges, so the server-side
@@ -223,6 +234,9 @@ async def run_load_test(
         "host": host_info(),
         "interrupted": outcome.interrupted,
         "abort_reason": outcome.abort_reason,
+        # What kind of stop it was: "server" (died, stopped answering) or "output" (disk full).
+        "abort_kind": outcome.abort_kind,
+        "context_limit": limit.describe(),
         # The clock behind every arrival time (TTFT, ITL, e2e): "kernel" receive stamps, or the
         # present clock and why (servesweep.loadgen.http).
         "arrival_clock": runner.arrival_clock,
@@ -232,6 +246,12 @@ async def run_load_test(
     if config.workers > 1:
         summary["workers"] = check_merge(out, config.workers, config.slo)
     summary["levels"] = [_level_entry(lv, telemetry) for lv in outcome.levels]
+    _lengths_and_sessions(summary, outcome, length_notes, limit)
+    held_open = getattr(runner, "held_open_completed", 0)
+    if held_open:
+        summary["held_open_after_done"] = held_open
+        summary["warnings"].append(f"{held_open} responses were held open by the server after 'data: [DONE]'; "
+                                   "each was taken as complete at [DONE] and its connection closed")
     if server_info is not None:
         summary["server"] = server_info
     if split:
@@ -243,10 +263,75 @@ async def run_load_test(
     if config.report_interval_s:
         summary["soak"] = {"interval_s": config.report_interval_s, "intervals": len(rows),
                            "file": soak.INTERVALS_FILE, **soak.drift_verdict(rows)}
-        if soak.plot_intervals(rows, out / soak.INTERVALS_PLOT) is not None:
-            summary["soak"]["plot"] = soak.INTERVALS_PLOT
-    write_json(out / "summary.json", summary)  # OutputError (one line, exit 5) when the disk refuses
+        try:
+            if soak.plot_intervals(rows, out / soak.INTERVALS_PLOT) is not None:
+                summary["soak"]["plot"] = soak.INTERVALS_PLOT
+        except OSError as exc:
+            intervals_error.append(f"cannot write {out / soak.INTERVALS_PLOT}: {exc.strerror or exc}")
+    output_error = writer.describe_error() if writer is not None else getattr(runner, "write_error", None)
+    telemetry_error = getattr(telemetry, "write_error", None)
+    errors = [e for e in (output_error, telemetry_error, *intervals_error) if e]
+    if errors:
+        summary["output_error"] = "; ".join(errors)
+    # A full disk must not cost the summary: it then goes to a fallback place (summary_path says where).
+    write_summary(out, summary)
     return summary
+
+
+def check_workload_lengths(config: LoadTestConfig, limit: ContextLimit, trace: list | None) -> list[str]:
+    """Refuse lengths the model's context cannot take (ConfigError, before any load); clip a trace's
+    rows in place. Returns the lines saying what will be clipped."""
+    notes = []
+    if trace is not None:
+        _, note = clip_trace(trace, limit, str(config.trace_file))
+        notes.append(note)
+    elif config.sessions is not None:
+        spec = config.sessions
+        notes.append(check_sessions(spec.turns, spec.user_len, spec.output_len, limit).note)
+    elif config.workload.dataset is None:
+        w = config.workload
+        notes.append(check_lengths(w.input_len, w.output_len, limit, w.shared_prefix_len).note)
+    else:
+        w = config.workload
+        if w.output_len.kind == "fixed" and w.output_len.a >= limit.tokens:
+            raise ConfigError(f"--output-len {w.output_len} leaves no room for a prompt in the model's context of "
+                              f"{limit.tokens:,} tokens ({limit.source})")
+    return [n for n in notes if n]
+
+
+def _lengths_and_sessions(summary: dict[str, Any], outcome: Any, notes: list[str], limit: ContextLimit) -> None:
+    """Say what was clipped to fit the model's context, and which session turns were never sent."""
+    clipped = sum(lv.prompts_clipped for lv in outcome.levels)
+    built = sum(lv.prompts_built for lv in outcome.levels)
+    sessions = [lv.sessions for lv in outcome.levels if lv.sessions]
+    for lv, entry in zip(outcome.levels, summary["levels"]):
+        if lv.prompts_clipped:
+            entry["lengths_clipped"] = lv.prompts_clipped
+        if lv.sessions:
+            entry["sessions_outcome"] = lv.sessions
+    summary["lengths_clipped"] = ({"prompts": clipped, "of": built, "limit": limit.describe(), "notes": notes}
+                                  if clipped or notes else None)
+    if notes and not sessions:
+        what = "session turns" if summary.get("sessions") else "prompts"
+        summary["warnings"].extend(notes if not clipped else [f"{notes[0]}: {clipped} of {built} {what} clipped"]
+                                   + notes[1:])
+    if sessions:
+        totals = {k: sum(s[k] for s in sessions) for k in ("planned_turns", "sent_turns", "skipped_turns",
+                                                           "clipped_turns", "sessions_ended_early")}
+        totals["stopped"] = any(s["stopped"] for s in sessions)
+        summary["sessions_outcome"] = totals
+        never = totals["planned_turns"] - totals["sent_turns"]
+        if never:
+            why = []
+            if totals["sessions_ended_early"]:
+                why.append(f"{totals['sessions_ended_early']} session(s) ended at a failed turn")
+            if totals["stopped"]:
+                why.append("the run stopped before the rest")
+            if totals["clipped_turns"]:
+                why.append(f"{totals['clipped_turns']} turn(s) would not fit the model's context of "
+                           f"{limit.tokens:,} tokens ({limit.source})")
+            summary["warnings"].append(f"{never} of {totals['planned_turns']} planned session turns were never sent: "
+                                       + "; ".join(why))
 
 
 def _pin_client(cpus: list[int]) -> set[int] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,46 @@ def append_jsonl(path: Path, data: Any) -> None:
             f.write(dumps(data) + b"\n")
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> Path | None:
+    """`out/summary.json`, or, when the disk refuses it, the same summary in a fallback place (the
+    temporary directory, then the home directory), with `output_error` saying why and
+    `summary_path` where it went. Returns where it was written; None when nowhere would take it."""
+    try:
+        write_json(out / SUMMARY_FILE, summary)
+        return out / SUMMARY_FILE
+    except OutputError as exc:
+        summary["output_error"] = summary.get("output_error") or str(exc)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"servesweep-summary-{stamp}-{os.getpid()}.json"
+    for folder in (Path(tempfile.gettempdir()), Path.home()):
+        path = folder / name
+        summary["summary_path"] = str(path)
+        try:
+            write_json(path, summary)
+            return path
+        except OutputError:
+            continue
+    summary["summary_path"] = None
+    return None
+
+
+def torn_last_line(path: Path) -> int | None:
+    """The number of a JSONL file's last line when it is torn (not valid JSON: a crash or a full
+    disk mid-write), which the readers here leave out; None when the file is whole or absent."""
+    if not path.exists():
+        return None
+    lines = path.read_bytes().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        return None
+    try:
+        orjson.loads(lines[-1])
+    except orjson.JSONDecodeError:
+        return len(lines)
+    return None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -161,13 +202,25 @@ def append_point(out_dir: Path, point: dict[str, Any]) -> None:
     append_jsonl(out_dir / POINTS_FILE, point)
 
 
+# Bytes written (and synced) by the start-up check of an output directory: a full disk still takes
+# an empty file (an inode, no data block), so only a real write shows it before the run starts.
+WRITE_PROBE_BYTES = 64 * 1024
+
+
 def ensure_writable_dir(path: Path) -> Path:
-    """Create `path` (and parents) and prove a file can be written there, before any work starts."""
+    """Create `path` (and parents) and prove data can be written there, before any work starts:
+    a real write of WRITE_PROBE_BYTES, synced to the disk, then removed."""
+    probe = path / f".servesweep-write-test-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".servesweep-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * WRITE_PROBE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
     except FileExistsError:
         raise OutputDirError(f"output directory {path}: a file of that name (or a parent of it) is in the way") from None
     except NotADirectoryError:

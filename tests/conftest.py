@@ -41,6 +41,13 @@ class StubThread:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def freeze(self) -> threading.Event:
+        """Stop the stand-in's event loop (a frozen server: connections stay open, nothing is
+        answered, /v1/models included) until the returned event is set; set it before close()."""
+        release = threading.Event()
+        self.loop.call_soon_threadsafe(release.wait)
+        return release
+
     def close(self) -> None:
         fut = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
         fut.result(10)

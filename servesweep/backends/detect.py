@@ -23,6 +23,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+from servesweep import controlplane
 from servesweep.backends.telemetry import MetricsReader, PrometheusMetrics, PrometheusReader
 from servesweep.backends.trtllm_metrics import (
     PROMETHEUS as TRTLLM_PROMETHEUS,
@@ -56,9 +57,11 @@ SGLANG_METRICS = PrometheusMetrics(
 def _get(url: str, timeout_s: float) -> tuple[int | None, str]:
     """(HTTP status, body) or (None, why it could not be read)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with controlplane.urlopen(url, timeout=timeout_s) as resp:
             return resp.status, resp.read().decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
+        if controlplane.is_redirect(exc.code):
+            return None, exc.msg  # not followed (servesweep.controlplane): says where it pointed
         return exc.code, ""
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return None, str(getattr(exc, "reason", exc))

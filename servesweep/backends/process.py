@@ -24,6 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from servesweep import controlplane
 from servesweep.errors import ServerStartError
 
 _LIVE: set["ServerProcess"] = set()
@@ -43,6 +44,11 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: SIGTERM it when the parent dies (PR_SET_PDEATHSIG)."""
+    _die_with_parent()
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -122,7 +128,7 @@ class ServerProcess:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(self.base_url + self.health_path, timeout=2) as resp:
+            with controlplane.urlopen(self.base_url + self.health_path, timeout=2) as resp:
                 return resp.status == 200
         except (urllib.error.URLError, OSError, ValueError):
             return False

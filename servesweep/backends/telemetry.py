@@ -29,10 +29,11 @@ import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from servesweep import controlplane
 from servesweep.backends.gpu import Nvml
 
 def fetch_metrics_text(url: str, timeout_s: float = 2.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+    with controlplane.urlopen(url, timeout=timeout_s) as resp:
         return resp.read().decode("utf-8", errors="replace")
 
 
@@ -167,6 +168,7 @@ class TelemetrySampler:
         self._asked: list[threading.Event] = []
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
+        self.write_error: str | None = None  # why telemetry.jsonl stopped (disk full), if it did
 
     @property
     def gpu_available(self) -> bool:
@@ -205,9 +207,27 @@ class TelemetrySampler:
         self._wake.set()
         taken.wait(timeout_s)
 
-    def _loop(self) -> None:
+    def _open(self) -> Any:
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.out_path, "ab") as f:
+        return open(self.out_path, "ab")
+
+    def _write_failed(self, exc: OSError, f: Any) -> None:
+        """The disk refused a sample (full, read-only): sampling goes on in memory, so the
+        summary's per-level figures still come; the file stops, and `write_error` says why."""
+        self.write_error = f"cannot write {self.out_path}: {exc.strerror or exc}"
+        if f is not None:
+            try:
+                f.close()  # flushing what is buffered may meet the full disk again
+            except OSError:
+                pass
+
+    def _loop(self) -> None:
+        try:
+            f = self._open()
+        except OSError as exc:
+            f = None
+            self._write_failed(exc, None)
+        try:
             next_tick = time.perf_counter()
             while not self._stop.is_set():
                 with self._lock:  # asked before this sample starts: this sample answers them
@@ -215,8 +235,13 @@ class TelemetrySampler:
                 self._wake.clear()
                 sample = self._sample_once()
                 self.samples.append(sample)
-                f.write(orjson.dumps(sample) + b"\n")
-                f.flush()
+                if f is not None:
+                    try:
+                        f.write(orjson.dumps(sample) + b"\n")
+                        f.flush()
+                    except OSError as exc:
+                        self._write_failed(exc, f)
+                        f = None
                 self._first.set()
                 for event in asked:
                     event.set()
@@ -225,6 +250,12 @@ class TelemetrySampler:
                 while next_tick <= now:
                     next_tick += self.interval_s
                 self._wake.wait(next_tick - now)
+        finally:
+            if f is not None:
+                try:
+                    f.close()
+                except OSError as exc:
+                    self._write_failed(exc, None)
 
     def _sample_once(self) -> dict[str, Any]:
         sample: dict[str, Any] = {"t": time.perf_counter() - self._t0}

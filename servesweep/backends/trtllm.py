@@ -44,6 +44,7 @@ from typing import Any, Callable, ClassVar, Literal
 import yaml
 from pydantic import AliasChoices, Field
 
+from servesweep import controlplane
 from servesweep.backends.base import ServerConfig
 from servesweep.backends.checkpoint import Checkpoint, inspect_checkpoint
 from servesweep.backends.gpu import Nvml
@@ -300,7 +301,7 @@ class _HealthWatch:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                with urllib.request.urlopen(self.url, timeout=self.interval_s):
+                with controlplane.urlopen(self.url, timeout=self.interval_s):
                     pass
             except urllib.error.HTTPError as exc:
                 if exc.code == 503:
@@ -403,7 +404,7 @@ class LaunchedTrtllm:
 
 
 def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with controlplane.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
 
 

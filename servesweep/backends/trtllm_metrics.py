@@ -47,6 +47,7 @@ from typing import Any, Callable
 
 import orjson
 
+from servesweep import controlplane
 from servesweep.backends.telemetry import PrometheusMetrics, PrometheusReader
 from servesweep.errors import ConfigError
 
@@ -119,7 +120,7 @@ def is_claimed(url: str) -> bool:
 def fetch_iteration_stats(url: str, timeout_s: float = 2.0) -> list[dict[str, Any]]:
     """One GET of the JSON endpoint (which empties the server's queue). Raises OSError for an
     unreachable or failing endpoint and ValueError for an answer that is not a JSON list."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+    with controlplane.urlopen(url, timeout=timeout_s) as resp:
         body = resp.read()
     data = orjson.loads(body)
     if not isinstance(data, list):
@@ -257,7 +258,7 @@ def probe_prometheus(base_url: str, timeout_s: float = 2.0) -> str | None:
     """The text of `/prometheus/metrics` when it is mounted and holds trtllm_ names, else None."""
     url = base_url.rstrip("/") + "/prometheus/metrics"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with controlplane.urlopen(url, timeout=timeout_s) as resp:
             text = resp.read().decode("utf-8", errors="replace")
     except (urllib.error.URLError, OSError, ValueError):
         return None

@@ -22,6 +22,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import AliasChoices, Field
 
+from servesweep import controlplane
 from servesweep.backends.base import ServerConfig
 from servesweep.backends.gpu import Nvml
 from servesweep.backends.process import ServerProcess, classify_log, free_port, port_in_use
@@ -243,7 +244,7 @@ class LaunchedVllm:
 
 
 def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with controlplane.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
 
 

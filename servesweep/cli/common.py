@@ -19,21 +19,23 @@ from servesweep.errors import (
     EXIT_CHECK_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_OUTPUT,
     EXIT_SERVER,
     ConfigError,
+    OutputError,
     ServerStartError,
 )
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.sessions import SessionSpec
-from servesweep.loadgen.traces import read_trace
+from servesweep.loadgen.traces import long_replay_note, read_trace
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KV_CACHE_DTYPES, PRECISION_NAMES
 from servesweep.reports.assertions import Assertion, all_passed, evaluate, result_rows
-from servesweep.reports.table import print_summary
+from servesweep.reports.table import plain_console, print_summary
 from servesweep.results import write_json
 
-console = Console(stderr=True)
+console = plain_console(stderr=True)  # never reads markup: what it prints holds servers' and files' text
 BUILTIN_MODEL_NAME = "servesweep-tiny-llama"
 T = TypeVar("T")
 
@@ -222,6 +224,9 @@ def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
             raise ConfigError("give --trace or --sessions, not both")
     if args.trace is not None:
         trace = read_trace(args.trace, args.trace_format, args.trace_speed)
+        note = long_replay_note(trace)
+        if note:
+            console.print(f"trace {args.trace}: {note}", style="yellow", soft_wrap=True)
         span = trace[-1].offset_s if len(trace) > 1 else 1.0
         return from_options(lambda: [LoadLevel(request_rate=len(trace) / max(span, 1e-3), arrival="trace",
                                                num_requests=len(trace), name="trace")])
@@ -268,7 +273,7 @@ def start_server(config: ServerConfig, out: Path) -> LaunchedServer:
     except ServerStartError as exc:
         tail = "\n".join(exc.log_tail.splitlines()[-15:])
         if tail:
-            console.print(f"[dim]{tail}[/dim]")
+            console.print(tail, style="dim")
         raise ServerStartError(exc.cause, f"{name} did not start: {exc.detail}") from None
     console.print(f"{name} {server.version or ''} healthy at {server.base_url} after {server.startup_s:.0f} s; "
                   f"KV pool: {server.kv_pool.get('tokens')} tokens")
@@ -280,7 +285,7 @@ def start_server(config: ServerConfig, out: Path) -> LaunchedServer:
 
 def _stdout() -> Console:
     # Wide enough for every column when stdout is a file or a CI log.
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    return plain_console() if sys.stdout.isatty() else plain_console(width=200)
 
 
 def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[str, Any]]], out: Path) -> bool:
@@ -299,7 +304,8 @@ def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[s
 
 
 def finish_run(summary: dict[str, Any], out: Path, assertions: list[Assertion] | None = None) -> int:
-    """Print the table and return the run's exit code (documented in the README)."""
+    """Print the table and return the run's exit code (README, "Exit codes"): 130 interrupted, 5 results
+    not (all) written, 3 the server failed, 4 every measured request failed, 1 a check failed, 0."""
     print_summary(summary, _stdout(), console)
     keep = summary.get("records", {}).get("keep", "full")
     files = [f"{out}/summary.json"] + ([f"{out}/records.jsonl"] if keep != "none" else [])
@@ -309,16 +315,32 @@ def finish_run(summary: dict[str, Any], out: Path, assertions: list[Assertion] |
         why = "; ".join(why for lv in soak["levels"].values() for why in lv.get("why", []))
         console.print(f"soak: {soak['intervals']} intervals of {soak['interval_s']:g} s, drift between the first "
                       f"and last full interval: {soak['verdict']}" + (f" ({why})" if why else ""), soft_wrap=True)
-    console.print(f"results: {', '.join(files)}", soft_wrap=True)
+    output_error = summary.get("output_error")
+    if output_error:
+        where = summary.get("summary_path", f"{out}/summary.json")
+        console.print(f"results could not all be written: {output_error}; the summary is in "
+                      + (where if where else "no file (nowhere would take it)"), style="red", soft_wrap=True)
+    else:
+        console.print(f"results: {', '.join(files)}", soft_wrap=True)
     checks_ok = True
     if assertions:
-        checks_ok = check_assertions(assertions, [(lv["label"], lv) for lv in summary.get("levels", [])], out)
+        try:
+            checks_ok = check_assertions(assertions, [(lv["label"], lv) for lv in summary.get("levels", [])], out)
+        except OutputError as exc:
+            if not output_error:
+                raise
+            console.print(f"assertions not kept: {exc}", style="red", soft_wrap=True)
+            checks_ok = False
     if summary.get("interrupted"):
         return EXIT_INTERRUPTED
+    if summary.get("abort_kind") == "output" or output_error:
+        if summary.get("abort_reason"):
+            console.print(f"run aborted: {summary['abort_reason']}", style="red", soft_wrap=True)
+        return EXIT_OUTPUT
     if summary.get("abort_reason"):
-        console.print(f"[red]run aborted: {summary['abort_reason']}[/red]", soft_wrap=True)
+        console.print(f"run aborted: {summary['abort_reason']}", style="red", soft_wrap=True)
         return EXIT_SERVER
     if summary.get("completed", 0) == 0 and summary.get("failed", 0) > 0:
-        console.print("[red]every measured request failed[/red]")
+        console.print("every measured request failed", style="red")
         return EXIT_ALL_FAILED
     return EXIT_OK if checks_ok else EXIT_CHECK_FAILED

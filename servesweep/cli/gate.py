@@ -18,6 +18,7 @@ from typing import Any
 from servesweep.backends import BACKENDS
 from servesweep.cli.common import console
 from servesweep.errors import ConfigError
+from servesweep.loadgen.target import check_loopback
 from servesweep.precision import PRECISION_NAMES
 from servesweep.quality.gate.run import GateRun, evaluate
 from servesweep.results import ensure_writable_dir, write_json
@@ -58,6 +59,11 @@ def register(sub: Any) -> None:
 def cmd_gate(args: argparse.Namespace) -> int:
     if args.reference and args.reference_precision:
         raise ConfigError("--reference-precision does not apply to a stored --reference")
+    if not args.allow_remote:
+        # Every URL, before anything is measured (the reference first) or created.
+        for url in (args.url, args.reference_url):
+            if url:
+                check_loopback(url)
     ensure_writable_dir(args.out)
     run = GateRun(
         spec=args.spec, out=args.out, url=args.url, backend=args.backend, model=args.model,
@@ -71,7 +77,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     )
     result = evaluate(run)
     colour = {"passed": "green", "failed": "red", "error": "yellow"}[result.status]
-    console.print(f"[{colour}]accuracy gate {result.message}[/{colour}]", soft_wrap=True)
+    console.print(f"accuracy gate {result.message}", style=colour, soft_wrap=True)
     if not args.record_reference or result.status == "error":
         write_json(args.out / "gate.json", result.model_dump(mode="json"))
         console.print(f"results: {args.out / 'gate.json'}", soft_wrap=True)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,9 @@ from servesweep.cli.common import (
     slo_from_args,
     workload_from_args,
 )
-from servesweep.errors import EXIT_OK, ConfigError
+from servesweep.backends.process import die_with_parent
+from servesweep.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from servesweep.loadgen.fit import check_lengths, context_limit
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.target import check_loopback, probe_target
 from servesweep.loadgen.tokenizer import ServerTokenizer
@@ -165,21 +170,35 @@ def locust_argv(args: argparse.Namespace, config: LocustRunConfig | None, users:
     return argv + list(args.locust_arg)
 
 
-def run_locust(argv: list[str]) -> int:
-    """Run Locust in a child process and return its exit code. Ctrl-C reaches Locust too (same
-    process group): it stops its test and writes the summary, which is then read here."""
-    proc = subprocess.Popen(argv)
-    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+def run_locust(argv: list[str]) -> tuple[int, bool]:
+    """Run Locust in a child process; return its exit code and whether this process was asked to
+    stop (SIGINT or SIGTERM). Locust runs in a process group of its own (its --processes workers
+    with it), and each signal that reaches this process, from the terminal's Ctrl-C or sent to its
+    PID alone, is passed on to that group once: Locust stops its test, marks the summary
+    interrupted and writes it; it is then read here. PR_SET_PDEATHSIG stops Locust if this process
+    is killed outright."""
+    proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)
+    heard: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        heard.append(signum)
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:
-                continue
+        return proc.wait(), bool(heard)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if proc.poll() is None:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
 
 def check_locust_installed() -> None:
@@ -202,7 +221,8 @@ def cmd_locust(args: argparse.Namespace) -> int:
     if args.worker:
         if args.master or args.headless or args.url:
             raise ConfigError("--worker takes its workload from the master: drop --url, --master and --headless")
-        return run_locust(locust_argv(args, None, None))
+        code, interrupted = run_locust(locust_argv(args, None, None))
+        return EXIT_INTERRUPTED if interrupted else code
     if not args.url:
         raise ConfigError("--url is required (except with --worker)")
     if args.master and args.processes:
@@ -217,6 +237,12 @@ def cmd_locust(args: argparse.Namespace) -> int:
     if not args.allow_remote:
         check_loopback(args.url)
     target, tokenizer = asyncio.run(_probe(args.url, args.model, args.tokenizer))
+    # Before Locust starts and a prompt is built: lengths against the model's context (exit 2).
+    limit = context_limit(target.max_model_len, f"{target.base_url}/v1/models")
+    if workload.dataset is None:
+        note = check_lengths(workload.input_len, workload.output_len, limit, workload.shared_prefix_len).note
+        if note:
+            console.print(note, style="yellow", soft_wrap=True)
     if tokenizer is None and workload.dataset is None:
         raise ConfigError("synthetic prompts need a tokenizer: give --tokenizer DIR or a server with /tokenize")
     out = ensure_writable_dir((args.out or default_out_dir("locust")).resolve())
@@ -229,16 +255,27 @@ def cmd_locust(args: argparse.Namespace) -> int:
     from servesweep.loadtest import set_aside_previous_run
 
     set_aside_previous_run(out)
-    code = run_locust(locust_argv(args, config, users))
+    started = time.time()
+    code, interrupted = run_locust(locust_argv(args, config, users))
     summary_path = out / "summary.json"
     if not summary_path.exists():
+        fallback = sorted(Path(tempfile.gettempdir()).glob("servesweep-summary-*.json"),
+                          key=lambda p: p.stat().st_mtime)
+        fallback = [p for p in fallback if p.stat().st_mtime >= started]
+        if fallback:  # the disk was full: the summary went to the fallback place (results.write_summary)
+            summary_path = fallback[-1]
+    if not summary_path.exists():
+        if interrupted:
+            console.print("interrupted before any test had started: no servesweep summary")
+            return EXIT_INTERRUPTED
         console.print(f"Locust exited ({code}) without a servesweep summary: no test was started" if code == 0
-                      else f"[red]Locust exited with code {code}; no servesweep summary was written[/red]")
+                      else f"Locust exited with code {code}; no servesweep summary was written",
+                      style=None if code == 0 else "red")
         return code if code else EXIT_OK
     summary = orjson.loads(summary_path.read_bytes())
     lost = (summary.get("workers") or {}).get("lost") or []
     if lost:
-        console.print(f"[yellow]workers {lost} sent no final report (died or cut off): their last records "
-                      "may be missing from the summary (and from Locust's statistics)[/yellow]")
+        console.print(f"workers {lost} sent no final report (died or cut off): their last records "
+                      "may be missing from the summary (and from Locust's statistics)", style="yellow")
     console.print(f"Locust: {out}/locust_stats.csv, {out}/locust-report.html")
     return finish_run(summary, out)

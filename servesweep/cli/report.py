@@ -10,6 +10,7 @@ from servesweep.cli.common import console
 from servesweep.errors import EXIT_NO_RECOMMENDATION, EXIT_OK
 from servesweep.reports.render import write_report
 from servesweep.results import read_json_file
+from servesweep.results import POINTS_FILE, torn_last_line
 
 
 def register(sub: Any) -> None:
@@ -26,6 +27,12 @@ def register(sub: Any) -> None:
 
 def write_and_print_report(results_dir: Path, quality_dir: Path | None = None,
                            measured_elsewhere: list[Path] | None = None) -> None:
+    for folder in (results_dir, quality_dir):
+        torn = torn_last_line(folder / POINTS_FILE) if folder is not None else None
+        if torn is not None:
+            console.print(f"{folder / POINTS_FILE}:{torn}: the last point is torn (a run stopped while writing "
+                          "it) and is left out of the report; rerunning the sweep measures it again",
+                          style="yellow", soft_wrap=True)
     paths = write_report(results_dir, quality_dir, measured_elsewhere or [])
     console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
@@ -53,13 +60,13 @@ def announce(result: dict[str, Any]) -> int:
     """The console banner for a sweep's outcome; EXIT_NO_RECOMMENDATION when there is nothing to deploy."""
     ok, line = recommendation_verdict(result)
     if ok:
-        console.print(f"[bold green]{line}[/bold green]", soft_wrap=True)
+        console.print(line, style="bold green", soft_wrap=True)
         return EXIT_OK
     bar = "=" * min(100, len(line))
-    console.print(f"[bold red]{bar}\n{line}\n{bar}[/bold red]", soft_wrap=True)
+    console.print(f"{bar}\n{line}\n{bar}", style="bold red", soft_wrap=True)
     for d in (result.get("no_recommendation") or {}).get("detail") or []:
-        console.print(f"[red]  {d}[/red]", soft_wrap=True)
-    console.print(f"[red]  (exit code {EXIT_NO_RECOMMENDATION})[/red]")
+        console.print(f"  {d}", style="red", soft_wrap=True)
+    console.print(f"  (exit code {EXIT_NO_RECOMMENDATION})", style="red")
     return EXIT_NO_RECOMMENDATION
 
 

@@ -71,9 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.url:
         if args.backend:
             raise ConfigError("give either --url (attach) or --backend (launch), not both")
-        out = ensure_writable_dir(args.out or default_out_dir("attach"))
         if not args.allow_remote:
-            check_loopback(args.url)  # before anything, the metrics probe included, is sent
+            check_loopback(args.url)  # before anything is sent (the metrics probe too) or created
+        out = ensure_writable_dir(args.out or default_out_dir("attach"))
         telemetry = attached_telemetry(args.url, out, not args.no_telemetry)
         summary = run_against(None, LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common),
                               telemetry)

@@ -61,7 +61,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _check_recommended(assertions: list, out: Path, points: list[dict[str, Any]]) -> bool:
     rec = analyse(out)[1].get("production_recommendation")
     if not rec:
-        console.print("[red]assertions: no recommended point (nothing met the SLOs): every check fails[/red]")
+        console.print("assertions: no recommended point (nothing met the SLOs): every check fails", style="red")
         return check_assertions(assertions, [("no recommendation", {})], out)
     where = rec["based_on"]
     point = next(p for p in points if p["config"] == where["config"] and p["level"] == where["level"])

@@ -49,6 +49,12 @@ def build_payload(model: str, item: PromptItem, workload: Workload) -> dict[str,
     return payload
 
 
+def is_disconnect(record: RequestRecord) -> bool:
+    """The server closed (or reset) the connection mid-response: one way a dying server fails."""
+    return record.error_kind == ERROR_STREAM and (record.error_message or "").startswith(
+        "server closed the connection")
+
+
 def endpoint_path(workload: Workload) -> str:
     return "/v1/chat/completions" if workload.endpoint == "chat" else "/v1/completions"
 

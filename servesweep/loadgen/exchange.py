@@ -93,6 +93,17 @@ def _usage_counts(usage: Any) -> tuple[int | None, int | None] | None:
     return prompt, completion
 
 
+def _not_a_stream(foreign: bytes | None, had_tokens: bool) -> str:
+    """Why a 200 stream ended without [DONE]: it was HTML (a proxy's or a web server's page, not the
+    API) or other text, named as such; otherwise the stream was cut short."""
+    if foreign is None or had_tokens:
+        return "stream ended without 'data: [DONE]'"
+    text = foreign.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text:
+        return f"the server answered HTML, not an event stream (is the URL the API's?): {_quote(foreign)}"
+    return f"the server answered something other than an event stream: {_quote(foreign)}"
+
+
 def _quote(data: bytes) -> str:
     text = data[:200].decode(errors="replace")
     return text + "..." if len(data) > 200 else text
@@ -265,7 +276,7 @@ class Exchange:
             record.output_text = "".join(self.pieces)
         if record.error_kind is None and not self.done:
             record.error_kind = ERROR_STREAM
-            record.error_message = "stream ended without 'data: [DONE]'"
+            record.error_message = _not_a_stream(self.parser.foreign, bool(self.arrivals))
         if record.token_timing is None:
             record.token_timing = TIMING_CHUNKS
             self._drop_surplus_chunks()

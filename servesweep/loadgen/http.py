@@ -41,13 +41,26 @@ https keeps asyncio's TLS transport (it reads the socket itself), so its arrival
 present clock.
 
 Scope: what an OpenAI-compatible server on this machine needs (POST with a JSON body, chunked,
-Content-Length or read-to-close responses, keep-alive). No redirects, proxies or cookies.
+Content-Length or read-to-close responses, keep-alive). No redirects (a 3xx is an answer like any
+other: the request fails with its status), proxies or cookies.
+
+A connection reset while bytes wait unread (the server's RST arriving with the last chunks) must
+end the exchange at once under every event loop. asyncio's selector loop reports EPOLLERR as
+readable and the reader callback meets the error. uvloop (libuv) does not: on EPOLLERR it stops
+the fd's poll handle, runs the reader once and never again, so the error behind the data was
+never read and the request hung until its timeout. Under a loop that is not a selector loop the
+pool therefore keeps a second epoll set (`_ErrorWatch`) holding every socket for EPOLLERR/EPOLLHUP
+only; it is itself one fd the loop reads, costs nothing while no socket fails (one epoll_ctl per
+connection opened and closed, none per read), and when a socket fails, its connection is read to
+the error there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
+import select
 import socket
 import ssl
 import struct
@@ -154,6 +167,70 @@ class _RealtimeMap:
                 best_gap, best_offset = after - before, (before + after) // 2 - real
         self.offset_ns = best_offset  # type: ignore[assignment]
         self.next_sync = _clock() + RESYNC_INTERVAL_S
+
+
+class _ErrorWatch:
+    """The sockets of one pool in an epoll set of their own, for EPOLLERR and EPOLLHUP only (both
+    reported whatever the mask asks, so the mask is 0): the loop reads the set's fd, and a socket
+    that failed is read until the error surfaces (see the module doc: uvloop stops polling a socket
+    after EPOLLERR). Only made where the loop is not asyncio's selector loop and epoll exists."""
+
+    __slots__ = ("_epoll", "_loop", "_conns")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._epoll = select.epoll()
+        self._loop = loop
+        self._conns: dict[int, _SocketConnection] = {}
+        loop.add_reader(self._epoll.fileno(), self._on_event)
+
+    @staticmethod
+    def wanted(loop: asyncio.AbstractEventLoop) -> bool:
+        return hasattr(select, "epoll") and not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+
+    def add(self, conn: _SocketConnection) -> None:
+        try:
+            self._epoll.register(conn._fd, 0)
+        except OSError:
+            return
+        self._conns[conn._fd] = conn
+
+    def discard(self, conn: _SocketConnection) -> None:
+        if self._conns.get(conn._fd) is conn:
+            del self._conns[conn._fd]
+            try:
+                self._epoll.unregister(conn._fd)
+            except OSError:
+                pass
+
+    def _on_event(self) -> None:
+        try:
+            events = self._epoll.poll(0)
+        except OSError:
+            return
+        for fd, _mask in events:
+            conn = self._conns.get(fd)
+            if conn is None:
+                continue
+            # Read what is left, then the error (or the end): bounded, since the kernel holds at
+            # most a receive buffer of bytes for this socket.
+            for _ in range(4096):
+                if conn.closed:
+                    break
+                if not conn._on_readable():
+                    break
+            if not conn.closed:
+                code = conn._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                conn._lost(OSError(code, f"connection failed: {os.strerror(code)}") if code else None)
+
+    def close(self) -> None:
+        if self._epoll.closed:
+            return
+        try:
+            self._loop.remove_reader(self._epoll.fileno())
+        except (RuntimeError, ValueError):  # the loop is already closed
+            pass
+        self._epoll.close()
+        self._conns.clear()
 
 
 class ResponseHandler(Protocol):
@@ -281,6 +358,24 @@ class _Exchange(ParserCallbacks):
         if done is not None and not done.done():
             done.set_result(None)
 
+    def _in_flight(self) -> bool:
+        return self._done is not None and not self._done.done()
+
+    def _finish_at_end_of_stream(self) -> None:
+        """The handler has seen the stream's last event but the server keeps the HTTP message open:
+        the exchange is complete as of the last read; the connection, mid-message, is closed."""
+        handler, done = self._handler, self._done
+        self._handler = self._done = self._parser = None
+        self.abort()
+        try:
+            handler.on_complete(self._now if self._now else _clock())  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - the handler's own error, as in on_message_complete
+            if done is not None and not done.done():
+                done.set_exception(exc)
+            return
+        if done is not None and not done.done():
+            done.set_result(None)
+
     def _fail(self, exc: BaseException) -> None:
         done = self._done
         self._handler = self._done = self._parser = None
@@ -301,6 +396,8 @@ class _SocketConnection(_Exchange):
         self._loop, self._sock, self._fd = loop, sock, sock.fileno()
         self._pending: memoryview | None = None  # request bytes the socket did not take yet
         loop.add_reader(self._fd, self._on_readable)
+        if pool._error_watch is not None:
+            pool._error_watch.add(self)
 
     def start(self, request: bytes, handler: ResponseHandler, done: asyncio.Future[None]) -> None:
         self._begin(handler, done)
@@ -336,18 +433,19 @@ class _SocketConnection(_Exchange):
             self._pending = None
             self._loop.remove_writer(self._fd)
 
-    def _on_readable(self) -> None:
+    def _on_readable(self) -> bool:
+        """Read once; False when there was nothing to read."""
         pool = self._pool
         try:
             n, anc, _flags, _addr = self._sock.recvmsg_into(pool._read_views, _ANC_SPACE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
             self._lost(exc)
-            return
+            return True
         if not n:
             self._lost(None)
-            return
+            return True
         # The present clock: the fallback, and the bound a kernel stamp must be within.
         now = _clock()
         clock = pool._realtime
@@ -368,9 +466,12 @@ class _SocketConnection(_Exchange):
                 clock.sync()
         self._now = now
         self._feed(pool._read_view[:n])
+        return True
 
     def _release(self) -> None:
         if self._sock.fileno() != -1:
+            if self._pool._error_watch is not None:
+                self._pool._error_watch.discard(self)
             self._loop.remove_reader(self._fd)
             if self._pending is not None:
                 self._loop.remove_writer(self._fd)
@@ -452,6 +553,7 @@ class HttpPool:
         self._stamps_refused = False
         self._kernel_reads = 0
         self._present_reads = 0
+        self._error_watch: _ErrorWatch | None = None  # made with the first socket, where the loop needs it
 
     @property
     def clock_source(self) -> str:
@@ -494,6 +596,30 @@ class HttpPool:
         if not conn.closed:
             self._idle.append(conn)
 
+    def activity(self) -> tuple[int, float]:
+        """(exchanges in flight, the latest perf_counter moment any of them sent or received
+        bytes; 0.0 when none is in flight). A scan of the pool's connections: for a watchdog that
+        runs every second or so, not for the hot path."""
+        count, latest = 0, 0.0
+        for conn in self._all:
+            if conn._in_flight():
+                count += 1
+                moment = conn._now if conn._now > conn._sent else conn._sent
+                if moment > latest:
+                    latest = moment
+        return count, latest
+
+    def finish_held_open(self, quiet_s: float) -> int:
+        """Complete the exchanges whose handler has seen the end of its stream (a true `done`
+        attribute: the SSE `data: [DONE]`) while the server, `quiet_s` later, still holds the HTTP
+        message open (no last chunk, no close). Returns how many were completed."""
+        now = _clock()
+        held = [conn for conn in self._all if conn._in_flight() and getattr(conn._handler, "done", False)
+                and now - conn._now >= quiet_s]
+        for conn in held:
+            conn._finish_at_end_of_stream()
+        return len(held)
+
     async def warm(self, connections: int, batch: int = 64) -> int:
         """Open idle connections until `connections` are ready (connect errors end it early: the
         requests will meet and record them). Returns how many are idle."""
@@ -530,6 +656,8 @@ class HttpPool:
                                                    ssl=self._ssl)
             return conn
         await _StampingSwitch.wait_on()
+        if self._error_watch is None and _ErrorWatch.wanted(loop):
+            self._error_watch = _ErrorWatch(loop)
         if self._addresses is None:
             self._addresses = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         error: OSError | None = None
@@ -559,6 +687,9 @@ class HttpPool:
             conn._fail(ServerDisconnected("connection closed by the client before the response was complete"))
         self._idle.clear()
         self._all.clear()
+        if self._error_watch is not None:
+            self._error_watch.close()
+            self._error_watch = None
         await asyncio.sleep(0)  # let the TLS transports run their connection_lost callbacks
 
     async def __aenter__(self) -> HttpPool:

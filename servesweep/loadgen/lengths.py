@@ -17,6 +17,10 @@ from pydantic import BaseModel, model_validator
 
 Kind = Literal["fixed", "uniform", "normal", "lognormal"]
 
+# No model has a longer context (Llama 4 Scout: 10M tokens). A length above it cannot be served by
+# anything, and building a prompt that long takes gigabytes: refused where the spec is read.
+LARGEST_CONTEXT = 10_485_760
+
 
 class LengthSpec(BaseModel):
     kind: Kind
@@ -31,6 +35,10 @@ class LengthSpec(BaseModel):
             raise ValueError(f"uniform needs 1 <= LOW <= HIGH, got {self.a:g}:{self.b:g}")
         if self.kind in ("normal", "lognormal") and (self.a < 1 or self.b < 0):
             raise ValueError(f"{self.kind} needs a centre >= 1 and a spread >= 0, got {self.a:g}:{self.b:g}")
+        if not (math.isfinite(self.a) and math.isfinite(self.b)):
+            raise ValueError("lengths must be finite")
+        if self.a > LARGEST_CONTEXT:
+            raise ValueError(f"{self.a:,.0f} tokens is more than any model's context ({LARGEST_CONTEXT:,} tokens)")
         return self
 
     @classmethod
@@ -45,7 +53,9 @@ class LengthSpec(BaseModel):
                 raise ValueError
             return cls(kind=kind, a=float(nums[0]), b=float(nums[1]))
         except ValueError as exc:
-            detail = f": {exc}" if str(exc) else ""
+            errors = getattr(exc, "errors", None)  # pydantic's ValidationError: its first message
+            why = errors()[0]["msg"].removeprefix("Value error, ") if callable(errors) else str(exc)
+            detail = f": {why}" if why else ""
             raise ValueError(
                 f"bad length spec {text!r}{detail}; use N, uniform:LOW:HIGH, normal:MEAN:STD "
                 "or lognormal:MEDIAN:SIGMA"
@@ -66,7 +76,9 @@ class LengthSpec(BaseModel):
             return int(round(self.a + 4 * self.b))
         return int(round(self.a * math.exp(4 * self.b)))
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    def sample(self, rng: np.random.Generator, n: int, ceiling: int | None = None) -> np.ndarray:
+        """`n` lengths, clipped to [1, max_value] and to `ceiling` where given (the model's context:
+        a distribution's far tail must not be built only to be refused)."""
         if self.kind == "fixed":
             values = np.full(n, self.a)
         elif self.kind == "uniform":
@@ -75,4 +87,5 @@ class LengthSpec(BaseModel):
             values = rng.normal(self.a, self.b, size=n)
         else:
             values = rng.lognormal(math.log(self.a), self.b, size=n)
-        return np.clip(np.rint(values), 1, self.max_value).astype(np.int64)
+        top = self.max_value if ceiling is None else max(min(self.max_value, ceiling), 1)
+        return np.clip(np.rint(values), 1, top).astype(np.int64)

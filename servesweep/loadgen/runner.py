@@ -35,12 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
+import aiohttp
 import numpy as np
 
+from servesweep.controlplane import NO_REDIRECTS
 from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
-from servesweep.loadgen.client import STREAM_OPTIONS, build_payload, endpoint_path, send_request
+from servesweep.loadgen.client import STREAM_OPTIONS, build_payload, endpoint_path, is_disconnect, send_request
 from servesweep.loadgen.http import HttpPool
+from servesweep.loadgen.pacer import TurnPacer
 from servesweep.loadgen.records import (
     ERROR_CANCELLED,
     ERROR_CONNECTION,
@@ -50,13 +53,26 @@ from servesweep.loadgen.records import (
 )
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.tokenizer import TokenizerLike
-from servesweep.loadgen.sessions import SessionPlan, SessionSpec, plan_sessions, run_sessions
+from servesweep.loadgen.sessions import SessionPlan, SessionSpec, SessionsResult, plan_sessions, run_sessions
 from servesweep.loadgen.traces import TraceRequest, trace_prompts
 from servesweep.loadgen.workload import PromptItem, Workload, build_prompts
 
 # Prompts are built before a level starts; a level of more requests than this reuses them
 # (flagged as `prompt_pool_wrapped` in the summary, since reuse lets prefix caching help).
 MAX_PROMPT_POOL = 4096
+
+
+# Why a run stopped before its end, beside `abort_reason` (the CLI's exit code follows it).
+ABORT_SERVER = "server"  # the server died, stopped answering, or its tokenizer went away: exit 3
+ABORT_OUTPUT = "output"  # records could not be written (disk full): exit 5
+
+# The watchdog (LoadRunner._watch): how often it looks, how long every stream in flight may go
+# without a byte before the server is asked whether it is alive, how long that question may take,
+# and how long after `data: [DONE]` a server may hold a response open before it is complete.
+WATCH_INTERVAL_S = 0.5
+QUIET_PROBE_S = 10.0
+PROBE_TIMEOUT_S = 5.0
+HELD_OPEN_S = 1.0
 
 
 @dataclass
@@ -68,6 +84,9 @@ class LevelResult:
     summary: dict
     prompt_pool_wrapped: bool = False
     stats: RunStats | None = None  # kept where asked (workers ship it to the parent)
+    prompts_clipped: int = 0  # prompts built with lengths cut to the model's context (loadgen.fit)
+    prompts_built: int = 0
+    sessions: dict | None = None  # multi-turn sessions: planned, sent, skipped, clipped turns (SessionsResult)
 
 
 # Called at the end of each interval of a level's measured window: level, interval number (from 0),
@@ -99,6 +118,7 @@ class RunOutcome:
     levels: list[LevelResult] = field(default_factory=list)
     interrupted: bool = False
     abort_reason: str | None = None
+    abort_kind: str | None = None  # ABORT_SERVER | ABORT_OUTPUT (None when interrupted or whole)
 
 
 @asynccontextmanager
@@ -143,6 +163,10 @@ class LoadRunner:
         keep_level_stats: bool = False,
         interval_s: float | None = None,
         on_interval: IntervalCallback | None = None,
+        context_limit: int | None = None,
+        quiet_probe_s: float | None = None,
+        probe_timeout_s: float | None = None,
+        held_open_s: float | None = None,
     ) -> None:
         """`t0`, `id_start`/`id_step` and `arrival_phase` (a fraction of the mean arrival gap) let
         several runner processes share one clock, distinct request ids and staggered arrivals.
@@ -153,7 +177,16 @@ class LoadRunner:
         The run stops itself ("server stopped answering") after `consecutive_failure_limit` requests
         in a row that failed to connect or timed out, or `consecutive_timeout_limit` in a row that
         timed out: a frozen server would otherwise hold the run for requests / concurrency x the
-        request timeout. Any other completed request, even a failed one, resets both counts."""
+        request timeout. Any other completed request, even a failed one, resets both counts.
+
+        Those counts alone miss a server that dies with fewer requests left, and take minutes on a
+        frozen one; a watchdog (`_watch`) also asks the server whether it is alive (GET /v1/models
+        within `probe_timeout_s`) after any request that could not connect, was cut off or timed
+        out, at the end of every level that had one, and when no stream in flight has received a
+        byte for `quiet_probe_s`. A server that does not answer ends the run. The watchdog also
+        completes a response the server holds open `held_open_s` after its `data: [DONE]`.
+
+        `context_limit`: the model's context in tokens; prompts are built to fit it (loadgen.fit)."""
         self.base_url = base_url
         self.url = base_url.rstrip("/") + endpoint_path(workload)
         self.path = urlsplit(self.url).path
@@ -194,22 +227,34 @@ class LoadRunner:
         self.after_level: Callable[[LoadLevel], Awaitable[None]] | None = None
         # Which clock stamped response arrivals (HttpPool.clock_source), known once `run` returns.
         self.arrival_clock: str | None = None
+        self.context_limit = context_limit
+        self.quiet_probe_s = QUIET_PROBE_S if quiet_probe_s is None else quiet_probe_s
+        self.probe_timeout_s = PROBE_TIMEOUT_S if probe_timeout_s is None else probe_timeout_s
+        self.held_open_s = HELD_OPEN_S if held_open_s is None else held_open_s
+        self._suspect: str | None = None  # the last failure that may mean the server is gone, not yet checked
+        self._probe_lock = asyncio.Lock()
+        self._last_answer = 0.0  # perf_counter: the last request completion or successful probe
+        self.held_open_completed = 0  # responses completed at [DONE] while the server held them open
+        # Recording a completed request and starting the next take turns, so that a wave of requests
+        # finishing together does not hold the loop while other streams' chunks wait unread.
+        self._pacer = TurnPacer()
 
     # --- stopping ---------------------------------------------------------------------------
-    def stop(self, reason: str | None = None) -> None:
+    def stop(self, reason: str | None = None, kind: str | None = ABORT_SERVER) -> None:
         """Stop sending and cancel what is in flight. Completed records are already on disk."""
         if reason and self.outcome.abort_reason is None:
             self.outcome.abort_reason = reason
+            self.outcome.abort_kind = kind
         self._stop.set()
         for task in list(self._tasks):
             task.cancel()
 
     def _on_signal(self) -> None:
         self.outcome.interrupted = True
-        self.stop("interrupted by signal")
+        self.stop("interrupted by signal", kind=None)
 
     def _on_write_error(self, exc: OSError) -> None:
-        self.stop(self.writer.describe_error() or f"cannot write records: {exc}")
+        self.stop(self.writer.describe_error() or f"cannot write records: {exc}", kind=ABORT_OUTPUT)
 
     @property
     def stopped(self) -> bool:
@@ -234,11 +279,19 @@ class LoadRunner:
         try:
             await send_request(pool, path or self.path, payload, record, self.t0,
                                self.keep_text if keep_text is None else keep_text)
+            # Its times are taken: the rest (recording it; in a closed loop, sending the next) waits
+            # its turn (servesweep.loadgen.pacer).
+            await self._pacer.turn()
         finally:
             self.writer.write(record)
             done.append(record)
             progress()
         kind = record.error_kind
+        if kind is None:
+            self._last_answer = time.perf_counter()
+        elif kind != ERROR_CANCELLED and (kind == ERROR_CONNECTION or kind == ERROR_TIMEOUT
+                                          or is_disconnect(record)):
+            self._suspect = f"{kind}: {record.error_message}"  # the watchdog asks the server
         if kind == ERROR_CONNECTION or kind == ERROR_TIMEOUT:
             self._consecutive_no_answer += 1
             if kind == ERROR_TIMEOUT:
@@ -253,6 +306,51 @@ class LoadRunner:
                           f"(last: {record.error_message})")
         elif kind != ERROR_CANCELLED:
             self._consecutive_no_answer = self._consecutive_timeouts = 0
+
+    # --- is the server still there? -------------------------------------------------------------
+    async def _probe(self, session: aiohttp.ClientSession) -> str | None:
+        """None when the server answers its model list (any HTTP status) within the probe's
+        timeout; otherwise why not, naming the URL."""
+        url = self.base_url.rstrip("/") + "/v1/models"
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=self.probe_timeout_s),
+                                   **NO_REDIRECTS) as resp:
+                await resp.read()
+        except (TimeoutError, asyncio.TimeoutError):
+            return f"{url} did not answer within {self.probe_timeout_s:g} s"
+        except aiohttp.ClientError as exc:
+            return f"{url} cannot be reached ({exc})"
+        self._last_answer = time.perf_counter()
+        return None
+
+    async def _check_suspect(self, session: aiohttp.ClientSession) -> None:
+        """A request failed in a way a dead server causes: ask the server; stop the run if it is gone."""
+        async with self._probe_lock:
+            suspect, self._suspect = self._suspect, None
+            if suspect is None or self.stopped:
+                return
+            reason = await self._probe(session)
+        if reason is not None:
+            self.stop(f"server stopped answering: {reason}; last failed request: {suspect}")
+
+    async def _watch(self, pool: HttpPool, session: aiohttp.ClientSession) -> None:
+        """Every WATCH_INTERVAL_S: complete responses held open past their [DONE], check a failure
+        that may mean the server died, and ask a server whose streams have all gone quiet."""
+        while not self.stopped:
+            await asyncio.sleep(min(WATCH_INTERVAL_S, self.quiet_probe_s, self.held_open_s))
+            self.held_open_completed += pool.finish_held_open(self.held_open_s)
+            if self._suspect is not None:
+                await self._check_suspect(session)
+                continue
+            in_flight, latest = pool.activity()
+            now = time.perf_counter()
+            quiet = now - max(latest, self._last_answer)
+            if in_flight and quiet >= self.quiet_probe_s:
+                async with self._probe_lock:
+                    reason = await self._probe(session)
+                if reason is not None and not self.stopped:
+                    self.stop(f"server stopped answering: none of the {in_flight} requests in flight received a "
+                              f"byte for {quiet:.0f} s, and {reason}")
 
     # --- levels -------------------------------------------------------------------------------
     def _planned_count(self, level: LoadLevel) -> int:
@@ -274,6 +372,7 @@ class LoadRunner:
 
         async def user() -> None:
             nonlocal wrapped
+            await self._pacer.turn()  # a thousand users starting at once take turns too
             while not self.stopped:
                 i = next(counter)
                 if stop_at is not None and i >= stop_at:
@@ -352,7 +451,7 @@ class LoadRunner:
         return wrapped
 
     async def _run_sessions(self, pool: HttpPool, level: LoadLevel, plans: list[SessionPlan], done, progress,
-                            level_start: float) -> None:
+                            level_start: float) -> SessionsResult:
         """Every conversation at once: each turn's prompt is the history so far plus a new user
         message, sent when the previous answer has arrived and the think time has passed."""
         stop = asyncio.Event()
@@ -378,7 +477,7 @@ class LoadRunner:
 
         watcher = asyncio.create_task(watch())
         try:
-            await run_sessions(plans, send, stop=stop)
+            return await run_sessions(plans, send, stop=stop)
         finally:
             watcher.cancel()
 
@@ -394,9 +493,10 @@ class LoadRunner:
             if self.tokenizer is None:
                 raise ConfigError("multi-turn sessions need a tokenizer: give --tokenizer DIR or a server "
                                   "with /tokenize")
-            build = plan_sessions(self.sessions, self.tokenizer)
+            build = plan_sessions(self.sessions, self.tokenizer, limit=self.context_limit)
         else:
-            build = build_prompts(self.workload, self._planned_count(level), self.tokenizer, self.rng)
+            build = build_prompts(self.workload, self._planned_count(level), self.tokenizer, self.rng,
+                                  limit=self.context_limit)
         task = asyncio.ensure_future(build)
         self._tasks.add(task)
         try:
@@ -412,7 +512,8 @@ class LoadRunner:
         finally:
             self._tasks.discard(task)
 
-    async def _run_level(self, pool: HttpPool, level: LoadLevel, progress_bar) -> LevelResult | None:
+    async def _run_level(self, pool: HttpPool, level: LoadLevel, progress_bar,
+                         session: aiohttp.ClientSession | None = None) -> LevelResult | None:
         prompts = await self._build_prompts(level)
         if prompts is None or self.stopped:
             return None
@@ -451,9 +552,10 @@ class LoadRunner:
             start = level_start - self.t0
             stop_at = warmups + level.num_requests if level.num_requests is not None else None
             deadline = level_start + level.duration_s if level.duration_s is not None else None
+            sessions = None
             ticker = self._start_intervals(level, done, level_start)
             if level.arrival == "sessions":
-                await self._run_sessions(pool, level, prompts, done, advance, level_start)
+                sessions = (await self._run_sessions(pool, level, prompts, done, advance, level_start)).describe()
             elif level.concurrency is not None:
                 wrapped |= await self._run_closed(pool, level, prompts, done, advance, warmups, stop_at,
                                                   deadline, level.concurrency)
@@ -468,14 +570,21 @@ class LoadRunner:
             if ticker is not None:
                 ticker.cancel()
             gc.unfreeze()
+        if self._suspect is not None and session is not None:
+            # The level's last requests failed the way a dead server fails them: ask now, whatever
+            # the number of requests left (there may be none), so the run says so.
+            await self._check_suspect(session)
         if self.after_level is not None:
             await self.after_level(level)
         if task_id is not None:
             progress_bar.update(task_id, visible=False)
         records = sorted(done.records, key=lambda r: r.request_id) if done.records is not None else []
         self.run_stats.merge(done.stats)
+        clipped = (sum(p.clipped_turns for p in prompts) if level.arrival == "sessions"
+                   else sum(1 for p in prompts if getattr(p, "clipped", False)))
         return LevelResult(level, start, end, records, done.stats.summary(), wrapped,
-                           done.stats if self.keep_level_stats else None)
+                           done.stats if self.keep_level_stats else None,
+                           prompts_clipped=clipped, prompts_built=len(prompts), sessions=sessions)
 
     # --- per-interval statistics (soak runs) ---------------------------------------------------
     def _start_intervals(self, level: LoadLevel, sink: _LevelSink, level_start: float) -> asyncio.Task | None:
@@ -507,15 +616,20 @@ class LoadRunner:
     async def run(self) -> RunOutcome:
         progress_bar = _make_progress() if self.show_progress else None
         pool = HttpPool(self.base_url, timeout_s=self.workload.request_timeout_s)
-        async with stop_on_signals(self._on_signal), pool:
-            with progress_bar if progress_bar is not None else nullcontext():
-                for level in self.levels:
-                    if self.stopped:
-                        break
-                    result = await self._run_level(pool, level, progress_bar)
-                    if result is None:
-                        break
-                    self.outcome.levels.append(result)
+        async with stop_on_signals(self._on_signal), pool, aiohttp.ClientSession() as session:
+            watchdog = asyncio.create_task(self._watch(pool, session))
+            try:
+                with progress_bar if progress_bar is not None else nullcontext():
+                    for level in self.levels:
+                        if self.stopped:
+                            break
+                        result = await self._run_level(pool, level, progress_bar, session)
+                        if result is None:
+                            break
+                        self.outcome.levels.append(result)
+            finally:
+                watchdog.cancel()
+                await asyncio.gather(watchdog, return_exceptions=True)
             self.arrival_clock = pool.clock_source
         return self.outcome
 
@@ -531,8 +645,8 @@ def _raise_first_error(results: list) -> None:
 def _make_progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(  # level names come from files: never read as rich markup
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         transient=True, refresh_per_second=4,
     )
 

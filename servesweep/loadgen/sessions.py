@@ -146,23 +146,36 @@ class SessionPlan:
     session_id: int
     start_s: float  # when turn 0 is sent, from the start of the run
     turns: list[Turn]
+    clipped_turns: int = 0  # planned turns left out: their context would not fit the model's
 
     def planned_context_tokens(self, turn: int) -> int:
         """Content tokens of turn `turn`'s request plus its answer, if every answer is full length."""
         return sum(t.user_len + t.output_len for t in self.turns[: turn + 1])
 
 
-async def plan_sessions(spec: SessionSpec, tokenizer: TokenizerLike, concurrency: int = 32) -> list[SessionPlan]:
+async def plan_sessions(spec: SessionSpec, tokenizer: TokenizerLike, concurrency: int = 32,
+                        limit: int | None = None) -> list[SessionPlan]:
     """Every session's user messages (exact token counts), answer lengths and pauses.
 
     Deterministic for a given seed and tokenizer: lengths come from one generator in a fixed
     order, each message's text from its own child generator (so the order in which a remote
     tokenizer answers does not matter), and every message is unique.
+
+    With `limit` (the model's context, servesweep.loadgen.fit), a session's plan ends before the
+    first turn whose context would not fit; `SessionPlan.clipped_turns` counts what was left out.
     """
     n = spec.sessions * spec.turns
     rng = np.random.default_rng(spec.seed)
-    user_lens = spec.user_len.sample(rng, n).reshape(spec.sessions, spec.turns).tolist()
-    output_lens = spec.output_len.sample(rng, n).reshape(spec.sessions, spec.turns).tolist()
+    user_lens = spec.user_len.sample(rng, n, ceiling=limit).reshape(spec.sessions, spec.turns).tolist()
+    output_lens = spec.output_len.sample(rng, n, ceiling=limit).reshape(spec.sessions, spec.turns).tolist()
+    if limit:
+        for s_lens, o_lens in zip(user_lens, output_lens):  # cut each session at its first turn past the limit
+            total = 0
+            for k in range(spec.turns):
+                total += s_lens[k] + o_lens[k]
+                if total > limit:
+                    del s_lens[k:], o_lens[k:]
+                    break
     thinks = spec.think_time_s.sample(rng, n).reshape(spec.sessions, spec.turns)
     thinks[:, 0] = 0.0
     gate = asyncio.Semaphore(concurrency)
@@ -174,9 +187,14 @@ async def plan_sessions(spec: SessionSpec, tokenizer: TokenizerLike, concurrency
                                                   add_special_tokens=False)
         return Turn(s, k, text, count, output_lens[s][k], float(thinks[s, k]))
 
-    turns = await asyncio.gather(*(one(s, k) for s in range(spec.sessions) for k in range(spec.turns)))
-    return [SessionPlan(s, s * spec.start_interval_s, list(turns[s * spec.turns:(s + 1) * spec.turns]))
-            for s in range(spec.sessions)]
+    turns = await asyncio.gather(*(one(s, k) for s in range(spec.sessions) for k in range(len(user_lens[s]))))
+    plans, start = [], 0
+    for s in range(spec.sessions):
+        count = len(user_lens[s])
+        plans.append(SessionPlan(s, s * spec.start_interval_s, list(turns[start:start + count]),
+                                 clipped_turns=spec.turns - count))
+        start += count
+    return plans
 
 
 def build_messages(plan: SessionPlan, turn: int, answers: Sequence[str],
@@ -221,6 +239,13 @@ class SessionsResult:
     skipped_turns: int = 0  # not sent: their session ended early or the run was stopped
     ended_early: list[int] = field(default_factory=list)  # sessions ended by a failed turn
     stopped: bool = False  # the stop event ended the run before every session finished
+    clipped_turns: int = 0  # never planned: past the model's context (SessionPlan.clipped_turns)
+
+    def describe(self) -> dict[str, Any]:
+        """The outcome for the summary: every planned turn is sent, skipped or clipped."""
+        return {"planned_turns": self.planned_turns + self.clipped_turns, "sent_turns": len(self.results),
+                "skipped_turns": self.skipped_turns, "clipped_turns": self.clipped_turns,
+                "sessions_ended_early": len(self.ended_early), "stopped": self.stopped}
 
     @property
     def records(self) -> list[Any]:
@@ -240,7 +265,8 @@ async def run_sessions(
     did not send counts as skipped. An exception from `send` cancels the other sessions and is
     raised. Pauses are measured from when the previous answer arrived.
     """
-    out = SessionsResult(planned_turns=sum(len(p.turns) for p in plans))
+    out = SessionsResult(planned_turns=sum(len(p.turns) for p in plans),
+                         clipped_turns=sum(p.clipped_turns for p in plans))
     stop = stop or asyncio.Event()
 
     async def pause(seconds: float) -> None:

@@ -16,13 +16,20 @@ from __future__ import annotations
 DONE = b"[DONE]"
 
 
+_FIELDS = (b":", b"event:", b"id:", b"retry:", b"event", b"id", b"retry")
+
+
 class SSEParser:
-    __slots__ = ("_tail", "_pending_cr", "_data_lines")
+    __slots__ = ("_tail", "_pending_cr", "_data_lines", "foreign")
 
     def __init__(self) -> None:
         self._tail: list[bytes] = []  # pieces of the current, not yet terminated line
         self._pending_cr = False  # the last read ended in CR: a line end, or the first half of CRLF
         self._data_lines: list[bytes] = []
+        # The first line that is no SSE field at all (an HTML page, a plain-text error), kept so a
+        # stream that never had an event can say what came instead. Checked only for lines that are
+        # not `data:`, so a well-formed stream pays nothing for it.
+        self.foreign: bytes | None = None
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume bytes; return the data payloads of every event they complete."""
@@ -65,6 +72,8 @@ class SSEParser:
             elif line.startswith(b"data:"):
                 value = line[5:]
                 self._data_lines.append(value[1:] if value.startswith(b" ") else value)
+            elif self.foreign is None and not line.startswith(_FIELDS):
+                self.foreign = line[:300]
             # Comments (":..."), "event:", "id:", "retry:" and unknown fields carry no payload.
         return events
 
@@ -77,6 +86,8 @@ class SSEParser:
         if tail.startswith(b"data:"):
             value = tail[5:]
             self._data_lines.append(value[1:] if value.startswith(b" ") else value)
+        elif tail and self.foreign is None and not tail.startswith(_FIELDS):
+            self.foreign = tail[:300]
         if self._data_lines:
             events.append(b"\n".join(self._data_lines))
             self._data_lines = []

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from servesweep.controlplane import NO_REDIRECTS, is_redirect, redirect_error
 from servesweep.errors import TargetError
 
 __all__ = ["TargetError", "TargetInfo", "check_loopback", "probe_target"]
@@ -55,7 +56,9 @@ async def probe_target(
     """Fail within seconds, naming the URL, when the target is dead or not OpenAI-compatible."""
     url = base_url.rstrip("/") + "/v1/models"
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s), **NO_REDIRECTS) as resp:
+            if is_redirect(resp.status):
+                raise TargetError(redirect_error(url, resp.status, resp.headers.get("Location")))
             if resp.status != 200:
                 raise TargetError(
                     f"{url} answered HTTP {resp.status}; is {base_url} an OpenAI-compatible server?"

@@ -16,6 +16,7 @@ import aiohttp
 import numpy as np
 from tokenizers import Tokenizer
 
+from servesweep.controlplane import NO_REDIRECTS, is_redirect, redirect_error
 from servesweep.errors import TargetError
 
 
@@ -105,8 +106,10 @@ class ServerTokenizer:
     async def _post(self, endpoint: str, payload: dict, key: str) -> object:
         url = f"{self._base}/{endpoint}"
         try:
-            async with self._session.post(url, json=payload,
-                                          timeout=aiohttp.ClientTimeout(total=self._timeout_s)) as resp:
+            async with self._session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                                          **NO_REDIRECTS) as resp:
+                if is_redirect(resp.status):
+                    raise TargetError(redirect_error(url, resp.status, resp.headers.get("Location")))
                 if resp.status != 200:
                     raise _NotServed(f"{url} answered HTTP {resp.status}: {(await resp.text())[:200]}")
                 body = await resp.json(content_type=None)

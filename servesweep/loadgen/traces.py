@@ -25,6 +25,9 @@ Policy (so a trace means one thing):
     sorted by time, ties kept in file order, and offsets count from the earliest request.
     Mooncake timestamps must be >= 0 (they are offsets from the trace start); all must be finite.
   - `speed` divides every offset: speed 2 replays the trace in half the time (twice the rate).
+  - A replay longer than MAX_REPLAY_S (30 days) is refused: a span like that (31.7 years from one
+    stray timestamp) is a unit or date error in the file, not a load test; a replay over a day is
+    allowed and `long_replay_note` says how long it will take.
   - Any bad row raises ConfigError naming the file, the line and what is wrong; so does a trace
     with no requests.
 
@@ -63,6 +66,8 @@ from servesweep.loadgen.workload import Endpoint, PromptItem, exact_length_text
 TraceFormat = Literal["mooncake", "azure"]
 FORMATS: tuple[str, ...] = ("mooncake", "azure")
 BLOCK_TOKENS = 512  # Mooncake's (and AIPerf's default) prefix block size
+MAX_REPLAY_S = 30 * 86400.0
+LONG_REPLAY_S = 86400.0
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
@@ -286,11 +291,32 @@ def read_trace(path: str | Path, fmt: TraceFormat | None = None, speed: float = 
     # sorted() is stable: requests with the same timestamp keep their file order.
     rows.sort(key=lambda row: row[0])
     start = rows[0][0]
+    span = (rows[-1][0] - start) / speed
+    if span > MAX_REPLAY_S:
+        raise ConfigError(f"trace {path}: replaying it would take {_span(span)} (its timestamps span "
+                          f"{_span(rows[-1][0] - start)}{f' at speed {speed:g}' if speed != 1 else ''}); "
+                          "a stray or mis-scaled timestamp? (Mooncake timestamps are milliseconds) "
+                          "Fix the file, or give a --trace-speed that brings it under 30 days")
     out = []
     for t, request in rows:
         request.offset_s = (t - start) / speed
         out.append(request)
     return out
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def long_replay_note(requests: list[TraceRequest]) -> str | None:
+    """A line saying how long a replay over LONG_REPLAY_S will take; None for a shorter one."""
+    span = requests[-1].offset_s - requests[0].offset_s if requests else 0.0
+    if span <= LONG_REPLAY_S:
+        return None
+    return f"replaying this trace takes {_span(span)} (--trace-speed N replays it N times faster)"
 
 
 def trace_stats(requests: list[TraceRequest], window_s: float = 1.0) -> dict[str, Any]:

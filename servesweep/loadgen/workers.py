@@ -85,6 +85,7 @@ class WorkerJob:
     keep_text: bool
     records: str = RECORDS_FULL
     slo: dict[str, Any] | None = None
+    context_limit: int | None = None  # the model's context: prompts are built to fit it (loadgen.fit)
 
 
 def worker_records_path(out_dir: Path, index: int) -> Path:
@@ -125,7 +126,7 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
                                 slo=SLO.model_validate(job.slo) if job.slo else None,
                                 keep_text=job.keep_text, show_progress=False, t0=job.t0,
                                 id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count,
-                                keep_level_stats=True)
+                                keep_level_stats=True, context_limit=job.context_limit)
             loop = asyncio.get_running_loop()
 
             async def in_step(level: LoadLevel) -> float:
@@ -157,7 +158,8 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
                 # at the next level's barrier.
                 barrier.abort()
         return {"index": job.index, "interrupted": outcome.interrupted, "abort_reason": outcome.abort_reason,
-                "arrival_clock": runner.arrival_clock,
+                "abort_kind": outcome.abort_kind, "arrival_clock": runner.arrival_clock,
+                "clipped": [(lv.prompts_clipped, lv.prompts_built) for lv in outcome.levels],
                 "levels": [{"label": lv.level.label, "start_s": lv.start_s, "end_s": lv.end_s,
                             "wrapped": lv.prompt_pool_wrapped, "stats": lv.stats} for lv in outcome.levels]}
 
@@ -173,7 +175,7 @@ class WorkerPool:
 
     def __init__(self, count: int, base_url: str, model: str, workload: Workload, levels: list[LoadLevel],
                  out_dir: Path, tokenizer: str | None, slo: SLO | None, keep_text: bool,
-                 records: str = RECORDS_FULL) -> None:
+                 records: str = RECORDS_FULL, context_limit: int | None = None) -> None:
         self.count = count
         self.levels = levels
         self.shares = [split_level(level, count) for level in levels]  # raises WorkerSplitError early
@@ -190,6 +192,7 @@ class WorkerPool:
         self._reason: str | None = None
         self._interrupted = False
         self.arrival_clock: str | None = None  # the workers' HttpPool.clock_source, once `run` returns
+        self.write_error: str | None = None  # why the merged records.jsonl could not be written, if so
         self.jobs = [WorkerJob(
             index=i, count=count, base_url=base_url, model=model,
             # Different prompts per worker: identical ones would hit the server's prefix cache.
@@ -197,6 +200,7 @@ class WorkerPool:
             levels=[shares[i].model_dump() for shares in self.shares], tokenizer=tokenizer,
             records_path=str(worker_records_path(out_dir, i)), t0=self.t0, keep_text=keep_text,
             records=records, slo=slo.model_dump() if slo is not None else None,
+            context_limit=context_limit,
         ) for i in range(count)]
         self._procs = [ctx.Process(target=_worker_main, args=(job, self._barrier, self._level_start, self._stop, self._results),
                                    name=f"servesweep-worker-{job.index}", daemon=True) for job in self.jobs]
@@ -257,8 +261,11 @@ class WorkerPool:
         if outcome.interrupted:
             outcome.abort_reason = outcome.abort_reason or "interrupted by signal"
         elif not errors and not missing:
-            outcome.abort_reason = outcome.abort_reason or next(
-                (r["abort_reason"] for r in reports.values() if r.get("abort_reason")), None)
+            first = next((r for r in reports.values() if r.get("abort_reason")), None)
+            if outcome.abort_reason is None and first is not None:
+                outcome.abort_reason, outcome.abort_kind = first["abort_reason"], first.get("abort_kind")
+        if outcome.abort_reason and not outcome.interrupted and outcome.abort_kind is None:
+            outcome.abort_kind = "server"
         for n, level in enumerate(self.levels):
             spans = [r["levels"][n] for r in reports.values() if "levels" in r and len(r["levels"]) > n]
             if not spans:
@@ -267,11 +274,18 @@ class WorkerPool:
             for span in spans:
                 stats.merge(span["stats"])
             self.run_stats.merge(stats)
+            clipped = [r["clipped"][n] for r in reports.values() if len(r.get("clipped", ())) > n]
             outcome.levels.append(LevelResult(
                 level, min(s["start_s"] for s in spans), max(s["end_s"] for s in spans), [],
-                stats.summary(), any(s["wrapped"] for s in spans)))
+                stats.summary(), any(s["wrapped"] for s in spans),
+                prompts_clipped=sum(c for c, _ in clipped), prompts_built=sum(b for _, b in clipped)))
         if self.records != RECORDS_NONE:
-            write_merged(self.out_dir, self.count)
+            try:
+                write_merged(self.out_dir, self.count)
+            except OutputError as exc:  # a full disk: the summary must still come (exit 5)
+                self.write_error = str(exc)
+                if outcome.abort_reason is None:
+                    outcome.abort_reason, outcome.abort_kind = self.write_error, "output"
         return outcome
 
 

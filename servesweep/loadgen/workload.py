@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from servesweep.errors import ConfigError
+from servesweep.loadgen.fit import clip_pairs
 from servesweep.loadgen.lengths import LengthSpec
 from servesweep.loadgen.tokenizer import TokenizerLike
 
@@ -57,6 +58,7 @@ class PromptItem:
     prompt_len: int | None  # exact server-side token count where known
     output_len: int
     system: str | None = None  # shared prefix, sent as the system message on the chat endpoint
+    clipped: bool = False  # its lengths were cut to fit the model's context (servesweep.loadgen.fit)
 
 
 async def exact_length_text(
@@ -86,10 +88,15 @@ async def exact_length_text(
 
 
 async def synthetic_prompts(
-    workload: Workload, n: int, tokenizer: TokenizerLike, rng: np.random.Generator, concurrency: int = 32
+    workload: Workload, n: int, tokenizer: TokenizerLike, rng: np.random.Generator, concurrency: int = 32,
+    limit: int | None = None,
 ) -> list[PromptItem]:
-    input_lens = workload.input_len.sample(rng, n).tolist()
-    output_lens = workload.output_len.sample(rng, n).tolist()
+    """`n` prompts of the workload's lengths; with `limit` (the model's context), a request whose
+    input + output would not fit is clipped to it (servesweep.loadgen.fit) before any text is built."""
+    input_arr = workload.input_len.sample(rng, n, ceiling=limit)
+    output_arr = workload.output_len.sample(rng, n, ceiling=limit)
+    clipped = clip_pairs(input_arr, output_arr, limit) if limit else np.zeros(n, dtype=bool)
+    input_lens, output_lens, clipped_list = input_arr.tolist(), output_arr.tolist(), clipped.tolist()
     prefix = ""
     prefix_len = workload.shared_prefix_len
     if prefix_len:
@@ -106,13 +113,13 @@ async def synthetic_prompts(
             if workload.endpoint == "chat":
                 # The chat template adds tokens of its own; the exact count comes back in `usage`.
                 body, _ = await exact_length_text(tokenizer, body_len, own_rng, add_special_tokens=False)
-                return PromptItem(body, None, output_lens[i], system=prefix or None)
+                return PromptItem(body, None, output_lens[i], system=prefix or None, clipped=clipped_list[i])
             body, count = await exact_length_text(tokenizer, body_len, own_rng)
             if prefix:
                 # Joined without a separator, so the boundary tokenizes the same way every time.
                 body = prefix + body
                 count = len(await tokenizer.encode(body))
-            return PromptItem(body, count, output_lens[i])
+            return PromptItem(body, count, output_lens[i], clipped=clipped_list[i])
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
@@ -133,9 +140,13 @@ def _dataset_entry(obj: dict) -> tuple[str, str | None, int | None]:
 
 
 async def dataset_prompts(
-    workload: Workload, n: int, tokenizer: TokenizerLike | None, rng: np.random.Generator
+    workload: Workload, n: int, tokenizer: TokenizerLike | None, rng: np.random.Generator,
+    limit: int | None = None,
 ) -> list[PromptItem]:
-    """Prompts from a JSONL file, cycled in order when fewer lines than requests."""
+    """Prompts from a JSONL file, cycled in order when fewer lines than requests. With `limit` (the
+    model's context) and a tokenizer, an output length that would not fit after its prompt is cut
+    to the room left (the item is marked clipped); a prompt that alone does not fit is sent as is
+    (the server's refusal is recorded)."""
     path = workload.dataset
     assert path is not None
     if not path.exists():
@@ -158,15 +169,21 @@ async def dataset_prompts(
         prompt_len = len(await tokenizer.encode(prompt)) if tokenizer else None
         if out_len is None and answer and tokenizer:
             out_len = max(len(await tokenizer.encode(answer, add_special_tokens=False)), 1)
-        items.append(PromptItem(prompt, prompt_len, int(out_len or fallback_out[i])))
+        output = int(out_len or fallback_out[i])
+        clipped = False
+        if limit and prompt_len is not None and prompt_len + output > limit:
+            clipped = True
+            output = max(limit - prompt_len, 1) if prompt_len < limit else output
+        items.append(PromptItem(prompt, prompt_len, output, clipped=clipped))
     return items
 
 
 async def build_prompts(
-    workload: Workload, n: int, tokenizer: TokenizerLike | None, rng: np.random.Generator
+    workload: Workload, n: int, tokenizer: TokenizerLike | None, rng: np.random.Generator,
+    limit: int | None = None,
 ) -> list[PromptItem]:
     if workload.dataset is not None:
-        return await dataset_prompts(workload, n, tokenizer, rng)
+        return await dataset_prompts(workload, n, tokenizer, rng, limit)
     if tokenizer is None:
         raise ConfigError("synthetic prompts need a tokenizer: give --tokenizer DIR or a server with /tokenize")
-    return await synthetic_prompts(workload, n, tokenizer, rng)
+    return await synthetic_prompts(workload, n, tokenizer, rng, limit=limit)

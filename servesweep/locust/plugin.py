@@ -11,6 +11,13 @@ packaged locustfile, which calls `install()`. What each role does:
   master  runs no users; collects records from the reports into records.jsonl, samples the
           server's metrics once for the whole run, writes summary.json, serves the UI tab.
 
+Stops: the master (or single process) watches the server. After a request that could not
+connect, was cut off or timed out, and whenever no request has finished for QUIET_PROBE_S, it asks
+the server for its model list (PROBE_TIMEOUT_S at most); a server that does not answer ends the
+test (`abort_reason` in the summary; headless, Locust then quits), so a dead server is not hammered
+with refused connections until --run-time. Ctrl-C or SIGTERM while a test runs stops it with
+`interrupted: true` in the summary.
+
 Clock: the master (or single process) takes the test's start instant; workers get it with the
 spawn message (wall-clock seconds, as `servesweep_epoch`) and convert it to their own
 `time.perf_counter`, so the records of all processes are on one timeline (exact on one machine,
@@ -37,9 +44,11 @@ import orjson
 from flask import request
 from locust.runners import STATE_INIT, STATE_STOPPED, MasterRunner, WorkerRunner
 
+from servesweep import controlplane
 from servesweep.backends.telemetry import PrometheusReader, TelemetrySampler
 from servesweep.backends.vllm import METRICS as VLLM_METRICS
-from servesweep.loadgen.records import RecordWriter, RequestRecord
+from servesweep.loadgen.client import is_disconnect
+from servesweep.loadgen.records import ERROR_CONNECTION, ERROR_TIMEOUT, RecordWriter, RequestRecord
 from servesweep.loadgen.workers import worker_records_path
 from servesweep.loadtest import host_info, set_aside_previous_run
 from servesweep.locust.config import CONFIG_OPTION, EPOCH_OPTION, MAX_WORKERS, LocustRunConfig
@@ -47,7 +56,7 @@ from servesweep.locust.prompts import PreparedPrompt, build_pool
 from servesweep.locust.reporting import configure_stats
 from servesweep.locust.summary import IdTally, RecordTally, build_summary, worker_check
 from servesweep.locust.webtab import EXTENDED_TABLES, EXTENDED_TABS, TAB_KEY, LiveStats
-from servesweep.results import write_json
+from servesweep.results import write_summary
 
 log = logging.getLogger("servesweep.locust")
 USERS_OPTION = "servesweep_users"
@@ -57,6 +66,12 @@ RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
 FINAL_REPORT_WAIT_S = 5.0
 # A worker not heard from (report or heartbeat) for this long is not waited for: it has died.
 SILENT_WORKER_S = 3.0
+# The server watch (master or single process): how often it looks, how long without a finished
+# request before it asks the server (longer than a worker's 3-second report), and how long the
+# question may take.
+WATCH_INTERVAL_S = 1.0
+QUIET_PROBE_S = 10.0
+PROBE_TIMEOUT_S = 5.0
 
 
 def record_fields(record: RequestRecord) -> dict[str, Any]:
@@ -103,9 +118,15 @@ class ProcessState:
         self.reader: Any = None
         self.metrics_note: str | None = None
         self.telemetry: Any = None
-        self.summary_written_for = -1  # records counted in the last summary
+        self.summary_written_for: Any = -1  # (records, interrupted, abort_reason) of the last summary
         self.finisher: gevent.Greenlet | None = None
         self.ender: gevent.Greenlet | None = None
+        self.watcher: gevent.Greenlet | None = None
+        self.interrupted = False  # Ctrl-C or SIGTERM stopped a running test
+        self.abort_reason: str | None = None  # the server watch stopped the test
+        self.ending = False  # servesweep itself is stopping the test (run time reached, server gone)
+        self.suspect: str | None = None  # a failure that may mean the server is gone, not yet checked
+        self.last_answer = time.monotonic()  # the last finished request or successful probe
         self.path = "/v1/completions"
         self.url = ""
 
@@ -164,6 +185,11 @@ class ProcessState:
             self.ids.add(record.request_id)
             self.tally.add(record)
             self.live.add(record)
+            kind = record.error_kind
+            if kind is None:
+                self.last_answer = time.monotonic()
+            elif kind in (ERROR_CONNECTION, ERROR_TIMEOUT) or is_disconnect(record):
+                self.suspect = f"{kind}: {record.error_message}"
 
     def now_s(self) -> float:
         return time.perf_counter() - self.t0
@@ -199,7 +225,7 @@ def _detect_metrics(base_url: str) -> tuple[Any, str]:
         return detect_metrics(base_url)
     url = base_url.rstrip("/") + "/metrics"
     try:
-        with urllib.request.urlopen(url, timeout=2.0) as resp:
+        with controlplane.urlopen(url, timeout=2.0) as resp:
             text = resp.read().decode("utf-8", errors="replace")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return None, f"no server metrics: {url}: {getattr(exc, 'reason', exc)}"
@@ -289,13 +315,16 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         state.live.reset()
         state.reset_at, state.reset_at_s = 0, None
         state.summary_written_for = -1
-        for greenlet in (state.finisher, state.ender):
+        for greenlet in (state.finisher, state.ender, state.watcher):
             if greenlet is not None and greenlet is not gevent.getcurrent():
                 greenlet.kill(block=False)
         state.finisher = state.ender = None
+        state.interrupted, state.abort_reason, state.ending, state.suspect = False, None, False, None
+        state.last_answer = time.monotonic()
         _start_telemetry(state, config)
         if config.run_time_s and getattr(options, "headless", False):
             state.ender = gevent.spawn(_end_after, environment, config.run_time_s)
+        state.watcher = gevent.spawn(_watch_server, environment)
     state.started_at = dt.datetime.now(dt.timezone.utc)
     state.seq = 0
     state.next_prompt = 0
@@ -353,12 +382,69 @@ def _end_after(environment: Any, seconds: float) -> None:
     those reports, write the summary, then quit Locust."""
     gevent.sleep(seconds)
     log.info("servesweep: run time of %g s reached, stopping the test", seconds)
+    _stop_test(environment, quit_after=True)
+
+
+def _stop_test(environment: Any, quit_after: bool) -> None:
+    """servesweep ends the test: stop it, wait for the workers' last reports and the summary, and
+    (headless) quit Locust."""
+    STATE.ending = True
     runner = environment.runner
     runner.stop()
     finisher = STATE.finisher
     if finisher is not None:
         finisher.join(FINAL_REPORT_WAIT_S + 1)
-    runner.quit()
+    if quit_after:
+        runner.quit()
+
+
+def probe_server(base_url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when the server answers its model list (any HTTP status) in time, else why not."""
+    url = base_url.rstrip("/") + "/v1/models"
+    try:
+        with controlplane.urlopen(url, timeout=timeout_s) as resp:
+            resp.read()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        why = getattr(exc, "reason", exc)
+        if isinstance(why, TimeoutError) or "timed out" in str(why):
+            return f"{url} did not answer within {timeout_s:g} s"
+        return f"{url} cannot be reached ({why})"
+    return None
+
+
+def _watch_server(environment: Any) -> None:
+    """While a test runs: ask the server after a failure a dead server causes, or after
+    QUIET_PROBE_S without a finished request; end the test when it does not answer."""
+    state = STATE
+    config = state.config
+    if config is None:
+        return
+    while True:
+        gevent.sleep(WATCH_INTERVAL_S)
+        runner = environment.runner
+        if runner is None or state.ending or runner.state in (STATE_INIT, STATE_STOPPED):
+            continue
+        suspect, state.suspect = state.suspect, None
+        quiet = time.monotonic() - state.last_answer
+        if suspect is None and quiet < QUIET_PROBE_S:
+            continue
+        reason = probe_server(config.base_url)
+        if reason is None:
+            state.last_answer = time.monotonic()
+            continue
+        if state.ending or runner.state in (STATE_INIT, STATE_STOPPED):
+            continue
+        what = f"last failed request: {suspect}" if suspect else f"no request finished for {quiet:.0f} s"
+        state.abort_reason = f"server stopped answering: {reason}; {what}"
+        log.error("servesweep: %s: stopping the test", state.abort_reason)
+        if state.ender is not None:
+            state.ender.kill(block=False)
+            state.ender = None
+        state.watcher = None
+        _stop_test(environment, quit_after=bool(getattr(environment.parsed_options, "headless", False)))
+        return
 
 
 def _on_report_to_master(client_id: str, data: dict[str, Any], **_: Any) -> None:
@@ -421,7 +507,9 @@ def _on_quitting(environment: Any, **_: Any) -> None:
     if state.role == "worker" or state.started_at is None or state.config is None:
         return
     runner = environment.runner
-    if runner is not None and runner.state not in (STATE_INIT, STATE_STOPPED):
+    if runner is not None and runner.state not in (STATE_INIT, STATE_STOPPED) and not state.ending:
+        state.interrupted = True  # a signal (Ctrl-C, SIGTERM) ends Locust while the test runs
+        state.ending = True
         runner.stop()  # fires test_stop: the local summary, or the master's wait for the last reports
     if state.finisher is not None:
         state.finisher.join(FINAL_REPORT_WAIT_S + 1)
@@ -447,7 +535,8 @@ def _write_summary(environment: Any) -> None:
     config = state.config
     if config is None or state.started_at is None:
         return
-    if state.summary_written_for == state.tally.count:
+    written_for = (state.tally.count, state.interrupted, state.abort_reason)
+    if state.summary_written_for == written_for:
         return  # nothing new since the last summary of this test
     if state.telemetry is not None:
         state.telemetry.stop()  # its samples stay for the summary; a new test starts a new sampler
@@ -467,8 +556,18 @@ def _write_summary(environment: Any) -> None:
     if state.reset_at_s is not None:
         summary["stats_reset_at_s"] = state.reset_at_s
         summary["excluded_before_reset"] = state.reset_at
-    write_json(config.out_dir / "summary.json", summary)
-    state.summary_written_for = counted.count
+    summary["interrupted"] = state.interrupted
+    if state.interrupted:
+        summary["abort_reason"] = "interrupted by signal"
+    elif state.abort_reason:
+        summary["abort_reason"], summary["abort_kind"] = state.abort_reason, "server"
+    if state.writer is not None and state.writer.error is not None:
+        summary["output_error"] = state.writer.describe_error()
+    telemetry_error = getattr(state.telemetry, "write_error", None)
+    if telemetry_error:
+        summary["output_error"] = "; ".join(e for e in (summary.get("output_error"), telemetry_error) if e)
+    write_summary(config.out_dir, summary)
+    state.summary_written_for = written_for
     log.info("servesweep: %s (%d requests: %d ok, %d failed, %d cancelled)", config.out_dir / "summary.json",
              summary["completed"] + summary["failed"], summary["completed"], summary["failed"], summary["cancelled"])
 

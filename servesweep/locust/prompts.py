@@ -24,10 +24,12 @@ from typing import Callable
 import numpy as np
 import orjson
 
+from servesweep import controlplane
 from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.client import build_payload, endpoint_path
 from servesweep.loadgen.http import HttpPool
 from servesweep.loadgen.tokenizer import LocalTokenizer, TokenizerLike
+from servesweep.loadgen.lengths import LARGEST_CONTEXT
 from servesweep.loadgen.workload import PromptItem, build_prompts
 from servesweep.locust.config import LocustRunConfig
 
@@ -51,9 +53,11 @@ class BlockingServerTokenizer:
         req = urllib.request.Request(self._base + path, data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout_s) as resp:
+            with controlplane.urlopen(req, timeout=self._timeout_s) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
+            if controlplane.is_redirect(exc.code):
+                raise TargetError(exc.msg) from None
             raise TargetError(f"{self._base}{path} answered HTTP {exc.code}: {exc.read()[:200]!r}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise TargetError(f"cannot reach {self._base}{path}: {exc}") from None
@@ -107,7 +111,10 @@ def build_pool(config: LocustRunConfig, index: int, pause: Callable[[], None] = 
         raise ConfigError("synthetic prompts need a tokenizer: give --tokenizer DIR or a server with /tokenize")
     wrapped = _Cooperative(tokenizer, pause) if tokenizer is not None else None
     rng = np.random.default_rng(workload.seed)
-    items = asyncio.run(build_prompts(workload, config.prompt_pool, wrapped, rng))
+    # Lengths were checked against the model's context before Locust started (cli/locust.py);
+    # a distribution's tail past it is clipped here, as `servesweep run` clips it.
+    limit = config.max_model_len or LARGEST_CONTEXT
+    items = asyncio.run(build_prompts(workload, config.prompt_pool, wrapped, rng, limit=limit))
     target = HttpPool(config.base_url)  # only its request encoder: the bytes `servesweep run` sends
     path = endpoint_path(workload)
     return [PreparedPrompt(item, target.encode_post(path, orjson.dumps(build_payload(config.model, item, workload))))

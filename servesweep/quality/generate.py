@@ -8,13 +8,16 @@ from typing import Any
 
 import aiohttp
 
+from servesweep.controlplane import NO_REDIRECTS, is_redirect, redirect_error
 from servesweep.errors import MeasurementError
 
 
 async def post_json(session: aiohttp.ClientSession, url: str, payload: dict[str, Any]) -> dict[str, Any]:
     """POST and return the JSON answer; HTTP errors and dead servers become MeasurementError."""
     try:
-        async with session.post(url, json=payload) as resp:
+        async with session.post(url, json=payload, **NO_REDIRECTS) as resp:
+            if is_redirect(resp.status):
+                raise MeasurementError(redirect_error(url, resp.status, resp.headers.get("Location")))
             body = await resp.json(content_type=None)
             if resp.status != 200:
                 raise MeasurementError(f"{url}: HTTP {resp.status}: {str(body)[:300]}")

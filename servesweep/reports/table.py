@@ -5,8 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+
+def plain_console(**kwargs: Any) -> Console:
+    """A console that never reads rich markup. Every console servesweep prints on is one: what it
+    prints holds text from servers (error messages, model names) and files (paths, scenario names),
+    and a `[/INST]` in it must print as itself rather than crash the end of a run with a
+    MarkupError (or a tag that looks like one vanish). Colour comes from `style=` and
+    `rich.text.Text` instead."""
+    return Console(markup=False, **kwargs)
 
 
 def _ms(dist: dict[str, Any], key: str) -> str:
@@ -55,7 +64,7 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
             c, sv = check.get("client_mean_ms") or {}, check.get("server_mean_ms") or {}
             row += [f"{_ms(c, 'itl')} / {_ms(sv, 'itl')}", f"{_ms(c, 'e2e')} / {_ms(sv, 'e2e')}",
                     _ms(check, "ttft_offset_ms"),
-                    "-" if not check else ("[red]SUSPECT[/red]" if check.get("suspect") else "agrees")]
+                    "-" if not check else (Text("SUSPECT", style="red") if check.get("suspect") else "agrees")]
         table.add_row(*row)
     table.caption = ("latencies in ms; TTFT is the first generated token, with or without text"
                      + ("; 1st text is the first visible text" if has_text else "")
@@ -68,8 +77,8 @@ CLIENT_DELAY_WARN_MS = 5.0
 
 def print_summary(summary: dict[str, Any], console: Console | None = None, notes: Console | None = None) -> None:
     """The table on `console` (stdout); errors and early stops on `notes` (stderr)."""
-    console = console or Console()
-    notes = notes or Console(stderr=True)
+    console = console or plain_console()
+    notes = notes or plain_console(stderr=True)
     console.print(summary_table(summary))
     by_turn = summary.get("ttft_by_turn_ms")
     if by_turn:
@@ -81,25 +90,25 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, notes
         console.print(turns)
     for kind, count in (summary.get("errors") or {}).items():
         example = summary.get("error_examples", {}).get(kind, "")
-        notes.print(f"[red]{count} x {kind}[/red]: {example}")
+        notes.print(Text.assemble((f"{count} x {kind}", "red"), f": {example}"), soft_wrap=True)
     if summary.get("abort_reason"):
-        notes.print(f"[yellow]run stopped early: {summary['abort_reason']}[/yellow]")
+        notes.print(f"run stopped early: {summary['abort_reason']}", style="yellow", soft_wrap=True)
     without = summary.get("tokens_without_text")
     if without:
         rules = ", ".join(f"{n} by {rule}" for rule, n in (summary.get("token_timing") or {}).items())
         notes.print(f"{without:,} of {summary.get('total_output_tokens', 0):,} output tokens arrived without visible "
                     f"text; TTFT counts them (streams timed: {rules or 'none'})", soft_wrap=True)
     for line in summary.get("warnings") or []:
-        notes.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
+        notes.print(line, style="yellow", soft_wrap=True)
     for lv in summary.get("levels", []):
         for reason in (lv.get("timing_check") or {}).get("reasons", []):
-            notes.print(f"[yellow]level {lv['label']}: timing suspect: {escape(reason)}[/yellow]", soft_wrap=True)
+            notes.print(f"level {lv['label']}: timing suspect: {reason}", style="yellow", soft_wrap=True)
     split = summary.get("cpu_split")
     if split:
         notes.print(f"CPU split: {split['note']}", soft_wrap=True)
     delay = (summary.get("client_send_delay_ms") or {}).get("p99")
     if delay is not None and delay > CLIENT_DELAY_WARN_MS:
-        notes.print(f"[yellow]requests waited up to {delay:.1f} ms (p99) inside servesweep before reaching the "
+        notes.print(f"requests waited up to {delay:.1f} ms (p99) inside servesweep before reaching the "
                     "socket: the load generator was short of CPU (many streams, or cores shared with the "
-                    "server). Latencies are counted from the socket; --workers N spreads the load.[/yellow]",
-                    soft_wrap=True)
+                    "server). Latencies are counted from the socket; --workers N spreads the load.",
+                    style="yellow", soft_wrap=True)

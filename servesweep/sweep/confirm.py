@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from servesweep.backends import config_from_dict, launch
 from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
@@ -107,7 +108,7 @@ class Confirmation:
         if not rec:
             why = (result.get("no_recommendation") or {}).get("reason") or "no point met the SLOs within the budget"
             data = {"finished": True, "passed": False, "skipped": f"no recommendation ({why}): nothing to verify"}
-            self.console.print(f"[bold red]verification skipped: no recommendation ({why})[/bold red]")
+            self.console.print(f"verification skipped: no recommendation ({why})", style="bold red")
             self._write(data)
             return data
         where = rec["based_on"]
@@ -128,7 +129,7 @@ class Confirmation:
             sizing = size_kv(sizing_inputs(point, concurrency, config, plan.input_len_p99 + plan.output_len_p99))
         except (ValueError, ConfigError) as exc:
             data = {"finished": True, "passed": False, "skipped": f"cannot verify: {exc}"}
-            self.console.print(f"[bold red]verification skipped: {exc}[/bold red]")
+            self.console.print(f"verification skipped: {exc}", style="bold red")
             self._write(data)
             return data
         verification = Verification(plan=plan.to_dict())
@@ -163,8 +164,10 @@ class Confirmation:
             verification.add(sizing.to_dict(), traffic, stress, judgement)
             verification.command = command
             colour = "green" if judgement.passed else "red"
-            self.console.print(f"  attempt {attempt + 1}: [{colour}]{'passed' if judgement.passed else 'failed'}[/{colour}]"
-                               + ("" if judgement.passed else f" ({'; '.join(judgement.reasons)})"), soft_wrap=True)
+            self.console.print(Text.assemble(f"  attempt {attempt + 1}: ",
+                                             ("passed" if judgement.passed else "failed", colour),
+                                             "" if judgement.passed else f" ({'; '.join(judgement.reasons)})"),
+                               soft_wrap=True)
             self._write({**header, **verification.to_dict()})
         data = {**header, "finished": True, "server_config": config.model_dump(mode="json"), **verification.to_dict()}
         if not verification.passed:
@@ -181,7 +184,7 @@ class Confirmation:
             server = launch(config, attempt_dir)
         except (ServerStartError, UnsupportedConfig) as exc:
             failed = Observation(output_tok_s=0.0, failed=1, percentile=percentile)
-            self.console.print(f"  [red]the sized server did not start: {exc}[/red]")
+            self.console.print(f"  the sized server did not start: {exc}", style="red")
             return failed, failed, None
         try:
             observed = []

@@ -23,10 +23,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from servesweep.backends import LaunchedServer, ServerConfig, launch
-from servesweep.errors import ConfigError, MeasurementError, ServerStartError, TargetError, UnsupportedConfig
+from servesweep.errors import (
+    ConfigError,
+    MeasurementError,
+    OutputError,
+    ServerStartError,
+    TargetError,
+    UnsupportedConfig,
+)
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
@@ -34,6 +41,7 @@ from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.models.tiny import build_tiny_model
 from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
+from servesweep.reports.table import plain_console
 from servesweep.results import (
     GATE_MEASUREMENT_FILE,
     GATE_UNDER_LOAD_FILE,
@@ -81,7 +89,7 @@ class SweepRunner:
         self.scenario = scenario
         self.scenario_path = scenario_path
         self.out = out_dir
-        self.console = console or Console(stderr=True)
+        self.console = console or plain_console(stderr=True)
         self.show_progress = show_progress
         self.levels = scenario.load.levels()
 
@@ -216,7 +224,8 @@ class SweepRunner:
         except (ServerStartError, UnsupportedConfig) as exc:
             cause = exc.cause if isinstance(exc, ServerStartError) else "unsupported on this device"
             detail = exc.detail if isinstance(exc, ServerStartError) else str(exc)
-            self.console.print(f"  [red]failed to start: {cause}[/red] ({detail}); recorded as failed points")
+            self.console.print(Text.assemble((f"  failed to start: {cause}", "red"),
+                                             f" ({detail}); recorded as failed points"), soft_wrap=True)
             self._failed(config, levels, cause, detail)
             return None
 
@@ -383,6 +392,10 @@ class SweepRunner:
         telemetry = server.telemetry(level_dir / "telemetry.jsonl")
         summary = run_async(run_load_test(load, telemetry=telemetry, server_watch=server,
                                           server_info=server.info()))
+        if summary.get("output_error"):
+            # The disk is full: the sweep stops here (exit 5); what was measured is on disk.
+            where = summary.get("summary_path") or f"{level_dir}/summary.json"
+            raise OutputError(f"{summary['output_error']} (the level's summary: {where})")
         result = {k: v for k, v in summary.items() if k != "levels"}
         point: dict[str, Any] = {
             "config": config.label(), "config_spec": config.model_dump(mode="json"),
@@ -400,10 +413,12 @@ class SweepRunner:
         elif died or (summary.get("abort_reason") and summary["completed"] == 0):
             point["status"], point["cause"] = "failed", died or summary["abort_reason"]
         tput = summary["output_token_throughput"]
-        self.console.print(f"  {level.label}: {summary['completed']} ok, {summary['failed']} failed, "
-                           f"{tput:,.0f} output tok/s, TTFT p50 {summary['ttft_ms']['p50'] or 0:.1f} ms"
-                           + (f" [red]{point['status']}: {point.get('cause', '')}[/red]" if point["status"] != "ok" else ""))
+        self.console.print(Text.assemble(
+            f"  {level.label}: {summary['completed']} ok, {summary['failed']} failed, "
+            f"{tput:,.0f} output tok/s, TTFT p50 {summary['ttft_ms']['p50'] or 0:.1f} ms",
+            (f" {point['status']}: {point.get('cause', '')}" if point["status"] != "ok" else "", "red")),
+            soft_wrap=True)
         for reason in (point["timing_check"] or {}).get("reasons", []):
-            self.console.print(f"  [yellow]{level.label}: timing suspect, SLO verdicts on it say so: "
-                               f"{escape(reason)}[/yellow]", soft_wrap=True)
+            self.console.print(f"  {level.label}: timing suspect, SLO verdicts on it say so: {reason}",
+                               style="yellow", soft_wrap=True)
         return point

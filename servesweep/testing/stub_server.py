@@ -12,8 +12,14 @@ servers do wrong (`StubBehaviour.mode`, at chunk `fail_after_chunks`):
                 completions: `text: ""`) and a last one with only the finish_reason; the token at
                 `fail_after_chunks` has empty text (a special token, as vLLM streams it)
   hang          completion requests are never answered (until the server shuts down)
+  reset         the connection reset (TCP RST) right after chunk `fail_after_chunks` was written,
+                on every `reset_every`-th completion request (1: all of them)
+  held_open     the whole stream and `data: [DONE]`, then the response is held open (no last
+                chunk, no close) until the server shuts down
+  html          a 200 answer that is an HTML page (a web server or proxy in front of the API)
 Other knobs: `usage=False` leaves usage out of every answer; `tokenize_answers=N` answers that
-many /tokenize calls, then never answers one; `models_body` replaces the /v1/models answer.
+many /tokenize calls, then never answers one; `models_body` replaces the /v1/models answer;
+`redirect_paths` answer HTTP 307 to `redirect_to` + the path.
 Its tokenizer counts one token per character (plus one BOS), so `/tokenize` and `/detokenize`
 round-trip exactly.
 """
@@ -34,6 +40,7 @@ class StubBehaviour:
     ttft_s: float = 0.0
     itl_s: float = 0.0
     mode: str = "ok"  # ok | malformed | error_event | drop | http_error | inject | empty_deltas | hang
+    #                   | reset | held_open | html
     fail_after_chunks: int = 2
     max_model_len: int = 4096
     model: str = "stub-model"
@@ -45,6 +52,10 @@ class StubBehaviour:
     # Serve /metrics with vLLM's gauge names: requests in flight as the running batch, and a KV
     # use of 1 % per running request (made up, but moving with the load).
     metrics: bool = False
+    reset_every: int = 1  # mode "reset": which completion requests are reset (every N-th)
+    redirect_paths: tuple[str, ...] = ()  # paths answered with a 307 to redirect_to + path
+    redirect_to: str = ""
+    completion_calls: int = 0  # not a knob: how many completion requests have arrived so far
 
 
 def _count_prompt(body: dict) -> tuple[int, str]:
@@ -109,6 +120,8 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
             in_flight[0] -= 1
 
     async def _complete(request: web.Request) -> web.StreamResponse:
+        b.completion_calls += 1
+        call = b.completion_calls
         body = await request.json()
         chat = request.path.endswith("/chat/completions")
         n_out = int(body.get("max_tokens", 16))
@@ -119,6 +132,9 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
             return web.json_response({"error": {"message": msg, "type": "BadRequestError", "code": 400}}, status=400)
         if b.mode == "hang":
             return await hang()
+        if b.mode == "html":
+            return web.Response(text="<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n"
+                                     "<body>It works.</body></html>\n", content_type="text/html")
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_out, "total_tokens": prompt_tokens + n_out}
         if not body.get("stream"):
             await asyncio.sleep(b.ttft_s + b.itl_s * max(n_out - 1, 0))
@@ -159,6 +175,10 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
                 elif b.mode == "drop":
                     request.transport.close()
                     return resp
+                elif b.mode == "reset" and call % max(b.reset_every, 1) == 0:
+                    await resp.write(chunk)
+                    _reset(request)
+                    return resp
             await resp.write(chunk)
         if b.mode == "empty_deltas":
             last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
@@ -167,8 +187,17 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
         if b.usage:
             await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        if b.mode == "held_open":
+            await release.wait()  # the message is never ended: no last chunk, no close
         return resp
 
+    @web.middleware
+    async def redirects(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if request.path in b.redirect_paths:
+            raise web.HTTPTemporaryRedirect(b.redirect_to.rstrip("/") + request.path)
+        return await handler(request)
+
+    app.middlewares.append(redirects)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_post("/tokenize", tokenize)
@@ -178,6 +207,17 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
     if b.metrics:
         app.router.add_get("/metrics", metrics)
     return app
+
+
+def _reset(request: web.Request) -> None:
+    """Close the connection with a TCP reset (SO_LINGER 0), as a crashing or overloaded server does."""
+    import socket
+    import struct
+
+    sock = request.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    request.transport.abort()
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from servesweep.errors import ConfigError
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.records import read_records
 from servesweep.loadgen.workload import Workload
@@ -38,13 +39,25 @@ async def test_endpoints_with_pinned_output_lengths(vllm_server, tmp_path, endpo
         assert all(0 < r.ttft_ms <= r.e2e_ms for r in records)
 
 
+async def test_lengths_past_the_context_are_refused_before_any_load(vllm_server, tmp_path):
+    # The server's /v1/models says max_model_len 1024: the run is refused (exit 2) before a prompt is built.
+    with pytest.raises(ConfigError, match=r"1,516 tokens per request.*context of 1,024 tokens.*max_model_len"):
+        await run_load_test(config(vllm_server, tmp_path, [LoadLevel(concurrency=2, num_requests=2)],
+                                   input_len=1500))
+    assert not (tmp_path / "records.jsonl").exists()
+
+
 async def test_prompt_longer_than_context_is_recorded_with_the_servers_message(vllm_server, tmp_path):
-    summary = await run_load_test(config(vllm_server, tmp_path, [LoadLevel(concurrency=2, num_requests=2)],
-                                         input_len=1500))
+    # A dataset prompt that alone does not fit the context is sent as is: the server's refusal is recorded.
+    dataset = tmp_path / "long.jsonl"
+    dataset.write_text(json.dumps({"prompt": " ".join(f"w{i}" for i in range(1500)), "output_len": 16}) + "\n")
+    summary = await run_load_test(config(vllm_server, tmp_path / "out", [LoadLevel(concurrency=2, num_requests=2)],
+                                         dataset=dataset))
     assert summary["completed"] == 0 and summary["errors"] == {"http_error": 2}
     message = summary["error_examples"]["http_error"]
     assert "1024" in message  # the server names its context length
-    assert all(r.http_status == 400 for r in read_records(tmp_path / "records.jsonl"))
+    records = list(read_records(tmp_path / "out" / "records.jsonl"))
+    assert all(r.http_status == 400 and r.prompt_len_requested > 1024 for r in records)
 
 
 async def test_telemetry_tracks_batching_and_kv_cache(vllm_server, tmp_path):

@@ -153,10 +153,13 @@ async def test_server_dying_during_a_level_ends_the_run_with_a_summary(stub_serv
     await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stub.runner.cleanup(), stub.loop))
     summary = await asyncio.wait_for(run, 20)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["abort_reason"] == summary["abort_reason"]
-    # The next level's prompts could not be built through the dead server's /tokenize.
-    assert "cannot build the prompts of level c4" in summary["abort_reason"]
-    assert f"{stub.url}/tokenize" in summary["abort_reason"]
+    assert on_disk["abort_reason"] == summary["abort_reason"] and summary["abort_kind"] == "server"
+    # The level's failed requests made the watchdog ask the server, which did not answer; or, when
+    # the level's last requests still completed, the next level's prompts could not be built
+    # through the dead server's /tokenize.
+    reason = summary["abort_reason"]
+    assert (reason.startswith(f"server stopped answering: {stub.url}/v1/models cannot be reached")
+            or ("cannot build the prompts of level c4" in reason and f"{stub.url}/tokenize" in reason)), reason
     assert [lv["label"] for lv in summary["levels"]] == ["c2"]
     assert summary["completed"] >= 2 and summary["failed"] >= 1
 
@@ -283,19 +286,29 @@ def test_record_writer_used_as_a_context_manager_raises_output_error(tmp_path):
     assert writer.error is not None and writer.error.errno == errno.ENOSPC
 
 
-async def test_summary_that_cannot_be_written_is_a_one_line_output_error(stub_server, tmp_path, monkeypatch):
+async def test_summary_the_disk_refuses_goes_to_a_fallback_place_and_says_why(stub_server, tmp_path, monkeypatch):
     import servesweep.results as results
 
-    def full(src, dst):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real_replace = os.replace
+    fallback = tmp_path / "fallback"
+    fallback.mkdir()
+    out = tmp_path / "out"
 
-    monkeypatch.setattr(results.os, "replace", full)  # the disk fills as the summary is written
+    def full(src, dst):  # the results directory's disk fills as the summary is written
+        if str(dst).startswith(str(out)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", full)
+    monkeypatch.setattr(results.tempfile, "gettempdir", lambda: str(fallback))
     stub = stub_server()
-    with pytest.raises(errors.OutputError) as info:
-        await run_load_test(config(stub.url, tmp_path, [LoadLevel(concurrency=1, num_requests=2)]))
-    message = str(info.value)
+    summary = await run_load_test(config(stub.url, out, [LoadLevel(concurrency=1, num_requests=2)]))
+    message = summary["output_error"]
     assert "\n" not in message and "summary.json" in message and "No space left on device" in message
-    assert info.value.exit_code == errors.EXIT_OUTPUT
+    assert not (out / "summary.json").exists() and summary["completed"] == 2
+    kept = json.loads(open(summary["summary_path"]).read())
+    assert summary["summary_path"].startswith(str(fallback)) and kept["completed"] == 2
+    assert kept["output_error"] == message
 
 
 # --- parsing cost ------------------------------------------------------------------------------

@@ -107,11 +107,15 @@ async def test_broken_streams_are_recorded_with_a_reason(stub_server, tmp_path, 
 
 
 async def test_prompt_longer_than_context_records_the_servers_message(stub_server, tmp_path):
-    stub = stub_server(max_model_len=64)
+    # A server that does not report its max_model_len: the lengths cannot be checked before the
+    # load, and the server's own refusal is recorded per request.
+    listing = '{"object":"list","data":[{"id":"stub-model","object":"model"}]}'
+    stub = stub_server(max_model_len=64, models_body=listing)
     summary = await run_load_test(config(stub.url, tmp_path, [LoadLevel(concurrency=1, num_requests=2)],
                                          input_len=100))
     assert summary["errors"] == {"http_error": 2}
     assert "maximum context length is 64" in summary["error_examples"]["http_error"]
+    assert summary["context_limit"]["source"].startswith("servesweep's ceiling")
 
 
 async def test_open_loop_rate_and_max_concurrency(stub_server, tmp_path):

@@ -47,10 +47,17 @@ def _spawn(*args: str, log: Path) -> subprocess.Popen:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL servesweep and the Locust it runs (in a process group of its own: servesweep.cli.locust)."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+    except OSError:
+        children = []
+    for pid in children + [proc.pid]:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     proc.wait(10)
 
 
@@ -270,3 +277,49 @@ START_FROM_FORM = """(() => {
   document.querySelector('button[type=submit]').click();
   return true;
 })()"""
+
+
+# --- exit codes (issue 22): a dead server, Ctrl-C or SIGTERM --------------------------------------
+
+def _spawn_headless(stub_url: str, out: Path, log: Path, run_time: str = "60s") -> subprocess.Popen:
+    return _spawn("--url", stub_url, "--headless", "--users", "2", "--spawn-rate", "100", "--run-time", run_time,
+                  "--out", str(out), *WORKLOAD, log=log)
+
+
+def _wait_for(path: Path, lines: int, proc: subprocess.Popen, log: Path) -> None:
+    while not (path.exists() and len(path.read_bytes().splitlines()) >= lines):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
+def test_server_dying_ends_the_locust_run_with_exit_3(stub_server, tmp_path):
+    stub = stub_server(itl_s=0.01)
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    proc = _spawn_headless(stub.url, out, log)
+    try:
+        _wait_for(out / "records.jsonl", 4, proc, log)
+        asyncio.run_coroutine_threadsafe(stub.runner.cleanup(), stub.loop).result(30)
+        code = proc.wait(120)  # the run time is 60 s: the server watch ends it first
+    finally:
+        _kill_group(proc)
+    assert code == 3, log.read_text()[-3000:]
+    summary = _summary(out)
+    assert summary["abort_kind"] == "server" and summary["interrupted"] is False
+    assert summary["abort_reason"].startswith(f"server stopped answering: {stub.url}/v1/models cannot be reached")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_pid_alone_stops_locust_with_exit_130(stub_server, tmp_path, sig):
+    stub = stub_server(itl_s=0.005)
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    proc = _spawn_headless(stub.url, out, log)
+    try:
+        _wait_for(out / "records.jsonl", 4, proc, log)
+        os.kill(proc.pid, sig)  # servesweep's PID only: not its group, as `kill` from another shell
+        code = proc.wait(60)
+    finally:
+        _kill_group(proc)
+    assert code == 130, log.read_text()[-3000:]
+    summary = _summary(out)
+    assert summary["interrupted"] is True and summary["abort_reason"] == "interrupted by signal"
+    assert summary["completed"] >= 4

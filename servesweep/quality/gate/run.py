@@ -107,7 +107,7 @@ def _measure_launched(run: GateRun, spec: GateSpec, samples: list[dict], precisi
             result = run_async(measure(spec, samples, server.base_url, server.model_name, precision))
         failure = server.poll_failure()
         if failure:
-            raise GateMeasurementError(f"the {precision} server died during the measurement: {failure}")
+            raise ServerError(f"the {precision} server died during the measurement: {failure}")
         return result
     finally:
         server.stop()
@@ -146,6 +146,10 @@ def evaluate(run: GateRun) -> GateResult:
         if run.backend and not run.model:
             raise GateSpecError(f"--backend {run.backend} needs --model DIR")
         samples = load_eval_set(spec)
+        if not run.allow_remote:  # every URL, before anything is measured (the reference comes first)
+            for url in (run.url, run.reference_url):
+                if url:
+                    check_loopback(url)
         if run.record_reference and run.under_load is not None:
             raise GateSpecError("--record-reference measures a reference, and references are measured unloaded: "
                                 "leave out --under-load")
@@ -164,5 +168,8 @@ def evaluate(run: GateRun) -> GateResult:
             return under_load_verdict(spec, measured, reference, f"{source} (unloaded)", measured.precision)
         candidate = _candidate(run, spec, samples)
         return judge(spec, candidate, reference, source)
-    except (ConfigError, GateMeasurementError, TargetError, ServerError) as exc:
+    except ServerError as exc:
+        # Not measured because the server failed (did not start, died): exit 3, as for every command.
+        return error_result(spec, str(exc).splitlines()[0], run.precision).model_copy(update={"server_failed": True})
+    except (ConfigError, GateMeasurementError, TargetError) as exc:
         return error_result(spec, str(exc).splitlines()[0], run.precision)

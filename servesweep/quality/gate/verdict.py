@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from servesweep.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
+from servesweep.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
 from servesweep.quality.gate.measure import Measurement
 from servesweep.quality.gate.spec import GateSpec, GateSpecError
 
@@ -36,9 +36,12 @@ class GateResult(BaseModel):
     value: float | None = None
     measurement: Measurement | None = None  # this run's samples: the file can serve as a later --reference
     checked_at: str = ""
+    server_failed: bool = False  # not measured because a launched server did not start or died
 
     @property
     def exit_code(self) -> int:
+        if self.status == "error" and self.server_failed:
+            return EXIT_SERVER
         return {"passed": EXIT_PASSED, "failed": EXIT_FAILED, "error": EXIT_NOT_MEASURED}[self.status]
 
 
