@@ -190,7 +190,8 @@ PY
   [ "$t" -gt "${SBS_MIN_S:-240}" ] || { say "side by side skipped: only $t s left"; return 0; }
   # Round-major (all concurrencies once, then again); no new run pair starts within ~100 s of the end.
   x timeout -s INT -k 25 $((t - 20)) python3 bench/gpu/side_by_side.py --model /tmp/llama3-8b-dummy \
-    --out /tmp/sbs --concurrency "${1:-16,128,512}" --rounds "${SBS_ROUNDS:-2}" --deadline-s $((t - 110))
+    --out /tmp/sbs --concurrency "${1:-16,128,512}" --rounds "${SBS_ROUNDS:-2}" --deadline-s $((t - 110)) \
+    ${SBS_AB:+--ab-chunk-usage}
   say "side by side exit: $?"
   gpu_cleanup
 }

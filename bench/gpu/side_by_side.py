@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 TOOLS = ("vllm bench", "servesweep")
+# --ab-chunk-usage adds servesweep without per-chunk usage (--no-chunk-usage): what asking vLLM's
+# front-end for usage beside every chunk costs the server, measured beside the other two.
+FINAL_USAGE = "servesweep final-usage"
 METRICS = (("output_tok_s", "output tok/s", "{:,.0f}"), ("ttft_p50_ms", "TTFT p50 ms", "{:.1f}"),
            ("tpot_p50_ms", "TPOT p50 ms", "{:.2f}"))
 
@@ -111,9 +114,10 @@ def render_table(runs: list[dict[str, Any]], header: dict[str, Any]) -> str:
              "| mean in / out tokens |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     ratios = []
+    tools = TOOLS + ((FINAL_USAGE,) if any(r["tool"] == FINAL_USAGE for r in runs) else ())
     for c in sorted({r["concurrency"] for r in runs}):
         means: dict[str, dict[str, float | None]] = {}
-        for tool in TOOLS:
+        for tool in tools:
             mine = [r for r in runs if r["concurrency"] == c and r["tool"] == tool and r.get("result")]
             failed = [r for r in runs if r["concurrency"] == c and r["tool"] == tool and not r.get("result")]
             if not mine:
@@ -133,14 +137,17 @@ def render_table(runs: list[dict[str, Any]], header: dict[str, Any]) -> str:
             lens_cell = " / ".join(f"{x:.0f}" if x is not None else "-" for x in lens)
             lines.append(f"| {c} | {tool} | {len(mine)} | {cells[0]}{spread} | {cells[1]} | {cells[2]} "
                          f"| {done} ({bad}) | {lens_cell} |")
-        if len(means) == 2:
-            a, b = means["servesweep"], means["vllm bench"]
-            row = {key: (a[key] / b[key] if a[key] and b[key] else None) for key, _, _ in METRICS}
-            ratios.append((c, row))
+        for tool in ("servesweep", FINAL_USAGE):
+            if tool in means and "vllm bench" in means:
+                a, b = means[tool], means["vllm bench"]
+                row = {key: (a[key] / b[key] if a[key] and b[key] else None) for key, _, _ in METRICS}
+                ratios.append((c, tool, row))
     lines += ["", "Ratio servesweep / vllm bench (1.00 = agreement; the goal is within 5 %):", "",
-              "| concurrency | output tok/s | TTFT p50 | TPOT p50 |", "|---:|---:|---:|---:|"]
-    for c, row in ratios:
-        lines.append(f"| {c} | " + " | ".join(f"{row[key]:.3f}" if row[key] else "-" for key, _, _ in METRICS) + " |")
+              "| concurrency | servesweep | output tok/s | TTFT p50 | TPOT p50 |", "|---:|---|---:|---:|---:|"]
+    for c, tool, row in ratios:
+        variant = "per-chunk usage" if tool == "servesweep" else "final usage only"
+        lines.append(f"| {c} | {variant} | "
+                     + " | ".join(f"{row[key]:.3f}" if row[key] else "-" for key, _, _ in METRICS) + " |")
     lines += ["", "Throughput windows differ slightly: vllm bench divides output tokens by the time from its "
               "first request to its last response, servesweep by the window from the first measured send to "
               "the last measured end. Raw numbers and commands: side_by_side.json."]
@@ -175,6 +182,8 @@ def main() -> int:
     p.add_argument("--telemetry", action="store_true", help="let servesweep sample /metrics (default: off, "
                    "as vllm bench does not)")
     p.add_argument("--workers", type=int, default=1, help="servesweep load-generator processes")
+    p.add_argument("--ab-chunk-usage", action="store_true",
+                   help="also run servesweep with --no-chunk-usage (what per-chunk usage costs the server)")
     p.add_argument("--deadline-s", type=float, default=480.0,
                    help="start no new run after this many seconds from the script's start")
     p.add_argument("--run-timeout-s", type=float, default=240.0)
@@ -223,8 +232,9 @@ def main() -> int:
                 print(f"deadline reached: skipping c={c} round {r}", flush=True)
                 header.setdefault("skipped", []).append(f"c={c} round {r}")
                 continue
-            for tool in (TOOLS if i % 2 == 0 else tuple(reversed(TOOLS))):
-                name = f"c{c}-r{r}-{'vllm' if tool == 'vllm bench' else 'servesweep'}"
+            tools = TOOLS + ((FINAL_USAGE,) if args.ab_chunk_usage else ())
+            for tool in (tools if i % 2 == 0 else tuple(reversed(tools))):
+                name = f"c{c}-r{r}-" + {"vllm bench": "vllm", "servesweep": "servesweep"}.get(tool, "servesweep-final-usage")
                 run_dir = out / name
                 run_dir.mkdir(exist_ok=True)
                 seed = 1000 * c + r
@@ -246,6 +256,8 @@ def main() -> int:
                 else:
                     cmd = servesweep_command(server.base_url, server.model_name, args.model, c, n, args.input_len,
                                              args.output_len, run_dir, c, seed, args.telemetry, args.workers)
+                    if tool == FINAL_USAGE:
+                        cmd.append("--no-chunk-usage")
                     rc, tail = run_tool(cmd, run_dir / "output.log", args.run_timeout_s)
                     result_path = run_dir / "summary.json"
                     parse = parse_servesweep

@@ -137,6 +137,9 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
     w.add_argument("--dataset", type=Path, default=None, help="JSONL prompts (ShareGPT accepted)")
     w.add_argument("--shared-prefix-len", type=int, default=0, help="tokens of common prefix (system prompt)")
     w.add_argument("--no-ignore-eos", action="store_true", help="let the model stop early at EOS")
+    w.add_argument("--no-chunk-usage", action="store_true",
+                   help="do not ask for usage beside every streamed chunk (continuous_usage_stats): for servers "
+                        "that refuse it; tokens per chunk then come from the per-endpoint chunk rule")
     w.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--tokenizer", type=Path, default=None, help="model directory holding tokenizer.json")
@@ -249,6 +252,7 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
         endpoint="chat" if getattr(args, "sessions", None) is not None else args.endpoint, stream=not args.no_stream, input_len=args.input_len,
         output_len=args.output_len, dataset=args.dataset, shared_prefix_len=args.shared_prefix_len,
         ignore_eos=not args.no_ignore_eos, request_timeout_s=args.timeout, seed=args.seed,
+        chunk_usage=not getattr(args, "no_chunk_usage", False),
     ))
 
 

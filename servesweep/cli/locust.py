@@ -49,7 +49,7 @@ from servesweep.results import ensure_writable_dir
 # the extended web-UI tabs are what this needs; 2.47 is the release it was written and tested on.
 MIN_LOCUST = (2, 47)
 WORKLOAD_OPTIONS = ("endpoint", "no_stream", "input_len", "output_len", "dataset", "shared_prefix_len",
-                    "no_ignore_eos", "timeout", "seed")
+                    "no_ignore_eos", "no_chunk_usage", "timeout", "seed")
 SLO_OPTIONS = ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")
 
 

@@ -30,6 +30,13 @@ _clock = time.perf_counter
 # accept continuous_usage_stats): the per-chunk counts say how many tokens each chunk carries,
 # which the exchange uses when a server sends them (servesweep.loadgen.exchange).
 STREAM_OPTIONS = {"include_usage": True, "continuous_usage_stats": True}
+# Without per-chunk usage (`--no-chunk-usage`): for servers that refuse the field, and to measure
+# what the per-chunk counts cost a server's front-end (the exchange then uses its chunk rule).
+STREAM_OPTIONS_FINAL_USAGE = {"include_usage": True}
+
+
+def stream_options(workload: Workload) -> dict[str, bool]:
+    return STREAM_OPTIONS if workload.chunk_usage else STREAM_OPTIONS_FINAL_USAGE
 
 
 def build_payload(model: str, item: PromptItem, workload: Workload) -> dict[str, Any]:
@@ -38,7 +45,7 @@ def build_payload(model: str, item: PromptItem, workload: Workload) -> dict[str,
         # vLLM and TensorRT-LLM honour ignore_eos, pinning the output length to max_tokens.
         payload["ignore_eos"] = True
     if workload.stream:
-        payload["stream_options"] = STREAM_OPTIONS
+        payload["stream_options"] = stream_options(workload)
     if workload.endpoint == "chat":
         messages = [{"role": "user", "content": item.text}]
         if item.system:

@@ -41,7 +41,7 @@ import numpy as np
 from servesweep.controlplane import NO_REDIRECTS
 from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
-from servesweep.loadgen.client import STREAM_OPTIONS, build_payload, endpoint_path, is_disconnect, send_request
+from servesweep.loadgen.client import build_payload, stream_options, endpoint_path, is_disconnect, send_request
 from servesweep.loadgen.http import HttpPool
 from servesweep.loadgen.pacer import TurnPacer
 from servesweep.loadgen.records import (
@@ -466,7 +466,7 @@ class LoadRunner:
             if workload.ignore_eos:
                 payload["ignore_eos"] = True
             if workload.stream:
-                payload["stream_options"] = STREAM_OPTIONS
+                payload["stream_options"] = stream_options(workload)
             # The answer is the next turn's history, so its text is kept whatever --keep-text says.
             await self._one(pool, record, payload, done, progress, path=path, keep_text=True)
             return record

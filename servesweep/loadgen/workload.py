@@ -37,6 +37,9 @@ class Workload(BaseModel):
     dataset: Path | None = None
     shared_prefix_len: int = 0
     ignore_eos: bool = True
+    # Ask for `usage` beside every streamed chunk (stream_options.continuous_usage_stats), so each
+    # chunk's token count is the server's (servesweep.loadgen.exchange).
+    chunk_usage: bool = True
     request_timeout_s: float = 300.0
     seed: int = 0
 

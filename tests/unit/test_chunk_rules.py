@@ -156,3 +156,14 @@ def test_server_itl_is_compared_per_token_not_per_chunk():
     check = cross_check(level, telemetry)
     assert not check["suspect"], check["reasons"]
     assert check["client_mean_ms"]["itl"] == 18.45
+
+
+def test_per_chunk_usage_is_asked_for_unless_turned_off():
+    from servesweep.loadgen.client import build_payload
+    from servesweep.loadgen.workload import PromptItem, Workload
+
+    item = PromptItem("hi", 2, 8)
+    assert build_payload("m", item, Workload())["stream_options"] == {
+        "include_usage": True, "continuous_usage_stats": True}
+    assert build_payload("m", item, Workload(chunk_usage=False))["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in build_payload("m", item, Workload(stream=False))
