@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servesweep.errors import OutputDirError, OutputError, ReportError
+from servesweep.memory import FRACTION_RULES, FractionOf
 
 SCHEMA_VERSION = 1
 POINTS_FILE = "points.jsonl"
@@ -162,7 +163,8 @@ class SweepPoint(_Open):
     server: dict[str, Any] | None = None
 
 
-# Points written before backends recorded their knob names came from vLLM.
+# Points written before backends recorded their kind, knob names and memory rule came from vLLM.
+KIND_BEFORE_RECORDED = "vllm"
 _KNOBS_BEFORE_RECORDED = {"max_batch_size": "max_num_seqs", "memory_fraction": "gpu_memory_utilization",
                           "kv_cache_memory_bytes": "kv_cache_memory_bytes", "max_num_tokens": "max_num_batched_tokens"}
 
@@ -170,6 +172,16 @@ _KNOBS_BEFORE_RECORDED = {"max_batch_size": "max_num_seqs", "memory_fraction": "
 def knob_names(point: dict[str, Any]) -> dict[str, str]:
     """The server's names for the common configuration knobs, as its backend recorded them."""
     return {**_KNOBS_BEFORE_RECORDED, **((point.get("server") or {}).get("knobs") or {})}
+
+
+def memory_fraction_of(point: dict[str, Any]) -> FractionOf:
+    """What the point's memory fraction is a fraction of (servesweep.memory), as its backend
+    recorded it; for points written before, read off the knob's name (TensorRT-LLM's says free)."""
+    server = point.get("server") or {}
+    recorded = server.get("memory_fraction_of")
+    if recorded in FRACTION_RULES:
+        return recorded
+    return "free" if "free" in knob_names(point)["memory_fraction"] else "device"
 
 
 def read_json_file(path: Path) -> Any:

@@ -9,17 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from servesweep.backends.base import LaunchedServer, ServerBackend, ServerConfig, Telemetry
+from servesweep.backends.base import DEFAULT_KIND, LaunchedServer, ServerBackend, ServerConfig, Telemetry
+from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings
 from servesweep.backends.trtllm import TrtllmBackend, TrtllmConfig
 from servesweep.backends.vllm import VllmBackend, VllmConfig
 from servesweep.errors import ConfigError
 
 BACKENDS: dict[str, ServerBackend] = {
-    "vllm": VllmBackend(),
-    "trtllm": TrtllmBackend(),
+    backend.kind: backend for backend in (VllmBackend(), TrtllmBackend())
 }
 
-__all__ = ["BACKENDS", "LaunchedServer", "ServerBackend", "ServerConfig", "Telemetry", "backend_for",
+__all__ = ["BACKENDS", "DEFAULT_KIND", "LaunchedServer", "MeasuredMemory", "MemoryBudget", "MemorySettings", "ServerBackend", "ServerConfig", "Telemetry", "backend_for",
            "config_from_dict", "launch", "TrtllmConfig", "VllmConfig"]
 
 
@@ -31,8 +31,8 @@ def backend_for(kind: str) -> ServerBackend:
 
 
 def config_from_dict(values: dict[str, Any]) -> ServerConfig:
-    """A typed server configuration from plain values; `kind` picks the class (default vllm)."""
-    kind = values.get("kind", "vllm")
+    """A typed server configuration from plain values; `kind` picks the class (default DEFAULT_KIND)."""
+    kind = values.get("kind", DEFAULT_KIND)
     return backend_for(kind).config_class.model_validate({**values, "kind": kind})
 
 

@@ -5,7 +5,9 @@ through these and never import a particular backend.
 Common configuration fields are named once here; a backend maps them to its own flags
 (`max_batch_size` is vLLM's `--max-num-seqs` and TensorRT-LLM's `--max_batch_size`;
 `memory_fraction` is vLLM's `--gpu-memory-utilization` and TensorRT-LLM's
-`--kv_cache_free_gpu_memory_fraction`).
+`--kv_cache_free_gpu_memory_fraction`). The servers read that fraction differently (of the whole
+device, of the memory free after loading: servesweep.memory), so a backend also turns a KV budget
+into its own knobs (`ServerBackend.memory_settings`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings
+from servesweep.memory import FractionOf
 from servesweep.precision import KvCacheDtype, PrecisionName
+
+# The kind a server configuration (or a point recorded before kinds were) has when it names none.
+DEFAULT_KIND = "vllm"
 
 
 class ServerConfig(BaseModel):
@@ -40,6 +47,8 @@ class ServerConfig(BaseModel):
 
     # The names this backend's flags give the common knobs, for advice and recommendations.
     knob_names: ClassVar[dict[str, str]] = {}
+    # What `memory_fraction` is a fraction of (servesweep.memory).
+    memory_fraction_of: ClassVar[FractionOf] = "device"
     # Leads the label, so two engines at one precision get two results directories.
     label_prefix: ClassVar[str] = ""
 
@@ -93,3 +102,7 @@ class ServerBackend(Protocol):
 
     def launch(self, config: ServerConfig, out_dir: Path,
                on_wait: Callable[[float], None] | None = None) -> LaunchedServer: ...
+
+    def memory_settings(self, budget: MemoryBudget, measured: MeasuredMemory) -> MemorySettings:
+        """The KV budget and batch cap as this server's own knobs, by its own memory rule."""
+        ...

@@ -46,6 +46,7 @@ from pydantic import AliasChoices, Field
 
 from servesweep import controlplane
 from servesweep.backends.base import ServerConfig
+from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings, fraction_for_budget
 from servesweep.backends.checkpoint import Checkpoint, inspect_checkpoint
 from servesweep.backends.gpu import Nvml
 from servesweep.backends.process import ServerProcess, classify_log, free_port, port_in_use
@@ -53,6 +54,7 @@ from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.backends.trtllm_metrics import PREEMPTION_SEMANTICS, TrtllmMetricsReader, probe_prometheus
 from servesweep.backends.trtllm_release import CliFeatures, Version, detect_version
 from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
+from servesweep.memory import FractionOf
 from servesweep.precision import PRECISIONS, fp8_refusal, has_fp8_tensor_cores, kv_bytes_per_element
 
 SchedulerPolicy = Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION", "STATIC_BATCH"]
@@ -121,6 +123,8 @@ class TrtllmConfig(ServerConfig):
     }
 
     label_prefix: ClassVar[str] = "trtllm"
+    # kv_cache_config.free_gpu_memory_fraction: of the memory free after the model loaded.
+    memory_fraction_of: ClassVar[FractionOf] = "free"
 
     def label(self) -> str:
         return super().label() + ("-trtengine" if self.backend == "tensorrt" else "")
@@ -178,6 +182,11 @@ def kv_bytes_per_token(config: TrtllmConfig, checkpoint: Checkpoint) -> int | No
     return checkpoint.shape.kv_bytes_per_token(element)
 
 
+def _tokens(kv_bytes: int, tensor_parallel_size: int, per_token: float) -> int:
+    # The budget is per GPU, the bytes per token over the whole model (all TP ranks).
+    return int(kv_bytes * tensor_parallel_size // per_token)
+
+
 def kv_budget_tokens(config: TrtllmConfig, per_token: int | None) -> int | None:
     """`kv_cache_memory_bytes` (per GPU) as TensorRT-LLM's `kv_cache_config.max_tokens`."""
     if config.kv_cache_memory_bytes is None:
@@ -187,7 +196,7 @@ def kv_budget_tokens(config: TrtllmConfig, per_token: int | None) -> int | None:
             f"kv_cache_memory_bytes needs the model's KV bytes per token to become TensorRT-LLM's "
             f"kv_cache_config.max_tokens, and {config.model} has no readable config.json; "
             f"give memory_fraction instead, or extra_llm_api_options: {{kv_cache_config: {{max_tokens: N}}}}")
-    tokens = config.kv_cache_memory_bytes * config.tensor_parallel_size // per_token
+    tokens = _tokens(config.kv_cache_memory_bytes, config.tensor_parallel_size, per_token)
     if tokens < 1:
         raise ConfigError(f"kv_cache_memory_bytes={config.kv_cache_memory_bytes} holds less than one token "
                           f"({per_token} bytes per token)")
@@ -376,6 +385,7 @@ class LaunchedTrtllm:
         policy = self.config.scheduler_policy
         return {
             "backend": "trtllm",
+            "memory_fraction_of": self.config.memory_fraction_of,
             "config": self.config.model_dump(),
             "command": self.argv,
             "options_file": str(self.options_path),
@@ -480,10 +490,36 @@ def launch_trtllm(
                           checkpoint, prometheus, gpu_indices, gpu_names)
 
 
+def memory_settings(budget: MemoryBudget, measured: MeasuredMemory) -> MemorySettings:
+    """TensorRT-LLM sizes its pool in tokens (kv_cache_config.max_tokens = budget x TP / KV bytes
+    per token, as the launch converts kv_cache_memory_bytes); the equivalent
+    kv_cache_config.free_gpu_memory_fraction is budget / (device total - non-KV): a fraction of the
+    memory free after the model loaded, not of the device (servesweep.memory, "free")."""
+    fraction, fits, non_kv, source, notes = fraction_for_budget(
+        "free", budget.kv_bytes, measured, "kv_cache_free_gpu_memory_fraction",
+        "TensorRT-LLM accounting (total - KV pool / free fraction)")
+    per_token = measured.bytes_per_token
+    tokens = _tokens(budget.kv_bytes, measured.tensor_parallel_size, per_token) if per_token else None
+    if tokens is None:
+        notes.append("KV bytes per token unknown: no kv_cache_config.max_tokens")
+    names = TrtllmConfig.knob_names
+    args = ["--max_batch_size", str(budget.max_batch_size)]
+    if fraction is not None and fits:
+        args += ["--kv_cache_free_gpu_memory_fraction", str(fraction)]
+    return MemorySettings(
+        knobs={names["max_batch_size"]: budget.max_batch_size, names["kv_cache_memory_bytes"]: tokens,
+               names["memory_fraction"]: fraction},
+        server_args=args, memory_fraction=fraction, memory_fraction_of="free", fits_device=fits,
+        non_kv_bytes=non_kv, non_kv_source=source, notes=notes)
+
+
 class TrtllmBackend:
     kind = "trtllm"
     display_name = "TensorRT-LLM"
     config_class = TrtllmConfig
+
+    def memory_settings(self, budget: MemoryBudget, measured: MeasuredMemory) -> MemorySettings:
+        return memory_settings(budget, measured)
 
     def launch(self, config: ServerConfig, out_dir: Path,
                on_wait: Callable[[float], None] | None = None) -> LaunchedTrtllm:

@@ -23,7 +23,8 @@ from typing import Any, Callable, ClassVar, Literal
 from pydantic import AliasChoices, Field
 
 from servesweep import controlplane
-from servesweep.backends.base import ServerConfig
+from servesweep.backends.base import DEFAULT_KIND, ServerConfig
+from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings, fraction_for_budget
 from servesweep.backends.gpu import Nvml
 from servesweep.backends.process import ServerProcess, classify_log, free_port, port_in_use
 from servesweep.backends.telemetry import (
@@ -225,6 +226,7 @@ class LaunchedVllm:
     def info(self) -> dict[str, Any]:
         return {
             "backend": "vllm",
+            "memory_fraction_of": self.config.memory_fraction_of,
             "config": self.config.model_dump(),
             "command": self.argv,
             "version": self.version,
@@ -301,10 +303,27 @@ def launch_vllm(
                         split)
 
 
+def memory_settings(budget: MemoryBudget, measured: MeasuredMemory) -> MemorySettings:
+    """vLLM takes the budget itself (--kv-cache-memory-bytes, GPU and CPU alike); the equivalent
+    --gpu-memory-utilization is (non-KV + budget) / device total (servesweep.memory, "device")."""
+    fraction, fits, non_kv, source, notes = fraction_for_budget(
+        "device", budget.kv_bytes, measured, "gpu_memory_utilization",
+        "vLLM accounting (utilization x total - KV pool)")
+    return MemorySettings(
+        knobs={"max_num_seqs": budget.max_batch_size, "kv_cache_memory_bytes": budget.kv_bytes,
+               "gpu_memory_utilization": fraction},
+        server_args=["--kv-cache-memory-bytes", str(budget.kv_bytes), "--max-num-seqs", str(budget.max_batch_size)],
+        memory_fraction=fraction, memory_fraction_of="device", fits_device=fits, non_kv_bytes=non_kv,
+        non_kv_source=source, notes=notes)
+
+
 class VllmBackend:
-    kind = "vllm"
+    kind = DEFAULT_KIND
     display_name = "vLLM"
     config_class = VllmConfig
+
+    def memory_settings(self, budget: MemoryBudget, measured: MeasuredMemory) -> MemorySettings:
+        return memory_settings(budget, measured)
 
     def launch(self, config: ServerConfig, out_dir: Path,
                on_wait: Callable[[float], None] | None = None) -> LaunchedVllm:

@@ -37,7 +37,8 @@ import pandas as pd
 
 from servesweep.models.shape import read_model_shape
 from servesweep.precision import PRECISION_NAMES
-from servesweep.results import knob_names
+from servesweep.memory import exact_fraction, non_kv_from_fraction
+from servesweep.results import KIND_BEFORE_RECORDED, knob_names, memory_fraction_of
 
 KNEE_THRESHOLD = 0.10
 MARGIN_BAND = (5.0, 40.0)
@@ -72,7 +73,8 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
             batch = int(t["running_batch_peak"])
         row = {
             "config": p["config"], "level": p["level"], "status": p["status"], "cause": p.get("cause"),
-            "kind": spec.get("kind", "vllm"), "knobs": knob_names(p),
+            "kind": spec.get("kind", KIND_BEFORE_RECORDED), "knobs": knob_names(p),
+            "memory_fraction_of": memory_fraction_of(p),
             "precision": spec["precision"], "max_batch_size": seqs, "kv_cache_dtype": spec.get("kv_cache_dtype"),
             "memory_fraction": spec.get("memory_fraction", spec.get("gpu_memory_utilization")), "concurrency": conc,
             "request_rate": level.get("request_rate"), "batch": batch,
@@ -356,12 +358,15 @@ def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch:
                      "points_compared": int((df.status == "ok").sum())},
     }
     rec.update(margin_advice(margin, preempted, knobs))
-    # With device totals, the fraction that would put peak KV use at ~80 % of the pool.
+    # With device totals, the fraction that would put peak KV use at ~80 % of the pool, by the
+    # server's own rule (of the device for vLLM, of the memory free after loading for TensorRT-LLM).
     if (margin is not None and not rec["in_band"] and pd.notna(row.kv_cache_peak_bytes)
             and pd.notna(row.device_mem_total_bytes) and pd.notna(row.kv_pool_bytes) and fraction):
-        non_kv = fraction * row.device_mem_total_bytes - row.kv_pool_bytes
+        of = row.memory_fraction_of
+        non_kv = non_kv_from_fraction(of, fraction, row.device_mem_total_bytes, row.kv_pool_bytes)
         target_pool = row.kv_cache_peak_bytes / 0.8
-        rec[f"suggested_{knobs['memory_fraction']}"] = round(float((non_kv + target_pool) / row.device_mem_total_bytes), 3)
+        rec[f"suggested_{knobs['memory_fraction']}"] = round(float(
+            exact_fraction(of, target_pool, row.device_mem_total_bytes, non_kv)), 3)
     return rec
 
 
@@ -391,8 +396,15 @@ def apply_verification(rec: dict[str, Any], verification: dict[str, Any] | None)
     rec["kv_cache_memory_bytes"] = sizing.get("kv_cache_memory_bytes")
     rec["max_batch_size"] = sizing.get("max_num_seqs")
     rec[knobs["max_batch_size"]] = sizing.get("max_num_seqs")
-    if sizing.get("gpu_memory_utilization") is not None:
-        rec["memory_fraction"] = rec[knobs["memory_fraction"]] = sizing["gpu_memory_utilization"]
+    # The equivalent fraction as the server's backend computed it by its own rule (files written
+    # before backends owned their knobs call it gpu_memory_utilization).
+    fraction = sizing.get("memory_fraction", sizing.get("gpu_memory_utilization"))
+    if fraction is not None:
+        rec["memory_fraction"] = rec[knobs["memory_fraction"]] = fraction
+    # Every knob of the server's own, with its backend's value (TensorRT-LLM's KV budget is tokens).
+    rec.update({name: value for name, value in (sizing.get("knobs") or {}).items() if value is not None})
+    if sizing.get("flags"):
+        rec["server_args"] = sizing["flags"]
     rec["oom_margin_pct"] = stress.get("oom_margin_pct")
     rec["oom_margin_source"] = "verification stress run"
     rec["traffic_oom_margin_pct"] = traffic.get("oom_margin_pct")

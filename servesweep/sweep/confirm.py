@@ -45,15 +45,16 @@ MEMORY_CHECKS = {"preemptions", "margin"}
 
 def sizing_inputs(point: dict[str, Any], concurrency: int, config: Any,
                   stress_request_tokens: int | None = None) -> SizingInputs:
-    """What the sizing arithmetic needs, from the recommended point's telemetry and server facts."""
+    """What the sizing arithmetic needs, from the recommended point's telemetry and server facts.
+    The run's memory fraction goes in as the server's own (its backend reads it by its own rule)."""
     t = point.get("telemetry") or {}
     pool = (point.get("server") or {}).get("kv_pool") or {}
     peak_dev, pool_bytes = t.get("device_mem_peak_bytes"), t.get("kv_pool_bytes")
     return SizingInputs(
-        concurrency=concurrency, kv_peak_bytes=t.get("kv_cache_peak_bytes"), kv_peak_frac=t.get("kv_cache_peak_frac"),
+        kind=config.kind, tensor_parallel_size=config.tensor_parallel_size, concurrency=concurrency, kv_peak_bytes=t.get("kv_cache_peak_bytes"), kv_peak_frac=t.get("kv_cache_peak_frac"),
         pool_bytes=pool_bytes, pool_tokens=t.get("kv_pool_tokens"), block_size=pool.get("block_size"),
         max_model_len=config.max_model_len, device_total_bytes=t.get("device_mem_total_bytes"),
-        gpu_memory_utilization=config.memory_fraction,
+        memory_fraction=config.memory_fraction,
         non_kv_bytes=(peak_dev - pool_bytes) if peak_dev and pool_bytes and peak_dev > pool_bytes else None,
         max_num_seqs=config.max_batch_size, stress_request_tokens=stress_request_tokens,
     )

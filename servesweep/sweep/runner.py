@@ -402,7 +402,8 @@ class SweepRunner:
             "level": level.label, "level_spec": level.model_dump(exclude_none=True),
             "status": "ok", "summary": result, "telemetry": summary.get("telemetry"),
             "server": {k: summary["server"].get(k) for k in ("backend", "version", "startup_s", "kv_pool_tokens",
-                                                             "kv_pool_bytes", "kv_pool", "command", "gpus", "knobs")},
+                                                             "kv_pool_bytes", "kv_pool", "command", "gpus", "knobs",
+                                                             "memory_fraction_of")},
             "dir": str(level_dir.relative_to(self.out)),
             # The level's timing cross-check: a suspect one is named in every SLO verdict taken on it.
             "timing_check": (summary.get("levels") or [{}])[0].get("timing_check"),

@@ -20,13 +20,15 @@ then, in this order:
   2. raised to the floor, when it is lower: one request of max_model_len tokens must fit
      (max_model_len x bytes per token, rounded up to blocks). `floor_binds` says when it did; the
      margin at the recommended load is then above the target, possibly above the band.
-The budget is what vLLM takes as `--kv-cache-memory-bytes` (on GPU and CPU alike). With a
-device total and the non-KV memory known, the equivalent `--gpu-memory-utilization` is
-(non-KV bytes + budget) / device total, rounded up to 0.001. Non-KV bytes (weights,
-activations, CUDA graphs, context) come from the measurement when given (device memory peak
-- KV pool bytes), else from vLLM's own accounting (utilization x device total - KV pool bytes;
-utilization 0.9, vLLM's default, when the run did not set it). On CPU there is no device
-total: no utilization, and `fits_device` is None.
+The budget and the batch cap are turned into the server's own knobs by its backend
+(`memory_settings`, servesweep.backends): vLLM takes the budget as `--kv-cache-memory-bytes` and
+its equivalent `--gpu-memory-utilization` is (non-KV bytes + budget) / device total; TensorRT-LLM
+takes it as `kv_cache_config.max_tokens` and its equivalent `free_gpu_memory_fraction` is
+budget / (device total - non-KV bytes), a fraction of the memory free after loading
+(servesweep.memory). Both are rounded up to 0.001. Non-KV bytes (weights, activations, CUDA
+graphs, context) come from the measurement when given (device memory peak - KV pool bytes),
+else from the server's own accounting of the fraction the run used (its default, 0.9, when the
+run did not set one). On CPU there is no device total: no fraction, and `fits_device` is None.
 
 max_num_seqs: the recommended concurrency, so the batch never grows past the one whose KV peak
 was measured. If the run's own max_num_seqs was lower, that cap is kept: a larger batch was
@@ -44,7 +46,7 @@ of the recommendation). For each run with KV telemetry, the KV it needed:
     running batch reached max_num_seqs anyway, nothing says by how much: +25 %, labelled so.
 The new target peak is the larger need of the two runs, and budget = target / 0.775 as above.
 Without any KV telemetry, +25 % (labelled). When the device total is known and the new budget
-would not fit (equivalent utilization > 1.0), max_num_seqs is lowered in proportion to what
+would not fit (equivalent fraction > 1.0), max_num_seqs is lowered in proportion to what
 fits instead, and the budget kept. At most MAX_STEP_BACKS (2) notches; a third raises
 ValueError. The caller runs the verification again after each notch.
 
@@ -53,7 +55,8 @@ Worked example (a Llama-style model: 32 layers x 2 (K, V) x 8 KV heads x 128 dim
 non-KV 20 GiB; KV peak at the recommended load 7.75 GiB; max_model_len 8192; concurrency 48):
     budget  = 7.75 GiB / 0.775 = 10 GiB = 5120 blocks exactly -> 10737418240 bytes
     floor   = 8192 x 131072 = 1 GiB: does not bind
-    utilization = (20 + 10) GiB / 80 GiB = 0.375;  max_num_seqs = 48
+    vLLM: gpu_memory_utilization = (20 + 10) GiB / 80 GiB = 0.375;  max_num_seqs = 48
+    TensorRT-LLM: free_gpu_memory_fraction = 10 GiB / (80 - 20) GiB = 0.167; max_tokens = 81920
     expected peak use 7.75 / 10 = 77.5 % -> margin 22.5 %
     step back: 10 GiB x 1.25 = 12.5 GiB = 6400 blocks; utilization 32.5 / 80 = 0.40625 -> 0.407;
                expected margin 1 - 7.75 / 12.5 = 38 %
@@ -66,8 +69,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from servesweep.backends import DEFAULT_KIND, MeasuredMemory, MemoryBudget, backend_for
 from servesweep.reports.analysis import MARGIN_BAND, TARGET_MARGIN_PCT
 
 TARGET_PEAK_FRAC = 1.0 - TARGET_MARGIN_PCT / 100.0  # 0.775
@@ -76,15 +80,14 @@ MIN_STEP_FACTOR = 1.10  # a preempting attempt's next budget is at least this mu
 KV_FULL_FRAC = 1.0 - MARGIN_BAND[0] / 100.0  # 0.95: a peak at or above it may hide unmet demand
 STEP_BACK_SEQS_FACTOR = 0.75
 MAX_STEP_BACKS = 2
-VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
-MAX_GPU_MEMORY_UTILIZATION = 1.0
 
 
 class SizingInputs(BaseModel):
     """What was measured at the recommended load, and the configuration it ran under."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    kind: str = DEFAULT_KIND  # the server's backend: whose knobs the sizing is written in
     concurrency: int = Field(ge=1)  # the recommended concurrency
     kv_peak_bytes: float | None = Field(None, ge=0)  # or kv_peak_frac x pool_bytes
     kv_peak_frac: float | None = Field(None, ge=0, le=1)
@@ -94,7 +97,11 @@ class SizingInputs(BaseModel):
     block_size: int | None = Field(None, gt=0)  # tokens per KV block
     max_model_len: int | None = Field(None, gt=0)
     device_total_bytes: int | None = Field(None, gt=0)  # None on CPU
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)  # the run's; None = vLLM default
+    # The run's; None: the server's default. Files written before backends owned their knobs say
+    # gpu_memory_utilization.
+    memory_fraction: float | None = Field(None, gt=0, le=1, validation_alias=AliasChoices(
+        "memory_fraction", "gpu_memory_utilization"))
+    tensor_parallel_size: int = Field(1, ge=1)
     non_kv_bytes: float | None = Field(None, ge=0)  # measured: device memory peak - pool bytes
     max_num_seqs: int | None = Field(None, ge=1)  # the run's
     stress_request_tokens: int | None = Field(None, gt=0)  # p99 prompt + p99 output of the stress run
@@ -120,8 +127,15 @@ class Sizing(BaseModel):
 
     kv_cache_memory_bytes: int
     kv_blocks: int | None
-    max_num_seqs: int
-    gpu_memory_utilization: float | None  # equivalent setting; None without a device total
+    max_num_seqs: int  # the batch cap, whatever the server calls it
+    kind: str = DEFAULT_KIND
+    # The server's own knobs (name -> value) and flags, from its backend's memory_settings.
+    knobs: dict[str, Any] = {}
+    flags: list[str] = []
+    # The equivalent fraction by the server's rule; None without a device total.
+    memory_fraction: float | None = Field(None, validation_alias=AliasChoices("memory_fraction",
+                                                                              "gpu_memory_utilization"))
+    memory_fraction_of: str | None = None
     fits_device: bool | None  # None on CPU
     non_kv_bytes: float | None
     non_kv_source: str | None
@@ -140,7 +154,7 @@ class Sizing(BaseModel):
     inputs: SizingInputs
 
     def server_args(self) -> list[str]:
-        return ["--kv-cache-memory-bytes", str(self.kv_cache_memory_bytes), "--max-num-seqs", str(self.max_num_seqs)]
+        return list(self.flags)
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
@@ -161,19 +175,11 @@ def _round_up(nbytes: float, block: int | None) -> int:
     return math.ceil(whole / block) * block if block else whole
 
 
-def _non_kv(inputs: SizingInputs, notes: list[str]) -> tuple[float | None, str | None]:
-    if inputs.device_total_bytes is None:
-        return None, None
-    if inputs.non_kv_bytes is not None:
-        return inputs.non_kv_bytes, "measured (device memory peak - KV pool bytes)"
-    if inputs.pool_bytes is None:
-        notes.append("non-KV memory unknown (no device peak, no pool size): no equivalent gpu_memory_utilization")
-        return None, None
-    util = inputs.gpu_memory_utilization
-    if util is None:
-        util = VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
-        notes.append(f"the run did not set gpu_memory_utilization; vLLM's default {util} assumed")
-    return util * inputs.device_total_bytes - inputs.pool_bytes, "vLLM accounting (utilization x total - KV pool)"
+def measured_memory(inputs: SizingInputs) -> MeasuredMemory:
+    """What the backend needs to turn a budget into its knobs."""
+    return MeasuredMemory(device_total_bytes=inputs.device_total_bytes, non_kv_bytes=inputs.non_kv_bytes,
+                          pool_bytes=inputs.pool_bytes, memory_fraction=inputs.memory_fraction,
+                          bytes_per_token=inputs.per_token(), tensor_parallel_size=inputs.tensor_parallel_size)
 
 
 def stress_peak_bytes(inputs: SizingInputs, seqs: int) -> float | None:
@@ -204,21 +210,18 @@ def _build(inputs: SizingInputs, target: float, source: str, max_num_seqs: int, 
                          "more than the load does")
     else:
         notes.append("max_model_len or bytes per token unknown: the one-request floor was not checked")
-    non_kv, non_kv_source = _non_kv(inputs, notes)
-    util = fits = None
-    if non_kv is not None and inputs.device_total_bytes is not None:
-        exact = (non_kv + budget) / inputs.device_total_bytes
-        util = math.ceil(round(exact * 1000, 6)) / 1000
-        fits = exact <= MAX_GPU_MEMORY_UTILIZATION
-        if not fits:
-            notes.append(f"does not fit the device: needs {exact:.3f} of its memory")
+    settings = backend_for(inputs.kind).memory_settings(MemoryBudget(kv_bytes=budget, max_batch_size=max_num_seqs),
+                                                         measured_memory(inputs))
+    notes.extend(settings.notes)
     expected = target / budget if budget else 1.0
     margin = (1.0 - expected) * 100.0
     if margin > MARGIN_BAND[1]:
         notes.append(f"expected margin {margin:.1f} % is above the {MARGIN_BAND[1]:g} % band edge")
     return Sizing(
         kv_cache_memory_bytes=budget, kv_blocks=budget // block if block else None, max_num_seqs=max_num_seqs,
-        gpu_memory_utilization=util, fits_device=fits, non_kv_bytes=non_kv, non_kv_source=non_kv_source,
+        kind=inputs.kind, knobs=settings.knobs, flags=settings.server_args, memory_fraction=settings.memory_fraction,
+        memory_fraction_of=settings.memory_fraction_of, fits_device=settings.fits_device,
+        non_kv_bytes=settings.non_kv_bytes, non_kv_source=settings.non_kv_source,
         kv_peak_bytes=inputs.peak_bytes(), stress_peak_bytes=stress_peak_bytes(inputs, max_num_seqs),
         target_peak_bytes=target, target_source=source, expected_peak_frac=expected, expected_margin_pct=margin,
         floor_bytes=floor, floor_binds=floor_binds, step=step, change=change, notes=notes, inputs=inputs,

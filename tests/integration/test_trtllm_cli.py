@@ -66,3 +66,31 @@ def test_a_sweep_over_both_engines(stand_in, tmp_path):
     assert by_config[("trtllm-bf16-seqs4", "c4")]["server"]["knobs"]["memory_fraction"] == \
         "kv_cache_free_gpu_memory_fraction"
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_a_verified_trtllm_recommendation_names_its_own_knobs(stand_in, tmp_path):
+    # The sizing is written in TensorRT-LLM's knobs, by its rule: the KV budget as
+    # kv_cache_config.max_tokens (bytes / KV bytes per token), the batch cap as max_batch_size;
+    # none of vLLM's names. (No device here: no free-memory fraction, servesweep.memory's rule
+    # is checked in tests/unit/test_memory_knobs.py.)
+    scenario = {
+        "name": "trt-verify", "model": str(stand_in), "max_model_len": 512,
+        "workload": {"input_len": 32, "output_len": 16},
+        "load": {"concurrency": [2, 4], "num_requests": 8},
+        "server": [{"kind": "trtllm", "max_batch_size": 4}],
+        "sweep": {"precision": ["bf16"]}, "drift": None, "verify": True,
+    }
+    path = tmp_path / "trt.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    main(["sweep", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    rec = json.loads((tmp_path / "out" / "recommendation.json").read_text())["production_recommendation"]
+    assert rec["verified"] and rec["server_kind"] == "trtllm"
+    sizing = rec["verification"]["attempts"][-1]["sizing"]
+    assert sizing["kind"] == "trtllm" and sizing["memory_fraction_of"] == "free"
+    per_token = sizing["inputs"]["bytes_per_token"] or sizing["inputs"]["pool_bytes"] / sizing["inputs"]["pool_tokens"]
+    tokens = int(sizing["kv_cache_memory_bytes"] // per_token)
+    assert sizing["knobs"] == {"max_batch_size": sizing["max_num_seqs"], "kv_cache_config.max_tokens": tokens,
+                               "kv_cache_free_gpu_memory_fraction": None}
+    assert sizing["flags"][:2] == ["--max_batch_size", str(sizing["max_num_seqs"])]
+    assert rec["kv_cache_config.max_tokens"] == tokens and rec["max_batch_size"] == sizing["max_num_seqs"]
+    assert not {"max_num_seqs", "gpu_memory_utilization", "--kv-cache-memory-bytes"} & (set(rec) | set(sizing["flags"]))

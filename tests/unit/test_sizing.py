@@ -28,7 +28,7 @@ def test_worked_example():
     assert s.kv_cache_memory_bytes == 10 * GIB == 10737418240
     assert s.kv_blocks == 5120
     assert s.floor_bytes == 1 * GIB and s.floor_binds is False
-    assert s.gpu_memory_utilization == 0.375 and s.fits_device is True
+    assert s.memory_fraction == 0.375 and s.fits_device is True
     assert s.non_kv_source.startswith("measured")
     assert s.max_num_seqs == 48
     assert s.expected_peak_frac == pytest.approx(0.775)
@@ -51,7 +51,7 @@ def test_floor_binds_for_a_long_max_model_len():
     assert s.expected_margin_pct == pytest.approx((1 - 7.75 / 16) * 100)  # 51.56 %
     assert any("floor binds" in n for n in s.notes)
     assert any("above the 40 % band edge" in n for n in s.notes)
-    assert s.gpu_memory_utilization == 0.45  # (20 + 16) / 80
+    assert s.memory_fraction == 0.45  # (20 + 16) / 80
 
 
 def test_cpu_sizing_from_pool_usage_fraction():
@@ -60,7 +60,7 @@ def test_cpu_sizing_from_pool_usage_fraction():
     s = size_kv(SizingInputs(concurrency=4, kv_peak_frac=0.31, pool_bytes=4 * GIB, pool_tokens=32768,
                              block_size=16, max_model_len=2048))
     assert s.kv_blocks == 820 and s.kv_cache_memory_bytes == 1719664640
-    assert s.gpu_memory_utilization is None and s.fits_device is None and s.non_kv_bytes is None
+    assert s.memory_fraction is None and s.fits_device is None and s.non_kv_bytes is None
     assert s.floor_bytes == 2048 * PER_TOKEN and s.floor_binds is False
     assert s.expected_peak_frac == pytest.approx(1.24 * 1024 / 1640)  # 0.7742
     assert s.max_num_seqs == 4
@@ -77,9 +77,9 @@ def test_non_kv_from_vllm_accounting_when_not_measured():
     # 0.9 x 80 GiB - 50 GiB pool = 22 GiB non-KV; (22 + 10) / 80 = 0.4.
     s = size_kv(gpu_inputs(non_kv_bytes=None, pool_bytes=50 * GIB, gpu_memory_utilization=0.9))
     assert s.non_kv_bytes == pytest.approx(22 * GIB) and s.non_kv_source.startswith("vLLM accounting")
-    assert s.gpu_memory_utilization == 0.4
+    assert s.memory_fraction == 0.4
     unset = size_kv(gpu_inputs(non_kv_bytes=None, pool_bytes=50 * GIB))
-    assert unset.gpu_memory_utilization == 0.4 and any("default 0.9 assumed" in n for n in unset.notes)
+    assert unset.memory_fraction == 0.4 and any("default 0.9 assumed" in n for n in unset.notes)
 
 
 def test_run_cap_below_the_concurrency_is_kept():
@@ -96,7 +96,7 @@ def test_step_back_adds_a_quarter_of_kv_budget():
     first = step_back(size_kv(gpu_inputs()))
     # 10 GiB x 1.25 = 12.5 GiB = 6400 blocks; (20 + 12.5) / 80 = 0.40625 -> 0.407.
     assert first.step == 1 and first.kv_cache_memory_bytes == 12.5 * GIB and first.kv_blocks == 6400
-    assert first.gpu_memory_utilization == 0.407
+    assert first.memory_fraction == 0.407
     assert first.max_num_seqs == 48
     assert first.expected_margin_pct == pytest.approx(38.0)
     second = step_back(first)
@@ -109,7 +109,7 @@ def test_step_back_adds_a_quarter_of_kv_budget():
 def test_step_back_lowers_max_num_seqs_when_more_kv_would_not_fit():
     # 16 GiB device, 4 GiB non-KV: 10 GiB fits (0.875); 12.5 GiB needs 16.5 GiB (1.031): does not.
     s = size_kv(gpu_inputs(device_total_bytes=16 * GIB, non_kv_bytes=4 * GIB))
-    assert s.gpu_memory_utilization == 0.875 and s.fits_device
+    assert s.memory_fraction == 0.875 and s.fits_device
     back = step_back(s)
     assert back.kv_cache_memory_bytes == 10 * GIB
     assert back.max_num_seqs == 38  # 48 x 10 / 12.5 = 38.4: in proportion to the budget that would be needed
