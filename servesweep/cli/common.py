@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from servesweep.backends import BACKENDS, LaunchedServer, ServerConfig, config_from_dict, launch
+from servesweep.backends import BACKENDS, DEFAULT_KIND, LaunchedServer, ServerConfig, config_from_dict, launch
 from servesweep.errors import (
     EXIT_ALL_FAILED,
     EXIT_CHECK_FAILED,
@@ -186,7 +186,7 @@ def builtin_server_config(**overrides: Any) -> ServerConfig:
     from servesweep.models.tiny import build_tiny_model
 
     values: dict[str, Any] = dict(
-        kind="vllm", model=str(build_tiny_model()), served_model_name=BUILTIN_MODEL_NAME, precision="bf16",
+        kind=DEFAULT_KIND, model=str(build_tiny_model()), served_model_name=BUILTIN_MODEL_NAME, precision="bf16",
         load_format="dummy", max_model_len=2048,
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -195,18 +195,18 @@ def builtin_server_config(**overrides: Any) -> ServerConfig:
 
 def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
     overrides = dict(
-        kind=args.backend or "vllm", precision=args.precision, kv_cache_dtype=args.kv_cache_dtype,
+        kind=args.backend or DEFAULT_KIND, precision=args.precision, kv_cache_dtype=args.kv_cache_dtype,
         max_batch_size=args.max_batch_size, max_num_tokens=args.max_num_tokens,
         memory_fraction=args.memory_fraction, kv_cache_memory_bytes=args.kv_cache_memory_bytes,
         max_model_len=args.max_model_len, tensor_parallel_size=args.tensor_parallel_size,
         load_format=args.load_format, startup_timeout_s=args.startup_timeout, extra_args=args.server_arg,
     )
     if args.model is None:
-        if args.backend not in (None, "vllm"):
+        if args.backend not in (None, DEFAULT_KIND):
             raise ConfigError(f"--backend {args.backend} needs --model DIR")
         return builtin_server_config(**overrides)
     values = {k: v for k, v in overrides.items() if v is not None}
-    if values["kind"] != "vllm":
+    if values["kind"] != DEFAULT_KIND:
         values.pop("load_format", None)
     return from_options(lambda: config_from_dict({"model": args.model, **values}))
 

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from servesweep.backends import BACKENDS
+from servesweep.backends import BACKENDS, DEFAULT_KIND
 from servesweep.cli.common import console
 from servesweep.errors import ConfigError
 from servesweep.loadgen.target import check_loopback
@@ -72,7 +72,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         under_load=args.under_load,
         server_options={"max_model_len": args.max_model_len, "startup_timeout_s": args.startup_timeout,
                         "extra_args": args.server_arg,
-                        **({"load_format": args.load_format} if args.backend in (None, "vllm") else {})},
+                        **({"load_format": args.load_format} if args.backend in (None, DEFAULT_KIND) else {})},
         log=lambda text: console.print(text, soft_wrap=True),
     )
     result = evaluate(run)

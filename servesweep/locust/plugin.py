@@ -31,7 +31,6 @@ import logging
 import sys
 import time
 import urllib.error
-import urllib.request
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,8 @@ from flask import request
 from locust.runners import STATE_INIT, STATE_STOPPED, MasterRunner, WorkerRunner
 
 from servesweep import controlplane
-from servesweep.backends.telemetry import PrometheusReader, TelemetrySampler
-from servesweep.backends.vllm import METRICS as VLLM_METRICS
+from servesweep.backends.detect import detect_metrics
+from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.loadgen.client import is_disconnect
 from servesweep.loadgen.records import ERROR_CONNECTION, ERROR_TIMEOUT, RecordWriter, RequestRecord
 from servesweep.loadgen.workers import worker_records_path
@@ -216,22 +215,9 @@ def _fail(message: str) -> None:
 
 
 def _detect_metrics(base_url: str) -> tuple[Any, str]:
-    """A metrics reader for the target, or None and why (sampling is optional)."""
-    try:
-        from servesweep.backends.detect import detect_metrics  # attach-mode detection, where present
-    except ImportError:
-        detect_metrics = None
-    if detect_metrics is not None:
-        return detect_metrics(base_url)
-    url = base_url.rstrip("/") + "/metrics"
-    try:
-        with controlplane.urlopen(url, timeout=2.0) as resp:
-            text = resp.read().decode("utf-8", errors="replace")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return None, f"no server metrics: {url}: {getattr(exc, 'reason', exc)}"
-    if "vllm:" not in text:
-        return None, f"no server metrics: {url} has no vLLM metric names"
-    return PrometheusReader(url, VLLM_METRICS), f"vLLM Prometheus metrics at {url}"
+    """A metrics reader for the target, or None and why (sampling is optional): the attach-mode
+    detection, which knows every backend's metric names, so no backend is named here."""
+    return detect_metrics(base_url)
 
 
 def _on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) -> None:

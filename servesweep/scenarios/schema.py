@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from servesweep.backends import BACKENDS, ServerConfig, config_from_dict
+from servesweep.backends import BACKENDS, DEFAULT_KIND, ServerConfig, config_from_dict
 from servesweep.errors import ConfigError
 from servesweep.loadgen.arrivals import Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
@@ -148,7 +148,7 @@ class Scenario(Strict):
     accuracy_gate: Path | None = None
     # The server(s) under test: `{kind: vllm, ...}` or a list of them (one engine each); fields
     # are the backend's configuration fields. Default: vLLM with the top-level fields above.
-    server: list[dict[str, Any]] = [{"kind": "vllm"}]
+    server: list[dict[str, Any]] = [{"kind": DEFAULT_KIND}]
 
     @model_validator(mode="before")
     @classmethod
@@ -160,7 +160,7 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def _servers_are_valid(self) -> "Scenario":
         for i, entry in enumerate(self.server):
-            kind = entry.get("kind", "vllm")
+            kind = entry.get("kind", DEFAULT_KIND)
             if kind not in BACKENDS:
                 raise ValueError(f"server[{i}].kind: {kind!r} is not a registered backend "
                                  f"(allowed: {', '.join(BACKENDS)})")
@@ -173,7 +173,7 @@ class Scenario(Strict):
     def _server_entries(self) -> list[dict[str, Any]]:
         if not self.sweep.kind:
             return self.server
-        by_kind = {e.get("kind", "vllm"): e for e in self.server}
+        by_kind = {e.get("kind", DEFAULT_KIND): e for e in self.server}
         return [by_kind.get(kind, {"kind": kind}) for kind in self.sweep.kind]
 
     def server_configs(self, model_dir: str) -> list[ServerConfig]:
@@ -188,8 +188,8 @@ class Scenario(Strict):
                 tensor_parallel_size=self.tensor_parallel_size, startup_timeout_s=self.startup_timeout_s,
                 extra_args=self.server_args,
             )
-            kind = entry.get("kind", "vllm")
-            if kind == "vllm" and self.load_format is not None:
+            kind = entry.get("kind", DEFAULT_KIND)
+            if kind == DEFAULT_KIND and self.load_format is not None:
                 values["load_format"] = self.load_format
             values.update({k: v for k, v in entry.items() if v is not None})
             values.update(precision=precision, kv_cache_dtype=kv)
