@@ -16,8 +16,9 @@ from servesweep.reports.capacity import (
     render_markdown,
     write_capacity,
 )
-from servesweep.reports.render import analyse, write_report
-from servesweep.scenarios.files import read_yaml_file
+from servesweep.reports.recommendation import analyse
+from servesweep.reports.render import write_report
+from servesweep.files import read_yaml_file
 
 
 def register(sub: Any) -> None:

@@ -10,7 +10,7 @@ from servesweep.cli.common import check_assertions, console
 from servesweep.cli.report import announce, write_and_print_report
 from servesweep.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from servesweep.reports.assertions import parse_assertions
-from servesweep.reports.render import analyse
+from servesweep.reports.recommendation import analyse
 from servesweep.results import ensure_writable_dir, read_json_file
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted

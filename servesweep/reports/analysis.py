@@ -39,10 +39,8 @@ from servesweep.models.shape import read_model_shape
 from servesweep.precision import PRECISION_NAMES
 from servesweep.memory import exact_fraction, non_kv_from_fraction
 from servesweep.results import KIND_BEFORE_RECORDED, knob_names, memory_fraction_of
+from servesweep.thresholds import KNEE_THRESHOLD, MARGIN_BAND, TARGET_MARGIN_PCT
 
-KNEE_THRESHOLD = 0.10
-MARGIN_BAND = (5.0, 40.0)
-TARGET_MARGIN_PCT = (MARGIN_BAND[0] + MARGIN_BAND[1]) / 2  # 22.5: the sizing's target, the band's middle
 PRECISION_ORDER = list(PRECISION_NAMES)  # highest precision first
 GIB = 1024**3
 

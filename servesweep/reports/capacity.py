@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from servesweep.errors import ConfigError, OutputError
 from servesweep.results import write_json
-from servesweep.scenarios.files import read_yaml_file
+from servesweep.files import read_yaml_file
 
 CAPACITY_SCHEMA_VERSION = 1
 CAPACITY_JSON = "capacity.json"
@@ -310,7 +310,7 @@ def write_capacity(report: CapacityReport, out_dir: str | Path) -> tuple[Path, P
 
 
 def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[str, SkuGoodput]:
-    """Single-replica goodput per SKU from a sweep's analysis (reports/render.py `analyse`).
+    """Single-replica goodput per SKU from a sweep's analysis (reports/recommendation.py `analyse`).
 
     Measured SKU: the verified recommendation's goodput. Other SKUs: the best goodput the sweep
     measured at that SKU's preferred precision (within the SLOs and the VRAM budget), times the

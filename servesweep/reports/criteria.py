@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servesweep.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, ReportError
+from servesweep.thresholds import MARGIN_BAND
 
 MIN_BATCH_SIZES = 4
 MIN_BATCH_THROUGHPUT_RATIO = 2.0
@@ -42,7 +43,6 @@ MIN_FP16_SPEEDUP = 1.15
 MIN_COSINE = 0.95
 MIN_COMBINED_POINTS = 6
 MIN_COMBINED_SPEEDUP = 3.0
-MARGIN_BAND = (5.0, 40.0)
 PRODUCTION_FIELDS = ("sku", "precision", "max_batch_size", "concurrency", "memory_fraction", "expected",
                      "kv_cache_peak_bytes", "oom_margin_pct")
 

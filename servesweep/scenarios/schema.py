@@ -18,8 +18,8 @@ from servesweep.loadgen.arrivals import Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KvCacheDtype, PrecisionName
-from servesweep.scenarios.files import read_yaml_file
-from servesweep.sweep.ladder import LadderConfig, RateSearchConfig
+from servesweep.files import read_yaml_file
+from servesweep.scenarios.search import LadderConfig, RateSearchConfig
 
 BUILTIN_MODEL = "builtin"  # the generated tiny Llama with dummy weights
 BUILTIN_TRAINED_MODEL = "builtin-trained"  # the small Llama trained on the stdlib (servesweep.models.trained)

@@ -29,7 +29,7 @@ from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
-from servesweep.reports.render import analyse
+from servesweep.reports.recommendation import analyse
 from servesweep.results import read_json_file, read_points, write_json
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep import SweepInterrupted

@@ -65,10 +65,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from servesweep.loadgen.stats import SLO
-from servesweep.reports.analysis import KNEE_THRESHOLD, MARGIN_BAND, find_knee
+from servesweep.reports.analysis import find_knee
+from servesweep.scenarios.search import LadderConfig, RateSearchConfig
 from servesweep.sweep.observation import Observation, slo_breaches, suspect_notes
 
 # Stop reasons (stable: they are written to results files).
@@ -87,40 +87,6 @@ REASON_HALVE = "halve"
 REASON_BISECT_KNEE = "bisect knee"
 REASON_BISECT_SLO = "bisect slo"
 REASON_BISECT = "bisect"
-
-# KV usage at or above this is "full": the OOM-margin band's lower edge (5 % margin).
-KV_FULL_FRAC = 1.0 - MARGIN_BAND[0] / 100.0
-
-
-class LadderConfig(BaseModel):
-    """Options of `concurrency: auto`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_concurrency: int = Field(256, ge=1)
-    bisect_steps: int = Field(3, ge=0)
-    knee_threshold: float = Field(KNEE_THRESHOLD, gt=0, lt=1)
-    kv_full_frac: float = Field(KV_FULL_FRAC, gt=0, le=1)
-
-
-class RateSearchConfig(BaseModel):
-    """Options of the open-loop rate search."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    start_rate: float = Field(1.0, gt=0)
-    max_rate: float = Field(256.0, gt=0)
-    rel_tol: float = Field(0.10, gt=0)
-    bisect_steps: int = Field(6, ge=0)
-    max_halvings: int = Field(6, ge=0)
-    min_goodput_frac: float | None = Field(0.9, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> "RateSearchConfig":
-        if self.start_rate > self.max_rate:
-            raise ValueError(f"start_rate {self.start_rate:g} is above max_rate {self.max_rate:g}")
-        return self
-
 
 @dataclass(slots=True)
 class Rung:

@@ -1,7 +1,7 @@
 """Size the KV cache so that peak use under the verification's stress run sits in the middle of the
 OOM-margin band.
 
-The OOM-margin band is 5-40 % of the KV pool free at peak (reports/analysis.py MARGIN_BAND).
+The OOM-margin band is 5-40 % of the KV pool free at peak (servesweep/thresholds.py MARGIN_BAND).
 The target is its middle, a 22.5 % margin, i.e. peak KV use = 77.5 % of the pool:
 
     budget = target peak bytes / 0.775
@@ -72,12 +72,11 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from servesweep.backends import DEFAULT_KIND, MeasuredMemory, MemoryBudget, backend_for
-from servesweep.reports.analysis import MARGIN_BAND, TARGET_MARGIN_PCT
+from servesweep.thresholds import KV_FULL_FRAC, MARGIN_BAND, TARGET_MARGIN_PCT
 
 TARGET_PEAK_FRAC = 1.0 - TARGET_MARGIN_PCT / 100.0  # 0.775
 STEP_BACK_KV_FACTOR = 1.25  # only when the failed attempt measured no overshoot
 MIN_STEP_FACTOR = 1.10  # a preempting attempt's next budget is at least this much larger
-KV_FULL_FRAC = 1.0 - MARGIN_BAND[0] / 100.0  # 0.95: a peak at or above it may hide unmet demand
 STEP_BACK_SEQS_FACTOR = 0.75
 MAX_STEP_BACKS = 2
 

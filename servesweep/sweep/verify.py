@@ -48,7 +48,7 @@ from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.lengths import LengthSpec
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
-from servesweep.reports.analysis import MARGIN_BAND
+from servesweep.thresholds import MARGIN_BAND
 from servesweep.sweep.observation import Observation, slo_breaches, suspect_notes
 
 STRESS_QUANTILE = 0.99

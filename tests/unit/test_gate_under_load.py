@@ -26,7 +26,8 @@ from servesweep.reports.render import gate_cell, write_report
 from servesweep.results import GATE_MEASUREMENT_FILE, GATE_UNDER_LOAD_MEASUREMENT_FILE, append_point
 from servesweep.scenarios.schema import LoadSpec, Scenario
 from servesweep.sweep.gate_load import choose_gate_load
-from servesweep.sweep.ladder import ConcurrencyLadder, LadderConfig, RateSearch
+from servesweep.scenarios.search import LadderConfig
+from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation
 from servesweep.sweep.runner import SweepRunner
 from tests_support import point

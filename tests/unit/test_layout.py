@@ -117,3 +117,36 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(run, "cmd_run", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["run", "--url", "http://127.0.0.1:9"])
+
+
+def _unit(module: str) -> str:
+    """The folder (servesweep.sweep) or top-level module (servesweep.loadtest) a module is in."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycles_between_folders():
+    # Finer than file by file: scenarios, sweep, reports, quality (and every other folder or
+    # top-level module) import each other one way only, so each can be read without the ones above.
+    graph: dict[str, set[str]] = {}
+    for name, targets in _imports().items():
+        graph.setdefault(_unit(name), set()).update(_unit(t) for t in targets if _unit(t) != _unit(name))
+    graph.pop("servesweep", None)  # the package's __init__ re-exports; it is not a floor
+    for targets in graph.values():
+        targets.discard("servesweep")
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("folder import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)

@@ -11,7 +11,7 @@ from servesweep.cli import main
 from servesweep.errors import ConfigError, ReportError
 from servesweep.reports.measurement import load_measurement
 from servesweep.reports.projection import compare, predict, read_prediction, write_prediction
-from servesweep.reports.render import analyse
+from servesweep.reports.recommendation import analyse
 from servesweep.reports.skus import (
     DECODE_MEMORY_SHARE,
     RULES,

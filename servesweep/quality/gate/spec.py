@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 from servesweep.errors import ConfigError
 from servesweep.precision import PrecisionName
-from servesweep.scenarios.files import read_yaml_file
+from servesweep.files import read_yaml_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Metric = Literal["perplexity", "exact_match", "greedy_agreement"]

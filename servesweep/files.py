@@ -1,4 +1,5 @@
-"""Reading the YAML (or JSON) files users write: scenarios and gate specs."""
+"""Reading the YAML (or JSON) files users write: scenarios, gate specs, price tables. On the ground
+floor: the scenario schema, the gate spec and the reports all read such files."""
 
 from __future__ import annotations
 
