@@ -17,6 +17,8 @@ from a bug included, keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 # Exit codes of every command. 0 is kept for a run that completed and passed its checks.
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # an accuracy gate regressed, or an --assert threshold failed
@@ -90,3 +92,18 @@ class ServerStartError(ServerError, RuntimeError):
 
 class MeasurementError(ServesweepError, RuntimeError):
     """A quality measurement (accuracy gate, drift probe) could not be made."""
+
+
+def validation_problem(error: Mapping[str, Any], top_level: str = "") -> str:
+    """One pydantic error (an item of `ValidationError.errors()`) as one line, `field.path:
+    message`: pydantic's "Value error, " prefix dropped and a field the model forbids called an
+    unknown field. `top_level` names the place when the error is not about one field."""
+    where = ".".join(str(part) for part in error.get("loc", ())) or top_level
+    msg = "unknown field" if error.get("type") == "extra_forbidden" else str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def validation_message(exc: Any, top_level: str = "") -> str:
+    """The first problem of a pydantic ValidationError as one line (validation_problem); every
+    place that turns a file's or an option's validation error into a user error says it this way."""
+    return validation_problem(exc.errors()[0], top_level)

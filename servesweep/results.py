@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from servesweep.errors import OutputDirError, OutputError, ReportError
+from servesweep.errors import OutputDirError, OutputError, ReportError, validation_problem
 from servesweep.memory import FRACTION_RULES, FractionOf
 
 SCHEMA_VERSION = 1
@@ -200,10 +200,10 @@ def read_points(out_dir: Path) -> list[dict[str, Any]]:
         try:
             points.append(SweepPoint.model_validate(raw).model_dump())
         except ValidationError as exc:
+            # pydantic's message lowered: it reads inside the sentence ("field required").
             err = exc.errors()[0]
-            where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            raise ReportError(f"{out_dir / POINTS_FILE}:{n}: not a sweep point ({where}: "
-                              f"{err['msg'].lower()})") from None
+            problem = validation_problem({**err, "msg": str(err["msg"]).lower()}, "(top level)")
+            raise ReportError(f"{out_dir / POINTS_FILE}:{n}: not a sweep point ({problem})") from None
     return points
 
 

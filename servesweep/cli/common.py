@@ -24,6 +24,7 @@ from servesweep.errors import (
     ConfigError,
     OutputError,
     ServerStartError,
+    validation_message,
 )
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.sessions import SessionSpec
@@ -38,14 +39,6 @@ from servesweep.results import write_json
 console = plain_console(stderr=True)  # never reads markup: what it prints holds servers' and files' text
 BUILTIN_MODEL_NAME = "servesweep-tiny-llama"
 T = TypeVar("T")
-
-
-def validation_message(exc: ValidationError) -> str:
-    """The first problem of a pydantic error as one line: `field: message`."""
-    first = exc.errors()[0]
-    where = ".".join(str(x) for x in first.get("loc", ()))
-    msg = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
 
 
 def from_options(build: Callable[[], T]) -> T:

@@ -39,7 +39,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from servesweep.errors import ConfigError, OutputError
+from servesweep.errors import ConfigError, OutputError, validation_message
 from servesweep.results import write_json
 from servesweep.files import read_yaml_file
 
@@ -225,9 +225,7 @@ def plan_capacity(
         try:
             g = entry if isinstance(entry, SkuGoodput) else SkuGoodput.model_validate(entry)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"goodput of {sku}: {where}: {first['msg']}") from None
+            raise ConfigError(f"goodput of {sku}: {validation_message(exc)}") from None
         price = (prices or {}).get(sku)
         rows.append(_sku_row(sku, g, headroom, min_replicas, peak, loads, price, output_tokens_per_request))
     return CapacityReport(policy=policy_text(headroom, min_replicas), headroom=headroom,

@@ -25,7 +25,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servesweep import __version__
-from servesweep.errors import ConfigError, OutputError
+from servesweep.errors import ConfigError, OutputError, validation_message
 from servesweep.reports.measurement import display_path, load_measurement, read_sweep
 from servesweep.reports.skus import METRICS, SKUS, Figure, current_rules, datasheet, measured_figures, project
 from servesweep.results import POINTS_FILE, write_json
@@ -112,9 +112,7 @@ def read_prediction(path: Path) -> Prediction:
     except (OSError, orjson.JSONDecodeError) as exc:
         raise ConfigError(f"prediction file {path} cannot be read: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        raise ConfigError(f"{path} is not a servesweep prediction: {where}: {first['msg']}") from None
+        raise ConfigError(f"{path} is not a servesweep prediction: {validation_message(exc)}") from None
 
 
 def _error_pct(predicted: float | None, measured: float | None) -> float | None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from servesweep.backends import BACKENDS, DEFAULT_KIND, ServerConfig, config_from_dict
-from servesweep.errors import ConfigError
+from servesweep.errors import ConfigError, validation_message, validation_problem
 from servesweep.loadgen.arrivals import Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
@@ -200,15 +200,8 @@ class Scenario(Strict):
             try:
                 configs.append(config_from_dict(values))
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(x) for x in err["loc"])
-                msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-                raise ValueError(f"server ({kind}) {where}: {msg}") from None
+                raise ValueError(f"server ({kind}) {validation_message(exc)}") from None
         return configs
-
-
-def _where(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -220,12 +213,7 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors()[:5]:
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            problems.append(f"{_where(err['loc'])}: {msg}")
+        problems = [validation_problem(err, "(top level)") for err in exc.errors()[:5]]
         raise ScenarioError(f"scenario {path}: " + "; ".join(problems)) from None
     if scenario.accuracy_gate is not None:
         from servesweep.quality.gate.spec import GateSpecError, load_eval_set, load_gate_spec

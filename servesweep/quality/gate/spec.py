@@ -40,7 +40,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from servesweep.errors import ConfigError
+from servesweep.errors import ConfigError, validation_message
 from servesweep.precision import PrecisionName
 from servesweep.files import read_yaml_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -142,10 +142,7 @@ def load_gate_spec(path: str | Path) -> GateSpec:
     try:
         spec = GateSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise GateSpecError(f"gate spec {path}: {where}: {msg}") from None
+        raise GateSpecError(f"gate spec {path}: {validation_message(exc, '(top level)')}") from None
     if not spec.method.eval_set.is_absolute():
         spec.method.eval_set = (path.parent / spec.method.eval_set).resolve()
     return spec

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from servesweep.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE
+from servesweep.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, validation_message
 from servesweep.quality.gate.measure import Measurement
 from servesweep.quality.gate.spec import GateSpec, GateSpecError
 
@@ -130,4 +130,4 @@ def read_reference(path: Path) -> Measurement:
     try:
         return Measurement.model_validate(data)
     except ValidationError as exc:
-        raise GateSpecError(f"reference {path} is not a servesweep gate measurement: {exc.errors()[0]['msg']}") from None
+        raise GateSpecError(f"reference {path} is not a servesweep gate measurement: {validation_message(exc)}") from None
