@@ -184,6 +184,15 @@ def memory_fraction_of(point: dict[str, Any]) -> FractionOf:
     return "free" if "free" in knob_names(point)["memory_fraction"] else "device"
 
 
+def dummy_weights(spec: dict[str, Any]) -> bool | None:
+    """A stored server configuration's or scenario's `dummy_weights`; files written before it was
+    backend-neutral say vLLM's `load_format` (dummy / auto)."""
+    if spec.get("dummy_weights") is not None:
+        return bool(spec["dummy_weights"])
+    fmt = spec.get("load_format")
+    return None if fmt is None else fmt == "dummy"
+
+
 def read_json_file(path: Path) -> Any:
     return orjson.loads(path.read_bytes())
 

@@ -19,8 +19,22 @@ BACKENDS: dict[str, ServerBackend] = {
     backend.kind: backend for backend in (VllmBackend(), TrtllmBackend())
 }
 
-__all__ = ["BACKENDS", "DEFAULT_KIND", "LaunchedServer", "MeasuredMemory", "MemoryBudget", "MemorySettings", "ServerBackend", "ServerConfig", "Telemetry", "backend_for",
-           "config_from_dict", "launch", "TrtllmConfig", "VllmConfig"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_KIND",
+    "LaunchedServer",
+    "MeasuredMemory",
+    "MemoryBudget",
+    "MemorySettings",
+    "ServerBackend",
+    "ServerConfig",
+    "Telemetry",
+    "backend_for",
+    "config_from_dict",
+    "launch",
+    "TrtllmConfig",
+    "VllmConfig",
+]
 
 
 def backend_for(kind: str) -> ServerBackend:

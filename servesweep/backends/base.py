@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings
 from servesweep.memory import FractionOf
@@ -23,6 +23,19 @@ from servesweep.precision import KvCacheDtype, PrecisionName
 
 # The kind a server configuration (or a point recorded before kinds were) has when it names none.
 DEFAULT_KIND = "vllm"
+
+
+def dummy_weights_from_load_format(data: Any) -> Any:
+    """Plain values with vLLM's `load_format` (scenario files, stored points and options written
+    before dummy_weights was backend-neutral) as `dummy_weights`: dummy -> True, auto -> False."""
+    if isinstance(data, dict) and "load_format" in data:
+        data = dict(data)
+        fmt = data.pop("load_format")
+        if fmt not in (None, "auto", "dummy"):
+            raise ValueError(f"load_format: {fmt!r} is not auto or dummy")
+        if fmt is not None and data.get("dummy_weights") is None:
+            data["dummy_weights"] = fmt == "dummy"
+    return data
 
 
 class ServerConfig(BaseModel):
@@ -44,13 +57,29 @@ class ServerConfig(BaseModel):
     port: int | None = None
     startup_timeout_s: float = 900.0
     extra_args: list[str] = []
+    # Random weights in the model's shape instead of the checkpoint's (the generated tiny model has
+    # none on disk); None: the server's default, the checkpoint's. vLLM: --load-format dummy.
+    dummy_weights: bool | None = None
 
     # The names this backend's flags give the common knobs, for advice and recommendations.
     knob_names: ClassVar[dict[str, str]] = {}
+    # Whether the server can run on dummy weights; a config asking for them where it cannot is refused.
+    dummy_weights_supported: ClassVar[bool] = False
     # What `memory_fraction` is a fraction of (servesweep.memory).
     memory_fraction_of: ClassVar[FractionOf] = "device"
     # Leads the label, so two engines at one precision get two results directories.
     label_prefix: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_format(cls, data: Any) -> Any:
+        return dummy_weights_from_load_format(data)
+
+    @model_validator(mode="after")
+    def _dummy_weights_supported(self) -> "ServerConfig":
+        if self.dummy_weights and not self.dummy_weights_supported:
+            raise ValueError(f"dummy_weights: the {self.kind} backend cannot run on dummy weights")
+        return self
 
     def label(self) -> str:
         """A short, stable name for results directories and sweep points."""

@@ -92,13 +92,13 @@ class VllmConfig(ServerConfig):
     max_batch_size: int | None = _alias("max_batch_size", "max_num_seqs")
     memory_fraction: float | None = _alias("memory_fraction", "gpu_memory_utilization")
     max_num_tokens: int | None = _alias("max_num_tokens", "max_num_batched_tokens")
-    load_format: Literal["auto", "dummy"] | None = None
     # The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (whole GiB) unless
     # kv_cache_memory_bytes gives an exact budget.
     cpu_kvcache_space_gib: int = 1
     # CPU build only: cores for the server (None: all but the last, which the client gets).
     server_cpus: list[int] | None = None
 
+    dummy_weights_supported: ClassVar[bool] = True
     knob_names: ClassVar[dict[str, str]] = {
         "max_batch_size": "max_num_seqs", "memory_fraction": "gpu_memory_utilization",
         "kv_cache_memory_bytes": "kv_cache_memory_bytes", "max_num_tokens": "max_num_batched_tokens",
@@ -140,7 +140,7 @@ def build_argv(config: VllmConfig, port: int, python: str = sys.executable) -> l
         ("--gpu-memory-utilization", config.memory_fraction),
         ("--kv-cache-memory-bytes", config.kv_cache_memory_bytes),
         ("--max-model-len", config.max_model_len),
-        ("--load-format", config.load_format),
+        ("--load-format", None if config.dummy_weights is None else "dummy" if config.dummy_weights else "auto"),
     ):
         if value is not None:
             argv += [flag, str(value)]

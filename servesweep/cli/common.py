@@ -13,7 +13,15 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from servesweep.backends import BACKENDS, DEFAULT_KIND, LaunchedServer, ServerConfig, config_from_dict, launch
+from servesweep.backends import (
+    BACKENDS,
+    DEFAULT_KIND,
+    LaunchedServer,
+    ServerConfig,
+    backend_for,
+    config_from_dict,
+    launch,
+)
 from servesweep.errors import (
     EXIT_ALL_FAILED,
     EXIT_CHECK_FAILED,
@@ -180,10 +188,15 @@ def builtin_server_config(**overrides: Any) -> ServerConfig:
 
     values: dict[str, Any] = dict(
         kind=DEFAULT_KIND, model=str(build_tiny_model()), served_model_name=BUILTIN_MODEL_NAME, precision="bf16",
-        load_format="dummy", max_model_len=2048,
+        dummy_weights=True, max_model_len=2048,
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     return from_options(lambda: config_from_dict(values))
+
+
+def dummy_weights_option(load_format: str | None) -> bool | None:
+    """`--load-format dummy|auto` (vLLM's spelling, kept for its users) as dummy_weights."""
+    return None if load_format is None else load_format == "dummy"
 
 
 def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -192,15 +205,16 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_batch_size=args.max_batch_size, max_num_tokens=args.max_num_tokens,
         memory_fraction=args.memory_fraction, kv_cache_memory_bytes=args.kv_cache_memory_bytes,
         max_model_len=args.max_model_len, tensor_parallel_size=args.tensor_parallel_size,
-        load_format=args.load_format, startup_timeout_s=args.startup_timeout, extra_args=args.server_arg,
+        dummy_weights=dummy_weights_option(args.load_format), startup_timeout_s=args.startup_timeout,
+        extra_args=args.server_arg,
     )
     if args.model is None:
         if args.backend not in (None, DEFAULT_KIND):
             raise ConfigError(f"--backend {args.backend} needs --model DIR")
         return builtin_server_config(**overrides)
     values = {k: v for k, v in overrides.items() if v is not None}
-    if values["kind"] != DEFAULT_KIND:
-        values.pop("load_format", None)
+    if not backend_for(values["kind"]).config_class.dummy_weights_supported:
+        values.pop("dummy_weights", None)  # --load-format is vLLM's option; other servers ignore it
     return from_options(lambda: config_from_dict({"model": args.model, **values}))
 
 

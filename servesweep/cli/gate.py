@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from servesweep.backends import BACKENDS, DEFAULT_KIND
-from servesweep.cli.common import console
+from servesweep.backends import BACKENDS, DEFAULT_KIND, backend_for
+from servesweep.cli.common import console, dummy_weights_option
 from servesweep.errors import ConfigError
 from servesweep.loadgen.target import check_loopback
 from servesweep.precision import PRECISION_NAMES
@@ -72,7 +72,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
         under_load=args.under_load,
         server_options={"max_model_len": args.max_model_len, "startup_timeout_s": args.startup_timeout,
                         "extra_args": args.server_arg,
-                        **({"load_format": args.load_format} if args.backend in (None, DEFAULT_KIND) else {})},
+                        # --load-format is vLLM's option: servers without dummy weights ignore it.
+                        **({"dummy_weights": dummy_weights_option(args.load_format)}
+                           if backend_for(args.backend or DEFAULT_KIND).config_class.dummy_weights_supported
+                           else {})},
         log=lambda text: console.print(text, soft_wrap=True),
     )
     result = evaluate(run)

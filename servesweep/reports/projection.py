@@ -28,12 +28,12 @@ from servesweep import __version__
 from servesweep.errors import ConfigError, OutputError, validation_message
 from servesweep.reports.measurement import display_path, load_measurement, read_sweep
 from servesweep.reports.skus import METRICS, SKUS, Figure, current_rules, datasheet, measured_figures, project
-from servesweep.results import POINTS_FILE, write_json
+from servesweep.results import POINTS_FILE, dummy_weights, write_json
 
 ERROR_THRESHOLD_PCT = 20.0
 SCHEMA_VERSION = 1
 # Scenario fields that must match for a prediction to be a test of the rules (the model path may differ).
-CONDITION_KEYS = ("served_model_name", "load_format", "max_model_len", "workload", "load", "sweep")
+CONDITION_KEYS = ("served_model_name", "dummy_weights", "max_model_len", "workload", "load", "sweep")
 KNEE_METRICS = ("output_tok_s_at_knee", "ttft_p50_ms_at_knee")
 
 
@@ -81,7 +81,8 @@ def source_file(path: Path) -> SourceFile:
 
 
 def _conditions(scenario: dict[str, Any]) -> dict[str, Any]:
-    return {k: scenario.get(k) for k in ("name", "model", *CONDITION_KEYS)}
+    # dummy_weights read as results.dummy_weights does, so files that say load_format still compare.
+    return {**{k: scenario.get(k) for k in ("name", "model", *CONDITION_KEYS)}, "dummy_weights": dummy_weights(scenario)}
 
 
 def predict(results_dir: Path, target: str, notes: list[str] | None = None,
@@ -162,8 +163,9 @@ def compare(prediction: Prediction, prediction_path: Path, measured_dir: Path) -
             row["flagged"] = row["error_pct"] is not None and abs(row["error_pct"]) > ERROR_THRESHOLD_PCT
             rows.append(row)
     conditions = _conditions(scenario)
-    differ = [f"{k}: predicted from {prediction.scenario.get(k)!r}, measured with {conditions.get(k)!r}"
-              for k in CONDITION_KEYS if prediction.scenario.get(k) != conditions.get(k)]
+    predicted = _conditions(prediction.scenario)
+    differ = [f"{k}: predicted from {predicted.get(k)!r}, measured with {conditions.get(k)!r}"
+              for k in CONDITION_KEYS if predicted.get(k) != conditions.get(k)]
     return {
         "kind": "servesweep-projection-comparison", "schema_version": SCHEMA_VERSION,
         "generated_by": f"servesweep {__version__}",
@@ -199,8 +201,8 @@ def prediction_markdown(pred: Prediction, json_name: str) -> str:
              f"Made on {made} ({pred.made_at}) from `{pred.results_dir}`, measured on {pred.measured_on}, "
              f"by {pred.generated_by}. Every {pred.target_sku} figure below is **projected, not measured**: the "
              f"{pred.measured_sku} figure times a datasheet ratio (rules below).", ""]
-    if pred.scenario.get("load_format") == "dummy":
-        lines += [f"Model weights: **dummy** (load_format: dummy; {pred.scenario.get('served_model_name')}): random "
+    if dummy_weights(pred.scenario):
+        lines += [f"Model weights: **dummy** (dummy_weights; {pred.scenario.get('served_model_name')}): random "
                   "values in the model's shape. Speed depends on the shapes, not the values; no quality is measured.",
                   ""]
     if pred.notes:

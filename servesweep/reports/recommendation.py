@@ -31,7 +31,7 @@ from servesweep.reports.analysis import (
 from servesweep.reports.drift import compare_outputs
 from servesweep.reports.measurement import display_path, gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
 from servesweep.reports.skus import sku_from_gpu_name, sku_table
-from servesweep.results import GATE_UNDER_LOAD_FILE, write_json
+from servesweep.results import GATE_UNDER_LOAD_FILE, dummy_weights, write_json
 
 SCHEMA_VERSION = 1
 
@@ -63,7 +63,8 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
     spec = next((p["config_spec"] for p in points if p.get("config_spec")), None) or {}
     stored = _read_optional(out_dir / "model.json") or {}
     training = stored.get("training")
-    if spec.get("load_format") == "dummy":
+    dummy = bool(dummy_weights(spec))
+    if dummy:
         weights = "dummy (random) weights"
     elif training:
         shape = (training.get("recipe") or {}).get("shape") or {}
@@ -72,7 +73,7 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
                    if shape and training.get("train_tokens") else "trained by servesweep")
     else:
         weights = "weights from the model directory"
-    return {"model": spec.get("model") or stored.get("path"), "weights": weights, "dummy": spec.get("load_format") == "dummy",
+    return {"model": spec.get("model") or stored.get("path"), "weights": weights, "dummy": dummy,
             "results": display_path(out_dir)}
 
 

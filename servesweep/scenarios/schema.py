@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from servesweep.backends import BACKENDS, DEFAULT_KIND, ServerConfig, config_from_dict
+from servesweep.backends import BACKENDS, DEFAULT_KIND, ServerConfig, backend_for, config_from_dict
+from servesweep.backends.base import dummy_weights_from_load_format
 from servesweep.errors import ConfigError, validation_message, validation_problem
 from servesweep.loadgen.arrivals import Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
@@ -125,7 +126,9 @@ class Scenario(Strict):
     description: str = ""
     model: str = BUILTIN_MODEL
     served_model_name: str | None = None
-    load_format: Literal["auto", "dummy"] | None = None
+    # Random weights in the model's shape, on servers that can (ServerConfig.dummy_weights); vLLM's
+    # `load_format: dummy` / `auto` is accepted for it.
+    dummy_weights: bool | None = None
     max_model_len: int | None = None
     tensor_parallel_size: int = 1
     startup_timeout_s: float = 900.0
@@ -149,6 +152,11 @@ class Scenario(Strict):
     # The server(s) under test: `{kind: vllm, ...}` or a list of them (one engine each); fields
     # are the backend's configuration fields. Default: vLLM with the top-level fields above.
     server: list[dict[str, Any]] = [{"kind": DEFAULT_KIND}]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_format(cls, data: Any) -> Any:
+        return dummy_weights_from_load_format(data)
 
     @model_validator(mode="before")
     @classmethod
@@ -189,8 +197,8 @@ class Scenario(Strict):
                 extra_args=self.server_args,
             )
             kind = entry.get("kind", DEFAULT_KIND)
-            if kind == DEFAULT_KIND and self.load_format is not None:
-                values["load_format"] = self.load_format
+            if self.dummy_weights is not None and backend_for(kind).config_class.dummy_weights_supported:
+                values["dummy_weights"] = self.dummy_weights
             values.update({k: v for k, v in entry.items() if v is not None})
             values.update(precision=precision, kv_cache_dtype=kv)
             if seqs is not None:

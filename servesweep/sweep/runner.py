@@ -61,8 +61,8 @@ from servesweep.sweep.observation import Observation
 def _builtin_model_defaults(config: ServerConfig) -> ServerConfig:
     """The generated tiny model has no weights on disk: servers that can, use dummy weights."""
     update: dict[str, Any] = {"max_model_len": config.max_model_len or 2048}
-    if "load_format" in type(config).model_fields:
-        update["load_format"] = getattr(config, "load_format") or "dummy"
+    if config.dummy_weights_supported and config.dummy_weights is None:
+        update["dummy_weights"] = True
     return config.model_copy(update=update)
 
 

@@ -41,7 +41,7 @@ class GateRun:
     backend: str | None = None
     model: str | None = None
     precision: str | None = None
-    server_options: dict = field(default_factory=dict)  # max_model_len, load_format, extra_args, ...
+    server_options: dict = field(default_factory=dict)  # max_model_len, dummy_weights, extra_args, ...
     reference: Path | None = None
     reference_precision: str | None = None
     reference_url: str | None = None
