@@ -69,6 +69,8 @@ class ServerConfig(BaseModel):
     memory_fraction_of: ClassVar[FractionOf] = "device"
     # Leads the label, so two engines at one precision get two results directories.
     label_prefix: ClassVar[str] = ""
+    # The label's short words for the common knobs, in the server's own terms (vLLM: seqs, gmu).
+    label_words: ClassVar[dict[str, str]] = {"max_batch_size": "batch", "memory_fraction": "mem"}
 
     @model_validator(mode="before")
     @classmethod
@@ -87,9 +89,9 @@ class ServerConfig(BaseModel):
         if self.kv_cache_dtype != "auto":
             parts.append(f"kv{self.kv_cache_dtype}")
         if self.max_batch_size:
-            parts.append(f"seqs{self.max_batch_size}")
+            parts.append(f"{self.label_words['max_batch_size']}{self.max_batch_size}")
         if self.memory_fraction:
-            parts.append(f"gmu{self.memory_fraction:g}")
+            parts.append(f"{self.label_words['memory_fraction']}{self.memory_fraction:g}")
         if self.kv_cache_memory_bytes:
             parts.append(f"kv{self.kv_cache_memory_bytes / 2**20:.0f}MiB")
         return "-".join(parts)

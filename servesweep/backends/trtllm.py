@@ -123,6 +123,8 @@ class TrtllmConfig(ServerConfig):
     }
 
     label_prefix: ClassVar[str] = "trtllm"
+    # max_batch_size, kv_cache_free_gpu_memory_fraction (not vLLM's seqs / gmu).
+    label_words: ClassVar[dict[str, str]] = {"max_batch_size": "batch", "memory_fraction": "freemem"}
     # kv_cache_config.free_gpu_memory_fraction: of the memory free after the model loaded.
     memory_fraction_of: ClassVar[FractionOf] = "free"
 

@@ -99,6 +99,8 @@ class VllmConfig(ServerConfig):
     server_cpus: list[int] | None = None
 
     dummy_weights_supported: ClassVar[bool] = True
+    # max_num_seqs, gpu_memory_utilization: the labels results directories have always had.
+    label_words: ClassVar[dict[str, str]] = {"max_batch_size": "seqs", "memory_fraction": "gmu"}
     knob_names: ClassVar[dict[str, str]] = {
         "max_batch_size": "max_num_seqs", "memory_fraction": "gpu_memory_utilization",
         "kv_cache_memory_bytes": "kv_cache_memory_bytes", "max_num_tokens": "max_num_batched_tokens",

@@ -73,3 +73,22 @@ def test_points_written_before_the_rule_was_recorded():
     assert memory_fraction_of({}) == "device"
     assert memory_fraction_of({"server": {"knobs": {"memory_fraction": "kv_cache_free_gpu_memory_fraction"}}}) == "free"
     assert memory_fraction_of({"server": {"memory_fraction_of": "free"}}) == "free"
+
+
+def test_labels_use_each_servers_own_words():
+    from servesweep.backends import config_from_dict
+
+    common = {"model": "/m", "max_batch_size": 8, "memory_fraction": 0.5}
+    assert config_from_dict({"kind": "vllm", **common}).label() == "bf16-seqs8-gmu0.5"
+    assert config_from_dict({"kind": "trtllm", **common}).label() == "trtllm-bf16-batch8-freemem0.5"
+
+
+def test_dummy_weights_and_vllms_load_format():
+    from servesweep.backends import config_from_dict
+    from servesweep.backends.vllm import build_argv
+
+    old = config_from_dict({"kind": "vllm", "model": "/m", "load_format": "dummy"})
+    assert old.dummy_weights is True and build_argv(old, 8000)[-2:] == ["--load-format", "dummy"]
+    assert "--load-format" not in build_argv(config_from_dict({"kind": "vllm", "model": "/m"}), 8000)
+    with pytest.raises(ValueError, match="cannot run on dummy weights"):
+        config_from_dict({"kind": "trtllm", "model": "/m", "dummy_weights": True})
