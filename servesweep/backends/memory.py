@@ -45,6 +45,8 @@ class MemorySettings(BaseModel):
 
     knobs: dict[str, Any]  # the server's knob name -> value
     server_args: list[str]
+    # The ServerConfig fields a relaunch at this budget sets (the verification's attempts).
+    config_update: dict[str, Any]
     memory_fraction: float | None  # the equivalent fraction, by the server's rule; None without a device total
     memory_fraction_of: FractionOf
     fits_device: bool | None  # None on CPU

@@ -506,12 +506,17 @@ def memory_settings(budget: MemoryBudget, measured: MeasuredMemory) -> MemorySet
         notes.append("KV bytes per token unknown: no kv_cache_config.max_tokens")
     names = TrtllmConfig.knob_names
     args = ["--max_batch_size", str(budget.max_batch_size)]
+    update: dict[str, Any] = {"kv_cache_memory_bytes": budget.kv_bytes, "max_batch_size": budget.max_batch_size}
     if fraction is not None and fits:
         args += ["--kv_cache_free_gpu_memory_fraction", str(fraction)]
+        # TensorRT-LLM takes the smaller of the max_tokens pool and the fraction's: the run's
+        # fraction (or the 0.9 default) could cap a larger budget, so the relaunch sets the
+        # budget's own fraction (rounded up, so max_tokens is what binds).
+        update["memory_fraction"] = fraction
     return MemorySettings(
         knobs={names["max_batch_size"]: budget.max_batch_size, names["kv_cache_memory_bytes"]: tokens,
                names["memory_fraction"]: fraction},
-        server_args=args, memory_fraction=fraction, memory_fraction_of="free", fits_device=fits,
+        server_args=args, config_update=update, memory_fraction=fraction, memory_fraction_of="free", fits_device=fits,
         non_kv_bytes=non_kv, non_kv_source=source, notes=notes)
 
 

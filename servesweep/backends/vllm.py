@@ -315,6 +315,8 @@ def memory_settings(budget: MemoryBudget, measured: MeasuredMemory) -> MemorySet
         knobs={"max_num_seqs": budget.max_batch_size, "kv_cache_memory_bytes": budget.kv_bytes,
                "gpu_memory_utilization": fraction},
         server_args=["--kv-cache-memory-bytes", str(budget.kv_bytes), "--max-num-seqs", str(budget.max_batch_size)],
+        # --kv-cache-memory-bytes wins over --gpu-memory-utilization: the run's fraction can stay.
+        config_update={"kv_cache_memory_bytes": budget.kv_bytes, "max_batch_size": budget.max_batch_size},
         memory_fraction=fraction, memory_fraction_of="device", fits_device=fits, non_kv_bytes=non_kv,
         non_kv_source=source, notes=notes)
 

@@ -158,8 +158,10 @@ class Confirmation:
                                f"{attempt + 1}: KV budget {sizing.kv_cache_memory_bytes / 2**20:.1f} MiB "
                                f"({sizing.change}; target {sizing.target_source}), max batch {sizing.max_num_seqs}, "
                                f"expected margin {sizing.expected_margin_pct:.1f} %", soft_wrap=True)
-            sized = config.model_copy(update={"kv_cache_memory_bytes": sizing.kv_cache_memory_bytes,
-                                              "max_batch_size": sizing.max_num_seqs})
+            # The backend's own fields for this budget (TensorRT-LLM also sets its fraction); a
+            # sizing stored before backends owned their knobs has none: the budget and batch cap.
+            sized = config.model_copy(update=sizing.config_update or {
+                "kv_cache_memory_bytes": sizing.kv_cache_memory_bytes, "max_batch_size": sizing.max_num_seqs})
             traffic, stress, command = self._attempt(sized, plan.traffic, plan.stress, attempt)
             judgement = judge(traffic, stress, self.scenario.slo)
             verification.add(sizing.to_dict(), traffic, stress, judgement)

@@ -131,6 +131,7 @@ class Sizing(BaseModel):
     # The server's own knobs (name -> value) and flags, from its backend's memory_settings.
     knobs: dict[str, Any] = {}
     flags: list[str] = []
+    config_update: dict[str, Any] = {}  # the server configuration's fields for a relaunch at this sizing
     # The equivalent fraction by the server's rule; None without a device total.
     memory_fraction: float | None = Field(None, validation_alias=AliasChoices("memory_fraction",
                                                                               "gpu_memory_utilization"))
@@ -218,7 +219,7 @@ def _build(inputs: SizingInputs, target: float, source: str, max_num_seqs: int, 
         notes.append(f"expected margin {margin:.1f} % is above the {MARGIN_BAND[1]:g} % band edge")
     return Sizing(
         kv_cache_memory_bytes=budget, kv_blocks=budget // block if block else None, max_num_seqs=max_num_seqs,
-        kind=inputs.kind, knobs=settings.knobs, flags=settings.server_args, memory_fraction=settings.memory_fraction,
+        kind=inputs.kind, knobs=settings.knobs, flags=settings.server_args, config_update=settings.config_update, memory_fraction=settings.memory_fraction,
         memory_fraction_of=settings.memory_fraction_of, fits_device=settings.fits_device,
         non_kv_bytes=settings.non_kv_bytes, non_kv_source=settings.non_kv_source,
         kv_peak_bytes=inputs.peak_bytes(), stress_peak_bytes=stress_peak_bytes(inputs, max_num_seqs),

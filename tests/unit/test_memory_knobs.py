@@ -33,6 +33,9 @@ def test_trtllm_sizing_names_trtllms_knobs_by_the_free_memory_rule():
     assert s.knobs == {"max_batch_size": 48, "kv_cache_config.max_tokens": 10 * GIB // PER_TOKEN,
                        "kv_cache_free_gpu_memory_fraction": 0.167}
     assert s.server_args() == ["--max_batch_size", "48", "--kv_cache_free_gpu_memory_fraction", "0.167"]
+    # The relaunch sets the budget's fraction too: TensorRT-LLM takes the smaller of the two pools.
+    assert s.config_update == {"kv_cache_memory_bytes": 10 * GIB, "max_batch_size": 48, "memory_fraction": 0.167}
+    assert size_kv(inputs("vllm")).config_update == {"kv_cache_memory_bytes": 10 * GIB, "max_batch_size": 48}
 
 
 def test_the_runs_fraction_is_read_by_the_servers_own_rule():
