@@ -34,7 +34,7 @@ from servesweep.errors import (
     ServerStartError,
     validation_message,
 )
-from servesweep.loadgen.arrivals import LoadLevel
+from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS, LoadLevel
 from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import long_replay_note, read_trace
 from servesweep.loadgen.stats import SLO
@@ -244,7 +244,7 @@ def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
         return from_options(lambda: [LoadLevel(concurrency=args.sessions, arrival="sessions",
                                                num_requests=args.sessions * args.turns, name="sessions")])
     if args.num_requests is None and args.duration is None:
-        args.num_requests = 100
+        args.num_requests = DEFAULT_NUM_REQUESTS
     common = dict(num_requests=args.num_requests, duration_s=args.duration, warmup_requests=args.warmup)
     if args.request_rate:
         arrival = args.arrival or ("gamma" if args.burstiness != 1.0 else "poisson")

@@ -22,6 +22,13 @@ from pydantic import BaseModel, model_validator
 Arrival = Literal["closed", "constant", "poisson", "gamma", "trace", "sessions"]
 
 
+# Measured requests per level when neither a count nor a duration is given, written here once for
+# every entry point: a `servesweep run` level gets more than each level of a scenario, which runs
+# many levels (and configurations) in one sweep.
+DEFAULT_NUM_REQUESTS = 100
+DEFAULT_NUM_REQUESTS_PER_SCENARIO_LEVEL = 64
+
+
 class LoadLevel(BaseModel):
     """One load level: either a closed-loop concurrency or an open-loop request rate."""
 

@@ -15,7 +15,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from servesweep.backends import BACKENDS, DEFAULT_KIND, ServerConfig, backend_for, config_from_dict
 from servesweep.backends.base import dummy_weights_from_load_format
 from servesweep.errors import ConfigError, validation_message, validation_problem
-from servesweep.loadgen.arrivals import Arrival, LoadLevel
+from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS_PER_SCENARIO_LEVEL, Arrival, LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KvCacheDtype, PrecisionName
@@ -55,7 +55,7 @@ class LoadSpec(Strict):
         if (self.concurrency is None) == (self.request_rate is None):
             raise ValueError("give exactly one of concurrency (a list, or auto) or request_rate (a list, or auto)")
         if self.num_requests is None and self.duration_s is None:
-            self.num_requests = 64
+            self.num_requests = DEFAULT_NUM_REQUESTS_PER_SCENARIO_LEVEL
         return self
 
     @property
