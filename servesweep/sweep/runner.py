@@ -8,9 +8,8 @@ the hardware can serve, and the sweep goes on with the next configuration.
 
 With an accuracy gate, each configuration's gate metric is measured once its server is ready
 (unloaded) and, when the spec sets `under_load`, again after its load levels while its
-recommended load runs (sweep/gate_load.py, quality/gate/under_load.py); a rerun measures only
-what has no file yet. Verdicts come once every configuration is measured: gate.json (unloaded)
-and gate-under-load.json, both against the reference precision's unloaded measurement.
+recommended load runs; verdicts come once every configuration is measured. The sweep only
+calls the gate at those moments (sweep/gate.py, SweepGate).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -27,11 +25,9 @@ from rich.text import Text
 
 from servesweep.backends import LaunchedServer, ServerConfig, launch
 from servesweep.errors import (
-    ConfigError,
     MeasurementError,
     OutputError,
     ServerStartError,
-    TargetError,
     UnsupportedConfig,
 )
 from servesweep.loadgen.arrivals import LoadLevel
@@ -42,18 +38,10 @@ from servesweep.models.tiny import build_tiny_model
 from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.reports.table import plain_console
-from servesweep.results import (
-    GATE_MEASUREMENT_FILE,
-    GATE_UNDER_LOAD_FILE,
-    GATE_UNDER_LOAD_MEASUREMENT_FILE,
-    GATE_UNDER_LOAD_RECORDS_FILE,
-    GATE_UNDER_LOAD_TELEMETRY_FILE,
-    append_point,
-    read_points,
-    write_json,
-)
+from servesweep.results import append_point, read_points, write_json
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 from servesweep.sweep import SweepInterrupted
+from servesweep.sweep.gate import SweepGate
 from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation
 
@@ -92,6 +80,7 @@ class SweepRunner:
         self.console = console or plain_console(stderr=True)
         self.show_progress = show_progress
         self.levels = scenario.load.levels()
+        self.gate = SweepGate(scenario, out_dir, self.console)
 
     def model_dir(self) -> str:
         if self.scenario.model == BUILTIN_MODEL:
@@ -122,7 +111,7 @@ class SweepRunner:
                 self._run_search(config, stored, f"[{i}/{len(configs)}]")
                 continue
             todo = [lv for lv in self.levels if (config.label(), lv.label) not in done]
-            gate_load = self._gate_load_pending(self.out / "configs" / config.label())
+            gate_load = self.gate.load_pending(self.out / "configs" / config.label())
             if not todo and not gate_load:
                 self.console.print(f"[{i}/{len(configs)}] {config.label()}: all points done, skipped")
                 continue
@@ -130,7 +119,7 @@ class SweepRunner:
                                + (", then the accuracy gate under load" if gate_load else ""))
             self._run_config(config, todo)
         if self.scenario.accuracy_gate:
-            self._gate_verdicts()
+            self.gate.verdicts()
         if self.scenario.verify if verify is None else verify:
             from servesweep.sweep.confirm import Confirmation
 
@@ -173,7 +162,7 @@ class SweepRunner:
                 break
             search.record(value, Observation.from_point(point, self._percentile))
         config_dir = self.out / "configs" / config.label()
-        if search.done and not self._gate_load_pending(config_dir):
+        if search.done and not self.gate.load_pending(config_dir):
             self.console.print(f"{prefix} {config.label()}: search done ({search.stop_reason}), skipped")
             write_json(config_dir / "search.json", search.to_dict())
             return
@@ -197,7 +186,7 @@ class SweepRunner:
                     break
             self.console.print(f"  search stopped: {search.stop_reason}; recommended "
                                f"{getattr(search, 'recommended_concurrency', None) or getattr(search, 'best_rate', None)}")
-            self._gate_under_load(server, config, config_dir, search)
+            self.gate.under_load(server, config, config_dir, search)
         finally:
             server.stop()
             write_json(config_dir / "search.json", search.to_dict())
@@ -206,7 +195,7 @@ class SweepRunner:
         self.console.print(f"  {server.config.kind} {server.version} healthy after {server.startup_s:.0f} s "
                            f"(KV pool {server.kv_pool.get('tokens')} tokens)")
         self._drift(server, config_dir)
-        self._gate_measure(server, config_dir)
+        self.gate.measure(server, config_dir)
 
     def _append(self, point: dict[str, Any]) -> None:
         append_point(self.out, point)
@@ -245,7 +234,7 @@ class SweepRunner:
                 if point["status"] == "failed":
                     self._failed(config, todo[n + 1:], "server died at an earlier level", point["cause"])
                     break
-            self._gate_under_load(server, config, config_dir)
+            self.gate.under_load(server, config, config_dir)
         finally:
             server.stop()
 
@@ -269,119 +258,6 @@ class SweepRunner:
             write_json(path, {"precision": server.config.precision, "outputs": run_async(probe())})
         except (MeasurementError, OSError) as exc:
             self.console.print(f"  drift probe failed: {exc}")
-
-    @cached_property
-    def _gate_inputs(self) -> tuple[Any, list[dict[str, Any]]]:
-        """The gate spec and its eval set, read (and hash-checked) once per sweep."""
-        from servesweep.quality.gate.spec import load_eval_set, load_gate_spec
-
-        spec = load_gate_spec(self.scenario.accuracy_gate)
-        return spec, load_eval_set(spec)
-
-    def _gate_measure(self, server: LaunchedServer, config_dir: Path) -> None:
-        """Measure the gate metric on this configuration; verdicts come once every configuration is measured."""
-        from servesweep.quality.gate.measure import GateMeasurementError, measure
-
-        path = config_dir / GATE_MEASUREMENT_FILE
-        if self.scenario.accuracy_gate is None or path.exists():
-            return
-        spec, samples = self._gate_inputs
-        try:
-            m = run_async(measure(spec, samples, server.base_url, server.model_name, server.config.precision))
-        except GateMeasurementError as exc:
-            self.console.print(f"  accuracy gate not measured: {exc}")
-            return
-        write_json(path, m.model_dump(mode="json"))
-        self.console.print(f"  accuracy gate: {spec.metric} measured"
-                           + (f" = {m.value:.4g}" if m.value is not None else ""))
-
-    def _gate_verdicts(self) -> None:
-        """One gate.json per configuration, judged against the spec's reference precision."""
-        from servesweep.quality.gate.measure import Measurement
-        from servesweep.quality.gate.spec import GateSpecError
-        from servesweep.quality.gate.verdict import error_result, judge
-
-        spec, _ = self._gate_inputs
-        measured = {p.parent: Measurement.model_validate_json(p.read_text())
-                    for p in sorted((self.out / "configs").glob(f"*/{GATE_MEASUREMENT_FILE}"))}
-        want = spec.method.reference_precision
-        reference = next(((d, m) for d, m in measured.items() if m.target.get("precision") == want), None)
-        for config_dir, m in measured.items():
-            precision = m.target.get("precision")
-            if reference is None:
-                result = error_result(spec, f"the reference precision {want} is not among this sweep's "
-                                            "measured configurations", precision)
-            else:
-                try:
-                    result = judge(spec, m, reference[1], f"{reference[0].name} in this sweep")
-                except GateSpecError as exc:
-                    result = error_result(spec, str(exc), precision)
-            write_json(config_dir / "gate.json", result.model_dump(mode="json"))
-            self.console.print(f"accuracy gate {config_dir.name}: {result.message}", soft_wrap=True)
-        if spec.under_load is not None:
-            self._gate_under_load_verdicts(spec, reference)
-
-    def _gate_under_load_verdicts(self, spec: Any, reference: tuple[Path, Any] | None) -> None:
-        """gate-under-load.json per configuration: its measurement under load against the reference
-        precision's UNLOADED measurement."""
-        from servesweep.quality.gate.under_load import UnderLoadMeasurement, under_load_verdict
-
-        want = spec.method.reference_precision
-        for path in sorted((self.out / "configs").glob(f"*/{GATE_UNDER_LOAD_MEASUREMENT_FILE}")):
-            measured = UnderLoadMeasurement.model_validate_json(path.read_text())
-            result = under_load_verdict(
-                spec, measured, reference[1] if reference else None,
-                f"{reference[0].name} in this sweep (unloaded)" if reference else "", measured.precision,
-                missing_reference=f"the reference precision {want} has no unloaded measurement in this sweep")
-            write_json(path.parent / GATE_UNDER_LOAD_FILE, result.model_dump(mode="json"))
-            self.console.print(f"accuracy gate {path.parent.name}: {result.message}", soft_wrap=True)
-
-    def _gate_load_pending(self, config_dir: Path) -> bool:
-        """The gate spec asks for a measurement under load and this configuration has none yet."""
-        return (self.scenario.accuracy_gate is not None and self._gate_inputs[0].under_load is not None
-                and not (config_dir / GATE_UNDER_LOAD_MEASUREMENT_FILE).exists())
-
-    def _gate_under_load(self, server: LaunchedServer, config: ServerConfig, config_dir: Path,
-                         search: ConcurrencyLadder | RateSearch | None = None) -> None:
-        """After the configuration's levels, the gate metric measured while its recommended load runs
-        (servesweep.quality.gate.under_load); recorded as not measured, with the cause, when it cannot be."""
-        from servesweep.quality.gate.under_load import UnderLoadMeasurement, measure_under_load
-        from servesweep.sweep.gate_load import choose_gate_load
-
-        if not self._gate_load_pending(config_dir):
-            return
-        spec, samples = self._gate_inputs
-        precision = server.config.precision
-        died = server.poll_failure()
-        level, source = (None, f"the server died: {died}") if died else choose_gate_load(
-            spec.under_load, self.scenario.load, [p for p in read_points(self.out) if p["config"] == config.label()],
-            search, self.scenario.slo, self._percentile)
-        if level is None:
-            result = UnderLoadMeasurement(status="not_measured", precision=precision, cause=source)
-        else:
-            self.console.print(f"  accuracy gate under load: {level.label} ({source})")
-            records = config_dir / GATE_UNDER_LOAD_RECORDS_FILE
-            # Left by an attempt that was stopped before it measured anything (no measurement file).
-            records.unlink(missing_ok=True)
-            (config_dir / GATE_UNDER_LOAD_TELEMETRY_FILE).unlink(missing_ok=True)
-            try:
-                result = run_async(measure_under_load(
-                    spec, samples, server.base_url, server.model_name, precision, self.scenario.workload, level,
-                    source, records, telemetry=server.telemetry(config_dir / GATE_UNDER_LOAD_TELEMETRY_FILE),
-                    tokenizer_dir=getattr(server, "tokenizer_dir", None)))
-            except (MeasurementError, TargetError, ConfigError) as exc:
-                result = UnderLoadMeasurement(status="not_measured", precision=precision,
-                                              cause=str(exc).splitlines()[0])
-            if result.status == "interrupted":
-                raise SweepInterrupted()
-        write_json(config_dir / GATE_UNDER_LOAD_MEASUREMENT_FILE, result.model_dump(mode="json"))
-        if result.status == "measured":
-            value = result.measurement.value
-            self.console.print(f"  accuracy gate under load: {spec.metric} measured"
-                               + (f" = {value:.4g}" if value is not None else "") + f"; load: {result.load.describe()}",
-                               soft_wrap=True)
-        else:
-            self.console.print(f"  accuracy gate under load not measured: {result.cause}", soft_wrap=True)
 
     def _run_level(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel,
                    config_dir: Path) -> dict[str, Any]:

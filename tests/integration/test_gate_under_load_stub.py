@@ -98,8 +98,8 @@ def test_sweep_measures_under_the_best_level_and_a_rerun_skips_it(tmp_path, stub
     for conc, rps in ((1, 5.0), (3, 12.0)):
         append_point(runner.out, ok_point(config, conc, rps))
     server = StubAsServer(stub, config)
-    runner._gate_measure(server, config_dir)
-    runner._gate_under_load(server, config, config_dir)
+    runner.gate.measure(server, config_dir)
+    runner.gate.under_load(server, config, config_dir)
     path = config_dir / GATE_UNDER_LOAD_MEASUREMENT_FILE
     measured = json.loads(path.read_text())
     assert measured["status"] == "measured" and measured["precision"] == "fp32"
@@ -108,9 +108,9 @@ def test_sweep_measures_under_the_best_level_and_a_rerun_skips_it(tmp_path, stub
     assert load["requests_overlapping"] > 0 and load["completed_during"] > 0
     assert (config_dir / "gate-under-load-records.jsonl").exists()
     before = path.stat().st_mtime_ns
-    runner._gate_under_load(server, config, config_dir)  # a rerun: the file is there, nothing runs
+    runner.gate.under_load(server, config, config_dir)  # a rerun: the file is there, nothing runs
     assert path.stat().st_mtime_ns == before
-    runner._gate_verdicts()
+    runner.gate.verdicts()
     verdict = json.loads((config_dir / "gate-under-load.json").read_text())
     assert verdict["status"] == "passed" and verdict["value"] == 0.5 and verdict["reference_value"] == 0.5
 
@@ -118,13 +118,13 @@ def test_sweep_measures_under_the_best_level_and_a_rerun_skips_it(tmp_path, stub
 def test_a_load_that_cannot_run_is_recorded_as_not_measured(tmp_path, stub_server):
     stub = stub_server(mode="http_error")
     runner, config, config_dir = _runner(tmp_path, write_spec(tmp_path, {"concurrency": 2}))
-    runner._gate_under_load(StubAsServer(stub, config), config, config_dir)
+    runner.gate.under_load(StubAsServer(stub, config), config, config_dir)
     measured = json.loads((config_dir / GATE_UNDER_LOAD_MEASUREMENT_FILE).read_text())
     assert measured["status"] == "not_measured" and measured["measurement"] is None
     assert measured["cause"] == "the load's first request failed (http_error: stub refuses this request)"
     # No ok points and no spec concurrency: nothing to take the load from, and the file says so.
     runner, config, config_dir = _runner(tmp_path / "b", write_spec(tmp_path))
-    runner._gate_under_load(StubAsServer(stub, config), config, config_dir)
+    runner.gate.under_load(StubAsServer(stub, config), config, config_dir)
     measured = json.loads((config_dir / GATE_UNDER_LOAD_MEASUREMENT_FILE).read_text())
     assert measured["status"] == "not_measured" and "no ok load level" in measured["cause"]
 

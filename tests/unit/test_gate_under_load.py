@@ -186,7 +186,7 @@ def test_sweep_verdicts_use_the_reference_precisions_unloaded_measurement(tmp_pa
             status="measured", precision=precision, load=evidence(),
             measurement=ppl(spec, loaded, precision)).model_dump_json())
     runner = SweepRunner(_scenario(tmp_path, spec_path), spec_path, out, Console(file=io.StringIO()))
-    runner._gate_verdicts()
+    runner.gate.verdicts()
     fp32 = json.loads((out / "configs/fp32/gate-under-load.json").read_text())
     bf16 = json.loads((out / "configs/bf16/gate-under-load.json").read_text())
     # bf16 under load (101) vs fp32 UNLOADED (100): +1 %, passes; against fp32 under load (150) it would not read so.
@@ -196,8 +196,8 @@ def test_sweep_verdicts_use_the_reference_precisions_unloaded_measurement(tmp_pa
     # gate.json keeps the unloaded verdicts.
     assert json.loads((out / "configs/bf16/gate.json").read_text())["value"] == pytest.approx(100.5)
     # Resume: both measurements are on disk, so no server is needed for the gate.
-    assert not runner._gate_load_pending(out / "configs" / "bf16")
-    assert runner._gate_load_pending(out / "configs" / "fp16")
+    assert not runner.gate.load_pending(out / "configs" / "bf16")
+    assert runner.gate.load_pending(out / "configs" / "fp16")
 
 
 # --- the recommendation and the report -------------------------------------------------------
