@@ -76,7 +76,9 @@ def test_a_verified_trtllm_recommendation_names_its_own_knobs(stand_in, tmp_path
     scenario = {
         "name": "trt-verify", "model": str(stand_in), "max_model_len": 512,
         "workload": {"input_len": 32, "output_len": 16},
-        "load": {"concurrency": [2, 4], "num_requests": 8},
+        # Levels long enough (about 1 s) for the 0.25 s telemetry sampler to see the KV peak the
+        # sizing needs, even on a busy machine.
+        "load": {"concurrency": [2, 4], "num_requests": 48},
         "server": [{"kind": "trtllm", "max_batch_size": 4}],
         "sweep": {"precision": ["bf16"]}, "drift": None, "verify": True,
     }
@@ -86,7 +88,7 @@ def test_a_verified_trtllm_recommendation_names_its_own_knobs(stand_in, tmp_path
     rec = json.loads((tmp_path / "out" / "recommendation.json").read_text())["production_recommendation"]
     # Passed or not (a margin near the band's edge can tip on a busy machine), the last attempt's
     # sizing is what the recommendation names.
-    assert rec["server_kind"] == "trtllm" and rec["verification"]["attempts"]
+    assert rec["server_kind"] == "trtllm" and rec["verification"].get("attempts"), rec["verification"]
     sizing = rec["verification"]["attempts"][-1]["sizing"]
     assert sizing["kind"] == "trtllm" and sizing["memory_fraction_of"] == "free"
     per_token = sizing["inputs"]["bytes_per_token"] or sizing["inputs"]["pool_bytes"] / sizing["inputs"]["pool_tokens"]
