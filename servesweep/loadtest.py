@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from servesweep import __version__
 from servesweep.backends.base import Telemetry
+from servesweep.confidence import expand_repeats, repeats_ci
 from servesweep.crosscheck import cross_check
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen import intervals as soak
@@ -38,6 +39,7 @@ from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import read_trace
 from servesweep.loadgen.workload import Workload
+from servesweep.prefix_check import prefix_cache_summary
 from servesweep.results import SCHEMA_VERSION, ensure_writable_dir, write_summary
 
 
@@ -64,6 +66,9 @@ class LoadTestConfig(BaseModel):
     records: Literal["full", "requests", "none"] = RECORDS_FULL
     # Soak runs: seconds per interval of the per-interval summaries (intervals.jsonl); None: none.
     report_interval_s: float | None = Field(default=None, gt=0)
+    # Each level this many times in a row, fresh prompts each time; the summary's ci95 gives the
+    # mean and 95 % t-interval over the repeats (servesweep.confidence).
+    repeats: int = Field(default=1, ge=1)
 
 
 class ServerWatch(Protocol):
@@ -140,6 +145,10 @@ async def run_load_test(
     """Run every level and return the summary (also written to `out_dir/summary.json`)."""
     if not config.allow_remote:
         check_loopback(config.base_url)
+    if config.repeats > 1:
+        if config.trace_file is not None or config.sessions is not None:
+            raise ConfigError("--repeats repeats closed- and open-loop levels; not a trace replay or sessions")
+        config = config.model_copy(update={"levels": expand_repeats(config.levels, config.repeats)})
     out = ensure_writable_dir(config.out_dir)
     set_aside_previous_run(out)
     split = (server_info or {}).get("cpu_split")
@@ -246,6 +255,15 @@ async def run_load_test(
     if config.workers > 1:
         summary["workers"] = check_merge(out, config.workers, config.slo)
     summary["levels"] = [_level_entry(lv, telemetry) for lv in outcome.levels]
+    summary["repeats"] = config.repeats
+    if config.repeats > 1:
+        summary["ci95"] = repeats_ci(summary["levels"])
+        summary["ci95_method"] = ("Student-t 95 % interval over the repeats' per-repeat values (the repeats are "
+                                  "the independent units; requests within one window are not)")
+    prefix, prefix_warnings = prefix_cache_summary(summary["levels"], config.workload.shared_prefix_len,
+                                                   config.sessions is not None)
+    summary["prefix_cache"] = prefix
+    summary["warnings"].extend(prefix_warnings)
     _lengths_and_sessions(summary, outcome, length_notes, limit)
     held_open = getattr(runner, "held_open_completed", 0)
     if held_open:

@@ -98,6 +98,9 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     bound.add_argument("--duration", type=float, default=None, help="seconds per level")
     g.add_argument("--warmup", type=int, default=0,
                    help="requests per level sent and finished before the measured window (not in statistics)")
+    g.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="run each level N times in a row with fresh prompts; the summary and table give the mean "
+                        "and a 95 %% Student-t interval over the repeats (README, 'Repeats and confidence intervals')")
     g.add_argument("--workers", type=int, default=1,
                    help="load-generator processes; each takes an even share of every level (default 1)")
     t = p.add_argument_group("production-shaped traffic (instead of --concurrency / --request-rate)")

@@ -63,11 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     assertions = parse_assertions(args.assertions)  # a bad expression is refused before any load
     workload = workload_from_args(args)
     levels = levels_from_args(args)
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     common = dict(workload=workload, levels=levels, slo=slo_from_args(args), allow_remote=args.allow_remote,
                   keep_text=args.keep_text, show_progress=False if args.no_progress else None,
                   tokenizer_dir=args.tokenizer, workers=args.workers, trace_file=args.trace,
                   trace_format=args.trace_format, trace_speed=args.trace_speed, sessions=sessions_from_args(args),
-                  records=args.records, report_interval_s=args.report_interval)
+                  records=args.records, report_interval_s=args.report_interval, repeats=args.repeats)
     if args.url:
         if args.backend:
             raise ConfigError("give either --url (attach) or --backend (launch), not both")

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from servesweep.confidence import fmt_ci
+
 
 def plain_console(**kwargs: Any) -> Console:
     """A console that never reads rich markup. Every console servesweep prints on is one: what it
@@ -34,10 +36,13 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     has_goodput = any("goodput" in lv for lv in summary["levels"])
     has_batch = any(lv.get("telemetry", {}).get("running_batch_mean") is not None for lv in summary["levels"])
     has_check = any(lv.get("timing_check") for lv in summary["levels"])
+    prefix = summary.get("prefix_cache") or {}
     if has_goodput:
         columns.append("goodput req/s")
     if has_batch:
         columns += ["batch mean", "KV peak %"]
+    if prefix:
+        columns.append("prefix hit %")
     if has_check:
         # The server's own means over the level, beside the client's (servesweep.crosscheck).
         columns += ["ITL mean client/server", "E2E mean client/server", "TTFT offset", "timing"]
@@ -59,6 +64,10 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
             mean, kv = tel.get("running_batch_mean"), tel.get("kv_cache_peak_frac")
             row.append("-" if mean is None else f"{mean:.1f}")
             row.append("-" if kv is None else f"{kv * 100:.1f}")
+        if prefix:
+            pc = prefix.get(lv["label"])
+            text = "-" if pc is None else f"{pc['hit_rate'] * 100:.1f}"
+            row.append(Text(text, style="yellow") if pc and pc.get("warn") else text)
         if has_check:
             check = lv.get("timing_check") or {}
             c, sv = check.get("client_mean_ms") or {}, check.get("server_mean_ms") or {}
@@ -74,12 +83,33 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
 
 CLIENT_DELAY_WARN_MS = 5.0
 
+CI_COLUMNS = (("out tok/s", "output_tok_s", ",.0f"), ("goodput req/s", "goodput", ",.2f"),
+              ("TTFT p50", "ttft_ms.p50", ",.1f"), ("TTFT p99", "ttft_ms.p99", ",.1f"),
+              ("TPOT p50", "tpot_ms.p50", ",.2f"), ("TPOT p99", "tpot_ms.p99", ",.2f"),
+              ("E2E p50", "e2e_ms.p50", ",.1f"), ("E2E p99", "e2e_ms.p99", ",.1f"))
+
+
+def ci_table(ci95: dict[str, dict[str, Any]], repeats: int) -> Table:
+    """Per level: mean ± half-width of the 95 % t-interval over the repeats (servesweep.confidence)."""
+    table = Table(title=f"mean ± 95 % CI over {repeats} repeats (Student-t over the repeats' values)")
+    table.add_column("level", justify="left")
+    table.add_column("n", justify="right")
+    for name, _, _ in CI_COLUMNS:
+        table.add_column(name, justify="right")
+    for label, metrics in ci95.items():
+        n = max((m.get("n", 0) for m in metrics.values()), default=0)
+        table.add_row(label, str(n), *(fmt_ci(metrics.get(key), digits) for _, key, digits in CI_COLUMNS))
+    table.caption = "± is the half-width of the interval; latencies in ms; a wide interval says: repeat more"
+    return table
+
 
 def print_summary(summary: dict[str, Any], console: Console | None = None, notes: Console | None = None) -> None:
     """The table on `console` (stdout); errors and early stops on `notes` (stderr)."""
     console = console or plain_console()
     notes = notes or plain_console(stderr=True)
     console.print(summary_table(summary))
+    if summary.get("ci95"):
+        console.print(ci_table(summary["ci95"], summary.get("repeats", 0)))
     by_turn = summary.get("ttft_by_turn_ms")
     if by_turn:
         turns = Table(title="TTFT by turn (ms): the context grows each turn; prefix caching keeps it flat")

@@ -1,0 +1,135 @@
+"""Repeats and their 95 % confidence intervals (issue 25).
+
+A level run with `repeats: N` (`--repeats N`) is run N times back to back, each repeat a level of
+its own (labelled `<level>#r<i>`) with prompts drawn afresh from the run's seeded generator, so a
+repeat never resends the previous repeat's prompts (reproducible from --seed).
+
+Method: a Student-t interval over the repeats' per-repeat values ("t-interval over repeats"):
+    mean +- t(0.975, n - 1) x s / sqrt(n)
+for each metric of `CI_METRICS` (output tok/s, goodput, TTFT/TPOT/e2e percentiles). The repeats
+are the independent units: requests within one window share the server's state (batch, queue,
+KV cache, a neighbour's noise on a shared machine), so a bootstrap over requests would treat
+correlated samples as independent and give intervals too narrow; a busy machine's run-to-run
+drift only shows between windows. With fewer than 2 repeats there is no interval (low/high None).
+
+`summary.json` carries, per level label (the base label, without `#r<i>`):
+    ci95: {"c4": {"output_tok_s": {"mean", "low", "high", "n", "values", "method"}, ...}}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable
+
+METHOD = "student-t over repeats"
+REPEAT_SEP = "#r"
+_REPEAT_RE = re.compile(r"^(?P<base>.+)#r(?P<i>\d+)$")
+
+# (key in ci95, where in a level summary). Percentile keys are filled per percentile present.
+CI_METRICS = ("output_tok_s", "goodput", "ttft_ms", "tpot_ms", "e2e_ms")
+PERCENTILES = ("p50", "p90", "p95", "p99")
+
+# Two-sided 97.5 % quantiles of Student's t for df 1..30; used only when scipy is missing.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+         2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile(df: int) -> float:
+    try:
+        from scipy.stats import t
+    except ImportError:  # pragma: no cover - scipy is present wherever the tests run
+        return _T975[df - 1] if df <= len(_T975) else 1.96
+    return float(t.ppf(0.975, df))
+
+
+def repeat_label(label: str, i: int) -> str:
+    return f"{label}{REPEAT_SEP}{i}"
+
+
+def base_label(label: str) -> str:
+    m = _REPEAT_RE.match(label)
+    return m.group("base") if m else label
+
+
+def expand_repeats(levels: list[Any], repeats: int) -> list[Any]:
+    """Each level `repeats` times in a row, named `<label>#r1..N`; unchanged for one repeat."""
+    if repeats <= 1:
+        return list(levels)
+    return [lv.model_copy(update={"name": repeat_label(lv.label, i)}) for lv in levels for i in range(1, repeats + 1)]
+
+
+def interval(values: Iterable[float | None]) -> dict[str, Any]:
+    """The mean and its 95 % t-interval over the values given (None values are left out)."""
+    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(xs)
+    out: dict[str, Any] = {"mean": None, "low": None, "high": None, "n": n, "values": xs, "method": METHOD}
+    if n == 0:
+        return out
+    mean = sum(xs) / n
+    out["mean"] = mean
+    if n >= 2:
+        sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+        half = t_quantile(n - 1) * sd / math.sqrt(n)
+        out["low"], out["high"] = mean - half, mean + half
+    return out
+
+
+def level_values(entry: dict[str, Any]) -> dict[str, float | None]:
+    """The per-repeat values of one level summary, keyed as in ci95 (`ttft_ms.p99`, ...)."""
+    goodput = (entry.get("goodput") or {}).get("request_goodput")
+    values: dict[str, float | None] = {
+        "output_tok_s": entry.get("output_token_throughput"),
+        "goodput": goodput if goodput is not None else entry.get("request_throughput"),
+    }
+    for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        dist = entry.get(metric) or {}
+        for p in PERCENTILES:
+            if p in dist:
+                values[f"{metric}.{p}"] = dist[p]
+    return values
+
+
+def ci_from_values(per_repeat: list[dict[str, float | None]]) -> dict[str, dict[str, Any]]:
+    keys = list(dict.fromkeys(k for vals in per_repeat for k in vals))
+    return {k: interval(vals.get(k) for vals in per_repeat) for k in keys}
+
+
+def repeats_ci(levels: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """ci95 per base level label over the level summaries of a run (the repeats grouped by label)."""
+    groups: dict[str, list[dict[str, float | None]]] = {}
+    for entry in levels:
+        groups.setdefault(base_label(entry["label"]), []).append(level_values(entry))
+    return {label: ci_from_values(vals) for label, vals in groups.items()}
+
+
+def merge_ci(ci: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One level's ci95 with more repeats' values added (an extra repeat of an uncertain rung)."""
+    keys = list(dict.fromkeys([*ci, *extra]))
+    return {k: interval([*(ci.get(k) or {}).get("values", []), *(extra.get(k) or {}).get("values", [])])
+            for k in keys}
+
+
+def welch_gain(a: list[float], b: list[float]) -> tuple[float, float | None]:
+    """(mean(b) - mean(a), the low end of its 95 % Welch interval); low None with < 2 values on a side."""
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    diff = mb - ma
+    if len(a) < 2 or len(b) < 2:
+        return diff, None
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff
+    df = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0.0) + (vb ** 2 / (len(b) - 1) if vb else 0.0))
+    return diff, diff - t_quantile(max(1, int(df))) * se
+
+
+def fmt_ci(ci: dict[str, Any] | None, digits: str = ",.0f") -> str:
+    """`mean ± half` (or the mean alone without an interval)."""
+    if not ci or ci.get("mean") is None:
+        return "-"
+    if ci.get("low") is None:
+        return f"{ci['mean']:{digits}}"
+    return f"{ci['mean']:{digits}} ± {(ci['high'] - ci['low']) / 2:{digits}}"
