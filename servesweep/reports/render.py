@@ -16,8 +16,9 @@ import pandas as pd
 
 from servesweep.reports.analysis import GIB, PRECISION_ORDER
 from servesweep.reports.recommendation import analyse, report_inputs, store_report_inputs
+from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.reports.skus import METRICS
-from servesweep.results import write_json
+from servesweep.results import read_points, write_json
 
 
 def _verdict_text(metric: str, status: str | None, passed: bool | None, value: float | None,
@@ -472,6 +473,11 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     if search:
         extra_md += ["## Load search", "", _md_table(SEARCH_HEADER, search), ""]
         extra_html += f"<h2>Load search</h2>{_html_table(SEARCH_HEADER, search)}"
+    repeats_md, repeats, uncertainty = repeats_section(out_dir, read_points(out_dir))
+    if repeats:
+        extra_md += [*repeats_md, _md_table(REPEATS_HEADER, repeats), "", *[f"- {line}" for line in uncertainty], ""]
+        extra_html += (f"<h2>Repeats and 95 % intervals</h2>{_html_table(REPEATS_HEADER, repeats)}"
+                       + "".join(f"<p>{html.escape(line)}</p>" for line in uncertainty))
     if engines:
         extra_md += ["## Engines", "", _md_table(engines[0], engines[1:]), ""]
         extra_html += f"<h2>Engines</h2>{_html_table(engines[0], engines[1:])}"

@@ -47,6 +47,11 @@ class LoadSpec(Strict):
     num_requests: int | None = None
     duration_s: float | None = None
     warmup_requests: int = 0
+    # Each level (and each rung of the adaptive search) this many times, fresh prompts each time;
+    # >= 2 gives 95 % intervals (servesweep.confidence) that the searches use. max_repeats: the cap
+    # a rung's repeats may reach while its SLO verdict is uncertain (default 2 x repeats).
+    repeats: int = Field(1, ge=1)
+    max_repeats: int | None = Field(None, ge=1)
     ladder: LadderConfig = Field(default_factory=LadderConfig)  # options of concurrency: auto
     rate_search: RateSearchConfig = Field(default_factory=RateSearchConfig)  # options of request_rate: auto
 
@@ -56,7 +61,13 @@ class LoadSpec(Strict):
             raise ValueError("give exactly one of concurrency (a list, or auto) or request_rate (a list, or auto)")
         if self.num_requests is None and self.duration_s is None:
             self.num_requests = DEFAULT_NUM_REQUESTS_PER_SCENARIO_LEVEL
+        if self.max_repeats is not None and self.max_repeats < self.repeats:
+            raise ValueError(f"max_repeats {self.max_repeats} is below repeats {self.repeats}")
         return self
+
+    @property
+    def repeat_cap(self) -> int:
+        return self.max_repeats if self.max_repeats is not None else (2 * self.repeats if self.repeats > 1 else 1)
 
     @property
     def adaptive(self) -> bool:

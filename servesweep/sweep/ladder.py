@@ -57,6 +57,21 @@ RateSearch (open loop)
   Stop reasons: the first limit broken by the rung that ended doubling (failures, slo,
   goodput), or ceiling.
 
+Repeats (issue 25; `load.repeats` >= 2, servesweep.confidence): every rung is run `repeats` times
+and observed as the means with 95 % t-intervals over the repeats. The searches then use them:
+  uncertain SLO  a limited metric whose interval straddles its limit (`slo_uncertain`): the
+                 runner asks `wants_repeat` and runs the rung once more (fresh prompts) until the
+                 verdict is clear or the rung has `max_repeats` repeats; a verdict still
+                 uncertain at the cap is taken on the mean and named in the rung's `uncertain`
+                 and in the result's `uncertainty`.
+  noise-aware knee
+                 a rung's throughput gain over the last rung that made a real gain counts only
+                 when the 95 % Welch interval of the difference lies above 0; otherwise the rung
+                 is taken as flat (its throughput replaced by that anchor's) before `find_knee`,
+                 so a gain smaller than the noise is not a gain and a dip inside the noise does
+                 not make a non-monotone curve. A significant drop stays a drop.
+  Without repeats (n = 1) none of this applies and the searches behave as before.
+
 Stop-reason strings are the constants below; `to_dict()` gives the JSON for the results file.
 """
 
@@ -65,11 +80,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
+from servesweep.confidence import welch_gain
 from servesweep.loadgen.stats import SLO
 from servesweep.reports.analysis import find_knee
 from servesweep.scenarios.search import LadderConfig, RateSearchConfig
-from servesweep.sweep.observation import Observation, slo_breaches, suspect_notes
+from servesweep.sweep.observation import Observation, slo_breaches, slo_uncertain, suspect_notes
 
 # Stop reasons (stable: they are written to results files).
 STOP_KNEE = "knee"
@@ -97,6 +112,7 @@ class Rung:
     observation: Observation
     limits: list[str] = field(default_factory=list)  # stop-reason constants, in order of precedence
     detail: list[str] = field(default_factory=list)
+    uncertain: list[str] = field(default_factory=list)  # SLO verdicts whose interval straddles the limit
 
     @property
     def clean(self) -> bool:
@@ -104,13 +120,16 @@ class Rung:
 
     def to_dict(self, key: str) -> dict[str, Any]:
         return {key: self.level, "reason": self.reason, "limits": list(self.limits), "detail": list(self.detail),
-                "observation": self.observation.to_dict()}
+                "uncertain": list(self.uncertain), "observation": self.observation.to_dict()}
 
 
 class _Search:
     """Bookkeeping shared by both searches: the pending level, the rungs, the end."""
 
-    def __init__(self) -> None:
+    slo: SLO | None
+
+    def __init__(self, max_repeats: int = 1) -> None:
+        self.max_repeats = max_repeats  # the cap on a rung's repeats while its SLO verdict is uncertain
         self.rungs: list[Rung] = []
         self.stop_reason: str | None = None
         self._pending: tuple[float, str] | None = None
@@ -148,12 +167,31 @@ class _Search:
     def _plan(self) -> tuple[float, str] | None:
         raise NotImplementedError
 
+    def wants_repeat(self, obs: Observation) -> list[str]:
+        """Why the pending rung should be run once more before it is recorded: its SLO verdicts
+        that the interval leaves open, while it has fewer than `max_repeats` repeats; else []."""
+        if obs.n >= self.max_repeats or obs.failed:
+            return []
+        return slo_uncertain(obs, self.slo)
+
+    def uncertainty(self) -> dict[str, Any]:
+        """The verdicts left open at the repeat cap, and the repeats behind the rungs."""
+        open_ = {str(r.level): list(r.uncertain) for r in self.rungs if r.uncertain}
+        ns = [r.observation.n for r in self.rungs]
+        return {"repeats": {"min": min(ns) if ns else None, "max": max(ns) if ns else None,
+                            "cap": self.max_repeats},
+                "uncertain_rungs": open_,
+                "note": (("SLO verdicts still uncertain at the repeat cap (taken on the mean): "
+                          + "; ".join(f"{lv}: {', '.join(v)}" for lv, v in open_.items())) if open_ else
+                         "no verdict left uncertain" if ns and max(ns) > 1 else
+                         "one window per rung: no interval, the verdicts carry the run-to-run noise unmeasured")}
+
 
 class ConcurrencyLadder(_Search):
     """Closed-loop search for the knee and the SLO edge (see the module docstring)."""
 
-    def __init__(self, config: LadderConfig | None = None, slo: SLO | None = None) -> None:
-        super().__init__()
+    def __init__(self, config: LadderConfig | None = None, slo: SLO | None = None, max_repeats: int = 1) -> None:
+        super().__init__(max_repeats)
         self.config = config or LadderConfig()
         self.slo = slo
         self._steps = {REASON_BISECT_KNEE: 0, REASON_BISECT_SLO: 0}
@@ -184,7 +222,8 @@ class ConcurrencyLadder(_Search):
     def record(self, concurrency: int, obs: Observation) -> None:
         reason = self._take_pending(concurrency)
         limits, detail = self.limits(obs)
-        self.rungs.append(Rung(int(concurrency), reason, obs, limits, detail))
+        uncertain = slo_uncertain(obs, self.slo)
+        self.rungs.append(Rung(int(concurrency), reason, obs, limits, detail + uncertain, uncertain))
         hard = next((lim for lim in limits if lim in HARD_STOPS), None)
         if hard is not None:
             # Also while bisecting: the configuration's memory or error limit outranks the knee.
@@ -200,9 +239,14 @@ class ConcurrencyLadder(_Search):
             self.stop_reason = STOP_CEILING
 
     def knee(self) -> dict[str, Any]:
-        """reports/analysis.py's knee over every rung so far (concurrency as the batch size)."""
-        return find_knee([float(r.level) for r in self.rungs], [r.observation.output_tok_s for r in self.rungs],
-                         threshold=self.config.knee_threshold)
+        """reports/analysis.py's knee over every rung so far (concurrency as the batch size), on the
+        noise-aware throughputs when the rungs have repeats (see the module docstring)."""
+        levels, tputs, flat = noise_aware_throughputs(self.rungs)
+        knee = find_knee(levels, tputs, threshold=self.config.knee_threshold)
+        if flat:
+            knee["noise_aware"] = {"output_tok_s": tputs, "flat_within_noise": flat,
+                                   "rule": "a gain counts when its 95 % Welch interval lies above 0"}
+        return knee
 
     def slo_edge(self) -> tuple[int | None, int | None]:
         """(highest concurrency that met the SLOs below the lowest that broke them, that lowest)."""
@@ -221,6 +265,20 @@ class ConcurrencyLadder(_Search):
         ok = [int(r.level) for r in self.rungs
               if r.clean and r.level <= knee and (lowest_bad is None or r.level < lowest_bad)]
         return max(ok) if ok else None
+
+    def recommendation_uncertainty(self) -> dict[str, Any]:
+        """`uncertainty()` plus the recommended rung's intervals, in words."""
+        out = self.uncertainty()
+        rec = self.recommended_concurrency
+        rung = next((r for r in self.rungs if rec is not None and r.level == rec), None)
+        if rung is not None and rung.observation.ci95:
+            obs = rung.observation
+            out["recommended_ci95"] = {k: list(v) for k, v in obs.ci95.items()}
+            ci = obs.interval("output_tok_s")
+            if ci is not None:
+                out["note"] = (f"c{rec}: {obs.output_tok_s:,.0f} output tok/s (95 % CI {ci[0]:,.0f}-{ci[1]:,.0f}, "
+                               f"n={obs.n}); " + out["note"])
+        return out
 
     def _plan(self) -> tuple[int, str] | None:
         if not self.rungs:
@@ -265,6 +323,7 @@ class ConcurrencyLadder(_Search):
             "recommended_concurrency": self.recommended_concurrency,
             "knee": self.knee() if self.rungs else None,
             "slo_edge": {"highest_met": lo, "lowest_broken": hi},
+            "uncertainty": self.recommendation_uncertainty(),
             "rungs": [r.to_dict("concurrency") for r in self.rungs],
         }
 
@@ -272,8 +331,8 @@ class ConcurrencyLadder(_Search):
 class RateSearch(_Search):
     """Open-loop search for the highest request rate that passes (see the module docstring)."""
 
-    def __init__(self, config: RateSearchConfig | None = None, slo: SLO | None = None) -> None:
-        super().__init__()
+    def __init__(self, config: RateSearchConfig | None = None, slo: SLO | None = None, max_repeats: int = 1) -> None:
+        super().__init__(max_repeats)
         self.config = config or RateSearchConfig()
         self.slo = slo
         self._bisect_steps = 0
@@ -302,7 +361,8 @@ class RateSearch(_Search):
     def record(self, rate: float, obs: Observation) -> None:
         reason = self._take_pending(rate)
         limits, detail = self.limits(rate, obs)
-        self.rungs.append(Rung(float(rate), reason, obs, limits, detail))
+        uncertain = slo_uncertain(obs, self.slo)
+        self.rungs.append(Rung(float(rate), reason, obs, limits, detail + uncertain, uncertain))
         if self.stop_reason is None:
             if limits:
                 self.stop_reason = limits[0]
@@ -352,8 +412,34 @@ class RateSearch(_Search):
             "done": self.done,
             "best_rate": lo,
             "lowest_failing_rate": hi,
+            "uncertainty": self.uncertainty(),
             "rungs": [r.to_dict("request_rate") for r in self.rungs],
         }
+
+
+def noise_aware_throughputs(rungs: list[Rung]) -> tuple[list[float], list[float], list[float]]:
+    """(levels, output tok/s, the levels taken as flat) in level order: a rung whose gain over the
+    anchor (the last rung with a real gain) is not above 0 at 95 % (Welch) gets the anchor's
+    throughput. Rungs without two repeats on both sides keep their own mean."""
+    ordered = sorted(rungs, key=lambda r: r.level)
+    levels, tputs, flat = [], [], []
+    anchor: Rung | None = None
+    for r in ordered:
+        value = r.observation.output_tok_s
+        mine = (r.observation.samples or {}).get("output_tok_s") or ()
+        theirs = ((anchor.observation.samples or {}).get("output_tok_s") or ()) if anchor else ()
+        if anchor is not None and len(mine) >= 2 and len(theirs) >= 2:
+            diff, low = welch_gain(list(theirs), list(mine))
+            high = 2 * diff - low if low is not None else None  # the interval is symmetric about diff
+            if low is not None and low <= 0 <= high:
+                levels.append(float(r.level))
+                tputs.append(tputs[levels.index(float(anchor.level))])
+                flat.append(float(r.level))
+                continue
+        levels.append(float(r.level))
+        tputs.append(float(value))
+        anchor = r
+    return levels, tputs, flat
 
 
 def _round_rate(rate: float) -> float:

@@ -19,6 +19,11 @@ Fields:
                      step back reads the running peak of a preempting run (sweep/sizing.py)
   timing_suspect     the reasons the level's timing cross-check gave (servesweep.crosscheck); an
                      SLO verdict on such a level is taken, and says so (`suspect_notes`)
+  n, ci95, samples   a level run with repeats (servesweep.confidence): the figures above are the
+                     means over the n repeats, ci95 the 95 % t-interval (low, high) of each of
+                     output_tok_s, request_goodput, ttft_ms, tpot_ms, e2e_ms (at `percentile`) and
+                     samples their per-repeat values; n = 1, None, None for one window. An SLO
+                     verdict whose interval straddles the limit is "uncertain" (`slo_verdicts`).
 
 OOM margin follows backends/telemetry.py: (1 - kv_peak_frac) x 100, and 0 once the server
 preempted, whatever the gauge says afterwards.
@@ -26,12 +31,15 @@ preempted, whatever the gauge says afterwards.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from servesweep.loadgen.stats import SLO
 
 SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
+# Observation field -> the key of its figure in a summary's ci95 (`{p}`: the SLO percentile).
+CI_KEYS = {"output_tok_s": "output_tok_s", "request_goodput": "goodput", "ttft_ms": "ttft_ms.p{p}",
+           "tpot_ms": "tpot_ms.p{p}", "e2e_ms": "e2e_ms.p{p}"}
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,6 +58,9 @@ class Observation:
     waiting_peak: float | None = None
     running_batch_peak: float | None = None
     timing_suspect: tuple[str, ...] = ()
+    n: int = 1
+    ci95: dict[str, tuple[float, float]] | None = None
+    samples: dict[str, tuple[float, ...]] | None = None
 
     @property
     def oom_margin_pct(self) -> float | None:
@@ -74,7 +85,8 @@ class Observation:
             failed = max(failed, 1)
         goodput = (s.get("goodput") or {}).get("request_goodput")
         preemptions = t.get("preemptions")
-        return cls(
+        repeated = _repeated_figures(s, percentile)
+        obs = cls(
             output_tok_s=float(s.get("output_token_throughput") or 0.0),
             request_goodput=goodput if goodput is not None else s.get("request_throughput"),
             request_rate=s.get("request_throughput"),
@@ -90,6 +102,7 @@ class Observation:
             running_batch_peak=t.get("running_batch_peak"),
             timing_suspect=tuple((point.get("timing_check") or {}).get("reasons") or ()),
         )
+        return obs if repeated is None else replace(obs, **repeated)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Observation":
@@ -97,7 +110,53 @@ class Observation:
         values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "timing_suspect" in values:
             values["timing_suspect"] = tuple(values["timing_suspect"] or ())
+        if values.get("ci95"):
+            values["ci95"] = {k: tuple(v) for k, v in values["ci95"].items()}
+        if values.get("samples"):
+            values["samples"] = {k: tuple(v) for k, v in values["samples"].items()}
         return cls(**values)
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The 95 % interval of a field (None for one window, or where the repeats gave none)."""
+        return (self.ci95 or {}).get(metric)
+
+
+def _repeated_figures(summary: dict[str, Any], percentile: int) -> dict[str, Any] | None:
+    """The means, intervals and per-repeat values of a level run with repeats (summary ci95), as
+    Observation fields; None for a level of one window."""
+    ci = summary.get("ci95") or {}
+    if len(ci) != 1:
+        return None
+    figures = next(iter(ci.values()))
+    out: dict[str, Any] = {"ci95": {}, "samples": {}}
+    n = 1
+    for field_name, key in CI_KEYS.items():
+        got = figures.get(key.format(p=percentile))
+        if not got or got.get("mean") is None:
+            continue
+        out[field_name] = got["mean"]
+        n = max(n, int(got.get("n") or 1))
+        out["samples"][field_name] = tuple(got.get("values") or ())
+        if got.get("low") is not None:
+            out["ci95"][field_name] = (got["low"], got["high"])
+    out["n"] = n
+    return out
+
+
+def slo_uncertain(obs: Observation, slo: SLO | None) -> list[str]:
+    """One line per limited metric whose 95 % interval straddles its limit: the verdict (taken on
+    the mean by `slo_breaches`) could go either way; empty without repeats."""
+    if slo is None or not obs.ci95:
+        return []
+    out = []
+    for metric in SLO_METRICS:
+        limit, ci = getattr(slo, metric), obs.interval(metric)
+        if limit is None or ci is None:
+            continue
+        if ci[0] <= limit < ci[1]:
+            out.append(f"{metric} p{obs.percentile} uncertain: 95 % CI {ci[0]:.1f}-{ci[1]:.1f} straddles {limit:g} "
+                       f"(n={obs.n})")
+    return out
 
 
 def slo_breaches(obs: Observation, slo: SLO | None) -> list[str]:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from servesweep.backends import LaunchedServer, ServerConfig, launch
+from servesweep.confidence import fmt_ci, level_values, merge_ci
 from servesweep.errors import (
     MeasurementError,
     OutputError,
@@ -69,6 +70,28 @@ def _model_record(model_dir: str) -> dict[str, Any]:
             return {"path": model_dir, "training": None, "training_record_error": f"{record}: {exc}"}
         training = {k: data.get(k) for k in ("recipe", "train_tokens", "held_out_perplexity")}
     return {"path": model_dir, "training": training}
+
+
+def merge_extra_repeat(point: dict[str, Any], more: dict[str, Any], why: list[str]) -> None:
+    """Fold one extra repeat (a point of one window) into a rung's point: its figures join ci95,
+    its failures and preemptions add up, KV peak takes the higher."""
+    s, extra = point["summary"], more.get("summary") or {}
+    ci = s.get("ci95") or {}
+    label = next(iter(ci), point["level"])
+    one = {k: {"values": [v]} for k, v in level_values(extra).items() if v is not None}
+    s["ci95"] = {label: merge_ci(ci.get(label) or {}, one)}
+    s["repeats"] = int(s.get("repeats") or 1) + 1
+    for key in ("completed", "failed"):
+        s[key] = int(s.get(key) or 0) + int(extra.get(key) or 0)
+    t, te = point.get("telemetry") or {}, more.get("telemetry") or {}
+    if t and te:
+        if te.get("preemptions") is not None:
+            t["preemptions"] = (t.get("preemptions") or 0) + te["preemptions"]
+        peaks = [x for x in (t.get("kv_cache_peak_frac"), te.get("kv_cache_peak_frac")) if x is not None]
+        t["kv_cache_peak_frac"] = max(peaks) if peaks else None
+    if more.get("status") == "failed":
+        point["status"], point["cause"] = "failed", more.get("cause")
+    point.setdefault("extra_repeats", []).append({"dir": more.get("dir"), "why": list(why)})
 
 
 class SweepRunner:
@@ -142,8 +165,8 @@ class SweepRunner:
                 # Past the server's batch cap more concurrency only queues: the knee is below it.
                 options = options.model_copy(update={"max_concurrency": min(options.max_concurrency,
                                                                             config.max_batch_size)})
-            return ConcurrencyLadder(options, slo)
-        return RateSearch(load.rate_search, slo)
+            return ConcurrencyLadder(options, slo, max_repeats=load.repeat_cap)
+        return RateSearch(load.rate_search, slo, max_repeats=load.repeat_cap)
 
     def _search_level(self, value: float) -> LoadLevel:
         load = self.scenario.load
@@ -180,8 +203,9 @@ class SweepRunner:
                 if point.get("interrupted"):
                     raise SweepInterrupted()
                 point["search"] = {"rung": len(search.rungs) + 1, "reason": search.pending_reason}
+                obs = self._repeat_uncertain(server, config, level, config_dir, point, search)
                 self._append(point)
-                search.record(value, Observation.from_point(point, self._percentile))
+                search.record(value, obs)
                 if point["status"] == "failed":
                     break
             self.console.print(f"  search stopped: {search.stop_reason}; recommended "
@@ -190,6 +214,23 @@ class SweepRunner:
         finally:
             server.stop()
             write_json(config_dir / "search.json", search.to_dict())
+
+    def _repeat_uncertain(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel, config_dir: Path,
+                          point: dict[str, Any], search: ConcurrencyLadder | RateSearch) -> Observation:
+        """Run the rung once more (fresh prompts, `<level>/extra-<k>/`) while its SLO verdict is
+        uncertain and the repeat cap allows; each extra repeat's figures join the point's ci95."""
+        obs = Observation.from_point(point, self._percentile)
+        extra = 0
+        while point["status"] == "ok" and (why := search.wants_repeat(obs)):
+            extra += 1
+            self.console.print(f"  {level.label}: another repeat ({obs.n + 1} of at most {search.max_repeats}): "
+                               + "; ".join(why), soft_wrap=True)
+            more = self._run_level(server, config, level, config_dir, repeats=1, extra=extra)
+            if more.get("interrupted"):
+                raise SweepInterrupted()
+            merge_extra_repeat(point, more, why)
+            obs = Observation.from_point(point, self._percentile)
+        return obs
 
     def _server_ready(self, server: LaunchedServer, config_dir: Path) -> None:
         self.console.print(f"  {server.config.kind} {server.version} healthy after {server.startup_s:.0f} s "
@@ -260,11 +301,18 @@ class SweepRunner:
             self.console.print(f"  drift probe failed: {exc}")
 
     def _run_level(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel,
-                   config_dir: Path) -> dict[str, Any]:
+                   config_dir: Path, repeats: int | None = None, extra: int = 0) -> dict[str, Any]:
+        """One point: the level run `repeats` times (the scenario's by default); `extra` k > 0 is the
+        k-th extra repeat of an uncertain rung, in its own directory with its own seed."""
         level_dir = config_dir / level.label
+        workload = self.scenario.workload
+        if extra:
+            level_dir = level_dir / f"extra-{extra}"
+            workload = workload.model_copy(update={"seed": workload.seed + 1000 * extra})
         load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=level_dir,
-                              levels=[level], workload=self.scenario.workload, slo=self.scenario.slo,
-                              show_progress=self.show_progress, tokenizer_dir=getattr(server, "tokenizer_dir", None))
+                              levels=[level], workload=workload, slo=self.scenario.slo,
+                              show_progress=self.show_progress, tokenizer_dir=getattr(server, "tokenizer_dir", None),
+                              repeats=self.scenario.load.repeats if repeats is None else repeats)
         telemetry = server.telemetry(level_dir / "telemetry.jsonl")
         summary = run_async(run_load_test(load, telemetry=telemetry, server_watch=server,
                                           server_info=server.info()))
@@ -290,6 +338,11 @@ class SweepRunner:
         elif died or (summary.get("abort_reason") and summary["completed"] == 0):
             point["status"], point["cause"] = "failed", died or summary["abort_reason"]
         tput = summary["output_token_throughput"]
+        if summary.get("ci95"):
+            ci = next(iter(summary["ci95"].values()))
+            self.console.print(f"  {level.label}: {summary['repeats']} repeats, output tok/s "
+                               f"{fmt_ci(ci.get('output_tok_s'))}, TTFT p99 {fmt_ci(ci.get('ttft_ms.p99'), ',.1f')} ms "
+                               "(mean ± 95 % CI half-width)", soft_wrap=True)
         self.console.print(Text.assemble(
             f"  {level.label}: {summary['completed']} ok, {summary['failed']} failed, "
             f"{tput:,.0f} output tok/s, TTFT p50 {summary['ttft_ms']['p50'] or 0:.1f} ms",

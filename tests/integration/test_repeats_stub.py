@@ -1,0 +1,63 @@
+"""--repeats against the stub server: each level N times with fresh prompts, ci95 in the summary."""
+
+import json
+
+from servesweep.cli import main
+
+
+def test_run_with_repeats_writes_ci95_per_level(stub_server, tmp_path, capsys):
+    stub = stub_server(ttft_s=0.005, itl_s=0.001)
+    out = tmp_path / "res"
+    code = main(["run", "--url", stub.url, "--concurrency", "1,2", "--num-requests", "4", "--input-len", "16",
+                 "--output-len", "4", "--repeats", "3", "--out", str(out), "--no-progress", "--slo-ttft-ms", "1000"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [lv["label"] for lv in summary["levels"]] == ["c1#r1", "c1#r2", "c1#r3", "c2#r1", "c2#r2", "c2#r3"]
+    assert summary["repeats"] == 3 and set(summary["ci95"]) == {"c1", "c2"}
+    tput = summary["ci95"]["c2"]["output_tok_s"]
+    assert tput["n"] == 3 and tput["low"] <= tput["mean"] <= tput["high"]
+    assert tput["method"] == "student-t over repeats"
+    assert {"goodput", "ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p99", "e2e_ms.p99"} <= set(summary["ci95"]["c1"])
+    assert "mean ± 95 % CI over 3 repeats" in capsys.readouterr().out
+
+
+def test_repeats_refuses_zero(tmp_path):
+    assert main(["run", "--url", "http://127.0.0.1:9", "--concurrency", "1", "--repeats", "0",
+                 "--out", str(tmp_path / "r")]) == 2
+
+
+def test_a_ladder_with_repeats_through_the_stub_repeats_uncertain_rungs_up_to_the_cap(tmp_path, stub_server,
+                                                                                    monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from servesweep.reports.repeats import repeats_section
+    from servesweep.results import read_points
+    from servesweep.scenarios.schema import Scenario
+    from servesweep.sweep.runner import SweepRunner
+    from tests.integration.test_gate_under_load_stub import LaunchedStub
+
+    stub = stub_server(ttft_s=0.002, itl_s=0.0005)
+    monkeypatch.setattr("servesweep.sweep.runner.launch", lambda config, config_dir: LaunchedStub(stub, config))
+    # Every verdict "uncertain" (deterministic): each rung gets extra repeats until the cap.
+    monkeypatch.setattr("servesweep.sweep.ladder.slo_uncertain", lambda obs, slo: ["ttft_ms p99 uncertain (forced)"])
+    scenario = Scenario.model_validate({
+        "name": "t", "model": "/m", "sweep": {"precision": ["fp32"]}, "verify": False, "drift": None,
+        "workload": {"input_len": 8, "output_len": 4}, "slo": {"ttft_ms": 10000},
+        "load": {"concurrency": "auto", "ladder": {"max_concurrency": 2, "bisect_steps": 0},
+                 "num_requests": 4, "repeats": 2, "max_repeats": 3}})
+    out = tmp_path / "out"
+    (tmp_path / "s.yaml").write_text("name: t\n")
+    SweepRunner(scenario, tmp_path / "s.yaml", out, Console(file=io.StringIO()), show_progress=False).run()
+    points = read_points(out)
+    assert [p["level"] for p in points] == ["c1", "c2"]
+    for p in points:
+        ci = p["summary"]["ci95"][p["level"]]
+        assert ci["output_tok_s"]["n"] == 3 and len(p["extra_repeats"]) == 1
+        assert (out / "configs" / "fp32" / p["level"] / "extra-1" / "summary.json").exists()
+    search = json.loads((out / "configs" / "fp32" / "search.json").read_text())
+    assert search["rungs"][0]["observation"]["n"] == 3 and search["rungs"][0]["uncertain"]
+    assert "still uncertain at the repeat cap" in search["uncertainty"]["note"]
+    md, rows, lines = repeats_section(out, points)
+    assert [r[:3] for r in rows] == [["fp32", "c1", "3"], ["fp32", "c2", "3"]] and lines
