@@ -39,7 +39,7 @@ from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import read_trace
 from servesweep.loadgen.workload import Workload
-from servesweep.prefix_check import prefix_cache_summary
+from servesweep.prefix_check import check_reset_target, prefix_cache_summary, reset_prefix_cache
 from servesweep.results import SCHEMA_VERSION, ensure_writable_dir, write_summary
 
 
@@ -69,6 +69,8 @@ class LoadTestConfig(BaseModel):
     # Each level this many times in a row, fresh prompts each time; the summary's ci95 gives the
     # mean and 95 % t-interval over the repeats (servesweep.confidence).
     repeats: int = Field(default=1, ge=1)
+    # POST vLLM's /reset_prefix_cache before each level (and repeat); loopback targets only.
+    reset_prefix_cache: bool = False
 
 
 class ServerWatch(Protocol):
@@ -149,6 +151,8 @@ async def run_load_test(
         if config.trace_file is not None or config.sessions is not None:
             raise ConfigError("--repeats repeats closed- and open-loop levels; not a trace replay or sessions")
         config = config.model_copy(update={"levels": expand_repeats(config.levels, config.repeats)})
+    if config.reset_prefix_cache:
+        check_reset_target(config.base_url)
     out = ensure_writable_dir(config.out_dir)
     set_aside_previous_run(out)
     split = (server_info or {}).get("cpu_split")
@@ -205,6 +209,20 @@ async def run_load_test(
 
             runner.before_level = edge
             runner.after_level = edge
+        reset_notes: list[str] = []
+        if config.reset_prefix_cache:
+            if not isinstance(runner, LoadRunner):
+                raise ConfigError("--reset-prefix-cache needs one load-generator process; leave out --workers")
+            why_not = await reset_prefix_cache(probe_session, target.base_url)
+            if why_not is not None:
+                reset_notes.append(f"--reset-prefix-cache: not done: {why_not}")
+            else:
+                async def reset(level: LoadLevel) -> None:
+                    failed = await reset_prefix_cache(probe_session, target.base_url)
+                    if failed is not None:
+                        reset_notes.append(f"level {level.label}: prefix cache not reset: {failed}")
+
+                runner.level_prelude = reset
         watcher: asyncio.Task | None = None
         if server_watch is not None:
             watcher = asyncio.create_task(_watch_server(server_watch, runner))
@@ -263,7 +281,10 @@ async def run_load_test(
     prefix, prefix_warnings = prefix_cache_summary(summary["levels"], config.workload.shared_prefix_len,
                                                    config.sessions is not None)
     summary["prefix_cache"] = prefix
-    summary["warnings"].extend(prefix_warnings)
+    summary["prefix_cache_reset"] = (None if not config.reset_prefix_cache else
+                                     {"requested": True, "done": not any("not done" in n for n in reset_notes),
+                                      "notes": reset_notes})
+    summary["warnings"].extend(prefix_warnings + reset_notes)
     _lengths_and_sessions(summary, outcome, length_notes, limit)
     held_open = getattr(runner, "held_open_completed", 0)
     if held_open:

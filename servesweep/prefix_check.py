@@ -54,3 +54,36 @@ def prefix_cache_summary(levels: list[dict[str, Any]], shared_prefix_len: int, s
                             f"cache{intended}; a workload meant to be unique is reusing prompts (warm-up prompts, "
                             "a dataset with repeats, an earlier level's prompts still cached): latencies read low")
     return (out or None), warnings
+
+
+RESET_PATH = "/reset_prefix_cache"
+
+
+def check_reset_target(base_url: str) -> None:
+    """--reset-prefix-cache is sent to this machine's servers only, --allow-remote or not."""
+    from servesweep.errors import ConfigError, TargetError
+    from servesweep.loadgen.target import check_loopback
+
+    try:
+        check_loopback(base_url)
+    except TargetError as exc:
+        raise ConfigError("--reset-prefix-cache is sent to loopback targets only, refused: "
+                          + str(exc).split(";")[0]) from None
+
+
+async def reset_prefix_cache(session: Any, base_url: str) -> str | None:
+    """POST vLLM's /reset_prefix_cache (served in dev mode, VLLM_SERVER_DEV_MODE=1); None when it
+    was reset, else why not. Loopback targets only: the caller checks (check_loopback)."""
+    import aiohttp
+
+    url = base_url.rstrip("/") + RESET_PATH
+    try:
+        async with session.post(url, timeout=aiohttp.ClientTimeout(total=30)) as resp:
+            if resp.status == 200:
+                return None
+            if resp.status in (404, 405):
+                return (f"the server does not offer POST {RESET_PATH} (HTTP {resp.status}; vLLM serves it only "
+                        "with VLLM_SERVER_DEV_MODE=1)")
+            return f"POST {url} answered HTTP {resp.status}: {(await resp.text())[:200]}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return f"POST {url} failed: {exc}"

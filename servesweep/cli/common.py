@@ -101,6 +101,9 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="run each level N times in a row with fresh prompts; the summary and table give the mean "
                         "and a 95 %% Student-t interval over the repeats (README, 'Repeats and confidence intervals')")
+    g.add_argument("--reset-prefix-cache", action="store_true",
+                   help="POST the server's /reset_prefix_cache before each level and repeat (vLLM in dev mode: "
+                        "VLLM_SERVER_DEV_MODE=1; loopback targets only); the summary says when it could not")
     g.add_argument("--workers", type=int, default=1,
                    help="load-generator processes; each takes an even share of every level (default 1)")
     t = p.add_argument_group("production-shaped traffic (instead of --concurrency / --request-rate)")

@@ -27,6 +27,7 @@ from servesweep.errors import ConfigError
 from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.target import check_loopback
 from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.prefix_check import check_reset_target
 from servesweep.reports.assertions import parse_assertions
 from servesweep.results import ensure_writable_dir
 
@@ -69,10 +70,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                   keep_text=args.keep_text, show_progress=False if args.no_progress else None,
                   tokenizer_dir=args.tokenizer, workers=args.workers, trace_file=args.trace,
                   trace_format=args.trace_format, trace_speed=args.trace_speed, sessions=sessions_from_args(args),
-                  records=args.records, report_interval_s=args.report_interval, repeats=args.repeats)
+                  records=args.records, report_interval_s=args.report_interval, repeats=args.repeats,
+                  reset_prefix_cache=args.reset_prefix_cache)
     if args.url:
         if args.backend:
             raise ConfigError("give either --url (attach) or --backend (launch), not both")
+        if args.reset_prefix_cache:
+            check_reset_target(args.url)
         if not args.allow_remote:
             check_loopback(args.url)  # before anything is sent (the metrics probe too) or created
         out = ensure_writable_dir(args.out or default_out_dir("attach"))

@@ -225,6 +225,8 @@ class LoadRunner:
         self.before_level: Callable[[LoadLevel], Awaitable[float | None]] | None = None
         # Awaited when a level's last request has completed, before the next level is prepared.
         self.after_level: Callable[[LoadLevel], Awaitable[None]] | None = None
+        # Awaited at a level's very start, before its warm-up (e.g. clearing the server's prefix cache).
+        self.level_prelude: Callable[[LoadLevel], Awaitable[None]] | None = None
         # Which clock stamped response arrivals (HttpPool.clock_source), known once `run` returns.
         self.arrival_clock: str | None = None
         self.context_limit = context_limit
@@ -541,6 +543,8 @@ class LoadRunner:
         gc.collect()
         gc.freeze()
         ticker: asyncio.Task | None = None
+        if self.level_prelude is not None:
+            await self.level_prelude(level)
         try:
             warmups = level.warmup_requests
             wrapped = False

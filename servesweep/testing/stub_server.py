@@ -56,6 +56,8 @@ class StubBehaviour:
     redirect_paths: tuple[str, ...] = ()  # paths answered with a 307 to redirect_to + path
     redirect_to: str = ""
     completion_calls: int = 0  # not a knob: how many completion requests have arrived so far
+    dev_mode: bool = False  # serve vLLM's dev-mode POST /reset_prefix_cache
+    prefix_resets: int = 0  # not a knob: how many /reset_prefix_cache calls have arrived
 
 
 def _count_prompt(body: dict) -> tuple[int, str]:
@@ -203,6 +205,12 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
     app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/detokenize", detokenize)
     app.router.add_post("/v1/completions", complete)
+    if b.dev_mode:
+        async def reset_prefix(_: web.Request) -> web.Response:
+            b.prefix_resets += 1
+            return web.Response(status=200)
+
+        app.router.add_post("/reset_prefix_cache", reset_prefix)
     app.router.add_post("/v1/chat/completions", complete)
     if b.metrics:
         app.router.add_get("/metrics", metrics)

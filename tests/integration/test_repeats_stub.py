@@ -61,3 +61,30 @@ def test_a_ladder_with_repeats_through_the_stub_repeats_uncertain_rungs_up_to_th
     assert "still uncertain at the repeat cap" in search["uncertainty"]["note"]
     md, rows, lines = repeats_section(out, points)
     assert [r[:3] for r in rows] == [["fp32", "c1", "3"], ["fp32", "c2", "3"]] and lines
+
+
+def test_reset_prefix_cache_before_each_level_and_repeat(stub_server, tmp_path):
+    stub = stub_server(dev_mode=True)
+    out = tmp_path / "res"
+    assert main(["run", "--url", stub.url, "--concurrency", "1,2", "--num-requests", "2", "--input-len", "8",
+                 "--output-len", "2", "--repeats", "2", "--reset-prefix-cache", "--out", str(out),
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # one probe, then one reset per level and repeat
+    assert stub.behaviour.prefix_resets == 1 + 4
+    assert summary["prefix_cache_reset"] == {"requested": True, "done": True, "notes": []}
+
+
+def test_reset_prefix_cache_says_when_the_server_does_not_offer_it(stub_server, tmp_path):
+    stub = stub_server()
+    out = tmp_path / "res"
+    assert main(["run", "--url", stub.url, "--concurrency", "1", "--num-requests", "2", "--input-len", "8",
+                 "--output-len", "2", "--reset-prefix-cache", "--out", str(out), "--no-progress"]) == 0
+    reset = json.loads((out / "summary.json").read_text())["prefix_cache_reset"]
+    assert not reset["done"] and "does not offer POST /reset_prefix_cache (HTTP 404" in reset["notes"][0]
+
+
+def test_reset_prefix_cache_refuses_a_remote_target(tmp_path):
+    code = main(["run", "--url", "http://10.1.2.3:8000", "--allow-remote", "--concurrency", "1",
+                 "--reset-prefix-cache", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert code == 2
