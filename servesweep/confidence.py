@@ -133,3 +133,50 @@ def fmt_ci(ci: dict[str, Any] | None, digits: str = ",.0f") -> str:
     if ci.get("low") is None:
         return f"{ci['mean']:{digits}}"
     return f"{ci['mean']:{digits}} ± {(ci['high'] - ci['low']) / 2:{digits}}"
+
+
+def precision_of(ci: dict[str, Any] | None) -> float | None:
+    """The interval's half-width relative to the mean (None without an interval or with mean 0)."""
+    if not ci or ci.get("low") is None or not ci.get("mean"):
+        return None
+    return (ci["high"] - ci["low"]) / 2 / abs(ci["mean"])
+
+
+def more_repeats(target: float, cap: int, metric: str = "output_tok_s"):
+    """A LoadRunner.more_levels callback for --target-precision: after a level's last planned
+    repeat, one more repeat while the metric's 95 % interval is wider than `target` x the mean
+    and the level has fewer than `cap` repeats."""
+
+    def decide(result: Any, done: list[Any], upcoming: list[Any]) -> list[Any]:
+        base = base_label(result.level.label)
+        if any(base_label(lv.label) == base for lv in upcoming):
+            return []
+        mine = [r.summary for r in done if base_label(r.level.label) == base]
+        if len(mine) >= cap:
+            return []
+        rel = precision_of(ci_from_values([level_values(s) for s in mine]).get(metric))
+        if rel is not None and rel <= target:
+            return []
+        return [result.level.model_copy(update={"name": repeat_label(base, len(mine) + 1)})]
+
+    return decide
+
+
+def precision_report(ci95: dict[str, dict[str, Any]], target: float, cap: int,
+                     metric: str = "output_tok_s") -> dict[str, Any]:
+    """Per level: the precision reached and whether it met the target (or the cap stopped it)."""
+    levels = {}
+    for label, metrics in ci95.items():
+        ci = metrics.get(metric) or {}
+        rel = precision_of(ci)
+        levels[label] = {"n": ci.get("n"), "relative_half_width": rel,
+                         "reached": rel is not None and rel <= target}
+    return {"target": target, "metric": metric, "max_repeats": cap, "levels": levels}
+
+
+def parse_precision(text: str) -> float:
+    """`5%` or `0.05` -> 0.05."""
+    value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    if not 0 < value < 1:
+        raise ValueError(f"a precision is a fraction of the mean in (0, 1), e.g. 5% or 0.05; got {text!r}")
+    return value

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from servesweep import __version__
 from servesweep.backends.base import Telemetry
-from servesweep.confidence import expand_repeats, repeats_ci
+from servesweep.confidence import expand_repeats, more_repeats, precision_report, repeats_ci
 from servesweep.crosscheck import cross_check
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen import intervals as soak
@@ -69,6 +69,10 @@ class LoadTestConfig(BaseModel):
     # Each level this many times in a row, fresh prompts each time; the summary's ci95 gives the
     # mean and 95 % t-interval over the repeats (servesweep.confidence).
     repeats: int = Field(default=1, ge=1)
+    # Keep repeating a level (at least 2 repeats) until the 95 % interval of its output tok/s is
+    # within target_precision x the mean, or it has max_repeats repeats.
+    target_precision: float | None = Field(default=None, gt=0, lt=1)
+    max_repeats: int = Field(default=10, ge=2)
     # POST vLLM's /reset_prefix_cache before each level (and repeat); loopback targets only.
     reset_prefix_cache: bool = False
 
@@ -147,6 +151,8 @@ async def run_load_test(
     """Run every level and return the summary (also written to `out_dir/summary.json`)."""
     if not config.allow_remote:
         check_loopback(config.base_url)
+    if config.target_precision is not None and config.repeats < 2:
+        config = config.model_copy(update={"repeats": 2})  # an interval needs two
     if config.repeats > 1:
         if config.trace_file is not None or config.sessions is not None:
             raise ConfigError("--repeats repeats closed- and open-loop levels; not a trace replay or sessions")
@@ -209,6 +215,10 @@ async def run_load_test(
 
             runner.before_level = edge
             runner.after_level = edge
+        if config.target_precision is not None:
+            if not isinstance(runner, LoadRunner):
+                raise ConfigError("--target-precision needs one load-generator process; leave out --workers")
+            runner.more_levels = more_repeats(config.target_precision, max(config.max_repeats, config.repeats))
         reset_notes: list[str] = []
         if config.reset_prefix_cache:
             if not isinstance(runner, LoadRunner):
@@ -276,6 +286,15 @@ async def run_load_test(
     summary["repeats"] = config.repeats
     if config.repeats > 1:
         summary["ci95"] = repeats_ci(summary["levels"])
+        if config.target_precision is not None:
+            summary["target_precision"] = precision_report(summary["ci95"], config.target_precision,
+                                                           max(config.max_repeats, config.repeats))
+            for label, got in summary["target_precision"]["levels"].items():
+                if not got["reached"]:
+                    summary["warnings"].append(
+                        f"level {label}: output tok/s interval ±{(got['relative_half_width'] or 0):.1%} of the mean "
+                        f"after {got['n']} repeats, wider than the {config.target_precision * 100:g}% asked "
+                        "(--max-repeats stopped it)")
         summary["ci95_method"] = ("Student-t 95 % interval over the repeats' per-repeat values (the repeats are "
                                   "the independent units; requests within one window are not)")
     prefix, prefix_warnings = prefix_cache_summary(summary["levels"], config.workload.shared_prefix_len,

@@ -22,6 +22,7 @@ from servesweep.backends import (
     config_from_dict,
     launch,
 )
+from servesweep.confidence import parse_precision
 from servesweep.errors import (
     EXIT_ALL_FAILED,
     EXIT_CHECK_FAILED,
@@ -101,6 +102,11 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="run each level N times in a row with fresh prompts; the summary and table give the mean "
                         "and a 95 %% Student-t interval over the repeats (README, 'Repeats and confidence intervals')")
+    g.add_argument("--target-precision", type=parse_precision, default=None, metavar="P",
+                   help="repeat each level (at least twice) until the 95 %% interval of its output tok/s is within "
+                        "P of the mean (e.g. 5%%), or --max-repeats is reached")
+    g.add_argument("--max-repeats", type=int, default=10, metavar="N",
+                   help="the cap on repeats for --target-precision (default 10)")
     g.add_argument("--reset-prefix-cache", action="store_true",
                    help="POST the server's /reset_prefix_cache before each level and repeat (vLLM in dev mode: "
                         "VLLM_SERVER_DEV_MODE=1; loopback targets only); the summary says when it could not")

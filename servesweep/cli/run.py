@@ -66,11 +66,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     levels = levels_from_args(args)
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.max_repeats < 2:
+        raise ConfigError(f"--max-repeats must be >= 2, got {args.max_repeats}")
     common = dict(workload=workload, levels=levels, slo=slo_from_args(args), allow_remote=args.allow_remote,
                   keep_text=args.keep_text, show_progress=False if args.no_progress else None,
                   tokenizer_dir=args.tokenizer, workers=args.workers, trace_file=args.trace,
                   trace_format=args.trace_format, trace_speed=args.trace_speed, sessions=sessions_from_args(args),
                   records=args.records, report_interval_s=args.report_interval, repeats=args.repeats,
+                  target_precision=args.target_precision, max_repeats=args.max_repeats,
                   reset_prefix_cache=args.reset_prefix_cache)
     if args.url:
         if args.backend:

@@ -227,6 +227,9 @@ class LoadRunner:
         self.after_level: Callable[[LoadLevel], Awaitable[None]] | None = None
         # Awaited at a level's very start, before its warm-up (e.g. clearing the server's prefix cache).
         self.level_prelude: Callable[[LoadLevel], Awaitable[None]] | None = None
+        # Called after each level with it, the levels so far and those still planned: levels to run
+        # next (servesweep.confidence's target precision adds repeats this way).
+        self.more_levels: Callable[[LevelResult, list[LevelResult], list[LoadLevel]], list[LoadLevel]] | None = None
         # Which clock stamped response arrivals (HttpPool.clock_source), known once `run` returns.
         self.arrival_clock: str | None = None
         self.context_limit = context_limit
@@ -624,13 +627,18 @@ class LoadRunner:
             watchdog = asyncio.create_task(self._watch(pool, session))
             try:
                 with progress_bar if progress_bar is not None else nullcontext():
-                    for level in self.levels:
+                    levels, i = list(self.levels), 0
+                    while i < len(levels):
                         if self.stopped:
                             break
-                        result = await self._run_level(pool, level, progress_bar, session)
+                        result = await self._run_level(pool, levels[i], progress_bar, session)
                         if result is None:
                             break
                         self.outcome.levels.append(result)
+                        if self.more_levels is not None:
+                            # e.g. another repeat while a level's interval is wider than asked
+                            levels[i + 1:i + 1] = self.more_levels(result, self.outcome.levels, levels[i + 1:])
+                        i += 1
             finally:
                 watchdog.cancel()
                 await asyncio.gather(watchdog, return_exceptions=True)

@@ -52,6 +52,9 @@ class LoadSpec(Strict):
     # a rung's repeats may reach while its SLO verdict is uncertain (default 2 x repeats).
     repeats: int = Field(1, ge=1)
     max_repeats: int | None = Field(None, ge=1)
+    # Repeat each level (and rung) until the 95 % interval of its output tok/s is within this
+    # fraction of the mean (e.g. 0.05), or repeat_cap; None: a fixed number of repeats.
+    target_precision: float | None = Field(None, gt=0, lt=1)
     ladder: LadderConfig = Field(default_factory=LadderConfig)  # options of concurrency: auto
     rate_search: RateSearchConfig = Field(default_factory=RateSearchConfig)  # options of request_rate: auto
 
@@ -67,7 +70,11 @@ class LoadSpec(Strict):
 
     @property
     def repeat_cap(self) -> int:
-        return self.max_repeats if self.max_repeats is not None else (2 * self.repeats if self.repeats > 1 else 1)
+        if self.max_repeats is not None:
+            return self.max_repeats
+        if self.target_precision is not None:
+            return max(10, self.repeats)
+        return 2 * self.repeats if self.repeats > 1 else 1
 
     @property
     def adaptive(self) -> bool:

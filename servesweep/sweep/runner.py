@@ -300,6 +300,13 @@ class SweepRunner:
         except (MeasurementError, OSError) as exc:
             self.console.print(f"  drift probe failed: {exc}")
 
+    def _precision_options(self, extra: int) -> dict[str, Any]:
+        """load.target_precision for a point's first load test (an extra repeat is one window)."""
+        load = self.scenario.load
+        if extra or load.target_precision is None:
+            return {}
+        return {"target_precision": load.target_precision, "max_repeats": max(2, load.repeat_cap)}
+
     def _run_level(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel,
                    config_dir: Path, repeats: int | None = None, extra: int = 0) -> dict[str, Any]:
         """One point: the level run `repeats` times (the scenario's by default); `extra` k > 0 is the
@@ -312,7 +319,8 @@ class SweepRunner:
         load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=level_dir,
                               levels=[level], workload=workload, slo=self.scenario.slo,
                               show_progress=self.show_progress, tokenizer_dir=getattr(server, "tokenizer_dir", None),
-                              repeats=self.scenario.load.repeats if repeats is None else repeats)
+                              repeats=self.scenario.load.repeats if repeats is None else repeats,
+                              **self._precision_options(extra))
         telemetry = server.telemetry(level_dir / "telemetry.jsonl")
         summary = run_async(run_load_test(load, telemetry=telemetry, server_watch=server,
                                           server_info=server.info()))

@@ -88,3 +88,20 @@ def test_reset_prefix_cache_refuses_a_remote_target(tmp_path):
     code = main(["run", "--url", "http://10.1.2.3:8000", "--allow-remote", "--concurrency", "1",
                  "--reset-prefix-cache", "--out", str(tmp_path / "r"), "--no-progress"])
     assert code == 2
+
+
+def test_target_precision_repeats_until_narrow_or_the_cap(stub_server, tmp_path):
+    stub = stub_server(ttft_s=0.002, itl_s=0.0005)
+    common = ["run", "--url", stub.url, "--concurrency", "1,2", "--num-requests", "4", "--input-len", "8",
+              "--output-len", "4", "--no-progress"]
+    # A target any two repeats meet: two repeats per level (an interval needs two).
+    assert main([*common, "--target-precision", "99%", "--out", str(tmp_path / "a")]) == 0
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert [lv["label"] for lv in a["levels"]] == ["c1#r1", "c1#r2", "c2#r1", "c2#r2"]
+    assert all(v["reached"] for v in a["target_precision"]["levels"].values())
+    # A target no timing meets: repeats up to the cap, and a warning says so.
+    assert main([*common, "--target-precision", "0.000001", "--max-repeats", "3", "--out", str(tmp_path / "b")]) == 0
+    b = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert [lv["label"] for lv in b["levels"]] == ["c1#r1", "c1#r2", "c1#r3", "c2#r1", "c2#r2", "c2#r3"]
+    assert b["target_precision"]["levels"]["c2"] == {**b["target_precision"]["levels"]["c2"], "n": 3, "reached": False}
+    assert any("wider than the 0.0001% asked" in w for w in b["warnings"])

@@ -7,7 +7,16 @@ import math
 
 import pytest
 
-from servesweep.confidence import base_label, expand_repeats, interval, repeats_ci, welch_gain
+from servesweep.confidence import (
+    base_label,
+    expand_repeats,
+    interval,
+    more_repeats,
+    parse_precision,
+    precision_of,
+    repeats_ci,
+    welch_gain,
+)
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.prefix_check import prefix_cache_summary
@@ -185,3 +194,27 @@ def test_prefix_cache_contamination_is_flagged_unless_intended():
     assert not got["c1"]["warn"] and warnings == []
     got, _ = prefix_cache_summary(levels[:1], 0, sessions=True)
     assert got["c1"]["expected_share"] is None and not got["c1"]["warn"]
+
+
+class _Result:
+    def __init__(self, label, tput):
+        self.level = LoadLevel(concurrency=4, num_requests=4, name=label)
+        self.summary = {"output_token_throughput": tput}
+
+
+def test_target_precision_asks_for_repeats_until_narrow_or_capped():
+    decide = more_repeats(0.05, cap=4)
+    r1, r2 = _Result("c4#r1", 100.0), _Result("c4#r2", 140.0)
+    # another repeat of c4 is planned already: nothing to add
+    assert decide(r1, [r1], [LoadLevel(concurrency=4, num_requests=4, name="c4#r2")]) == []
+    # two repeats 40 % apart: far wider than 5 %: a third
+    [more] = decide(r2, [r1, r2], [])
+    assert more.label == "c4#r3" and more.concurrency == 4
+    r3, r4 = _Result("c4#r3", 120.0), _Result("c4#r4", 120.0)
+    assert decide(r4, [r1, r2, r3, r4], []) == []  # the cap
+    tight = [_Result(f"c4#r{i}", v) for i, v in enumerate([100.0, 100.5, 99.5], 1)]
+    assert decide(tight[-1], tight, []) == [] and precision_of(interval([100.0, 100.5, 99.5])) < 0.05
+    assert parse_precision("5%") == 0.05 and parse_precision("0.05") == 0.05
+    with pytest.raises(ValueError):
+        parse_precision("150%")
+    assert LoadSpec(concurrency=[1], target_precision=0.05).repeat_cap == 10
