@@ -82,6 +82,7 @@ def level_values(entry: dict[str, Any]) -> dict[str, float | None]:
     values: dict[str, float | None] = {
         "output_tok_s": entry.get("output_token_throughput"),
         "goodput": goodput if goodput is not None else entry.get("request_throughput"),
+        "request_throughput": entry.get("request_throughput"),
     }
     for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
         dist = entry.get(metric) or {}

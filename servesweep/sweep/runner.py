@@ -92,6 +92,26 @@ def merge_extra_repeat(point: dict[str, Any], more: dict[str, Any], why: list[st
     if more.get("status") == "failed":
         point["status"], point["cause"] = "failed", more.get("cause")
     point.setdefault("extra_repeats", []).append({"dir": more.get("dir"), "why": list(why)})
+    headline_from_repeats(s)
+
+
+def headline_from_repeats(summary: dict[str, Any]) -> None:
+    """A point run with repeats: its throughput figures become the means over the repeats (what the
+    report and the searches compare); the whole load test's, whose window also spans the gaps
+    and warm-ups between repeats, stay under `pooled_over_repeats`. Latency percentiles stay
+    pooled over every measured request of the repeats."""
+    ci = next(iter((summary.get("ci95") or {}).values()), None)
+    if not ci:
+        return
+    pooled = summary.setdefault("pooled_over_repeats", {k: summary.get(k) for k in
+                                                        ("output_token_throughput", "request_throughput")})
+    if summary.get("goodput"):
+        pooled.setdefault("request_goodput", summary["goodput"].get("request_goodput"))
+    for key, ci_key in (("output_token_throughput", "output_tok_s"), ("request_throughput", "request_throughput")):
+        if (ci.get(ci_key) or {}).get("mean") is not None:
+            summary[key] = ci[ci_key]["mean"]
+    if summary.get("goodput") and (ci.get("goodput") or {}).get("mean") is not None:
+        summary["goodput"]["request_goodput"] = ci["goodput"]["mean"]
 
 
 class SweepRunner:
@@ -329,6 +349,7 @@ class SweepRunner:
             where = summary.get("summary_path") or f"{level_dir}/summary.json"
             raise OutputError(f"{summary['output_error']} (the level's summary: {where})")
         result = {k: v for k, v in summary.items() if k != "levels"}
+        headline_from_repeats(result)
         point: dict[str, Any] = {
             "config": config.label(), "config_spec": config.model_dump(mode="json"),
             "level": level.label, "level_spec": level.model_dump(exclude_none=True),
@@ -345,7 +366,7 @@ class SweepRunner:
             point["status"], point["interrupted"] = "interrupted", True
         elif died or (summary.get("abort_reason") and summary["completed"] == 0):
             point["status"], point["cause"] = "failed", died or summary["abort_reason"]
-        tput = summary["output_token_throughput"]
+        tput = result["output_token_throughput"]  # the repeats' mean with repeats
         if summary.get("ci95"):
             ci = next(iter(summary["ci95"].values()))
             self.console.print(f"  {level.label}: {summary['repeats']} repeats, output tok/s "
