@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -333,9 +334,14 @@ class SweepRunner:
         k-th extra repeat of an uncertain rung, in its own directory with its own seed."""
         level_dir = config_dir / level.label
         workload = self.scenario.workload
+        # Each point its own prompts: with the scenario's seed for every point, every rung resent the
+        # first rung's prompts and the server answered half their tokens from its prefix cache
+        # (measured on the CPU vLLM, examples/cpu-repeats). Deterministic: the seed + crc32(label).
+        seed = workload.seed + zlib.crc32(level.label.encode())
         if extra:
             level_dir = level_dir / f"extra-{extra}"
-            workload = workload.model_copy(update={"seed": workload.seed + 1000 * extra})
+            seed += 1000 * extra
+        workload = workload.model_copy(update={"seed": seed % 2**32})
         load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=level_dir,
                               levels=[level], workload=workload, slo=self.scenario.slo,
                               show_progress=self.show_progress, tokenizer_dir=getattr(server, "tokenizer_dir", None),
