@@ -383,6 +383,11 @@ class SweepRunner:
             f"{tput:,.0f} output tok/s, TTFT p50 {summary['ttft_ms']['p50'] or 0:.1f} ms",
             (f" {point['status']}: {point.get('cause', '')}" if point["status"] != "ok" else "", "red")),
             soft_wrap=True)
+        hits = [v["hit_rate"] for v in (summary.get("prefix_cache") or {}).values() if v.get("warn")]
+        if hits:
+            self.console.print(f"  {level.label}: {max(hits):.0%} of prompt tokens hit the server's prefix cache, more "
+                               "than the workload intends: its latencies read low (summary.json prefix_cache)",
+                               style="yellow", soft_wrap=True)
         for reason in (point["timing_check"] or {}).get("reasons", []):
             self.console.print(f"  {level.label}: timing suspect, SLO verdicts on it say so: {reason}",
                                style="yellow", soft_wrap=True)

@@ -52,6 +52,8 @@ def test_a_ladder_with_repeats_through_the_stub_repeats_uncertain_rungs_up_to_th
     SweepRunner(scenario, tmp_path / "s.yaml", out, Console(file=io.StringIO()), show_progress=False).run()
     points = read_points(out)
     assert [p["level"] for p in points] == ["c1", "c2"]
+    # each point its own prompts (a rung resending the last one's would hit the prefix cache)
+    assert points[0]["summary"]["seed"] != points[1]["summary"]["seed"]
     for p in points:
         ci = p["summary"]["ci95"][p["level"]]
         assert ci["output_tok_s"]["n"] == 3 and len(p["extra_repeats"]) == 1
