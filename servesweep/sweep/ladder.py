@@ -65,7 +65,8 @@ and observed as the means with 95 % t-intervals over the repeats. The searches t
                  uncertain at the cap is taken on the mean and named in the rung's `uncertain`
                  and in the result's `uncertainty`.
   noise-aware knee
-                 a rung's throughput gain over the last rung that made a real gain counts only
+                 a rung whose gain over the rung below is inside the noise is first run again
+                 (`wants_repeat`, up to `max_repeats`), then: a rung's throughput gain over the last rung that made a real gain counts only
                  when the 95 % Welch interval of the difference lies above 0; otherwise the rung
                  is taken as flat (its throughput replaced by that anchor's) before `find_knee`,
                  so a gain smaller than the noise is not a gain and a dip inside the noise does
@@ -199,6 +200,16 @@ class ConcurrencyLadder(_Search):
     def next_level(self) -> int | None:
         level = super().next_level()
         return None if level is None else int(level)
+
+    def wants_repeat(self, obs: Observation) -> list[str]:
+        """As for every search (an uncertain SLO verdict), and also a throughput gain over the rung
+        below that is inside the noise: the knee would take the rung as flat, so it gets more
+        repeats (up to the cap) before it decides where the knee is."""
+        why = super().wants_repeat(obs)
+        if obs.n >= self.max_repeats or obs.failed or self._pending is None:
+            return why
+        gain = gain_in_noise(self.rungs, self._pending[0], obs)
+        return why + ([gain] if gain else [])
 
     def limits(self, obs: Observation) -> tuple[list[str], list[str]]:
         """The limits an observation breaks (precedence order) and a line of detail for each."""
@@ -417,29 +428,52 @@ class RateSearch(_Search):
         }
 
 
+def _gain_interval(anchor: Rung | None, obs: Observation) -> tuple[float, float] | None:
+    """The 95 % Welch interval of obs's output tok/s minus the anchor's; None without two repeats
+    on both sides."""
+    mine = (obs.samples or {}).get("output_tok_s") or ()
+    theirs = ((anchor.observation.samples or {}).get("output_tok_s") or ()) if anchor else ()
+    if len(mine) < 2 or len(theirs) < 2:
+        return None
+    diff, low = welch_gain(list(theirs), list(mine))
+    return None if low is None else (low, 2 * diff - low)  # the interval is symmetric about diff
+
+
+def _noise_aware(rungs: list[Rung]) -> tuple[list[float], list[float], list[float], Rung | None]:
+    """noise_aware_throughputs, plus the last anchor."""
+    levels: list[float] = []
+    tputs: list[float] = []
+    flat: list[float] = []
+    anchor: Rung | None = None
+    for r in sorted(rungs, key=lambda r: r.level):
+        gain = _gain_interval(anchor, r.observation)
+        levels.append(float(r.level))
+        if anchor is not None and gain is not None and gain[0] <= 0 <= gain[1]:
+            tputs.append(tputs[levels.index(float(anchor.level))])
+            flat.append(float(r.level))
+            continue
+        tputs.append(float(r.observation.output_tok_s))
+        anchor = r
+    return levels, tputs, flat, anchor
+
+
 def noise_aware_throughputs(rungs: list[Rung]) -> tuple[list[float], list[float], list[float]]:
     """(levels, output tok/s, the levels taken as flat) in level order: a rung whose gain over the
     anchor (the last rung with a real gain) is not above 0 at 95 % (Welch) gets the anchor's
     throughput. Rungs without two repeats on both sides keep their own mean."""
-    ordered = sorted(rungs, key=lambda r: r.level)
-    levels, tputs, flat = [], [], []
-    anchor: Rung | None = None
-    for r in ordered:
-        value = r.observation.output_tok_s
-        mine = (r.observation.samples or {}).get("output_tok_s") or ()
-        theirs = ((anchor.observation.samples or {}).get("output_tok_s") or ()) if anchor else ()
-        if anchor is not None and len(mine) >= 2 and len(theirs) >= 2:
-            diff, low = welch_gain(list(theirs), list(mine))
-            high = 2 * diff - low if low is not None else None  # the interval is symmetric about diff
-            if low is not None and low <= 0 <= high:
-                levels.append(float(r.level))
-                tputs.append(tputs[levels.index(float(anchor.level))])
-                flat.append(float(r.level))
-                continue
-        levels.append(float(r.level))
-        tputs.append(float(value))
-        anchor = r
+    levels, tputs, flat, _ = _noise_aware(rungs)
     return levels, tputs, flat
+
+
+def gain_in_noise(rungs: list[Rung], level: float, obs: Observation) -> str | None:
+    """A line when obs (to be recorded at `level`) gains over the anchor below it by less than the
+    noise, i.e. the knee would take it as flat; None otherwise."""
+    anchor = _noise_aware([r for r in rungs if r.level < level])[3]
+    gain = _gain_interval(anchor, obs)
+    if anchor is None or gain is None or not gain[0] <= 0 <= gain[1]:
+        return None
+    return (f"output tok/s gain over {anchor.level:g} inside the noise: 95 % CI {gain[0]:+,.0f} to {gain[1]:+,.0f} "
+            f"(n={obs.n})")
 
 
 def _round_rate(rate: float) -> float:

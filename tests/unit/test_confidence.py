@@ -218,3 +218,16 @@ def test_target_precision_asks_for_repeats_until_narrow_or_capped():
     with pytest.raises(ValueError):
         parse_precision("150%")
     assert LoadSpec(concurrency=[1], target_precision=0.05).repeat_cap == 10
+
+
+def test_a_gain_inside_the_noise_gets_repeats_before_the_knee_takes_it_as_flat():
+    ladder = ConcurrencyLadder(LadderConfig(max_concurrency=8, bisect_steps=0), max_repeats=5)
+    ladder.next_level()
+    ladder.record(1, repeated([437, 475, 326]))  # the CPU run's c1: a busy machine
+    assert ladder.next_level() == 2
+    noisy = repeated([918, 759, 468])
+    [why] = ladder.wants_repeat(noisy)
+    assert why.startswith("output tok/s gain over 1 inside the noise")
+    assert ladder.wants_repeat(repeated([918, 759, 468, 800, 850])) == []  # the cap
+    assert ladder.wants_repeat(repeated([800, 810, 790])) == []  # a clear gain
+    assert ConcurrencyLadder(max_repeats=5).wants_repeat(noisy) == []  # nothing pending to compare
