@@ -49,20 +49,17 @@ def test_nothing_below_the_cli_imports_it():
             assert not [t for t in targets if t.startswith("servesweep.cli")], name
 
 
-def test_no_import_cycles():
-    graph = _imports()
-    # A package's __init__ that only re-exports its submodules is not a cycle of behaviour; count
-    # edges into a package as edges into each module it imports.
+def _assert_acyclic(graph: dict[str, set[str]] | dict[str, list[str]], what: str) -> None:
+    """Depth-first search; the first cycle found fails with its path."""
     state: dict[str, int] = {}
     stack: list[str] = []
 
     def visit(node: str) -> None:
         state[node] = 1
         stack.append(node)
-        for nxt in graph.get(node, ()):
+        for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
+                raise AssertionError(f"{what}: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
             if nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -71,6 +68,12 @@ def test_no_import_cycles():
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+def test_no_import_cycles():
+    # A package's __init__ that only re-exports its submodules is not a cycle of behaviour; count
+    # edges into a package as edges into each module it imports.
+    _assert_acyclic(_imports(), "import cycle")
 
 
 def test_backends_list_their_registered_kinds():
@@ -133,20 +136,4 @@ def test_no_import_cycles_between_folders():
     graph.pop("servesweep", None)  # the package's __init__ re-exports; it is not a floor
     for targets in graph.values():
         targets.discard("servesweep")
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                raise AssertionError("folder import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
-            if nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
+    _assert_acyclic(graph, "folder import cycle")
