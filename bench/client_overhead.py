@@ -47,7 +47,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from peers import ALL_TOOLS, Job, Tool, install_peers  # noqa: E402
 
-SERVER_CORE, CLIENT_CORE = "0", "1"
+# Overridable for a machine with more cores (bench/gpu/device.sh fidelity: cores away from core 0's interrupts).
+SERVER_CORE = os.environ.get("BENCH_SERVER_CORE", "0")
+CLIENT_CORE = os.environ.get("BENCH_CLIENT_CORE", "1")
 PORT = 8100
 RATE_WINDOW_S = 45.0
 URL = f"http://127.0.0.1:{PORT}"
@@ -377,6 +379,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller levels, for a smoke run")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per tool run")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
+    parser.add_argument("--rate-levels", default=None,
+                        help="concurrencies of the chunk-rate experiment (default 64,256,1024; --quick 64,256)")
     parser.add_argument("--keep-work", action="store_true", help="keep every tool's raw output")
     args = parser.parse_args()
     if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
@@ -400,13 +404,15 @@ def main() -> int:
     server_ctl = StandIn(work)
     experiments = args.experiments.split(",")
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                 "python": platform.python_version()},
+                                 "python": platform.python_version(), "server_core": SERVER_CORE,
+                                 "client_core": CLIENT_CORE},
                      "started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "skipped": skipped}
     try:
         if "chunk_rate" in experiments:
             print("1. chunk rate", flush=True)
             results["chunk_rate"] = exp_chunk_rate(tools, server_ctl, work, tokenizer,
-                                                   [64, 256] if args.quick else [64, 256, 1024],
+                                                   [int(c) for c in args.rate_levels.split(",")] if args.rate_levels
+                                                   else [64, 256] if args.quick else [64, 256, 1024],
                                                    64 if args.quick else 256, args.timeout)
         if "timing" in experiments:
             print("2. timing error", flush=True)
@@ -432,7 +438,7 @@ def main() -> int:
     (args.out / "client_overhead.md").write_text(
         f"# Client overhead, measured {stamp[:16]} UTC on {results['machine']['cores']} cores "
         f"({results['machine']['cpu']}), Python {results['machine']['python']}\n\n"
-        "Command: `python bench/client_overhead.py` (stand-in server on core 0, tool on core 1).\n\n" + text)
+        f"Command: `python bench/client_overhead.py` (stand-in server on core {SERVER_CORE}, tool on core {CLIENT_CORE}).\n\n" + text)
     (args.out / "client_overhead.json").write_text(json.dumps(results, indent=2, default=str))
     return 0
 

@@ -20,11 +20,15 @@
 #   sbs[=CONCS]     bench/gpu/side_by_side.py on one bf16 server (default concurrencies 16,128,512)
 #   quality         the trained-model sweep (drift + perplexity gate per precision), then the FP8 proof
 #   em              the exact-match gate per precision (fp32 reference recorded first)
+#   fidelity[=N]    issue 21 part 2 on the machine's CPU cores (no GPU): bench/client_overhead.py's timing
+#                   experiment (TTFT error at 100 and 1,000 streams), N consecutive runs (default 3), stand-in
+#                   on core 2 and client on core 3 (away from core 0's interrupts); a run already done is kept
+#   chunkrate       the chunk-rate experiment at 1,024 streams, servesweep and `vllm bench serve` (~2 min)
 #   locust-scale    issue 14's scale-out on the machine's CPU cores (no GPU): bench/locust_overhead.py
 #                   --scale 1,2,4,8; needs locust staged (GPU_STAGE_EXTRA="httptools orjson locust")
 # Every call ends by packing what exists into $OUT (at most 7 files; 8 come back): call.log, env.txt
 # (with the RES it ran for), sweep.tar.gz (no records), records.tar.xz, sbs.tar.gz, quality.tar.gz,
-# locust-scale.tar.gz. bench/gpu/fetch.sh unpacks them here, into that RES. Time: CALL_BUDGET_S (default 570) from the start of this script.
+# cpu-bench.tar.gz (fidelity/, locust-scale/). bench/gpu/fetch.sh unpacks them here, into that RES. Time: CALL_BUDGET_S (default 570) from the start of this script.
 set -uo pipefail
 CALL_BUDGET_S=${CALL_BUDGET_S:-570}
 PACK_S=30  # kept for packing at the end
@@ -245,12 +249,34 @@ step_em() {
   done
 }
 
+step_fidelity() {
+  local n=${1:-3} i t
+  for i in $(seq 1 "$n"); do
+    [ -f /tmp/cpu-bench/fidelity/timing-run$i/client_overhead.json ] && continue
+    t=$(left)
+    [ "$t" -gt 60 ] || { say "fidelity run $i skipped: only $t s left"; return 0; }
+    BENCH_SERVER_CORE=2 BENCH_CLIENT_CORE=3 x timeout -s TERM -k 10 $((t - 10)) python3 bench/client_overhead.py \
+      --tools servesweep --experiments timing --out /tmp/cpu-bench/fidelity/timing-run$i
+    say "fidelity run $i exit: $?"
+  done
+}
+
+step_chunkrate() {
+  [ -f /tmp/cpu-bench/fidelity/chunk-rate/client_overhead.json ] && { say "chunk rate done earlier: skipped"; return 0; }
+  need_vllm || return 1
+  local t; t=$(left)
+  [ "$t" -gt 150 ] || { say "chunk rate skipped: only $t s left"; return 0; }
+  BENCH_SERVER_CORE=2 BENCH_CLIENT_CORE=3 x timeout -s TERM -k 10 $((t - 10)) python3 bench/client_overhead.py \
+    --tools servesweep,vllm --experiments chunk_rate --rate-levels 1024 --out /tmp/cpu-bench/fidelity/chunk-rate
+  say "chunk rate exit: $?"
+}
+
 step_locust_scale() {
   python3 -c "import locust" 2>/dev/null || { say "locust is not importable: stage with GPU_STAGE_EXTRA=\"httptools orjson locust\""; return 1; }
   local t; t=$(left)
   # 4 levels x 2 tools x (30 s + start and drain): about 5 minutes.
   [ "$t" -gt 330 ] || { say "locust scale-out skipped: only $t s left"; return 0; }
-  timeout -s INT -k 10 $((t - 10)) python3 bench/locust_overhead.py --scale "${1:-1,2,4,8}" --out /tmp/locust-scale
+  timeout -s INT -k 10 $((t - 10)) python3 bench/locust_overhead.py --scale "${1:-1,2,4,8}" --out /tmp/cpu-bench/locust-scale
   say "locust scale-out exit: $?"
 }
 
@@ -270,7 +296,7 @@ pack() {
       say "records.tar.xz is over 16 MB: left out"; rm -f "$OUT/records.tar.xz"
     fi
   fi
-  [ -d /tmp/locust-scale ] && tar -C /tmp -czf "$OUT/locust-scale.tar.gz" locust-scale
+  [ -d /tmp/cpu-bench ] && tar -C /tmp -czf "$OUT/cpu-bench.tar.gz" cpu-bench
   [ -d /tmp/sbs ] && tar -C /tmp -czf "$OUT/sbs.tar.gz" --exclude='records*.jsonl' sbs
   local q=()
   for d in q-sweep q-proof q-em; do [ -d /tmp/$d ] && q+=("$d"); done
@@ -292,6 +318,8 @@ for s in "$@"; do
     sbs) step_sbs "$arg" ;;
     quality) step_quality ;;
     em) step_em ;;
+    fidelity) step_fidelity "$arg" ;;
+    chunkrate) step_chunkrate ;;
     locust-scale) step_locust_scale "$arg" ;;
     *) say "unknown step $s"; exit 2 ;;
   esac

@@ -5,7 +5,7 @@
 # records.tar.xz -> .gpu/records/                              (ignored by git: records stay out)
 # sbs.tar.gz     -> examples/h100-2026-11-23/side-by-side/ and side_by_side.md
 # quality.tar.gz -> examples/h100-2026-11-23/quality/{sweep,fp8-proof,exact-match}/
-# locust-scale.tar.gz -> bench/results/locust_overhead_scale.{md,json}
+# cpu-bench.tar.gz -> bench/results/locust_overhead_scale.{md,json}, bench/results/fidelity-gpu-host/*.{md,json}
 # call.log, env.txt -> examples/h100-2026-11-23/logs/
 # (examples/h100-2026-11-23 stands for RES: the folder env.txt's RES= line names, i.e. the one the
 # call ran for; a RES given here must agree with it.)
@@ -43,14 +43,21 @@ if [ -f "$FROM/sbs.tar.gz" ]; then
   [ -f $RES/side-by-side/side_by_side.md ] && cp $RES/side-by-side/side_by_side.md $RES/side_by_side.md
   echo "side by side: $RES/side_by_side.md"
 fi
-if [ -f "$FROM/locust-scale.tar.gz" ]; then
-  tar -C "$TMP" -xzf "$FROM/locust-scale.tar.gz"
-  if compgen -G "$TMP/locust-scale/locust_overhead_scale.*" >/dev/null; then
-    cp "$TMP"/locust-scale/locust_overhead_scale.* bench/results/
+if [ -f "$FROM/cpu-bench.tar.gz" ]; then  # the CPU-only steps: fidelity/ and locust-scale/
+  tar -C "$TMP" -xzf "$FROM/cpu-bench.tar.gz"
+  if compgen -G "$TMP/cpu-bench/locust-scale/locust_overhead_scale.*" >/dev/null; then
+    cp "$TMP"/cpu-bench/locust-scale/locust_overhead_scale.* bench/results/
     echo "locust scale-out: bench/results/locust_overhead_scale.md"
-  else  # the run was cut before it wrote its tables: say so, and unpack the rest
-    echo "locust scale-out: no tables in locust-scale.tar.gz (see the call log)"
+  elif [ -d "$TMP/cpu-bench/locust-scale" ]; then  # cut before it wrote its tables
+    echo "locust scale-out: no tables (see the call log)"
   fi
+  for d in "$TMP"/cpu-bench/fidelity/*/; do
+    [ -f "$d/client_overhead.json" ] || continue
+    name=$(basename "$d"); mkdir -p bench/results/fidelity-gpu-host
+    cp "$d/client_overhead.json" bench/results/fidelity-gpu-host/$name.json
+    cp "$d/client_overhead.md" bench/results/fidelity-gpu-host/$name.md
+    echo "fidelity: bench/results/fidelity-gpu-host/$name.md"
+  done
 fi
 if [ -f "$FROM/quality.tar.gz" ]; then
   tar -C "$TMP" -xzf "$FROM/quality.tar.gz"
