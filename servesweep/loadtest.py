@@ -21,10 +21,8 @@ from typing import Any, Literal, Protocol
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from servesweep import __version__
 from servesweep.backends.base import Telemetry
 from servesweep.confidence import expand_repeats, more_repeats, precision_report, repeats_ci
-from servesweep.crosscheck import cross_check
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen import intervals as soak
 from servesweep.loadgen.disk import RecordsSpaceWatch, check_records_space
@@ -40,7 +38,7 @@ from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import read_trace
 from servesweep.loadgen.workload import Workload
 from servesweep.prefix_check import check_reset_target, prefix_cache_summary, reset_prefix_cache
-from servesweep.results import SCHEMA_VERSION, ensure_writable_dir, write_summary
+from servesweep.results import SUMMARY_FILE, build_summary, ensure_writable_dir, level_entry, write_summary
 
 
 class LoadTestConfig(BaseModel):
@@ -93,7 +91,7 @@ def host_info() -> dict[str, Any]:
 
 
 # What one load test writes into its output directory.
-RUN_FILES = ("summary.json", "records.jsonl", "records.worker-*.jsonl", "telemetry.jsonl",
+RUN_FILES = (SUMMARY_FILE, "records.jsonl", "records.worker-*.jsonl", "telemetry.jsonl",
              soak.INTERVALS_FILE, soak.INTERVALS_PLOT)
 
 
@@ -125,20 +123,8 @@ async def pick_tokenizer(
 
 
 def _level_entry(result: LevelResult, telemetry: Telemetry | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "label": result.level.label,
-        "spec": result.level.model_dump(exclude_none=True),
-        "start_s": result.start_s,
-        "end_s": result.end_s,
-        "prompt_pool_wrapped": result.prompt_pool_wrapped,
-    }
-    entry.update(result.summary)
-    if telemetry is not None:
-        entry["telemetry"] = telemetry.window_stats(result.start_s, result.end_s)
-    check = cross_check(result.summary, entry.get("telemetry"))
-    if check is not None:
-        entry["timing_check"] = check
-    return entry
+    return level_entry(result.level.label, result.level.model_dump(exclude_none=True), result.start_s, result.end_s,
+                       result.prompt_pool_wrapped, result.summary, telemetry)
 
 
 async def run_load_test(
@@ -255,34 +241,28 @@ async def run_load_test(
             if restore_cpus is not None:
                 os.sched_setaffinity(0, restore_cpus)
 
-    summary: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "servesweep", "version": __version__},
-        "target": {"url": target.base_url, "model": target.model, "max_model_len": target.max_model_len},
-        "workload": config.workload.describe(),
-        "trace": {"file": str(config.trace_file), "speed": config.trace_speed, "requests": len(trace)} if trace else None,
-        "sessions": config.sessions.describe() if config.sessions else None,
-        "seed": config.workload.seed,
-        "levels_requested": [lv.model_dump(exclude_none=True) for lv in config.levels],
-        "slo": config.slo.model_dump(exclude_none=True) if config.slo else None,
-        "tokenizer": type(tokenizer).__name__ if tokenizer else None,
-        "started_at": started.isoformat(),
-        "ended_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "host": host_info(),
-        "interrupted": outcome.interrupted,
-        "abort_reason": outcome.abort_reason,
-        # What kind of stop it was: "server" (died, stopped answering) or "output" (disk full).
-        "abort_kind": outcome.abort_kind,
-        "context_limit": limit.describe(),
-        # The clock behind every arrival time (TTFT, ITL, e2e): "kernel" receive stamps, or the
-        # present clock and why (servesweep.loadgen.http).
-        "arrival_clock": runner.arrival_clock,
-    }
-    summary["records"] = {"keep": config.records, "version": 2}
-    summary.update(runner.run_stats.summary())
+    summary = build_summary(
+        target={"url": target.base_url, "model": target.model, "max_model_len": target.max_model_len},
+        workload=config.workload.describe(), seed=config.workload.seed,
+        levels_requested=[lv.model_dump(exclude_none=True) for lv in config.levels],
+        slo=config.slo.model_dump(exclude_none=True) if config.slo else None,
+        tokenizer=type(tokenizer).__name__ if tokenizer else None, started_at=started, host=host_info(),
+        stats=runner.run_stats.summary(), levels=[_level_entry(lv, telemetry) for lv in outcome.levels],
+        telemetry=telemetry, interrupted=outcome.interrupted, abort_reason=outcome.abort_reason,
+        run={
+            "trace": ({"file": str(config.trace_file), "speed": config.trace_speed, "requests": len(trace)}
+                      if trace else None),
+            "sessions": config.sessions.describe() if config.sessions else None,
+            # What kind of stop it was: "server" (died, stopped answering) or "output" (disk full).
+            "abort_kind": outcome.abort_kind,
+            "context_limit": limit.describe(),
+            # The clock behind every arrival time (TTFT, ITL, e2e): "kernel" receive stamps, or the
+            # present clock and why (servesweep.loadgen.http).
+            "arrival_clock": runner.arrival_clock,
+            "records": {"keep": config.records, "version": 2},
+        })
     if config.workers > 1:
         summary["workers"] = check_merge(out, config.workers, config.slo)
-    summary["levels"] = [_level_entry(lv, telemetry) for lv in outcome.levels]
     summary["repeats"] = config.repeats
     if config.repeats > 1:
         summary["ci95"] = repeats_ci(summary["levels"])
@@ -314,10 +294,6 @@ async def run_load_test(
         summary["server"] = server_info
     if split:
         summary["cpu_split"] = split
-    suspect = [lv["label"] for lv in summary["levels"] if lv.get("timing_check", {}).get("suspect")]
-    summary["timing_suspect_levels"] = suspect
-    if telemetry is not None and outcome.levels:
-        summary["telemetry"] = telemetry.window_stats(outcome.levels[0].start_s, outcome.levels[-1].end_s)
     if config.report_interval_s:
         summary["soak"] = {"interval_s": config.report_interval_s, "intervals": len(rows),
                            "file": soak.INTERVALS_FILE, **soak.drift_verdict(rows)}

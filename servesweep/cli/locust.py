@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 
 from servesweep.cli.common import (
     add_slo_options,
@@ -43,7 +42,7 @@ from servesweep.loadgen.tokenizer import ServerTokenizer
 from servesweep.loadgen.workload import Workload
 from servesweep.locust import LOCUSTFILE
 from servesweep.locust.config import CONFIG_OPTION, LocustRunConfig, parse_duration
-from servesweep.results import ensure_writable_dir
+from servesweep.results import SUMMARY_FILE, ensure_writable_dir, read_summary
 
 # locust.stats.bucket_response_time (the histogram buckets servesweep narrows to whole ms) and
 # the extended web-UI tabs are what this needs; 2.47 is the release it was written and tested on.
@@ -257,7 +256,7 @@ def cmd_locust(args: argparse.Namespace) -> int:
     set_aside_previous_run(out)
     started = time.time()
     code, interrupted = run_locust(locust_argv(args, config, users))
-    summary_path = out / "summary.json"
+    summary_path = out / SUMMARY_FILE
     if not summary_path.exists():
         fallback = sorted(Path(tempfile.gettempdir()).glob("servesweep-summary-*.json"),
                           key=lambda p: p.stat().st_mtime)
@@ -272,10 +271,10 @@ def cmd_locust(args: argparse.Namespace) -> int:
                       else f"Locust exited with code {code}; no servesweep summary was written",
                       style=None if code == 0 else "red")
         return code if code else EXIT_OK
-    summary = orjson.loads(summary_path.read_bytes())
-    lost = (summary.get("workers") or {}).get("lost") or []
+    summary = read_summary(summary_path)
+    lost = (summary.workers or {}).get("lost") or []
     if lost:
         console.print(f"workers {lost} sent no final report (died or cut off): their last records "
                       "may be missing from the summary (and from Locust's statistics)", style="yellow")
     console.print(f"Locust: {out}/locust_stats.csv, {out}/locust-report.html")
-    return finish_run(summary, out)
+    return finish_run(summary.to_file(), out)

@@ -9,8 +9,8 @@ from typing import Any
 from servesweep.cli.common import console
 from servesweep.errors import EXIT_NO_RECOMMENDATION, EXIT_OK
 from servesweep.reports.render import write_report
-from servesweep.results import read_json_file
-from servesweep.results import POINTS_FILE, torn_last_line
+from servesweep.results import POINTS_FILE, RECOMMENDATION_FILE, torn_last_line
+from servesweep.results.recommendation import Recommendation, read_recommendation
 
 
 def register(sub: Any) -> None:
@@ -37,26 +37,25 @@ def write_and_print_report(results_dir: Path, quality_dir: Path | None = None,
     console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
-def recommendation_verdict(result: dict[str, Any]) -> tuple[bool, str]:
+def recommendation_verdict(result: Recommendation) -> tuple[bool, str]:
     """(a deployable recommendation exists, one line saying what it is or why there is none).
     A recommendation whose verification ran and failed is not deployable; one not verified
     (`--no-verify`, the sweep not finished) is, and says so."""
-    rec = result.get("production_recommendation")
-    if not rec:
-        why = (result.get("no_recommendation") or {}).get("reason", "no point met the SLOs within the budget")
+    rec = result.production_recommendation
+    if rec is None:
+        why = result.no_recommendation.reason if result.no_recommendation else "no point met the SLOs within the budget"
         return False, f"NO RECOMMENDATION: {why}"
-    head = (f"{rec.get('precision')} at concurrency {rec.get('concurrency')} ({rec['based_on']['config']} "
-            f"{rec['based_on']['level']})")
-    v = rec.get("verification") or {}
-    if rec.get("verified"):
-        return True, f"recommendation: {head}, verified (stress OOM margin {rec.get('oom_margin_pct'):.1f} %)"
-    if v.get("attempts") and v.get("finished", True):
-        return False, (f"RECOMMENDATION FAILED ITS VERIFICATION: {head}: "
-                       + "; ".join((v["attempts"][-1].get("reasons") or [])[:3]))
-    return True, f"recommendation: {head}, NOT verified ({v.get('skipped') or 'verification not finished'})"
+    head = f"{rec.precision} at concurrency {rec.concurrency} ({rec.based_on.config} {rec.based_on.level})"
+    v = rec.verification
+    if rec.verified:
+        return True, f"recommendation: {head}, verified (stress OOM margin {rec.oom_margin_pct:.1f} %)"
+    # A verification stored without `finished` (written before it was recorded) had finished.
+    if v is not None and v.attempts and ("finished" not in v.model_fields_set or v.finished):
+        return False, f"RECOMMENDATION FAILED ITS VERIFICATION: {head}: " + "; ".join(v.attempts[-1].reasons[:3])
+    return True, f"recommendation: {head}, NOT verified ({(v.skipped if v else None) or 'verification not finished'})"
 
 
-def announce(result: dict[str, Any]) -> int:
+def announce(result: Recommendation) -> int:
     """The console banner for a sweep's outcome; EXIT_NO_RECOMMENDATION when there is nothing to deploy."""
     ok, line = recommendation_verdict(result)
     if ok:
@@ -64,7 +63,7 @@ def announce(result: dict[str, Any]) -> int:
         return EXIT_OK
     bar = "=" * min(100, len(line))
     console.print(f"{bar}\n{line}\n{bar}", style="bold red", soft_wrap=True)
-    for d in (result.get("no_recommendation") or {}).get("detail") or []:
+    for d in result.no_recommendation.detail if result.no_recommendation else []:
         console.print(f"  {d}", style="red", soft_wrap=True)
     console.print(f"  (exit code {EXIT_NO_RECOMMENDATION})", style="red")
     return EXIT_NO_RECOMMENDATION
@@ -72,4 +71,4 @@ def announce(result: dict[str, Any]) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     write_and_print_report(args.results_dir, args.quality_from, args.measured)
-    return announce(read_json_file(args.results_dir / "recommendation.json"))
+    return announce(read_recommendation(args.results_dir / RECOMMENDATION_FILE))

@@ -11,7 +11,7 @@ from servesweep.cli.report import announce, write_and_print_report
 from servesweep.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from servesweep.reports.assertions import parse_assertions
 from servesweep.reports.recommendation import analyse
-from servesweep.results import ensure_writable_dir, read_json_file
+from servesweep.results import RECOMMENDATION_FILE, ensure_writable_dir, read_recommendation
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.runner import SweepRunner
@@ -49,7 +49,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     console.print(f"sweep done: {len(points)} points ({failed} failed) in {args.out}/points.jsonl")
     if not args.no_report:
         write_and_print_report(args.out)
-        result = read_json_file(args.out / "recommendation.json")
+        result = read_recommendation(args.out / RECOMMENDATION_FILE)
     else:
         result = analyse(args.out)[1]
     if assertions and not _check_recommended(assertions, args.out, points):
@@ -59,10 +59,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _check_recommended(assertions: list, out: Path, points: list[dict[str, Any]]) -> bool:
-    rec = analyse(out)[1].get("production_recommendation")
-    if not rec:
+    rec = analyse(out)[1].production_recommendation
+    if rec is None:
         console.print("assertions: no recommended point (nothing met the SLOs): every check fails", style="red")
         return check_assertions(assertions, [("no recommendation", {})], out)
-    where = rec["based_on"]
-    point = next(p for p in points if p["config"] == where["config"] and p["level"] == where["level"])
-    return check_assertions(assertions, [(f"{where['config']} {where['level']}", point.get("summary") or {})], out)
+    where = rec.based_on
+    point = next(p for p in points if p["config"] == where.config and p["level"] == where.level)
+    return check_assertions(assertions, [(f"{where.config} {where.level}", point.get("summary") or {})], out)

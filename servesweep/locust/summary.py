@@ -22,13 +22,11 @@ import datetime as dt
 from pathlib import Path
 from typing import Any, Iterable
 
-from servesweep import __version__
-from servesweep.crosscheck import cross_check
 from servesweep.loadgen.records import RequestRecord, read_records
 from servesweep.loadgen.stats import RunStats
 from servesweep.loadgen.workers import worker_records_path
 from servesweep.locust.config import LocustRunConfig
-from servesweep.results import SCHEMA_VERSION
+from servesweep.results import build_summary as build_run_summary, level_entry
 
 
 class IdTally:
@@ -106,15 +104,8 @@ def _levels(tally: RecordTally, telemetry: Any, wrapped: bool) -> list[dict[str,
     for label, stats in sorted(tally.levels.items(), key=lambda kv: kv[1].first_sent_s):
         start = stats.first_sent_s if stats.first_sent_s != float("inf") else 0.0
         end = stats.last_end_s if stats.last_end_s != float("-inf") else 0.0
-        entry: dict[str, Any] = {"label": label, "spec": {"concurrency": _users(label), "arrival": "closed"},
-                                 "start_s": start, "end_s": end, "prompt_pool_wrapped": wrapped}
-        entry.update(stats.summary())
-        if telemetry is not None:
-            entry["telemetry"] = telemetry.window_stats(entry["start_s"], entry["end_s"])
-        check = cross_check(entry, entry.get("telemetry"))
-        if check is not None:
-            entry["timing_check"] = check
-        levels.append(entry)
+        levels.append(level_entry(label, {"concurrency": _users(label), "arrival": "closed"}, start, end, wrapped,
+                                  stats.summary(), telemetry))
     return levels
 
 
@@ -146,34 +137,18 @@ def build_summary(
         for r in sorted(records, key=lambda r: (r.sent_s if r.sent_s is not None else 0.0, r.request_id)):
             tally.add(r)
     levels = _levels(tally, telemetry, prompt_pool_wrapped)
-    summary: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "servesweep", "version": __version__, "load_generator": "locust"},
-        "target": {"url": config.base_url, "model": config.model, "max_model_len": config.max_model_len},
-        "workload": config.workload.describe(),
-        "seed": config.workload.seed,
-        "scenario": config.scenario,
-        "levels_requested": [lv["spec"] for lv in levels],
-        "slo": config.slo.model_dump(exclude_none=True) if config.slo else None,
-        "tokenizer": config.tokenizer,
-        "started_at": started_at.isoformat(),
-        "ended_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "host": host,
-        "load": load,
-        "interrupted": False,
-        "abort_reason": None,
-        "prompt_pool_wrapped": prompt_pool_wrapped,
-    }
-    summary.update(tally.whole.summary())
-    summary["levels"] = levels
+    summary = build_run_summary(
+        target={"url": config.base_url, "model": config.model, "max_model_len": config.max_model_len},
+        workload=config.workload.describe(), seed=config.workload.seed,
+        levels_requested=[lv["spec"] for lv in levels],
+        slo=config.slo.model_dump(exclude_none=True) if config.slo else None, tokenizer=config.tokenizer,
+        started_at=started_at, host=host, stats=tally.whole.summary(), levels=levels, telemetry=telemetry,
+        load_generator="locust",
+        run={"scenario": config.scenario, "load": load, "prompt_pool_wrapped": prompt_pool_wrapped})
     if locust_stats is not None:
         summary["locust"] = locust_stats
     if workers is not None:
         summary["workers"] = workers
-    summary["timing_suspect_levels"] = [lv["label"] for lv in levels if lv.get("timing_check", {}).get("suspect")]
-    if telemetry is not None and levels:
-        summary["telemetry"] = telemetry.window_stats(min(lv["start_s"] for lv in levels),
-                                                      max(lv["end_s"] for lv in levels))
-    elif metrics_note:
+    if "telemetry" not in summary and metrics_note:
         summary["telemetry"] = {"note": metrics_note}
     return summary

@@ -38,7 +38,9 @@ import pandas as pd
 from servesweep.models.shape import read_model_shape
 from servesweep.precision import PRECISION_NAMES
 from servesweep.memory import exact_fraction, non_kv_from_fraction
-from servesweep.results import KIND_BEFORE_RECORDED, knob_names, memory_fraction_of
+from servesweep.results.points import KIND_BEFORE_RECORDED, knob_names, memory_fraction_of
+from servesweep.results.recommendation import GateEntry, NoRecommendation, ProductionRecommendation
+from servesweep.results.verification import Verification, new_verification
 from servesweep.thresholds import KNEE_THRESHOLD, MARGIN_BAND, TARGET_MARGIN_PCT
 
 PRECISION_ORDER = list(PRECISION_NAMES)  # highest precision first
@@ -196,25 +198,24 @@ def precision_sweep(df: pd.DataFrame, drift: dict[str, dict[str, Any]] | None = 
     return out
 
 
-def gate_exclusions(gates: list[dict[str, Any]] | None) -> dict[str, str]:
+def gate_exclusions(gates: list[GateEntry] | None) -> dict[str, str]:
     """Precision -> why the accuracy gate excludes it: a configuration of that precision failed the
     gate unloaded, or under load. A verdict that could not be measured neither vetoes nor clears."""
     reasons: dict[str, list[str]] = {}
     for g in gates or []:
-        precision = g.get("precision")
-        if g.get("status") == "failed":
-            reasons.setdefault(precision, []).append(f"failed the accuracy gate ({g.get('message')})")
-        if g.get("status_under_load") == "failed":
-            reasons.setdefault(precision, []).append(f"failed the accuracy gate under load "
-                                                     f"({g.get('message_under_load')})")
+        if g.status == "failed":
+            reasons.setdefault(g.precision, []).append(f"failed the accuracy gate ({g.message})")
+        if g.status_under_load == "failed":
+            reasons.setdefault(g.precision, []).append(f"failed the accuracy gate under load "
+                                                       f"({g.message_under_load})")
     return {p: "; ".join(r) for p, r in reasons.items()}
 
 
-def gate_passed_by_precision(gates: list[dict[str, Any]] | None) -> dict[str, bool] | None:
+def gate_passed_by_precision(gates: list[GateEntry] | None) -> dict[str, bool] | None:
     """Precision -> whether it passed every gate verdict that was measured (None: none measured)."""
     failing = gate_exclusions(gates)
-    measured = {g.get("precision") for g in gates or []
-                if g.get("status") not in (None, "error") or g.get("status_under_load") not in (None, "error")}
+    measured = {g.precision for g in gates or []
+                if g.status not in (None, "error") or g.status_under_load not in (None, "error")}
     return {p: p not in failing for p in measured} or None
 
 
@@ -260,7 +261,7 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
     }
 
 
-def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> dict[str, Any]:
+def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> NoRecommendation:
     """Why `combined_sweep` found no best point, in the order the filters apply: nothing measured,
     no point met the SLOs, none of those fits the VRAM budget, the accuracy gate excluded the rest.
     `reason` is one line for the console banner; `detail` names the figures behind it."""
@@ -268,8 +269,8 @@ def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> dict[str, A
     detail: list[str] = []
     if not len(ok):
         causes = sorted({str(c) for c in df.get("cause", pd.Series(dtype=object)).dropna()})
-        return {"reason": f"no point was measured ({len(df)} failed)", "detail": [f"causes: {', '.join(causes)}"]
-                if causes else []}
+        return NoRecommendation(reason=f"no point was measured ({len(df)} failed)",
+                                detail=[f"causes: {', '.join(causes)}"] if causes else [])
     if "suspect" in ok and ok.suspect.fillna(False).astype(bool).any():
         detail.append(f"{int(ok.suspect.fillna(False).astype(bool).sum())} of {len(ok)} point(s) marked suspect "
                       "by the timing cross-check")
@@ -278,7 +279,7 @@ def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> dict[str, A
         best = ok.sort_values("ttft_p99_ms").iloc[0]
         detail.append(f"lowest TTFT p99: {best.ttft_p99_ms:.0f} ms ({best.config} {best.level}); lowest TPOT p99: "
                       f"{ok.tpot_p99_ms.min():.1f} ms; failed requests in {int((ok.failed.fillna(0) > 0).sum())} point(s)")
-        return {"reason": f"no point met the SLOs ({len(ok)} measured)", "detail": detail}
+        return NoRecommendation(reason=f"no point met the SLOs ({len(ok)} measured)", detail=detail)
     budget = combined.get("vram_budget_bytes")
     fitting = [p for p in combined.get("points") or [] if p.get("meets_slo") and p.get("fits_budget")]
     if not fitting and budget is not None:
@@ -289,12 +290,12 @@ def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> dict[str, A
                           f"{meets.level[i]})")
         else:
             detail.append("their memory at load was not measured")
-        return {"reason": f"{len(meets)} point(s) met the SLOs but none fits the VRAM budget of {budget / GIB:g} GiB",
-                "detail": detail}
+        return NoRecommendation(reason=f"{len(meets)} point(s) met the SLOs but none fits the VRAM budget of "
+                                       f"{budget / GIB:g} GiB", detail=detail)
     excluded = combined.get("accuracy_gate_exclusions") or {}
     detail += [f"{p}: {why}" for p, why in excluded.items()]
-    return {"reason": "every point that met the SLOs within the budget is of a precision the accuracy gate excluded",
-            "detail": detail}
+    return NoRecommendation(reason="every point that met the SLOs within the budget is of a precision the accuracy "
+                                   "gate excluded", detail=detail)
 
 
 def margin_advice(margin: float | None, preempted: bool, knobs: dict[str, str] | None = None) -> dict[str, Any]:
@@ -317,7 +318,7 @@ def margin_advice(margin: float | None, preempted: bool, knobs: dict[str, str] |
 
 
 def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch: dict[str, Any],
-                              sku: str | None, gpu_name: str | None) -> dict[str, Any] | None:
+                              sku: str | None, gpu_name: str | None) -> ProductionRecommendation | None:
     best = combined.get("best_config")
     if not best:
         return None
@@ -365,45 +366,49 @@ def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch:
         target_pool = row.kv_cache_peak_bytes / 0.8
         rec[f"suggested_{knobs['memory_fraction']}"] = round(float(
             exact_fraction(of, target_pool, row.device_mem_total_bytes, non_kv)), 3)
-    return rec
+    return ProductionRecommendation.model_validate(rec)
 
 
-def apply_verification(rec: dict[str, Any], verification: dict[str, Any] | None) -> None:
+def apply_verification(rec: ProductionRecommendation, verification: Verification | None) -> None:
     """Fold the verification run (servesweep.sweep.confirm) into the recommendation: the sizing it
     passed with, and the OOM margin it measured under the stress run (p99 lengths, bursty
     arrivals), which is what production peaks look like; the sweep's own margin stays beside it."""
-    rec["sweep_oom_margin_pct"] = rec.get("oom_margin_pct")
-    based = rec.get("based_on") or {}
-    if verification and verification.get("attempts") and (
-            verification.get("config") not in (None, based.get("config"))
-            or verification.get("level") not in (None, based.get("level"))):
+    rec.sweep_oom_margin_pct = rec.oom_margin_pct
+    based = rec.based_on
+    if verification is not None and verification.attempts and (
+            verification.config not in (None, based.config) or verification.level not in (None, based.level)):
         # Points measured after the verification (another precision) moved the recommendation.
-        verification = {"passed": False, "skipped": f"the verification is of {verification.get('config')} "
-                        f"{verification.get('level') or ''}, the recommendation is now {based.get('config')} "
-                        f"{based.get('level')}: run the sweep again to verify it", "stale": verification}
-    if not verification or not verification.get("attempts"):
-        rec["verified"] = False
-        rec["verification"] = verification or {"passed": False, "skipped": "not run (servesweep sweep --no-verify, "
-                                                                          "or the sweep has not finished)"}
+        verification = new_verification(
+            passed=False, skipped=f"the verification is of {verification.config} {verification.level or ''}, the "
+            f"recommendation is now {based.config} {based.level}: run the sweep again to verify it",
+            stale=verification.to_file())
+    if verification is None or not verification.attempts:
+        rec.verified = False
+        rec.verification = verification or new_verification(
+            passed=False, skipped="not run (servesweep sweep --no-verify, or the sweep has not finished)")
         return
-    last = verification["attempts"][-1]
-    sizing, stress, traffic = last["sizing"], last["stress"], last["traffic"]
-    knobs = rec.get("knobs") or knob_names({})
-    rec["verified"] = bool(verification.get("passed"))
-    rec["verification"] = verification
-    rec["kv_cache_memory_bytes"] = sizing.get("kv_cache_memory_bytes")
-    rec["max_batch_size"] = sizing.get("max_num_seqs")
-    rec[knobs["max_batch_size"]] = sizing.get("max_num_seqs")
+    last = verification.attempts[-1]
+    sizing, stress, traffic = last.sizing, last.stress, last.traffic
+    knobs = rec.knob_names()
+    rec.verified = verification.passed
+    rec.verification = verification
+    rec.kv_cache_memory_bytes = sizing.get("kv_cache_memory_bytes")
+    rec.max_batch_size = sizing.get("max_num_seqs")
+    rec.set_server_knob(knobs["max_batch_size"], sizing.get("max_num_seqs"))
     # The equivalent fraction as the server's backend computed it by its own rule (files written
     # before backends owned their knobs call it gpu_memory_utilization).
     fraction = sizing.get("memory_fraction", sizing.get("gpu_memory_utilization"))
     if fraction is not None:
-        rec["memory_fraction"] = rec[knobs["memory_fraction"]] = fraction
+        rec.memory_fraction = fraction
+        rec.set_server_knob(knobs["memory_fraction"], fraction)
     # Every knob of the server's own, with its backend's value (TensorRT-LLM's KV budget is tokens).
-    rec.update({name: value for name, value in (sizing.get("knobs") or {}).items() if value is not None})
+    for name, value in (sizing.get("knobs") or {}).items():
+        if value is not None:
+            rec.set_server_knob(name, value)
     if sizing.get("flags"):
-        rec["server_args"] = sizing["flags"]
-    rec["oom_margin_pct"] = stress.get("oom_margin_pct")
-    rec["oom_margin_source"] = "verification stress run"
-    rec["traffic_oom_margin_pct"] = traffic.get("oom_margin_pct")
-    rec.update(margin_advice(stress.get("oom_margin_pct"), bool(stress.get("preemptions")), knobs))
+        rec.server_args = sizing["flags"]
+    rec.oom_margin_pct = stress.get("oom_margin_pct")
+    rec.oom_margin_source = "verification stress run"
+    rec.traffic_oom_margin_pct = traffic.get("oom_margin_pct")
+    for name, value in margin_advice(stress.get("oom_margin_pct"), bool(stress.get("preemptions")), knobs).items():
+        setattr(rec, name, value)

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from servesweep.errors import ConfigError, OutputError, validation_message
 from servesweep.results import write_json
+from servesweep.results.recommendation import Recommendation
 from servesweep.files import read_yaml_file
 
 CAPACITY_SCHEMA_VERSION = 1
@@ -307,7 +308,7 @@ def write_capacity(report: CapacityReport, out_dir: str | Path) -> tuple[Path, P
     return json_path, md_path
 
 
-def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[str, SkuGoodput]:
+def goodput_by_sku(result: Recommendation, gpus_per_replica: int = 1) -> dict[str, SkuGoodput]:
     """Single-replica goodput per SKU from a sweep's analysis (reports/recommendation.py `analyse`).
 
     Measured SKU: the verified recommendation's goodput. Other SKUs: the best goodput the sweep
@@ -317,16 +318,16 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
     """
     from servesweep.reports.skus import SKUS, decode_roofline_terms, sku_from_gpu_name
 
-    rec = result.get("production_recommendation") or {}
-    table = result.get("sku_to_preferred_precision") or {}
+    rec = result.production_recommendation
+    table = result.sku_to_preferred_precision
     # This sweep's SKU is the GPU its points ran on, not the recommendation's `sku` (a CPU sweep
     # takes that from the scenario) nor any measured entry of the table: other measured SKUs come
     # from other sweeps (`report --measured`), whose goodput under this scenario's SLOs is in their
     # own capacity report, and this sweep's goodput must not be labelled as theirs.
     measured_skus = [name for name, e in table.items() if e.get("basis") == "measured"]
-    here = sku_from_gpu_name(rec.get("measured_on"))
+    here = sku_from_gpu_name(rec.measured_on if rec is not None else None)
     measured = here if here in measured_skus else None
-    points = [p for p in (result.get("combined_sweep") or {}).get("points", [])
+    points = [p for p in result.combined_sweep.get("points", [])
               if p.get("meets_slo") and p.get("fits_budget", True) and p.get("goodput") is not None]
     best: dict[str, float] = {}
     best_batch: dict[str, float | None] = {}
@@ -335,18 +336,18 @@ def goodput_by_sku(result: dict[str, Any], gpus_per_replica: int = 1) -> dict[st
             best[p["precision"]] = p["goodput"]
             best_batch[p["precision"]] = p.get("batch")
     out: dict[str, SkuGoodput] = {}
-    if measured is None and rec:
+    if measured is None and rec is not None:
         # No known GPU was measured (a CPU sweep): the machine itself is the one measured row.
-        measured_here = str(rec.get("measured_on") or "this machine")
-        out[measured_here] = SkuGoodput(goodput_rps=(rec.get("expected") or {}).get("goodput"), basis="measured",
+        measured_here = str(rec.measured_on or "this machine")
+        out[measured_here] = SkuGoodput(goodput_rps=rec.expected.get("goodput"), basis="measured",
                                         gpus_per_replica=gpus_per_replica,
-                                        note=f"{rec.get('precision')} at concurrency {rec.get('concurrency')} on "
+                                        note=f"{rec.precision} at concurrency {rec.concurrency} on "
                                              "the machine the sweep ran on (no GPU SKU to project from)")
-    if measured is not None:
-        out[measured] = SkuGoodput(goodput_rps=(rec.get("expected") or {}).get("goodput"), basis="measured",
+    if measured is not None and rec is not None:
+        out[measured] = SkuGoodput(goodput_rps=rec.expected.get("goodput"), basis="measured",
                                    gpus_per_replica=gpus_per_replica,
-                                   note=f"{rec.get('precision')} at concurrency {rec.get('concurrency')}"
-                                        + ("" if rec.get("verified") else "; recommendation not verified"))
+                                   note=f"{rec.precision} at concurrency {rec.concurrency}"
+                                        + ("" if rec.verified else "; recommendation not verified"))
     base = SKUS.get(measured) if measured else None
     for name, entry in table.items():
         if name == measured:

@@ -32,9 +32,13 @@ from servesweep.reports.drift import compare_outputs
 from servesweep.reports.measurement import display_path, gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
 from servesweep.reports.skus import sku_from_gpu_name, sku_table
 from servesweep.results import GATE_UNDER_LOAD_FILE, dummy_weights, write_json
-
-SCHEMA_VERSION = 1
-
+from servesweep.results.recommendation import (
+    RECOMMENDATION_SCHEMA_VERSION,
+    GateEntry,
+    ModelSource,
+    Recommendation,
+)
+from servesweep.results.verification import VERIFICATION_FILE, read_verification
 
 
 def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
@@ -56,7 +60,7 @@ def _read_optional(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
+def model_source(out_dir: Path, points: list[dict[str, Any]]) -> ModelSource:
     """Which model, and which weights, a sweep's numbers come from: dummy (random) weights say
     nothing about quality, so every quality figure names its source. `model.json` is what the
     sweep wrote about the model directory (servesweep's own training record, when it trained it)."""
@@ -73,8 +77,8 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
                    if shape and training.get("train_tokens") else "trained by servesweep")
     else:
         weights = "weights from the model directory"
-    return {"model": spec.get("model") or stored.get("path"), "weights": weights, "dummy": dummy,
-            "results": display_path(out_dir)}
+    return ModelSource(model=spec.get("model") or stored.get("path"), weights=weights, dummy=dummy,
+                       results=display_path(out_dir))
 
 
 REPORT_INPUTS_FILE = "report-inputs.json"
@@ -135,7 +139,7 @@ def store_report_inputs(out_dir: Path, quality_dir: Path | None, measured: Seque
 
 
 def analyse(out_dir: Path, quality_dir: Path | None = None,
-            measured_elsewhere: Sequence[Path] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
+            measured_elsewhere: Sequence[Path] = ()) -> tuple[pd.DataFrame, Recommendation]:
     """The recommendation from a sweep. With `quality_dir` (another sweep, e.g. of a model with
     trained weights), drift and the accuracy gate come from that sweep instead, and `models` says
     which model each kind of figure comes from. `measured_elsewhere`: sweeps of the same scenario
@@ -162,7 +166,7 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     sku = measured_sku or (scenario.get("skus") or [None])[0]
     rec = production_recommendation(df, combined, batch, sku, gpu_name)
     if rec is not None:
-        apply_verification(rec, _read_optional(out_dir / "verification.json"))
+        apply_verification(rec, read_verification(out_dir / VERIFICATION_FILE))
     measurements = []
     if measured_sku:
         measurements.append(sku_measurement(points, df, batch, precision, measured_sku, gpu_name,
@@ -179,26 +183,23 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
         if differ:
             differences[f"{elsewhere.sku} ({display_path(other)})"] = differ
     need = float(df.memory_needed_bytes.dropna().max()) if df.memory_needed_bytes.notna().any() else None
-    result: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "generated_by": f"servesweep {__version__}",
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "scenario": scenario.get("name"),
-        "measured_on": gpu_name or "CPU (vLLM CPU build; no GPU)",
-        "models": {"throughput": model_source(out_dir, points),
-                   "quality": model_source(quality_root, quality_points)},
-        "batch_sweep": batch,
-        "precision_sweep": precision,
-        "drift": drift,
-        "combined_sweep": combined,
-        "production_recommendation": rec,
+    result = Recommendation(
+        schema_version=RECOMMENDATION_SCHEMA_VERSION,
+        generated_by=f"servesweep {__version__}",
+        generated_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+        scenario=scenario.get("name"),
+        measured_on=gpu_name or "CPU (vLLM CPU build; no GPU)",
+        models={"throughput": model_source(out_dir, points), "quality": model_source(quality_root, quality_points)},
+        batch_sweep=batch,
+        precision_sweep=precision,
+        drift=drift,
+        combined_sweep=combined,
+        production_recommendation=rec,
         **({"no_recommendation": no_recommendation(df, combined)} if rec is None else {}),
-        "sku_to_preferred_precision": sku_table(measurements, need, gate_passed, scenario.get("skus")),
-    }
-    if differences:
-        result["sku_table_scenario_differences"] = differences
-    if gate:
-        result["accuracy_gate"] = gate
+        sku_to_preferred_precision=sku_table(measurements, need, gate_passed, scenario.get("skus")),
+        **({"sku_table_scenario_differences": differences} if differences else {}),
+        **({"accuracy_gate": gate} if gate else {}),
+    )
     return df, result
 
 
@@ -208,7 +209,7 @@ UNDER_LOAD_FIELDS = {"status": "status_under_load", "passed": "passed_under_load
                      "load": "load_under_load"}
 
 
-def _accuracy_gate(out_dir: Path) -> list[dict[str, Any]] | None:
+def _accuracy_gate(out_dir: Path) -> list[GateEntry] | None:
     """One entry per configuration with a gate verdict: its gate.json (unloaded) and, when the spec
     measured under load, its gate-under-load.json folded in under UNDER_LOAD_FIELDS'
     names; the per-sample measurements stay in the files."""
@@ -228,5 +229,5 @@ def _accuracy_gate(out_dir: Path) -> list[dict[str, Any]] | None:
         if under is not None:
             data.update({name: under.get(key) for key, name in UNDER_LOAD_FIELDS.items()})
             data["file_under_load"] = str((d / GATE_UNDER_LOAD_FILE).relative_to(out_dir))
-        results.append(data)
+        results.append(GateEntry.model_validate(data))
     return results or None

@@ -18,7 +18,8 @@ from servesweep.reports.analysis import GIB, PRECISION_ORDER
 from servesweep.reports.recommendation import analyse, report_inputs, store_report_inputs
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.reports.skus import METRICS
-from servesweep.results import read_points, write_json
+from servesweep.results import RECOMMENDATION_FILE, read_points, write_recommendation
+from servesweep.results.recommendation import GateEntry, ModelSource, Recommendation
 
 
 def _verdict_text(metric: str, status: str | None, passed: bool | None, value: float | None,
@@ -33,26 +34,29 @@ def _verdict_text(metric: str, status: str | None, passed: bool | None, value: f
     return f"{verdict}: {value:.1%} of tokens agree"
 
 
-def gate_cell(gate: dict[str, Any] | None) -> str:
+def _measured_under_load(gate: GateEntry) -> bool:
+    return "status_under_load" in gate.model_fields_set
+
+
+def gate_cell(gate: GateEntry | None) -> str:
     """The gate's verdict and number in a few words, for the precision table (both verdicts when
     the gate was also measured under load)."""
     if gate is None:
         return "-"
-    text = _verdict_text(gate["metric"], gate.get("status"), gate.get("passed"), gate.get("value"),
-                         gate.get("reference_value"))
-    if "status_under_load" not in gate:
+    text = _verdict_text(gate.metric or "?", gate.status, gate.passed, gate.value, gate.reference_value)
+    if not _measured_under_load(gate):
         return text
     return f"{text}; under load {_under_load_cell(gate)}"
 
 
-def _under_load_cell(gate: dict[str, Any]) -> str:
-    return _verdict_text(gate["metric"], gate.get("status_under_load"), gate.get("passed_under_load"),
-                         gate.get("value_under_load"), gate.get("reference_value_under_load"))
+def _under_load_cell(gate: GateEntry) -> str:
+    return _verdict_text(gate.metric or "?", gate.status_under_load, gate.passed_under_load, gate.value_under_load,
+                         gate.reference_value_under_load)
 
 
-def _load_cell(gate: dict[str, Any]) -> str:
+def _load_cell(gate: GateEntry) -> str:
     """The load the gate was measured under and what it did meanwhile."""
-    load = gate.get("load_under_load")
+    load = gate.load_under_load
     if not load:
         return "-"
     words = [f"{load['label']} ({load['source']})"]
@@ -68,46 +72,45 @@ def _load_cell(gate: dict[str, Any]) -> str:
     return ", ".join(words)
 
 
-def _gate_rows(result: dict[str, Any]) -> list[list[str]]:
+def _gate_rows(result: Recommendation) -> list[list[str]]:
     rows = []
-    for g in result.get("accuracy_gate") or []:
-        row = [str(Path(g.get("file") or g.get("file_under_load") or "?").parent.name), g.get("precision") or "?",
-               _verdict_text(g["metric"], g.get("status"), g.get("passed"), g.get("value"), g.get("reference_value"))]
-        if "status_under_load" in g:
+    for g in result.accuracy_gate or []:
+        row = [str(Path(g.file or g.file_under_load or "?").parent.name), g.precision or "?",
+               _verdict_text(g.metric or "?", g.status, g.passed, g.value, g.reference_value)]
+        if _measured_under_load(g):
             row += [_under_load_cell(g), _load_cell(g)]
         rows.append(row)
     return rows
 
 
-def _gate_header(result: dict[str, Any]) -> list[str]:
-    under = any("status_under_load" in g for g in result.get("accuracy_gate") or [])
+def _gate_header(result: Recommendation) -> list[str]:
+    under = any(_measured_under_load(g) for g in result.accuracy_gate or [])
     return ["config", "precision", "unloaded"] + (["under load", "load during the measurement"] if under else [])
 
 
-def _gate_lines(result: dict[str, Any]) -> list[str]:
-    gates = result.get("accuracy_gate") or []
+def _gate_lines(result: Recommendation) -> list[str]:
+    gates = result.accuracy_gate or []
     if not gates:
         return ["No accuracy gate in this sweep (add `accuracy_gate: SPEC.yaml` to the scenario)."]
     g = gates[0]
-    m = g["method"]
-    lines = [f"Metric: {g['metric']}; threshold: {g['threshold']}; eval set {Path(m['eval_set']).name} "
+    m = g.method or {}
+    lines = [f"Metric: {g.metric}; threshold: {g.threshold}; eval set {Path(m['eval_set']).name} "
              f"(sha256 {m['eval_set_sha256'][:12]}...), {m.get('samples') or 'all'} samples, "
              f"reference precision {m['reference_precision']}, seed {m['seed']}."]
-    if any("status_under_load" in g for g in gates):
+    if any(_measured_under_load(g) for g in gates):
         lines.append("Under load: the metric measured again while the configuration's recommended load ran "
                      "against the same server, judged against the reference precision's unloaded value; "
                      "a precision that fails either verdict is excluded from the recommendation.")
-    lines += [f"{g.get('precision') or '?'} ({g['file']}): {g['message']}" for g in gates if g.get("file")]
-    lines += [f"{g.get('precision') or '?'} ({g['file_under_load']}): {g['message_under_load']}"
-              for g in gates if g.get("file_under_load")]
-    for precision, reason in ((result.get("combined_sweep") or {}).get("accuracy_gate_exclusions") or {}).items():
+    lines += [f"{g.precision or '?'} ({g.file}): {g.message}" for g in gates if g.file]
+    lines += [f"{g.precision or '?'} ({g.file_under_load}): {g.message_under_load}" for g in gates if g.file_under_load]
+    for precision, reason in (result.combined_sweep.get("accuracy_gate_exclusions") or {}).items():
         lines.append(f"{precision} excluded from the recommendation: {reason}")
     return lines
 
 
-def _drift_example_line(result: dict[str, Any]) -> str | None:
+def _drift_example_line(result: Recommendation) -> str | None:
     """A position where the logprob vectors nearly coincide but the greedy tokens differ, if any."""
-    for p, d in (result.get("drift") or {}).items():
+    for p, d in result.drift.items():
         ex = d.get("high_cosine_divergence_example")
         if ex:
             def top_two(top: dict[str, float]) -> str:
@@ -140,7 +143,7 @@ def _fig_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _plots(df: pd.DataFrame, result: dict[str, Any], out_dir: Path) -> dict[str, bytes]:
+def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +155,7 @@ def _plots(df: pd.DataFrame, result: dict[str, Any], out_dir: Path) -> dict[str,
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for p in precisions:
-        knee = result["batch_sweep"]["by_precision"].get(p, {})
+        knee = result.batch_sweep["by_precision"].get(p, {})
         pts = pd.DataFrame(knee.get("points", []))
         if pts.empty:
             continue
@@ -256,14 +259,14 @@ def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df[[c for c in cols if c in df.columns]]
 
 
-def _summary_lines(result: dict[str, Any]) -> list[str]:
-    lines = [f"Measured on: **{result['measured_on']}**."]
-    b = result["batch_sweep"]
+def _summary_lines(result: Recommendation) -> list[str]:
+    lines = [f"Measured on: **{result.measured_on}**."]
+    b = result.batch_sweep
     reached = (b.get("by_precision", {}).get(b.get("knee_precision")) or {}).get("knee_reached")
     note = "" if reached else "; not reached: throughput still grows at the largest batch sampled, sweep larger batches"
     lines.append(f"Knee of throughput vs batch ({b.get('knee_precision')}): **batch {b.get('knee_batch_size')}** "
                  f"({b['definition']}{note}).")
-    comb = result["combined_sweep"]
+    comb = result.combined_sweep
     if comb.get("best_config"):
         best = comb["best_config"]
         lines.append(f"Best config within SLOs and budget: **{best['config']} at {best['level']}**, goodput "
@@ -274,38 +277,37 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
         sp = comb["speedup_vs_baseline"]
         lines.append(f"Speed-up over the fp32 batch-1 baseline: **{_fmt(sp['goodput'], 2)}x goodput**, "
                      f"{_fmt(sp['output_token_throughput'], 2)}x output throughput.")
-    rec = result.get("production_recommendation")
-    if not rec:
-        why = result.get("no_recommendation") or {}
-        lines.append(f"**NO RECOMMENDATION: {why.get('reason', 'no point met the SLOs within the budget')}.** "
-                     + " ".join(f"{d}." for d in why.get("detail") or []))
-    if rec:
-        lines.append(f"Recommendation: {rec['precision']}, {rec['knobs']['max_batch_size']} {rec['max_batch_size']}, concurrency "
-                     f"{rec['concurrency']}; OOM margin {_fmt(rec['oom_margin_pct'])} % ({rec['direction']}: "
-                     f"{rec['advice']}).")
+    rec = result.production_recommendation
+    if rec is None:
+        why = result.no_recommendation
+        lines.append(f"**NO RECOMMENDATION: {why.reason if why else 'no point met the SLOs within the budget'}.** "
+                     + " ".join(f"{d}." for d in (why.detail if why else [])))
+    else:
+        lines.append(f"Recommendation: {rec.precision}, {rec.knob_names()['max_batch_size']} {rec.max_batch_size}, "
+                     f"concurrency {rec.concurrency}; OOM margin {_fmt(rec.oom_margin_pct)} % ({rec.direction}: "
+                     f"{rec.advice}).")
     return lines
 
 
-def _precision_rows(result: dict[str, Any]) -> list[list[str]]:
+def _precision_rows(result: Recommendation) -> list[list[str]]:
     rows = []
-    for p, info in result["precision_sweep"].items():
-        gate = next((g for g in result.get("accuracy_gate") or [] if g.get("precision") == p), None)
+    for p, info in result.precision_sweep.items():
+        gate = next((g for g in result.accuracy_gate or [] if g.precision == p), None)
         rows.append([p, _fmt(info["batch"]), _fmt(info["throughput"], 0), _fmt(info["speedup_vs_fp32"], 2),
                      _fmt(info["token_agreement"], 3), _fmt(info["logprob_cosine"], 4),
                      gate_cell(gate)])
     return rows
 
 
-def _model_lines(result: dict[str, Any]) -> list[str]:
-    models = result.get("models") or {}
-    tput, quality = models.get("throughput") or {}, models.get("quality") or {}
-    if not tput:
+def _model_lines(result: Recommendation) -> list[str]:
+    tput, quality = result.models.get("throughput"), result.models.get("quality") or ModelSource()
+    if tput is None:
         return []
-    lines = [f"Throughput columns: {tput.get('model')}, {tput.get('weights')}."]
-    same = quality.get("results") == tput.get("results")
-    lines.append(f"Drift and accuracy-gate columns: {'the same sweep' if same else quality.get('results')}, "
-                 f"{quality.get('model')}, {quality.get('weights')}"
-                 + (": they measure numerics of random weights, not the quality of a real model." if quality.get("dummy")
+    lines = [f"Throughput columns: {tput.model}, {tput.weights}."]
+    same = quality.results == tput.results
+    lines.append(f"Drift and accuracy-gate columns: {'the same sweep' if same else quality.results}, "
+                 f"{quality.model}, {quality.weights}"
+                 + (": they measure numerics of random weights, not the quality of a real model." if quality.dummy
                     else "."))
     return lines
 
@@ -321,20 +323,20 @@ def _figure_cell(f: dict[str, Any] | None) -> str:
     return _fmt(float(f["value"]), digits) + (f" ({f['rule_id']})" if f["basis"] == "projected" else " (measured)")
 
 
-def _gate_table_md(result: dict[str, Any]) -> list[str]:
+def _gate_table_md(result: Recommendation) -> list[str]:
     rows = _gate_rows(result)
     return [_md_table(_gate_header(result), rows), ""] if rows else []
 
 
-def _sku_difference_lines(result: dict[str, Any]) -> list[str]:
+def _sku_difference_lines(result: Recommendation) -> list[str]:
     return [f"Not the same scenario: {where} differs in {', '.join(keys)}; its measured figures are not "
             "directly comparable with this sweep's." for where, keys in
-            (result.get("sku_table_scenario_differences") or {}).items()]
+            (result.sku_table_scenario_differences or {}).items()]
 
 
-def _sku_rows(result: dict[str, Any]) -> list[list[str]]:
+def _sku_rows(result: Recommendation) -> list[list[str]]:
     rows = []
-    for name, e in result["sku_to_preferred_precision"].items():
+    for name, e in result.sku_to_preferred_precision.items():
         figs = (e.get("figures") or {}).get(e.get("precision")) or {}
         rows.append([name, e.get("precision") or "-", e["basis"], *[_figure_cell(figs.get(m)) for m in METRICS],
                      e["reason"]])
@@ -388,21 +390,22 @@ def _engine_rows(df: pd.DataFrame) -> list[list[str]]:
     return [["precision", "batch"] + [f"{k} output tok/s" for k in kinds]] + rows
 
 
-def _verification_lines(result: dict[str, Any]) -> list[str]:
-    rec = result.get("production_recommendation") or {}
-    v = rec.get("verification") or {}
-    if not v.get("attempts"):
-        return [f"Not verified: {v.get('skipped', 'no verification run')}. The recommendation says verified: false."]
-    lines = [f"Verified: **{'passed' if v.get('passed') else 'FAILED'}** after {len(v['attempts'])} attempt(s)."]
-    for i, a in enumerate(v["attempts"], 1):
-        sz, t, st = a["sizing"], a["traffic"], a["stress"]
+def _verification_lines(result: Recommendation) -> list[str]:
+    rec = result.production_recommendation
+    v = rec.verification if rec is not None else None
+    if v is None or not v.attempts:
+        skipped = (v.skipped if v is not None else None) or "no verification run"
+        return [f"Not verified: {skipped}. The recommendation says verified: false."]
+    lines = [f"Verified: **{'passed' if v.passed else 'FAILED'}** after {len(v.attempts)} attempt(s)."]
+    for i, a in enumerate(v.attempts, 1):
+        sz, t, st = a.sizing, a.traffic, a.stress
         lines.append(f"Attempt {i}: KV budget {sz['kv_cache_memory_bytes'] / 2**20:.1f} MiB, max batch "
                      f"{sz['max_num_seqs']} ({sz.get('change')}); traffic margin {_fmt(t.get('oom_margin_pct'))} %, "
                      f"stress margin {_fmt(st.get('oom_margin_pct'))} %, preemptions {t.get('preemptions')}/"
                      f"{st.get('preemptions')}, failed {t.get('failed')}/{st.get('failed')}: "
-                     + ("passed" if a["passed"] else "; ".join(a["reasons"])))
-    if v.get("command"):
-        lines.append("Server command: `" + " ".join(map(str, v["command"])) + "`")
+                     + ("passed" if a.passed else "; ".join(a.reasons)))
+    if v.command:
+        lines.append("Server command: `" + " ".join(map(str, v.command)) + "`")
     return lines
 
 
@@ -448,10 +451,10 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     df, result = analyse(out_dir, quality_dir, measured_elsewhere)
     if quality_dir is not None or measured_elsewhere:
         store_report_inputs(out_dir, quality_dir, measured_elsewhere)
-    paths = {"csv": out_dir / "points.csv", "json": out_dir / "recommendation.json",
+    paths = {"csv": out_dir / "points.csv", "json": out_dir / RECOMMENDATION_FILE,
              "md": out_dir / "report.md", "html": out_dir / "report.html"}
     df.to_csv(paths["csv"], index=False)
-    write_json(paths["json"], result)
+    write_recommendation(paths["json"], result)
     plots = _plots(df, result, out_dir)
     capacity_md, _, capacity_png = _capacity_section(out_dir)
     capacity_text = capacity_md[2] if capacity_md else None
@@ -462,7 +465,8 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     for name, png in plots.items():
         (plot_dir / f"{name}.png").write_bytes(png)
 
-    title = f"servesweep report: {result['scenario']}"
+    title = f"servesweep report: {result.scenario}"
+    recommended = json.dumps(result.to_file().get("production_recommendation"), indent=2, default=str)
     drift_example = _drift_example_line(result) or ""
     table = _table_frame(df)
     search = _search_rows(out_dir)
@@ -497,7 +501,7 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
           "## Goodput", "", "![](plots/goodput.png)", "",
           *extra_md,
           "## Production recommendation", "", "```json",
-          json.dumps(result.get("production_recommendation"), indent=2, default=str), "```", "",
+          recommended, "```", "",
           "## Preferred precision per SKU", "", _md_table(SKU_HEADER, _sku_rows(result)), "",
           SKU_NOTE, "", *[f"- {line}" for line in _sku_difference_lines(result)], "",
           "## Every point", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
@@ -520,7 +524,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <h2>Goodput</h2><img src="data:image/png;base64,{imgs['goodput']}">
 {extra_html}
 {_capacity_html(capacity_text, imgs.get('capacity'))}
-<h2>Production recommendation</h2><pre>{html.escape(json.dumps(result.get('production_recommendation'), indent=2, default=str))}</pre>
+<h2>Production recommendation</h2><pre>{html.escape(recommended)}</pre>
 <h2>Preferred precision per SKU</h2>{_html_table(SKU_HEADER, _sku_rows(result))}
 <p>{html.escape(SKU_NOTE.replace('`', ''))}</p><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _sku_difference_lines(result))}</ul>
 <h2>Every point</h2>{table.to_html(index=False, na_rep='-', float_format=lambda v: f'{v:,.2f}')}

@@ -30,14 +30,20 @@ from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.reports.recommendation import analyse
-from servesweep.results import read_json_file, read_points, write_json
+from servesweep.results import read_points
+from servesweep.results.verification import (
+    VERIFICATION_FILE,
+    Verification,
+    new_verification,
+    read_verification,
+    write_verification,
+)
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.observation import Observation
 from servesweep.sweep.sizing import MAX_STEP_BACKS, Sizing, SizingInputs, size_kv, step_back
-from servesweep.sweep.verify import RunPlan, Verification, judge, plan_verification
+from servesweep.sweep.verify import RunPlan, add_attempt, judge, plan_verification
 
-VERIFICATION_FILE = "verification.json"
 ATTEMPT_SLACK_S = 60.0  # warm-up, drain and the server's stop, on top of the start and the two windows
 DEFAULT_START_S = 240.0  # when the recommended point did not record its server's start time
 MEMORY_CHECKS = {"preemptions", "margin"}
@@ -97,31 +103,34 @@ class Confirmation:
         self.show_progress = show_progress
         self.path = self.out / VERIFICATION_FILE
 
-    def _write(self, data: dict[str, Any]) -> None:
-        write_json(self.path, data)
+    def _write(self, verification: Verification) -> None:
+        write_verification(self.path, verification)
 
-    def run(self, time_left_s: float | None = None) -> dict[str, Any]:
+    def run(self, time_left_s: float | None = None) -> Verification:
         """Verify the recommendation (module docstring); `time_left_s`: the deadline, from now."""
         deadline = None if time_left_s is None else time.monotonic() + time_left_s
-        stored = read_json_file(self.path) if self.path.exists() else {}
+        stored = read_verification(self.path) or Verification()
         _, result = analyse(self.out)
-        rec = result.get("production_recommendation")
-        if not rec:
-            why = (result.get("no_recommendation") or {}).get("reason") or "no point met the SLOs within the budget"
-            data = {"finished": True, "passed": False, "skipped": f"no recommendation ({why}): nothing to verify"}
+        rec = result.production_recommendation
+        if rec is None:
+            why = (result.no_recommendation.reason if result.no_recommendation else None) or \
+                "no point met the SLOs within the budget"
+            data = new_verification(finished=True, passed=False,
+                                    skipped=f"no recommendation ({why}): nothing to verify")
             self.console.print(f"verification skipped: no recommendation ({why})", style="bold red")
             self._write(data)
             return data
-        where = rec["based_on"]
-        same = stored.get("config") == where["config"] and stored.get("level", where["level"]) == where["level"]
-        if stored.get("finished") and same:
-            self.console.print(f"verification: done earlier ({'passed' if stored.get('passed') else 'failed'}), "
+        where = rec.based_on
+        # A stored file without a level (written before it was recorded) matches any level.
+        same = stored.config == where.config and (stored.level or where.level) == where.level
+        if stored.finished and same:
+            self.console.print(f"verification: done earlier ({'passed' if stored.passed else 'failed'}), "
                                "skipped")
             return stored
         point = next(p for p in read_points(self.out)
-                     if p["config"] == where["config"] and p["level"] == where["level"])
+                     if p["config"] == where.config and p["level"] == where.level)
         config = config_from_dict(point["config_spec"])
-        concurrency = rec["concurrency"] or rec["max_batch_size"] or 1
+        concurrency = rec.concurrency or rec.max_batch_size or 1
         try:
             plan = plan_verification(self.scenario.workload, concurrency,
                                      (point.get("summary") or {}).get("request_throughput") or 0.0,
@@ -129,17 +138,19 @@ class Confirmation:
                                      max_model_len=config.max_model_len)
             sizing = size_kv(sizing_inputs(point, concurrency, config, plan.input_len_p99 + plan.output_len_p99))
         except (ValueError, ConfigError) as exc:
-            data = {"finished": True, "passed": False, "skipped": f"cannot verify: {exc}"}
+            data = new_verification(finished=True, passed=False, skipped=f"cannot verify: {exc}")
             self.console.print(f"verification skipped: {exc}", style="bold red")
             self._write(data)
             return data
-        verification = Verification(plan=plan.to_dict())
-        if same and not stored.get("finished") and stored.get("attempts"):
+        verification = new_verification(finished=False, config=where.config, level=where.level, passed=False,
+                                        attempts=[], command=None, plan=plan.to_dict())
+        if same and not stored.finished and stored.attempts:
             # Resume: the attempts done in an earlier call stand; the next one steps from the last.
-            verification = Verification.model_validate({k: stored[k] for k in ("passed", "attempts", "command", "plan")
-                                                        if k in stored})
+            verification.attempts, verification.passed, verification.command = \
+                stored.attempts, stored.passed, stored.command
+            if stored.plan is not None:
+                verification.plan = stored.plan
             self.console.print(f"verification: resuming after {len(verification.attempts)} attempt(s)")
-        header = {"finished": False, "config": where["config"], "level": where["level"]}
         for attempt in range(len(verification.attempts), MAX_STEP_BACKS + 1):
             if verification.attempts:
                 last = verification.attempts[-1]
@@ -154,7 +165,7 @@ class Confirmation:
                 self.console.print(f"verification: attempt {attempt + 1} needs about {needed:.0f} s, "
                                    f"{max(0.0, deadline - time.monotonic()):.0f} s left: stopped, run again to resume")
                 raise SweepInterrupted()
-            self.console.print(f"verification of {where['config']} at concurrency {concurrency}, attempt "
+            self.console.print(f"verification of {where.config} at concurrency {concurrency}, attempt "
                                f"{attempt + 1}: KV budget {sizing.kv_cache_memory_bytes / 2**20:.1f} MiB "
                                f"({sizing.change}; target {sizing.target_source}), max batch {sizing.max_num_seqs}, "
                                f"expected margin {sizing.expected_margin_pct:.1f} %", soft_wrap=True)
@@ -164,20 +175,21 @@ class Confirmation:
                 "kv_cache_memory_bytes": sizing.kv_cache_memory_bytes, "max_batch_size": sizing.max_num_seqs})
             traffic, stress, command = self._attempt(sized, plan.traffic, plan.stress, attempt)
             judgement = judge(traffic, stress, self.scenario.slo)
-            verification.add(sizing.to_dict(), traffic, stress, judgement)
+            add_attempt(verification, sizing.to_dict(), traffic, stress, judgement)
             verification.command = command
             colour = "green" if judgement.passed else "red"
             self.console.print(Text.assemble(f"  attempt {attempt + 1}: ",
                                              ("passed" if judgement.passed else "failed", colour),
                                              "" if judgement.passed else f" ({'; '.join(judgement.reasons)})"),
                                soft_wrap=True)
-            self._write({**header, **verification.to_dict()})
-        data = {**header, "finished": True, "server_config": config.model_dump(mode="json"), **verification.to_dict()}
+            self._write(verification)
+        verification.finished = True
+        verification.server_config = config.model_dump(mode="json")
         if not verification.passed:
-            last = verification.attempts[-1] if verification.attempts else None
-            data["reason"] = ("; ".join(last.reasons) if last else "no attempt ran")
-        self._write(data)
-        return data
+            last = verification.last()
+            verification.reason = "; ".join(last.reasons) if last else "no attempt ran"
+        self._write(verification)
+        return verification
 
     def _attempt(self, config: Any, traffic: RunPlan, stress: RunPlan,
                  attempt: int) -> tuple[Observation, Observation, list[str] | None]:

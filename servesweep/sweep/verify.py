@@ -30,7 +30,8 @@ The judgement (`judge`)
   sizing that leaves room for p99 requests. A margin that was not measured (no KV telemetry)
   fails: a recommendation is not verified on figures nobody saw.
 
-`Verification` (JSON for `verification` in recommendation.json) holds the attempts, each with
+`Verification` (servesweep.results.verification: verification.json, and `verification` in
+recommendation.json) holds the attempts, each with
 its sizing (sweep/sizing.py), the two runs' figures and the reasons, and the command line the
 caller supplies.
 """
@@ -48,6 +49,7 @@ from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.lengths import LengthSpec
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
+from servesweep.results.verification import Attempt, Check, Verification
 from servesweep.thresholds import MARGIN_BAND
 from servesweep.sweep.observation import Observation, slo_breaches, suspect_notes
 
@@ -162,13 +164,6 @@ def plan_verification(workload: Workload, concurrency: int, request_rate: float,
                             input_len_p99=in_p99, output_len_p99=out_p99)
 
 
-class Check(BaseModel):
-    run: str  # "traffic" or "stress"
-    check: str  # "failures", "preemptions", "margin", "slo"
-    ok: bool
-    detail: str
-
-
 class Judgement(BaseModel):
     passed: bool
     reasons: list[str]  # one line per failed check; empty when passed
@@ -207,30 +202,9 @@ def judge(traffic: Observation, stress: Observation, slo: SLO | None,
     return Judgement(passed=not reasons, reasons=reasons, checks=checks)
 
 
-class Attempt(BaseModel):
-    """One verification attempt: the sizing it ran with, both runs' figures, the verdict."""
-
-    sizing: dict[str, Any]
-    traffic: dict[str, Any]
-    stress: dict[str, Any]
-    passed: bool
-    reasons: list[str]
-    checks: list[Check]
-
-
-class Verification(BaseModel):
-    """`verification` in recommendation.json."""
-
-    passed: bool = False
-    attempts: list[Attempt] = []
-    command: list[str] | str | None = None  # the server command line of the last attempt, from the caller
-    plan: dict[str, Any] | None = None
-
-    def add(self, sizing: dict[str, Any], traffic: Observation, stress: Observation, judgement: Judgement) -> None:
-        """Record an attempt; the verification passes when its latest attempt did."""
-        self.attempts.append(Attempt(sizing=sizing, traffic=traffic.to_dict(), stress=stress.to_dict(),
-                                     passed=judgement.passed, reasons=judgement.reasons, checks=judgement.checks))
-        self.passed = judgement.passed
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+def add_attempt(verification: Verification, sizing: dict[str, Any], traffic: Observation, stress: Observation,
+                judgement: Judgement) -> None:
+    """Record an attempt in the verification (servesweep.results.verification); it passes when its
+    latest attempt did."""
+    verification.add(Attempt(sizing=sizing, traffic=traffic.to_dict(), stress=stress.to_dict(),
+                             passed=judgement.passed, reasons=judgement.reasons, checks=judgement.checks))

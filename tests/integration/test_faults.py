@@ -287,7 +287,7 @@ def test_record_writer_used_as_a_context_manager_raises_output_error(tmp_path):
 
 
 async def test_summary_the_disk_refuses_goes_to_a_fallback_place_and_says_why(stub_server, tmp_path, monkeypatch):
-    import servesweep.results as results
+    import servesweep.results.summary as results
 
     real_replace = os.replace
     fallback = tmp_path / "fallback"

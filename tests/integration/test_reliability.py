@@ -342,7 +342,7 @@ def _enospc(*_args, **_kwargs):
 
 
 def test_out_on_a_full_disk_is_refused_before_any_request(stub_server, tmp_path, monkeypatch, capsys):
-    import servesweep.results as results
+    import servesweep.results.summary as results
 
     monkeypatch.setattr(results.os, "fsync", _enospc)  # an empty file still fits; the data does not
     stub = stub_server()
@@ -380,7 +380,7 @@ class FullAfter:
 def test_disk_filling_mid_run_prints_the_table_keeps_a_summary_and_exits_5(stub_server, tmp_path, monkeypatch,
                                                                           capsys):
     import servesweep.loadtest as loadtest
-    import servesweep.results as results
+    import servesweep.results.summary as results
 
     class FillingWriter(RecordWriter):
         def _open(self, path):

@@ -84,11 +84,11 @@ def test_recommendation_carries_margin_and_its_evidence():
     df = frame(pts)
     comb = combined_sweep(df, None)
     rec = production_recommendation(df, comb, batch_sweep(df), "H100-SXM", "NVIDIA H100 80GB HBM3")
-    assert rec["precision"] == "bf16" and rec["max_num_seqs"] == 16 and rec["concurrency"] == 16
-    assert rec["oom_margin_pct"] == pytest.approx(3.0) and rec["direction"] == "too tight"
-    assert rec["based_on"] == {"config": "bf16-seqs16", "level": "c16", "points_compared": 2}
-    for key in ("sku", "gpu_memory_utilization", "expected", "kv_cache_peak_bytes"):
-        assert key in rec
+    assert rec.precision == "bf16" and rec.server_knob("max_batch_size") == 16 and rec.concurrency == 16
+    assert rec.oom_margin_pct == pytest.approx(3.0) and rec.direction == "too tight"
+    assert rec.based_on.model_dump() == {"config": "bf16-seqs16", "level": "c16", "points_compared": 2}
+    for key in ("sku", "max_num_seqs", "gpu_memory_utilization", "expected", "kv_cache_peak_bytes"):
+        assert key in rec.to_file()
 
 
 def test_sku_table_marks_measured_and_projects_the_rest():
@@ -143,30 +143,36 @@ def test_budget_is_judged_on_what_the_load_needs_not_on_vllms_preallocation():
     comb = combined_sweep(df[df.precision == "fp8"], 20 * GIB)
     assert comb["best_config"] is None
     why = no_recommendation(df[df.precision == "fp8"], comb)
-    assert why["reason"] == "1 point(s) met the SLOs but none fits the VRAM budget of 20 GiB"
-    assert "25.9 GiB (fp8 c32)" in why["detail"][0]
+    assert why.reason == "1 point(s) met the SLOs but none fits the VRAM budget of 20 GiB"
+    assert "25.9 GiB (fp8 c32)" in why.detail[0]
 
 
 def test_no_recommendation_says_why():
     from servesweep.reports.analysis import no_recommendation
 
     slow = frame([point("bf16", 1, 100, ttft_p99=5000.0)], {"ttft_ms": 1000, "percentile": 99})
-    assert no_recommendation(slow, combined_sweep(slow, None))["reason"] == "no point met the SLOs (1 measured)"
+    assert no_recommendation(slow, combined_sweep(slow, None)).reason == "no point met the SLOs (1 measured)"
     dead = frame([point("bf16", 1, 0, status="failed", cause="out of memory")])
-    assert no_recommendation(dead, {})["reason"] == "no point was measured (1 failed)"
+    assert no_recommendation(dead, {}).reason == "no point was measured (1 failed)"
     gated = frame([point("fp8", 1, 100)])
     comb = combined_sweep(gated, None, {"fp8": "failed the accuracy gate (x)"})
-    assert no_recommendation(gated, comb)["reason"].startswith("every point that met the SLOs within the budget")
+    assert no_recommendation(gated, comb).reason.startswith("every point that met the SLOs within the budget")
 
 
 def test_a_verification_of_another_point_does_not_verify_the_recommendation():
     from servesweep.reports.analysis import apply_verification
 
-    rec = {"based_on": {"config": "fp8", "level": "c32"}, "oom_margin_pct": 60.0}
+    from servesweep.results.recommendation import ProductionRecommendation
+    from servesweep.results.verification import Verification
+
+    def rec():
+        return ProductionRecommendation(precision="fp8", based_on={"config": "fp8", "level": "c32"}, oom_margin_pct=60.0)
+
     attempt = {"sizing": {"kv_cache_memory_bytes": 1}, "traffic": {}, "stress": {"oom_margin_pct": 20.0},
-               "passed": True, "reasons": []}
-    apply_verification(rec, {"config": "bf16", "level": "c32", "passed": True, "attempts": [attempt]})
-    assert rec["verified"] is False and "run the sweep again" in rec["verification"]["skipped"]
-    rec = {"based_on": {"config": "fp8", "level": "c32"}, "oom_margin_pct": 60.0}
-    apply_verification(rec, {"config": "fp8", "level": "c32", "passed": True, "attempts": [attempt]})
-    assert rec["verified"] is True and rec["oom_margin_pct"] == 20.0
+               "passed": True, "reasons": [], "checks": []}
+    other = rec()
+    apply_verification(other, Verification(config="bf16", level="c32", passed=True, attempts=[attempt]))
+    assert other.verified is False and "run the sweep again" in other.verification.skipped
+    same = rec()
+    apply_verification(same, Verification(config="fp8", level="c32", passed=True, attempts=[attempt]))
+    assert same.verified is True and same.oom_margin_pct == 20.0

@@ -167,6 +167,14 @@ def test_files_round_trip(tmp_path):
     assert len(table) == 4 and len({line.count("|") for line in table}) == 1  # every row has 12 cells
 
 
+def _rec(result):
+    """A sweep's analysis as goodput_by_sku reads it: through recommendation.json's model."""
+    from servesweep.results.recommendation import Recommendation
+
+    rec = dict(result["production_recommendation"], based_on={"config": "c", "level": "l"})
+    return Recommendation.model_validate(dict(result, production_recommendation=rec))
+
+
 def test_goodput_per_sku_from_a_sweep_result():
     from servesweep.reports.capacity import goodput_by_sku
 
@@ -181,7 +189,7 @@ def test_goodput_per_sku_from_a_sweep_result():
         "sku_to_preferred_precision": {"H100-SXM": {"basis": "measured", "precision": "fp8"},
                                        "A100-80GB": {"basis": "projected", "precision": "bf16"}},
     }
-    g = goodput_by_sku(result)
+    g = goodput_by_sku(_rec(result))
     assert g["H100-SXM"].basis == "measured" and g["H100-SXM"].goodput_rps == 30.0
     # A100 has no FP8: its projection starts from the best bf16 point within the SLOs, x the decode-roofline
     # gain at that point's batch (none given: the smallest fitted batch's memory share, 0.70377 on an H100).
@@ -190,12 +198,12 @@ def test_goodput_per_sku_from_a_sweep_result():
     assert "decode-roofline" in g["A100-80GB"].note
     # At batch 128 the share is 0.35468: compute, where the A100 is 3.2x slower, weighs more.
     at128 = dict(result, combined_sweep={"points": [dict(p, batch=128) for p in result["combined_sweep"]["points"]]})
-    assert goodput_by_sku(at128)["A100-80GB"].goodput_rps == pytest.approx(
+    assert goodput_by_sku(_rec(at128))["A100-80GB"].goodput_rps == pytest.approx(
         20.0 / (0.35468 * 3350 / 2039 + 0.64532 * 989 / 312), rel=1e-4)
     # A CPU sweep: the machine itself is the measured row; GPUs have nothing to project from.
     cpu = dict(result, sku_to_preferred_precision={"A100-80GB": {"basis": "projected", "precision": "bf16"}})
     cpu["production_recommendation"] = dict(result["production_recommendation"], measured_on="CPU")
-    g = goodput_by_sku(cpu)
+    g = goodput_by_sku(_rec(cpu))
     assert g["CPU"].basis == "measured" and g["A100-80GB"].goodput_rps is None
 
 
@@ -210,7 +218,7 @@ def test_goodput_per_sku_with_a_second_measured_sku_from_another_sweep():
         "sku_to_preferred_precision": {"H100-SXM": {"basis": "measured", "precision": "fp8"},
                                        "H200": {"basis": "measured", "precision": "fp8"}},
     }
-    g = goodput_by_sku(result)
+    g = goodput_by_sku(_rec(result))
     assert g["H200"].goodput_rps == 45.0 and g["H200"].basis == "measured"
     assert g["H100-SXM"].goodput_rps is None and "another sweep" in g["H100-SXM"].note
 
@@ -227,7 +235,7 @@ def test_a_cpu_sweep_never_lends_its_goodput_to_a_sku_measured_elsewhere():
         "sku_to_preferred_precision": {"H200": {"basis": "measured", "precision": "fp8"},
                                        "A100-80GB": {"basis": "projected", "precision": "bf16"}},
     }
-    g = goodput_by_sku(result)
+    g = goodput_by_sku(_rec(result))
     assert g["CPU"].basis == "measured" and g["CPU"].goodput_rps == 0.5
     assert g["H200"].goodput_rps is None and "another sweep" in g["H200"].note
     assert g["A100-80GB"].goodput_rps is None  # nothing measured on a GPU here to project from

@@ -60,7 +60,7 @@ def test_a_preempting_stress_run_steps_from_its_overshoot_and_passes(tmp_path):
     scenario, out = sweep_dir(tmp_path)
     c = Canned(scenario, out, [(o(0.3), o(1.0, preemptions=40, running=4)), (o(0.2), o(0.75))])
     data = c.run()
-    assert data["finished"] and data["passed"] and len(data["attempts"]) == 2
+    assert data.finished and data.passed and len(data.attempts) == 2
     assert c.budgets[1] > 2 * c.budgets[0]  # 8 wanted to run, the pool held 4: twice the need, sized to the band
 
 
@@ -68,8 +68,8 @@ def test_a_failure_more_memory_cannot_fix_ends_the_verification(tmp_path):
     scenario, out = sweep_dir(tmp_path)
     c = Canned(scenario, out, [(o(0.3, ttft=5000.0), o(0.75))])  # the SLO broke over the longer window
     data = c.run()
-    assert data["finished"] and not data["passed"] and len(data["attempts"]) == 1
-    assert "ttft_ms" in data["reason"]
+    assert data.finished and not data.passed and len(data.attempts) == 1
+    assert "ttft_ms" in data.reason
 
 
 def test_resumes_at_the_next_attempt_and_respects_the_deadline(tmp_path, monkeypatch):
@@ -92,7 +92,7 @@ def test_resumes_at_the_next_attempt_and_respects_the_deadline(tmp_path, monkeyp
         Canned(scenario, out, []).run(time_left_s=200.0)  # too little left: nothing started
     second = Canned(scenario, out, [(o(0.2), o(0.75))])
     data = second.run(time_left_s=1000.0)
-    assert data["passed"] and len(data["attempts"]) == 2
+    assert data.passed and len(data.attempts) == 2
     assert second.budgets[0] > 2 * first.budgets[0]  # stepped from the stored attempt
 
 
@@ -108,5 +108,5 @@ def test_no_recommendation_is_recorded_with_its_reason(tmp_path):
     pts = [point("bf16", 1, 100, ttft_p99=5000.0)]
     (out / "points.jsonl").write_text(json.dumps(pts[0]) + "\n")
     data = Canned(scenario, out, []).run()
-    assert data["finished"] and not data["passed"]
-    assert data["skipped"].startswith("no recommendation (no point met the SLOs")
+    assert data.finished and not data.passed
+    assert data.skipped.startswith("no recommendation (no point met the SLOs")

@@ -12,6 +12,7 @@ from servesweep.quality.gate.spec import GateSpecError, file_sha256, load_eval_s
 from servesweep.quality.gate.verdict import judge, read_reference
 from servesweep.reports.analysis import combined_sweep
 from servesweep.reports.render import gate_cell
+from servesweep.results.recommendation import GateEntry
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -219,11 +220,11 @@ def test_cli_broken_spec_is_a_one_line_error(tmp_path, capsys):
 def test_report_cell_and_recommendation_respect_the_gate():
     import pandas as pd
 
-    assert gate_cell({"status": "passed", "passed": True, "metric": "perplexity", "value": 10.1,
-                      "reference_value": 10.0}) == "pass: ppl 10.100 (+1.00%)"
-    assert gate_cell({"status": "failed", "passed": False, "metric": "exact_match", "value": 0.4,
-                      "reference_value": 0.5}) == "FAIL: 40.0% exact (-10.0 pts)"
-    assert gate_cell({"status": "error", "passed": False, "metric": "perplexity", "value": None}) == "not measured"
+    assert gate_cell(GateEntry(status="passed", passed=True, metric="perplexity", value=10.1,
+                               reference_value=10.0)) == "pass: ppl 10.100 (+1.00%)"
+    assert gate_cell(GateEntry(status="failed", passed=False, metric="exact_match", value=0.4,
+                               reference_value=0.5)) == "FAIL: 40.0% exact (-10.0 pts)"
+    assert gate_cell(GateEntry(status="error", passed=False, metric="perplexity", value=None)) == "not measured"
     df = pd.DataFrame([
         {"config": "fp32", "level": "c8", "precision": "fp32", "batch": 8, "goodput": 1.0, "output_token_throughput": 100.0,
          "meets_slo": True, "memory_needed_bytes": 1.0, "memory_at_load_bytes": 1.0, "device_mem_peak_bytes": None, "status": "ok"},

@@ -24,6 +24,7 @@ from servesweep.quality.gate.verdict import judge
 from servesweep.reports.analysis import combined_sweep, gate_exclusions, gate_passed_by_precision
 from servesweep.reports.render import gate_cell, write_report
 from servesweep.results import GATE_MEASUREMENT_FILE, GATE_UNDER_LOAD_MEASUREMENT_FILE, append_point
+from servesweep.results.recommendation import GateEntry
 from servesweep.scenarios.schema import LoadSpec, Scenario
 from servesweep.sweep.gate_load import choose_gate_load
 from servesweep.scenarios.search import LadderConfig
@@ -202,9 +203,9 @@ def test_sweep_verdicts_use_the_reference_precisions_unloaded_measurement(tmp_pa
 
 # --- the recommendation and the report -------------------------------------------------------
 def _gate_entry(precision, status="passed", status_under_load="passed"):
-    return {"precision": precision, "status": status, "passed": status == "passed", "message": f"{status.upper()}: x",
+    return GateEntry(**{"precision": precision, "status": status, "passed": status == "passed", "message": f"{status.upper()}: x",
             "status_under_load": status_under_load, "passed_under_load": status_under_load == "passed",
-            "message_under_load": f"{status_under_load.upper()} under load (c8): y"}
+            "message_under_load": f"{status_under_load.upper()} under load (c8): y"})
 
 
 def test_failing_under_load_excludes_the_precision_and_says_why():
@@ -258,7 +259,7 @@ def test_report_shows_both_numbers_per_precision(tmp_path):
             "concurrency), 7.9 in flight, 12 completed, 800 output tok/s, running batch 14.5 |") in section
     assert "bf16 excluded from the recommendation: failed the accuracy gate under load" in section
     assert "Excluded by the accuracy gate: **bf16**" in md
-    assert gate_cell(gates["bf16"]) == "pass: ppl 101.000 (+1.00%); under load FAIL: ppl 103.000 (+3.00%)"
+    assert gate_cell(GateEntry.model_validate(gates["bf16"])) == "pass: ppl 101.000 (+1.00%); under load FAIL: ppl 103.000 (+3.00%)"
     html = paths["html"].read_text()
     assert "<th>under load</th>" in html and "FAIL: ppl 103.000 (+3.00%)" in html
 

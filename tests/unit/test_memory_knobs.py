@@ -6,6 +6,8 @@ import pytest
 
 from servesweep.memory import exact_fraction, non_kv_from_fraction
 from servesweep.reports.analysis import apply_verification
+from servesweep.results.recommendation import ProductionRecommendation
+from servesweep.results.verification import Verification
 from servesweep.results import memory_fraction_of
 from servesweep.sweep.sizing import SizingInputs, size_kv
 
@@ -64,12 +66,14 @@ def test_the_recommendation_writes_the_backends_knobs():
                         ("trtllm", {"max_batch_size": "max_batch_size",
                                     "memory_fraction": "kv_cache_free_gpu_memory_fraction"})):
         sizing = size_kv(inputs(kind)).to_dict()
-        rec = {"knobs": knobs, "based_on": {}}
-        apply_verification(rec, {"passed": True, "attempts": [{"sizing": sizing, "stress": {}, "traffic": {}}]})
+        rec = ProductionRecommendation(precision="bf16", knobs=knobs, based_on={"config": "c", "level": "l"})
+        apply_verification(rec, Verification(passed=True, attempts=[
+            {"sizing": sizing, "stress": {}, "traffic": {}, "passed": True, "reasons": [], "checks": []}]))
+        written = rec.to_file()
         for name, value in sizing["knobs"].items():
-            assert rec[name] == value
-        assert rec["memory_fraction"] == {"vllm": 0.375, "trtllm": 0.167}[kind]
-    assert "gpu_memory_utilization" not in rec and "max_num_seqs" not in rec
+            assert written[name] == value
+        assert rec.memory_fraction == {"vllm": 0.375, "trtllm": 0.167}[kind]
+    assert "gpu_memory_utilization" not in written and "max_num_seqs" not in written
 
 
 def test_points_written_before_the_rule_was_recorded():

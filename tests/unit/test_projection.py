@@ -218,12 +218,12 @@ def test_h100_and_a100_get_distinct_preferred_precisions():
 
 def test_report_analysis_takes_other_measured_sweeps(h100, h200, tmp_path):
     _, result = analyse(h100, measured_elsewhere=[h200])
-    table = result["sku_to_preferred_precision"]
+    table = result.sku_to_preferred_precision
     assert table["H100-SXM"]["basis"] == "measured" and table["H200"]["basis"] == "measured"
     assert table["H200"]["figures"]["bf16"]["output_tok_s_at_knee"]["value"] == 1100.0
     assert table["H200"]["precision"] == "fp8"  # its own measurement decides: 1,650 > 1,150 tok/s
     assert table["A100-80GB"]["basis"] == "projected" and table["A100-80GB"]["precision"] == "bf16"
-    assert "sku_table_scenario_differences" not in result  # same workload, load and SLOs
+    assert result.sku_table_scenario_differences is None  # same workload, load and SLOs
     again = _sweep(tmp_path / "h100-again", "NVIDIA H100 80GB HBM3", H100_SERIES, 100_000, 1e10, 80e9)
     with pytest.raises(ReportError, match="H100-SXM too"):
         analyse(h100, measured_elsewhere=[again])
@@ -234,7 +234,7 @@ def test_another_skus_sweep_of_a_different_workload_is_flagged(h100, h200):
     scenario["max_model_len"] = 8192
     (h200 / "scenario.json").write_text(json.dumps(scenario))
     _, result = analyse(h100, measured_elsewhere=[h200])
-    assert list(result["sku_table_scenario_differences"].values()) == [["max_model_len"]]
+    assert list(result.sku_table_scenario_differences.values()) == [["max_model_len"]]
 
 
 def test_measurement_reads_knee_c1_and_pool_from_the_points(h100):

@@ -13,7 +13,8 @@ from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.sweep.observation import Observation
 from servesweep.sweep.sizing import SizingInputs, size_kv
-from servesweep.sweep.verify import Verification, judge, length_quantile, plan_verification
+from servesweep.results.verification import Verification
+from servesweep.sweep.verify import add_attempt, judge, length_quantile, plan_verification
 
 
 # --- p99 of the length distributions ------------------------------------------------------------
@@ -145,10 +146,10 @@ def test_unmeasured_memory_fails():
 def test_verification_result_records_attempts():
     sizing = size_kv(SizingInputs(concurrency=8, kv_peak_bytes=775.0))
     v = Verification(command=["vllm", "serve", "m", "--kv-cache-memory-bytes", "1000"])
-    v.add(sizing.to_dict(), run(), run(kv_peak_frac=0.99), judge(run(), run(kv_peak_frac=0.99), SLO_))
+    add_attempt(v, sizing.to_dict(), run(), run(kv_peak_frac=0.99), judge(run(), run(kv_peak_frac=0.99), SLO_))
     assert not v.passed
-    v.add(sizing.to_dict(), run(), run(kv_peak_frac=0.8), judge(run(), run(kv_peak_frac=0.8), SLO_))
-    data = orjson.loads(orjson.dumps(v.to_dict()))
+    add_attempt(v, sizing.to_dict(), run(), run(kv_peak_frac=0.8), judge(run(), run(kv_peak_frac=0.8), SLO_))
+    data = orjson.loads(orjson.dumps(v.to_file()))
     assert data["passed"] is True and len(data["attempts"]) == 2
     assert data["attempts"][0]["reasons"] == ["stress: OOM margin 1.0 % (want 5-40 %)"]
     assert data["attempts"][1]["stress"]["oom_margin_pct"] == pytest.approx(20.0)

@@ -1,0 +1,81 @@
+"""The files servesweep writes and reads back, one model per file, each filled by one builder and
+read through its model by every reader. Runs (loadgen, sweep) write them; reports only read them
+(and write the recommendation). Each file carries its own `schema_version`; the version history
+of each is in its module.
+
+  summary.json         results.summary          Summary          build_summary / write_summary
+  points.jsonl         results.points           SweepPoint       append_point / read_points
+  verification.json    results.verification     Verification     sweep.confirm / read_verification
+  recommendation.json  results.recommendation   Recommendation   reports.recommendation.analyse
+  intervals.jsonl      loadgen.intervals        IntervalRow      (soak runs)
+  capacity.json        reports.capacity         CapacityReport
+  prediction.json      reports.projection       Prediction
+  gate*.json           quality.gate             GateResult, UnderLoadMeasurement, UnderLoadResult
+
+The file-level helpers (atomic writes, torn JSONL lines, the output directory check) are in
+results.io.
+"""
+
+from servesweep.results.io import (
+    GATE_MEASUREMENT_FILE,
+    GATE_UNDER_LOAD_FILE,
+    GATE_UNDER_LOAD_MEASUREMENT_FILE,
+    GATE_UNDER_LOAD_RECORDS_FILE,
+    GATE_UNDER_LOAD_TELEMETRY_FILE,
+    WRITE_PROBE_BYTES,
+    OpenModel,
+    append_jsonl,
+    dumps,
+    ensure_writable_dir,
+    read_json_file,
+    read_jsonl,
+    torn_last_line,
+    write_json,
+)
+from servesweep.results.points import (
+    KIND_BEFORE_RECORDED,
+    POINTS_FILE,
+    POINTS_SCHEMA_VERSION,
+    SweepPoint,
+    append_point,
+    dummy_weights,
+    knob_names,
+    memory_fraction_of,
+    read_points,
+)
+from servesweep.results.recommendation import (
+    RECOMMENDATION_FILE,
+    RECOMMENDATION_SCHEMA_VERSION,
+    Recommendation,
+    read_recommendation,
+    write_recommendation,
+)
+from servesweep.results.summary import (
+    SUMMARY_FILE,
+    SUMMARY_SCHEMA_VERSION,
+    Summary,
+    build_summary,
+    level_entry,
+    read_summary,
+    write_summary,
+)
+from servesweep.results.verification import (
+    VERIFICATION_FILE,
+    VERIFICATION_SCHEMA_VERSION,
+    Verification,
+    read_verification,
+    write_verification,
+)
+
+__all__ = [
+    "GATE_MEASUREMENT_FILE", "GATE_UNDER_LOAD_FILE", "GATE_UNDER_LOAD_MEASUREMENT_FILE",
+    "GATE_UNDER_LOAD_RECORDS_FILE", "GATE_UNDER_LOAD_TELEMETRY_FILE", "WRITE_PROBE_BYTES", "OpenModel",
+    "append_jsonl", "dumps", "ensure_writable_dir", "read_json_file", "read_jsonl", "torn_last_line", "write_json",
+    "KIND_BEFORE_RECORDED", "POINTS_FILE", "POINTS_SCHEMA_VERSION", "SweepPoint", "append_point", "dummy_weights",
+    "knob_names", "memory_fraction_of", "read_points",
+    "RECOMMENDATION_FILE", "RECOMMENDATION_SCHEMA_VERSION", "Recommendation", "read_recommendation",
+    "write_recommendation",
+    "SUMMARY_FILE", "SUMMARY_SCHEMA_VERSION", "Summary", "build_summary", "level_entry", "read_summary",
+    "write_summary",
+    "VERIFICATION_FILE", "VERIFICATION_SCHEMA_VERSION", "Verification", "read_verification", "write_verification",
+]

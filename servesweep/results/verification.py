@@ -1,0 +1,86 @@
+"""`verification.json`: the verification run of a sweep's recommendation (servesweep.sweep.confirm
+writes it after every attempt; the report folds it into recommendation.json's
+`production_recommendation.verification`). One model, `Verification`, for the file and that copy.
+
+Version history (`schema_version`):
+  1  files written before the field existed (no `schema_version`) are version 1: the same fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from servesweep.results.io import OpenModel, write_json
+
+VERIFICATION_FILE = "verification.json"
+VERIFICATION_SCHEMA_VERSION = 1
+
+
+class Check(BaseModel):
+    """One check of one run of an attempt (servesweep.sweep.verify.judge)."""
+
+    run: str  # "traffic" or "stress"
+    check: str  # "failures", "preemptions", "margin", "slo"
+    ok: bool
+    detail: str
+
+
+class Attempt(OpenModel):
+    """One verification attempt: the sizing it ran with (servesweep.sweep.sizing.Sizing, as a dict:
+    its `knobs` and `flags` are the backend's own), both runs' figures, the verdict."""
+
+    sizing: dict[str, Any]
+    traffic: dict[str, Any]
+    stress: dict[str, Any]
+    passed: bool
+    reasons: list[str]
+    checks: list[Check]
+
+
+class Verification(OpenModel):
+    """`verification.json`, and `verification` in recommendation.json's recommendation.
+
+    finished   false while attempts are still to come (a rerun resumes after the last one)
+    skipped    why nothing was verified (no recommendation, a sizing that cannot be made, --no-verify)
+    stale      a verification of another point than the recommendation now names (the report's copy)
+    """
+
+    schema_version: int = VERIFICATION_SCHEMA_VERSION
+    finished: bool = False
+    config: str | None = None
+    level: str | None = None
+    passed: bool = False
+    skipped: str | None = None
+    reason: str | None = None
+    server_config: dict[str, Any] | None = None
+    attempts: list[Attempt] = []
+    command: list[str] | str | None = None  # the server command line of the last attempt, from the caller
+    plan: dict[str, Any] | None = None
+    stale: dict[str, Any] | None = None
+
+    def add(self, attempt: Attempt) -> None:
+        """Record an attempt; the verification passes when its latest attempt did. (Assigned, not
+        appended, so `to_file` counts the fields as set.)"""
+        self.attempts = [*self.attempts, attempt]
+        self.passed = attempt.passed
+
+    def last(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+def new_verification(**fields: Any) -> Verification:
+    """A verification with the schema version set, so the file names it."""
+    return Verification(schema_version=VERIFICATION_SCHEMA_VERSION, **fields)
+
+
+def read_verification(path: Path) -> Verification | None:
+    """The stored verification, or None when there is none."""
+    return Verification.model_validate(orjson.loads(path.read_bytes())) if path.exists() else None
+
+
+def write_verification(path: Path, verification: Verification) -> None:
+    write_json(path, verification.to_file())
