@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servesweep.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, ReportError
+from servesweep.results.recommendation import RECOMMENDATION_FILE
 from servesweep.thresholds import MARGIN_BAND
 
 MIN_BATCH_SIZES = 4
@@ -168,7 +169,10 @@ def check_recommendation(rec: dict[str, Any]) -> list[Criterion]:
 
 
 def check_results_dir(results: Path) -> list[Criterion]:
-    path = Path(results) / "recommendation.json"
+    # The one reader that takes recommendation.json raw, not through results.Recommendation: it
+    # judges files from any version or edited by hand, where each field that is missing or mistyped
+    # must be an unmet criterion that names it, not a rejection of the whole file at the first.
+    path = Path(results) / RECOMMENDATION_FILE
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -28,10 +28,11 @@ from servesweep import __version__
 from servesweep.errors import ConfigError, OutputError, validation_message
 from servesweep.reports.measurement import display_path, load_measurement, read_sweep
 from servesweep.reports.skus import METRICS, SKUS, Figure, current_rules, datasheet, measured_figures, project
-from servesweep.results import POINTS_FILE, dummy_weights, write_json
+from servesweep.results import POINTS_FILE, OpenModel, dummy_weights, write_json
 
 ERROR_THRESHOLD_PCT = 20.0
-SCHEMA_VERSION = 1
+PREDICTION_SCHEMA_VERSION = 1
+COMPARISON_SCHEMA_VERSION = 1
 # Scenario fields that must match for a prediction to be a test of the rules (the model path may differ).
 CONDITION_KEYS = ("served_model_name", "dummy_weights", "max_model_len", "workload", "load", "sweep")
 KNEE_METRICS = ("output_tok_s_at_knee", "ttft_p50_ms_at_knee")
@@ -49,7 +50,7 @@ class Prediction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["servesweep-prediction"] = "servesweep-prediction"
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = PREDICTION_SCHEMA_VERSION
     basis: Literal["projected"] = "projected"
     target_sku: str
     measured_sku: str
@@ -65,6 +66,26 @@ class Prediction(BaseModel):
     measured_figures: dict[str, dict[str, Figure]]
     memory_fractions: dict[str, float | None]  # per precision: the setting the KV pool figures are for
     notes: list[str] = []
+
+
+class Comparison(OpenModel):
+    """predicted_vs_measured.json: a prediction's figures against a sweep measured on its SKU
+    (`compare` fills it; one row per precision x metric)."""
+
+    kind: Literal["servesweep-projection-comparison"] = "servesweep-projection-comparison"
+    schema_version: int = COMPARISON_SCHEMA_VERSION
+    generated_by: str
+    generated_at: str
+    target_sku: str
+    measured_on: str | None = None
+    prediction: dict[str, Any]
+    measured_files: list[dict[str, Any]]
+    threshold_pct: float
+    error_definition: str
+    rows: list[dict[str, Any]]
+    flagged: int
+    conditions_differ: list[str] = []
+    rules: Any = None
 
 
 def resolve_sku(name: str) -> str:
@@ -122,7 +143,7 @@ def _error_pct(predicted: float | None, measured: float | None) -> float | None:
     return (predicted - measured) / measured * 100
 
 
-def compare(prediction: Prediction, prediction_path: Path, measured_dir: Path) -> dict[str, Any]:
+def compare(prediction: Prediction, prediction_path: Path, measured_dir: Path) -> Comparison:
     """Predicted against measured, per precision and metric (see the module docstring)."""
     scenario, _ = read_sweep(measured_dir)
     meas = load_measurement(measured_dir)
@@ -166,21 +187,21 @@ def compare(prediction: Prediction, prediction_path: Path, measured_dir: Path) -
     predicted = _conditions(prediction.scenario)
     differ = [f"{k}: predicted from {predicted.get(k)!r}, measured with {conditions.get(k)!r}"
               for k in CONDITION_KEYS if predicted.get(k) != conditions.get(k)]
-    return {
-        "kind": "servesweep-projection-comparison", "schema_version": SCHEMA_VERSION,
-        "generated_by": f"servesweep {__version__}",
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "target_sku": prediction.target_sku, "measured_on": meas.gpu_name,
-        "prediction": {**source_file(prediction_path).model_dump(), "made_at": prediction.made_at,
-                       "from": f"{prediction.measured_sku} ({prediction.results_dir})"},
-        "measured_files": [source_file(measured_dir / n).model_dump() for n in (POINTS_FILE, "scenario.json")],
-        "threshold_pct": ERROR_THRESHOLD_PCT,
-        "error_definition": "(predicted - measured) / measured x 100",
-        "rows": rows,
-        "flagged": sum(r["flagged"] for r in rows),
-        "conditions_differ": differ,
-        "rules": prediction.rules,
-    }
+    return Comparison(
+        kind="servesweep-projection-comparison", schema_version=COMPARISON_SCHEMA_VERSION,
+        generated_by=f"servesweep {__version__}",
+        generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        target_sku=prediction.target_sku, measured_on=meas.gpu_name,
+        prediction={**source_file(prediction_path).model_dump(), "made_at": prediction.made_at,
+                    "from": f"{prediction.measured_sku} ({prediction.results_dir})"},
+        measured_files=[source_file(measured_dir / n).model_dump() for n in (POINTS_FILE, "scenario.json")],
+        threshold_pct=ERROR_THRESHOLD_PCT,
+        error_definition="(predicted - measured) / measured x 100",
+        rows=rows,
+        flagged=sum(r["flagged"] for r in rows),
+        conditions_differ=differ,
+        rules=prediction.rules,
+    )
 
 
 # --- documents -------------------------------------------------------------------------------------
@@ -225,15 +246,15 @@ def prediction_markdown(pred: Prediction, json_name: str) -> str:
     return "\n".join(lines)
 
 
-def comparison_markdown(table: dict[str, Any]) -> str:
-    p = table["prediction"]
-    lines = [f"# Predicted vs measured: {table['target_sku']}", "",
+def comparison_markdown(table: Comparison) -> str:
+    p = table.prediction
+    lines = [f"# Predicted vs measured: {table.target_sku}", "",
              f"Prediction: `{p['path']}` (sha256 `{p['sha256'][:16]}...`, made {p['made_at']} from {p['from']}). "
-             f"Measured on {table['measured_on']}: "
-             + ", ".join(f"`{f['path']}`" for f in table["measured_files"]) + ".",
-             "", f"Error = {table['error_definition']}; flagged (!) when |error| > {table['threshold_pct']:g} %.", ""]
+             f"Measured on {table.measured_on}: "
+             + ", ".join(f"`{f['path']}`" for f in table.measured_files) + ".",
+             "", f"Error = {table.error_definition}; flagged (!) when |error| > {table.threshold_pct:g} %.", ""]
     rows = []
-    for r in table["rows"]:
+    for r in table.rows:
         err = "-" if r["error_pct"] is None else f"{r['error_pct']:+.1f} %"
         notes = list(r["notes"])
         if r.get("error_at_predicted_batch_pct") is not None:
@@ -243,10 +264,10 @@ def comparison_markdown(table: dict[str, Any]) -> str:
         rows.append([r["precision"], r["words"], _v(r["predicted"], r["unit"]), _v(r["measured"], r["unit"]), err,
                      "!" if r["flagged"] else "", r["rule_id"] or "-", "; ".join(notes)])
     lines += _table(["precision", "metric", "predicted", "measured", "error", "flag", "rule", "notes"], rows)
-    lines += ["", f"{table['flagged']} of {len(table['rows'])} figures off by more than {table['threshold_pct']:g} %."]
-    if table["conditions_differ"]:
+    lines += ["", f"{table.flagged} of {len(table.rows)} figures off by more than {table.threshold_pct:g} %."]
+    if table.conditions_differ:
         lines += ["", "Conditions that differ (figures compared across them do not test the rules):", "",
-                  *[f"- {d}" for d in table["conditions_differ"]]]
+                  *[f"- {d}" for d in table.conditions_differ]]
     return "\n".join(lines) + "\n"
 
 
@@ -261,8 +282,8 @@ def write_prediction(pred: Prediction, out: Path) -> tuple[Path, Path]:
     return out, md
 
 
-def write_comparison(table: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    write_json(out, table)
+def write_comparison(table: Comparison, out: Path) -> tuple[Path, Path]:
+    write_json(out, table.to_file())
     md = _md_path(out)
     _write_text(md, comparison_markdown(table))
     return out, md

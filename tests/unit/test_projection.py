@@ -274,7 +274,7 @@ def test_comparison_error_flags_and_the_moved_knee(h100, h200, tmp_path):
     pred = predict(h100, "H200")
     pred_path, _ = write_prediction(pred, tmp_path / "p.json")
     table = compare(pred, pred_path, h200)
-    rows = {(r["precision"], r["metric"]): r for r in table["rows"]}
+    rows = {(r["precision"], r["metric"]): r for r in table.rows}
     tput = rows["bf16", "output_tok_s_at_knee"]
     # 400 x 1.27 = 508 predicted at batch 4; the H200's knee is batch 8 at 1,100 tok/s.
     assert tput["error_pct"] == pytest.approx(-53.818, abs=1e-3) and tput["flagged"]
@@ -287,7 +287,7 @@ def test_comparison_error_flags_and_the_moved_knee(h100, h200, tmp_path):
     assert ttft["error_pct"] == pytest.approx(-33.333, abs=1e-3) and ttft["flagged"]
     kv = rows["bf16", "kv_pool_tokens"]  # 405,000 vs 400,000
     assert kv["error_pct"] == pytest.approx(1.25) and not kv["flagged"]
-    assert table["flagged"] == sum(r["flagged"] for r in table["rows"]) and table["conditions_differ"] == []
+    assert table.flagged == sum(r["flagged"] for r in table.rows) and table.conditions_differ == []
 
 
 def test_comparison_flags_both_signs_and_lists_differing_conditions(h100, tmp_path):
@@ -299,15 +299,15 @@ def test_comparison_flags_both_signs_and_lists_differing_conditions(h100, tmp_pa
     other = dict(SCENARIO, workload={"input_len": 1024, "output_len": 128})
     measured = _sweep(tmp_path / "h200b", "NVIDIA H200", {"bf16": bf16}, 405_000, 4.05e10, 141e9, scenario=other)
     table = compare(pred, pred_path, measured)
-    rows = {(r["precision"], r["metric"]): r for r in table["rows"]}
+    rows = {(r["precision"], r["metric"]): r for r in table.rows}
     expected = {"output_tok_s_at_knee": (-16.667, False), "ttft_p50_ms_at_knee": (-23.077, True),
                 "tpot_p50_ms_c1": (25.0, True), "kv_pool_tokens": (0.0, False)}
     for metric, (error, flagged) in expected.items():
         assert rows["bf16", metric]["error_pct"] == pytest.approx(error, abs=1e-3), metric
         assert rows["bf16", metric]["flagged"] is flagged, metric
     assert rows["fp8", "output_tok_s_at_knee"]["measured"] is None  # fp8 not in this sweep: no error, no flag
-    assert not rows["fp8", "output_tok_s_at_knee"]["flagged"] and table["flagged"] == 2
-    assert [d.split(":")[0] for d in table["conditions_differ"]] == ["workload"]
+    assert not rows["fp8", "output_tok_s_at_knee"]["flagged"] and table.flagged == 2
+    assert [d.split(":")[0] for d in table.conditions_differ] == ["workload"]
 
 
 def test_comparison_refuses_a_measurement_of_another_sku(h100, tmp_path):

@@ -97,3 +97,13 @@ def test_models_keep_fields_they_do_not_name():
     assert rec.production_recommendation.to_file()["kv_cache_config.max_tokens"] == 4096
     assert "verification" not in rec.production_recommendation.to_file()  # unset fields are not written as null
     assert Verification().to_file() == {}
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("predicted_vs_*.json")), ids=str)
+def test_committed_comparisons_load_and_write_back_unchanged(path):
+    from servesweep.reports.projection import Comparison, comparison_markdown
+
+    raw = json.loads(path.read_text())
+    table = Comparison.model_validate(raw)
+    assert _json(table.to_file()) == raw
+    assert comparison_markdown(table).startswith(f"# Predicted vs measured: {raw['target_sku']}")
