@@ -31,7 +31,7 @@ from servesweep.loadgen.records import RECORDS_FULL, RecordWriter
 from servesweep.loadgen.runner import LevelResult, LoadRunner
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
-from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer, TokenizerLike
+from servesweep.loadgen.tokenizer import SERVER, LocalTokenizer, TokenizerLike, open_tokenizer, tokenizer_source
 from servesweep.loadgen.workers import WorkerPool, check_merge
 from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.sessions import SessionSpec
@@ -113,13 +113,9 @@ def set_aside_previous_run(out: Path) -> Path | None:
 async def pick_tokenizer(
     session: aiohttp.ClientSession, config: LoadTestConfig, target: TargetInfo
 ) -> TokenizerLike | None:
-    for candidate in (config.tokenizer_dir, target.root):
-        if candidate and (Path(candidate) / "tokenizer.json").exists():
-            return LocalTokenizer(candidate)
-    # Fall back to the server's own tokenizer endpoints (vLLM serves /tokenize). One that does not
-    # answer in time is a TargetError, not "no tokenizer".
-    probe = ServerTokenizer(session, target.base_url, target.model, vocab_size=32000)
-    return probe if await probe.available() else None
+    """The tokenizer by the one rule (loadgen.tokenizer.tokenizer_source)."""
+    source = await tokenizer_source(session, target.base_url, target.model, config.tokenizer_dir, target.root)
+    return open_tokenizer(source, session, target.base_url, target.model)
 
 
 def _level_entry(result: LevelResult, telemetry: Telemetry | None) -> dict[str, Any]:
@@ -170,7 +166,7 @@ async def run_load_test(
         intervals_error: list[str] = []  # why intervals.jsonl stopped (disk full), if it did
         if config.workers > 1:
             source = (str(tokenizer.model_dir) if isinstance(tokenizer, LocalTokenizer) else
-                      "server" if tokenizer is not None else None)
+                      SERVER if tokenizer is not None else None)
             runner = WorkerPool(config.workers, target.base_url, target.model, config.workload, config.levels,
                                 out, source, config.slo, config.keep_text, records=config.records,
                                 context_limit=limit.tokens)

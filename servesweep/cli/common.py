@@ -35,7 +35,7 @@ from servesweep.errors import (
     ServerStartError,
     validation_message,
 )
-from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS, LoadLevel
+from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS, LoadLevel, default_open_arrival
 from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import long_replay_note, read_trace
 from servesweep.loadgen.stats import SLO
@@ -95,7 +95,8 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
                    help="gamma shape; <1 burstier than Poisson, >1 more regular (as vllm bench serve)")
     g.add_argument("--max-concurrency", type=int, default=None, help="open loop: cap on requests in flight")
     bound = g.add_mutually_exclusive_group()
-    bound.add_argument("--num-requests", type=int, default=None, help="measured requests per level")
+    bound.add_argument("--num-requests", type=int, default=None,
+                       help=f"measured requests per level (default {DEFAULT_NUM_REQUESTS}, as in scenarios)")
     bound.add_argument("--duration", type=float, default=None, help="seconds per level")
     g.add_argument("--warmup", type=int, default=0,
                    help="requests per level sent and finished before the measured window (not in statistics)")
@@ -259,7 +260,7 @@ def levels_from_args(args: argparse.Namespace) -> list[LoadLevel]:
         args.num_requests = DEFAULT_NUM_REQUESTS
     common = dict(num_requests=args.num_requests, duration_s=args.duration, warmup_requests=args.warmup)
     if args.request_rate:
-        arrival = args.arrival or ("gamma" if args.burstiness != 1.0 else "poisson")
+        arrival = args.arrival or default_open_arrival(args.burstiness)
         return from_options(lambda: [LoadLevel(request_rate=r, arrival=arrival, burstiness=args.burstiness,
                                                max_concurrency=args.max_concurrency, **common)
                                      for r in args.request_rate])

@@ -34,11 +34,11 @@ from servesweep.cli.common import (
     workload_from_args,
 )
 from servesweep.backends.process import die_with_parent
-from servesweep.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from servesweep.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError, TargetError
 from servesweep.loadgen.fit import check_lengths, context_limit
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.target import check_loopback, probe_target
-from servesweep.loadgen.tokenizer import ServerTokenizer
+from servesweep.loadgen.tokenizer import tokenizer_source
 from servesweep.loadgen.workload import Workload
 from servesweep.locust import LOCUSTFILE
 from servesweep.locust.config import CONFIG_OPTION, LocustRunConfig, parse_duration
@@ -128,14 +128,12 @@ async def _probe(url: str, model: str | None, tokenizer_dir: Path | None) -> tup
     server's /tokenize ("server"), or nowhere (None: a dataset is then needed)."""
     async with aiohttp.ClientSession() as session:
         target = await probe_target(session, url, model)
-        for candidate in (tokenizer_dir, target.root):
-            if candidate and (Path(candidate) / "tokenizer.json").exists():
-                return target, str(Path(candidate).resolve())
+        # The one rule (loadgen.tokenizer); a /tokenize that does not answer at all reads as none here:
+        # Locust can still run a dataset workload.
         try:
-            await ServerTokenizer(session, target.base_url, target.model, vocab_size=32000).encode("probe")
-        except (RuntimeError, aiohttp.ClientError, KeyError, ValueError):
+            return target, await tokenizer_source(session, target.base_url, target.model, tokenizer_dir, target.root)
+        except TargetError:
             return target, None
-        return target, "server"
 
 
 def locust_argv(args: argparse.Namespace, config: LocustRunConfig | None, users: int | None) -> list[str]:

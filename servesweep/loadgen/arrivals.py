@@ -22,11 +22,17 @@ from pydantic import BaseModel, model_validator
 Arrival = Literal["closed", "constant", "poisson", "gamma", "trace", "sessions"]
 
 
-# Measured requests per level when neither a count nor a duration is given, written here once for
-# every entry point: a `servesweep run` level gets more than each level of a scenario, which runs
-# many levels (and configurations) in one sweep.
-DEFAULT_NUM_REQUESTS = 100
-DEFAULT_NUM_REQUESTS_PER_SCENARIO_LEVEL = 64
+# Measured requests per level when neither a count nor a duration is given: one default for the
+# command line (`servesweep run`, `locust`) and scenarios alike, so a level measured by hand and
+# the same level in a sweep are the same measurement. 64 (what scenarios always had): a sweep runs
+# many levels and configurations; a run that wants tighter percentiles asks for more.
+DEFAULT_NUM_REQUESTS = 64
+
+
+def default_open_arrival(burstiness: float) -> Arrival:
+    """The arrival process of an open-loop level that names none: Poisson, or gamma when a
+    burstiness other than 1 is given (gamma with burstiness 1 is Poisson)."""
+    return "poisson" if burstiness == 1.0 else "gamma"
 
 
 class LoadLevel(BaseModel):
@@ -56,7 +62,7 @@ class LoadLevel(BaseModel):
             if not self.request_rate or self.request_rate <= 0 or math.isinf(self.request_rate):
                 raise ValueError(f"request_rate must be a positive finite number, got {self.request_rate}")
             if self.arrival == "closed":
-                self.arrival = "poisson" if self.burstiness == 1.0 else "gamma"
+                self.arrival = default_open_arrival(self.burstiness)
         if self.burstiness <= 0:
             raise ValueError(f"burstiness must be > 0, got {self.burstiness}")
         if (self.num_requests is None) == (self.duration_s is None):

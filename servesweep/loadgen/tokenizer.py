@@ -140,3 +140,44 @@ class ServerTokenizer:
     def random_ids(self, rng: np.random.Generator, n: int) -> list[int]:
         # Low ids are where most tokenizers keep their special and byte tokens.
         return rng.integers(min(1000, self._vocab_size // 4), self._vocab_size, size=n).tolist()
+
+
+# --- which tokenizer: the one rule (`servesweep run`, sweeps, worker processes, Locust) ----------
+# The source of token counts, as a string a worker process or a Locust worker can be handed: a
+# model directory holding tokenizer.json, SERVER for the server's /tokenize, or None (no tokenizer:
+# a dataset workload is then needed).
+SERVER = "server"
+# The vocabulary random prompt ids are drawn from when only the server tokenizes (its size is not
+# served; ids below it exist in every tokenizer servesweep has met).
+SERVER_VOCAB_SIZE = 32000
+
+
+def local_tokenizer_dir(*candidates: str | Path | None) -> Path | None:
+    """The first candidate directory that holds a tokenizer.json."""
+    for candidate in candidates:
+        if candidate and candidate != SERVER and (Path(candidate) / "tokenizer.json").exists():
+            return Path(candidate)
+    return None
+
+
+async def tokenizer_source(session: aiohttp.ClientSession, base_url: str, model: str,
+                           *candidates: str | Path | None) -> str | None:
+    """Where prompts get their token counts, in this order: the first candidate directory with a
+    tokenizer.json (the user's --tokenizer, then the model path the server reports), the server's
+    /tokenize (SERVER), or None. A server that does not answer /tokenize in time is a TargetError,
+    not "no tokenizer"."""
+    local = local_tokenizer_dir(*candidates)
+    if local is not None:
+        return str(local.resolve())
+    probe = ServerTokenizer(session, base_url, model, vocab_size=SERVER_VOCAB_SIZE)
+    return SERVER if await probe.available() else None
+
+
+def open_tokenizer(source: str | None, session: aiohttp.ClientSession, base_url: str,
+                   model: str) -> TokenizerLike | None:
+    """The tokenizer `tokenizer_source` chose (in this process: a worker re-opens its parent's)."""
+    if source is None:
+        return None
+    if source == SERVER:
+        return ServerTokenizer(session, base_url, model, vocab_size=SERVER_VOCAB_SIZE)
+    return LocalTokenizer(source)

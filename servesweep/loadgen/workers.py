@@ -113,14 +113,12 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
     async def main() -> dict[str, Any]:
         import aiohttp
 
-        from servesweep.loadgen.tokenizer import LocalTokenizer, ServerTokenizer
+        from servesweep.loadgen.tokenizer import open_tokenizer
 
         workload = Workload.model_validate(job.workload)
         levels = [LoadLevel.model_validate(lv) for lv in job.levels]
         async with aiohttp.ClientSession() as side_session:
-            tokenizer = (LocalTokenizer(job.tokenizer) if job.tokenizer not in (None, "server") else
-                         ServerTokenizer(side_session, job.base_url, job.model, vocab_size=32000)
-                         if job.tokenizer == "server" else None)
+            tokenizer = open_tokenizer(job.tokenizer, side_session, job.base_url, job.model)
             writer = RecordWriter(Path(job.records_path), keep=job.records)
             runner = LoadRunner(job.base_url, job.model, workload, levels, writer, tokenizer,
                                 slo=SLO.model_validate(job.slo) if job.slo else None,

@@ -18,7 +18,6 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,7 +27,7 @@ from servesweep import controlplane
 from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.client import build_payload, endpoint_path
 from servesweep.loadgen.http import HttpPool
-from servesweep.loadgen.tokenizer import LocalTokenizer, TokenizerLike
+from servesweep.loadgen.tokenizer import SERVER_VOCAB_SIZE, LocalTokenizer, TokenizerLike, local_tokenizer_dir
 from servesweep.loadgen.lengths import LARGEST_CONTEXT
 from servesweep.loadgen.workload import PromptItem, build_prompts
 from servesweep.locust.config import LocustRunConfig
@@ -43,7 +42,7 @@ class PreparedPrompt:
 class BlockingServerTokenizer:
     """The server's /tokenize and /detokenize (vLLM serves both) over blocking HTTP calls."""
 
-    def __init__(self, base_url: str, model: str, vocab_size: int = 32000, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, model: str, vocab_size: int = SERVER_VOCAB_SIZE, timeout_s: float = 30.0) -> None:
         self._base = base_url.rstrip("/")
         self._model = model
         self._vocab_size = vocab_size
@@ -97,7 +96,7 @@ def make_tokenizer(config: LocustRunConfig) -> TokenizerLike | None:
     source = config.tokenizer
     if source is None:
         return None
-    if source != "server" and (Path(source) / "tokenizer.json").exists():
+    if local_tokenizer_dir(source) is not None:
         return LocalTokenizer(source)
     # "server", or a directory this machine (a remote worker's) does not have.
     return BlockingServerTokenizer(config.base_url, config.model)

@@ -15,7 +15,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from servesweep.backends import BACKENDS, DEFAULT_KIND, ServerConfig, backend_for, config_from_dict
 from servesweep.backends.base import dummy_weights_from_load_format
 from servesweep.errors import ConfigError, validation_message, validation_problem
-from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS_PER_SCENARIO_LEVEL, Arrival, LoadLevel
+from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS, Arrival, LoadLevel, default_open_arrival
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KvCacheDtype, PrecisionName
@@ -63,7 +63,7 @@ class LoadSpec(Strict):
         if (self.concurrency is None) == (self.request_rate is None):
             raise ValueError("give exactly one of concurrency (a list, or auto) or request_rate (a list, or auto)")
         if self.num_requests is None and self.duration_s is None:
-            self.num_requests = DEFAULT_NUM_REQUESTS_PER_SCENARIO_LEVEL
+            self.num_requests = DEFAULT_NUM_REQUESTS
         if self.max_repeats is not None and self.max_repeats < self.repeats:
             raise ValueError(f"max_repeats {self.max_repeats} is below repeats {self.repeats}")
         return self
@@ -86,7 +86,7 @@ class LoadSpec(Strict):
                       warmup_requests=self.warmup_requests)
         if concurrency is not None:
             return LoadLevel(concurrency=concurrency, **common)
-        arrival = self.arrival or ("gamma" if self.burstiness != 1.0 else "poisson")
+        arrival = self.arrival or default_open_arrival(self.burstiness)
         return LoadLevel(request_rate=request_rate, arrival=arrival, burstiness=self.burstiness,
                          max_concurrency=self.max_concurrency, **common)
 
