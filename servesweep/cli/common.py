@@ -22,6 +22,7 @@ from servesweep.backends import (
     config_from_dict,
     launch,
 )
+from servesweep.backends import builtin
 from servesweep.confidence import parse_precision
 from servesweep.errors import (
     EXIT_ALL_FAILED,
@@ -46,7 +47,6 @@ from servesweep.reports.table import plain_console, print_summary
 from servesweep.results import write_json
 
 console = plain_console(stderr=True)  # never reads markup: what it prints holds servers' and files' text
-BUILTIN_MODEL_NAME = "servesweep-tiny-llama"
 T = TypeVar("T")
 
 
@@ -196,15 +196,8 @@ def default_out_dir(label: str) -> Path:
 
 
 def builtin_server_config(**overrides: Any) -> ServerConfig:
-    """The built-in target: the CPU build of vLLM serving a generated tiny Llama."""
-    from servesweep.models.tiny import build_tiny_model
-
-    values: dict[str, Any] = dict(
-        kind=DEFAULT_KIND, model=str(build_tiny_model()), served_model_name=BUILTIN_MODEL_NAME, precision="bf16",
-        dummy_weights=True, max_model_len=2048,
-    )
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return from_options(lambda: config_from_dict(values))
+    """The built-in target (servesweep.backends.builtin), an invalid override as a ConfigError."""
+    return from_options(lambda: builtin.builtin_server_config(**overrides))
 
 
 def dummy_weights_option(load_format: str | None) -> bool | None:

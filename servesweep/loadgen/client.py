@@ -12,14 +12,9 @@ from typing import Any
 
 import orjson
 
-from servesweep.loadgen.http import ConnectError, HttpPool, MalformedResponse, ServerDisconnected
-from servesweep.loadgen.records import (
-    ERROR_CANCELLED,
-    ERROR_CONNECTION,
-    ERROR_STREAM,
-    ERROR_TIMEOUT,
-    RequestRecord,
-)
+from servesweep.loadgen.failures import failure_of
+from servesweep.loadgen.http import HttpPool
+from servesweep.loadgen.records import ERROR_CANCELLED, ERROR_STREAM, RequestRecord
 from servesweep.loadgen.exchange import Exchange
 from servesweep.loadgen.workload import PromptItem, Workload
 
@@ -83,19 +78,8 @@ async def send_request(
     except asyncio.CancelledError:
         record.error_kind, record.error_message = ERROR_CANCELLED, "cancelled before completion"
         raise
-    except TimeoutError as exc:
-        record.error_kind, record.error_message = ERROR_TIMEOUT, f"request timed out ({exc})"
-    except orjson.JSONDecodeError as exc:
-        record.error_kind, record.error_message = ERROR_STREAM, f"malformed JSON in stream: {exc}"
-    except (ServerDisconnected, MalformedResponse) as exc:
-        record.error_kind, record.error_message = ERROR_STREAM, str(exc)
-    except (ConnectError, OSError) as exc:
-        record.error_kind, record.error_message = ERROR_CONNECTION, f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # noqa: BLE001
-        # Anything else met while handling a response: the request failed and says why. Raised, it
-        # would end this request's closed-loop user in silence and leave the record looking ok.
-        record.error_kind = ERROR_STREAM
-        record.error_message = f"unexpected {type(exc).__name__} while handling the response: {exc}"
+    except Exception as exc:  # noqa: BLE001  (every failure is recorded; failures.py says as what)
+        record.error_kind, record.error_message = failure_of(exc)
     finally:
         if record.end_s is None:
             record.end_s = _clock() - t0

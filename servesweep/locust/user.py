@@ -12,19 +12,12 @@ from __future__ import annotations
 import time
 
 import gevent
-import orjson
 from gevent import GreenletExit
 from locust import User, constant, task
 
 from servesweep.loadgen.exchange import Exchange
-from servesweep.loadgen.http import ConnectError, MalformedResponse, ServerDisconnected
-from servesweep.loadgen.records import (
-    ERROR_CANCELLED,
-    ERROR_CONNECTION,
-    ERROR_STREAM,
-    ERROR_TIMEOUT,
-    RequestRecord,
-)
+from servesweep.loadgen.failures import failure_of
+from servesweep.loadgen.records import ERROR_CANCELLED, ERROR_CONNECTION, RequestRecord
 from servesweep.locust.plugin import STATE
 from servesweep.locust.reporting import report_record
 from servesweep.locust.transport import GeventConnection
@@ -72,14 +65,8 @@ class LLMUser(User):
             _finish(record, ERROR_CANCELLED, "cancelled before completion (the test stopped)")
             state.add_record(record)
             raise
-        except TimeoutError as exc:
-            _finish(record, ERROR_TIMEOUT, f"request timed out ({exc})")
-        except orjson.JSONDecodeError as exc:
-            _finish(record, ERROR_STREAM, f"malformed JSON in stream: {exc}")
-        except (ServerDisconnected, MalformedResponse) as exc:
-            _finish(record, ERROR_STREAM, str(exc))
-        except (ConnectError, OSError) as exc:
-            _finish(record, ERROR_CONNECTION, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001  (the asyncio client's map: loadgen/failures.py)
+            _finish(record, *failure_of(exc))
         if record.end_s is None:
             record.end_s = _clock() - t0
         state.add_record(record)

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from servesweep.backends import LaunchedServer, ServerConfig, launch
+from servesweep.backends.builtin import builtin_model_defaults
 from servesweep.confidence import fmt_ci, level_values, merge_ci
 from servesweep.errors import (
     MeasurementError,
@@ -46,16 +47,6 @@ from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.gate import SweepGate
 from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation
-
-
-def _builtin_model_defaults(config: ServerConfig) -> ServerConfig:
-    """The generated tiny model has no weights on disk: servers that can, use dummy weights."""
-    update: dict[str, Any] = {"max_model_len": config.max_model_len or 2048}
-    if config.dummy_weights_supported and config.dummy_weights is None:
-        update["dummy_weights"] = True
-    return config.model_copy(update=update)
-
-
 
 
 def _model_record(model_dir: str) -> dict[str, Any]:
@@ -174,7 +165,7 @@ class SweepRunner:
     def configs(self, model_dir: str) -> list[ServerConfig]:
         configs = self.scenario.server_configs(model_dir)
         if self.scenario.model == BUILTIN_MODEL:
-            configs = [_builtin_model_defaults(c) for c in configs]
+            configs = [builtin_model_defaults(c) for c in configs]
         return configs
 
     # --- the adaptive search (load: {concurrency: auto} or {request_rate: auto}) -------------
