@@ -16,7 +16,9 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Literal, Protocol
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal, Protocol
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,8 +29,8 @@ from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen import intervals as soak
 from servesweep.loadgen.disk import RecordsSpaceWatch, check_records_space
 from servesweep.loadgen.fit import ContextLimit, check_lengths, check_sessions, clip_trace, context_limit
-from servesweep.loadgen.records import RECORDS_FULL, RecordWriter
-from servesweep.loadgen.runner import LevelResult, LoadRunner
+from servesweep.loadgen.records import ERROR_CANCELLED, RECORDS_FILE, RECORDS_FULL, RecordWriter, RequestRecord
+from servesweep.loadgen.runner import LevelResult, LoadRunner, RunOutcome
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import SERVER, LocalTokenizer, TokenizerLike, open_tokenizer, tokenizer_source
@@ -73,12 +75,80 @@ class LoadTestConfig(BaseModel):
     max_repeats: int = Field(default=10, ge=2)
     # POST vLLM's /reset_prefix_cache before each level (and repeat); loopback targets only.
     reset_prefix_cache: bool = False
+    # The names of the run's two files in out_dir: a load run beside other files (the accuracy gate
+    # under load, in a configuration's directory) gives its own, so no level's files are taken.
+    records_file: str = RECORDS_FILE
+    summary_file: str = SUMMARY_FILE
 
 
 class ServerWatch(Protocol):
     def poll_failure(self) -> str | None:
         """A reason when the server under test has died, else None."""
         ...
+
+
+@dataclass(eq=False)
+class RunningLoad:
+    """What a measurement taken while the load runs (`run_load_test(during=...)`) sees of it: the
+    load's clock, its first completed request, its end; after the run, its outcome (with the records
+    kept: servesweep.quality.gate.under_load needs their chunk times)."""
+
+    runner: LoadRunner
+    base_url: str
+    model: str
+    first: RequestRecord | None = None
+    first_done: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    outcome: RunOutcome | None = None
+
+    def clock(self) -> float:
+        """Seconds on the records' clock (from the runner's t0)."""
+        return time.perf_counter() - self.runner.t0
+
+    @property
+    def abort_reason(self) -> str | None:
+        return self.runner.outcome.abort_reason
+
+    async def first_completion(self) -> RequestRecord | None:
+        """Wait until the load's first request completed (ok or failed), or the load ended first."""
+        waits = {asyncio.ensure_future(self.first_done.wait()), asyncio.ensure_future(self.ended.wait())}
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
+        return self.first
+
+
+class _ObservedRecords(RecordWriter):
+    """The load's records file; it also tells a measurement when the first request has completed."""
+
+    def __init__(self, path: Path, keep: str, running: Callable[[], RunningLoad | None]) -> None:
+        super().__init__(path, keep=keep)
+        self._running = running
+
+    def write(self, record: RequestRecord) -> None:
+        super().write(record)
+        running = self._running()
+        if running is not None and running.first is None and record.error_kind != ERROR_CANCELLED:
+            running.first = record
+            running.first_done.set()
+
+
+async def _run_with(runner: LoadRunner, running: RunningLoad,
+                    during: Callable[[RunningLoad], Awaitable[None]]) -> RunOutcome:
+    """The load, and `during` beside it; when `during` returns (or fails) the load is stopped.
+    What the load raised (prompts that cannot be built) is raised after both have ended."""
+    load = asyncio.create_task(runner.run())
+    load.add_done_callback(lambda _: running.ended.set())
+    try:
+        await during(running)
+    finally:
+        runner.stop()
+        await asyncio.wait({load})
+        if not load.cancelled():
+            load.exception()  # retrieved here; raised below when `during` itself did not raise
+    outcome = load.result()
+    running.outcome = outcome
+    return outcome
 
 
 def host_info() -> dict[str, Any]:
@@ -91,14 +161,22 @@ def host_info() -> dict[str, Any]:
 
 
 # What one load test writes into its output directory.
-RUN_FILES = (SUMMARY_FILE, "records.jsonl", "records.worker-*.jsonl", "telemetry.jsonl",
+RUN_FILES = (SUMMARY_FILE, RECORDS_FILE, "records.worker-*.jsonl", "telemetry.jsonl",
              soak.INTERVALS_FILE, soak.INTERVALS_PLOT)
 
 
-def set_aside_previous_run(out: Path) -> Path | None:
+def run_files(config: LoadTestConfig) -> tuple[str, ...]:
+    """The files (glob patterns) one load test writes into its output directory: RUN_FILES, or, for
+    a run with its own file names (beside other files), those two only."""
+    if (config.records_file, config.summary_file) == (RECORDS_FILE, SUMMARY_FILE):
+        return RUN_FILES
+    return (config.summary_file, config.records_file)
+
+
+def set_aside_previous_run(out: Path, files: tuple[str, ...] = RUN_FILES) -> Path | None:
     """Move an earlier run's files out of `out` into `out/previous/<time>/`, so this run's files hold
     this run only (records are appended as they complete) and nothing measured before is lost."""
-    found = [f for pattern in RUN_FILES for f in out.glob(pattern)]
+    found = [f for pattern in files for f in out.glob(pattern)]
     if not found:
         return None
     stamp = dt.datetime.fromtimestamp(max(f.stat().st_mtime for f in found), dt.timezone.utc)
@@ -129,8 +207,12 @@ async def run_load_test(
     server_watch: ServerWatch | None = None,
     server_info: dict[str, Any] | None = None,
     telemetry_tail_s: float = 1.0,
+    during: Callable[[RunningLoad], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Run every level and return the summary (also written to `out_dir/summary.json`)."""
+    """Run every level and return the summary (also written to `out_dir/summary.json`).
+
+    `during`: a measurement taken while the load runs (the accuracy gate under load), given the
+    `RunningLoad`; the load runs until it returns, then is stopped. One process, one level."""
     if not config.allow_remote:
         check_loopback(config.base_url)
     if config.target_precision is not None and config.repeats < 2:
@@ -142,7 +224,7 @@ async def run_load_test(
     if config.reset_prefix_cache:
         check_reset_target(config.base_url)
     out = ensure_writable_dir(config.out_dir)
-    set_aside_previous_run(out)
+    set_aside_previous_run(out, run_files(config))
     split = (server_info or {}).get("cpu_split")
     restore_cpus = _pin_client(split["client_cpus"]) if split else None
     started = dt.datetime.now(dt.timezone.utc)
@@ -160,8 +242,12 @@ async def run_load_test(
                               "sessions with one worker")
         if config.workers > 1 and config.report_interval_s:
             raise ConfigError("--report-interval needs one load-generator process; leave out --workers")
-        check_records_space(out, config.levels, config.workload, config.records,
-                            len(trace) if trace is not None else None)
+        if during is not None and (config.workers > 1 or len(config.levels) != 1):
+            raise ConfigError("a measurement during the load takes one level in one load-generator process")
+        if during is None:  # a load measured beside stops when the measurement ends, not at its bound
+            check_records_space(out, config.levels, config.workload, config.records,
+                                len(trace) if trace is not None else None)
+        running: RunningLoad | None = None  # with `during`: what the measurement sees of the load
         rows: list[soak.IntervalRow] = []
         intervals_error: list[str] = []  # why intervals.jsonl stopped (disk full), if it did
         if config.workers > 1:
@@ -182,13 +268,16 @@ async def run_load_test(
                 except OutputError as exc:  # a full disk: the rows go on in memory (the drift verdict)
                     intervals_error.append(str(exc))
 
-            writer = RecordWriter(out / "records.jsonl", keep=config.records)
+            writer = (_ObservedRecords(out / config.records_file, config.records, lambda: running) if during
+                      else RecordWriter(out / config.records_file, keep=config.records))
             runner = LoadRunner(
                 target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
                 slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
                 trace=trace, sessions=config.sessions, interval_s=config.report_interval_s,
-                on_interval=on_interval, context_limit=limit.tokens,
+                on_interval=on_interval, context_limit=limit.tokens, keep_records=during is not None,
             )
+            if during is not None:
+                running = RunningLoad(runner, target.base_url, target.model)
         if telemetry is not None and isinstance(runner, LoadRunner):
             # A reading of the server's counters right at each level's edges, so the server-side
             # means cover the measured window only (not its warm-up, nor the next level's).
@@ -218,11 +307,15 @@ async def run_load_test(
         watcher: asyncio.Task | None = None
         if server_watch is not None:
             watcher = asyncio.create_task(_watch_server(server_watch, runner))
-        space_watch = asyncio.create_task(RecordsSpaceWatch(out, config.levels, config.records).run())
+        space_watch = asyncio.create_task(RecordsSpaceWatch(out, config.levels, config.records).run()
+                                          if during is None else asyncio.sleep(0))
         if telemetry is not None:
             telemetry.start(runner.t0)
         try:
-            outcome = await runner.run()
+            if during is not None and running is not None:
+                outcome = await _run_with(runner, running, during)
+            else:
+                outcome = await runner.run()
             if telemetry is not None and not outcome.interrupted:
                 # A second of idle samples shows the server draining back to empty.
                 await asyncio.sleep(telemetry_tail_s)
@@ -304,7 +397,7 @@ async def run_load_test(
     if errors:
         summary["output_error"] = "; ".join(errors)
     # A full disk must not cost the summary: it then goes to a fallback place (summary_path says where).
-    write_summary(out, summary)
+    write_summary(out, summary, config.summary_file)
     return summary
 
 

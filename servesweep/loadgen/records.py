@@ -28,6 +28,7 @@ import orjson
 from servesweep.errors import OutputError
 
 # Error kinds, so failed requests can be counted by cause.
+RECORDS_FILE = "records.jsonl"  # a load test's records, in its output directory
 ERROR_HTTP = "http_error"
 ERROR_CONNECTION = "connection_error"
 ERROR_TIMEOUT = "timeout"

@@ -21,6 +21,7 @@ from servesweep.results.io import (
     GATE_UNDER_LOAD_FILE,
     GATE_UNDER_LOAD_MEASUREMENT_FILE,
     GATE_UNDER_LOAD_RECORDS_FILE,
+    GATE_UNDER_LOAD_SUMMARY_FILE,
     GATE_UNDER_LOAD_TELEMETRY_FILE,
     WRITE_PROBE_BYTES,
     OpenModel,
@@ -69,7 +70,8 @@ from servesweep.results.verification import (
 
 __all__ = [
     "GATE_MEASUREMENT_FILE", "GATE_UNDER_LOAD_FILE", "GATE_UNDER_LOAD_MEASUREMENT_FILE",
-    "GATE_UNDER_LOAD_RECORDS_FILE", "GATE_UNDER_LOAD_TELEMETRY_FILE", "WRITE_PROBE_BYTES", "OpenModel",
+    "GATE_UNDER_LOAD_RECORDS_FILE", "GATE_UNDER_LOAD_SUMMARY_FILE",
+    "GATE_UNDER_LOAD_TELEMETRY_FILE", "WRITE_PROBE_BYTES", "OpenModel",
     "append_jsonl", "dumps", "ensure_writable_dir", "read_json_file", "read_jsonl", "torn_last_line", "write_json",
     "KIND_BEFORE_RECORDED", "POINTS_FILE", "POINTS_SCHEMA_VERSION", "SweepPoint", "append_point", "dummy_weights",
     "knob_names", "memory_fraction_of", "read_points",

@@ -23,6 +23,7 @@ GATE_MEASUREMENT_FILE = "gate-measurement.json"
 GATE_UNDER_LOAD_MEASUREMENT_FILE = "gate-under-load-measurement.json"
 GATE_UNDER_LOAD_FILE = "gate-under-load.json"
 GATE_UNDER_LOAD_RECORDS_FILE = "gate-under-load-records.jsonl"
+GATE_UNDER_LOAD_SUMMARY_FILE = "gate-under-load-summary.json"
 GATE_UNDER_LOAD_TELEMETRY_FILE = "gate-under-load-telemetry.jsonl"
 
 

@@ -128,16 +128,16 @@ def build_summary(*, target: dict[str, Any], workload: dict[str, Any], seed: int
     return summary
 
 
-def write_summary(out: Path, summary: dict[str, Any]) -> Path | None:
-    """`out/summary.json`, or, when the disk refuses it, the same summary in a fallback place (the
+def write_summary(out: Path, summary: dict[str, Any], name: str = SUMMARY_FILE) -> Path | None:
+    """`out/summary.json` (or `name`), or, when the disk refuses it, the same summary in a fallback place (the
     temporary directory, then the home directory), with `output_error` saying why and
     `summary_path` where it went. Returns where it was written; None when nowhere would take it.
     The summary is checked against `Summary` first (a writer that broke the shape is a bug) and
     written as built, key order and all."""
     Summary.model_validate(summary)
     try:
-        write_json(out / SUMMARY_FILE, summary)
-        return out / SUMMARY_FILE
+        write_json(out / name, summary)
+        return out / name
     except OutputError as exc:
         summary["output_error"] = summary.get("output_error") or str(exc)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

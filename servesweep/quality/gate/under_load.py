@@ -36,25 +36,22 @@ the measurement ended; the measurement itself failed) is recorded as `not_measur
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-import aiohttp
 from pydantic import BaseModel
 
 from servesweep.backends.base import Telemetry
 from servesweep.errors import ServesweepError
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.records import ERROR_CANCELLED, RecordWriter, RequestRecord
-from servesweep.loadgen.runner import LoadRunner
+from servesweep.loadgen.records import ERROR_CANCELLED, RequestRecord
 from servesweep.loadgen.stats import summarize
-from servesweep.loadgen.target import probe_target
 from servesweep.loadgen.workload import Workload
-from servesweep.loadtest import LoadTestConfig, pick_tokenizer
+from servesweep.loadtest import LoadTestConfig, RunningLoad, run_load_test
 from servesweep.quality.gate.measure import GateMeasurementError, Measurement, measure
 from servesweep.quality.gate.spec import GateSpec, GateSpecError
 from servesweep.quality.gate.verdict import GateResult, error_result, judge
+from servesweep.results.io import GATE_UNDER_LOAD_SUMMARY_FILE
 
 # The load level's duration bound: it is stopped as soon as the measurement ends, this only
 # keeps a runaway measurement from holding the server forever.
@@ -158,27 +155,14 @@ def load_evidence(records: Iterable[RequestRecord], gate_start: float, gate_end:
     }
 
 
-class _LoadRecords(RecordWriter):
-    """The load's records file; it also tells when the load's first request has completed."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.first: RequestRecord | None = None
-        self.first_done = asyncio.Event()
-
-    def write(self, record: RequestRecord) -> None:
-        super().write(record)
-        if self.first is None and record.error_kind != ERROR_CANCELLED:
-            self.first = record
-            self.first_done.set()
-
-
 async def measure_under_load(
     spec: GateSpec, samples: list[dict[str, Any]], base_url: str, model: str | None, precision: str | None,
     workload: Workload, level: LoadLevel, source: str, records_path: Path,
     telemetry: Telemetry | None = None, tokenizer_dir: Path | str | None = None, timeout_s: float = 300.0,
 ) -> UnderLoadMeasurement:
-    """Run `level` (as `background_level`) against the server and measure the gate metric during it."""
+    """Run `level` (as `background_level`) against the server with the load test's own set-up
+    (servesweep.loadtest.run_load_test) and measure the gate metric during it (its `during` hook).
+    The load's records go to `records_path`, its summary beside them (GATE_UNDER_LOAD_SUMMARY_FILE)."""
     level = background_level(level)
     evidence = LoadEvidence(level=level.model_dump(exclude_none=True), label=level.label, source=source,
                             concurrency=level.concurrency, request_rate=level.request_rate,
@@ -187,88 +171,83 @@ async def measure_under_load(
     def not_measured(cause: str) -> UnderLoadMeasurement:
         return UnderLoadMeasurement(status="not_measured", precision=precision, cause=cause, load=evidence)
 
-    async with aiohttp.ClientSession() as session:
-        target = await probe_target(session, base_url, model)
-        config = LoadTestConfig(base_url=target.base_url, model=target.model, levels=[level], workload=workload,
-                                out_dir=records_path.parent, tokenizer_dir=tokenizer_dir)
-        tokenizer = await pick_tokenizer(session, config, target)
-        writer = _LoadRecords(records_path)
-        runner = LoadRunner(target.base_url, target.model, workload, [level], writer, tokenizer, show_progress=False,
-                            keep_records=True)  # its evidence needs the chunk times of its few requests
+    window: dict[str, Any] = {}  # gate_start, gate_end, telemetry_end, measurement: what `during` saw
+    seen: list[RunningLoad] = []
 
-        def clock() -> float:  # the records' clock: seconds from the runner's t0
-            return time.perf_counter() - runner.t0
-
-        if telemetry is not None:
-            telemetry.start(runner.t0)
-        load = asyncio.create_task(runner.run())
-        gate: asyncio.Task | None = None
-        gate_start = gate_end = telemetry_end = None
-        result: UnderLoadMeasurement | None = None
+    async def during(load: RunningLoad) -> None:
+        seen.append(load)
+        first = await load.first_completion()
+        if first is None:
+            window["cause"] = ("the load ended before its first request completed: "
+                               + (load.abort_reason or "no request was sent"))
+            return
+        if not first.ok:
+            window["cause"] = f"the load's first request failed ({first.error_kind}: {first.error_message})"
+            return
+        window["gate_start"] = load.clock()
+        gate = asyncio.create_task(measure(spec, samples, load.base_url, load.model, precision, timeout_s))
+        ended = asyncio.create_task(load.ended.wait())
         try:
-            warm = asyncio.create_task(writer.first_done.wait())
-            await asyncio.wait({load, warm}, return_when=asyncio.FIRST_COMPLETED)
-            warm.cancel()
-            first = writer.first
-            if first is None:
-                result = not_measured("the load ended before its first request completed: "
-                                      + (runner.outcome.abort_reason or "no request was sent"))
-            elif not first.ok:
-                result = not_measured(f"the load's first request failed ({first.error_kind}: {first.error_message})")
-            else:
-                gate_start = clock()
-                gate = asyncio.create_task(measure(spec, samples, target.base_url, target.model, precision, timeout_s))
-                await asyncio.wait({load, gate}, return_when=asyncio.FIRST_COMPLETED)
-                gate_end = clock()
-                if not gate.done():
-                    gate.cancel()
-                    await asyncio.gather(gate, return_exceptions=True)
-                    result = not_measured("the load stopped before the measurement ended: "
-                                          + (runner.outcome.abort_reason or "it ran out of time"))
-                elif gate.exception() is not None:
-                    exc = gate.exception()
-                    if not isinstance(exc, GateMeasurementError):
-                        raise exc
-                    result = not_measured(str(exc).splitlines()[0])
-                if telemetry is not None:
-                    await asyncio.get_running_loop().run_in_executor(None, telemetry.sample_now)
-                telemetry_end = clock()
+            await asyncio.wait({ended, gate}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            runner.stop()
-            outcome = await asyncio.gather(load, return_exceptions=True)
-            if gate is not None and not gate.done():
+            ended.cancel()
+            if not gate.done():
                 gate.cancel()
-            if telemetry is not None:
-                telemetry.stop()
-            writer.close()
-    if runner.outcome.interrupted:
+                await asyncio.gather(gate, return_exceptions=True)
+        window["gate_end"] = load.clock()
+        if gate.cancelled():
+            window["cause"] = ("the load stopped before the measurement ended: "
+                               + (load.abort_reason or "it ran out of time"))
+        elif gate.exception() is not None:
+            exc = gate.exception()
+            if not isinstance(exc, GateMeasurementError):
+                raise exc
+            window["cause"] = str(exc).splitlines()[0]
+        else:
+            window["measurement"] = gate.result()
+        if telemetry is not None:
+            await asyncio.get_running_loop().run_in_executor(None, telemetry.sample_now)
+        window["telemetry_end"] = load.clock()
+
+    config = LoadTestConfig(base_url=base_url, model=model, levels=[level], workload=workload,
+                            out_dir=records_path.parent, tokenizer_dir=tokenizer_dir, allow_remote=True,
+                            show_progress=False, records_file=records_path.name,
+                            summary_file=GATE_UNDER_LOAD_SUMMARY_FILE)
+    try:
+        summary = await run_load_test(config, telemetry=telemetry, telemetry_tail_s=0.0, during=during)
+    except ServesweepError as exc:
+        if not seen:  # before the load started (the target, the lengths): the caller's to report
+            raise
+        return not_measured(f"the load failed: {str(exc).splitlines()[0]}")  # e.g. prompts that cannot be built
+    if summary["interrupted"]:
         return UnderLoadMeasurement(status="interrupted", precision=precision, cause="interrupted by signal",
                                     load=evidence)
-    if isinstance(outcome[0], ServesweepError):  # e.g. prompts that cannot be built
-        return not_measured(f"the load failed: {str(outcome[0]).splitlines()[0]}")
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    records = [r for lv in runner.outcome.levels for r in lv.records]
-    if runner.outcome.levels:
-        lv = runner.outcome.levels[0]
-        evidence.load_start_s, evidence.load_end_s = lv.start_s, lv.end_s
-        evidence.prompt_pool_wrapped = lv.prompt_pool_wrapped
-    whole = summarize(records)
-    evidence.whole_load = {k: whole[k] for k in WHOLE_LOAD_KEYS} | {"errors": whole["errors"]}
+    outcome = seen[0].outcome
+    records = [r for lv in outcome.levels for r in lv.records or []] if outcome is not None else []
+    if summary["levels"]:
+        lv = summary["levels"][0]
+        evidence.load_start_s, evidence.load_end_s = lv["start_s"], lv["end_s"]
+        evidence.prompt_pool_wrapped = lv["prompt_pool_wrapped"]
+        evidence.whole_load = {k: lv[k] for k in WHOLE_LOAD_KEYS} | {"errors": lv["errors"]}
+    else:
+        whole = summarize(records)
+        evidence.whole_load = {k: whole[k] for k in WHOLE_LOAD_KEYS} | {"errors": whole["errors"]}
+    gate_start, gate_end = window.get("gate_start"), window.get("gate_end")
     if gate_start is not None and gate_end is not None:
         evidence.gate_start_s, evidence.gate_end_s = gate_start, gate_end
         for key, value in load_evidence(records, gate_start, gate_end).items():
             setattr(evidence, key, value)
-        if telemetry is not None and telemetry_end is not None:
-            stats = telemetry.window_stats(gate_start, telemetry_end)
+        if telemetry is not None and window.get("telemetry_end") is not None:
+            stats = telemetry.window_stats(gate_start, window["telemetry_end"])
             evidence.running_batch_mean = stats.get("running_batch_mean")
             evidence.running_batch_peak = stats.get("running_batch_peak")
             evidence.preemptions = stats.get("preemptions")
-    if result is not None:
-        return result
+    if "cause" in window:
+        return not_measured(window["cause"])
     if not evidence.requests_overlapping:
         return not_measured("no load request was in flight during the measurement")
-    return UnderLoadMeasurement(status="measured", precision=precision, load=evidence, measurement=gate.result())
+    return UnderLoadMeasurement(status="measured", precision=precision, load=evidence,
+                                measurement=window["measurement"])
 
 
 def under_load_verdict(spec: GateSpec, measured: UnderLoadMeasurement, reference: Measurement | None,
