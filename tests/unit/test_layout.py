@@ -137,3 +137,20 @@ def test_no_import_cycles_between_folders():
     for targets in graph.values():
         targets.discard("servesweep")
     _assert_acyclic(graph, "folder import cycle")
+
+
+def test_the_gate_under_load_drives_its_load_through_the_load_test():
+    # One load driver: the measurement under load hooks into run_load_test (its `during`), it does
+    # not set up a runner, a target probe or a tokenizer of its own.
+    under_load = _imports()["servesweep.quality.gate.under_load"]
+    assert "servesweep.loadtest" in under_load
+    assert not under_load & {"servesweep.loadgen.runner", "servesweep.loadgen.target", "servesweep.loadgen.tokenizer"}
+
+
+def test_one_launch_skeleton_and_one_failure_map():
+    graph = _imports()
+    for backend in ("servesweep.backends.vllm", "servesweep.backends.trtllm"):
+        assert "servesweep.backends.launch" in graph[backend], backend
+        assert "servesweep.backends.gpu" not in graph[backend], backend  # the skeleton probes devices
+    for driver in ("servesweep.loadgen.client", "servesweep.locust.user"):
+        assert "servesweep.loadgen.failures" in graph[driver], driver
