@@ -226,6 +226,7 @@ def _accuracy_gate(out_dir: Path) -> list[GateEntry] | None:
             data.update(status="error", passed=False, value=None, message="not measured: no unloaded measurement",
                         file=None)
         data.pop("measurement", None)
+        data.pop("schema_version", None)  # gate.json's own; recommendation.json has its version
         if under is not None:
             data.update({name: under.get(key) for key, name in UNDER_LOAD_FIELDS.items()})
             data["file_under_load"] = str((d / GATE_UNDER_LOAD_FILE).relative_to(out_dir))

@@ -10,7 +10,12 @@ of each is in its module.
   intervals.jsonl      loadgen.intervals        IntervalRow      (soak runs)
   capacity.json        reports.capacity         CapacityReport
   prediction.json      reports.projection       Prediction
-  gate*.json           quality.gate             GateResult, UnderLoadMeasurement, UnderLoadResult
+  gate.json, gate-under-load*.json, reference.json, gate-measurement.json
+                       quality.gate             GateResult, UnderLoadResult, UnderLoadMeasurement, Measurement
+  predicted_vs_*.json  reports.projection       Comparison
+
+Not yet typed (plain JSON, one writer each): scenario.json (the Scenario model's dump), model.json,
+drift.json, search.json, assertions.json, report-inputs.json.
 
 The file-level helpers (atomic writes, torn JSONL lines, the output directory check) are in
 results.io.

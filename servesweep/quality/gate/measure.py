@@ -30,7 +30,15 @@ class GateMeasurementError(MeasurementError):
     """The metric could not be measured (server error, missing logprobs, dead server)."""
 
 
+# reference.json and gate-measurement.json (and the measurement inside gate.json). Version 1:
+# files written before the field existed are the same shape.
+MEASUREMENT_SCHEMA_VERSION = 1
+
+
 class Measurement(BaseModel):
+    """One measurement of the gate metric: reference.json, gate-measurement.json."""
+
+    schema_version: int = MEASUREMENT_SCHEMA_VERSION
     metric: str
     value: float | None  # None for greedy_agreement until compared with a reference
     fingerprint: dict[str, Any]

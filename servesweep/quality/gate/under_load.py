@@ -99,9 +99,13 @@ class LoadEvidence(BaseModel):
         return ", ".join(parts) + " during the measurement"
 
 
+UNDER_LOAD_MEASUREMENT_SCHEMA_VERSION = 1  # files written before the field existed are version 1
+
+
 class UnderLoadMeasurement(BaseModel):
     """What gate-under-load-measurement.json holds."""
 
+    schema_version: int = UNDER_LOAD_MEASUREMENT_SCHEMA_VERSION
     status: Literal["measured", "not_measured", "interrupted"]
     precision: str | None = None
     cause: str | None = None

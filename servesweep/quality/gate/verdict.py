@@ -20,9 +20,14 @@ EXIT_PASSED, EXIT_FAILED, EXIT_NOT_MEASURED = EXIT_OK, EXIT_CHECK_FAILED, EXIT_U
 ROUNDING = 1e-9
 
 
+# gate.json and gate-under-load.json. Version 1: files written before the field existed are the same shape.
+GATE_SCHEMA_VERSION = 1
+
+
 class GateResult(BaseModel):
     """What `gate.json` holds."""
 
+    schema_version: int = GATE_SCHEMA_VERSION
     status: Literal["passed", "failed", "error"]
     passed: bool
     message: str
