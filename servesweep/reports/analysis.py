@@ -38,7 +38,7 @@ import pandas as pd
 from servesweep.models.shape import read_model_shape
 from servesweep.precision import PRECISION_NAMES
 from servesweep.memory import exact_fraction, non_kv_from_fraction
-from servesweep.results.points import KIND_BEFORE_RECORDED, knob_names, memory_fraction_of
+from servesweep.results.points import PointTelemetry, SweepPoint, knob_names, memory_fraction_of
 from servesweep.results.recommendation import GateEntry, NoRecommendation, ProductionRecommendation
 from servesweep.results.verification import Verification, new_verification
 from servesweep.thresholds import KNEE_THRESHOLD, MARGIN_BAND, TARGET_MARGIN_PCT
@@ -52,59 +52,49 @@ def weights_bytes(model_dir: str | Path, precision: str) -> int | None:
     return shape.weights_bytes(precision) if shape else None
 
 
-def _get(d: dict | None, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
-
-
 def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_dir: str | None = None) -> pd.DataFrame:
-    """One row per point, failed points included (with their cause)."""
+    """One row per point, failed points included (with their cause). Each point is read through
+    results.points.SweepPoint's typed views: a figure an older file lacks is None."""
     rows = []
     percentile = (slo or {}).get("percentile", 99)
     for p in points:
-        spec, level, s, t = p["config_spec"], p["level_spec"], p.get("summary") or {}, p.get("telemetry") or {}
-        conc = level.get("concurrency")
-        seqs = spec.get("max_batch_size", spec.get("max_num_seqs"))
+        point = SweepPoint.model_validate(p)
+        spec, load, s, t = point.spec, point.load, point.figures, point.server_telemetry
+        conc, seqs = load.concurrency, spec.max_batch_size
         batch = min(conc, seqs) if conc and seqs else conc
-        if batch is None and t.get("running_batch_peak") is not None:
-            batch = int(t["running_batch_peak"])
+        if batch is None and t.running_batch_peak is not None:
+            batch = int(t.running_batch_peak)
         row = {
-            "config": p["config"], "level": p["level"], "status": p["status"], "cause": p.get("cause"),
-            "kind": spec.get("kind", KIND_BEFORE_RECORDED), "knobs": knob_names(p),
-            "memory_fraction_of": memory_fraction_of(p),
-            "precision": spec["precision"], "max_batch_size": seqs, "kv_cache_dtype": spec.get("kv_cache_dtype"),
-            "memory_fraction": spec.get("memory_fraction", spec.get("gpu_memory_utilization")), "concurrency": conc,
-            "request_rate": level.get("request_rate"), "batch": batch,
-            "running_batch_mean": t.get("running_batch_mean"), "running_batch_peak": t.get("running_batch_peak"),
-            "completed": s.get("completed"), "failed": s.get("failed"),
-            "request_throughput": s.get("request_throughput"),
-            "output_token_throughput": s.get("output_token_throughput"),
-            "total_token_throughput": s.get("total_token_throughput"),
-            "kv_cache_peak_frac": t.get("kv_cache_peak_frac"), "kv_cache_peak_bytes": t.get("kv_cache_peak_bytes"),
-            "kv_pool_bytes": t.get("kv_pool_bytes"), "preemptions": t.get("preemptions"),
-            "oom_margin_pct": t.get("oom_margin_pct"), "device_mem_peak_bytes": t.get("device_mem_peak_bytes"),
-            "device_mem_total_bytes": t.get("device_mem_total_bytes"),
-            # The timing cross-check's verdict on the level, where the point carries one.
-            "suspect": bool(p.get("suspect") or s.get("suspect") or _get(p, "timing_check", "suspect")
-                            or _get(s, "timing_check", "suspect")),
+            "config": point.config, "level": point.level, "status": point.status, "cause": point.cause,
+            "kind": spec.kind, "knobs": knob_names(p), "memory_fraction_of": memory_fraction_of(p),
+            "precision": spec.precision, "max_batch_size": seqs, "kv_cache_dtype": spec.kv_cache_dtype,
+            "memory_fraction": spec.memory_fraction, "concurrency": conc,
+            "request_rate": load.request_rate, "batch": batch,
+            "running_batch_mean": t.running_batch_mean, "running_batch_peak": t.running_batch_peak,
+            "completed": s.completed, "failed": s.failed,
+            "request_throughput": s.request_throughput,
+            "output_token_throughput": s.output_token_throughput,
+            "total_token_throughput": s.total_token_throughput,
+            "kv_cache_peak_frac": t.kv_cache_peak_frac, "kv_cache_peak_bytes": t.kv_cache_peak_bytes,
+            "kv_pool_bytes": t.kv_pool_bytes, "preemptions": t.preemptions,
+            "oom_margin_pct": t.oom_margin_pct, "device_mem_peak_bytes": t.device_mem_peak_bytes,
+            "device_mem_total_bytes": t.device_mem_total_bytes,
+            "suspect": point.suspect,
         }
         for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
             for q in ("p50", "p90", "p99"):
-                row[f"{metric[:-3]}_{q}_ms"] = _get(s, metric, q)
-        good = _get(s, "goodput", "request_goodput")
-        row["goodput"] = good if good is not None else s.get("request_throughput")
-        wb = weights_bytes(model_dir or spec["model"], spec["precision"])
+                row[f"{metric[:-3]}_{q}_ms"] = s.quantile(metric, q)
+        good = s.request_goodput
+        row["goodput"] = good if good is not None else s.request_throughput
+        wb = weights_bytes(model_dir or spec.model, spec.precision)
         row["weights_bytes"] = wb
-        kv = t.get("kv_cache_peak_bytes")
+        kv = t.kv_cache_peak_bytes
         row["memory_needed_bytes"] = (wb or 0) + (kv or 0) if wb is not None else None
         row["memory_at_load_bytes"] = memory_at_load(t, row["memory_needed_bytes"])
-        meets = p["status"] == "ok" and not s.get("failed")
+        meets = point.status == "ok" and not s.failed
         for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
             limit = (slo or {}).get(metric)
-            value = _get(s, metric, f"p{percentile}")
+            value = s.quantile(metric, f"p{percentile}")
             if limit is not None and (value is None or value > limit):
                 meets = False
         row["meets_slo"] = bool(meets)
@@ -112,10 +102,10 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
     return pd.DataFrame(rows)
 
 
-def memory_at_load(telemetry: dict[str, Any], lower_bound: float | None) -> float | None:
+def memory_at_load(telemetry: PointTelemetry, lower_bound: float | None) -> float | None:
     """Memory the configuration needs at its load (module docstring): measured non-KV bytes + the
     KV peak sized to the band's middle; `lower_bound` (weights + KV peak) without device figures."""
-    peak, pool, kv = (telemetry.get(k) for k in ("device_mem_peak_bytes", "kv_pool_bytes", "kv_cache_peak_bytes"))
+    peak, pool, kv = telemetry.device_mem_peak_bytes, telemetry.kv_pool_bytes, telemetry.kv_cache_peak_bytes
     if peak is None or pool is None or kv is None or peak <= pool:
         return lower_bound
     return float(peak - pool + kv / (1.0 - TARGET_MARGIN_PCT / 100.0))

@@ -13,7 +13,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 
 from servesweep.errors import ReportError, validation_problem
 from servesweep.memory import FRACTION_RULES, FractionOf
@@ -21,6 +21,74 @@ from servesweep.results.io import OpenModel, append_jsonl, numbered_jsonl
 
 POINTS_FILE = "points.jsonl"
 POINTS_SCHEMA_VERSION = 1
+
+# Points written before backends recorded their kind, knob names and memory rule came from vLLM.
+KIND_BEFORE_RECORDED = "vllm"
+_KNOBS_BEFORE_RECORDED = {"max_batch_size": "max_num_seqs", "memory_fraction": "gpu_memory_utilization",
+                          "kv_cache_memory_bytes": "kv_cache_memory_bytes", "max_num_tokens": "max_num_batched_tokens"}
+
+
+Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
+
+
+class PointConfig(OpenModel):
+    """The fields of a point's server configuration (`config_spec`) the analysis reads; files written
+    before backends owned their knobs say vLLM's names (max_num_seqs, gpu_memory_utilization)."""
+
+    kind: str = KIND_BEFORE_RECORDED
+    model: str | None = None
+    precision: str
+    max_batch_size: int | None = Field(None, validation_alias=AliasChoices("max_batch_size", "max_num_seqs"))
+    memory_fraction: float | None = Field(None, validation_alias=AliasChoices("memory_fraction",
+                                                                              "gpu_memory_utilization"))
+    kv_cache_dtype: str | None = None
+
+
+class PointLevel(OpenModel):
+    """The load of a point's level (`level_spec`): a closed-loop concurrency or an open-loop rate."""
+
+    concurrency: int | None = None
+    request_rate: Number | None = None
+
+
+class PointFigures(OpenModel):
+    """A point's `summary` (its level's summary.json, results.summary) as the analysis reads it:
+    None where the file lacks a figure."""
+
+    completed: int | None = None
+    failed: int | None = None
+    request_throughput: Number | None = None
+    output_token_throughput: Number | None = None
+    total_token_throughput: Number | None = None
+    ttft_ms: dict[str, Any] | None = None
+    tpot_ms: dict[str, Any] | None = None
+    itl_ms: dict[str, Any] | None = None
+    e2e_ms: dict[str, Any] | None = None
+    goodput: dict[str, Any] | None = None
+    suspect: bool | None = None
+    timing_check: dict[str, Any] | None = None
+
+    def quantile(self, metric: str, q: str) -> Number | None:
+        """`metric` (ttft_ms, tpot_ms, itl_ms, e2e_ms) at `q` (p50, p90, p99, ...)."""
+        return (getattr(self, metric, None) or {}).get(q)
+
+    @property
+    def request_goodput(self) -> Number | None:
+        return (self.goodput or {}).get("request_goodput")
+
+
+class PointTelemetry(OpenModel):
+    """The server's figures over a point's window (servesweep.backends.telemetry `window_stats`)."""
+
+    running_batch_mean: Number | None = None
+    running_batch_peak: Number | None = None
+    kv_cache_peak_frac: Number | None = None
+    kv_cache_peak_bytes: Number | None = None
+    kv_pool_bytes: Number | None = None
+    preemptions: Number | None = None
+    oom_margin_pct: Number | None = None
+    device_mem_peak_bytes: Number | None = None
+    device_mem_total_bytes: Number | None = None
 
 
 class SweepPoint(OpenModel):
@@ -38,6 +106,32 @@ class SweepPoint(OpenModel):
     summary: dict[str, Any] | None = None
     telemetry: dict[str, Any] | None = None
     server: dict[str, Any] | None = None
+    timing_check: dict[str, Any] | None = None
+
+    # Typed views of the nested sections, for the analysis (the sections stay plain in the file).
+    @property
+    def spec(self) -> PointConfig:
+        return PointConfig.model_validate(self.config_spec)
+
+    @property
+    def load(self) -> PointLevel:
+        return PointLevel.model_validate(self.level_spec)
+
+    @property
+    def figures(self) -> PointFigures:
+        return PointFigures.model_validate(self.summary or {})
+
+    @property
+    def server_telemetry(self) -> PointTelemetry:
+        return PointTelemetry.model_validate(self.telemetry or {})
+
+    @property
+    def suspect(self) -> bool:
+        """The timing cross-check's verdict on the level, where the point carries one."""
+        figures = self.figures
+        extra = self.model_extra or {}
+        return bool(extra.get("suspect") or figures.suspect or (self.timing_check or {}).get("suspect")
+                    or (figures.timing_check or {}).get("suspect"))
 
 
 def read_points(out_dir: Path) -> list[dict[str, Any]]:
@@ -62,12 +156,6 @@ def append_point(out_dir: Path, point: dict[str, Any]) -> None:
              "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
     SweepPoint.model_validate(point)
     append_jsonl(out_dir / POINTS_FILE, point)
-
-
-# Points written before backends recorded their kind, knob names and memory rule came from vLLM.
-KIND_BEFORE_RECORDED = "vllm"
-_KNOBS_BEFORE_RECORDED = {"max_batch_size": "max_num_seqs", "memory_fraction": "gpu_memory_utilization",
-                          "kv_cache_memory_bytes": "kv_cache_memory_bytes", "max_num_tokens": "max_num_batched_tokens"}
 
 
 def knob_names(point: dict[str, Any]) -> dict[str, str]:

@@ -107,3 +107,15 @@ def test_committed_comparisons_load_and_write_back_unchanged(path):
     table = Comparison.model_validate(raw)
     assert _json(table.to_file()) == raw
     assert comparison_markdown(table).startswith(f"# Predicted vs measured: {raw['target_sku']}")
+
+
+def test_committed_points_read_through_the_typed_views():
+    from servesweep.reports.analysis import points_frame
+    from servesweep.results.points import SweepPoint
+
+    for path in sorted(EXAMPLES.rglob("points.jsonl")):
+        points = read_points(path.parent)
+        df = points_frame(points, model_dir="/nonexistent")  # no weights here: memory from telemetry only
+        assert len(df) == len(points), path
+        first = SweepPoint.model_validate(points[0])
+        assert first.spec.precision == df.precision[0] and first.figures.completed == df.completed[0], path
