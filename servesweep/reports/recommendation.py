@@ -38,14 +38,15 @@ from servesweep.results.recommendation import (
     ModelSource,
     Recommendation,
 )
+from servesweep.results.sweep_files import DRIFT_FILE, ModelRecord, read_drift, read_model_record
 from servesweep.results.verification import VERIFICATION_FILE, read_verification
 
 
 def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
     runs: dict[str, list] = {}
-    for path in sorted((out_dir / "configs").glob("*/drift.json")):
-        data = json.loads(path.read_text())
-        runs.setdefault(data["precision"], data["outputs"])
+    for path in sorted((out_dir / "configs").glob(f"*/{DRIFT_FILE}")):
+        drift = read_drift(path)
+        runs.setdefault(drift.precision, drift.outputs)
     present = [p for p in PRECISION_ORDER if p in runs]
     if len(present) < 2:
         return {}
@@ -65,8 +66,8 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> ModelSource:
     nothing about quality, so every quality figure names its source. `model.json` is what the
     sweep wrote about the model directory (servesweep's own training record, when it trained it)."""
     spec = next((p["config_spec"] for p in points if p.get("config_spec")), None) or {}
-    stored = _read_optional(out_dir / "model.json") or {}
-    training = stored.get("training")
+    stored = read_model_record(out_dir) or ModelRecord()
+    training = stored.training
     dummy = bool(dummy_weights(spec))
     if dummy:
         weights = "dummy (random) weights"
@@ -77,7 +78,7 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> ModelSource:
                    if shape and training.get("train_tokens") else "trained by servesweep")
     else:
         weights = "weights from the model directory"
-    return ModelSource(model=spec.get("model") or stored.get("path"), weights=weights, dummy=dummy,
+    return ModelSource(model=spec.get("model") or stored.path, weights=weights, dummy=dummy,
                        results=display_path(out_dir))
 
 

@@ -7,6 +7,7 @@ of each is in its module.
   points.jsonl         results.points           SweepPoint       append_point / read_points
   verification.json    results.verification     Verification     sweep.confirm / read_verification
   recommendation.json  results.recommendation   Recommendation   reports.recommendation.analyse
+  model.json, drift.json  results.sweep_files   ModelRecord, DriftRecord  (the sweep)
   intervals.jsonl      loadgen.intervals        IntervalRow      (soak runs)
   capacity.json        reports.capacity         CapacityReport
   prediction.json      reports.projection       Prediction
@@ -14,8 +15,8 @@ of each is in its module.
                        quality.gate             GateResult, UnderLoadResult, UnderLoadMeasurement, Measurement
   predicted_vs_*.json  reports.projection       Comparison
 
-Not yet typed (plain JSON, one writer each): scenario.json (the Scenario model's dump), model.json,
-drift.json, search.json, assertions.json, report-inputs.json.
+Not yet typed (plain JSON, one writer each): scenario.json (the Scenario model's dump), search.json
+(the adaptive search's to_dict), assertions.json, report-inputs.json.
 
 The file-level helpers (atomic writes, torn JSONL lines, the output directory check) are in
 results.io.

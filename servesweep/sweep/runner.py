@@ -42,6 +42,7 @@ from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.reports.table import plain_console
 from servesweep.results import append_point, read_points, write_json
+from servesweep.results.sweep_files import DRIFT_FILE, write_drift, write_model_record
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.gate import SweepGate
@@ -49,9 +50,10 @@ from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation
 
 
-def _model_record(model_dir: str) -> dict[str, Any]:
-    """What the report needs to say which model the numbers come from: the directory and, when
-    servesweep trained the model, its training record (recipe, tokens, held-out perplexity)."""
+def _write_model_record(out_dir: Path, model_dir: str) -> None:
+    """What the report needs to say which model the numbers come from (results.sweep_files
+    `model.json`): the directory and, when servesweep trained the model, its training record
+    (recipe, tokens, held-out perplexity)."""
     record = Path(model_dir) / RECIPE_FILE
     training = None
     if record.exists():
@@ -59,9 +61,10 @@ def _model_record(model_dir: str) -> dict[str, Any]:
             data = json.loads(record.read_text())
         except (OSError, ValueError) as exc:
             # A label for the report is no reason to stop the sweep: the model goes unlabelled.
-            return {"path": model_dir, "training": None, "training_record_error": f"{record}: {exc}"}
+            write_model_record(out_dir, model_dir, None, f"{record}: {exc}")
+            return
         training = {k: data.get(k) for k in ("recipe", "train_tokens", "held_out_perplexity")}
-    return {"path": model_dir, "training": training}
+    write_model_record(out_dir, model_dir, training)
 
 
 def merge_extra_repeat(point: dict[str, Any], more: dict[str, Any], why: list[str]) -> None:
@@ -138,7 +141,7 @@ class SweepRunner:
         points = read_points(self.out)
         done = {(p["config"], p["level"]) for p in points}
         model_dir = self.model_dir()
-        write_json(self.out / "model.json", _model_record(model_dir))
+        _write_model_record(self.out, model_dir)
         configs = self.configs(model_dir)
         for i, config in enumerate(configs, 1):
             if self.scenario.load.adaptive:
@@ -293,7 +296,7 @@ class SweepRunner:
 
     def _drift(self, server: LaunchedServer, config_dir: Path) -> None:
         spec = self.scenario.drift
-        path = config_dir / "drift.json"
+        path = config_dir / DRIFT_FILE
         if spec is None or path.exists():
             return
         try:
@@ -308,7 +311,7 @@ class SweepRunner:
                                         spec.top_logprobs)
 
         try:
-            write_json(path, {"precision": server.config.precision, "outputs": run_async(probe())})
+            write_drift(path, server.config.precision, run_async(probe()))
         except (MeasurementError, OSError) as exc:
             self.console.print(f"  drift probe failed: {exc}")
 

@@ -27,7 +27,8 @@ sweep: {{precision: [bf16, fp32]}}
     assert {p["status"] for p in points} == {"failed"}
     assert {p["cause"] for p in points} == {"bad model path"}
     # What the report names as the model of every figure; no training record in a plain directory.
-    assert json.loads((tmp_path / "out" / "model.json").read_text()) == {"path": str(tmp_path / "no-such-model"),
+    assert json.loads((tmp_path / "out" / "model.json").read_text()) == {"schema_version": 1,
+                                                                      "path": str(tmp_path / "no-such-model"),
                                                                       "training": None}
 
 

@@ -1,0 +1,61 @@
+"""The sweep's smaller files, one model each: `model.json` (which model the sweep served, and how
+servesweep trained it when it did) and `configs/<config>/drift.json` (a configuration's greedy
+answers to the drift prompts, compared across precisions by reports/drift.py). The sweep writes
+them (servesweep.sweep.runner); the report reads them through these models.
+
+Version history (`schema_version`, both files):
+  1  files written before the field existed are version 1: the same fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from servesweep.results.io import OpenModel, write_json
+
+MODEL_FILE = "model.json"
+DRIFT_FILE = "drift.json"
+MODEL_SCHEMA_VERSION = 1
+DRIFT_SCHEMA_VERSION = 1
+
+
+class ModelRecord(OpenModel):
+    """`model.json`: the model directory and, when servesweep trained it, its training record
+    (recipe, training tokens, held-out perplexity); or why that record could not be read."""
+
+    schema_version: int = MODEL_SCHEMA_VERSION
+    path: str | None = None
+    training: dict[str, Any] | None = None
+    training_record_error: str | None = None
+
+
+class DriftRecord(OpenModel):
+    """`drift.json`: one configuration's precision and its greedy outputs (tokens, top logprobs)."""
+
+    schema_version: int = DRIFT_SCHEMA_VERSION
+    precision: str
+    outputs: list[dict[str, Any]]
+
+
+def write_model_record(out_dir: Path, path: str, training: dict[str, Any] | None,
+                       error: str | None = None) -> None:
+    record = ModelRecord(schema_version=MODEL_SCHEMA_VERSION, path=path, training=training)
+    if error is not None:
+        record.training_record_error = error
+    write_json(out_dir / MODEL_FILE, record.to_file())
+
+
+def read_model_record(out_dir: Path) -> ModelRecord | None:
+    path = out_dir / MODEL_FILE
+    return ModelRecord.model_validate(orjson.loads(path.read_bytes())) if path.exists() else None
+
+
+def write_drift(path: Path, precision: str, outputs: list[dict[str, Any]]) -> None:
+    write_json(path, DriftRecord(schema_version=DRIFT_SCHEMA_VERSION, precision=precision, outputs=outputs).to_file())
+
+
+def read_drift(path: Path) -> DriftRecord:
+    return DriftRecord.model_validate(orjson.loads(path.read_bytes()))
