@@ -15,9 +15,9 @@ import platform
 import shutil
 import socket
 import sys
-from pathlib import Path
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Literal, Protocol
 
 import aiohttp

@@ -10,8 +10,9 @@ level runs in the same event loop:
                been in flight a whole request's latency)           cancelled)
 
 The load is a `LoadLevel` (closed-loop concurrency, or an open-loop rate) with the caller's
-workload, run by the load generator's own runner (servesweep.loadgen.runner) for as long as the
-measurement takes. The measurement starts only once the load's first request has completed, so
+workload, run as an ordinary load test (servesweep.loadtest.run_load_test: its target probe,
+tokenizer, runner, telemetry and summary) for as long as the measurement takes: the measurement is
+the load test's `during` hook, and the load stops when it returns. The measurement starts only once the load's first request has completed, so
 the server's batch holds the load when the gate's requests arrive; a first request that failed
 means the load is not running and nothing is measured. The gate's own requests (at most
 measure.CONCURRENT_REQUESTS at once, as when it is measured unloaded) join the load's batch.
