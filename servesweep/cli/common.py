@@ -44,7 +44,7 @@ from servesweep.loadgen.workload import Workload
 from servesweep.precision import KV_CACHE_DTYPES, PRECISION_NAMES
 from servesweep.reports.assertions import Assertion, all_passed, evaluate, result_rows
 from servesweep.reports.table import plain_console, print_summary
-from servesweep.results import write_json
+from servesweep.results.assertions import write_assertions
 
 console = plain_console(stderr=True)  # never reads markup: what it prints holds servers' and files' text
 T = TypeVar("T")
@@ -316,7 +316,7 @@ def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[s
         table.add_row(*row, style=None if row[-1] == "PASS" else "red")
     _stdout().print(table)
     passed = all_passed(results)
-    write_json(out / "assertions.json", {"passed": passed, "results": [dict(zip(header, row)) for row in rows]})
+    write_assertions(out, passed, header, rows)
     return passed
 
 

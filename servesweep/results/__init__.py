@@ -8,6 +8,7 @@ of each is in its module.
   verification.json    results.verification     Verification     sweep.confirm / read_verification
   recommendation.json  results.recommendation   Recommendation   reports.recommendation.analyse
   model.json, drift.json  results.sweep_files   ModelRecord, DriftRecord  (the sweep)
+  assertions.json      results.assertions       AssertionsRecord write_assertions (run, sweep)
   intervals.jsonl      loadgen.intervals        IntervalRow      (soak runs)
   capacity.json        reports.capacity         CapacityReport
   prediction.json      reports.projection       Prediction
@@ -16,7 +17,8 @@ of each is in its module.
   predicted_vs_*.json  reports.projection       Comparison
 
 Not yet typed (plain JSON, one writer each): scenario.json (the Scenario model's dump), search.json
-(the adaptive search's to_dict), assertions.json, report-inputs.json.
+(the adaptive search's to_dict), report-inputs.json (reports.recommendation checks it by hand, to
+name what a moved folder broke).
 
 The file-level helpers (atomic writes, torn JSONL lines, the output directory check) are in
 results.io.
