@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from servesweep.cli import main
-from servesweep.results import read_points
+from servesweep.results import read_points, read_recommendation
 from servesweep.testing import fake_trtllm_serve
 
 
@@ -98,3 +98,7 @@ def test_a_verified_trtllm_recommendation_names_its_own_knobs(stand_in, tmp_path
     assert sizing["flags"][:2] == ["--max_batch_size", str(sizing["max_num_seqs"])]
     assert rec["kv_cache_config.max_tokens"] == tokens and rec["max_batch_size"] == sizing["max_num_seqs"]
     assert not {"max_num_seqs", "gpu_memory_utilization", "--kv-cache-memory-bytes"} & (set(rec) | set(sizing["flags"]))
+    # Read back through recommendation.json's model: the knobs map names TensorRT-LLM's own.
+    typed = read_recommendation(tmp_path / "out" / "recommendation.json").production_recommendation
+    assert typed.server_kind == "trtllm" and typed.knob_names()["memory_fraction"] == "kv_cache_free_gpu_memory_fraction"
+    assert typed.server_knob("max_batch_size") == sizing["max_num_seqs"] and typed.verification.attempts
