@@ -60,6 +60,9 @@ def announce(result: Recommendation) -> int:
     ok, line = recommendation_verdict(result)
     if ok:
         console.print(line, style="bold green", soft_wrap=True)
+        note = (result.production_recommendation.uncertainty or {}).get("note") if result.production_recommendation else None
+        if note:
+            console.print(f"  uncertainty: {note}", soft_wrap=True)
         return EXIT_OK
     bar = "=" * min(100, len(line))
     console.print(f"{bar}\n{line}\n{bar}", style="bold red", soft_wrap=True)

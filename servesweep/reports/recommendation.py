@@ -30,6 +30,7 @@ from servesweep.reports.analysis import (
 )
 from servesweep.reports.drift import compare_outputs
 from servesweep.reports.measurement import display_path, gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
+from servesweep.reports.repeats import recommendation_uncertainty
 from servesweep.reports.skus import sku_from_gpu_name, sku_table
 from servesweep.results import GATE_UNDER_LOAD_FILE, dummy_weights, write_json
 from servesweep.results.recommendation import (
@@ -168,6 +169,10 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     rec = production_recommendation(df, combined, batch, sku, gpu_name)
     if rec is not None:
         apply_verification(rec, read_verification(out_dir / VERIFICATION_FILE))
+        point = next((p for p in points if p.get("config") == rec.based_on.config
+                      and p.get("level") == rec.based_on.level), None)
+        rec.uncertainty = recommendation_uncertainty(out_dir, point, scenario.get("slo"), rec.based_on.config,
+                                                     rec.based_on.level)
     measurements = []
     if measured_sku:
         measurements.append(sku_measurement(points, df, batch, precision, measured_sku, gpu_name,

@@ -286,6 +286,8 @@ def _summary_lines(result: Recommendation) -> list[str]:
         lines.append(f"Recommendation: {rec.precision}, {rec.knob_names()['max_batch_size']} {rec.max_batch_size}, "
                      f"concurrency {rec.concurrency}; OOM margin {_fmt(rec.oom_margin_pct)} % ({rec.direction}: "
                      f"{rec.advice}).")
+        if (rec.uncertainty or {}).get("note"):
+            lines.append(f"Uncertainty: {rec.uncertainty['note']}.")
     return lines
 
 

@@ -72,6 +72,8 @@ class ProductionRecommendation(OpenModel):
     server_args: list[str] | None = None
     oom_margin_source: str | None = None
     traffic_oom_margin_pct: float | None = None
+    # How sure the figures are (reports.repeats.recommendation_uncertainty): intervals over repeats.
+    uncertainty: dict[str, Any] | None = None
 
     def knob_names(self) -> dict[str, str]:
         """Common knob name -> the server's own (vLLM's names for files written before)."""

@@ -191,6 +191,16 @@ class Confirmation:
         self._write(verification)
         return verification
 
+    def load_config(self, plan: RunPlan, server: Any, run_dir: Path) -> LoadTestConfig:
+        """One run of the plan as a load test. The traffic run, whose SLO verdict is the one the
+        recommendation rests on, takes the scenario's repeats (`load.repeats`), so that verdict has
+        an interval too; the stress run is judged on memory, which one window shows."""
+        repeats = self.scenario.load.repeats if plan.kind == "traffic" else 1
+        return LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=run_dir,
+                              levels=[plan.level], workload=plan.workload, slo=self.scenario.slo,
+                              show_progress=self.show_progress, repeats=repeats,
+                              tokenizer_dir=getattr(server, "tokenizer_dir", None))
+
     def _attempt(self, config: Any, traffic: RunPlan, stress: RunPlan,
                  attempt: int) -> tuple[Observation, Observation, list[str] | None]:
         attempt_dir = self.out / "verification" / f"attempt-{attempt + 1}"
@@ -205,10 +215,7 @@ class Confirmation:
             observed = []
             for plan in (traffic, stress):
                 run_dir = attempt_dir / plan.kind
-                load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=run_dir,
-                                      levels=[plan.level], workload=plan.workload, slo=self.scenario.slo,
-                                      show_progress=self.show_progress,
-                                      tokenizer_dir=getattr(server, "tokenizer_dir", None))
+                load = self.load_config(plan, server, run_dir)
                 summary = run_async(run_load_test(load, telemetry=server.telemetry(run_dir / "telemetry.jsonl"),
                                                   server_watch=server, server_info=server.info()))
                 if summary.get("interrupted"):

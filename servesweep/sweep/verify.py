@@ -51,7 +51,7 @@ from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.results.verification import Attempt, Check, Verification
 from servesweep.thresholds import MARGIN_BAND
-from servesweep.sweep.observation import Observation, slo_breaches, suspect_notes
+from servesweep.sweep.observation import Observation, slo_breaches, slo_uncertain, suspect_notes
 
 STRESS_QUANTILE = 0.99
 STRESS_BURSTINESS = 0.5
@@ -194,9 +194,12 @@ def judge(traffic: Observation, stress: Observation, slo: SLO | None,
     checks = _memory_checks("traffic", traffic, band, upper=False)
     breaches = slo_breaches(traffic, slo)
     if slo is not None and not slo.is_empty():
+        # With repeats the verdict is on the means; one whose interval straddles its limit is
+        # named (it could go either way), without failing a mean that is within the limit.
         checks.append(Check(run="traffic", check="slo", ok=not breaches,
-                            detail="; ".join([*(breaches or [f"SLO p{traffic.percentile} met"]),
-                                              *suspect_notes(traffic, slo)])))
+                            detail="; ".join([*(breaches or [f"SLO p{traffic.percentile} met"
+                                                             + (f" (mean of {traffic.n} repeats)" if traffic.n > 1 else "")]),
+                                              *slo_uncertain(traffic, slo), *suspect_notes(traffic, slo)])))
     checks += _memory_checks("stress", stress, band, upper=True)
     reasons = [f"{c.run}: {c.detail}" for c in checks if not c.ok]
     return Judgement(passed=not reasons, reasons=reasons, checks=checks)

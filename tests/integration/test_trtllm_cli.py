@@ -102,3 +102,27 @@ def test_a_verified_trtllm_recommendation_names_its_own_knobs(stand_in, tmp_path
     typed = read_recommendation(tmp_path / "out" / "recommendation.json").production_recommendation
     assert typed.server_kind == "trtllm" and typed.knob_names()["memory_fraction"] == "kv_cache_free_gpu_memory_fraction"
     assert typed.server_knob("max_batch_size") == sizing["max_num_seqs"] and typed.verification.attempts
+
+
+def test_with_repeats_the_verification_traffic_run_and_the_recommendation_carry_intervals(stand_in, tmp_path):
+    # Issue 25: the traffic run (whose SLO verdict the recommendation rests on) runs the scenario's
+    # repeats, and the recommendation states the interval of the point it is based on.
+    scenario = {
+        "name": "trt-verify-repeats", "model": str(stand_in), "max_model_len": 512,
+        "workload": {"input_len": 32, "output_len": 16},
+        "load": {"concurrency": [2, 4], "num_requests": 48, "repeats": 2},
+        "slo": {"ttft_ms": 60000},
+        "server": [{"kind": "trtllm", "max_batch_size": 4}],
+        "sweep": {"precision": ["bf16"]}, "drift": None, "verify": True,
+    }
+    path = tmp_path / "trt.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    main(["sweep", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    rec = read_recommendation(tmp_path / "out" / "recommendation.json").production_recommendation
+    traffic = rec.verification.attempts[-1].traffic
+    assert traffic["n"] == 2 and traffic["ci95"].get("output_tok_s"), traffic
+    stress = rec.verification.attempts[-1].stress
+    assert stress.get("n", 1) == 1
+    u = rec.uncertainty
+    assert u["repeats"] == 2 and u["output_tok_s"]["low"] is not None
+    assert u["slo"]["ttft_ms"]["verdict"] in {"met", "uncertain", "missed"} and "2 repeats" in u["note"]

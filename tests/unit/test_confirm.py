@@ -110,3 +110,30 @@ def test_no_recommendation_is_recorded_with_its_reason(tmp_path):
     data = Canned(scenario, out, []).run()
     assert data.finished and not data.passed
     assert data.skipped.startswith("no recommendation (no point met the SLOs")
+
+
+def test_the_traffic_run_takes_the_scenarios_repeats_and_the_stress_run_one_window(tmp_path):
+    from types import SimpleNamespace
+
+    from servesweep.loadgen.arrivals import LoadLevel
+    from servesweep.sweep.verify import plan_verification
+
+    scenario, out = sweep_dir(tmp_path)
+    scenario = scenario.model_copy(update={"load": scenario.load.model_copy(update={"repeats": 3})})
+    plan = plan_verification(scenario.workload, 8, 2.0, LoadLevel(concurrency=8, duration_s=10))
+    server = SimpleNamespace(base_url="http://127.0.0.1:1", model_name="m")
+    c = Confirmation(scenario, out, Console(quiet=True))
+    assert c.load_config(plan.traffic, server, tmp_path / "t").repeats == 3
+    assert c.load_config(plan.stress, server, tmp_path / "s").repeats == 1
+
+
+def test_an_slo_verdict_whose_interval_straddles_the_limit_is_named_and_judged_on_the_mean():
+    from servesweep.loadgen.stats import SLO
+    from servesweep.sweep.verify import judge
+
+    traffic = Observation(output_tok_s=1.0, kv_peak_frac=0.5, preemptions=0, ttft_ms=950.0, n=3,
+                          ci95={"ttft_ms": (880.0, 1020.0)})
+    stress = o(0.75)
+    j = judge(traffic, stress, SLO(ttft_ms=1000))
+    slo = next(c for c in j.checks if c.check == "slo")
+    assert slo.ok and "uncertain" in slo.detail and "mean of 3 repeats" in slo.detail
