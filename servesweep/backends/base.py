@@ -92,6 +92,9 @@ class ServerConfig(BaseModel):
             parts.append(f"{self.label_words['max_batch_size']}{self.max_batch_size}")
         if self.memory_fraction:
             parts.append(f"{self.label_words['memory_fraction']}{self.memory_fraction:g}")
+        if self.max_num_tokens:
+            # Only when set, so the labels of results directories written before stay the same.
+            parts.append(f"tok{self.max_num_tokens}")
         if self.kv_cache_memory_bytes:
             parts.append(f"kv{self.kv_cache_memory_bytes / 2**20:.0f}MiB")
         return "-".join(parts)

@@ -20,7 +20,7 @@ from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KvCacheDtype, PrecisionName
 from servesweep.files import read_yaml_file
-from servesweep.scenarios.search import LadderConfig, RateSearchConfig
+from servesweep.scenarios.search import ConfigSearchConfig, LadderConfig, RateSearchConfig
 
 BUILTIN_MODEL = "builtin"  # the generated tiny Llama with dummy weights
 BUILTIN_TRAINED_MODEL = "builtin-trained"  # the small Llama trained on the stdlib (servesweep.models.trained)
@@ -106,7 +106,8 @@ class SLOSpec(SLO):
 
 
 class SweepGrid(Strict):
-    """The axes of the sweep; every combination is one server configuration (one start).
+    """The axes of the sweep; every combination is one server configuration (one start), or
+    with `search: auto` the configurations the config search picks.
     `max_num_seqs` / `gpu_memory_utilization` (vLLM's names) are accepted for the common
     `max_batch_size` / `memory_fraction`."""
 
@@ -119,6 +120,11 @@ class SweepGrid(Strict):
     memory_fraction: list[float | None] = Field(
         default=[None], validation_alias=AliasChoices("memory_fraction", "gpu_memory_utilization"))
     kv_cache_dtype: list[KvCacheDtype] = ["auto"]
+    # Tokens per scheduler step (vLLM's --max-num-batched-tokens).
+    max_num_tokens: list[int | None] = Field(
+        default=[None], validation_alias=AliasChoices("max_num_tokens", "max_num_batched_tokens"))
+    # Which configurations of the grid get a server start (every one, or the config search's).
+    search: ConfigSearchConfig = Field(default_factory=ConfigSearchConfig)
 
 
 class DriftSpec(Strict):
@@ -206,8 +212,9 @@ class Scenario(Strict):
         """One server configuration per point of the grid (each costs one server start)."""
         grid = self.sweep
         configs = []
-        for entry, precision, seqs, fraction, kv in itertools.product(
-            self._server_entries(), grid.precision, grid.max_batch_size, grid.memory_fraction, grid.kv_cache_dtype
+        for entry, precision, seqs, fraction, kv, tokens in itertools.product(
+            self._server_entries(), grid.precision, grid.max_batch_size, grid.memory_fraction, grid.kv_cache_dtype,
+            grid.max_num_tokens,
         ):
             values: dict[str, Any] = dict(
                 model=model_dir, served_model_name=self.served_model_name, max_model_len=self.max_model_len,
@@ -223,6 +230,8 @@ class Scenario(Strict):
                 values["max_batch_size"] = seqs
             if fraction is not None:
                 values["memory_fraction"] = fraction
+            if tokens is not None:
+                values["max_num_tokens"] = tokens
             try:
                 configs.append(config_from_dict(values))
             except ValidationError as exc:
