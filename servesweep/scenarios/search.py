@@ -6,6 +6,8 @@ from the sweep (data flows one way: scenarios -> sweep).
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from servesweep.thresholds import KNEE_THRESHOLD, KV_FULL_FRAC
@@ -39,3 +41,24 @@ class RateSearchConfig(BaseModel):
         if self.start_rate > self.max_rate:
             raise ValueError(f"start_rate {self.start_rate:g} is above max_rate {self.max_rate:g}")
         return self
+
+
+class ConfigSearchConfig(BaseModel):
+    """`sweep: {search: ...}`: how the sweep picks the configurations it starts. `grid` (the
+    default): every one. `auto`: the config search (servesweep/sweep/config_search.py) starts
+    the next configuration from what the finished ones measured and stops when the best cannot
+    improve by more than the noise. `search: auto` is short for `search: {method: auto}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["grid", "auto"] = "grid"
+    # Two configurations' goodputs differ beyond the noise when the gap exceeds the 95 % Welch
+    # half-width of their repeats (load.repeats >= 2) or, without repeats, this fraction of the
+    # better one: the run-to-run spread a single window has on the machine (see the README).
+    noise_floor: float = Field(0.05, gt=0, lt=1)
+    max_starts: int | None = Field(None, ge=1)  # stop after this many server starts, best so far
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        return {"method": data} if isinstance(data, str) else data
