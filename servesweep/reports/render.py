@@ -15,6 +15,7 @@ import orjson
 import pandas as pd
 
 from servesweep.reports.analysis import GIB, PRECISION_ORDER
+from servesweep.reports.config_search import config_search_section
 from servesweep.reports.recommendation import analyse, report_inputs, store_report_inputs
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.reports.skus import METRICS
@@ -474,8 +475,7 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     search = _search_rows(out_dir)
     engines = _engine_rows(df)
     verification = _verification_lines(result)
-    extra_md: list[str] = []
-    extra_html = ""
+    extra_md, extra_html = config_search_section(out_dir)
     if search:
         extra_md += ["## Load search", "", _md_table(SEARCH_HEADER, search), ""]
         extra_html += f"<h2>Load search</h2>{_html_table(SEARCH_HEADER, search)}"

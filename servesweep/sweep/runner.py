@@ -45,6 +45,7 @@ from servesweep.results import append_point, read_points, write_json
 from servesweep.results.sweep_files import DRIFT_FILE, write_drift, write_model_record
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 from servesweep.sweep import SweepInterrupted
+from servesweep.sweep.config_search_run import ConfigSearchDriver
 from servesweep.sweep.gate import SweepGate
 from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation
@@ -139,23 +140,14 @@ class SweepRunner:
         shutil.copyfile(self.scenario_path, self.out / "scenario.yaml")
         write_json(self.out / "scenario.json", self.scenario.model_dump(mode="json"))
         points = read_points(self.out)
-        done = {(p["config"], p["level"]) for p in points}
         model_dir = self.model_dir()
         _write_model_record(self.out, model_dir)
         configs = self.configs(model_dir)
-        for i, config in enumerate(configs, 1):
-            if self.scenario.load.adaptive:
-                stored = {p["level"]: p for p in points if p["config"] == config.label()}
-                self._run_search(config, stored, f"[{i}/{len(configs)}]")
-                continue
-            todo = [lv for lv in self.levels if (config.label(), lv.label) not in done]
-            gate_load = self.gate.load_pending(self.out / "configs" / config.label())
-            if not todo and not gate_load:
-                self.console.print(f"[{i}/{len(configs)}] {config.label()}: all points done, skipped")
-                continue
-            self.console.print(f"[{i}/{len(configs)}] {config.label()}: {len(todo)} load level(s)"
-                               + (", then the accuracy gate under load" if gate_load else ""))
-            self._run_config(config, todo)
+        if self.scenario.sweep.search.method == "auto":
+            ConfigSearchDriver(self, configs).run()
+        else:
+            for i, config in enumerate(configs, 1):
+                self.run_one(config, f"[{i}/{len(configs)}]", points)
         if self.scenario.accuracy_gate:
             self.gate.verdicts()
         if self.scenario.verify if verify is None else verify:
@@ -164,6 +156,23 @@ class SweepRunner:
             left = None if deadline_s is None else deadline_s - (time.monotonic() - started)
             Confirmation(self.scenario, self.out, self.console, self.show_progress).run(time_left_s=left)
         return read_points(self.out)
+
+    def run_one(self, config: ServerConfig, prefix: str, points: list[dict[str, Any]]) -> bool:
+        """One configuration's levels (or the rest of them); False when all were measured before
+        and no server was started."""
+        if self.scenario.load.adaptive:
+            stored = {p["level"]: p for p in points if p["config"] == config.label()}
+            return self._run_search(config, stored, prefix)
+        done = {(p["config"], p["level"]) for p in points}
+        todo = [lv for lv in self.levels if (config.label(), lv.label) not in done]
+        gate_load = self.gate.load_pending(self.out / "configs" / config.label())
+        if not todo and not gate_load:
+            self.console.print(f"{prefix} {config.label()}: all points done, skipped")
+            return False
+        self.console.print(f"{prefix} {config.label()}: {len(todo)} load level(s)"
+                           + (", then the accuracy gate under load" if gate_load else ""))
+        self._run_config(config, todo)
+        return True
 
     def configs(self, model_dir: str) -> list[ServerConfig]:
         configs = self.scenario.server_configs(model_dir)
@@ -191,7 +200,7 @@ class SweepRunner:
     def _percentile(self) -> int:
         return self.scenario.slo.percentile if self.scenario.slo else 99
 
-    def _run_search(self, config: ServerConfig, stored: dict[str, dict[str, Any]], prefix: str) -> None:
+    def _run_search(self, config: ServerConfig, stored: dict[str, dict[str, Any]], prefix: str) -> bool:
         search = self._new_search(config)
         # Resume: replay the rungs already measured; the search asks for the same levels again.
         while (value := search.next_level()) is not None:
@@ -203,13 +212,13 @@ class SweepRunner:
         if search.done and not self.gate.load_pending(config_dir):
             self.console.print(f"{prefix} {config.label()}: search done ({search.stop_reason}), skipped")
             write_json(config_dir / "search.json", search.to_dict())
-            return
+            return False
         first = search.next_level()
         self.console.print(f"{prefix} {config.label()}: " + ("adaptive load search" if first is not None else
                                                               "search done; the accuracy gate under load"))
         server = self._launch(config, config_dir, [self._search_level(first)] if first is not None else [])
         if server is None:
-            return
+            return True
         try:
             self._server_ready(server, config_dir)
             while (value := search.next_level()) is not None:
@@ -229,6 +238,7 @@ class SweepRunner:
         finally:
             server.stop()
             write_json(config_dir / "search.json", search.to_dict())
+        return True
 
     def _repeat_uncertain(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel, config_dir: Path,
                           point: dict[str, Any], search: ConcurrencyLadder | RateSearch) -> Observation:
