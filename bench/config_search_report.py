@@ -112,7 +112,8 @@ def compare_round(runs: Path) -> dict[str, Any]:
                      "max_model_len": scenario["max_model_len"]},
         "objective": record.objective,
         "noise_floor": floor,
-        "grid": {"starts": len(grid), "best": grid_best, "best_goodput": gb, "wall_s": _phase(runs, "grid").get("wall_s"),
+        "grid": {"starts": len(grid), "best": grid_best, "best_goodput": gb,
+                 "wall_s": _phase(runs, "grid").get("wall_s"),
                  "ranking": [[c, grid[c]["goodput"]] for c in ranked], "configs": grid},
         "search": {"starts": record.starts, "best": search_best,
                    "best_goodput": record.best.goodput if record.best else None,
@@ -164,6 +165,10 @@ def _verdict(r: dict[str, Any], floor: float) -> str:
         return (f"the search's best is within the noise of the grid's best (gap {_g(gap['gap_req_s'])} req/s, "
                 f"{frac} <= the {100 * floor:.0f} % floor)")
     return f"the search MISSED the grid's best beyond the noise (gap {_g(gap['gap_req_s'])} req/s, {frac})"
+
+
+def _within(r: dict[str, Any]) -> str:
+    return "" if r["same_best"] else " (within noise)" if r["gap"]["within_noise"] else " (missed)"
 
 
 def _round_lines(r: dict[str, Any], floor: float) -> list[str]:
@@ -219,7 +224,7 @@ def render_md(d: dict[str, Any]) -> str:
         rg, rs = r["grid"], r["search"]
         lines.append(f"| {n} | {rg['starts']} | {rg['best']} ({_g(rg['best_goodput'])}) | {_g(rg['wall_s'])} s | "
                      f"{rs['starts']} | {rs['best']} ({_g(rs['best_goodput'])}) | {_g(rs['wall_s'])} s | "
-                     f"{r['same_best']}{'' if r['same_best'] else ' (within noise)' if r['gap']['within_noise'] else ''} |")
+                     f"{r['same_best']}{_within(r)} |")
     for n, r in enumerate(rounds, 1):
         lines += ["", f"Round {n}:", "", *_round_lines(r, floor)]
     if d.get("grid_goodput_per_round"):

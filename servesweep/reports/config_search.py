@@ -47,7 +47,8 @@ def config_search_section(out_dir: Path) -> tuple[list[str], str]:
 
     def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
         esc = [[c.replace("|", "/") for c in r] for r in rows]
-        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in esc)]
+        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                *("| " + " | ".join(r) + " |" for r in esc)]
 
     def html_table(header: list[str], rows: list[list[str]]) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -57,7 +58,8 @@ def config_search_section(out_dir: Path) -> tuple[list[str], str]:
     summary = _summary(rec)
     md = ["## Config search", "", *[f"- {line}" for line in summary], "", "Started:", "",
           *md_table(STEPS_HEADER, steps), "", "Not started:", "", *md_table(SKIPPED_HEADER, skipped), ""]
-    page = ("<h2>Config search</h2><ul>" + "".join(f"<li>{html.escape(line).replace('**', '')}</li>" for line in summary)
+    items = "".join(f"<li>{html.escape(line).replace('**', '')}</li>" for line in summary)
+    page = (f"<h2>Config search</h2><ul>{items}"
             + "</ul><p>Started:</p>" + html_table(STEPS_HEADER, steps) + "<p>Not started:</p>"
             + html_table(SKIPPED_HEADER, skipped))
     return md, page

@@ -1,6 +1,6 @@
 """The options of the adaptive searches a scenario can ask for (`concurrency: auto`,
-`request_rate: auto`). They are part of the scenario's schema; servesweep/sweep/ladder.py runs
-the searches with them. Here, not in the sweep, so that the scenario schema imports nothing
+`request_rate: auto`, and over configurations `sweep: {search: auto}`). They are part of the
+scenario's schema; servesweep/sweep/ladder.py and sweep/config_search.py run the searches with them. Here, not in the sweep, so that the scenario schema imports nothing
 from the sweep (data flows one way: scenarios -> sweep).
 """
 

@@ -326,7 +326,8 @@ class ConfigSearch:
             if ruled is not None:
                 self._skip(label, *ruled)
                 continue
-            return label, f"no configuration has met the limits yet ({last}: {describe_goodput(self.measured[last])}); the next open one near it"
+            return label, (f"no configuration has met the limits yet ({last}: "
+                           f"{describe_goodput(self.measured[last])}); the next open one near it")
         return None
 
     def _stop(self, reason: str, detail: str) -> None:
@@ -364,7 +365,8 @@ class ConfigSearch:
             new_best = beats(measured, m_best, self.options.noise_floor)
             gap = noise(measured, m_best, self.options.noise_floor)
             if new_best:
-                verdict = f"beats {previous} ({describe_goodput(m_best)}) by more than the noise ({gap:.3g} req/s): new best"
+                verdict = (f"beats {previous} ({describe_goodput(m_best)}) by more than the noise "
+                           f"({gap:.3g} req/s): new best")
             elif measured.goodput is not None and measured.goodput > (m_best.goodput or 0):
                 verdict = (f"above {previous} by {measured.goodput - (m_best.goodput or 0):.3g} req/s, inside the "
                            f"noise ({gap:.3g}): the best stays")
