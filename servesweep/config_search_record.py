@@ -58,8 +58,8 @@ class Step(_Record):
     config: str
     why: str
     measured: Measured | None = None  # None while it runs (a cut search)
-    best_after: str | None = None  # the best configuration once this step was measured
-    new_best: bool = False
+    best_after: str | None = None  # the highest goodput measured once this step was
+    moved: bool = False  # it beat the best beyond the noise: the search's next moves go from here
     verdict: str | None = None  # how it compared with the best before it, in words
     resumed: bool = False  # measured by an earlier invocation of the same sweep: no start now
     wall_s: float | None = None
@@ -89,7 +89,11 @@ class ConfigSearchRecord(_Record):
     axes: list[Axis]
     grid_size: int
     starts: int  # configurations started (each at least one server start)
-    best: Best | None
+    best: Best | None  # the highest goodput measured
+    # Where the moves went from: the last configuration that beat its predecessor beyond the noise;
+    # `converged` means no unmeasured neighbour of it is left. Another configuration within the
+    # noise of it may read higher and be `best`.
+    anchor: str | None = None
     no_best: str | None = None  # why there is none, when there is none
     stop_reason: str | None  # STOP_* above; None while running
     stop_detail: str | None

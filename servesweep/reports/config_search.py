@@ -20,6 +20,9 @@ def _summary(rec: ConfigSearchRecord) -> list[str]:
     if rec.best is not None:
         ci = f" ± {rec.best.goodput_ci95_half:.3g}" if rec.best.goodput_ci95_half is not None else ""
         lines.append(f"Best: **{rec.best.config}**, {rec.best.goodput:.3g}{ci} req/s goodput at {rec.best.level}.")
+        if rec.anchor and rec.anchor != rec.best.config:
+            lines.append(f"The search's moves went from {rec.anchor}, the best beyond the noise; {rec.best.config} "
+                         "reads higher, within the noise of it.")
     else:
         lines.append(f"**No best configuration**: {rec.no_best or 'the search has not finished'}.")
     lines.append(f"Objective: {rec.objective}. Noise: {rec.noise_rule} (noise_floor {rec.noise_floor:g}).")

@@ -167,7 +167,9 @@ class ConfigSearch:
         self.measured: dict[str, Measured] = {}
         self.steps: list[Step] = []
         self.skipped: dict[str, Skipped] = {}
-        self.best: str | None = None
+        # The configuration the moves go from: the last one that beat its predecessor beyond the
+        # noise. `best` (the highest measured) may be another one, within the noise of it.
+        self.anchor: str | None = None
         self.stop_reason: str | None = None
         self.stop_detail: str | None = None
         self._pending: tuple[str, str] | None = None
@@ -279,7 +281,7 @@ class ConfigSearch:
         return start.label, "start: " + ("; ".join(words) if words else "the only configuration")
 
     def _move(self) -> tuple[str, str] | None:
-        anchor = self.best
+        anchor = self.anchor
         for other, axis, here, there in self.neighbours(anchor) if anchor else []:
             if not self._open(other):
                 continue
@@ -287,8 +289,8 @@ class ConfigSearch:
             if ruled is not None:
                 self._skip(other, *ruled)
                 continue
-            return other, (f"neighbour of the best so far, {anchor} ({describe_goodput(self.measured[anchor])}), along "
-                           f"{axis.name}: {_fmt(here)} -> {_fmt(there)}")
+            return other, (f"neighbour of {anchor} ({describe_goodput(self.measured[anchor])}), the best beyond the "
+                           f"noise so far, along {axis.name}: {_fmt(here)} -> {_fmt(there)}")
         return None
 
     def next_config(self) -> tuple[str, str] | None:
@@ -305,9 +307,9 @@ class ConfigSearch:
                 return self._stop(STOP_NOTHING_FITS, "every configuration is over the VRAM budget")
         else:
             picked = self._move()
-            if picked is None and self.best is not None:
-                return self._stop(STOP_CONVERGED, f"every neighbour of the best, {self.best}, is measured or "
-                                                  "cannot beat it beyond the noise")
+            if picked is None and self.anchor is not None:
+                return self._stop(STOP_CONVERGED, f"every neighbour of {self.anchor}, the best beyond the noise, is "
+                                                  "measured or cannot beat it beyond the noise")
             if picked is None:
                 picked = self._fallback()
             if picked is None:
@@ -340,8 +342,8 @@ class ConfigSearch:
                 self._skip(label, *ruled)
             elif reason == STOP_CONVERGED:
                 self._skip(label, SKIP_NOT_REACHED, (
-                    f"not a neighbour of the best, {self.best}; the search moves only to a neighbour that beats "
-                    "the best beyond the noise and takes goodput as rising and falling at most once along each "
+                    f"not a neighbour of {self.anchor}, the best beyond the noise; the search moves only to a "
+                    "neighbour that beats it beyond the noise and takes goodput as rising and falling at most once along each "
                     "ordinal axis, so a configuration beyond a measured neighbour is not expected to beat it"))
             else:
                 self._skip(label, SKIP_NOT_REACHED, f"the search stopped first ({reason}: {detail})")
@@ -355,29 +357,35 @@ class ConfigSearch:
         why = self._pending[1]
         self._pending = None
         self.measured[label] = measured
-        previous = self.best
+        previous = self.anchor
         if previous is None:
-            new_best = measured.goodput is not None
-            verdict = "the first configuration that met the limits: the best so far" if new_best else \
+            moved = measured.goodput is not None
+            verdict = "the first configuration that met the limits: the best so far" if moved else \
                 "met no limit-clean level"
         else:
-            m_best = self.measured[previous]
-            new_best = beats(measured, m_best, self.options.noise_floor)
-            gap = noise(measured, m_best, self.options.noise_floor)
-            if new_best:
-                verdict = (f"beats {previous} ({describe_goodput(m_best)}) by more than the noise "
-                           f"({gap:.3g} req/s): new best")
-            elif measured.goodput is not None and measured.goodput > (m_best.goodput or 0):
-                verdict = (f"above {previous} by {measured.goodput - (m_best.goodput or 0):.3g} req/s, inside the "
-                           f"noise ({gap:.3g}): the best stays")
+            m_prev = self.measured[previous]
+            moved = beats(measured, m_prev, self.options.noise_floor)
+            gap = noise(measured, m_prev, self.options.noise_floor)
+            if moved:
+                verdict = (f"beats {previous} ({describe_goodput(m_prev)}) by more than the noise "
+                           f"({gap:.3g} req/s): new best, the search moves here")
+            elif measured.goodput is not None and measured.goodput > (m_prev.goodput or 0):
+                verdict = (f"above {previous} by {measured.goodput - (m_prev.goodput or 0):.3g} req/s, inside the "
+                           f"noise ({gap:.3g}): no move (the search goes on from {previous}'s neighbours)")
             else:
-                verdict = f"not above the best, {previous} ({describe_goodput(m_best)})"
-        if new_best:
-            self.best = label
+                verdict = f"not above {previous} ({describe_goodput(m_prev)})"
+        if moved:
+            self.anchor = label
         step = Step(n=len(self.steps) + 1, config=label, why=why, measured=measured, best_after=self.best,
-                    new_best=new_best, verdict=verdict, resumed=resumed, wall_s=wall_s)
+                    moved=moved, verdict=verdict, resumed=resumed, wall_s=wall_s)
         self.steps.append(step)
         return step
+
+    @property
+    def best(self) -> str | None:
+        """The highest goodput measured (the first of equals): what the report recommends from."""
+        scored = [(m.goodput, -i, label) for i, (label, m) in enumerate(self.measured.items()) if m.goodput is not None]
+        return max(scored)[2] if scored else None
 
     def record_model(self, wall_s: float, vram_budget_gib: float | None) -> ConfigSearchRecord:
         """search.json as it stands (also mid-search: stop_reason None)."""
@@ -394,6 +402,6 @@ class ConfigSearch:
         return ConfigSearchRecord(
             objective=OBJECTIVE, noise_rule=NOISE_RULE, noise_floor=self.options.noise_floor,
             vram_budget_gib=vram_budget_gib, axes=self.axes, grid_size=len(self.candidates),
-            starts=len(self.steps), best=best, no_best=no_best, stop_reason=self.stop_reason,
+            starts=len(self.steps), best=best, anchor=self.anchor, no_best=no_best, stop_reason=self.stop_reason,
             stop_detail=self.stop_detail, steps=self.steps,
             skipped=sorted(self.skipped.values(), key=lambda s: order.index(s.config)), wall_s=wall_s)

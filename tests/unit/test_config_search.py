@@ -84,8 +84,9 @@ def test_walks_uphill_along_an_axis_and_skips_lower_caps_as_dominated():
     skipped = {s.config: s for s in rec.skipped}
     assert skipped[label(16, 2048)].rule == SKIP_DOMINATED and label(32, 2048) in skipped[label(16, 2048)].why
     assert all(s.rule == SKIP_DOMINATED for s in rec.skipped)
-    assert rec.steps[2].new_best and "new best" in rec.steps[2].verdict
-    assert rec.steps[1].verdict.startswith("not above the best")
+    assert rec.steps[2].moved and "new best" in rec.steps[2].verdict
+    assert rec.steps[1].verdict.startswith(f"not above {label(32, 512)}")
+    assert rec.anchor == rec.best.config == label(32, 2048)
 
 
 def test_a_gain_inside_the_noise_does_not_move_the_best():
@@ -94,8 +95,10 @@ def test_a_gain_inside_the_noise_does_not_move_the_best():
     # not go on to 2048 although 2048 would have been better still.
     order = drive(search, landscape({256: 9.0, 512: 10.0, 1024: 10.5, 2048: 20.0}))
     assert order == [label(32, 512), label(32, 256), label(32, 1024)]
-    assert search.best == label(32, 512)
-    assert "inside the noise" in search.steps[2].verdict
+    # The moves stay at 512; the best reported is the highest measured, 1024, within the noise of it.
+    assert search.anchor == label(32, 512) and search.best == label(32, 1024)
+    assert "inside the noise" in search.steps[2].verdict and not search.steps[2].moved
+    assert search.steps[2].best_after == label(32, 1024)
     skipped = {s.config: s for s in search.record_model(0, None).skipped}
     assert skipped[label(32, 2048)].rule == SKIP_NOT_REACHED
 
@@ -139,7 +142,8 @@ def test_categorical_axis_tries_every_other_value():
     values = {"bf16": 10.0, "fp16": 10.2, "fp32": 4.0}
     order = drive(search, lambda n: m(values[n.split("-")[0]]))
     assert order == [label(16, 512, "bf16"), label(16, 512, "fp16"), label(16, 512, "fp32")]
-    assert search.best == label(16, 512, "bf16")  # fp16 within the 5 % floor
+    assert search.anchor == label(16, 512, "bf16")  # fp16 within the 5 % floor: no move
+    assert search.best == label(16, 512, "fp16")
 
 
 def test_without_the_ladder_max_num_seqs_is_an_ordinal_axis():
