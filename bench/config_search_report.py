@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,27 @@ def replay_on_grid(search_dir: Path, grid: dict[str, dict[str, Any]]) -> dict[st
             "order": [st.config for st in rec.steps], "stop_reason": rec.stop_reason}
 
 
+def assumption_checks(skipped: list[dict[str, Any]], grid: dict[str, dict[str, Any]], best: str | None,
+                      floor: float) -> list[dict[str, Any]]:
+    """Each configuration the search did not start, against what the grid measured for it: did the
+    rule that ruled it out hold (its grid goodput not above the configuration the rule names, or
+    the search's best, by more than the noise floor)?"""
+    out = []
+    for s in skipped:
+        m = re.match(r"dominated by (\S+)", s["why"]) or re.match(r"(\S+) \(max_num_seqs", s["why"])
+        by = m.group(1) if m and s["rule"] in ("dominated", "same_ladder") else best
+        mine, theirs = grid.get(s["config"], {}).get("goodput"), grid.get(by, {}).get("goodput")
+        holds = None if mine is None or theirs is None else mine <= theirs * (1 + floor)
+        out.append({"config": s["config"], "rule": s["rule"], "against": by, "grid_goodput": mine,
+                    "grid_goodput_against": theirs, "holds": holds})
+    return out
+
+
+def _foreign(configs: dict[str, dict[str, Any]]) -> float | None:
+    vals = [c["foreign_cpu_pct_mean"] for c in configs.values() if c.get("foreign_cpu_pct_mean") is not None]
+    return round(sum(vals) / len(vals)) if vals else None
+
+
 def _phase(runs: Path, name: str) -> dict[str, Any]:
     path = runs / f"phase-{name}.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -122,6 +144,10 @@ def compare_round(runs: Path) -> dict[str, Any]:
                    "steps": [s.model_dump() for s in record.steps],
                    "skipped": [s.model_dump() for s in record.skipped], "configs": search_measured},
         "search_replayed_on_grid_measurements": replay_on_grid(search_dir, grid),
+        "assumption_checks": assumption_checks([s.model_dump() for s in record.skipped], grid, search_best, floor),
+        "other_cpu_pct_mean": {"grid": _foreign(grid), "search": _foreign(search_measured),
+                               "what": "mean CPU % used by processes outside the benchmark while levels ran "
+                                       "(100 = one of the two cores), over the configurations sampled"},
         "same_best": search_best == grid_best,
         "gap": {"grid_goodput_of_grid_best": gb, "grid_goodput_of_search_best": sb_in_grid,
                 "gap_req_s": gap, "gap_frac": gap / gb if gap is not None and gb else None,
@@ -139,7 +165,7 @@ def write_results(rounds: list[Path], results: Path, machine: dict[str, Any]) ->
     first = compare_round(rounds[0])
     more = [compare_round(r) for r in rounds[1:]]
     keys = ("grid", "search", "same_best", "gap", "starts_ratio", "search_replayed_on_grid_measurements",
-            "run_to_run_spread")
+            "run_to_run_spread", "assumption_checks", "other_cpu_pct_mean")
     data = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(), "machine": machine, **first,
             "repeat_rounds": [{k: r[k] for k in keys} for r in more]}
     if more:
@@ -177,6 +203,7 @@ def _round_lines(r: dict[str, Any], floor: float) -> list[str]:
     replay = r["search_replayed_on_grid_measurements"]
     live_order = [x["config"] for x in s["steps"]]
     third = s["starts"] * 3 <= g["starts"]
+    checks = r["assumption_checks"]
     return [
         f"- same_best: **{r['same_best']}**; {_verdict(r, floor)}. On the grid's own measurements the search's "
         f"best reads {_g(gap['grid_goodput_of_search_best'])} req/s against the grid best's "
@@ -190,6 +217,15 @@ def _round_lines(r: dict[str, Any], floor: float) -> list[str]:
         + f"; the noise floor used was {100 * floor:.0f} %"
         + (", narrower than a spread measured here." if spread and max(abs(v) for v in spread.values()) > floor
            else "."),
+        f"- Other work on the machine (CPU % outside the benchmark, 100 = one core): mean "
+        f"{_g(r['other_cpu_pct_mean']['grid'])} % while the grid's levels ran, {_g(r['other_cpu_pct_mean']['search'])} % "
+        "while the search's did ('-': not sampled).",
+        "- The rules that kept configurations from starting, checked against the grid's measurement of them "
+        f"(held = not above the configuration the rule names by more than {100 * floor:.0f} %): "
+        f"{sum(c['holds'] is True for c in checks)} held, {sum(c['holds'] is False for c in checks)} did not"
+        + (" (" + "; ".join(f"{c['config']} {_g(c['grid_goodput'])} vs {c['against']} {_g(c['grid_goodput_against'])}"
+                            for c in checks if c["holds"] is False) + ")" if any(c["holds"] is False for c in checks)
+           else "") + ".",
         f"- Fed the grid's measurements instead of its own (no starts), the same code starts {replay['starts']} "
         f"({', '.join(replay['order'])}) and picks {replay['best']}"
         + (": the same choices as the live run." if replay["order"] == live_order else
@@ -214,7 +250,7 @@ def render_md(d: dict[str, Any]) -> str:
         "ladder per configuration, ceiling 32, 1 bisection step, 48 requests a rung, one window each; SLO TTFT p99 "
         f"1 s, TPOT p99 100 ms; noise floor {100 * floor:.0f} %). Each round: the whole grid, then the search "
         "live (its own server starts). " + d["deterministic"].capitalize()
-        + "; it was run in more than one round because its inputs are noisy." * (len(rounds) > 1),
+        + ("; it was run in more than one round because its inputs are noisy." if len(rounds) > 1 else "."),
         "",
         "| round | grid starts | grid best (goodput req/s) | grid wall | search starts | search best (goodput req/s, "
         "its own run) | search wall | same_best |",
@@ -247,7 +283,8 @@ def render_md(d: dict[str, Any]) -> str:
     ]
     for c, m in g["configs"].items():
         where = f"started #{started[c]}" if c in started else f"not started ({skipped.get(c, '?')})"
-        lines.append(f"| {c} | {_g(m['goodput'])} at {m['level']} | {m['ladder_stop']} | {_g(m['output_tok_s'])} | "
+        tok = "-" if m["output_tok_s"] is None else f"{m['output_tok_s']:,.0f}"
+        lines.append(f"| {c} | {_g(m['goodput'])} at {m['level']} | {m['ladder_stop']} | {tok} | "
                      f"{_g(m['startup_s'])} | {_g(m.get('foreign_cpu_pct_mean'))} | {where} |")
     lines += ["", "## The search's steps (round 1)", ""]
     for x in s["steps"]:
