@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=BENCH / ".config_search_runs")
     ap.add_argument("--also", type=Path, action="append", default=[], metavar="RUNS",
                     help="write: more rounds (another --runs directory of the same benchmark) beside the first")
+    ap.add_argument("--note", action="append", default=[],
+                    help="write: a line for the results' notes (what the figures cannot show by themselves)")
     ap.add_argument("--root-pid", type=int, default=os.getpid(), help="sample: the benchmark's process")
     args = ap.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,7 @@ def main() -> None:
     if args.phase in ("write", "all"):
         from config_search_report import write_results  # noqa: E402 (needs the search's module)
 
-        write_results([args.runs, *args.also], RESULTS, machine())
+        write_results([args.runs, *args.also], RESULTS, machine(), args.note)
 
 
 def machine() -> dict[str, Any]:

@@ -159,7 +159,8 @@ def compare_round(runs: Path) -> dict[str, Any]:
     }
 
 
-def write_results(rounds: list[Path], results: Path, machine: dict[str, Any]) -> dict[str, Any]:
+def write_results(rounds: list[Path], results: Path, machine: dict[str, Any],
+                  notes: list[str] | None = None) -> dict[str, Any]:
     """Round 1's figures at the top level; later rounds (the same benchmark run again) beside
     them, and each configuration's goodput in every grid run (how stable the grid's best is)."""
     first = compare_round(rounds[0])
@@ -167,7 +168,7 @@ def write_results(rounds: list[Path], results: Path, machine: dict[str, Any]) ->
     keys = ("grid", "search", "same_best", "gap", "starts_ratio", "search_replayed_on_grid_measurements",
             "run_to_run_spread", "assumption_checks", "other_cpu_pct_mean")
     data = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(), "machine": machine, **first,
-            "repeat_rounds": [{k: r[k] for k in keys} for r in more]}
+            "repeat_rounds": [{k: r[k] for k in keys} for r in more], "notes": list(notes or [])}
     if more:
         data["grid_goodput_per_round"] = {c: [r["grid"]["configs"].get(c, {}).get("goodput") for r in [first, *more]]
                                           for c in first["grid"]["configs"]}
@@ -261,10 +262,20 @@ def render_md(d: dict[str, Any]) -> str:
         lines.append(f"| {n} | {rg['starts']} | {rg['best']} ({_g(rg['best_goodput'])}) | {_g(rg['wall_s'])} s | "
                      f"{rs['starts']} | {rs['best']} ({_g(rs['best_goodput'])}) | {_g(rs['wall_s'])} s | "
                      f"{r['same_best']}{_within(r)} |")
+    same = sum(r["same_best"] for r in rounds)
+    near = sum(not r["same_best"] and r["gap"]["within_noise"] for r in rounds)
+    starts = sorted({r["search"]["starts"] for r in rounds})
+    grid_bests = sorted({r["grid"]["best"] for r in rounds})
+    lines += ["", f"Over {len(rounds)} round(s): the search started {' or '.join(map(str, starts))} of "
+              f"{g['starts']} configurations; it picked the grid's best in {same}, one within the noise of it in "
+              f"{near}, and missed it beyond the noise in {len(rounds) - same - near}. The grid's own best: "
+              f"{', '.join(grid_bests)}."]
     for n, r in enumerate(rounds, 1):
         lines += ["", f"Round {n}:", "", *_round_lines(r, floor)]
+    if d.get("notes"):
+        lines += ["", "Notes:", "", *[f"- {n}" for n in d["notes"]]]
     if d.get("grid_goodput_per_round"):
-        lines += ["", "## The grid measured twice (how stable the objective is)", "",
+        lines += ["", f"## The grid measured {len(rounds)} times (how stable the objective is)", "",
                   "| config | " + " | ".join(f"round {n} goodput" for n in range(1, len(rounds) + 1)) + " | spread |",
                   "|---|" + "---|" * len(rounds) + "---|"]
         for c, vals in d["grid_goodput_per_round"].items():
