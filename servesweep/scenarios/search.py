@@ -1,7 +1,8 @@
 """The options of the adaptive searches a scenario can ask for (`concurrency: auto`,
 `request_rate: auto`, and over configurations `sweep: {search: auto}`). They are part of the
-scenario's schema; servesweep/sweep/ladder.py and sweep/config_search.py run the searches with them. Here, not in the sweep, so that the scenario schema imports nothing
-from the sweep (data flows one way: scenarios -> sweep).
+scenario's schema; servesweep/sweep/ladder.py and sweep/config_search.py run the searches with
+them. Here, not in the sweep, so that the scenario schema imports nothing from the sweep (data
+flows one way: scenarios -> sweep).
 """
 
 from __future__ import annotations
