@@ -169,6 +169,14 @@ def write_results(rounds: list[Path], results: Path, machine: dict[str, Any],
             "run_to_run_spread", "assumption_checks", "other_cpu_pct_mean")
     data = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(), "machine": machine, **first,
             "repeat_rounds": [{k: r[k] for k in keys} for r in more], "notes": list(notes or [])}
+    rounds_ = [first, *more]
+    data["over_rounds"] = {
+        "rounds": len(rounds_), "search_starts": [r["search"]["starts"] for r in rounds_],
+        "grid_starts": [r["grid"]["starts"] for r in rounds_],
+        "same_best": sum(r["same_best"] for r in rounds_),
+        "within_noise": sum(not r["same_best"] and r["gap"]["within_noise"] for r in rounds_),
+        "missed": sum(not r["same_best"] and not r["gap"]["within_noise"] for r in rounds_),
+        "grid_wall_s": [r["grid"]["wall_s"] for r in rounds_], "search_wall_s": [r["search"]["wall_s"] for r in rounds_]}
     if more:
         data["grid_goodput_per_round"] = {c: [r["grid"]["configs"].get(c, {}).get("goodput") for r in [first, *more]]
                                           for c in first["grid"]["configs"]}
