@@ -2,7 +2,10 @@
 needs to find the grid's best configuration.
 
     flock /tmp/servesweep-heavy.lock python bench/config_search.py [grid|search|write|all] [--runs DIR]
-    python bench/config_search.py write --runs DIR --also DIR2   # a second round beside the first
+    python bench/config_search.py write --runs DIR --also DIR2 [--note TEXT]  # more rounds, notes
+
+The committed results are three rounds: the default --runs, then --runs .../round2 and
+.../round3, written with `write --also` both (and the notes the .md shows).
 
 1. grid: `servesweep sweep` on bench/config_search.yaml with `search: grid`: every configuration
    of the 4 x 3 grid (max_num_seqs x max_num_batched_tokens) started once, its ladder run in full.
