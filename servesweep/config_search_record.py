@@ -51,6 +51,7 @@ class Axis(_Record):
     name: str  # the server configuration field (max_batch_size, max_num_tokens, precision, ...)
     values: list[str | int | float | None]
     kind: Literal["batch_cap", "ordinal", "categorical"]
+    knob: str | None = None  # the server's own name of the field (vLLM: max_num_seqs, max_num_batched_tokens)
 
 
 class Step(_Record):

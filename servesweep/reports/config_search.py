@@ -15,7 +15,7 @@ SKIPPED_HEADER = ["config", "rule", "why not started"]
 
 def _summary(rec: ConfigSearchRecord) -> list[str]:
     lines = [f"{rec.starts} of {rec.grid_size} configurations started "
-             f"({', '.join(f'{a.name} ({a.kind}): {a.values}' for a in rec.axes)}); "
+             f"({', '.join(f'{a.knob or a.name} ({a.kind}): {a.values}' for a in rec.axes)}); "
              f"stopped: {rec.stop_reason or 'still running'} ({rec.stop_detail or '-'}); wall {rec.wall_s:,.0f} s."]
     if rec.best is not None:
         ci = f" ± {rec.best.goodput_ci95_half:.3g}" if rec.best.goodput_ci95_half is not None else ""

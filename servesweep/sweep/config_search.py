@@ -155,9 +155,13 @@ class ConfigSearch:
     """The search over one grid (see the module docstring)."""
 
     def __init__(self, candidates: list[Candidate], options: ConfigSearchConfig | None = None,
-                 budget_bytes: float | None = None, ladder_max: int | None = None) -> None:
+                 budget_bytes: float | None = None, ladder_max: int | None = None,
+                 names: dict[str, str] | None = None) -> None:
         """`ladder_max`: the concurrency ladder's max_concurrency when the load is `concurrency: auto`
-        (enables the batch-cap rules); None for fixed levels or the rate search."""
+        (enables the batch-cap rules); None for fixed levels or the rate search. `names`: the
+        server's own names of the fields (ServerConfig.knob_names: vLLM's max_num_seqs, ...), for
+        the reasons it writes."""
+        self.names = dict(names or {})
         self.candidates = {c.label: c for c in candidates}
         self.options = options or ConfigSearchConfig(method="auto")
         self.budget_bytes = budget_bytes
@@ -193,7 +197,7 @@ class ConfigSearch:
                 values = sorted(values)
             kind = ("batch_cap" if name == "max_batch_size" and numeric and self.ladder_max is not None
                     else "ordinal" if numeric else "categorical")
-            axes.append(Axis(name=name, values=values, kind=kind))
+            axes.append(Axis(name=name, values=values, kind=kind, knob=self.names.get(name, name)))
         return axes
 
     def _key(self, coords: dict[str, Any]) -> tuple:
@@ -223,6 +227,7 @@ class ConfigSearch:
         cap = self._axis("batch_cap")
         if cap is None:
             return None
+        knob = cap.knob
         coords = self.candidates[label].coords
         mine = coords[cap.name]
         for other, m in self.measured.items():
@@ -232,13 +237,13 @@ class ConfigSearch:
             theirs = oc[cap.name]
             if theirs > mine:
                 return SKIP_DOMINATED, (
-                    f"dominated by {other} (max_num_seqs {theirs} > {mine}, otherwise the same): its ladder "
+                    f"dominated by {other} ({knob} {theirs} > {mine}, otherwise the same): its ladder "
                     f"already ran every load up to this cap, where a lower cap changes nothing, and its best "
                     f"clean level was {describe_goodput(m)}; this one cannot beat it beyond the noise")
             cap_bound = m.ladder_stop == STOP_CEILING and self.ladder_max is not None and theirs < self.ladder_max
             if theirs < mine and not cap_bound:
                 return SKIP_SAME_LADDER, (
-                    f"{other} (max_num_seqs {theirs}) stopped its ladder at {m.ladder_stop or 'its end'} without "
+                    f"{other} ({knob} {theirs}) stopped its ladder at {m.ladder_stop or 'its end'} without "
                     f"reaching its cap; with a higher cap ({mine}) the ladder runs the same rungs and stops the "
                     f"same way ({describe_goodput(m)})")
         return None
@@ -272,12 +277,12 @@ class ConfigSearch:
         for axis in self.axes:
             value = _fmt(start.coords.get(axis.name))
             if axis.kind == "batch_cap":
-                words.append(f"max_num_seqs {value}, the highest that fits the budget (its ladder also runs "
+                words.append(f"{axis.knob} {value}, the highest that fits the budget (its ladder also runs "
                              "every lower cap's loads)")
             elif axis.kind == "ordinal":
-                words.append(f"{axis.name} {value}, the middle of {_fmt(axis.values[0])}..{_fmt(axis.values[-1])}")
+                words.append(f"{axis.knob} {value}, the middle of {_fmt(axis.values[0])}..{_fmt(axis.values[-1])}")
             else:
-                words.append(f"{axis.name} {value}, the first listed")
+                words.append(f"{axis.knob} {value}, the first listed")
         return start.label, "start: " + ("; ".join(words) if words else "the only configuration")
 
     def _move(self) -> tuple[str, str] | None:
@@ -290,7 +295,7 @@ class ConfigSearch:
                 self._skip(other, *ruled)
                 continue
             return other, (f"neighbour of {anchor} ({describe_goodput(self.measured[anchor])}), the best beyond the "
-                           f"noise so far, along {axis.name}: {_fmt(here)} -> {_fmt(there)}")
+                           f"noise so far, along {axis.knob}: {_fmt(here)} -> {_fmt(there)}")
         return None
 
     def next_config(self) -> tuple[str, str] | None:
@@ -343,8 +348,9 @@ class ConfigSearch:
             elif reason == STOP_CONVERGED:
                 self._skip(label, SKIP_NOT_REACHED, (
                     f"not a neighbour of {self.anchor}, the best beyond the noise; the search moves only to a "
-                    "neighbour that beats it beyond the noise and takes goodput as rising and falling at most once along each "
-                    "ordinal axis, so a configuration beyond a measured neighbour is not expected to beat it"))
+                    "neighbour that beats it beyond the noise and takes goodput as rising and falling at most "
+                    "once along each ordinal axis, so a configuration beyond a measured neighbour is not "
+                    "expected to beat it"))
             else:
                 self._skip(label, SKIP_NOT_REACHED, f"the search stopped first ({reason}: {detail})")
         return None

@@ -47,7 +47,8 @@ def build_search(scenario: Scenario, configs: list[ServerConfig]) -> ConfigSearc
         candidates.append(Candidate(c.label(), {f: getattr(c, f, None) for f in AXIS_FIELDS}, est, note))
     budget = scenario.vram_budget_gib * GIB if scenario.vram_budget_gib else None
     ladder_max = scenario.load.ladder.max_concurrency if scenario.load.concurrency == "auto" else None
-    return ConfigSearch(candidates, scenario.sweep.search, budget, ladder_max)
+    names = {k: v for c in configs for k, v in c.knob_names.items()}
+    return ConfigSearch(candidates, scenario.sweep.search, budget, ladder_max, names)
 
 
 class ConfigSearchDriver:
@@ -84,7 +85,7 @@ class ConfigSearchDriver:
         t0 = time.monotonic()
         skipped_budget = list(search.skipped.values())
         console.print(f"config search over {len(self.configs)} configurations "
-                      f"({', '.join(f'{a.name} x{len(a.values)}' for a in search.axes) or 'one'}); "
+                      f"({', '.join(f'{a.knob} x{len(a.values)}' for a in search.axes) or 'one'}); "
                       f"{len(skipped_budget)} over the VRAM budget", soft_wrap=True)
         while (pick := search.next_config()) is not None:
             label, why = pick

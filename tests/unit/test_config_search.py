@@ -60,21 +60,32 @@ def landscape(values: dict[int, float], stop="knee"):
     return measure
 
 
+VLLM_NAMES = {"max_batch_size": "max_num_seqs", "max_num_tokens": "max_num_batched_tokens"}
+
+
 def options(**kw) -> ConfigSearchConfig:
     return ConfigSearchConfig(method="auto", **kw)
 
 
+def make(candidates: list[Candidate], opts: ConfigSearchConfig | None = None, **kw) -> ConfigSearch:
+    """A search over `candidates` with vLLM's knob names, under the concurrency ladder (ceiling 32)."""
+    kw.setdefault("ladder_max", 32)
+    return ConfigSearch(candidates, opts or options(), names=VLLM_NAMES, **kw)
+
+
 def test_starts_at_the_highest_cap_and_the_middle_of_the_other_axes():
-    search = ConfigSearch(grid(), options(), ladder_max=32)
+    search = make(grid(), options())
     name, why = search.next_config()
     assert name == label(32, 512)
-    assert why.startswith("start:") and "max_num_seqs 32" in why and "the middle of 256..2048" in why
+    assert why.startswith("start:") and "max_num_seqs 32" in why
+    assert "max_num_batched_tokens 512, the middle of 256..2048" in why
     assert search.next_config() == (name, why)  # the same until recorded
-    assert [a.kind for a in search.axes] == ["batch_cap", "ordinal"]
+    assert [(a.kind, a.knob) for a in search.axes] == [("batch_cap", "max_num_seqs"),
+                                                       ("ordinal", "max_num_batched_tokens")]
 
 
 def test_walks_uphill_along_an_axis_and_skips_lower_caps_as_dominated():
-    search = ConfigSearch(grid(), options(noise_floor=0.05), ladder_max=32)
+    search = make(grid(), options(noise_floor=0.05))
     order = drive(search, landscape({256: 8.0, 512: 10.0, 2048: 12.0}))
     assert order == [label(32, 512), label(32, 256), label(32, 2048)]
     assert search.best == label(32, 2048) and search.stop_reason == STOP_CONVERGED
@@ -90,7 +101,7 @@ def test_walks_uphill_along_an_axis_and_skips_lower_caps_as_dominated():
 
 
 def test_a_gain_inside_the_noise_does_not_move_the_best():
-    search = ConfigSearch(grid(seqs=[32], tokens=[256, 512, 1024, 2048]), options(noise_floor=0.10), ladder_max=32)
+    search = make(grid(seqs=[32], tokens=[256, 512, 1024, 2048]), options(noise_floor=0.10))
     # 512 starts (the lower middle); 1024 is 5 % better: inside the 10 % floor, so the walk does
     # not go on to 2048 although 2048 would have been better still.
     order = drive(search, landscape({256: 9.0, 512: 10.0, 1024: 10.5, 2048: 20.0}))
@@ -114,7 +125,7 @@ def test_noise_uses_the_repeats_intervals_when_both_have_them():
 
 def test_a_cap_that_bound_the_ladder_makes_the_next_cap_a_neighbour_to_try():
     est = lambda s: s * GIB  # noqa: E731 (seqs 32 needs 32 GiB)
-    search = ConfigSearch(grid(tokens=[512], est=est), options(), budget_bytes=20 * GIB, ladder_max=32)
+    search = make(grid(tokens=[512], est=est), options(), budget_bytes=20 * GIB)
     assert search.skipped[label(32, 512)].rule == SKIP_BUDGET
     assert "over the 20 GiB budget" in search.skipped[label(32, 512)].why
     name, why = search.next_config()
@@ -126,7 +137,7 @@ def test_a_cap_that_bound_the_ladder_makes_the_next_cap_a_neighbour_to_try():
 
 
 def test_same_ladder_rule_upwards():
-    search = ConfigSearch(grid(tokens=[512]), options(), ladder_max=32)
+    search = make(grid(tokens=[512]), options())
     search.measured[label(8, 512)] = m(5.0, stop="knee")
     rule, why = search.rule_out(label(16, 512))
     assert rule == SKIP_SAME_LADDER and "stopped its ladder at knee" in why
@@ -137,8 +148,7 @@ def test_same_ladder_rule_upwards():
 
 
 def test_categorical_axis_tries_every_other_value():
-    search = ConfigSearch(grid(seqs=[16], tokens=[512], precisions=("bf16", "fp16", "fp32")), options(),
-                          ladder_max=32)
+    search = make(grid(seqs=[16], tokens=[512], precisions=("bf16", "fp16", "fp32")))
     values = {"bf16": 10.0, "fp16": 10.2, "fp32": 4.0}
     order = drive(search, lambda n: m(values[n.split("-")[0]]))
     assert order == [label(16, 512, "bf16"), label(16, 512, "fp16"), label(16, 512, "fp32")]
@@ -147,14 +157,14 @@ def test_categorical_axis_tries_every_other_value():
 
 
 def test_without_the_ladder_max_num_seqs_is_an_ordinal_axis():
-    search = ConfigSearch(grid(tokens=[512]), options(), ladder_max=None)
+    search = make(grid(tokens=[512]), ladder_max=None)
     assert search.axes[0].kind == "ordinal"
     assert search.next_config()[0] == label(8, 512)  # the lower middle, no dominance
     assert search.rule_out(label(4, 512)) is None
 
 
 def test_nothing_fits_the_budget():
-    search = ConfigSearch(grid(est=lambda s: 100 * GIB), options(), budget_bytes=GIB, ladder_max=32)
+    search = make(grid(est=lambda s: 100 * GIB), options(), budget_bytes=GIB)
     assert search.next_config() is None and search.stop_reason == STOP_NOTHING_FITS
     rec = search.record_model(0, 1.0)
     assert rec.best is None and "no configuration met the limits" in rec.no_best
@@ -162,7 +172,7 @@ def test_nothing_fits_the_budget():
 
 
 def test_a_search_where_nothing_meets_the_limits_ends_without_a_best():
-    search = ConfigSearch(grid(seqs=[8, 16], tokens=[256, 512]), options(), ladder_max=32)
+    search = make(grid(seqs=[8, 16], tokens=[256, 512]), options())
     order = drive(search, lambda n: m(None, stop="slo"))
     # Each measured top cap dominates the lower one; the rest are tried one by one.
     assert order == [label(16, 256), label(16, 512)]
@@ -171,14 +181,14 @@ def test_a_search_where_nothing_meets_the_limits_ends_without_a_best():
 
 
 def test_max_starts():
-    search = ConfigSearch(grid(), options(max_starts=2), ladder_max=32)
+    search = make(grid(), options(max_starts=2))
     drive(search, landscape({256: 11.0, 512: 10.0, 2048: 12.0}))
     assert len(search.steps) == 2 and search.stop_reason == STOP_MAX_STARTS
     assert search.best == label(32, 256)
 
 
 def test_deterministic_replay():
-    runs = [drive(ConfigSearch(grid(), options(), ladder_max=32), landscape({256: 8.0, 512: 12.0, 2048: 9.0}))
+    runs = [drive(make(grid(), options()), landscape({256: 8.0, 512: 12.0, 2048: 9.0}))
             for _ in range(2)]
     assert runs[0] == runs[1] == [label(32, 512), label(32, 256), label(32, 2048)]
 
