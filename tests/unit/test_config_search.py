@@ -259,3 +259,11 @@ def test_scenario_search_option_and_the_tokens_axis():
     assert labels[:3] == ["bf16-seqs4-tok256", "bf16-seqs4-tok512", "bf16-seqs4-tok1024"]
     plain = Scenario.model_validate({"name": "p", "load": {"concurrency": [1]}})
     assert plain.sweep.search.method == "grid" and plain.server_configs("/m")[0].label() == "bf16"
+
+
+def test_the_benchmark_scenario_is_valid_and_a_grid_of_twelve():
+    from servesweep.scenarios.schema import load_scenario
+
+    scenario = load_scenario(Path(__file__).resolve().parents[2] / "bench" / "config_search.yaml")
+    assert scenario.sweep.search.method == "auto" and scenario.sweep.search.noise_floor == 0.10
+    assert len(scenario.server_configs("/m")) == 12
