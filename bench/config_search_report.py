@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from servesweep.config_search_record import read_search_record
+from servesweep.results.config_search import read_search_record
 from servesweep.results import read_points
 from servesweep.sweep.config_search import measured_from_points
 
@@ -65,7 +65,7 @@ def per_config(run_dir: Path) -> dict[str, dict[str, Any]]:
 def replay_on_grid(search_dir: Path, grid: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The search's choices had it been fed the grid's measurements instead of its own: no starts,
     the same code; where it differs from the live run, the difference is the run-to-run noise."""
-    from servesweep.config_search_record import Measured
+    from servesweep.results.config_search import Measured
     from servesweep.scenarios.schema import load_scenario
     from servesweep.sweep.config_search_run import build_search
 
@@ -102,6 +102,13 @@ def _foreign(configs: dict[str, dict[str, Any]]) -> float | None:
     return round(sum(vals) / len(vals)) if vals else None
 
 
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return str(path)
+
+
 def _phase(runs: Path, name: str) -> dict[str, Any]:
     path = runs / f"phase-{name}.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -128,7 +135,7 @@ def compare_round(runs: Path) -> dict[str, Any]:
               for c in search_measured if c in grid and grid[c]["goodput"] and search_measured[c]["goodput"]}
     scenario = _scenario(grid_dir)
     return {
-        "runs": str(runs),
+        "runs": _relative(runs),
         "scenario": {"file": "bench/config_search.yaml", "sweep": scenario["sweep"], "load": scenario["load"],
                      "slo": scenario["slo"], "workload": scenario["workload"],
                      "max_model_len": scenario["max_model_len"]},

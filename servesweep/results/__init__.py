@@ -9,6 +9,8 @@ of each is in its module.
   recommendation.json  results.recommendation   Recommendation   reports.recommendation.analyse
   model.json, drift.json  results.sweep_files   ModelRecord, DriftRecord  (the sweep)
   assertions.json      results.assertions       AssertionsRecord write_assertions (run, sweep)
+  search.json          results.config_search    ConfigSearchRecord  sweep.config_search (`search: auto`;
+                       the results directory's own, not a configuration's ladder search.json)
   intervals.jsonl      loadgen.intervals        IntervalRow      (soak runs)
   capacity.json        reports.capacity         CapacityReport
   prediction.json      reports.projection       Prediction
@@ -16,8 +18,8 @@ of each is in its module.
                        quality.gate             GateResult, UnderLoadResult, UnderLoadMeasurement, Measurement
   predicted_vs_*.json  reports.projection       Comparison
 
-Not yet typed (plain JSON, one writer each): scenario.json (the Scenario model's dump), search.json
-(the adaptive search's to_dict), report-inputs.json (reports.recommendation checks it by hand, to
+Not yet typed (plain JSON, one writer each): scenario.json (the Scenario model's dump),
+configs/<config>/search.json (the adaptive load search's to_dict), report-inputs.json (reports.recommendation checks it by hand, to
 name what a moved folder broke).
 
 The file-level helpers (atomic writes, torn JSONL lines, the output directory check) are in

@@ -56,7 +56,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from servesweep.config_search_record import (
+from servesweep.results.config_search import (
     SKIP_BUDGET,
     SKIP_DOMINATED,
     SKIP_NOT_REACHED,

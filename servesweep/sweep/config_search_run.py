@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from servesweep.backends import ServerConfig
-from servesweep.config_search_record import SEARCH_FILE, ConfigSearchRecord, read_search_record
+from servesweep.results.config_search import SEARCH_FILE, ConfigSearchRecord, read_search_record
 from servesweep.results import read_points, write_json
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep.config_budget import GIB, estimate_bytes

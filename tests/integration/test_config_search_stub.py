@@ -4,7 +4,7 @@ chooses, writes search.json, resumes without starting again, and the report has 
 import json
 
 from servesweep.cli import main
-from servesweep.config_search_record import SKIP_DOMINATED, read_search_record
+from servesweep.results.config_search import SKIP_DOMINATED, read_search_record
 from tests.integration.test_gate_under_load_stub import LaunchedStub
 
 SCENARIO = """

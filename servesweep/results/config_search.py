@@ -1,8 +1,11 @@
-"""`search.json`: what a config search (`sweep: {search: auto}`) did and why.
+"""`search.json` in a sweep's results directory: what a config search (`sweep: {search: auto}`)
+did and why (not `configs/<config>/search.json`, a configuration's load ladder).
 
 The sweep writes it (servesweep/sweep/config_search.py builds it, after every step, so a cut
-search leaves its record up to the last finished configuration); the report reads it. It lives
-outside both so that reports never import the sweep.
+search leaves its record up to the last finished configuration); the report reads it.
+
+Version history (`schema_version`):
+  1  the first.
 
 Every configuration of the grid appears once: in `steps` (started, with why it was chosen and
 what it measured) or in `skipped` (never started, with the rule that ruled it out and why).
@@ -13,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from servesweep.results.io import OpenModel
 
-SCHEMA_VERSION = 1
+CONFIG_SEARCH_SCHEMA_VERSION = 1
 SEARCH_FILE = "search.json"
 
 # Why the search ended (stable: written to results files).
@@ -31,11 +34,7 @@ SKIP_SAME_LADDER = "same_ladder"  # a higher max_num_seqs would run the ladder a
 SKIP_NOT_REACHED = "not_reached"  # not a neighbour of the best when the search stopped
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class Measured(_Record):
+class Measured(OpenModel):
     """What a configuration's ladder (or fixed levels) measured, reduced to the objective."""
 
     goodput: float | None  # the objective: highest request goodput (req/s) over its clean levels
@@ -47,14 +46,14 @@ class Measured(_Record):
     failed: str | None = None  # the server did not start / died before any clean level: the cause
 
 
-class Axis(_Record):
+class Axis(OpenModel):
     name: str  # the server configuration field (max_batch_size, max_num_tokens, precision, ...)
     values: list[str | int | float | None]
     kind: Literal["batch_cap", "ordinal", "categorical"]
     knob: str | None = None  # the server's own name of the field (vLLM: max_num_seqs, max_num_batched_tokens)
 
 
-class Step(_Record):
+class Step(OpenModel):
     n: int
     config: str
     why: str
@@ -66,13 +65,13 @@ class Step(_Record):
     wall_s: float | None = None
 
 
-class Skipped(_Record):
+class Skipped(OpenModel):
     config: str
     rule: str  # SKIP_* above
     why: str
 
 
-class Best(_Record):
+class Best(OpenModel):
     config: str
     goodput: float
     level: str | None
@@ -80,8 +79,8 @@ class Best(_Record):
     goodput_ci95_half: float | None = None
 
 
-class ConfigSearchRecord(_Record):
-    schema_version: int = SCHEMA_VERSION
+class ConfigSearchRecord(OpenModel):
+    schema_version: int = CONFIG_SEARCH_SCHEMA_VERSION
     method: str = "auto"
     objective: str
     noise_rule: str
