@@ -11,6 +11,7 @@ from typing import Any
 
 from servesweep.results.config_search import read_search_record
 from servesweep.results import read_points
+from servesweep.results.ladder_search import read_ladder_search
 from servesweep.sweep.config_search import measured_from_points
 
 
@@ -50,8 +51,7 @@ def per_config(run_dir: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for label in dict.fromkeys(p["config"] for p in points):
         mine = [p for p in points if p["config"] == label]
-        ladder_path = run_dir / "configs" / label / "search.json"
-        ladder = json.loads(ladder_path.read_text()) if ladder_path.exists() else None
+        ladder = read_ladder_search(run_dir / "configs" / label)
         m = measured_from_points(mine, slo_obj, (slo or {}).get("percentile", 99),
                                  scenario["load"]["ladder"]["kv_full_frac"], ladder)
         startup = next(((p.get("server") or {}).get("startup_s") for p in mine if p.get("server")), None)

@@ -20,6 +20,7 @@ from servesweep.reports.recommendation import analyse, report_inputs, store_repo
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.reports.skus import METRICS
 from servesweep.results import RECOMMENDATION_FILE, read_points, write_recommendation
+from servesweep.results.ladder_search import read_ladder_searches
 from servesweep.results.recommendation import GateEntry, ModelSource, Recommendation
 
 
@@ -368,12 +369,9 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 def _search_rows(out_dir: Path) -> list[list[str]]:
     """One row per configuration whose load levels the adaptive search chose."""
     rows = []
-    for path in sorted(out_dir.glob("configs/*/search.json")):
-        data = json.loads(path.read_text())
-        key = "request_rate" if data.get("kind") == "request_rate" else "concurrency"
-        rungs = ", ".join(f"{_fmt(r.get(key, r.get('level')), 4)} ({r.get('reason')})" for r in data.get("rungs", []))
-        best = data.get("recommended_concurrency", data.get("best_rate"))
-        rows.append([path.parent.name, str(data.get("stop_reason")), _fmt(best, 4), rungs])
+    for config, search in read_ladder_searches(out_dir):
+        rungs = ", ".join(f"{_fmt(r.level(search.kind), 4)} ({r.reason})" for r in search.rungs)
+        rows.append([config, str(search.stop_reason), _fmt(search.recommended, 4), rungs])
     return rows
 
 

@@ -4,12 +4,12 @@ prefix-cache hit rate, and per adaptive search the uncertainty of its recommenda
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from servesweep.confidence import fmt_ci
 from servesweep.reports.table import CI_COLUMNS
+from servesweep.results.ladder_search import read_ladder_search, read_ladder_searches
 
 REPEATS_HEADER = ["config", "level", "n", *(name for name, _, _ in CI_COLUMNS), "prefix hit %"]
 
@@ -29,12 +29,11 @@ def repeat_rows(points: list[dict[str, Any]]) -> list[list[str]]:
 
 def uncertainty_lines(out_dir: Path) -> list[str]:
     lines = []
-    for path in sorted(out_dir.glob("configs/*/search.json")):
-        data = json.loads(path.read_text())
-        note = (data.get("uncertainty") or {}).get("note")
-        flat = ((data.get("knee") or {}).get("noise_aware") or {}).get("flat_within_noise")
+    for config, search in read_ladder_searches(out_dir):
+        note = search.note()
+        flat = search.flat_within_noise()
         if note:
-            lines.append(f"{path.parent.name}: {note}"
+            lines.append(f"{config}: {note}"
                          + (f"; rungs whose gain was inside the noise (taken as flat for the knee): "
                             f"{', '.join(f'{c:g}' for c in flat)}" if flat else ""))
     return lines
@@ -54,10 +53,8 @@ def repeats_section(out_dir: Path, points: list[dict[str, Any]]) -> tuple[list[s
 
 
 def _ladder_note(out_dir: Path, config: str) -> str | None:
-    path = out_dir / "configs" / config / "search.json"
-    if not path.exists():
-        return None
-    return (json.loads(path.read_text()).get("uncertainty") or {}).get("note")
+    search = read_ladder_search(out_dir / "configs" / config)
+    return search.note() if search is not None else None
 
 
 def recommendation_uncertainty(out_dir: Path, point: dict[str, Any] | None, slo: dict[str, Any] | None,

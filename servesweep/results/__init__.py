@@ -11,6 +11,9 @@ of each is in its module.
   assertions.json      results.assertions       AssertionsRecord write_assertions (run, sweep)
   search.json          results.config_search    ConfigSearchRecord  sweep.config_search (`search: auto`;
                        the results directory's own, not a configuration's ladder search.json)
+  configs/<config>/search.json
+                       results.ladder_search    LadderSearch     the search's to_model / write_ladder_search
+                       (the adaptive load search: concurrency ladder or rate search)
   intervals.jsonl      loadgen.intervals        IntervalRow      (soak runs)
   capacity.json        reports.capacity         CapacityReport
   prediction.json      reports.projection       Prediction
@@ -19,8 +22,7 @@ of each is in its module.
   predicted_vs_*.json  reports.projection       Comparison
 
 Not yet typed (plain JSON, one writer each): scenario.json (the Scenario model's dump),
-configs/<config>/search.json (the adaptive load search's to_dict), report-inputs.json (reports.recommendation checks it by hand, to
-name what a moved folder broke).
+report-inputs.json (reports.recommendation checks it by hand, to name what a moved folder broke).
 
 The file-level helpers (atomic writes, torn JSONL lines, the output directory check) are in
 results.io.
@@ -42,6 +44,13 @@ from servesweep.results.io import (
     read_jsonl,
     torn_last_line,
     write_json,
+)
+from servesweep.results.ladder_search import (
+    LADDER_SEARCH_SCHEMA_VERSION,
+    LadderSearch,
+    read_ladder_search,
+    read_ladder_searches,
+    write_ladder_search,
 )
 from servesweep.results.points import (
     KIND_BEFORE_RECORDED,
@@ -83,6 +92,8 @@ __all__ = [
     "GATE_UNDER_LOAD_RECORDS_FILE", "GATE_UNDER_LOAD_SUMMARY_FILE",
     "GATE_UNDER_LOAD_TELEMETRY_FILE", "WRITE_PROBE_BYTES", "OpenModel",
     "append_jsonl", "dumps", "ensure_writable_dir", "read_json_file", "read_jsonl", "torn_last_line", "write_json",
+    "LADDER_SEARCH_SCHEMA_VERSION", "LadderSearch", "read_ladder_search", "read_ladder_searches",
+    "write_ladder_search",
     "KIND_BEFORE_RECORDED", "POINTS_FILE", "POINTS_SCHEMA_VERSION", "SweepPoint", "append_point", "dummy_weights",
     "knob_names", "memory_fraction_of", "read_points",
     "RECOMMENDATION_FILE", "RECOMMENDATION_SCHEMA_VERSION", "Recommendation", "read_recommendation",

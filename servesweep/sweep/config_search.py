@@ -73,6 +73,7 @@ from servesweep.results.config_search import (
     Step,
 )
 from servesweep.loadgen.stats import SLO
+from servesweep.results.ladder_search import LadderSearch
 from servesweep.scenarios.search import ConfigSearchConfig
 from servesweep.sweep.observation import Observation, slo_breaches
 
@@ -98,7 +99,7 @@ class Candidate:
 
 
 def measured_from_points(points: list[dict[str, Any]], slo: SLO | None, percentile: int = 99,
-                         kv_full_frac: float = 1.0, ladder: dict[str, Any] | None = None) -> Measured:
+                         kv_full_frac: float = 1.0, ladder: LadderSearch | None = None) -> Measured:
     """The objective of one configuration from its sweep points (and its ladder's search.json)."""
     best: tuple[float, dict[str, Any], Observation] | None = None
     for point in points:
@@ -109,19 +110,19 @@ def measured_from_points(points: list[dict[str, Any]], slo: SLO | None, percenti
                  and (obs.kv_peak_frac is None or obs.kv_peak_frac < kv_full_frac))
         if clean and obs.request_goodput is not None and (best is None or obs.request_goodput > best[0]):
             best = (obs.request_goodput, point, obs)
-    ladder = ladder or {}
-    ceiling = (ladder.get("config") or {}).get("max_concurrency")
+    stop = ladder.stop_reason if ladder is not None else None
+    ceiling = ladder.ceiling if ladder is not None else None
     failed = None
     if not any(p.get("status") == "ok" for p in points):
         failed = next((str(p.get("cause")) for p in points if p.get("cause")), "no level measured")
     if best is None:
-        return Measured(goodput=None, level=None, output_tok_s=None, ladder_stop=ladder.get("stop_reason"),
+        return Measured(goodput=None, level=None, output_tok_s=None, ladder_stop=stop,
                         ladder_ceiling=ceiling, failed=failed)
     goodput, point, obs = best
     ci = obs.interval("request_goodput")
     return Measured(goodput=goodput, level=point.get("level"), output_tok_s=obs.output_tok_s,
                     goodput_ci95_half=(ci[1] - ci[0]) / 2 if ci else None,
-                    ladder_stop=ladder.get("stop_reason"), ladder_ceiling=ceiling)
+                    ladder_stop=stop, ladder_ceiling=ceiling)
 
 
 def noise(a: Measured, b: Measured, floor: float) -> float:

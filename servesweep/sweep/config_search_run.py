@@ -9,7 +9,6 @@ started again (its step says `resumed`), and one cut mid-ladder continues its la
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from rich.console import Console
 from servesweep.backends import ServerConfig
 from servesweep.results.config_search import SEARCH_FILE, ConfigSearchRecord, read_search_record
 from servesweep.results import read_points, write_json
+from servesweep.results.ladder_search import read_ladder_search
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep.config_budget import GIB, estimate_bytes
 from servesweep.sweep.config_search import AXIS_FIELDS, Candidate, ConfigSearch, describe_goodput, measured_from_points
@@ -71,8 +71,7 @@ class ConfigSearchDriver:
     def _measured(self, label: str) -> Any:
         scenario = self.runner.scenario
         points = [p for p in read_points(self.runner.out) if p["config"] == label]
-        ladder_path = self.runner.out / "configs" / label / "search.json"
-        ladder = json.loads(ladder_path.read_text()) if ladder_path.exists() else None
+        ladder = read_ladder_search(self.runner.out / "configs" / label)
         auto = scenario.load.concurrency == "auto"
         return measured_from_points(points, scenario.slo, scenario.slo.percentile if scenario.slo else 99,
                                     scenario.load.ladder.kv_full_frac if auto else 1.0, ladder)

@@ -73,7 +73,8 @@ and observed as the means with 95 % t-intervals over the repeats. The searches t
                  not make a non-monotone curve. A significant drop stays a drop.
   Without repeats (n = 1) none of this applies and the searches behave as before.
 
-Stop-reason strings are the constants below; `to_dict()` gives the JSON for the results file.
+Stop-reason strings are the constants below; `to_dict()` gives the JSON, `to_model()` the results
+file `configs/<config>/search.json` (servesweep.results.ladder_search.LadderSearch).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ from typing import Any
 from servesweep.confidence import welch_gain
 from servesweep.loadgen.stats import SLO
 from servesweep.reports.analysis import find_knee
+from servesweep.results.ladder_search import LadderSearch, build_ladder_search
 from servesweep.scenarios.search import LadderConfig, RateSearchConfig
 from servesweep.sweep.observation import Observation, slo_breaches, slo_uncertain, suspect_notes
 
@@ -174,6 +176,13 @@ class _Search:
         if obs.n >= self.max_repeats or obs.failed:
             return []
         return slo_uncertain(obs, self.slo)
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_model(self) -> LadderSearch:
+        """The results file's model (`configs/<config>/search.json`)."""
+        return build_ladder_search(self.to_dict())
 
     def uncertainty(self) -> dict[str, Any]:
         """The verdicts left open at the repeat cap, and the repeats behind the rungs."""

@@ -42,6 +42,7 @@ from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.reports.table import plain_console
 from servesweep.results import append_point, read_points, write_json
+from servesweep.results.ladder_search import write_ladder_search
 from servesweep.results.sweep_files import DRIFT_FILE, write_drift, write_model_record
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 from servesweep.sweep import SweepInterrupted
@@ -211,7 +212,7 @@ class SweepRunner:
         config_dir = self.out / "configs" / config.label()
         if search.done and not self.gate.load_pending(config_dir):
             self.console.print(f"{prefix} {config.label()}: search done ({search.stop_reason}), skipped")
-            write_json(config_dir / "search.json", search.to_dict())
+            write_ladder_search(config_dir, search.to_model())
             return False
         first = search.next_level()
         self.console.print(f"{prefix} {config.label()}: " + ("adaptive load search" if first is not None else
@@ -237,7 +238,7 @@ class SweepRunner:
             self.gate.under_load(server, config, config_dir, search)
         finally:
             server.stop()
-            write_json(config_dir / "search.json", search.to_dict())
+            write_ladder_search(config_dir, search.to_model())
         return True
 
     def _repeat_uncertain(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel, config_dir: Path,

@@ -19,6 +19,7 @@ from servesweep.results.config_search import (
 )
 from servesweep.loadgen.stats import SLO
 from servesweep.results import append_point
+from servesweep.results.ladder_search import LadderSearch
 from servesweep.scenarios.schema import Scenario
 from servesweep.scenarios.search import ConfigSearchConfig
 from servesweep.sweep.config_search import Candidate, ConfigSearch, beats, measured_from_points, noise
@@ -205,7 +206,8 @@ def _point(config: str, conc: int, goodput: float, ttft_p99: float = 100.0, stat
 def test_measured_from_points_takes_the_best_clean_level():
     slo = SLO(ttft_ms=1000)
     points = [_point("a", 1, 1.0), _point("a", 2, 2.0), _point("a", 4, 3.0, ttft_p99=2000.0)]
-    got = measured_from_points(points, slo, 99, 0.95, {"stop_reason": "slo", "config": {"max_concurrency": 8}})
+    ladder = LadderSearch.model_validate({"stop_reason": "slo", "config": {"max_concurrency": 8}})
+    got = measured_from_points(points, slo, 99, 0.95, ladder)
     assert (got.goodput, got.level, got.ladder_stop, got.ladder_ceiling) == (2.0, "c2", "slo", 8)
     failed = measured_from_points([_point("a", 1, 0, status="failed")], slo)
     assert failed.goodput is None and failed.failed == "oom"

@@ -119,3 +119,59 @@ def test_committed_points_read_through_the_typed_views():
         assert len(df) == len(points), path
         first = SweepPoint.model_validate(points[0])
         assert first.spec.precision == df.precision[0] and first.figures.completed == df.completed[0], path
+
+
+def _ladder_searches():
+    """The committed load searches (a configuration's ladder, `configs/<config>/search.json`, also
+    copied to a results folder's top in examples/cpu-repeats): every search.json but a config
+    search's (results.config_search), which has `steps`."""
+    return [p for p in sorted(EXAMPLES.rglob("search.json")) if "steps" not in json.loads(p.read_text())]
+
+
+@pytest.mark.parametrize("path", _ladder_searches(), ids=str)
+def test_committed_ladder_searches_load_and_write_back_unchanged(path):
+    from servesweep.results.ladder_search import LADDER_SEARCH_SCHEMA_VERSION, LadderSearch
+
+    raw = json.loads(path.read_text())
+    search = LadderSearch.model_validate(raw)
+    assert search.schema_version == LADDER_SEARCH_SCHEMA_VERSION  # files without the field are version 1
+    assert _json(search.to_file()) == raw
+    assert search.kind == "concurrency" and search.rungs and search.stop_reason
+    assert [r.level(search.kind) for r in search.rungs] == [r["concurrency"] for r in raw["rungs"]]
+    assert search.recommended == raw["recommended_concurrency"]
+
+
+def test_committed_examples_include_ladder_searches():
+    assert len(_ladder_searches()) >= 10
+    assert any((p.parent.parent.name == "configs") for p in _ladder_searches())
+
+
+def test_ladder_search_built_from_the_search_and_read_back(tmp_path):
+    from servesweep.loadgen.stats import SLO
+    from servesweep.results.ladder_search import (
+        LADDER_SEARCH_SCHEMA_VERSION,
+        read_ladder_search,
+        read_ladder_searches,
+        write_ladder_search,
+    )
+    from servesweep.scenarios.search import LadderConfig, RateSearchConfig
+    from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
+    from servesweep.sweep.observation import Observation
+
+    ladder = ConcurrencyLadder(LadderConfig(max_concurrency=4), SLO(ttft_ms=1000))
+    tputs = {1: 100.0, 2: 200.0, 3: 205.0, 4: 210.0}
+    while (c := ladder.next_level()) is not None:
+        ladder.record(c, Observation(output_tok_s=tputs[c], request_goodput=tputs[c] / 100))
+    assert ladder.done and ladder.rungs
+    rate = RateSearch(RateSearchConfig(start_rate=1.0, max_rate=2.0))
+    rate.next_level()
+    rate.record(1.0, Observation(output_tok_s=10.0, request_goodput=1.0))
+    for label, search in (("bf16", ladder), ("rate", rate)):
+        model = search.to_model()
+        assert model.to_file() == {"schema_version": LADDER_SEARCH_SCHEMA_VERSION, **search.to_dict()}
+        write_ladder_search(tmp_path / "configs" / label, model)
+    got = dict(read_ladder_searches(tmp_path))
+    assert list(got) == ["bf16", "rate"]
+    assert got["bf16"].recommended == ladder.recommended_concurrency and got["bf16"].ceiling == 4
+    assert got["rate"].recommended == rate.best_rate and got["rate"].rungs[0].level("request_rate") == 1.0
+    assert read_ladder_search(tmp_path / "configs" / "none") is None
