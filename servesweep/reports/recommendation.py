@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+from pydantic import ValidationError
 
 from servesweep import __version__
 from servesweep.errors import ReportError
@@ -32,12 +33,18 @@ from servesweep.reports.drift import compare_outputs
 from servesweep.reports.measurement import display_path, gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
 from servesweep.reports.repeats import recommendation_uncertainty
 from servesweep.reports.skus import sku_from_gpu_name, sku_table
-from servesweep.results import GATE_UNDER_LOAD_FILE, dummy_weights, write_json
+from servesweep.results import GATE_UNDER_LOAD_FILE, dummy_weights
 from servesweep.results.recommendation import (
     RECOMMENDATION_SCHEMA_VERSION,
     GateEntry,
     ModelSource,
     Recommendation,
+)
+from servesweep.results.report_inputs import (
+    REPORT_INPUTS_FILE,
+    ReportInputs,
+    build_report_inputs,
+    write_report_inputs,
 )
 from servesweep.results.sweep_files import DRIFT_FILE, ModelRecord, read_drift, read_model_record
 from servesweep.results.verification import VERIFICATION_FILE, read_verification
@@ -83,7 +90,6 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> ModelSource:
                        results=display_path(out_dir))
 
 
-REPORT_INPUTS_FILE = "report-inputs.json"
 # Scenario keys that must match for another SKU's sweep (`--measured`) to be comparable; the
 # precision grid (`sweep`) may differ.
 SAME_WORKLOAD_KEYS = ("max_model_len", "workload", "load", "slo")
@@ -103,12 +109,12 @@ def stored_report_inputs(out_dir: Path, quality: bool = True, measured: bool = T
         raise ReportError(f"{path} cannot be read: {exc}; delete it or run `servesweep report` with "
                           "--quality-from/--measured again") from None
     want_quality, want_measured = quality, measured  # the stored values not about to be replaced
-    quality = data.get("quality_from") if isinstance(data, dict) else None
-    measured = data.get("measured") or [] if isinstance(data, dict) else None
-    if (not isinstance(data, dict) or not isinstance(quality, (str, type(None))) or not isinstance(measured, list)
-            or not all(isinstance(m, str) for m in measured)):
+    try:
+        stored = ReportInputs.model_validate(data)
+    except ValidationError:
         raise ReportError(f"{path} is not a report-inputs file (quality_from: a path or null, measured: a list of "
-                          "paths); delete it or run `servesweep report` with --quality-from/--measured again")
+                          "paths); delete it or run `servesweep report` with --quality-from/--measured again") from None
+    quality, measured = stored.quality_from, stored.measured
 
     def resolve(rel: str, option: str) -> Path:
         where = Path(os.path.normpath(out_dir / rel))
@@ -136,8 +142,8 @@ def store_report_inputs(out_dir: Path, quality_dir: Path | None, measured: Seque
     def relative(p: Path) -> str:  # relative, so the folders can move together (e.g. into examples/)
         return os.path.relpath(Path(p).resolve(), out_dir.resolve())
 
-    write_json(out_dir / REPORT_INPUTS_FILE, {"quality_from": relative(quality_dir) if quality_dir else None,
-                                               "measured": [relative(m) for m in measured]})
+    write_report_inputs(out_dir, build_report_inputs(relative(quality_dir) if quality_dir else None,
+                                                     [relative(m) for m in measured]))
 
 
 def analyse(out_dir: Path, quality_dir: Path | None = None,

@@ -20,9 +20,10 @@ of each is in its module.
   gate.json, gate-under-load*.json, reference.json, gate-measurement.json
                        quality.gate             GateResult, UnderLoadResult, UnderLoadMeasurement, Measurement
   predicted_vs_*.json  reports.projection       Comparison
+  report-inputs.json   results.report_inputs    ReportInputs     reports.recommendation.store_report_inputs
+                       (the --quality-from/--measured sweeps a report was made with)
 
-Not yet typed (plain JSON, one writer each): scenario.json (the Scenario model's dump),
-report-inputs.json (reports.recommendation checks it by hand, to name what a moved folder broke).
+Not yet typed (plain JSON, one writer): scenario.json (the Scenario model's dump).
 
 The file-level helpers (atomic writes, torn JSONL lines, the output directory check) are in
 results.io.
@@ -70,6 +71,13 @@ from servesweep.results.recommendation import (
     read_recommendation,
     write_recommendation,
 )
+from servesweep.results.report_inputs import (
+    REPORT_INPUTS_FILE,
+    REPORT_INPUTS_SCHEMA_VERSION,
+    ReportInputs,
+    build_report_inputs,
+    write_report_inputs,
+)
 from servesweep.results.summary import (
     SUMMARY_FILE,
     SUMMARY_SCHEMA_VERSION,
@@ -98,6 +106,8 @@ __all__ = [
     "knob_names", "memory_fraction_of", "read_points",
     "RECOMMENDATION_FILE", "RECOMMENDATION_SCHEMA_VERSION", "Recommendation", "read_recommendation",
     "write_recommendation",
+    "REPORT_INPUTS_FILE", "REPORT_INPUTS_SCHEMA_VERSION", "ReportInputs", "build_report_inputs",
+    "write_report_inputs",
     "SUMMARY_FILE", "SUMMARY_SCHEMA_VERSION", "Summary", "build_summary", "level_entry", "read_summary",
     "write_summary",
     "VERIFICATION_FILE", "VERIFICATION_SCHEMA_VERSION", "Verification", "read_verification", "write_verification",

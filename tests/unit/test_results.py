@@ -175,3 +175,27 @@ def test_ladder_search_built_from_the_search_and_read_back(tmp_path):
     assert got["bf16"].recommended == ladder.recommended_concurrency and got["bf16"].ceiling == 4
     assert got["rate"].recommended == rate.best_rate and got["rate"].rungs[0].level("request_rate") == 1.0
     assert read_ladder_search(tmp_path / "configs" / "none") is None
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("report-inputs.json")), ids=str)
+def test_committed_report_inputs_load_and_write_back_unchanged(path):
+    from servesweep.results.report_inputs import REPORT_INPUTS_SCHEMA_VERSION, ReportInputs
+
+    raw = json.loads(path.read_text())
+    inputs = ReportInputs.model_validate(raw)
+    assert inputs.schema_version == REPORT_INPUTS_SCHEMA_VERSION  # files without the field are version 1
+    assert _json(inputs.to_file()) == raw
+    for rel in [inputs.quality_from, *inputs.measured]:
+        assert rel is None or (path.parent / rel).is_dir(), rel  # the folders moved together
+
+
+def test_report_inputs_written_through_the_model(tmp_path):
+    from servesweep.reports.recommendation import store_report_inputs, stored_report_inputs
+    from servesweep.results.report_inputs import REPORT_INPUTS_FILE, REPORT_INPUTS_SCHEMA_VERSION
+
+    (tmp_path / "quality").mkdir()
+    (tmp_path / "h200").mkdir()
+    store_report_inputs(tmp_path / "tput", tmp_path / "quality", [tmp_path / "h200"])
+    assert json.loads((tmp_path / "tput" / REPORT_INPUTS_FILE).read_text()) == {
+        "schema_version": REPORT_INPUTS_SCHEMA_VERSION, "quality_from": "../quality", "measured": ["../h200"]}
+    assert stored_report_inputs(tmp_path / "tput") == (tmp_path / "quality", [tmp_path / "h200"])
