@@ -15,7 +15,7 @@ import pandas as pd
 from servesweep.errors import ReportError
 from servesweep.reports.analysis import batch_sweep, points_frame, precision_sweep
 from servesweep.reports.skus import PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name
-from servesweep.results import POINTS_FILE, read_points
+from servesweep.results import POINTS_FILE, SweepPoint, read_points
 
 
 def display_path(path: Path) -> str:
@@ -29,7 +29,7 @@ def display_path(path: Path) -> str:
 
 def gpu_name(points: list[dict[str, Any]]) -> str | None:
     for p in points:
-        gpus = (p.get("server") or {}).get("gpus")
+        gpus = SweepPoint.model_validate(p).server_record.gpus
         if gpus:
             return gpus[0]
     return None
@@ -86,8 +86,8 @@ def sku_measurement(points: list[dict[str, Any]], df: pd.DataFrame, batch: dict[
         smallest = ok[(ok.precision == p) & (ok.batch == pts[0]["batch"])]
         same = smallest[smallest.config == kp["config"]]
         trow = (same if len(same) else smallest.sort_values("output_token_throughput")).iloc[-1]
-        tele = (raw[(kp["config"], kp["level"])].get("telemetry") or {})
-        server = (raw[(kp["config"], kp["level"])].get("server") or {})
+        knee_point = SweepPoint.model_validate(raw[(kp["config"], kp["level"])])
+        tele, server = knee_point.server_telemetry, knee_point.server_record
         out[p] = PrecisionMeasurement(
             precision=p, knee_batch=_num(kb), knee_reached=knee.get("knee_reached"),
             knee_point=f"{kp['config']}/{kp['level']}",
@@ -96,9 +96,9 @@ def sku_measurement(points: list[dict[str, Any]], df: pd.DataFrame, batch: dict[
             tpot_p50_ms_c1=_num(trow.tpot_p50_ms),
             # Telemetry always has these keys, None when its window held no sample: the server's
             # start-up figure stands in then.
-            kv_pool_tokens=_num(_first(tele.get("kv_pool_tokens"), server.get("kv_pool_tokens"))),
-            kv_pool_bytes=_num(_first(tele.get("kv_pool_bytes"), server.get("kv_pool_bytes"))),
-            memory_fraction=_num(krow.memory_fraction), device_mem_total_bytes=_num(tele.get("device_mem_total_bytes")),
+            kv_pool_tokens=_num(_first(tele.kv_pool_tokens, server.kv_pool_tokens)),
+            kv_pool_bytes=_num(_first(tele.kv_pool_bytes, server.kv_pool_bytes)),
+            memory_fraction=_num(krow.memory_fraction), device_mem_total_bytes=_num(tele.device_mem_total_bytes),
             preference_throughput=_num((precision.get(p) or {}).get("throughput")),
             by_batch=by_batch,
         )

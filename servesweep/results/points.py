@@ -89,6 +89,22 @@ class PointTelemetry(OpenModel):
     oom_margin_pct: Number | None = None
     device_mem_peak_bytes: Number | None = None
     device_mem_total_bytes: Number | None = None
+    kv_pool_tokens: Number | None = None
+
+
+class PointServer(OpenModel):
+    """What the backend recorded about the server a point ran on (`server`), as the verification
+    and the SKU measurement read it: its GPUs, its measured start, its KV pool at start-up."""
+
+    gpus: list[str] | None = None  # device names, as the server's host reports them
+    startup_s: Number | None = None  # launch to ready
+    kv_pool: dict[str, Any] | None = None  # the pool as the server logged it (block_size, tokens, bytes, ...)
+    kv_pool_tokens: Number | None = None
+    kv_pool_bytes: Number | None = None
+
+    @property
+    def block_size(self) -> int | None:
+        return (self.kv_pool or {}).get("block_size")
 
 
 class SweepPoint(OpenModel):
@@ -124,6 +140,10 @@ class SweepPoint(OpenModel):
     @property
     def server_telemetry(self) -> PointTelemetry:
         return PointTelemetry.model_validate(self.telemetry or {})
+
+    @property
+    def server_record(self) -> PointServer:
+        return PointServer.model_validate(self.server or {})
 
     @property
     def suspect(self) -> bool:

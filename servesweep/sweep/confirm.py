@@ -30,7 +30,7 @@ from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.reports.recommendation import analyse
-from servesweep.results import read_points
+from servesweep.results import SweepPoint, read_points
 from servesweep.results.verification import (
     VERIFICATION_FILE,
     Verification,
@@ -49,26 +49,25 @@ DEFAULT_START_S = 240.0  # when the recommended point did not record its server'
 MEMORY_CHECKS = {"preemptions", "margin"}
 
 
-def sizing_inputs(point: dict[str, Any], concurrency: int, config: Any,
+def sizing_inputs(point: SweepPoint, concurrency: int, config: Any,
                   stress_request_tokens: int | None = None) -> SizingInputs:
     """What the sizing arithmetic needs, from the recommended point's telemetry and server facts.
     The run's memory fraction goes in as the server's own (its backend reads it by its own rule)."""
-    t = point.get("telemetry") or {}
-    pool = (point.get("server") or {}).get("kv_pool") or {}
-    peak_dev, pool_bytes = t.get("device_mem_peak_bytes"), t.get("kv_pool_bytes")
+    t = point.server_telemetry
+    peak_dev, pool_bytes = t.device_mem_peak_bytes, t.kv_pool_bytes
     return SizingInputs(
-        kind=config.kind, tensor_parallel_size=config.tensor_parallel_size, concurrency=concurrency, kv_peak_bytes=t.get("kv_cache_peak_bytes"), kv_peak_frac=t.get("kv_cache_peak_frac"),
-        pool_bytes=pool_bytes, pool_tokens=t.get("kv_pool_tokens"), block_size=pool.get("block_size"),
-        max_model_len=config.max_model_len, device_total_bytes=t.get("device_mem_total_bytes"),
+        kind=config.kind, tensor_parallel_size=config.tensor_parallel_size, concurrency=concurrency, kv_peak_bytes=t.kv_cache_peak_bytes, kv_peak_frac=t.kv_cache_peak_frac,
+        pool_bytes=pool_bytes, pool_tokens=t.kv_pool_tokens, block_size=point.server_record.block_size,
+        max_model_len=config.max_model_len, device_total_bytes=t.device_mem_total_bytes,
         memory_fraction=config.memory_fraction,
         non_kv_bytes=(peak_dev - pool_bytes) if peak_dev and pool_bytes and peak_dev > pool_bytes else None,
         max_num_seqs=config.max_batch_size, stress_request_tokens=stress_request_tokens,
     )
 
 
-def attempt_seconds(point: dict[str, Any], plan: Any) -> float:
+def attempt_seconds(point: SweepPoint, plan: Any) -> float:
     """What one attempt takes: the configuration's measured server start + both windows + slack."""
-    start = (point.get("server") or {}).get("startup_s") or DEFAULT_START_S
+    start = point.server_record.startup_s or DEFAULT_START_S
     windows = sum((run.level.duration_s or 0.0) for run in (plan.traffic, plan.stress))
     return float(start) + windows + ATTEMPT_SLACK_S
 
@@ -127,14 +126,14 @@ class Confirmation:
             self.console.print(f"verification: done earlier ({'passed' if stored.passed else 'failed'}), "
                                "skipped")
             return stored
-        point = next(p for p in read_points(self.out)
-                     if p["config"] == where.config and p["level"] == where.level)
-        config = config_from_dict(point["config_spec"])
+        point = SweepPoint.model_validate(next(p for p in read_points(self.out)
+                                               if p["config"] == where.config and p["level"] == where.level))
+        config = config_from_dict(point.config_spec)
         concurrency = rec.concurrency or rec.max_batch_size or 1
         try:
             plan = plan_verification(self.scenario.workload, concurrency,
-                                     (point.get("summary") or {}).get("request_throughput") or 0.0,
-                                     LoadLevel.model_validate(point["level_spec"]),
+                                     point.figures.request_throughput or 0.0,
+                                     LoadLevel.model_validate(point.level_spec),
                                      max_model_len=config.max_model_len)
             sizing = size_kv(sizing_inputs(point, concurrency, config, plan.input_len_p99 + plan.output_len_p99))
         except (ValueError, ConfigError) as exc:

@@ -6,6 +6,7 @@ import json
 import pytest
 from rich.console import Console
 
+from servesweep.results import SweepPoint
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.confirm import VERIFICATION_FILE, Confirmation
@@ -85,7 +86,8 @@ def test_resumes_at_the_next_attempt_and_respects_the_deadline(tmp_path, monkeyp
     with pytest.raises(SweepInterrupted):
         first.run(time_left_s=1000.0)
     monkeypatch.setattr(confirm, "attempt_seconds", real)
-    assert real(point("bf16", 8, 700) | {"server": {"startup_s": 100.0}}, _plan(scenario)) == 220.0
+    recommended = SweepPoint.model_validate(point("bf16", 8, 700) | {"server": {"startup_s": 100.0}})
+    assert real(recommended, _plan(scenario)) == 220.0
     stored = json.loads((out / VERIFICATION_FILE).read_text())
     assert stored["finished"] is False and len(stored["attempts"]) == 1
     with pytest.raises(SweepInterrupted):

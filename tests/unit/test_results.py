@@ -119,6 +119,12 @@ def test_committed_points_read_through_the_typed_views():
         assert len(df) == len(points), path
         first = SweepPoint.model_validate(points[0])
         assert first.spec.precision == df.precision[0] and first.figures.completed == df.completed[0], path
+        for raw in points:  # the views the verification and the SKU measurement read
+            point = SweepPoint.model_validate(raw)
+            server, telemetry = point.server_record, point.server_telemetry
+            assert server.gpus == (raw.get("server") or {}).get("gpus"), path
+            assert server.block_size == ((raw.get("server") or {}).get("kv_pool") or {}).get("block_size"), path
+            assert telemetry.kv_pool_tokens == (raw.get("telemetry") or {}).get("kv_pool_tokens"), path
 
 
 def _ladder_searches():
