@@ -122,7 +122,7 @@ class _ObservedRecords(RecordWriter):
     """The load's records file; it also tells a measurement when the first request has completed."""
 
     def __init__(self, path: Path, keep: str, running: Callable[[], RunningLoad | None]) -> None:
-        super().__init__(path, keep=keep)
+        super().__init__(path, keep=keep, background=True)
         self._running = running
 
     def write(self, record: RequestRecord) -> None:
@@ -269,7 +269,7 @@ async def run_load_test(
                     intervals_error.append(str(exc))
 
             writer = (_ObservedRecords(out / config.records_file, config.records, lambda: running) if during
-                      else RecordWriter(out / config.records_file, keep=config.records))
+                      else RecordWriter(out / config.records_file, keep=config.records, background=True))
             runner = LoadRunner(
                 target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
                 slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,

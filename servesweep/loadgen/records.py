@@ -18,6 +18,8 @@ file: they are computed as the run goes (servesweep.loadgen.stats.RunStats).
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -200,10 +202,17 @@ class RecordWriter:
 
     `keep` (RECORDS_KEEP) says how much of each record is written; with "none" no file is made.
     `bytes_written` counts what went to the file, for the disk-space projection.
+
+    `background=True` (the timed load generator): the event loop only encodes each record and, once
+    per loop turn, hands the turn's lines to a writer thread, which writes and flushes them. A
+    write() that blocks (the kernel throttling a process while it writes back other dirty pages,
+    a slow or network disk) then stalls that thread, not the loop that must read every socket
+    within one inter-token gap (servesweep.loadgen.pacer). Errors reach `on_error` through the
+    loop (call_soon_threadsafe); `close()` writes what is queued and joins the thread.
     """
 
     def __init__(self, path: Path, on_error: Callable[[OSError], None] | None = None,
-                 keep: str = RECORDS_FULL) -> None:
+                 keep: str = RECORDS_FULL, background: bool = False) -> None:
         if keep not in RECORDS_KEEP:
             raise ValueError(f"records: {keep!r} is not one of {', '.join(RECORDS_KEEP)}")
         self.path = path
@@ -215,6 +224,14 @@ class RecordWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] | None = self._open(path) if keep != RECORDS_NONE else None
         self._flush_pending = False
+        self._lines: list[bytes] = []  # background: this loop turn's lines, not yet handed over
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.SimpleQueue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if background and self._file is not None:
+            self._queue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._drain, name="servesweep-records", daemon=True)
+            self._thread.start()
 
     def _open(self, path: Path) -> IO[bytes]:
         return open(path, "ab")
@@ -225,6 +242,16 @@ class RecordWriter:
             return
         line = record.encode(self.keep)
         self.bytes_written += len(line)
+        if self._queue is not None:
+            self._lines.append(line)
+            if not self._flush_pending:
+                try:
+                    self._loop = asyncio.get_running_loop()
+                    self._loop.call_soon(self._hand_over)
+                    self._flush_pending = True
+                except RuntimeError:  # no event loop: hand over now
+                    self._hand_over()
+            return
         try:
             self._file.write(line)
         except OSError as exc:
@@ -246,6 +273,29 @@ class RecordWriter:
             except OSError as exc:
                 self._failed(exc)
 
+    def _hand_over(self) -> None:
+        self._flush_pending = False
+        if self._lines and self._queue is not None:
+            self._queue.put(b"".join(self._lines))
+            self._lines = []
+
+    def _drain(self) -> None:  # the writer thread
+        assert self._queue is not None and self._file is not None
+        while (data := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # a file that took a torn line cannot take more
+            try:
+                self._file.write(data)
+                self._file.flush()
+            except OSError as exc:
+                self.error = exc
+                loop = self._loop
+                if self.on_error is not None and loop is not None and not loop.is_closed():
+                    try:
+                        loop.call_soon_threadsafe(self.on_error, exc)
+                    except RuntimeError:  # the loop closed meanwhile: close() reports it
+                        pass
+
     def _failed(self, exc: OSError) -> None:
         if self.error is not None:
             return
@@ -260,6 +310,11 @@ class RecordWriter:
         return f"cannot write records to {self.path}: {self.error.strerror or self.error}"
 
     def close(self) -> None:
+        if self._thread is not None and self._queue is not None:
+            self._hand_over()
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
         if self._file is not None and not self._file.closed:
             try:
                 self._file.close()  # flushes what is buffered: may meet the full disk too

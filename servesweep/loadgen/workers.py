@@ -119,7 +119,7 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
         levels = [LoadLevel.model_validate(lv) for lv in job.levels]
         async with aiohttp.ClientSession() as side_session:
             tokenizer = open_tokenizer(job.tokenizer, side_session, job.base_url, job.model)
-            writer = RecordWriter(Path(job.records_path), keep=job.records)
+            writer = RecordWriter(Path(job.records_path), keep=job.records, background=True)
             runner = LoadRunner(job.base_url, job.model, workload, levels, writer, tokenizer,
                                 slo=SLO.model_validate(job.slo) if job.slo else None,
                                 keep_text=job.keep_text, show_progress=False, t0=job.t0,
