@@ -127,6 +127,12 @@ def welch_gain(a: list[float], b: list[float]) -> tuple[float, float | None]:
     return diff, diff - t_quantile(max(1, int(df))) * se
 
 
+def limit_verdict(low: float, high: float, limit: float) -> str:
+    """An upper limit (an SLO) judged on a 95 % interval: "met" when the whole interval is within it,
+    "missed" when the whole interval is over it, "uncertain" when the interval straddles it."""
+    return "met" if high <= limit else "missed" if low > limit else "uncertain"
+
+
 def fmt_ci(ci: dict[str, Any] | None, digits: str = ",.0f") -> str:
     """`mean ± half` (or the mean alone without an interval)."""
     if not ci or ci.get("mean") is None:

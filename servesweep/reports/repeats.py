@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from servesweep.confidence import fmt_ci
+from servesweep.confidence import fmt_ci, limit_verdict
 from servesweep.reports.table import CI_COLUMNS
 from servesweep.results.ladder_search import read_ladder_search, read_ladder_searches
 
@@ -66,28 +66,26 @@ def recommendation_uncertainty(out_dir: Path, point: dict[str, Any] | None, slo:
     summary = (point or {}).get("summary") or {}
     ci = (summary.get("ci95") or {}).get(level) or {}
     percentile = (slo or {}).get("percentile", 99)
-    out: dict[str, Any] = {"method": None, "repeats": 0, "output_tok_s": None, "slo": {}, "ladder": None}
     ladder = _ladder_note(out_dir, config)
-    out["ladder"] = ladder
+    out: dict[str, Any] = {"method": None, "repeats": 0, "output_tok_s": None, "slo": {}, "ladder": ladder}
     tput = ci.get("output_tok_s")
     if not tput or tput.get("low") is None:
-        out["note"] = ("one measurement window, no interval: run with --repeats 3 (scenario `repeats: 3`) "
-                       "to know whether a difference of a few percent is real")
-        if ladder:
-            out["note"] += f"; ladder: {ladder}"
-        return out
-    out.update(method=tput.get("method"), repeats=tput.get("n"), output_tok_s=tput)
-    parts = [f"output {fmt_ci(tput)} tok/s (95 % interval over {tput.get('n')} repeats)"]
-    for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
-        limit = (slo or {}).get(metric)
-        m = ci.get(f"{metric}.p{percentile}")
-        if limit is None or not m or m.get("low") is None:
-            continue
-        verdict = "met" if m["high"] <= limit else "missed" if m["low"] > limit else "uncertain"
-        out["slo"][metric] = {"limit": limit, "percentile": percentile, **{k: m[k] for k in ("mean", "low", "high")},
-                              "verdict": verdict}
-        parts.append(f"{metric[:-3].upper()} p{percentile} {m['low']:,.0f}-{m['high']:,.0f} ms vs {limit:g}: {verdict}")
-    if any(v["verdict"] == "uncertain" for v in out["slo"].values()):
-        parts.append("an SLO verdict whose interval straddles its limit: more repeats or a longer window decide it")
-    out["note"] = "; ".join(parts) + (f"; ladder: {ladder}" if ladder else "")
+        parts = ["one measurement window, no interval: run with --repeats 3 (scenario `repeats: 3`) "
+                 "to know whether a difference of a few percent is real"]
+    else:
+        out.update(method=tput.get("method"), repeats=tput.get("n"), output_tok_s=tput)
+        parts = [f"output {fmt_ci(tput)} tok/s (95 % interval over {tput.get('n')} repeats)"]
+        for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            limit = (slo or {}).get(metric)
+            m = ci.get(f"{metric}.p{percentile}")
+            if limit is None or not m or m.get("low") is None:
+                continue
+            verdict = limit_verdict(m["low"], m["high"], limit)
+            out["slo"][metric] = {"limit": limit, "percentile": percentile, "mean": m["mean"], "low": m["low"],
+                                  "high": m["high"], "verdict": verdict}
+            parts.append(f"{metric[:-3].upper()} p{percentile} {m['low']:,.0f}-{m['high']:,.0f} ms vs {limit:g}: "
+                         f"{verdict}")
+        if any(v["verdict"] == "uncertain" for v in out["slo"].values()):
+            parts.append("an SLO verdict whose interval straddles its limit: more repeats or a longer window decide it")
+    out["note"] = "; ".join(parts + ([f"ladder: {ladder}"] if ladder else []))
     return out

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from servesweep.confidence import limit_verdict
 from servesweep.loadgen.stats import SLO
 
 SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
@@ -153,7 +154,7 @@ def slo_uncertain(obs: Observation, slo: SLO | None) -> list[str]:
         limit, ci = getattr(slo, metric), obs.interval(metric)
         if limit is None or ci is None:
             continue
-        if ci[0] <= limit < ci[1]:
+        if limit_verdict(ci[0], ci[1], limit) == "uncertain":
             out.append(f"{metric} p{obs.percentile} uncertain: 95 % CI {ci[0]:.1f}-{ci[1]:.1f} straddles {limit:g} "
                        f"(n={obs.n})")
     return out
