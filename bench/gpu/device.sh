@@ -215,6 +215,10 @@ step_quality() {
     --no-report --no-progress
   say "quality sweep exit: $?"
   gpu_cleanup
+  # The proof is of the model, not of the call: once it holds the engine's part, later calls skip it
+  # (the 2026-12-02 session ran it again in every call, ~30 s of device time each).
+  [ -f /tmp/q-proof/fp8_proof.json ] && grep -q '"engine"' /tmp/q-proof/fp8_proof.json \
+    && { say "fp8 proof of the trained model done earlier: skipped"; return 0; }
   t=$(left)
   local logs=()
   for f in $QSWEEP/configs/*/server-*.log; do [ -f "$f" ] && logs+=(--log "$f"); done
