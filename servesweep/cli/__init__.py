@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from servesweep import __version__
-from servesweep.cli import capacity, demo, gate, locust, project, report, run, sweep
+from servesweep.cli import capacity, demo, gate, headroom, locust, project, report, run, sweep
 from servesweep.errors import EXIT_INTERRUPTED, ServesweepError
 
-COMMANDS = (run, demo, sweep, report, gate, capacity, project, locust)
+COMMANDS = (run, demo, sweep, headroom, report, gate, capacity, project, locust)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-report", action="store_true", help="skip writing the report afterwards")
     p.add_argument("--no-verify", action="store_true",
                    help="skip verifying the recommendation (it then says verified: false)")
+    p.add_argument("--no-headroom", action="store_true",
+                   help="skip the headroom measurement after a passing verification (the offered load stepped up "
+                        "to each onset: preemption, KV use >= 95 %%, the SLO, the first failure)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--deadline-s", type=float, default=None, metavar="S",
                    help="seconds this command may take: a verification attempt that would not fit in what is "
@@ -40,7 +43,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runner = SweepRunner(scenario, args.scenario, args.out, console,
                          show_progress=False if args.no_progress else None)
     try:
-        points = runner.run(verify=False if args.no_verify else None, deadline_s=args.deadline_s)
+        points = runner.run(verify=False if args.no_verify else None, deadline_s=args.deadline_s,
+                            headroom=False if args.no_headroom else None)
     except SweepInterrupted:
         console.print(f"sweep interrupted; finished points are in {args.out}/points.jsonl; "
                       "run the same command again to resume")

@@ -145,6 +145,28 @@ class CapacitySpec(Strict):
     prices: str | None = None  # a YAML price table the user supplies
 
 
+class HeadroomSpec(Strict):
+    """The headroom measurement after a passing verification (servesweep.sweep.headroom): the
+    offered load stepped up by these factors of the recommended rate, one window each, and the
+    preemption rate the alternative KV sizing targets. `headroom: false` turns it off."""
+
+    enabled: bool = True
+    factors: list[float] = [1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
+    window_s: float = Field(10.0, gt=0)
+    target_preemptions_per_10k: float = Field(1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, data: Any) -> Any:
+        return {"enabled": data} if isinstance(data, bool) else data
+
+    @model_validator(mode="after")
+    def _factors(self) -> "HeadroomSpec":
+        if not self.factors or any(f <= 0 for f in self.factors) or self.factors != sorted(set(self.factors)):
+            raise ValueError(f"headroom.factors must be positive and increasing, got {self.factors}")
+        return self
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
@@ -166,6 +188,8 @@ class Scenario(Strict):
     # After the sweep, relaunch the recommended configuration sized to the OOM-margin band and
     # run the scenario's traffic and a stress on it (servesweep.sweep.confirm).
     verify: bool = True
+    # After a passing verification, on its server: how much more load it takes before each onset.
+    headroom: HeadroomSpec = Field(default_factory=HeadroomSpec)
     capacity: CapacitySpec | None = None
     # CI thresholds checked on the recommended point after the sweep (reports/assertions.py).
     assertions: list[str] = Field(default=[], alias="assert")

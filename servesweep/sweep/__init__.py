@@ -1,6 +1,8 @@
 """Sweeps: every server configuration x load level (runner.py), the adaptive load search
-(ladder.py), memory sizing (sizing.py) and the verification of the recommendation (verify.py,
-confirm.py)."""
+(ladder.py), memory sizing (sizing.py), the verification of the recommendation (verify.py,
+confirm.py) and the headroom of the verified configuration (headroom.py, headroom_run.py)."""
+
+DEFAULT_START_S = 240.0  # a server start, when the configuration did not record its own
 
 
 class SweepInterrupted(Exception):

@@ -13,13 +13,18 @@ an attempt that would not fit what is left (the configuration's measured server 
 windows + ATTEMPT_SLACK_S) is not started: the run stops as interrupted and resumes there.
 Everything lands in `verification.json`, which the report reads; nothing here decides what is
 recommended, that is reports/analysis.py's job on the sweep's points.
+
+After a passing attempt, on the same server, the headroom measurement (sweep/headroom_run.py)
+steps the offered load up; one still owed (cut short, or a verification done earlier) runs on a
+server of its own once the verification is done.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.text import Text
@@ -39,13 +44,13 @@ from servesweep.results.verification import (
     write_verification,
 )
 from servesweep.scenarios.schema import Scenario
-from servesweep.sweep import SweepInterrupted
+from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
+from servesweep.sweep.headroom_run import HeadroomRun, VerifiedRun
 from servesweep.sweep.observation import Observation
 from servesweep.sweep.sizing import MAX_STEP_BACKS, Sizing, SizingInputs, size_kv, step_back
 from servesweep.sweep.verify import RunPlan, add_attempt, judge, plan_verification
 
 ATTEMPT_SLACK_S = 60.0  # warm-up, drain and the server's stop, on top of the start and the two windows
-DEFAULT_START_S = 240.0  # when the recommended point did not record its server's start time
 MEMORY_CHECKS = {"preemptions", "margin"}
 
 
@@ -95,12 +100,15 @@ def _preempted(judgement: Any, run: str) -> bool:
 
 
 class Confirmation:
-    def __init__(self, scenario: Scenario, out: Path, console: Console, show_progress: bool | None = None) -> None:
+    def __init__(self, scenario: Scenario, out: Path, console: Console, show_progress: bool | None = None,
+                 headroom: bool | None = None) -> None:
         self.scenario = scenario
         self.out = out
         self.console = console
         self.show_progress = show_progress
         self.path = self.out / VERIFICATION_FILE
+        self.headroom = HeadroomRun(scenario, out, console, show_progress, enabled=headroom)
+        self._headroom_cut = False
 
     def _write(self, verification: Verification) -> None:
         write_verification(self.path, verification)
@@ -125,6 +133,7 @@ class Confirmation:
         if stored.finished and same:
             self.console.print(f"verification: done earlier ({'passed' if stored.passed else 'failed'}), "
                                "skipped")
+            self._headroom_after(stored, deadline)
             return stored
         point = SweepPoint.model_validate(next(p for p in read_points(self.out)
                                                if p["config"] == where.config and p["level"] == where.level))
@@ -172,7 +181,12 @@ class Confirmation:
             # sizing stored before backends owned their knobs has none: the budget and batch cap.
             sized = config.model_copy(update=sizing.config_update or {
                 "kv_cache_memory_bytes": sizing.kv_cache_memory_bytes, "max_batch_size": sizing.max_num_seqs})
-            traffic, stress, command = self._attempt(sized, plan.traffic, plan.stress, attempt)
+            verified = VerifiedRun(config=where.config, level=where.level, sizing=sizing.to_dict(), traffic={},
+                                   attempt_dir=self.out / "verification" / f"attempt-{attempt + 1}",
+                                   concurrency=sizing.max_num_seqs)
+            traffic, stress, command = self._attempt(
+                sized, plan.traffic, plan.stress, attempt,
+                then=lambda server, t, s: self._headroom_on(server, verified, t, s, deadline))
             judgement = judge(traffic, stress, self.scenario.slo)
             add_attempt(verification, sizing.to_dict(), traffic, stress, judgement)
             verification.command = command
@@ -188,7 +202,35 @@ class Confirmation:
             last = verification.last()
             verification.reason = "; ".join(last.reasons) if last else "no attempt ran"
         self._write(verification)
+        self._headroom_after(verification, deadline)
         return verification
+
+    def _headroom_on(self, server: Any, verified: VerifiedRun, traffic: Observation, stress: Observation,
+                     deadline: float | None) -> None:
+        """The headroom measurement on the attempt's own server, when the attempt passed. Cut short
+        (deadline, Ctrl-C), it stops here so the attempt is still recorded; `_headroom_after` then
+        says so, and a rerun resumes it on a server of its own."""
+        if not judge(traffic, stress, self.scenario.slo).passed or not self.headroom.enabled:
+            return
+        self.console.print("headroom: the offered load stepped up on the verified server")
+        try:
+            self.headroom.measure(server, replace(verified, traffic=traffic.to_dict()), deadline)
+        except SweepInterrupted:
+            self._headroom_cut = True
+            self.console.print("headroom: stopped; run the same command again to resume it")
+
+    def _headroom_after(self, verification: Verification, deadline: float | None) -> None:
+        """The headroom measurement still owed to a passed verification: on a server of its own."""
+        if self.headroom.pending(verification) is None:
+            return
+        if self._headroom_cut:
+            raise SweepInterrupted()
+        left = None if deadline is None else deadline - time.monotonic()
+        try:
+            self.headroom.standalone(left)
+        except (ServerStartError, UnsupportedConfig) as exc:
+            self.console.print(f"headroom: its server did not start ({exc}); `servesweep headroom DIR` retries",
+                               style="red", soft_wrap=True)
 
     def load_config(self, plan: RunPlan, server: Any, run_dir: Path) -> LoadTestConfig:
         """One run of the plan as a load test. The traffic run, whose SLO verdict is the one the
@@ -200,8 +242,9 @@ class Confirmation:
                               show_progress=self.show_progress, repeats=repeats,
                               tokenizer_dir=getattr(server, "tokenizer_dir", None))
 
-    def _attempt(self, config: Any, traffic: RunPlan, stress: RunPlan,
-                 attempt: int) -> tuple[Observation, Observation, list[str] | None]:
+    def _attempt(self, config: Any, traffic: RunPlan, stress: RunPlan, attempt: int,
+                 then: Callable[[Any, Observation, Observation], None] | None = None,
+                 ) -> tuple[Observation, Observation, list[str] | None]:
         attempt_dir = self.out / "verification" / f"attempt-{attempt + 1}"
         percentile = self.scenario.slo.percentile if self.scenario.slo else 99
         try:
@@ -226,6 +269,8 @@ class Confirmation:
                 if status == "failed":
                     observed.append(Observation(output_tok_s=0.0, failed=1, percentile=percentile))
                     break
+            if then is not None and len(observed) == 2 and not server.poll_failure():
+                then(server, observed[0], observed[1])
             return observed[0], observed[1], list(server.info().get("command") or [])
         finally:
             server.stop()

@@ -131,9 +131,11 @@ class SweepRunner:
             return str(train_model(log=self.console.print))
         return self.scenario.model
 
-    def run(self, verify: bool | None = None, deadline_s: float | None = None) -> list[dict[str, Any]]:
+    def run(self, verify: bool | None = None, deadline_s: float | None = None,
+            headroom: bool | None = None) -> list[dict[str, Any]]:
         """Every configuration's levels (fixed, or found by the adaptive search), the accuracy
-        gate's verdicts, then (unless `verify` is False) the verification of the recommendation.
+        gate's verdicts, then (unless `verify` is False) the verification of the recommendation and,
+        when it passes (unless `headroom` is False), its headroom.
         `deadline_s`: seconds this call may take; a verification attempt that would not fit in what
         is left is not started (SweepInterrupted: a rerun resumes there)."""
         started = time.monotonic()
@@ -155,7 +157,8 @@ class SweepRunner:
             from servesweep.sweep.confirm import Confirmation
 
             left = None if deadline_s is None else deadline_s - (time.monotonic() - started)
-            Confirmation(self.scenario, self.out, self.console, self.show_progress).run(time_left_s=left)
+            Confirmation(self.scenario, self.out, self.console, self.show_progress,
+                         headroom=headroom).run(time_left_s=left)
         return read_points(self.out)
 
     def run_one(self, config: ServerConfig, prefix: str, points: list[dict[str, Any]]) -> bool:

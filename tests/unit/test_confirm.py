@@ -46,14 +46,16 @@ def o(frac, preemptions=0, running=None, ttft=100.0):
 
 
 class Canned(Confirmation):
-    def __init__(self, scenario, out, results):
-        super().__init__(scenario, out, Console(quiet=True))
+    def __init__(self, scenario, out, results, headroom=False):
+        super().__init__(scenario, out, Console(quiet=True), headroom=headroom)
         self.results = list(results)
         self.budgets = []
 
-    def _attempt(self, config, traffic, stress, attempt):
+    def _attempt(self, config, traffic, stress, attempt, then=None):
         self.budgets.append(config.kv_cache_memory_bytes)
         t, s = self.results.pop(0)
+        if then is not None:
+            then("the attempt's server", t, s)
         return t, s, ["vllm", "serve"]
 
 
@@ -139,3 +141,33 @@ def test_an_slo_verdict_whose_interval_straddles_the_limit_is_named_and_judged_o
     j = judge(traffic, stress, SLO(ttft_ms=1000))
     slo = next(c for c in j.checks if c.check == "slo")
     assert slo.ok and "uncertain" in slo.detail and "mean of 3 repeats" in slo.detail
+
+
+def test_the_headroom_runs_on_the_passing_attempts_server_only(tmp_path, monkeypatch):
+    from servesweep.sweep.headroom_run import HeadroomRun
+
+    calls = []
+    monkeypatch.setattr(HeadroomRun, "measure", lambda self, server, run, deadline=None: calls.append((server, run)))
+    scenario, out = sweep_dir(tmp_path)
+    # The first attempt preempts (no headroom on it); the second passes: measured on its server.
+    data = Canned(scenario, out, [(o(0.3), o(1.0, preemptions=40, running=4)), (o(0.2, ttft=120.0), o(0.75))],
+                  headroom=True).run()
+    assert data.passed and len(calls) == 1
+    server, run = calls[0]
+    assert server == "the attempt's server" and run.attempt_dir == out / "verification" / "attempt-2"
+    assert run.traffic["ttft_ms"] == 120.0
+    assert run.sizing["kv_cache_memory_bytes"] == data.attempts[1].sizing["kv_cache_memory_bytes"]
+
+
+def test_a_headroom_cut_short_keeps_the_attempt_and_interrupts_after_it(tmp_path, monkeypatch):
+    from servesweep.sweep.headroom_run import HeadroomRun
+
+    def cut(self, server, run, deadline=None):
+        raise SweepInterrupted()
+
+    monkeypatch.setattr(HeadroomRun, "measure", cut)
+    scenario, out = sweep_dir(tmp_path)
+    with pytest.raises(SweepInterrupted):
+        Canned(scenario, out, [(o(0.2), o(0.75))], headroom=True).run()
+    stored = json.loads((out / VERIFICATION_FILE).read_text())
+    assert stored["finished"] is True and stored["passed"] is True and len(stored["attempts"]) == 1

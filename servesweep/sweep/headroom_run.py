@@ -1,0 +1,273 @@
+"""Run the headroom measurement (sweep/headroom.py says what it measures) on the verified
+configuration: on the verification's own server right after its passing attempt, or, when that
+was not done (an earlier sweep, `servesweep headroom DIR`), on a server launched with the
+verification's last sizing.
+
+Resumable per step: `headroom.json` is written after every step (`finished: false` until the
+last), and a rerun continues with the next factor as long as the verification is of the same
+point. With a deadline, a step that would not fit what is left (its window, the drain of an
+overload, slack; plus a server start when one is needed) is not started: SweepInterrupted.
+
+The length tail (servesweep.sweep.kv_tail) is predicted from the workload's length distributions
+and the service times of the verification's traffic run, and measured on that run: its
+preemptions per 10,000 requests, and the mean KV tokens one running request held (the KV gauge x
+the pool / the running batch, averaged over the samples with at least half the batch running).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from servesweep.backends import config_from_dict, launch
+from servesweep.loadgen.arrivals import LoadLevel, default_open_arrival
+from servesweep.loadgen.runner import run_async
+from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.results.headroom import (
+    HEADROOM_FILE,
+    Headroom,
+    SizingOption,
+    TailRisk,
+    new_headroom,
+    read_headroom,
+    write_headroom,
+)
+from servesweep.results.verification import VERIFICATION_FILE, Verification, read_verification
+from servesweep.scenarios.schema import Scenario
+from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
+from servesweep.sweep.headroom import device_memory, find_onsets, headroom_step, step_seconds, stop_reason
+from servesweep.sweep.kv_tail import simulate, upper_95_per_10k
+from servesweep.sweep.observation import Observation
+
+KV_POOL_MEANING = ("the KV pool is the verification's sizing: max_num_seqs x (p99 prompt + p99 output) tokens "
+                   "/ 0.775; oom_margin_pct is its headroom under the stress run, which the sizing aimed at "
+                   "22.5 %: it checks the sizing arithmetic, not the traffic to come (see the onsets and tail)")
+
+
+@dataclass(slots=True, frozen=True)
+class VerifiedRun:
+    """What the headroom measurement starts from: the verification's passing attempt."""
+
+    config: str
+    level: str | None
+    attempt_dir: Path
+    sizing: dict[str, Any]
+    traffic: dict[str, Any]
+    concurrency: int
+
+    @classmethod
+    def from_verification(cls, out: Path, verification: Verification) -> "VerifiedRun | None":
+        last = verification.last()
+        if last is None or not verification.passed or verification.config is None:
+            return None
+        return cls(config=verification.config, level=verification.level,
+                   attempt_dir=out / "verification" / f"attempt-{len(verification.attempts)}",
+                   sizing=last.sizing, traffic=last.traffic,
+                   concurrency=int(last.sizing.get("max_num_seqs") or 1))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _kv_tokens_per_request(telemetry: Path, pool_tokens: int, concurrency: int) -> float | None:
+    """Mean KV tokens one running request held, from the KV gauge and the running batch."""
+    values = []
+    try:
+        lines = telemetry.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            s = json.loads(line)
+        except ValueError:
+            continue
+        running, kv = s.get("running"), s.get("kv_usage")
+        if running and kv is not None and running >= concurrency / 2:
+            values.append(kv * pool_tokens / running)
+    return sum(values) / len(values) if values else None
+
+
+def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> TailRisk:
+    """The length tail at the recommended load: predicted vs measured, and two sizings."""
+    workload = scenario.workload
+    if workload.dataset is not None:
+        return TailRisk(status="not_measured", reason="a dataset workload has no length distribution to draw from")
+    summary = _read_json(run.attempt_dir / "traffic" / "summary.json")
+    tel = summary.get("telemetry") or {}
+    block = (run.sizing.get("inputs") or {}).get("block_size")
+    pool_tokens = tel.get("kv_pool_tokens") or ((run.sizing.get("kv_blocks") or 0) * (block or 0)) or None
+    if not block or not pool_tokens:
+        return TailRisk(status="not_measured", reason="the KV block size or pool size was not recorded")
+    ttft, tpot = (summary.get("ttft_ms") or {}).get("mean"), (summary.get("tpot_ms") or {}).get("mean")
+    prefill = int(round(ttft / tpot)) if ttft and tpot else 0
+    occ = simulate(workload.input_len, workload.output_len, run.concurrency, int(block), prefill,
+                   context=scenario.max_model_len)
+    pool_blocks = int(pool_tokens) // int(block)
+    per_block = (run.sizing.get("kv_cache_memory_bytes") or 0) / (run.sizing.get("kv_blocks") or pool_blocks) or None
+    target_blocks = max(occ.blocks_for_rate(target_per_10k), 1)
+
+    def option(name: str, blocks: int, basis: str) -> SizingOption:
+        return SizingOption(name=name, kv_blocks=blocks, kv_tokens=blocks * int(block),
+                            kv_bytes=blocks * per_block if per_block else None,
+                            predicted_preemptions_per_10k=occ.preemptions_per_10k(blocks), basis=basis)
+
+    completed = int(summary.get("completed") or 0)
+    preempted = run.traffic.get("preemptions")
+    return TailRisk(
+        status="measured", concurrency=run.concurrency, pool_blocks=pool_blocks, block_size=int(block),
+        prefill_steps=prefill, predicted_preemptions_per_10k=occ.preemptions_per_10k(pool_blocks),
+        predicted_kv_tokens_per_request=occ.tokens_per_request(), simulated_requests=occ.requests,
+        measured_requests=completed, measured_preemptions=preempted,
+        measured_preemptions_per_10k=(preempted / completed * 1e4) if completed and preempted is not None else None,
+        measured_upper_95_per_10k=upper_95_per_10k(completed) if not preempted else None,
+        measured_kv_tokens_per_request=_kv_tokens_per_request(run.attempt_dir / "traffic" / "telemetry.jsonl",
+                                                              int(pool_tokens), run.concurrency),
+        measured_from=str((run.attempt_dir / "traffic").relative_to(run.attempt_dir.parents[1])),
+        target_preemptions_per_10k=target_per_10k,
+        sizings=[option("p99 sizing (verified)", pool_blocks, str(run.sizing.get("target_source") or "the verification")),
+                 option(f"target <= {target_per_10k:g} preemptions per 10k requests", target_blocks,
+                        "the smallest pool whose predicted rate (and every larger pool's) is within the target")],
+        model=(f"{run.concurrency} requests always in flight (closed loop), lengths drawn from the workload "
+               f"({workload.input_len} in, {workload.output_len} out), each holding its prompt for {prefill} step(s) "
+               "(mean TTFT / mean TPOT of the traffic run) and then prompt + tokens so far, in whole blocks; a "
+               f"preemption each time the sum first exceeds the pool; {occ.requests:,} simulated requests"))
+
+
+class HeadroomRun:
+    def __init__(self, scenario: Scenario, out: Path, console: Console, show_progress: bool | None = None,
+                 enabled: bool | None = None) -> None:
+        self.scenario = scenario
+        self.spec = scenario.headroom
+        self.enabled = self.spec.enabled if enabled is None else enabled
+        self.out = out
+        self.console = console
+        self.show_progress = show_progress
+        self.path = out / HEADROOM_FILE
+
+    def _stored(self, run: VerifiedRun) -> Headroom | None:
+        stored = read_headroom(self.path)
+        if stored is not None and stored.config == run.config and stored.level == run.level:
+            return stored
+        return None
+
+    def pending(self, verification: Verification | None) -> VerifiedRun | None:
+        """The verified run still to measure (None: disabled, nothing verified, or done)."""
+        run = VerifiedRun.from_verification(self.out, verification) if verification else None
+        if not self.enabled or run is None:
+            return None
+        stored = self._stored(run)
+        return None if stored is not None and stored.finished else run
+
+    def _new(self, run: VerifiedRun) -> Headroom:
+        stored = self._stored(run)
+        if stored is not None and stored.steps:
+            self.console.print(f"headroom: resuming after {len(stored.steps)} step(s)")
+            return stored
+        rate = run.traffic.get("request_rate")
+        return new_headroom(
+            finished=False, config=run.config, level=run.level, recommended_rate=rate,
+            recommended_basis=f"requests/s measured over the verification's traffic run (closed loop at concurrency "
+                              f"{run.concurrency})",
+            factors=list(self.spec.factors), window_s=self.spec.window_s,
+            arrival=self.scenario.load.arrival or default_open_arrival(self.scenario.load.burstiness),
+            steps=[], kv_pool_bytes=run.sizing.get("kv_cache_memory_bytes"), kv_pool_meaning=KV_POOL_MEANING)
+
+    def _level(self, factor: float, rate: float) -> LoadLevel:
+        load = self.scenario.load
+        return LoadLevel(request_rate=rate * factor, arrival=load.arrival or default_open_arrival(load.burstiness),
+                         burstiness=load.burstiness, duration_s=self.spec.window_s, warmup_requests=0,
+                         name=f"headroom-x{factor:g}")
+
+    def _step(self, server: Any, factor: float, rate: float) -> tuple[Observation, dict[str, Any], int, str]:
+        level = self._level(factor, rate)
+        run_dir = self.out / "headroom" / level.label
+        workload = self.scenario.workload
+        # Fresh prompts per step (the same seed would answer from the prefix cache).
+        workload = workload.model_copy(update={"seed": (workload.seed + zlib.crc32(level.label.encode())) % 2**32})
+        percentile = self.scenario.slo.percentile if self.scenario.slo else 99
+        load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=run_dir, levels=[level],
+                              workload=workload, slo=self.scenario.slo, show_progress=self.show_progress,
+                              tokenizer_dir=getattr(server, "tokenizer_dir", None))
+        summary = run_async(run_load_test(load, telemetry=server.telemetry(run_dir / "telemetry.jsonl"),
+                                          server_watch=server, server_info=server.info()))
+        if summary.get("interrupted"):
+            raise SweepInterrupted()
+        status = "failed" if server.poll_failure() else "ok"
+        obs = Observation.from_point({"status": status, "summary": summary, "telemetry": summary.get("telemetry"),
+                                      "timing_check": (summary.get("levels") or [{}])[0].get("timing_check")},
+                                     percentile)
+        return obs, summary.get("telemetry") or {}, int(summary.get("completed") or 0), \
+            str(run_dir.relative_to(self.out))
+
+    def measure(self, server: Any, run: VerifiedRun, deadline: float | None = None) -> Headroom:
+        """The load search on `server` (already serving the verified sizing), then the tail and the
+        device margin; headroom.json after every step."""
+        headroom = self._new(run)
+        rate = headroom.recommended_rate
+        if not rate:
+            return self._finish(headroom, run, skipped="the verification's traffic run measured no request rate")
+        factors = headroom.factors
+        while stop_reason(headroom.steps, factors) is None:
+            factor = factors[len(headroom.steps)]
+            needed = step_seconds(headroom.window_s or self.spec.window_s, factor)
+            if deadline is not None and deadline - time.monotonic() < needed:
+                self.console.print(f"headroom: step x{factor:g} needs about {needed:.0f} s, "
+                                   f"{max(0.0, deadline - time.monotonic()):.0f} s left: stopped, run again to resume")
+                raise SweepInterrupted()
+            obs, telemetry, completed, run_dir = self._step(server, factor, rate)
+            step = headroom_step(obs, factor, rate * factor, self.scenario.slo, telemetry, completed, run_dir)
+            headroom.steps = [*headroom.steps, step]
+            self.console.print(f"  headroom x{factor:g} ({step.offered_rate:.3g} req/s offered): "
+                               f"{step.achieved_rate or 0:.3g} req/s done, TTFT p{step.percentile} "
+                               f"{step.ttft_ms or 0:,.0f} ms, KV peak {100 * (step.kv_peak_frac or 0):.0f} %, "
+                               f"preemptions {step.preemptions}, failed {step.failed}", soft_wrap=True)
+            write_headroom(self.path, headroom)
+        return self._finish(headroom, run)
+
+    def _finish(self, headroom: Headroom, run: VerifiedRun, skipped: str | None = None) -> Headroom:
+        headroom.skipped = skipped
+        if skipped is None:
+            headroom.stop_reason = stop_reason(headroom.steps, headroom.factors)
+            headroom.onsets = find_onsets(headroom.steps, headroom.recommended_rate or 1.0, self.scenario.slo)
+        headroom.tail = tail_risk(self.scenario, run, self.spec.target_preemptions_per_10k)
+        headroom.device_memory = device_memory(headroom.steps)
+        headroom.finished = True
+        write_headroom(self.path, headroom)
+        for onset in headroom.onsets:
+            self.console.print(f"  headroom {onset.kind}: " + (
+                f"at {onset.offered_rate:.3g} req/s, {onset.pct_above_recommended:+.0f} % vs the recommended load"
+                if onset.status == "reached" else onset.basis), soft_wrap=True)
+        return headroom
+
+    def standalone(self, time_left_s: float | None = None) -> Headroom | None:
+        """The measurement on a server of its own, launched with the verification's last sizing
+        (None when there is nothing to measure). Raises ServerStartError, UnsupportedConfig."""
+        deadline = None if time_left_s is None else time.monotonic() + time_left_s
+        verification = read_verification(self.out / VERIFICATION_FILE)
+        run = self.pending(verification)
+        if run is None or verification is None or verification.server_config is None:
+            return None
+        config = config_from_dict(verification.server_config).model_copy(update=run.sizing.get("config_update") or {
+            "kv_cache_memory_bytes": run.sizing.get("kv_cache_memory_bytes"),
+            "max_batch_size": run.sizing.get("max_num_seqs")})
+        start = float(_read_json(run.attempt_dir / "traffic" / "summary.json").get("server", {}).get("startup_s")
+                      or DEFAULT_START_S)
+        if deadline is not None and deadline - time.monotonic() < start + step_seconds(self.spec.window_s, 1.0):
+            self.console.print("headroom: not started, too little time left for a server start and a step")
+            raise SweepInterrupted()
+        self.console.print(f"headroom of {run.config}: its own server with the verified sizing")
+        server = launch(config, self.out / "headroom")  # ServerStartError, UnsupportedConfig: the caller's
+        try:
+            return self.measure(server, run, deadline)
+        finally:
+            server.stop()
