@@ -8,6 +8,7 @@ from typing import Any
 
 from servesweep.cli.common import console
 from servesweep.errors import EXIT_NO_RECOMMENDATION, EXIT_OK
+from servesweep.reports.headroom import console_line
 from servesweep.reports.render import write_report
 from servesweep.results import POINTS_FILE, RECOMMENDATION_FILE, torn_last_line
 from servesweep.results.recommendation import Recommendation, read_recommendation
@@ -48,7 +49,9 @@ def recommendation_verdict(result: Recommendation) -> tuple[bool, str]:
     head = f"{rec.precision} at concurrency {rec.concurrency} ({rec.based_on.config} {rec.based_on.level})"
     v = rec.verification
     if rec.verified:
-        return True, f"recommendation: {head}, verified (stress OOM margin {rec.oom_margin_pct:.1f} %)"
+        sized = f", sized for {rec.oom_margin_sized_for_pct:.1f} %" if rec.oom_margin_sized_for_pct is not None else ""
+        return True, (f"recommendation: {head}, verified (KV-pool margin under the p99 stress run "
+                      f"{rec.oom_margin_pct:.1f} %{sized})")
     # A verification stored without `finished` (written before it was recorded) had finished.
     if v is not None and v.attempts and ("finished" not in v.model_fields_set or v.finished):
         return False, f"RECOMMENDATION FAILED ITS VERIFICATION: {head}: " + "; ".join(v.attempts[-1].reasons[:3])
@@ -63,6 +66,9 @@ def announce(result: Recommendation) -> int:
         note = (result.production_recommendation.uncertainty or {}).get("note") if result.production_recommendation else None
         if note:
             console.print(f"  uncertainty: {note}", soft_wrap=True)
+        headroom = console_line(result.production_recommendation)
+        if headroom:
+            console.print(f"  {headroom}", soft_wrap=True)
         return EXIT_OK
     bar = "=" * min(100, len(line))
     console.print(f"{bar}\n{line}\n{bar}", style="bold red", soft_wrap=True)

@@ -288,6 +288,10 @@ def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> NoRecommend
                                    "gate excluded", detail=detail)
 
 
+def _margin_text(pct: float | None) -> str:
+    return f"{pct:.1f} %" if pct is not None else "an unrecorded margin"
+
+
 def margin_advice(margin: float | None, preempted: bool, knobs: dict[str, str] | None = None) -> dict[str, Any]:
     """Which side of the OOM-margin band a point falls on, and what to change, in the words of
     the server's own knobs (recorded with each point by its backend)."""
@@ -399,6 +403,11 @@ def apply_verification(rec: ProductionRecommendation, verification: Verification
         rec.server_args = sizing["flags"]
     rec.oom_margin_pct = stress.get("oom_margin_pct")
     rec.oom_margin_source = "verification stress run"
+    rec.oom_margin_sized_for_pct = sizing.get("expected_margin_pct")
+    rec.oom_margin_meaning = (
+        "KV-pool headroom under the verification's stress run (every request at p99 lengths, max_num_seqs in the "
+        f"batch), the load the pool was sized for ({_margin_text(sizing.get('expected_margin_pct'))} free): it checks "
+        "the sizing, not the traffic to come; `headroom` has the measured onsets and the length tail")
     rec.traffic_oom_margin_pct = traffic.get("oom_margin_pct")
     for name, value in margin_advice(stress.get("oom_margin_pct"), bool(stress.get("preemptions")), knobs).items():
         setattr(rec, name, value)

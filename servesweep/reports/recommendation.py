@@ -30,6 +30,7 @@ from servesweep.reports.analysis import (
     production_recommendation,
 )
 from servesweep.reports.drift import compare_outputs
+from servesweep.reports.headroom import apply_headroom
 from servesweep.reports.measurement import display_path, gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
 from servesweep.reports.repeats import recommendation_uncertainty
 from servesweep.reports.skus import sku_from_gpu_name, sku_table
@@ -47,6 +48,7 @@ from servesweep.results.report_inputs import (
     write_report_inputs,
 )
 from servesweep.results.sweep_files import DRIFT_FILE, ModelRecord, read_drift, read_model_record
+from servesweep.results.headroom import HEADROOM_FILE, read_headroom
 from servesweep.results.verification import VERIFICATION_FILE, read_verification
 
 
@@ -175,6 +177,7 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     rec = production_recommendation(df, combined, batch, sku, gpu_name)
     if rec is not None:
         apply_verification(rec, read_verification(out_dir / VERIFICATION_FILE))
+        apply_headroom(rec, read_headroom(out_dir / HEADROOM_FILE))
         point = next((p for p in points if p.get("config") == rec.based_on.config
                       and p.get("level") == rec.based_on.level), None)
         rec.uncertainty = recommendation_uncertainty(out_dir, point, scenario.get("slo"), rec.based_on.config,

@@ -16,6 +16,7 @@ import pandas as pd
 
 from servesweep.reports.analysis import GIB, PRECISION_ORDER
 from servesweep.reports.config_search import config_search_section
+from servesweep.reports.headroom import headroom_figure, headroom_lines
 from servesweep.reports.recommendation import analyse, report_inputs, store_report_inputs
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.reports.skus import METRICS
@@ -179,6 +180,9 @@ def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str,
     ax.grid(alpha=0.3)
     ax.legend()
     plots["throughput_vs_batch"] = _fig_png(fig)
+    rec = result.production_recommendation
+    if rec is not None and rec.headroom is not None and rec.headroom.steps:
+        plots["headroom"] = _fig_png(headroom_figure(rec.headroom, plt))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for p in precisions:
@@ -405,6 +409,12 @@ def _verification_lines(result: Recommendation) -> list[str]:
                      f"stress margin {_fmt(st.get('oom_margin_pct'))} %, preemptions {t.get('preemptions')}/"
                      f"{st.get('preemptions')}, failed {t.get('failed')}/{st.get('failed')}: "
                      + ("passed" if a.passed else "; ".join(a.reasons)))
+        slo = next((c.detail for c in a.checks if c.run == "traffic" and c.check == "slo"), None)
+        if slo:
+            lines.append(f"Attempt {i} traffic run SLO (judged): {slo}.")
+        lines.append(f"Attempt {i} stress run latency (information, not judged: every request at p99 lengths in "
+                     f"bursts): TTFT p{st.get('percentile', 99)} {_fmt(st.get('ttft_ms'))} ms, TPOT "
+                     f"p{st.get('percentile', 99)} {_fmt(st.get('tpot_ms'))} ms.")
     if v.command:
         lines.append("Server command: `" + " ".join(map(str, v.command)) + "`")
     return lines
@@ -473,6 +483,7 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     search = _search_rows(out_dir)
     engines = _engine_rows(df)
     verification = _verification_lines(result)
+    headroom = headroom_lines(result.production_recommendation)
     extra_md, extra_html = config_search_section(out_dir)
     if search:
         extra_md += ["## Load search", "", _md_table(SEARCH_HEADER, search), ""]
@@ -486,9 +497,15 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
         extra_md += ["## Engines", "", _md_table(engines[0], engines[1:]), ""]
         extra_html += f"<h2>Engines</h2>{_html_table(engines[0], engines[1:])}"
     extra_md += ["## Verification", "", *[f"- {line}" for line in verification], ""]
+    extra_md += ["## Headroom", "", *[f"- {line}" for line in headroom], "",
+                 *(["![](plots/headroom.png)", ""] if "headroom" in plots else [])]
     extra_md += capacity_md
     extra_html += ("<h2>Verification</h2><ul>" + "".join(f"<li>{html.escape(line).replace('**', '')}</li>"
                                                          for line in verification) + "</ul>")
+    extra_html += ("<h2>Headroom</h2><ul>" + "".join(f"<li>{html.escape(line).replace('`', '')}</li>"
+                                                     for line in headroom) + "</ul>"
+                   + (f'<img src="data:image/png;base64,{base64.b64encode(plots["headroom"]).decode()}">'
+                      if "headroom" in plots else ""))
     md = [f"# {title}", "", *[f"- {line}" for line in _summary_lines(result)], "",
           "## Throughput vs batch", "", "![](plots/throughput_vs_batch.png)", "",
           "## Precision comparison", "", _md_table(PRECISION_HEADER, _precision_rows(result)), "",

@@ -16,7 +16,8 @@ keys; `server_knob` reads them.
 
 Version history (`schema_version`):
   1  the only version so far. Files written before a field existed load without it: `models`,
-     `accuracy_gate`, `server_kind` (then "vllm"), `knobs` (then vLLM's names), `verification`.
+     `accuracy_gate`, `server_kind` (then "vllm"), `knobs` (then vLLM's names), `verification`,
+     `headroom`, `oom_margin_sized_for_pct`, `oom_margin_meaning`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import BaseModel
 
 from servesweep.results.io import OpenModel, write_json
 from servesweep.results.points import KIND_BEFORE_RECORDED, knob_names
+from servesweep.results.headroom import Headroom
 from servesweep.results.verification import Verification
 
 RECOMMENDATION_FILE = "recommendation.json"
@@ -71,7 +73,12 @@ class ProductionRecommendation(OpenModel):
     kv_cache_memory_bytes: Any = None
     server_args: list[str] | None = None
     oom_margin_source: str | None = None
+    # What oom_margin_pct is: the KV-pool headroom under the stress run, and the margin the sizing aimed at.
+    oom_margin_sized_for_pct: float | None = None
+    oom_margin_meaning: str | None = None
     traffic_oom_margin_pct: float | None = None
+    # How far the verified configuration is from breaking (servesweep.results.headroom, headroom.json).
+    headroom: Headroom | None = None
     # How sure the figures are (reports.repeats.recommendation_uncertainty): intervals over repeats.
     uncertainty: dict[str, Any] | None = None
 

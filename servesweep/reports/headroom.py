@@ -1,0 +1,125 @@
+"""The headroom of the recommended configuration in the recommendation, the report and the console:
+`headroom.json` (servesweep.results.headroom) folded into recommendation.json, its lines and its
+plot. Each margin is named for what it is: the load onsets (measured on the verified server), the
+length tail (predicted and measured), the device memory (NVML), and the KV-pool margin the
+verification's stress run measured, which confirms the sizing it was aimed at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servesweep.results.headroom import Headroom, Onset
+from servesweep.results.recommendation import ProductionRecommendation
+
+ONSET_NAMES = {"preemption": "first preemption", "kv_full": "KV use >= 95 %", "slo": "SLO breached",
+               "failure": "first failed request"}
+ONSET_COLOURS = {"preemption": "#c33", "kv_full": "#e80", "slo": "#36c", "failure": "#000"}
+
+
+def apply_headroom(rec: ProductionRecommendation, headroom: Headroom | None) -> None:
+    """The headroom block of the recommendation; one measured for another point is left out, named."""
+    if headroom is None:
+        return
+    based = rec.based_on
+    if headroom.config is not None and (headroom.config != based.config or (headroom.level or based.level) != based.level):
+        rec.headroom = Headroom(skipped=f"headroom.json is of {headroom.config} {headroom.level or ''}, the "
+                                        f"recommendation is now {based.config} {based.level}: run the sweep again")
+        return
+    rec.headroom = headroom
+
+
+def onset_text(onset: Onset) -> str:
+    name = ONSET_NAMES.get(onset.kind, onset.kind)
+    if onset.status == "reached":
+        bracket = f" (between {onset.interval[0]:.3g} and {onset.interval[1]:.3g})" if onset.interval else ""
+        return (f"{name}: at {onset.offered_rate:.3g} req/s offered, {onset.pct_above_recommended:+.0f} % vs the "
+                f"recommended load{bracket}")
+    if onset.status == "not_reached":
+        return f"{name}: not reached up to {onset.up_to_rate:.3g} req/s ({onset.up_to_pct:+.0f} %)"
+    return f"{name}: not measured ({onset.basis})"
+
+
+def _tail_lines(h: Headroom) -> list[str]:
+    t = h.tail
+    if t is None:
+        return []
+    if t.status != "measured":
+        return [f"Length tail: not measured ({t.reason})."]
+    if t.measured_preemptions:
+        measured = f"{t.measured_preemptions_per_10k:.3g} per 10k ({t.measured_preemptions} in {t.measured_requests:,})"
+    else:
+        measured = (f"0 in {t.measured_requests:,} requests (below {t.measured_upper_95_per_10k:.3g} per 10k, 95 %)"
+                    if t.measured_upper_95_per_10k else "not measured")
+    per_req = ""
+    if t.predicted_kv_tokens_per_request and t.measured_kv_tokens_per_request:
+        per_req = (f"; KV tokens per running request predicted {t.predicted_kv_tokens_per_request:,.0f}, measured "
+                   f"{t.measured_kv_tokens_per_request:,.0f}")
+    lines = [f"Length tail at the recommended load (pool {t.pool_blocks:,} blocks): preemptions per 10k requests "
+             f"predicted {t.predicted_preemptions_per_10k:.3g}, measured {measured} over `{t.measured_from}`{per_req}. "
+             f"Model: {t.model}."]
+    for s in t.sizings:
+        cost = f", {s.kv_bytes / 2**20:,.1f} MiB" if s.kv_bytes else ""
+        lines.append(f"KV sizing, {s.name}: {s.kv_blocks:,} blocks ({s.kv_tokens:,} tokens{cost}), predicted "
+                     f"{s.predicted_preemptions_per_10k:.3g} preemptions per 10k requests (projected).")
+    return lines
+
+
+def headroom_lines(rec: ProductionRecommendation | None) -> list[str]:
+    """The report's headroom section, one line per fact."""
+    h = rec.headroom if rec is not None else None
+    if h is None:
+        return ["Headroom: not measured (it follows a passing verification; `--no-headroom` skips it)."]
+    if h.skipped:
+        return [f"Headroom: not measured ({h.skipped})."]
+    lines = [f"Recommended load: {h.recommended_rate:.3g} req/s ({h.recommended_basis}); offered {h.arrival} arrivals "
+             f"at {', '.join(f'x{f:g}' for f in h.factors[:len(h.steps)])} of it, {h.window_s:g} s each; stopped at "
+             f"{h.stop_reason}." if h.recommended_rate else "Headroom: no recommended rate measured."]
+    lines += [onset_text(o) for o in h.onsets]
+    lines += _tail_lines(h)
+    d = h.device_memory
+    if d is not None:
+        lines.append(f"Device memory (physical, NVML): {d.margin_pct:.1f} % free at peak "
+                     f"({d.peak_bytes / 2**30:.1f} of {d.total_bytes / 2**30:.1f} GiB)." if d.status == "measured"
+                     else f"Device memory (physical): not measured ({d.reason}).")
+    if rec is not None and rec.oom_margin_pct is not None:
+        sized = (f", sized for {rec.oom_margin_sized_for_pct:.1f} %" if rec.oom_margin_sized_for_pct is not None else "")
+        lines.append(f"KV-pool margin under the stress run (oom_margin_pct): {rec.oom_margin_pct:.1f} %{sized}; it "
+                     "confirms the sizing arithmetic, the onsets and the tail above say how the traffic to come meets it.")
+    return lines
+
+
+def console_line(rec: ProductionRecommendation | None) -> str | None:
+    """One line for the sweep's banner: where each onset came, or why there is none."""
+    h = rec.headroom if rec is not None else None
+    if h is None or h.skipped or not h.onsets:
+        return None
+    return "headroom: " + "; ".join(onset_text(o) for o in h.onsets)
+
+
+def headroom_figure(h: Headroom, plt: Any) -> Any:
+    """Offered load vs p99 TTFT, KV peak and preemptions, with the recommended load and each onset."""
+    steps = h.steps
+    x = [s.offered_rate for s in steps]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(x, [s.ttft_ms if s.ttft_ms is not None else float("nan") for s in steps], marker="o", color="#36c",
+            label=f"TTFT p{steps[0].percentile if steps else 99} (ms)")
+    ax.set_xlabel("offered load (req/s, open loop)")
+    ax.set_ylabel("TTFT (ms)")
+    right = ax.twinx()
+    right.plot(x, [100 * (s.kv_peak_frac or 0.0) for s in steps], marker="s", color="#e80", label="KV peak (%)")
+    right.bar(x, [s.preemptions or 0 for s in steps], width=(max(x) - min(x) or 1) / 30, color="#c33", alpha=0.6,
+              label="preemptions")
+    right.set_ylabel("KV peak (%) / preemptions")
+    if h.recommended_rate:
+        ax.axvline(h.recommended_rate, color="green", linestyle="--", label="recommended load")
+    for o in h.onsets:
+        if o.status == "reached" and o.offered_rate is not None:
+            ax.axvline(o.offered_rate, color=ONSET_COLOURS.get(o.kind, "grey"), linestyle=":",
+                       label=f"onset: {ONSET_NAMES.get(o.kind, o.kind)}")
+    lines, labels = ax.get_legend_handles_labels()
+    more, more_labels = right.get_legend_handles_labels()
+    ax.legend(lines + more, labels + more_labels, fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    ax.set_title("Headroom: offered load vs TTFT, KV use and preemptions")
+    return fig
