@@ -49,9 +49,16 @@ class StubBehaviour:
     tokenize_answers: int | None = None  # None: answer every /tokenize call
     models_body: str | None = None  # raw JSON for /v1/models instead of the model list
     tokenize_calls: int = 0  # not a knob: how many /tokenize calls have arrived so far
-    # Serve /metrics with vLLM's gauge names: requests in flight as the running batch, and a KV
-    # use of 1 % per running request (made up, but moving with the load).
+    # Serve /metrics with vLLM's gauge names: requests in flight as the running batch, a KV use of
+    # `kv_per_request` of the pool per running request (capped at 1), and vLLM's preemption counter,
+    # which rises by one for every request that arrives while more than `preempt_above` are in
+    # flight (None: never). Scripted, so an onset search has known onsets.
     metrics: bool = False
+    kv_per_request: float = 0.01
+    preempt_above: int | None = None
+    # TTFT grows by this much per request already in flight when one arrives (a server's queue).
+    ttft_per_in_flight_s: float = 0.0
+    preemptions: int = 0  # not a knob: the preemption counter so far
     reset_every: int = 1  # mode "reset": which completion requests are reset (every N-th)
     redirect_paths: tuple[str, ...] = ()  # paths answered with a 307 to redirect_to + path
     redirect_to: str = ""
@@ -112,16 +119,21 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
         return web.Response(text=(
             f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{labels} {in_flight[0]}\n"
             f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} 0\n"
-            f"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{labels} {min(in_flight[0] * 0.01, 1.0)}\n"))
+            f"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{labels} "
+            f"{min(in_flight[0] * b.kv_per_request, 1.0)}\n"
+            f"# TYPE vllm:num_preemptions counter\nvllm:num_preemptions_total{labels} {b.preemptions}\n"))
 
     async def complete(request: web.Request) -> web.StreamResponse:
+        queued = in_flight[0]
         in_flight[0] += 1
+        if b.preempt_above is not None and in_flight[0] > b.preempt_above:
+            b.preemptions += 1
         try:
-            return await _complete(request)
+            return await _complete(request, queued * b.ttft_per_in_flight_s)
         finally:
             in_flight[0] -= 1
 
-    async def _complete(request: web.Request) -> web.StreamResponse:
+    async def _complete(request: web.Request, queued_s: float = 0.0) -> web.StreamResponse:
         b.completion_calls += 1
         call = b.completion_calls
         body = await request.json()
@@ -158,7 +170,7 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
             # What some servers send while the prompt is still being processed: no token yet.
             await resp.write(b'data: {"choices":[{"index":0,"delta":{}}]}\n\n'
                              b'data: {"choices":[{"index":0,"delta":{"content":null}}]}\n\n' if chat else empty)
-        await asyncio.sleep(b.ttft_s)
+        await asyncio.sleep(b.ttft_s + queued_s)
         for i in range(n_out):
             if i and b.itl_s:
                 await asyncio.sleep(b.itl_s)

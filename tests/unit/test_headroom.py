@@ -1,0 +1,185 @@
+"""The headroom measurement's arithmetic without a server: onsets from known steps, the length-tail
+model on lengths whose answer is known, the search loop on canned steps (resume, deadline), and
+the recommendation's headroom block and wording."""
+
+import json
+
+import pytest
+from rich.console import Console
+
+from servesweep.loadgen.lengths import LengthSpec
+from servesweep.loadgen.stats import SLO
+from servesweep.reports.headroom import apply_headroom, console_line, headroom_lines
+from servesweep.results.headroom import HeadroomStep, read_headroom
+from servesweep.results.recommendation import ProductionRecommendation
+from servesweep.scenarios.schema import HeadroomSpec, load_scenario
+from servesweep.sweep import SweepInterrupted
+from servesweep.sweep.headroom import device_memory, find_onsets, headroom_step, stop_reason
+from servesweep.sweep.headroom_run import HeadroomRun, VerifiedRun
+from servesweep.sweep.kv_tail import simulate, upper_95_per_10k
+from servesweep.sweep.observation import Observation
+
+SLO_TTFT = SLO(ttft_ms=1000)
+
+
+def step(factor, ttft=100.0, kv=0.5, pre=0, failed=0, rate=10.0):
+    obs = Observation(output_tok_s=1.0, request_rate=rate * factor, ttft_ms=ttft, kv_peak_frac=kv, preemptions=pre,
+                      failed=failed)
+    return headroom_step(obs, factor, rate * factor, SLO_TTFT, {}, 100, None)
+
+
+def test_each_onset_is_the_first_step_that_shows_it_with_its_bracket():
+    steps = [step(1.0), step(1.5, ttft=1500.0), step(2.0, ttft=2500.0, kv=0.97), step(3.0, ttft=4000, kv=1.0, pre=3)]
+    onsets = {o.kind: o for o in find_onsets(steps, 10.0, SLO_TTFT)}
+    slo = onsets["slo"]
+    assert slo.status == "reached" and slo.offered_rate == 15.0 and slo.pct_above_recommended == pytest.approx(50.0)
+    assert slo.interval == [10.0, 15.0] and "ttft_ms p99 1500.0 > 1000" in slo.basis
+    assert onsets["kv_full"].offered_rate == 20.0 and onsets["kv_full"].pct_above_recommended == pytest.approx(100.0)
+    assert onsets["preemption"].offered_rate == 30.0 and onsets["preemption"].interval == [20.0, 30.0]
+    failure = onsets["failure"]
+    assert failure.status == "not_reached" and failure.up_to_rate == 30.0 and failure.up_to_pct == pytest.approx(200.0)
+    assert stop_reason(steps, [1.0, 1.5, 2.0, 3.0]) == "the cap: 3x the recommended load"
+
+
+def test_an_onset_at_the_first_step_has_no_bracket_and_unmeasured_figures_say_so():
+    steps = [step(1.0, ttft=1200.0, kv=None, pre=None)]
+    onsets = {o.kind: o for o in find_onsets(steps, 10.0, SLO_TTFT)}
+    assert onsets["slo"].status == "reached" and onsets["slo"].interval is None
+    assert onsets["slo"].pct_above_recommended == pytest.approx(0.0)
+    assert onsets["preemption"].status == "not_measured" and onsets["kv_full"].status == "not_measured"
+    assert {o.status for o in find_onsets(steps, 10.0, None) if o.kind == "slo"} == {"not_measured"}
+
+
+def test_the_search_stops_at_the_first_failure_or_when_every_onset_was_seen():
+    factors = [1.0, 2.0, 3.0]
+    assert stop_reason([step(1.0)], factors) is None
+    assert stop_reason([step(1.0), step(2.0, failed=1)], factors) == "the first failed request"
+    seen_all = [step(1.0, ttft=2000.0, kv=0.99, pre=1, failed=1)]
+    assert stop_reason(seen_all, factors) in ("the first failed request", "every onset seen")
+    assert stop_reason([step(1.0, ttft=2000.0, kv=0.99, pre=1)], factors) is None  # failure still to come
+
+
+def test_device_memory_is_the_nvml_peak_against_the_total_or_not_measured():
+    s = step(1.0).model_copy(update={"device_mem_peak_bytes": 60.0, "device_mem_total_bytes": 80.0})
+    d = device_memory([step(1.0), s])
+    assert d.status == "measured" and d.margin_pct == pytest.approx(25.0)
+    assert device_memory([step(1.0)]).status == "not_measured"
+
+
+def test_fixed_lengths_give_the_exact_occupancy_and_no_preemption_above_it():
+    # 4 slots, 100-token prompts, 20 output tokens, 16-token blocks: a request holds 7 blocks
+    # (101-112 tokens) then 8 (113-120); 4 slots hold at most 32 blocks, at least 28.
+    occ = simulate(LengthSpec.parse(100), LengthSpec.parse(20), 4, 16, requests=4000, seed=1)
+    assert occ.blocks.max() <= 32 and occ.blocks.min() >= 28
+    assert occ.preemptions_per_10k(32) == 0.0 and occ.preemptions_per_10k(1000) == 0.0
+    assert occ.preemptions_per_10k(29) > 0  # the pool crossed by the load's normal swing
+    assert occ.blocks_for_rate(0.0) == int(occ.blocks.max())
+    # Mean KV tokens per request: 12 of 20 steps at 7 blocks, 8 at 8 blocks.
+    assert occ.tokens_per_request() == pytest.approx((12 * 7 + 8 * 8) / 20 * 16, rel=0.02)
+    assert abs(occ.requests - 4000) < 40
+
+
+def test_a_longer_tail_needs_a_bigger_pool_for_the_same_rate():
+    short = simulate(LengthSpec.parse("lognormal:200:0.2"), LengthSpec.parse(50), 16, 16, requests=20000)
+    long = simulate(LengthSpec.parse("lognormal:200:0.8"), LengthSpec.parse(50), 16, 16, requests=20000)
+    assert long.blocks_for_rate(1.0) > short.blocks_for_rate(1.0)
+    # Holding a prompt for a while before decoding raises the time-weighted share of prompt tokens.
+    held = simulate(LengthSpec.parse("lognormal:200:0.2"), LengthSpec.parse(50), 16, 16, prefill_steps=10,
+                    requests=20000)
+    assert held.tokens_per_request() < short.tokens_per_request()
+    assert upper_95_per_10k(3000) == pytest.approx(10.0) and upper_95_per_10k(0) is None
+
+
+def test_headroom_spec_takes_a_switch_and_refuses_unordered_factors():
+    assert HeadroomSpec.model_validate(False).enabled is False
+    with pytest.raises(ValueError, match="increasing"):
+        HeadroomSpec(factors=[2.0, 1.0])
+
+
+SCENARIO = """
+name: headroom-test
+model: /nonexistent
+max_model_len: 1024
+workload: {input_len: "uniform:64:192", output_len: 48}
+load: {concurrency: [8], num_requests: 48}
+slo: {ttft_ms: 1000}
+headroom: {factors: [1.0, 2.0, 3.0], window_s: 5}
+"""
+
+
+def verified_dir(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO)
+    out = tmp_path / "out"
+    traffic = out / "verification" / "attempt-1" / "traffic"
+    traffic.mkdir(parents=True)
+    (traffic / "summary.json").write_text(json.dumps({
+        "completed": 3000, "ttft_ms": {"mean": 40.0}, "tpot_ms": {"mean": 10.0},
+        "telemetry": {"kv_pool_tokens": 3200}, "server": {"startup_s": 30.0}}))
+    # Half the pool with 8 running, then 4 running at a third: 200 and 266.7 tokens a request.
+    (traffic / "telemetry.jsonl").write_text("\n".join(json.dumps(s) for s in (
+        {"t": 0, "running": 8, "kv_usage": 0.5}, {"t": 1, "running": 4, "kv_usage": 1 / 3},
+        {"t": 2, "running": 1, "kv_usage": 0.9})))
+    run = VerifiedRun(config="bf16", level="c8", attempt_dir=out / "verification" / "attempt-1",
+                      sizing={"kv_cache_memory_bytes": 200 * 16 * 1000, "kv_blocks": 200, "max_num_seqs": 8,
+                              "inputs": {"block_size": 16}, "target_source": "stress run's expected peak"},
+                      traffic={"request_rate": 10.0, "preemptions": 0}, concurrency=8)
+    return load_scenario(path), out, run
+
+
+class CannedSteps(HeadroomRun):
+    def __init__(self, scenario, out, results):
+        super().__init__(scenario, out, Console(quiet=True))
+        self.results = list(results)
+        self.factors_run = []
+
+    def _step(self, server, factor, rate):
+        self.factors_run.append(factor)
+        return self.results.pop(0), {}, 100, f"headroom/x{factor:g}"
+
+
+def obs(ttft, kv=0.5, pre=0, failed=0):
+    return Observation(output_tok_s=1.0, request_rate=9.0, ttft_ms=ttft, kv_peak_frac=kv, preemptions=pre,
+                       failed=failed)
+
+
+def test_the_search_records_every_step_and_its_tail_and_resumes_after_a_deadline(tmp_path):
+    scenario, out, run = verified_dir(tmp_path)
+    first = CannedSteps(scenario, out, [obs(200.0)])
+    # Each step needs its window x factor + 15 s: 20 s for x1, 25 s for x2; 22 s left stops before x2.
+    with pytest.raises(SweepInterrupted):
+        first.measure(None, run, deadline=__import__("time").monotonic() + 22.0)
+    stored = read_headroom(out / "headroom.json")
+    assert stored.finished is False and [s.factor for s in stored.steps] == [1.0]
+    second = CannedSteps(scenario, out, [obs(1500.0, kv=0.96), obs(3000.0, kv=1.0, pre=2)])
+    h = second.measure(None, run)
+    assert second.factors_run == [2.0, 3.0] and h.finished and h.stop_reason == "the cap: 3x the recommended load"
+    onsets = {o.kind: o for o in h.onsets}
+    assert onsets["slo"].offered_rate == 20.0 and onsets["kv_full"].offered_rate == 20.0
+    assert onsets["preemption"].offered_rate == 30.0 and onsets["failure"].status == "not_reached"
+    t = h.tail
+    assert t.status == "measured" and t.prefill_steps == 4 and t.pool_blocks == 200 and t.measured_requests == 3000
+    assert t.measured_kv_tokens_per_request == pytest.approx((200 + 266.667) / 2, rel=1e-3)
+    assert t.measured_upper_95_per_10k == pytest.approx(10.0)
+    target = t.sizings[1]
+    assert target.kv_blocks < 200 and target.kv_bytes == target.kv_blocks * 16 * 1000
+    assert target.predicted_preemptions_per_10k <= 1.0
+    assert h.device_memory.status == "not_measured"
+
+
+def test_the_recommendation_carries_the_headroom_of_its_own_point_only(tmp_path):
+    scenario, out, run = verified_dir(tmp_path)
+    h = CannedSteps(scenario, out, [obs(200.0), obs(1500.0), obs(3000.0, failed=1)]).measure(None, run)
+    assert h.stop_reason == "the first failed request"
+    rec = ProductionRecommendation(precision="bf16", based_on={"config": "bf16", "level": "c8"}, oom_margin_pct=24.5,
+                                   oom_margin_sized_for_pct=22.5)
+    apply_headroom(rec, h)
+    lines = headroom_lines(rec)
+    assert any(line.startswith("SLO breached: at 20 req/s offered, +100 %") for line in lines)
+    assert any(line.startswith("first failed request: at 30 req/s") for line in lines)
+    assert any("first preemption: not reached up to 30 req/s (+200 %)" in line for line in lines)
+    assert any("sized for 22.5 %" in line for line in lines)
+    assert "SLO breached" in console_line(rec)
+    other = ProductionRecommendation(precision="fp8", based_on={"config": "fp8", "level": "c8"})
+    apply_headroom(other, h)
+    assert other.headroom.skipped.startswith("headroom.json is of bf16")
