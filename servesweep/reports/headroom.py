@@ -58,6 +58,12 @@ def _tail_lines(h: Headroom) -> list[str]:
     lines = [f"Length tail at the recommended load (pool {t.pool_blocks:,} blocks): preemptions per 10k requests "
              f"predicted {t.predicted_preemptions_per_10k:.3g}, measured {measured} over `{t.measured_from}`{per_req}. "
              f"Model: {t.model}."]
+    if t.length_factor_at_target is not None:
+        lines.append(f"Length headroom: requests {t.length_factor_at_target:.2f}x as long (both length distributions "
+                     f"scaled) bring this pool's predicted rate past {t.target_preemptions_per_10k:g} per 10k (projected).")
+    else:
+        lines.append(f"Length headroom: not within 8x longer requests (or the context caps them first) at "
+                     f"{t.target_preemptions_per_10k:g} per 10k (projected).")
     for s in t.sizings:
         cost = f", {s.kv_bytes / 2**20:,.1f} MiB" if s.kv_bytes else ""
         lines.append(f"KV sizing, {s.name}: {s.kv_blocks:,} blocks ({s.kv_tokens:,} tokens{cost}), predicted "

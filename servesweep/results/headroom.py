@@ -99,6 +99,9 @@ class TailRisk(BaseModel):
     measured_kv_tokens_per_request: float | None = None
     measured_from: str | None = None
     target_preemptions_per_10k: float | None = None
+    # Every request this many times as long (both distributions scaled) before the pool's predicted
+    # rate passes the target; None: not within 8x (or the context caps the lengths first).
+    length_factor_at_target: float | None = None
     sizings: list[SizingOption] = []
     model: str | None = None  # the prediction's assumptions, in words
 

@@ -42,7 +42,7 @@ from servesweep.results.verification import VERIFICATION_FILE, Verification, rea
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
 from servesweep.sweep.headroom import device_memory, find_onsets, headroom_step, step_seconds, stop_reason
-from servesweep.sweep.kv_tail import simulate, upper_95_per_10k
+from servesweep.sweep.kv_tail import length_scale_at_rate, simulate, upper_95_per_10k
 from servesweep.sweep.observation import Observation
 
 KV_POOL_MEANING = ("the KV pool is the verification's sizing: max_num_seqs x (p99 prompt + p99 output) tokens "
@@ -121,6 +121,8 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
                             kv_bytes=blocks * per_block if per_block else None,
                             predicted_preemptions_per_10k=occ.preemptions_per_10k(blocks), basis=basis)
 
+    scale = length_scale_at_rate(workload.input_len, workload.output_len, run.concurrency, int(block), prefill,
+                                 pool_blocks, target_per_10k, context=scenario.max_model_len)
     completed = int(summary.get("completed") or 0)
     preempted = run.traffic.get("preemptions")
     return TailRisk(
@@ -133,14 +135,14 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
         measured_kv_tokens_per_request=_kv_tokens_per_request(run.attempt_dir / "traffic" / "telemetry.jsonl",
                                                               int(pool_tokens), run.concurrency),
         measured_from=str((run.attempt_dir / "traffic").relative_to(run.attempt_dir.parents[1])),
-        target_preemptions_per_10k=target_per_10k,
+        target_preemptions_per_10k=target_per_10k, length_factor_at_target=scale,
         sizings=[option("p99 sizing (verified)", pool_blocks, str(run.sizing.get("target_source") or "the verification")),
                  option(f"target <= {target_per_10k:g} preemptions per 10k requests", target_blocks,
                         "the smallest pool whose predicted rate (and every larger pool's) is within the target")],
         model=(f"{run.concurrency} requests always in flight (closed loop), lengths drawn from the workload "
                f"({workload.input_len} in, {workload.output_len} out), each holding its prompt for {prefill} step(s) "
                "(mean TTFT / mean TPOT of the traffic run) and then prompt + tokens so far, in whole blocks; a "
-               f"preemption each time the sum first exceeds the pool; {occ.requests:,} simulated requests"))
+               f"preemption each time the sum grows past the pool; {occ.requests:,} simulated requests"))
 
 
 class HeadroomRun:

@@ -9,14 +9,20 @@ The model (what the prediction assumes; the headroom step reports it beside a me
     TPOT at the recommended load: the service times say how long a prompt waits for its first
     token), then one step per output token holding prompt + the tokens so far, in whole blocks;
   - the slots are staggered: each starts at a random point of its first request;
-  - a preemption is counted each time the sum over the slots rises above the pool (an upward
-    crossing). What a preemption does next (the request is recomputed later, the load drops for
-    a moment) is left out: the estimate is for rare events, where that feedback is rare too.
-Preemptions per 10,000 requests = crossings / requests completed x 10,000. One simulation
-serves every pool size: the crossings of all sizes are counted at once (`Occupancy`).
+  - a preemption is counted each time the sum over the slots grows to more than the pool (a
+    step whose blocks in use rise and end above it: the first crossing, and every further growth
+    while the demand stays above, when the server would preempt again). What a preemption does
+    next (the request recomputed later, the load lower for a moment) is left out: the estimate
+    is for rare events, where that feedback is rare too, and an upper bound past them.
+Preemptions per 10,000 requests = those steps / requests completed x 10,000. One simulation
+serves every pool size: the counts of all sizes are taken at once (`Occupancy`).
 
 Sizing for a target rate (`blocks_for_rate`): the smallest pool whose rate, and every larger
 pool's, is at most the target; the alternative to max_num_seqs x p99 lengths (sweep/sizing.py).
+
+Length headroom (`length_scale_at_rate`): how much longer every request may get (both length
+distributions scaled by k, still clipped to the context) before a given pool's predicted rate
+passes the target; bisected on k with the same draws.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class Occupancy:
     """The blocks in use at each step of a simulated run, and the crossings of every pool size."""
 
     blocks: np.ndarray  # blocks in use, summed over the slots, per step
-    crossings: np.ndarray  # [P]: steps at which use rose from <= P to > P blocks
+    crossings: np.ndarray  # [P]: steps at which use rose to more than P blocks
     requests: int  # requests completed within the series
     concurrency: int
     block_size: int
@@ -93,10 +99,40 @@ def simulate(input_len: LengthSpec, output_len: LengthSpec, concurrency: int, bl
     done = int(sum(np.searchsorted(e, length, side="right") for e in ends_all))
     rise = np.nonzero(used[1:] > used[:-1])[0]
     diff = np.zeros(int(used.max()) + 2, dtype=np.int64)
-    np.add.at(diff, used[rise], 1)
+    diff[0] = len(rise)  # every pool below the level a step rose to is overrun by it
     np.add.at(diff, used[rise + 1], -1)
     return Occupancy(blocks=used, crossings=np.cumsum(diff)[:-1], requests=done, concurrency=concurrency,
                      block_size=block_size)
+
+
+def scaled(spec: LengthSpec, k: float) -> LengthSpec:
+    """The distribution with every length k times as long (the spread of a lognormal kept)."""
+    if spec.kind == "fixed":
+        return spec.model_copy(update={"a": max(1, round(spec.a * k))})
+    if spec.kind == "lognormal":
+        return spec.model_copy(update={"a": spec.a * k})
+    return spec.model_copy(update={"a": max(1.0, spec.a * k), "b": spec.b * k})  # uniform, normal
+
+
+def length_scale_at_rate(input_len: LengthSpec, output_len: LengthSpec, concurrency: int, block_size: int,
+                         prefill_steps: int, pool_blocks: int, target_per_10k: float, context: int | None = None,
+                         top: float = 8.0, requests: int = 20_000, steps: int = 10) -> float | None:
+    """The length factor k at which `pool_blocks`' predicted rate passes the target (None: not up
+    to `top`, or the context caps the lengths first)."""
+    def rate(k: float) -> float:
+        occ = simulate(scaled(input_len, k), scaled(output_len, k), concurrency, block_size, prefill_steps,
+                       requests=requests, context=context)
+        return occ.preemptions_per_10k(pool_blocks)
+
+    if rate(top) <= target_per_10k:
+        return None
+    low, high = 1.0, top
+    if rate(low) > target_per_10k:
+        return 1.0
+    for _ in range(steps):
+        mid = (low + high) / 2
+        low, high = (low, mid) if rate(mid) > target_per_10k else (mid, high)
+    return high
 
 
 def upper_95_per_10k(requests: int) -> float | None:

@@ -16,7 +16,7 @@ from servesweep.scenarios.schema import HeadroomSpec, load_scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.headroom import device_memory, find_onsets, headroom_step, stop_reason
 from servesweep.sweep.headroom_run import HeadroomRun, VerifiedRun
-from servesweep.sweep.kv_tail import simulate, upper_95_per_10k
+from servesweep.sweep.kv_tail import length_scale_at_rate, scaled, simulate, upper_95_per_10k
 from servesweep.sweep.observation import Observation
 
 SLO_TTFT = SLO(ttft_ms=1000)
@@ -88,6 +88,17 @@ def test_a_longer_tail_needs_a_bigger_pool_for_the_same_rate():
                     requests=20000)
     assert held.tokens_per_request() < short.tokens_per_request()
     assert upper_95_per_10k(3000) == pytest.approx(10.0) and upper_95_per_10k(0) is None
+
+
+def test_length_headroom_is_the_factor_at_which_the_pool_starts_to_preempt():
+    # 4 slots of 100 + 20 fixed tokens peak at exactly 32 blocks: 32 blocks hold them, but requests
+    # a few % longer need a ninth block each at the end, and then the 4 staggered slots overrun 32.
+    k = length_scale_at_rate(LengthSpec.parse(100), LengthSpec.parse(20), 4, 16, 0, 32, 1.0, requests=4000)
+    assert k is not None and 1.0 < k < 1.2
+    assert length_scale_at_rate(LengthSpec.parse(100), LengthSpec.parse(20), 4, 16, 0, 10_000, 1.0,
+                                requests=4000) is None  # never within 8x
+    assert scaled(LengthSpec.parse("lognormal:100:0.5"), 2.0).a == 200 and scaled(LengthSpec.parse("lognormal:100:0.5"), 2.0).b == 0.5
+    assert (scaled(LengthSpec.parse("uniform:10:20"), 2.0).a, scaled(LengthSpec.parse("uniform:10:20"), 2.0).b) == (20, 40)
 
 
 def test_headroom_spec_takes_a_switch_and_refuses_unordered_factors():
