@@ -11,6 +11,7 @@ from typing import Any
 
 from servesweep.results.headroom import Headroom, Onset
 from servesweep.results.recommendation import ProductionRecommendation
+from servesweep.thresholds import KV_FULL_FRAC
 
 ONSET_NAMES = {"preemption": "first preemption", "kv_full": "KV use >= 95 %", "slo": "SLO breached",
                "failure": "first failed request"}
@@ -82,6 +83,11 @@ def headroom_lines(rec: ProductionRecommendation | None) -> list[str]:
              f"at {', '.join(f'x{f:g}' for f in h.factors[:len(h.steps)])} of it, {h.window_s:g} s each; stopped at "
              f"{h.stop_reason}." if h.recommended_rate else "Headroom: no recommended rate measured."]
     lines += [onset_text(o) for o in h.onsets]
+    bound = h.tail.batch_cap_bound_frac if h.tail is not None else None
+    if bound is not None and bound < KV_FULL_FRAC:
+        lines.append(f"No offered load can preempt with these lengths: max_num_seqs x the longest request holds at "
+                     f"most {100 * bound:.0f} % of the pool (the batch cap binds before the pool); longer requests can "
+                     "(length headroom below).")
     lines += _tail_lines(h)
     d = h.device_memory
     if d is not None:

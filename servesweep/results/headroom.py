@@ -97,6 +97,9 @@ class TailRisk(BaseModel):
     measured_preemptions_per_10k: float | None = None
     measured_upper_95_per_10k: float | None = None  # rule of three when none was measured
     measured_kv_tokens_per_request: float | None = None
+    # max_num_seqs x the longest request the workload can send (whole blocks), as a share of the
+    # pool: below 95 % no offered load can fill the pool or preempt; only longer requests can.
+    batch_cap_bound_frac: float | None = None
     measured_from: str | None = None
     target_preemptions_per_10k: float | None = None
     # Every request this many times as long (both distributions scaled) before the pool's predicted

@@ -42,7 +42,7 @@ from servesweep.results.verification import VERIFICATION_FILE, Verification, rea
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
 from servesweep.sweep.headroom import device_memory, find_onsets, headroom_step, step_seconds, stop_reason
-from servesweep.sweep.kv_tail import length_scale_at_rate, simulate, upper_95_per_10k
+from servesweep.sweep.kv_tail import length_scale_at_rate, longest_request_blocks, simulate, upper_95_per_10k
 from servesweep.sweep.observation import Observation
 
 KV_POOL_MEANING = ("the KV pool is the verification's sizing: max_num_seqs x (p99 prompt + p99 output) tokens "
@@ -136,6 +136,8 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
                                                               int(pool_tokens), run.concurrency),
         measured_from=str((run.attempt_dir / "traffic").relative_to(run.attempt_dir.parents[1])),
         target_preemptions_per_10k=target_per_10k, length_factor_at_target=scale,
+        batch_cap_bound_frac=run.concurrency * longest_request_blocks(
+            workload.input_len, workload.output_len, int(block), scenario.max_model_len) / pool_blocks,
         sizings=[option("p99 sizing (verified)", pool_blocks, str(run.sizing.get("target_source") or "the verification")),
                  option(f"target <= {target_per_10k:g} preemptions per 10k requests", target_blocks,
                         "the smallest pool whose predicted rate (and every larger pool's) is within the target")],

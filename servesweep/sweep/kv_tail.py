@@ -135,6 +135,16 @@ def length_scale_at_rate(input_len: LengthSpec, output_len: LengthSpec, concurre
     return high
 
 
+def longest_request_blocks(input_len: LengthSpec, output_len: LengthSpec, block_size: int,
+                           context: int | None = None) -> int:
+    """The blocks the longest request the workload can send holds (its lengths' maxima, clipped
+    to the context)."""
+    tokens = input_len.max_value + output_len.max_value
+    if context:
+        tokens = min(tokens, context)
+    return -(-tokens // block_size)
+
+
 def upper_95_per_10k(requests: int) -> float | None:
     """The 95 % upper bound of a rate of which none was seen in `requests` (the rule of three)."""
     return 3.0 / requests * PER_10K if requests > 0 else None

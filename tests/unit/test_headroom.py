@@ -176,6 +176,7 @@ def test_the_search_records_every_step_and_its_tail_and_resumes_after_a_deadline
     assert target.kv_blocks < 200 and target.kv_bytes == target.kv_blocks * 16 * 1000
     assert target.predicted_preemptions_per_10k <= 1.0
     assert h.device_memory.status == "not_measured"
+    assert t.batch_cap_bound_frac == pytest.approx(8 * 15 / 200)  # 8 x (192 + 48 tokens = 15 blocks) of 200
 
 
 def test_the_recommendation_carries_the_headroom_of_its_own_point_only(tmp_path):
@@ -190,6 +191,8 @@ def test_the_recommendation_carries_the_headroom_of_its_own_point_only(tmp_path)
     assert any(line.startswith("first failed request: at 30 req/s") for line in lines)
     assert any("first preemption: not reached up to 30 req/s (+200 %)" in line for line in lines)
     assert any("sized for 22.5 %" in line for line in lines)
+    assert any(line.startswith("No offered load can preempt with these lengths: max_num_seqs x the longest request "
+                               "holds at most 60 % of the pool") for line in lines)
     assert "SLO breached" in console_line(rec)
     other = ProductionRecommendation(precision="fp8", based_on={"config": "fp8", "level": "c8"})
     apply_headroom(other, h)
