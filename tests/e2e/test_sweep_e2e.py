@@ -1,7 +1,8 @@
 """A real CPU sweep, end to end: the cpu-smoke scenario on the stdlib-trained model with the
-perplexity gate (unloaded and under load), producing every artifact, the gate per precision in
-the report, and a resume that starts nothing. One sweep (two server starts) covers what two tests
-used to."""
+perplexity gate (unloaded and under load), the verification of the recommendation and its
+headroom on the verification's server, producing every artifact, the gate per precision in the
+report, and a resume that starts nothing. One sweep (three server starts: two precisions and the
+verification) covers what three tests would."""
 
 import json
 import math
@@ -30,7 +31,10 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     gate["accuracy_gate"]["under_load"] = True
     (tmp_path / "gate.yaml").write_text(yaml.safe_dump(gate))
     scenario["accuracy_gate"] = str(tmp_path / "gate.yaml")
-    scenario["verify"] = False  # the verification's own server start is left out of the suite's budget
+    # SLOs loose enough that the verification over the longer window passes on a loaded machine,
+    # so that its headroom (two short steps on the verification's server) always runs.
+    scenario["slo"] = {"ttft_ms": 30000, "tpot_ms": 2000, "percentile": 99}
+    scenario["headroom"] = {"factors": [1.0, 2.0], "window_s": 4}
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario))
     out = tmp_path / "sweep"
@@ -59,7 +63,8 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     assert skus["A100-80GB"]["precision"] == "bf16" and skus["H100-SXM"]["precision"] == "fp8"
     assert all(e["basis"] == "projected" for e in skus.values())  # no GPU was measured
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5 and "knee" in html
+    assert html.count("data:image/png;base64,") == 6 and "knee" in html  # the five plots and headroom's
+    _check_verification_and_headroom(out, prod, (out / "report.md").read_text())
     # The accuracy gate, per precision, judged against the sweep's own fp32 measurement.
     for precision in ("fp32", "bf16"):
         result = json.loads((out / "configs" / precision / "gate.json").read_text())
@@ -90,3 +95,29 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     assert main(["sweep", str(path), "--out", str(out), "--no-report"]) == 0
     assert time.monotonic() - start < 20
     assert len(read_points(out)) == 8
+
+
+def _check_verification_and_headroom(out, prod, report):
+    verification = json.loads((out / "verification.json").read_text())
+    assert verification["finished"] and verification["passed"], verification.get("reason")
+    traffic = verification["attempts"][-1]["traffic"]
+    assert prod["verified"] is True and prod["oom_margin_sized_for_pct"] is not None
+    assert "sized for" in prod["oom_margin_meaning"] or "free" in prod["oom_margin_meaning"]
+    h = prod["headroom"]
+    assert h["finished"] and h["config"] == prod["based_on"]["config"]
+    assert [s["factor"] for s in h["steps"]][0] == 1.0 and len(h["steps"]) <= 2
+    assert h["steps"][0]["offered_rate"] == pytest.approx(traffic["request_rate"])
+    onsets = {o["kind"]: o for o in h["onsets"]}
+    assert set(onsets) == {"preemption", "kv_full", "slo", "failure"}
+    # vLLM's preemption counter and KV gauge were read in every step: each onset is an answer.
+    for kind in ("preemption", "kv_full", "slo"):
+        assert onsets[kind]["status"] in ("reached", "not_reached"), onsets[kind]
+    for s in h["steps"]:
+        assert s["preemptions"] is not None and 0 <= s["kv_peak_frac"] <= 1 and s["completed"] > 0
+        assert (out / s["dir"] / "summary.json").exists()
+    tail = h["tail"]
+    assert tail["status"] == "measured" and tail["measured_requests"] > 0
+    assert tail["measured_kv_tokens_per_request"] > 0 and tail["predicted_kv_tokens_per_request"] > 0
+    assert len(tail["sizings"]) == 2 and tail["sizings"][1]["kv_blocks"] <= tail["sizings"][0]["kv_blocks"]
+    assert h["device_memory"]["status"] == "not_measured"  # no NVML on this CPU
+    assert "## Headroom" in report and "(oom_margin_pct)" in report and (out / "plots" / "headroom.png").exists()
