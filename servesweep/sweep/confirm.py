@@ -22,7 +22,6 @@ server of its own once the verification is done.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -181,12 +180,8 @@ class Confirmation:
             # sizing stored before backends owned their knobs has none: the budget and batch cap.
             sized = config.model_copy(update=sizing.config_update or {
                 "kv_cache_memory_bytes": sizing.kv_cache_memory_bytes, "max_batch_size": sizing.max_num_seqs})
-            verified = VerifiedRun(config=where.config, level=where.level, sizing=sizing.to_dict(), traffic={},
-                                   attempt_dir=self.out / "verification" / f"attempt-{attempt + 1}",
-                                   concurrency=sizing.max_num_seqs)
-            traffic, stress, command = self._attempt(
-                sized, plan.traffic, plan.stress, attempt,
-                then=lambda server, t, s: self._headroom_on(server, verified, t, s, deadline))
+            traffic, stress, command = self._attempt(sized, plan.traffic, plan.stress, attempt,
+                                                     then=self._headroom_hook(where, sizing, attempt, deadline))
             judgement = judge(traffic, stress, self.scenario.slo)
             add_attempt(verification, sizing.to_dict(), traffic, stress, judgement)
             verification.command = command
@@ -205,19 +200,25 @@ class Confirmation:
         self._headroom_after(verification, deadline)
         return verification
 
-    def _headroom_on(self, server: Any, verified: VerifiedRun, traffic: Observation, stress: Observation,
-                     deadline: float | None) -> None:
-        """The headroom measurement on the attempt's own server, when the attempt passed. Cut short
-        (deadline, Ctrl-C), it stops here so the attempt is still recorded; `_headroom_after` then
-        says so, and a rerun resumes it on a server of its own."""
-        if not judge(traffic, stress, self.scenario.slo).passed or not self.headroom.enabled:
-            return
-        self.console.print("headroom: the offered load stepped up on the verified server")
-        try:
-            self.headroom.measure(server, replace(verified, traffic=traffic.to_dict()), deadline)
-        except SweepInterrupted:
-            self._headroom_cut = True
-            self.console.print("headroom: stopped; run the same command again to resume it")
+    def _headroom_hook(self, where: Any, sizing: Sizing, attempt: int,
+                       deadline: float | None) -> Callable[[Any, Observation, Observation], None]:
+        """What runs on the attempt's own server after its two runs: the headroom measurement, when
+        the attempt passed. Cut short (deadline, Ctrl-C), it stops there so the attempt is still
+        recorded; `_headroom_after` then says so, and a rerun resumes it on a server of its own."""
+        def measure(server: Any, traffic: Observation, stress: Observation) -> None:
+            if not judge(traffic, stress, self.scenario.slo).passed or not self.headroom.enabled:
+                return
+            self.console.print("headroom: the offered load stepped up on the verified server")
+            run = VerifiedRun(config=where.config, level=where.level, sizing=sizing.to_dict(),
+                              traffic=traffic.to_dict(), concurrency=sizing.max_num_seqs,
+                              attempt_dir=self.out / "verification" / f"attempt-{attempt + 1}")
+            try:
+                self.headroom.measure(server, run, deadline)
+            except SweepInterrupted:
+                self._headroom_cut = True
+                self.console.print("headroom: stopped; run the same command again to resume it")
+
+        return measure
 
     def _headroom_after(self, verification: Verification, deadline: float | None) -> None:
         """The headroom measurement still owed to a passed verification: on a server of its own."""
