@@ -14,6 +14,10 @@
 #   verify[=PRECS]  the verification of the recommendation over the ladders done so far (PRECS,
 #                   default bf16,fp8: no new configuration starts); resumes per attempt, and an
 #                   attempt that would not fit the call is not started (servesweep sweep --deadline-s)
+#   headroom        issue 32: `servesweep headroom` on the sweep's verified recommendation (its own server with
+#                   the verification's sizing; the offered load stepped up to 3x in 10 s windows until each
+#                   onset; the length tail; NVML's device margin); resumes per step, skips itself with less
+#                   than HEADROOM_MIN_S (240 s) left, and a step that would not fit the call is not started
 #   fp8proof        bench/gpu/fp8_probe.py on the dummy 8B model (fp8 server logs of the sweep + one
 #                   enforce-eager engine when >= FP8PROOF_MIN_S are left, else the logs only); into
 #                   the sweep folder (fp8-proof/), so it travels with sweep.tar.gz
@@ -159,6 +163,25 @@ PY
   x timeout -s INT -k 25 $((t - 30)) python3 -m servesweep sweep $scenario --out $SWEEP --no-progress \
     --deadline-s $((t - 45))
   say "verify exit: $? (0 verified, 6 no recommendation or verification failed, 130 not finished: resumes)"
+  gpu_cleanup
+}
+
+step_headroom() {  # the headroom of the sweep's verified recommendation (servesweep headroom)
+  need_vllm && need_dummy || return 1
+  restore "$RES/sweep" "$SWEEP"
+  if [ -f $SWEEP/headroom.json ] && grep -q '"finished": *true' $SWEEP/headroom.json; then
+    say "headroom done earlier: skipped"; return 0
+  fi
+  [ -f $SWEEP/verification.json ] || { say "headroom: no verification.json in $SWEEP (run verify first)"; return 0; }
+  local t; t=$(left)
+  # A server start (70-240 s) + up to six steps of 10 s x factor (1-3) + 15 s each (~200 s); what does not
+  # fit stops at a step boundary (--deadline-s) and the next call resumes with the next factor.
+  [ "$t" -gt "${HEADROOM_MIN_S:-240}" ] || { say "headroom not started: only $t s left (next call)"; return 0; }
+  say "headroom for at most $((t - 30)) s"
+  # --no-report: the sweep's report names its quality sweep by a path that exists only here.
+  x timeout -s INT -k 25 $((t - 30)) python3 -m servesweep headroom $SWEEP --scenario "$SCENARIO" --no-report \
+    --no-progress --deadline-s $((t - 45))
+  say "headroom exit: $? (0 measured, 6 nothing verified to measure, 3 server did not start, 130 cut: resumes)"
   gpu_cleanup
 }
 
@@ -318,6 +341,7 @@ for s in "$@"; do
     install) step_install || exit 4 ;;
     sweep) step_sweep "$arg" ;;
     verify) step_verify "$arg" ;;
+    headroom) step_headroom ;;
     fp8proof) step_fp8proof ;;
     sbs) step_sbs "$arg" ;;
     quality) step_quality ;;

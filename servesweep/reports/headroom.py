@@ -76,7 +76,8 @@ def headroom_lines(rec: ProductionRecommendation | None) -> list[str]:
     """The report's headroom section, one line per fact."""
     h = rec.headroom if rec is not None else None
     if h is None:
-        return ["Headroom: not measured (it follows a passing verification; `--no-headroom` skips it)."]
+        return ["Headroom: not measured (it follows a passing verification; `servesweep headroom DIR` measures it "
+                "for a sweep without it)."]
     if h.skipped:
         return [f"Headroom: not measured ({h.skipped})."]
     lines = [f"Recommended load: {h.recommended_rate:.3g} req/s ({h.recommended_basis}); offered {h.arrival} arrivals "
