@@ -102,7 +102,7 @@ def _check_verification_and_headroom(out, prod, report):
     assert verification["finished"] and verification["passed"], verification.get("reason")
     traffic = verification["attempts"][-1]["traffic"]
     assert prod["verified"] is True and prod["oom_margin_sized_for_pct"] is not None
-    assert "sized for" in prod["oom_margin_meaning"] or "free" in prod["oom_margin_meaning"]
+    assert "the load the pool was sized for" in prod["oom_margin_meaning"]
     h = prod["headroom"]
     assert h["finished"] and h["config"] == prod["based_on"]["config"]
     assert [s["factor"] for s in h["steps"]][0] == 1.0 and len(h["steps"]) <= 2
