@@ -190,7 +190,7 @@ step_sbs() {
   # Round-major (all concurrencies once, then again); no new run pair starts within ~100 s of the end.
   x timeout -s INT -k 25 $((t - 20)) python3 bench/gpu/side_by_side.py --model /tmp/llama3-8b-dummy \
     --out /tmp/sbs --concurrency "${1:-16,128,512}" --rounds "${SBS_ROUNDS:-3}" --deadline-s $((t - ${SBS_ROUND_S:-110})) \
-    ${SBS_AB:+--ab-chunk-usage}
+    ${SBS_AB:+--ab-chunk-usage=$SBS_AB}
   say "side by side exit: $?"
   gpu_cleanup
 }

@@ -224,8 +224,9 @@ def main() -> int:
     p.add_argument("--telemetry", action="store_true", help="let servesweep sample /metrics (default: off, "
                    "as vllm bench does not)")
     p.add_argument("--workers", type=int, default=1, help="servesweep load-generator processes")
-    p.add_argument("--ab-chunk-usage", action="store_true",
-                   help="also run servesweep with --no-chunk-usage (what per-chunk usage costs the server)")
+    p.add_argument("--ab-chunk-usage", nargs="?", const="all", default="",
+                   help="also run servesweep with --no-chunk-usage (what per-chunk usage costs the server); "
+                        "optionally only at these comma-separated concurrencies (e.g. 512)")
     p.add_argument("--deadline-s", type=float, default=480.0,
                    help="start no new run after this many seconds from the script's start")
     p.add_argument("--run-timeout-s", type=float, default=240.0)
@@ -238,7 +239,12 @@ def main() -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     concurrencies = [int(x) for x in args.concurrency.split(",") if x.strip()]
-    tools = TOOLS + ((FINAL_USAGE,) if args.ab_chunk_usage else ())
+    ab_at = (set(concurrencies) if args.ab_chunk_usage == "all"
+             else {int(x) for x in args.ab_chunk_usage.split(",") if x.strip()})
+
+    def tools_at(c: int) -> tuple[str, ...]:
+        return TOOLS + ((FINAL_USAGE,) if c in ab_at else ())
+
     # Resumable across device calls: runs that finished in an earlier call (on an earlier server
     # start, recorded per run) are kept, and only the missing (concurrency, round, tool) run.
     previous = json.loads((out / "side_by_side.json").read_text()) if (out / "side_by_side.json").exists() else {}
@@ -246,7 +252,7 @@ def main() -> int:
     done = {(r["concurrency"], r["round"], r["tool"]) for r in runs if r.get("result")}
     runs = [r for r in runs if r.get("result")]  # a failed run is tried again
     todo = [(c, r) for r in range(args.rounds) for c in concurrencies
-            if any((c, r, t) not in done for t in tools)]
+            if any((c, r, t) not in done for t in tools_at(c))]
     if not todo:
         print("side by side: every run done earlier; nothing to do", flush=True)
         return 0
@@ -288,6 +294,7 @@ def main() -> int:
                 header.setdefault("skipped", []).append(f"c={c} round {r}")
                 continue
             # Which tool goes first alternates with the round (and the concurrency), whatever call runs it.
+            tools = tools_at(c)
             for tool in (tools if (r + concurrencies.index(c)) % 2 == 0 else tuple(reversed(tools))):
                 if (c, r, tool) in done:
                     continue
