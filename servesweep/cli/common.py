@@ -46,6 +46,7 @@ from servesweep.reports.assertions import Assertion, all_passed, evaluate, resul
 from servesweep.reports.table import plain_console, print_summary
 from servesweep.results.assertions import write_assertions
 
+WIDE_COLUMNS = 250  # the --wide table in a file or a CI log
 console = plain_console(stderr=True)  # never reads markup: what it prints holds servers' and files' text
 T = TypeVar("T")
 
@@ -300,9 +301,10 @@ def start_server(config: ServerConfig, out: Path) -> LaunchedServer:
     return server
 
 
-def _stdout() -> Console:
-    # Wide enough for every column when stdout is a file or a CI log.
-    return plain_console() if sys.stdout.isatty() else plain_console(width=200)
+def stdout_console(wide: bool = False) -> Console:
+    """The terminal's width; in a file or a CI log 100 columns (the default tables fit), or enough
+    for every column with --wide."""
+    return plain_console() if sys.stdout.isatty() else plain_console(width=WIDE_COLUMNS if wide else 100)
 
 
 def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[str, Any]]], out: Path) -> bool:
@@ -314,7 +316,7 @@ def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[s
         table.add_column(name)
     for row in rows:
         table.add_row(*row, style=None if row[-1] == "PASS" else "red")
-    _stdout().print(table)
+    stdout_console().print(table)
     passed = all_passed(results)
     write_assertions(out, passed, header, rows)
     return passed
@@ -323,7 +325,7 @@ def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[s
 def finish_run(summary: dict[str, Any], out: Path, assertions: list[Assertion] | None = None) -> int:
     """Print the table and return the run's exit code (README, "Exit codes"): 130 interrupted, 5 results
     not (all) written, 3 the server failed, 4 every measured request failed, 1 a check failed, 0."""
-    print_summary(summary, _stdout(), console)
+    print_summary(summary, stdout_console(), console)
     keep = summary.get("records", {}).get("keep", "full")
     files = [f"{out}/summary.json"] + ([f"{out}/records.jsonl"] if keep != "none" else [])
     soak = summary.get("soak")
