@@ -144,3 +144,19 @@ def error_rate_note(confidence: float, metrics: int) -> str:
 
 def pct(fraction: float) -> str:
     return f"{fraction * 100:g} %"
+
+
+def simulated_flag_rate(cv: float, shift: float, repeats: int, trials: int = 2000, seed: int = 0,
+                        confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """Share of seeded simulated comparisons called better or worse: `repeats` windows a side with
+    normal noise of relative sd `cv`, B's mean `shift` (a fraction) above A's. With shift 0 it is
+    the verdicts' false-alarm rate; otherwise the chance to find that shift (the test's power)."""
+    import random
+
+    rng = random.Random(seed)
+    flagged = 0
+    for _ in range(trials):
+        a = [rng.gauss(100.0, 100.0 * cv) for _ in range(repeats)]
+        b = [rng.gauss(100.0 * (1 + shift), 100.0 * cv) for _ in range(repeats)]
+        flagged += compare_metric("output_tok_s", "output tok/s", True, a, b, confidence).verdict in ("better", "worse")
+    return flagged / trials

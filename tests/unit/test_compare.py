@@ -4,7 +4,6 @@ at the noise the committed CPU vLLM repeats show (examples/cpu-repeats), and on 
 from __future__ import annotations
 
 import json
-import random
 import statistics
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from scipy.stats import nct, t
 
 from servesweep.cli import main
 from servesweep.errors import ReportError
-from servesweep.reports.compare import compare, compare_metric, judge_regressions
+from servesweep.reports.compare import compare, compare_metric, judge_regressions, simulated_flag_rate
 from servesweep.results.comparison import PairComparison, read_comparison
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,14 +49,7 @@ def _median_cv() -> float:
 
 
 def _flag_rate(cv: float, shift: float, n: int = 5, seed: int = 0) -> float:
-    """Share of seeded simulated comparisons (n repeats a side, normal noise of cv) called better/worse."""
-    rng = random.Random(seed)
-    flagged = 0
-    for _ in range(TRIALS):
-        a = [rng.gauss(100.0, 100.0 * cv) for _ in range(n)]
-        b = [rng.gauss(100.0 * (1 + shift), 100.0 * cv) for _ in range(n)]
-        flagged += compare_metric("output_tok_s", "output tok/s", True, a, b).verdict in ("better", "worse")
-    return flagged / TRIALS
+    return simulated_flag_rate(cv, shift, n, TRIALS, seed)
 
 
 def _welch_power(cv: float, shift: float, n: int = 5) -> float:
