@@ -16,6 +16,7 @@ import pandas as pd
 
 from servesweep.reports.analysis import GIB, PRECISION_ORDER
 from servesweep.reports.config_search import config_search_section
+from servesweep.reports.energy import ENERGY_HEADER, energy_lines, energy_rows
 from servesweep.reports.recommendation import analyse, report_inputs, store_report_inputs
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.reports.skus import METRICS
@@ -257,7 +258,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["config", "level", "status", "precision", "batch", "running_batch_mean", "output_token_throughput",
             "request_throughput", "goodput", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
-            "kv_cache_peak_frac", "oom_margin_pct", "preemptions", "meets_slo", "cause"]
+            "kv_cache_peak_frac", "oom_margin_pct", "preemptions", "j_per_output_token", "meets_slo", "cause"]
     return df[[c for c in cols if c in df.columns]]
 
 
@@ -290,6 +291,10 @@ def _summary_lines(result: Recommendation) -> list[str]:
                      f"{rec.advice}).")
         if (rec.uncertainty or {}).get("note"):
             lines.append(f"Uncertainty: {rec.uncertainty['note']}.")
+        if rec.energy:
+            lines.append(f"Energy at the recommended point: {rec.energy['j_per_output_token']:.3f} J per output token "
+                         f"({rec.energy['kwh_per_1m_output_tokens']:.3f} kWh per 1M) at "
+                         f"{rec.energy['gpu_power_w']:,.0f} W mean GPU power (NVML).")
     return lines
 
 
@@ -410,6 +415,18 @@ def _verification_lines(result: Recommendation) -> list[str]:
     return lines
 
 
+def _energy_section(df: pd.DataFrame, result: Recommendation) -> tuple[list[str], str]:
+    """Joules per output token per configuration and precision (reports/energy.py)."""
+    rec = result.production_recommendation
+    rows = energy_rows(df, (rec.based_on.config, rec.based_on.level) if rec else None)
+    lines = energy_lines(rows, result.measured_on)
+    md = ["## Energy per output token", "", *([_md_table(ENERGY_HEADER, rows), ""] if rows else []),
+          *[f"- {line}" for line in lines], ""]
+    page = (f"<h2>Energy per output token</h2>{_html_table(ENERGY_HEADER, rows) if rows else ''}"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in lines))
+    return md, page
+
+
 def _capacity_section(out_dir: Path) -> tuple[list[str], None, bytes | None]:
     """The capacity plan (written by `servesweep capacity`) as Markdown, HTML and one plot."""
     path = out_dir / "capacity.json"
@@ -482,6 +499,9 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
         extra_md += [*repeats_md, _md_table(REPEATS_HEADER, repeats), "", *[f"- {line}" for line in uncertainty], ""]
         extra_html += (f"<h2>Repeats and 95 % intervals</h2>{_html_table(REPEATS_HEADER, repeats)}"
                        + "".join(f"<p>{html.escape(line)}</p>" for line in uncertainty))
+    extra_md_energy, extra_html_energy = _energy_section(df, result)
+    extra_md += extra_md_energy
+    extra_html += extra_html_energy
     if engines:
         extra_md += ["## Engines", "", _md_table(engines[0], engines[1:]), ""]
         extra_html += f"<h2>Engines</h2>{_html_table(engines[0], engines[1:])}"
