@@ -277,42 +277,55 @@ def _money(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def render_markdown(report: CapacityReport) -> str:
-    lines = ["# Capacity plan", "", report.policy, ""]
+CAPACITY_HEADER = ["SKU", "basis", "goodput (req/s)", "planned req/s per replica", "GPUs per replica",
+                   "replicas at peak", "GPUs at peak", "GPU-hours/day", "$/GPU-hour", "$/day",
+                   "$/1M output tokens (planned)", "$/1M output tokens (day)", "kWh/1M output tokens",
+                   "energy $/1M output tokens"]
+
+
+def capacity_lines(report: CapacityReport) -> list[str]:
+    """The plan's policy and inputs, one sentence each (Markdown and the HTML report)."""
     profile = {"flat": "the peak every hour (no diurnal profile given)",
                "fractions": "24 hourly fractions of the peak",
                "hourly_rps": "24 hourly request rates"}[report.profile]
-    lines.append(f"- Peak load: {_fmt(report.peak_rps)} requests/s; daily profile: {profile}.")
+    lines = [report.policy, f"Peak load: {_fmt(report.peak_rps)} requests/s; daily profile: {profile}."]
     if report.output_tokens_per_request is not None:
-        lines.append(f"- Output tokens per request: {_fmt(report.output_tokens_per_request, 1)}.")
-    lines.append(f"- Prices: {report.price_source or 'none given'}"
+        lines.append(f"Output tokens per request: {_fmt(report.output_tokens_per_request, 1)}.")
+    lines.append(f"Prices: {report.price_source or 'none given'}"
                  + (" (user-supplied; servesweep ships no prices)." if report.price_source else "."))
-    lines.append("- `measured` rows come from this sweep; `projected` rows are roofline projections from it, "
+    lines.append("`measured` rows come from this sweep; `projected` rows are roofline projections from it, "
                  "not measurements.")
     if report.energy_source:
         price = f" at {report.usd_per_kwh:g} USD/kWh (user-supplied)" if report.usd_per_kwh is not None else \
             " (give --energy-price USD_PER_KWH for its cost)"
-        lines.append(f"- Energy: measured SKUs only, at the recommended point's load{price}; {report.energy_source}. "
+        lines.append(f"Energy: measured SKUs only, at the recommended point's load{price}; {report.energy_source}. "
                      "Projected SKUs: no power is projected.")
     else:
-        lines.append("- Energy: no GPU power was measured (NVML not available): no energy figures.")
-    lines += ["", "| SKU | basis | goodput (req/s) | planned req/s per replica | GPUs per replica | "
-              "replicas at peak | GPUs at peak | GPU-hours/day | $/GPU-hour | $/day | "
-              "$/1M output tokens (planned) | $/1M output tokens (day) | kWh/1M output tokens | "
-              "energy $/1M output tokens |",
-              "|" + "---|" * 14]
+        lines.append("Energy: no GPU power was measured (NVML not available): no energy figures.")
+    return lines
+
+
+def capacity_rows(report: CapacityReport) -> list[list[str]]:
+    rows = []
     for r in report.skus:
         if r.status != "ok":
-            lines.append(f"| {r.sku} | {r.basis} | {_fmt(r.goodput_rps)} | cannot serve: {r.reason} |"
-                         f" {r.gpus_per_replica} | - | - | - | {_money(r.usd_per_gpu_hour)} | - | - | - | - | - |")
+            rows.append([r.sku, r.basis, _fmt(r.goodput_rps), f"cannot serve: {r.reason}", str(r.gpus_per_replica),
+                         "-", "-", "-", _money(r.usd_per_gpu_hour), "-", "-", "-", "-", "-"])
             continue
-        lines.append(
-            f"| {r.sku} | {r.basis} | {_fmt(r.goodput_rps)} | {_fmt(r.planned_rps_per_replica)} | "
-            f"{r.gpus_per_replica} | {r.replicas_at_peak} | {r.gpus_at_peak} | {_fmt(r.gpu_hours_per_day, 1)} | "
-            f"{_money(r.usd_per_gpu_hour) if r.usd_per_gpu_hour is not None else 'no price'} | "
-            f"{_money(r.usd_per_day)} | {_money(r.usd_per_1m_output_tokens, 3)} | "
-            f"{_money(r.usd_per_1m_output_tokens_day, 3)} | {_money(r.kwh_per_1m_output_tokens, 4)} | "
-            f"{_money(r.usd_energy_per_1m_output_tokens, 4)} |")
+        rows.append([r.sku, r.basis, _fmt(r.goodput_rps), _fmt(r.planned_rps_per_replica), str(r.gpus_per_replica),
+                     str(r.replicas_at_peak), str(r.gpus_at_peak), _fmt(r.gpu_hours_per_day, 1),
+                     _money(r.usd_per_gpu_hour) if r.usd_per_gpu_hour is not None else "no price",
+                     _money(r.usd_per_day), _money(r.usd_per_1m_output_tokens, 3),
+                     _money(r.usd_per_1m_output_tokens_day, 3), _money(r.kwh_per_1m_output_tokens, 4),
+                     _money(r.usd_energy_per_1m_output_tokens, 4)])
+    return rows
+
+
+def render_markdown(report: CapacityReport) -> str:
+    head, *bullets = capacity_lines(report)
+    lines = ["# Capacity plan", "", head, "", *[f"- {b}" for b in bullets], "",
+             "| " + " | ".join(CAPACITY_HEADER) + " |", "|" + "---|" * len(CAPACITY_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in capacity_rows(report)]
     notes = [f"- {r.sku}: {r.note}" for r in report.skus if r.note]
     if notes:
         lines += ["", "Notes:", *notes]
