@@ -72,7 +72,7 @@ class SizingOption(BaseModel):
     """A KV pool size and what it costs."""
 
     name: str
-    kv_blocks: int
+    kv_blocks: int  # to allocate (vLLM's null block included)
     kv_tokens: int
     kv_bytes: float | None
     predicted_preemptions_per_10k: float
@@ -86,7 +86,7 @@ class TailRisk(BaseModel):
     status: Literal["measured", "not_measured"]
     reason: str | None = None
     concurrency: int | None = None
-    pool_blocks: int | None = None
+    pool_blocks: int | None = None  # the blocks requests can use (vLLM's pool less its null block)
     block_size: int | None = None
     prefill_steps: int | None = None  # decode steps a prompt is held before its first token
     predicted_preemptions_per_10k: float | None = None

@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from servesweep.backends import config_from_dict, launch
+from servesweep.backends import DEFAULT_KIND, config_from_dict, launch
 from servesweep.loadgen.arrivals import LoadLevel, default_open_arrival
 from servesweep.loadgen.runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
@@ -45,6 +45,7 @@ from servesweep.sweep.headroom import device_memory, find_onsets, headroom_step,
 from servesweep.sweep.kv_tail import length_scale_at_rate, longest_request_blocks, simulate, upper_95_per_10k
 from servesweep.sweep.observation import Observation
 
+NULL_BLOCKS = 1  # vLLM's pool holds one block no request uses
 KV_POOL_MEANING = ("the KV pool is the verification's sizing: max_num_seqs x (p99 prompt + p99 output) tokens "
                    "/ 0.775; oom_margin_pct is its headroom under the stress run, which the sizing aimed at "
                    "22.5 %: it checks the sizing arithmetic, not the traffic to come (see the onsets and tail)")
@@ -112,14 +113,19 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
     prefill = int(round(ttft / tpot)) if ttft and tpot else 0
     occ = simulate(workload.input_len, workload.output_len, run.concurrency, int(block), prefill,
                    context=scenario.max_model_len)
-    pool_blocks = int(pool_tokens) // int(block)
-    per_block = (run.sizing.get("kv_cache_memory_bytes") or 0) / (run.sizing.get("kv_blocks") or pool_blocks) or None
+    allocated = int(pool_tokens) // int(block)
+    # vLLM keeps one block of its pool out of use (the null block) and its KV gauge counts the rest:
+    # the sizing's 31 blocks on the CPU read 80 % with 24 in use (examples/cpu-headroom).
+    reserved = NULL_BLOCKS if run.sizing.get("kind", DEFAULT_KIND) == DEFAULT_KIND else 0
+    pool_blocks = allocated - reserved
+    per_block = (run.sizing.get("kv_cache_memory_bytes") or 0) / (run.sizing.get("kv_blocks") or allocated) or None
     target_blocks = max(occ.blocks_for_rate(target_per_10k), 1)
 
-    def option(name: str, blocks: int, basis: str) -> SizingOption:
+    def option(name: str, usable: int, basis: str) -> SizingOption:
+        blocks = usable + reserved
         return SizingOption(name=name, kv_blocks=blocks, kv_tokens=blocks * int(block),
                             kv_bytes=blocks * per_block if per_block else None,
-                            predicted_preemptions_per_10k=occ.preemptions_per_10k(blocks), basis=basis)
+                            predicted_preemptions_per_10k=occ.preemptions_per_10k(usable), basis=basis)
 
     scale = length_scale_at_rate(workload.input_len, workload.output_len, run.concurrency, int(block), prefill,
                                  pool_blocks, target_per_10k, context=scenario.max_model_len)
@@ -133,7 +139,7 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
         measured_preemptions_per_10k=(preempted / completed * 1e4) if completed and preempted is not None else None,
         measured_upper_95_per_10k=upper_95_per_10k(completed) if not preempted else None,
         measured_kv_tokens_per_request=_kv_tokens_per_request(run.attempt_dir / "traffic" / "telemetry.jsonl",
-                                                              int(pool_tokens), run.concurrency),
+                                                              pool_blocks * int(block), run.concurrency),
         measured_from=str((run.attempt_dir / "traffic").relative_to(run.attempt_dir.parents[1])),
         target_preemptions_per_10k=target_per_10k, length_factor_at_target=scale,
         batch_cap_bound_frac=run.concurrency * longest_request_blocks(

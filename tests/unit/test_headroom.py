@@ -127,7 +127,7 @@ def verified_dir(tmp_path):
     (traffic / "summary.json").write_text(json.dumps({
         "completed": 3000, "ttft_ms": {"mean": 40.0}, "tpot_ms": {"mean": 10.0},
         "telemetry": {"kv_pool_tokens": 3200}, "server": {"startup_s": 30.0}}))
-    # Half the pool with 8 running, then 4 running at a third: 200 and 266.7 tokens a request.
+    # Half the usable pool (199 of 200 blocks: vLLM's null block) with 8 running, then 4 at a third.
     (traffic / "telemetry.jsonl").write_text("\n".join(json.dumps(s) for s in (
         {"t": 0, "running": 8, "kv_usage": 0.5}, {"t": 1, "running": 4, "kv_usage": 1 / 3},
         {"t": 2, "running": 1, "kv_usage": 0.9})))
@@ -169,14 +169,15 @@ def test_the_search_records_every_step_and_its_tail_and_resumes_after_a_deadline
     assert onsets["slo"].offered_rate == 20.0 and onsets["kv_full"].offered_rate == 20.0
     assert onsets["preemption"].offered_rate == 30.0 and onsets["failure"].status == "not_reached"
     t = h.tail
-    assert t.status == "measured" and t.prefill_steps == 4 and t.pool_blocks == 200 and t.measured_requests == 3000
-    assert t.measured_kv_tokens_per_request == pytest.approx((200 + 266.667) / 2, rel=1e-3)
+    assert t.status == "measured" and t.prefill_steps == 4 and t.pool_blocks == 199 and t.measured_requests == 3000
+    assert t.measured_kv_tokens_per_request == pytest.approx((0.5 * 3184 / 8 + 3184 / 3 / 4) / 2, rel=1e-6)
     assert t.measured_upper_95_per_10k == pytest.approx(10.0)
     target = t.sizings[1]
     assert target.kv_blocks < 200 and target.kv_bytes == target.kv_blocks * 16 * 1000
+    assert t.sizings[0].kv_blocks == 200  # the verified pool as allocated, its null block included
     assert target.predicted_preemptions_per_10k <= 1.0
     assert h.device_memory.status == "not_measured"
-    assert t.batch_cap_bound_frac == pytest.approx(8 * 15 / 200)  # 8 x (192 + 48 tokens = 15 blocks) of 200
+    assert t.batch_cap_bound_frac == pytest.approx(8 * 15 / 199)  # 8 x (192 + 48 tokens = 15 blocks) of 199
 
 
 def test_the_recommendation_carries_the_headroom_of_its_own_point_only(tmp_path):
