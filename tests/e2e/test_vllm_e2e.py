@@ -152,14 +152,17 @@ def test_locust_headless_against_the_real_server(vllm_server, tmp_path):
 async def test_ttft_and_tpot_agree_with_vllm_bench_serve_on_textless_tokens(vllm_server, tmp_path):
     """The H200 bug (issue 21): on a model whose tokenizer does not cover its vocabulary most tokens
     stream with empty text; TTFT timed at the first visible text read 1.8-2.7x `vllm bench serve`'s.
-    Both tools, one after the other, on the same server and the same client core: TTFT p50 and TPOT
-    p50 within 15 % or 5 ms."""
+    Both tools, one after the other, on the same server and the same client core: TTFT p50 within
+    15 % or 5 ms, TPOT p50 within 10 % with no absolute allowance (issue 36: 5 ms at the CPU's TPOT of
+    ~5 ms let anything from ~0 to ~10 ms pass). 128 output tokens a request, so each TPOT is a mean over
+    127 gaps and the two tools' medians sat within 1-3 % of each other over rounds
+    (bench/results/vs_vllm_bench_textless.md, c1: 5.18 vs 5.14 ms)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    n, warmup, input_len, output_len = 16, 2, 128, 64
+    n, warmup, input_len, output_len = 16, 2, 128, 128
     summary = await run_load_test(
         config(vllm_server, tmp_path / "servesweep", [LoadLevel(concurrency=1, num_requests=n, warmup_requests=warmup)],
                input_len=input_len, output_len=output_len),
@@ -187,5 +190,5 @@ async def test_ttft_and_tpot_agree_with_vllm_bench_serve_on_textless_tokens(vllm
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
     theirs = {"ttft": result["median_ttft_ms"], "tpot": result["median_tpot_ms"]}
-    for metric in ("ttft", "tpot"):
-        assert ours[metric] == pytest.approx(theirs[metric], rel=0.15, abs=5.0), (metric, ours, theirs)
+    assert ours["ttft"] == pytest.approx(theirs["ttft"], rel=0.15, abs=5.0), (ours, theirs)
+    assert ours["tpot"] == pytest.approx(theirs["tpot"], rel=0.10), (ours, theirs)
