@@ -190,5 +190,6 @@ async def test_ttft_and_tpot_agree_with_vllm_bench_serve_on_textless_tokens(vllm
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
     theirs = {"ttft": result["median_ttft_ms"], "tpot": result["median_tpot_ms"]}
+    print(f"p50 ms, servesweep {ours}, vllm bench serve {theirs}")  # shown with -rA
     assert ours["ttft"] == pytest.approx(theirs["ttft"], rel=0.15, abs=5.0), (ours, theirs)
     assert ours["tpot"] == pytest.approx(theirs["tpot"], rel=0.10), (ours, theirs)
