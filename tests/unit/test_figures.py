@@ -60,6 +60,12 @@ def one(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
     return found[0]
 
 
+def ci(p: dict[str, Any], metric: str = "output_tok_s") -> tuple[float, float]:
+    """(mean, half-width) of a point's 95 % interval over its repeats (summary.json's ci95)."""
+    (entry,) = p["summary"]["ci95"].values()
+    return entry[metric]["mean"], (entry[metric]["high"] - entry[metric]["low"]) / 2
+
+
 def sig3(x: float) -> str:
     """Three significant digits, trailing zeros kept (4.90, 12.6, 10.0)."""
     return f"{x:#.3g}".rstrip(".")
@@ -69,7 +75,7 @@ def thousands(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
-HELPERS = {"point": point, "one": one, "sig3": sig3, "thousands": thousands, "max": max, "min": min, "sum": sum,
+HELPERS = {"point": point, "one": one, "ci": ci, "sig3": sig3, "thousands": thousands, "max": max, "min": min, "sum": sum,
            "len": len, "round": round, "abs": abs, "sorted": sorted, "tuple": tuple, "list": list, "any": any,
            "all": all, "next": next}
 
