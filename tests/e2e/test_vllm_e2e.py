@@ -155,8 +155,7 @@ async def test_ttft_and_tpot_agree_with_vllm_bench_serve_on_textless_tokens(vllm
     Both tools, one after the other, on the same server and the same client core: TTFT p50 within
     15 % or 5 ms, TPOT p50 within 10 % with no absolute allowance (issue 36: 5 ms at the CPU's TPOT of
     ~5 ms let anything from ~0 to ~10 ms pass). 128 output tokens a request, so each TPOT is a mean over
-    127 gaps and the two tools' medians sat within 1-3 % of each other over rounds
-    (bench/results/vs_vllm_bench_textless.md, c1: 5.18 vs 5.14 ms)."""
+    127 gaps (docs/figures.md: what this can and cannot catch)."""
     import os
     import subprocess
     import sys
