@@ -81,10 +81,13 @@ HELPERS = {"point": point, "one": one, "ci": ci, "sig3": sig3, "thousands": thou
 
 
 def _figures() -> list[tuple[str, dict[str, Any]]]:
+    """(file, figure) pairs; a source with `files:` (several runs behind one figure) gives them
+    joined by " + ", and its expression sees `d` as the list of their contents, in order."""
     out = []
     for source in _registry()["sources"]:
+        file = source.get("file") or " + ".join(source["files"])
         for fig in source["figures"]:
-            out.append((source["file"], {**{k: v for k, v in source.items() if k not in ("file", "figures")}, **fig}))
+            out.append((file, {**{k: v for k, v in source.items() if k not in ("file", "files", "figures")}, **fig}))
     return out
 
 
@@ -93,7 +96,8 @@ FIGURES = _figures()
 
 def render(file: str, fig: dict[str, Any]) -> str:
     """The figure as its raw file gives it."""
-    data = _load(ROOT / file)
+    files = file.split(" + ")
+    data = _load(ROOT / file) if len(files) == 1 else [_load(ROOT / f) for f in files]
     names = {k: v for k, v in fig.items() if k not in ("text", "value", "fmt", "at")}
     if "at" in fig:  # "CONFIG LEVEL": that sweep point as p, its summary as s
         names["p"] = point(data, *fig["at"].split())
@@ -106,9 +110,10 @@ def render(file: str, fig: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize("file,fig", FIGURES, ids=[f"{f}: {g['text']}" for f, g in FIGURES])
 def test_a_quoted_figure_is_what_its_committed_file_gives(file, fig):
-    assert file.endswith(RAW_SUFFIXES) and (file.startswith(("examples/", "bench/results/"))), \
-        f"{file}: a figure comes from a committed raw result (JSON/JSONL under examples/ or bench/results/)"
-    assert (ROOT / file).is_file(), f"{file} is not in the repository"
+    for f in file.split(" + "):
+        assert f.endswith(RAW_SUFFIXES) and f.startswith(("examples/", "bench/results/")), \
+            f"{f}: a figure comes from a committed raw result (JSON/JSONL under examples/ or bench/results/)"
+        assert (ROOT / f).is_file(), f"{f} is not in the repository"
     assert any(fig["text"] in text for text in _pages().values()), f"{fig['text']!r} is quoted nowhere"
     assert render(file, fig) == fig["text"]
 
