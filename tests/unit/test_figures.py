@@ -77,7 +77,7 @@ def thousands(x: float, digits: int = 0) -> str:
 
 HELPERS = {"point": point, "one": one, "ci": ci, "sig3": sig3, "thousands": thousands, "max": max, "min": min, "sum": sum,
            "len": len, "round": round, "abs": abs, "sorted": sorted, "tuple": tuple, "list": list, "any": any,
-           "all": all, "next": next}
+           "all": all, "next": next, "set": set}
 
 
 def _figures() -> list[tuple[str, dict[str, Any]]]:
