@@ -71,13 +71,9 @@ def sig3(x: float) -> str:
     return f"{x:#.3g}".rstrip(".")
 
 
-def thousands(x: float, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}"
-
-
-HELPERS = {"point": point, "one": one, "ci": ci, "sig3": sig3, "thousands": thousands, "max": max, "min": min, "sum": sum,
-           "len": len, "round": round, "abs": abs, "sorted": sorted, "tuple": tuple, "list": list, "any": any,
-           "all": all, "next": next, "set": set}
+HELPERS = {"point": point, "one": one, "ci": ci, "sig3": sig3, "max": max, "min": min, "sum": sum, "len": len,
+           "round": round, "abs": abs, "sorted": sorted, "tuple": tuple, "list": list, "set": set, "any": any,
+           "all": all, "next": next}
 
 
 def _figures() -> list[tuple[str, dict[str, Any]]]:
