@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def sig3(x: float) -> str:
 
 HELPERS = {"point": point, "one": one, "ci": ci, "sig3": sig3, "max": max, "min": min, "sum": sum, "len": len,
            "round": round, "abs": abs, "sorted": sorted, "tuple": tuple, "list": list, "set": set, "any": any,
-           "all": all, "next": next}
+           "all": all, "next": next, "zip": zip, "median": statistics.median}
 
 
 def _figures() -> list[tuple[str, dict[str, Any]]]:
