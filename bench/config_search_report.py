@@ -103,10 +103,11 @@ def _foreign(configs: dict[str, dict[str, Any]]) -> float | None:
 
 
 def _relative(path: Path) -> str:
+    """The runs' directory inside the repository, or its name alone: no machine path in a result file."""
     try:
         return str(path.resolve().relative_to(Path(__file__).resolve().parents[1]))
     except ValueError:
-        return str(path)
+        return path.name
 
 
 def _phase(runs: Path, name: str) -> dict[str, Any]:
@@ -249,6 +250,18 @@ def _round_lines(r: dict[str, Any], floor: float) -> list[str]:
     ]
 
 
+def _describe_scenario(sc: dict[str, Any], size: int) -> str:
+    """The grid's axes and the load, from the scenario as the sweep stored it."""
+    axes = {k: v for k, v in sc["sweep"].items() if isinstance(v, list) and len(v) > 1}
+    fixed = {k: v[0] for k, v in sc["sweep"].items() if isinstance(v, list) and len(v) == 1 and v[0] is not None}
+    ladder, slo = sc["load"]["ladder"], sc["slo"]
+    return (" x ".join(f"{k} {{{', '.join(map(str, v))}}}" for k, v in axes.items()) + f" = {size} configurations"
+            + "".join(f", {k} {v}" for k, v in fixed.items())
+            + f"; a concurrency ladder per configuration, ceiling {ladder['max_concurrency']}, "
+            f"{ladder['bisect_steps']} bisection step(s), {sc['load']['num_requests']} requests a rung, one window each; "
+            f"SLO TTFT p{slo['percentile']} {slo['ttft_ms']:g} ms, TPOT p{slo['percentile']} {slo['tpot_ms']:g} ms")
+
+
 def render_md(d: dict[str, Any]) -> str:
     g, s = d["grid"], d["search"]
     floor = d["noise_floor"]
@@ -262,9 +275,8 @@ def render_md(d: dict[str, Any]) -> str:
         "`flock /tmp/servesweep-heavy.lock`). "
         f"Machine: {d['machine']['cpu_cores']}-core CPU, no GPU, shared with other work; server "
         f"{d['machine']['server']}; model: {d['machine']['model']}. Scenario: `{d['scenario']['file']}` "
-        "(max_num_seqs {4, 8, 16, 32} x max_num_batched_tokens {256, 512, 2048} = 12 configurations; a concurrency "
-        "ladder per configuration, ceiling 32, 1 bisection step, 48 requests a rung, one window each; SLO TTFT p99 "
-        f"1 s, TPOT p99 100 ms; noise floor {100 * floor:.0f} %). Each round: the whole grid, then the search "
+        f"({_describe_scenario(d['scenario'], g['starts'])}; noise floor {100 * floor:.0f} %). Rules fixed before the "
+        "runs: `bench/config_search_preregistration.md`. Each round: the whole grid, then the search "
         "live (its own server starts). " + d["deterministic"].capitalize()
         + ("; it was run in more than one round because its inputs are noisy." if len(rounds) > 1 else "."),
         "",

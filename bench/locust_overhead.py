@@ -44,6 +44,7 @@ from pathlib import Path
 import psutil
 
 from client_overhead import _tree_cpu  # bench/ is on sys.path when this script runs
+from servesweep.files import display_path
 
 BENCH = Path(__file__).resolve().parent
 PORT = 8110
@@ -237,7 +238,7 @@ def write_tables(rows: list[dict], args: argparse.Namespace, started: dt.datetim
     name = "locust_overhead_scale" if scale else "locust_overhead"
     (args.out / f"{name}.md").write_text(header + text + "\n")
     (args.out / f"{name}.json").write_text(json.dumps({"started_at": started.isoformat(), "complete": complete,
-                                                       "args": vars(args) | {"out": str(args.out)}, "rows": rows},
+                                                       "args": vars(args) | {"out": display_path(args.out)}, "rows": rows},
                                                       indent=2))
     return args.out / f"{name}.md"
 

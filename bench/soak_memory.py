@@ -106,7 +106,8 @@ def run_client(duration_s: float, out: Path, tokenizer: Path, pythonpath: str | 
             "ttft_p50_ms": summary["ttft_ms"]["p50"], "ttft_p99_ms": summary["ttft_ms"]["p99"],
             "itl_p99_ms": summary["itl_ms"]["p99"], "itl_exact": summary["itl_ms"].get("exact", True),
             "ttft_exact": summary["ttft_ms"].get("exact", True),
-            "records_bytes": records.stat().st_size, "records_lines": sum(1 for _ in open(records, "rb"))}
+            "records_bytes": records.stat().st_size, "records_lines": sum(1 for _ in open(records, "rb")),
+            "records_dropped": summary.get("records_dropped", 0)}
 
 
 def bytes_per_record(records: Path) -> dict[str, float]:
@@ -180,6 +181,8 @@ def main() -> int:
     peaks = [r["peak_rss_mib"] for r in runs]
     result = {
         "date": dt.date.today().isoformat(),
+        "commit": subprocess.run(["git", "-C", str(BENCH), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
         "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
         "load": {"concurrency": CONCURRENCY, "input_len": INPUT_LEN, "output_len": OUTPUT_LEN, "ttft_ms": TTFT_MS,
                  "itl_ms": ITL_MS, "server_core": SERVER_CORE, "client_core": CLIENT_CORE, "records": "full"},
@@ -194,13 +197,14 @@ def main() -> int:
           f"{result['date']}, {result['host']['platform']}, {os.cpu_count()} cores. Stand-in server "
           f"(bench/fast_server.py, TTFT {TTFT_MS:g} ms, ITL {ITL_MS:g} ms injected) on core {SERVER_CORE}; "
           f"`servesweep run --concurrency {CONCURRENCY} --input-len {INPUT_LEN} --output-len {OUTPUT_LEN} "
-          f"--records full --duration D` on core {CLIENT_CORE}. Measured, one run each.", "",
-          "| duration | requests | req/s | TTFT p50 / p99 ms | ITL p99 ms | peak RSS MiB | records.jsonl MB |",
-          "|---:|---:|---:|---:|---:|---:|---:|"]
+          f"--records full --duration D` on core {CLIENT_CORE}, at commit {result['commit']}. Measured, one run each; "
+          "raw figures in soak_memory.json.", "",
+          "| duration | requests | req/s | TTFT p50 / p99 ms | ITL p99 ms | peak RSS MiB | records.jsonl MB | records dropped |",
+          "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         md.append(f"| {r['duration_s']:g} s | {r['completed']:,} | {r['request_throughput']:.0f} | "
                   f"{r['ttft_p50_ms']:.1f} / {r['ttft_p99_ms']:.1f} | {r['itl_p99_ms']:.2f} | "
-                  f"{r['peak_rss_mib']:.0f} | {r['records_bytes'] / 1e6:.1f} |")
+                  f"{r['peak_rss_mib']:.0f} | {r['records_bytes'] / 1e6:.1f} | {r['records_dropped']} |")
     md += ["", f"Peak RSS, largest / smallest: **{result['peak_rss_max_over_min']:.2f}x** (goal: within 1.25x).", "",
            "| --records | bytes per request | per hour at this rate |", "|---|---:|---:|"]
     for k, v in per_record.items():

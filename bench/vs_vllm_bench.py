@@ -13,7 +13,7 @@ prints output tok/s, TTFT p50 and TPOT p50 per tool with the ratio servesweep / 
 (medians over rounds) and each tool's range over its rounds: a ratio's distance from 1 means
 something only when it is larger than that range. Which tool goes first alternates by round.
 Goal: agreement within 5 %.
-The table is written to bench/results/vs_vllm_bench.md.
+The table is written to bench/results/vs_vllm_bench.md, every round's raw figures beside it (.json).
 
 vllm bench's definitions: output throughput = output tokens / benchmark duration (first send to
 last completion); TPOT per request = (e2e - TTFT) / (output tokens - 1). servesweep uses the same.
@@ -108,6 +108,7 @@ def main() -> None:
         url, model, tokenizer = args.url, args.model, args.tokenizer
         device = f"attached to {url}"
     rows = []
+    raw: list[dict] = []  # every round's figures per tool, what the table's medians and ranges come from
     try:
         for conc in [int(c) for c in args.concurrency.split(",")]:
             results: dict[str, list[dict]] = {"servesweep": [], "vllm bench": []}
@@ -122,6 +123,7 @@ def main() -> None:
             spread = {tool: {k: (min(r[k] for r in rs), max(r[k] for r in rs)) for k in rs[0]}
                       for tool, rs in results.items()}
             rows.append((conc, med, spread))
+            raw.append({"concurrency": conc, "rounds": results})
     finally:
         if server is not None:
             server.stop()
@@ -145,6 +147,10 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"date": dt.date.today().isoformat(), "device": device, "input_len": args.input_len,
+         "output_len": args.output_len, "requests_per_concurrency": args.requests_per_concurrency,
+         "rounds": args.rounds, "by_concurrency": raw}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

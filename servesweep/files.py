@@ -1,8 +1,10 @@
-"""Reading the YAML (or JSON) files users write: scenarios, gate specs, price tables. On the ground
-floor: the scenario schema, the gate spec and the reports all read such files."""
+"""Reading the YAML (or JSON) files users write: scenarios, gate specs, price tables; and how a
+path is written into a result file. On the ground floor: the scenario schema, the gate spec and
+the reports all read such files and write such paths."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,12 @@ def read_yaml_file(path: Path, what: str, error: type[Exception]) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise error(f"{what} {path}: not valid YAML or JSON: {exc}") from None
+
+
+def display_path(path: Path) -> str:
+    """`path` as written in result files: relative to the working directory when under it, so
+    committed files do not carry one machine's absolute paths."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)

@@ -29,7 +29,8 @@ from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen import intervals as soak
 from servesweep.loadgen.disk import RecordsSpaceWatch, check_records_space
 from servesweep.loadgen.fit import ContextLimit, check_lengths, check_sessions, clip_trace, context_limit
-from servesweep.loadgen.records import ERROR_CANCELLED, RECORDS_FILE, RECORDS_FULL, RecordWriter, RequestRecord
+from servesweep.loadgen.records import (ERROR_CANCELLED, RECORDS_FILE, RECORDS_FULL, RecordWriter, RequestRecord,
+                                        describe_dropped)
 from servesweep.loadgen.runner import LevelResult, LoadRunner, RunOutcome
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
@@ -391,6 +392,10 @@ async def run_load_test(
                 summary["soak"]["plot"] = soak.INTERVALS_PLOT
         except OSError as exc:
             intervals_error.append(f"cannot write {out / soak.INTERVALS_PLOT}: {exc.strerror or exc}")
+    dropped = writer.dropped if writer is not None else getattr(runner, "records_dropped", 0)
+    if dropped:  # the records file lacks them, the statistics do not
+        summary["records_dropped"] = dropped
+        summary["warnings"].append(describe_dropped(dropped))
     output_error = writer.describe_error() if writer is not None else getattr(runner, "write_error", None)
     telemetry_error = getattr(telemetry, "write_error", None)
     errors = [e for e in (output_error, telemetry_error, *intervals_error) if e]

@@ -157,6 +157,7 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
                 barrier.abort()
         return {"index": job.index, "interrupted": outcome.interrupted, "abort_reason": outcome.abort_reason,
                 "abort_kind": outcome.abort_kind, "arrival_clock": runner.arrival_clock,
+                "records_dropped": writer.dropped,
                 "clipped": [(lv.prompts_clipped, lv.prompts_built) for lv in outcome.levels],
                 "levels": [{"label": lv.level.label, "start_s": lv.start_s, "end_s": lv.end_s,
                             "wrapped": lv.prompt_pool_wrapped, "stats": lv.stats} for lv in outcome.levels]}
@@ -191,6 +192,7 @@ class WorkerPool:
         self._interrupted = False
         self.arrival_clock: str | None = None  # the workers' HttpPool.clock_source, once `run` returns
         self.write_error: str | None = None  # why the merged records.jsonl could not be written, if so
+        self.records_dropped = 0  # records the workers' writers left out (RecordWriter.dropped)
         self.jobs = [WorkerJob(
             index=i, count=count, base_url=base_url, model=model,
             # Different prompts per worker: identical ones would hit the server's prefix cache.
@@ -249,6 +251,7 @@ class WorkerPool:
         outcome = RunOutcome(abort_reason=self._reason)
         clocks = sorted({r["arrival_clock"] for r in reports.values() if r.get("arrival_clock")})
         self.arrival_clock = "; ".join(clocks) or None
+        self.records_dropped = sum(r.get("records_dropped", 0) for r in reports.values())
         errors = [f"worker {i}: {r['error']}" for i, r in sorted(reports.items()) if "error" in r]
         missing = [i for i in range(self.count) if i not in reports]
         if errors or missing:

@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from servesweep.errors import ReportError
+from servesweep.files import display_path
 from servesweep.reports.analysis import batch_sweep, points_frame, precision_sweep
 from servesweep.reports.skus import PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name
 from servesweep.results import POINTS_FILE, SweepPoint, read_points
-
-
-def display_path(path: Path) -> str:
-    """`path` as written in result files: relative to the working directory when under it, so
-    committed files do not carry one machine's absolute paths."""
-    try:
-        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
-    except ValueError:  # another drive (Windows)
-        return str(path)
 
 
 def gpu_name(points: list[dict[str, Any]]) -> str | None:

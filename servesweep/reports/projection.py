@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servesweep import __version__
 from servesweep.errors import ConfigError, OutputError, validation_message
-from servesweep.reports.measurement import display_path, load_measurement, read_sweep
+from servesweep.files import display_path
+from servesweep.reports.measurement import load_measurement, read_sweep
 from servesweep.reports.skus import METRICS, SKUS, Figure, current_rules, datasheet, measured_figures, project
 from servesweep.results import POINTS_FILE, OpenModel, dummy_weights, write_json
 

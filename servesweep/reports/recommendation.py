@@ -30,8 +30,9 @@ from servesweep.reports.analysis import (
     production_recommendation,
 )
 from servesweep.reports.drift import compare_outputs
+from servesweep.files import display_path
 from servesweep.reports.headroom import apply_headroom
-from servesweep.reports.measurement import display_path, gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
+from servesweep.reports.measurement import gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
 from servesweep.reports.repeats import recommendation_uncertainty
 from servesweep.reports.skus import sku_from_gpu_name, sku_table
 from servesweep.results import GATE_UNDER_LOAD_FILE, dummy_weights

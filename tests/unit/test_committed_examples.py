@@ -124,3 +124,140 @@ def test_a_measured_h200_counts_as_the_hopper_the_a100s_differ_from():
     assert results["sku_table"].passed and "H200" in results["sku_table"].detail
     table["H200"]["basis"] = "projected"  # nothing measured: unmet
     assert not {c.name: c for c in check_recommendation(rec)}["sku_table"].passed
+
+
+# --- The committed results against their raw data (issue 36) -------------------------------------
+# recommendation.json re-derived from points.jsonl (and the files beside it) by the report's own
+# code, and verification.json from the runs under verification/, so a committed recommendation
+# that its raw data does not support fails here, not only one whose own fields disagree.
+
+SWEEP_DIRS = sorted(p.parent for p in EXAMPLES.rglob("recommendation.json"))
+NOT_DERIVED = {"generated_at", "generated_by"}  # when and by which version, not what
+# Projected SKU figures made with a rule since superseded keep naming it (README, "SKU table");
+# they are recomputed with it by `servesweep project`, not by the report, so they are not compared.
+SUPERSEDED_RULES = {"decode-bandwidth"}
+
+
+def _differences(stored, derived, path: str) -> list[str]:
+    """Where `stored` disagrees with `derived`. A field the stored file lacks (written before the
+    field existed) is not a disagreement; every value it holds must be the derived one."""
+    if stored is None:
+        return []
+    if isinstance(stored, dict) and stored.get("rule_id") in SUPERSEDED_RULES:
+        return []
+    if isinstance(stored, dict) and isinstance(derived, dict):
+        return [d for k, v in stored.items() for d in _differences(v, derived.get(k), f"{path}.{k}")]
+    if isinstance(stored, list) and isinstance(derived, list) and len(stored) == len(derived):
+        return [d for i, (a, b) in enumerate(zip(stored, derived)) for d in _differences(a, b, f"{path}[{i}]")]
+    numbers = (int, float)
+    if isinstance(stored, numbers) and isinstance(derived, numbers) and not isinstance(stored, bool):
+        return [] if stored == pytest.approx(derived, rel=1e-9, abs=1e-12) else [f"{path}: {stored} != {derived}"]
+    return [] if stored == derived else [f"{path}: {stored!r} != {derived!r}"]
+
+
+def recommendation_disagreements(sweep: Path) -> list[str]:
+    """recommendation.json against the recommendation the report derives from the sweep's raw files."""
+    from servesweep.reports.recommendation import analyse
+
+    stored = json.loads((sweep / "recommendation.json").read_text())
+    derived = json.loads(analyse(sweep)[1].model_dump_json())
+    return [d for k, v in stored.items() if k not in NOT_DERIVED for d in _differences(v, derived.get(k), k)]
+
+
+def _observed(run_dir: Path, percentile: int):
+    """A verification run's figures from its own summary.json, as servesweep.sweep.confirm takes them."""
+    from servesweep.sweep.observation import Observation
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return Observation.from_point({"status": "ok", "summary": summary, "telemetry": summary.get("telemetry"),
+                                   "timing_check": (summary.get("levels") or [{}])[0].get("timing_check")},
+                                  percentile)
+
+
+def verification_disagreements(sweep: Path) -> list[str]:
+    """verification.json against its attempts' runs (verification/attempt-N/{traffic,stress}/) judged
+    again by servesweep.sweep.verify.judge, and the recommendation's copy of it."""
+    from servesweep.scenarios.schema import SLOSpec
+    from servesweep.sweep.verify import judge
+
+    path = sweep / "verification.json"
+    if not path.exists():
+        return []
+    stored = json.loads(path.read_text())
+    slo_data = json.loads((sweep / "scenario.json").read_text()).get("slo")
+    slo = SLOSpec(**slo_data) if slo_data else None
+    percentile = slo.percentile if slo else 99
+    out = []
+    for n, attempt in enumerate(stored["attempts"], 1):
+        runs = {run: _observed(sweep / "verification" / f"attempt-{n}" / run, percentile)
+                for run in ("traffic", "stress")}
+        for run, obs in runs.items():
+            out += _differences(attempt[run], json.loads(json.dumps(obs.to_dict())), f"attempts[{n - 1}].{run}")
+        judged = judge(runs["traffic"], runs["stress"], slo)
+        out += _differences(attempt["passed"], judged.passed, f"attempts[{n - 1}].passed")
+        out += _differences([[c["run"], c["check"], c["ok"]] for c in attempt["checks"]],
+                            [[c.run, c.check, c.ok] for c in judged.checks], f"attempts[{n - 1}].checks")
+    if stored["attempts"]:
+        out += _differences(stored["passed"], stored["attempts"][-1]["passed"], "passed (the last attempt's)")
+    rec = json.loads((sweep / "recommendation.json").read_text()).get("production_recommendation") or {}
+    out += _differences(rec.get("verification"), stored, "recommendation.production_recommendation.verification")
+    if stored["attempts"] and rec:
+        out += _differences(rec.get("verified"), stored["passed"], "recommendation.verified")
+        out += _differences(rec.get("oom_margin_pct"), stored["attempts"][-1]["stress"]["oom_margin_pct"],
+                            "recommendation.oom_margin_pct (the stress run's)")
+    return out
+
+
+def _name(sweep: Path) -> str:
+    return str(sweep.relative_to(EXAMPLES))
+
+
+@pytest.mark.parametrize("sweep", SWEEP_DIRS, ids=_name)
+def test_committed_recommendation_is_what_its_points_give(sweep, monkeypatch):
+    monkeypatch.chdir(EXAMPLES.parent)  # the report writes the results' paths relative to the working directory
+    assert recommendation_disagreements(sweep) == []
+
+
+@pytest.mark.parametrize("sweep", SWEEP_DIRS, ids=_name)
+def test_committed_verification_is_what_its_runs_give(sweep):
+    assert verification_disagreements(sweep) == []
+
+
+def test_the_committed_sweeps_include_a_verified_one():
+    assert any((s / "verification" / "attempt-1" / "stress" / "summary.json").exists() for s in SWEEP_DIRS)
+
+
+def _doctorable_copy(tmp_path: Path) -> Path:
+    """The H200 example (its sweep and the quality sweep it takes drift and the gate from), logs left
+    out, at the same path relative to the working directory (the report writes paths that way)."""
+    import shutil
+
+    root = tmp_path / "examples" / "h200-2026-12-02"
+    shutil.copytree(EXAMPLES / "h200-2026-12-02", root, ignore=shutil.ignore_patterns("*.log", "logs", "*.html", "*.png"))
+    return root / "sweep"
+
+
+def test_a_doctored_recommendation_or_verification_fails_the_check(tmp_path, monkeypatch):
+    sweep = _doctorable_copy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert recommendation_disagreements(sweep) == [] and verification_disagreements(sweep) == []
+    rec_path = sweep / "recommendation.json"
+    original = rec_path.read_text()
+    rec = json.loads(original)
+    # The recommended level moved to the neighbouring rung, its figures left alone: self-consistent
+    # enough for the criteria, unsupported by points.jsonl.
+    rec["production_recommendation"]["based_on"]["level"] = "c64"
+    rec_path.write_text(json.dumps(rec))
+    assert any("based_on.level" in d for d in recommendation_disagreements(sweep))
+    rec = json.loads(original)
+    rec["production_recommendation"]["expected"]["output_token_throughput"] *= 1.05  # a figure nudged by 5 %
+    rec_path.write_text(json.dumps(rec))
+    assert any("expected.output_token_throughput" in d for d in recommendation_disagreements(sweep))
+    rec_path.write_text(original)
+    ver_path = sweep / "verification.json"
+    ver = json.loads(ver_path.read_text())
+    ver["attempts"][0]["stress"]["oom_margin_pct"] = 22.5  # the margin aimed at, not the one measured
+    ver_path.write_text(json.dumps(ver))
+    found = verification_disagreements(sweep)
+    assert any("attempts[0].stress.oom_margin_pct" in d for d in found)
+    assert any("production_recommendation.verification" in d for d in found)

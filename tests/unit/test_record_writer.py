@@ -8,7 +8,7 @@ import errno
 import json
 import threading
 
-from servesweep.loadgen.records import RecordWriter, RequestRecord, read_records
+from servesweep.loadgen.records import RecordWriter, RequestRecord, describe_dropped, read_records
 
 
 def _record(i: int) -> RequestRecord:
@@ -110,3 +110,35 @@ def test_without_a_loop_the_background_writer_still_writes_everything(tmp_path):
     writer.close()
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == [0, 1, 2]
+
+
+def test_a_stalled_disk_does_not_grow_memory_past_the_bound_and_every_left_out_record_is_counted(tmp_path):
+    """The lines waiting for the writer thread are bounded: once the bound is reached a turn's
+    lines are dropped and counted, never queued without limit (issue 36)."""
+    files = []
+
+    class Writer(RecordWriter):
+        def _open(self, path):
+            files.append(BlockingFile(super()._open(path)))
+            return files[0]
+
+    line = len(_record(0).encode())
+    assert all(len(_record(i).encode()) == line for i in range(9))  # so exactly three fit
+    writer = Writer(tmp_path / "records.jsonl", background=True, max_pending_bytes=3 * line)
+
+    async def main() -> list[int]:
+        waiting = []
+        for i in range(9):  # one record a loop turn; the disk takes none of them
+            writer.write(_record(i))
+            await asyncio.sleep(0)
+            waiting.append(writer._pending_bytes)
+        return waiting
+
+    waiting = asyncio.run(main())
+    assert max(waiting) == 3 * line and writer.dropped == 6 and writer.count == 9
+    files[0].go.set()
+    writer.close()
+    assert [r.request_id for r in read_records(tmp_path / "records.jsonl")] == [0, 1, 2]
+    assert writer._pending_bytes == 0 and writer.bytes_written == 3 * line
+    assert describe_dropped(writer.dropped).startswith("6 records were left out")
+

@@ -42,8 +42,8 @@ from typing import Any, Literal
 
 from servesweep.errors import ConfigError, validation_message
 from servesweep.precision import PrecisionName
-from servesweep.files import read_yaml_file
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from servesweep.files import display_path, read_yaml_file
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 Metric = Literal["perplexity", "exact_match", "greedy_agreement"]
 THRESHOLD_KEY: dict[str, str] = {
@@ -80,7 +80,14 @@ class Decoding(Strict):
 
 
 class Method(Strict):
-    eval_set: Path
+    eval_set: Path  # absolute once loaded (load_gate_spec); written relative to the working directory
+
+    @field_serializer("eval_set")
+    def _portable(self, path: Path) -> str:
+        # A result file names the eval set the way a clone of the repository can find it, not by the
+        # path of the machine that measured (issue 36); its sha256 pins the content.
+        return display_path(path)
+
     eval_set_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     samples: int | None = Field(default=None, ge=1, description="first N samples after a seeded shuffle; all when unset")
     reference_precision: PrecisionName = "fp32"
