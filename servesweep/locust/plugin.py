@@ -43,7 +43,7 @@ import orjson
 from flask import request
 from locust.runners import STATE_INIT, STATE_STOPPED, MasterRunner, WorkerRunner
 
-from servesweep import controlplane
+from servesweep import auth, controlplane
 from servesweep.backends.detect import detect_metrics
 from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.loadgen.client import is_disconnect
@@ -578,6 +578,7 @@ def _install_tab(environment: Any, web_ui: Any) -> None:
 
 def install() -> None:
     """Register servesweep's listeners on Locust's events and its statistics settings."""
+    auth.use(auth.from_handover())  # `servesweep locust` hands its credentials over in the environment
     if not hasattr(locust.stats, "bucket_response_time"):
         _fail(f"Locust {locust.__version__} cannot keep millisecond buckets (no locust.stats.bucket_response_time): "
               "pip install 'locust>=2.47'")

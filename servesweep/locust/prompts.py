@@ -57,6 +57,8 @@ class BlockingServerTokenizer:
         except urllib.error.HTTPError as exc:
             if controlplane.is_redirect(exc.code):
                 raise TargetError(exc.msg) from None
+            if controlplane.is_auth_failure(exc.code):
+                raise controlplane.auth_error(self._base + path, exc.code) from None
             raise TargetError(f"{self._base}{path} answered HTTP {exc.code}: {exc.read()[:200]!r}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise TargetError(f"cannot reach {self._base}{path}: {exc}") from None
