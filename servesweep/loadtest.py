@@ -420,6 +420,9 @@ async def _load_test(config: LoadTestConfig, telemetry: Telemetry | None, server
         })
     if config.workers > 1:
         summary["workers"] = check_merge(out, config.workers, config.slo)
+    if (outcome.interrupted or outcome.abort_reason) and summary["levels"]:
+        # The level the stop fell in did not run its course: said, and left out of the repeats' interval.
+        summary["levels"][-1]["cut_short"] = outcome.abort_reason or "interrupted"
     summary["repeats"] = config.repeats
     if config.repeats > 1:
         summary["ci95"] = repeats_ci(summary["levels"])

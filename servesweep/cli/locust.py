@@ -196,11 +196,32 @@ def run_locust(argv: list[str]) -> tuple[int, bool]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+        _reap_group(proc.pid)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the process group; False when no process is left in it."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap_group(pgid: int, grace_s: float = 5.0) -> None:
+    """Locust has exited: end what is left of its process group (its --processes workers, a worker
+    stuck in a call that never returns), so nothing servesweep started outlives it. SIGTERM, up to
+    `grace_s` for them to go, then SIGKILL."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
 
 
 def check_locust_installed() -> None:
