@@ -32,6 +32,9 @@ from servesweep.loadgen.runner import run_async
 REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-Zq8vN3kP0wX5rT7y"  # what no output may hold
 SMALL = ["--input-len", "16", "--output-len", "8", "--no-progress"]
+# Scenarios in tests that must be refused name a model that does not exist: a regression that let
+# one through then fails at the server's start, rather than launching the built-in vLLM.
+NO_MODEL = "model: /nonexistent/servesweep-test-model\n"
 
 
 def wait_for(condition, what: str, limit_s: float = 60.0) -> None:
@@ -119,7 +122,7 @@ def test_a_header_that_would_inject_lines_is_refused(stub_server, tmp_path, caps
 
 def test_a_scenario_names_the_variable_never_the_key(tmp_path, capsys):
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(f"name: s\napi_key: {KEY}\nload: {{concurrency: [1]}}\n")
+    scenario.write_text(f"name: s\n{NO_MODEL}api_key: {KEY}\nload: {{concurrency: [1]}}\n")
     assert main(["sweep", str(scenario), "--out", str(tmp_path / "o")]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "api_key_env" in err and KEY not in err and not (tmp_path / "o").exists()
@@ -225,11 +228,13 @@ def test_a_line_without_end_fails_the_request_in_bounded_memory(stub_server, tmp
 @pytest.mark.parametrize("args", [["--concurrency", "100000000"], ["--request-rate", "nan"],
                                   ["--request-rate", "inf"], ["--request-rate", "2", "--burstiness", "nan"],
                                   ["--concurrency", "4", "--duration", "1e12"]])
-def test_absurd_or_nan_load_values_exit_2_before_anything_starts(stub_server, tmp_path, capsys, args):
+def test_absurd_or_nan_load_values_exit_2_before_anything_starts(stub_server, tmp_path, args):
     stub = stub_server()
-    assert main(["run", "--url", stub.url, *args, "--out", str(tmp_path / "o")]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert err.startswith("servesweep: error: ") and len(err.strip().splitlines()) == 1
+    # In a child under RLIMIT_AS: 10^8 users once took the whole 24 GB machine before the OOM killer.
+    result = cli("run", "--url", stub.url, *args, "--out", str(tmp_path / "o"), memory_bytes=1_500_000_000,
+                 limit_s=60)
+    assert result.returncode == EXIT_USAGE, result.stderr[-2000:]
+    assert result.stderr.startswith("servesweep: error: ") and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists() and stub.behaviour.completion_calls == 0
 
 
@@ -345,9 +350,9 @@ def test_a_stream_that_stalls_fails_at_the_stall_timeout(stub_server, tmp_path):
 
 def test_a_key_given_twice_in_a_scenario_is_refused(tmp_path, capsys):
     scenario = tmp_path / "s.yaml"
-    scenario.write_text("name: s\nload: {concurrency: [1]}\nload: {concurrency: [64]}\n")
+    scenario.write_text(f"name: s\n{NO_MODEL}load: {{concurrency: [1]}}\nload: {{concurrency: [64]}}\n")
     assert main(["sweep", str(scenario), "--out", str(tmp_path / "o")]) == EXIT_USAGE
-    assert "line 3: key 'load' is given twice" in capsys.readouterr().err
+    assert "line 4: key 'load' is given twice" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("load, field", [("{concurrency: [0]}", "concurrency"),
@@ -358,7 +363,7 @@ def test_a_key_given_twice_in_a_scenario_is_refused(tmp_path, capsys):
                                          ("{concurrency: [100000000]}", "concurrency")])
 def test_scenario_load_values_out_of_range_exit_2_and_create_nothing(tmp_path, capsys, load, field):
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(f"name: s\nload: {load}\n")
+    scenario.write_text(f"name: s\n{NO_MODEL}load: {load}\n")
     assert main(["sweep", str(scenario), "--out", str(tmp_path / "o")]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert f"load: {field} must be" in err and len(err.strip().splitlines()) == 1
