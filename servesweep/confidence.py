@@ -6,7 +6,7 @@ repeat never resends the previous repeat's prompts (reproducible from --seed).
 
 Method: a Student-t interval over the repeats' per-repeat values ("t-interval over repeats"):
     mean +- t(0.975, n - 1) x s / sqrt(n)
-for each metric of `CI_METRICS` (output tok/s, goodput, TTFT/TPOT/e2e percentiles). The repeats
+for each metric of `CI_METRICS` (output tok/s, goodput, TTFT/TPOT/ITL/e2e percentiles). The repeats
 are the independent units: requests within one window share the server's state (batch, queue,
 KV cache, a neighbour's noise on a shared machine), so a bootstrap over requests would treat
 correlated samples as independent and give intervals too narrow; a busy machine's run-to-run
@@ -20,28 +20,24 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 METHOD = "student-t over repeats"
 REPEAT_SEP = "#r"
 _REPEAT_RE = re.compile(r"^(?P<base>.+)#r(?P<i>\d+)$")
 
 # (key in ci95, where in a level summary). Percentile keys are filled per percentile present.
-CI_METRICS = ("output_tok_s", "goodput", "ttft_ms", "tpot_ms", "e2e_ms")
+CI_METRICS = ("output_tok_s", "goodput", "ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
 PERCENTILES = ("p50", "p90", "p95", "p99")
 
-# Two-sided 97.5 % quantiles of Student's t for df 1..30; used only when scipy is missing.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042)
 
+def t_quantile(df: float, confidence: float = 0.95) -> float:
+    """The two-sided `confidence` quantile of Student's t with `df` degrees of freedom (a Welch
+    df need not be whole)."""
+    from scipy.stats import t  # imported here: scipy takes a moment to load and most commands never need it
 
-def t_quantile(df: int) -> float:
-    try:
-        from scipy.stats import t
-    except ImportError:  # pragma: no cover - scipy is present wherever the tests run
-        return _T975[df - 1] if df <= len(_T975) else 1.96
-    return float(t.ppf(0.975, df))
+    return float(t.ppf(0.5 + confidence / 2, df))
 
 
 def repeat_label(label: str, i: int) -> str:
@@ -84,7 +80,7 @@ def level_values(entry: dict[str, Any]) -> dict[str, float | None]:
         "goodput": goodput if goodput is not None else entry.get("request_throughput"),
         "request_throughput": entry.get("request_throughput"),
     }
-    for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
+    for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
         dist = entry.get(metric) or {}
         for p in PERCENTILES:
             if p in dist:
@@ -115,19 +111,37 @@ def merge_ci(ci: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) ->
             for k in keys}
 
 
-def welch_gain(a: list[float], b: list[float]) -> tuple[float, float | None]:
-    """(mean(b) - mean(a), the low end of its 95 % Welch interval); low None with < 2 values on a side."""
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """mean(b) - mean(a) and its Welch interval (low/high None with fewer than 2 values on a side)."""
+
+    diff: float
+    low: float | None
+    high: float | None
+    df: float | None
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
+    """The difference of two groups' means with its Welch (unequal variances) t-interval at
+    `confidence`: the repeats of two setups are independent windows with their own noise."""
     ma, mb = sum(a) / len(a), sum(b) / len(b)
     diff = mb - ma
     if len(a) < 2 or len(b) < 2:
-        return diff, None
+        return Difference(diff, None, None, None)
     va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
     vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:
-        return diff, diff
+        return Difference(diff, diff, diff, None)
     df = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0.0) + (vb ** 2 / (len(b) - 1) if vb else 0.0))
-    return diff, diff - t_quantile(max(1, int(df))) * se
+    half = t_quantile(df, confidence) * se
+    return Difference(diff, diff - half, diff + half, df)
+
+
+def welch_gain(a: list[float], b: list[float]) -> tuple[float, float | None]:
+    """(mean(b) - mean(a), the low end of its 95 % Welch interval); low None with < 2 values on a side."""
+    d = welch_difference(a, b)
+    return d.diff, d.low
 
 
 def limit_verdict(low: float, high: float, limit: float) -> str:

@@ -182,20 +182,15 @@ step_fp8proof() {
 
 step_sbs() {
   need_vllm && need_dummy || return 1
-  if [ -f /tmp/sbs/side_by_side.json ] && python3 - "${1:-16,128,512}" <<'PY'
-import json, sys
-runs = json.load(open("/tmp/sbs/side_by_side.json"))["runs"]
-done = {(r["concurrency"], r["tool"]) for r in runs if "result" in r}
-want = [int(c) for c in sys.argv[1].split(",")]
-sys.exit(0 if all((c, t) in done for c in want for t in ("vllm bench", "servesweep")) else 1)
-PY
-  then say "side by side done earlier (every concurrency, both tools): skipped"; return 0; fi
+  restore "$RES/side-by-side" /tmp/sbs
+  # side_by_side.py resumes from /tmp/sbs/side_by_side.json: it runs only the (concurrency, round,
+  # tool) not done yet, and exits before starting a server when nothing is left.
   local t; t=$(left)
   [ "$t" -gt "${SBS_MIN_S:-240}" ] || { say "side by side skipped: only $t s left"; return 0; }
   # Round-major (all concurrencies once, then again); no new run pair starts within ~100 s of the end.
   x timeout -s INT -k 25 $((t - 20)) python3 bench/gpu/side_by_side.py --model /tmp/llama3-8b-dummy \
-    --out /tmp/sbs --concurrency "${1:-16,128,512}" --rounds "${SBS_ROUNDS:-2}" --deadline-s $((t - 110)) \
-    ${SBS_AB:+--ab-chunk-usage}
+    --out /tmp/sbs --concurrency "${1:-16,128,512}" --rounds "${SBS_ROUNDS:-3}" --deadline-s $((t - ${SBS_ROUND_S:-110})) \
+    ${SBS_AB:+--ab-chunk-usage=$SBS_AB}
   say "side by side exit: $?"
   gpu_cleanup
 }

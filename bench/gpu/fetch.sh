@@ -5,7 +5,7 @@
 # records.tar.xz -> .gpu/records/                              (ignored by git: records stay out)
 # sbs.tar.gz     -> examples/h100-2026-11-23/side-by-side/ and side_by_side.md
 # quality.tar.gz -> examples/h100-2026-11-23/quality/{sweep,fp8-proof,exact-match}/
-# cpu-bench.tar.gz -> bench/results/locust_overhead_scale.{md,json}, bench/results/fidelity-gpu-host/*.{md,json}
+# cpu-bench.tar.gz -> bench/results/locust_overhead_scale.{md,json}, RES/fidelity/*.{md,json}
 # call.log, env.txt -> examples/h100-2026-11-23/logs/
 # (examples/h100-2026-11-23 stands for RES: the folder env.txt's RES= line names, i.e. the one the
 # call ran for; a RES given here must agree with it.)
@@ -53,10 +53,11 @@ if [ -f "$FROM/cpu-bench.tar.gz" ]; then  # the CPU-only steps: fidelity/ and lo
   fi
   for d in "$TMP"/cpu-bench/fidelity/*/; do
     [ -f "$d/client_overhead.json" ] || continue
-    name=$(basename "$d"); mkdir -p bench/results/fidelity-gpu-host
-    cp "$d/client_overhead.json" bench/results/fidelity-gpu-host/$name.json
-    cp "$d/client_overhead.md" bench/results/fidelity-gpu-host/$name.md
-    echo "fidelity: bench/results/fidelity-gpu-host/$name.md"
+    # Into the call's own results folder: a later session's runs never overwrite an earlier one's.
+    name=$(basename "$d"); mkdir -p $RES/fidelity
+    cp "$d/client_overhead.json" $RES/fidelity/$name.json
+    cp "$d/client_overhead.md" $RES/fidelity/$name.md
+    echo "fidelity: $RES/fidelity/$name.md"
   done
 fi
 if [ -f "$FROM/quality.tar.gz" ]; then

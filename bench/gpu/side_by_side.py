@@ -93,7 +93,47 @@ def parse_servesweep(path: Path) -> dict[str, Any]:
         "duration_s": level.get("duration_s"),
         "mean_input_tokens": (level.get("total_prompt_tokens") or 0) / completed if completed else None,
         "mean_output_tokens": (level.get("total_output_tokens") or 0) / completed if completed else None,
+        # Is the client the limit? Its own lateness in sending (p99, ms) says so if it is large.
+        "client_send_delay_p99_ms": (level.get("client_send_delay_ms") or {}).get("p99"),
     }
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def render_rounds(runs: list[dict[str, Any]]) -> list[str]:
+    """Per concurrency and tool: every round's figures, the median and the spread ((max - min) / median),
+    then the ratio of the medians servesweep / vllm bench: the noise of each tool beside the agreement."""
+    lines = ["", "Over the rounds (median; spread = (max - min) / median, each tool's own run-to-run noise):", "",
+             "| concurrency | tool | rounds | " + " | ".join(f"{label} (median, spread)" for _, label, _ in METRICS)
+             + " |", "|---:|---|---:|" + "---:|" * len(METRICS)]
+    ratio_lines = ["", "Ratio of the medians, servesweep / vllm bench (the goal: within 5 %, i.e. 0.95-1.05):", "",
+                   "| concurrency | servesweep variant | " + " | ".join(label for _, label, _ in METRICS) + " |",
+                   "|---:|---|" + "---:|" * len(METRICS)]
+    for c in sorted({r["concurrency"] for r in runs}):
+        medians: dict[str, dict[str, float | None]] = {}
+        for tool in TOOLS + (FINAL_USAGE,):
+            mine = [r["result"] for r in runs if r["concurrency"] == c and r["tool"] == tool and r.get("result")]
+            if not mine:
+                continue
+            cells, med = [], {}
+            for key, _, fmt in METRICS:
+                vals = [m[key] for m in mine if m.get(key) is not None]
+                med[key] = _median(vals)
+                spread = (max(vals) - min(vals)) / med[key] if len(vals) > 1 and med[key] else None
+                cells.append((fmt.format(med[key]) if med[key] is not None else "-")
+                             + (f" ({spread:.1%})" if spread is not None else ""))
+            medians[tool] = med
+            lines.append(f"| {c} | {tool} | {len(mine)} | " + " | ".join(cells) + " |")
+        for tool in ("servesweep", FINAL_USAGE):
+            if tool in medians and "vllm bench" in medians:
+                a, b = medians[tool], medians["vllm bench"]
+                variant = "per-chunk usage" if tool == "servesweep" else "final usage only"
+                ratio_lines.append(f"| {c} | {variant} | " + " | ".join(
+                    f"{a[k] / b[k]:.3f}" if a[k] and b[k] else "-" for k, _, _ in METRICS) + " |")
+    return lines + ratio_lines
 
 
 def _mean(values: list[float]) -> float | None:
@@ -148,6 +188,8 @@ def render_table(runs: list[dict[str, Any]], header: dict[str, Any]) -> str:
         variant = "per-chunk usage" if tool == "servesweep" else "final usage only"
         lines.append(f"| {c} | {variant} | "
                      + " | ".join(f"{row[key]:.3f}" if row[key] else "-" for key, _, _ in METRICS) + " |")
+    if any(r.get("round", 0) > 0 for r in runs):
+        lines += render_rounds(runs)
     lines += ["", "Throughput windows differ slightly: vllm bench divides output tokens by the time from its "
               "first request to its last response, servesweep by the window from the first measured send to "
               "the last measured end. Raw numbers and commands: side_by_side.json."]
@@ -182,8 +224,9 @@ def main() -> int:
     p.add_argument("--telemetry", action="store_true", help="let servesweep sample /metrics (default: off, "
                    "as vllm bench does not)")
     p.add_argument("--workers", type=int, default=1, help="servesweep load-generator processes")
-    p.add_argument("--ab-chunk-usage", action="store_true",
-                   help="also run servesweep with --no-chunk-usage (what per-chunk usage costs the server)")
+    p.add_argument("--ab-chunk-usage", nargs="?", const="all", default="",
+                   help="also run servesweep with --no-chunk-usage (what per-chunk usage costs the server); "
+                        "optionally only at these comma-separated concurrencies (e.g. 512)")
     p.add_argument("--deadline-s", type=float, default=480.0,
                    help="start no new run after this many seconds from the script's start")
     p.add_argument("--run-timeout-s", type=float, default=240.0)
@@ -195,6 +238,24 @@ def main() -> int:
     t_start = time.monotonic()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    concurrencies = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    ab_at = (set(concurrencies) if args.ab_chunk_usage == "all"
+             else {int(x) for x in args.ab_chunk_usage.split(",") if x.strip()})
+
+    def tools_at(c: int) -> tuple[str, ...]:
+        return TOOLS + ((FINAL_USAGE,) if c in ab_at else ())
+
+    # Resumable across device calls: runs that finished in an earlier call (on an earlier server
+    # start, recorded per run) are kept, and only the missing (concurrency, round, tool) run.
+    previous = json.loads((out / "side_by_side.json").read_text()) if (out / "side_by_side.json").exists() else {}
+    runs: list[dict[str, Any]] = previous.get("runs", [])
+    done = {(r["concurrency"], r["round"], r["tool"]) for r in runs if r.get("result")}
+    runs = [r for r in runs if r.get("result")]  # a failed run is tried again
+    todo = [(c, r) for r in range(args.rounds) for c in concurrencies
+            if any((c, r, t) not in done for t in tools_at(c))]
+    if not todo:
+        print("side by side: every run done earlier; nothing to do", flush=True)
+        return 0
     config = config_from_dict({"kind": "vllm", "model": args.model, "served_model_name": args.served_model_name,
                                "precision": args.precision, "load_format": args.load_format,
                                "max_model_len": args.max_model_len, "max_batch_size": args.max_num_seqs})
@@ -203,7 +264,10 @@ def main() -> int:
     info = server.info()
     print(f"vLLM {server.version} healthy after {server.startup_s:.0f} s at {server.base_url}; "
           f"KV pool {server.kv_pool.get('tokens')} tokens", flush=True)
+    starts = previous.get("header", {}).get("server_starts", [])
+    starts.append(round(server.startup_s, 1))
     header: dict[str, Any] = {
+        "server_starts": starts,
         "device": ", ".join(info.get("gpus") or []) or "no GPU seen", "precision": args.precision,
         "vllm_version": server.version, "model": f"{args.served_model_name} ({args.load_format} weights)",
         "max_num_seqs": args.max_num_seqs, "input_len": args.input_len, "output_len": args.output_len,
@@ -212,9 +276,7 @@ def main() -> int:
         "warmup_note": "vllm bench --num-warmups", "server_command": info.get("command"),
         "startup_s": server.startup_s,
     }
-    runs: list[dict[str, Any]] = []
     warmup_flag_ok = True
-    concurrencies = [int(x) for x in args.concurrency.split(",") if x.strip()]
 
     def save() -> None:
         (out / "side_by_side.md").write_text(render_table(runs, header))
@@ -223,8 +285,7 @@ def main() -> int:
     try:
         # Round-major: every concurrency's first round before any second one, so a deadline that
         # cuts the call leaves all three concurrencies measured once rather than the last one not at all.
-        rounds = [(c, r) for r in range(args.rounds) for c in concurrencies]
-        for i, (c, r) in enumerate(rounds):
+        for c, r in todo:
             n = 3 * c
             # A round is one run of each tool; which goes first alternates from round to round. The
             # deadline is checked per round, so no round is left with one tool's numbers only.
@@ -232,8 +293,11 @@ def main() -> int:
                 print(f"deadline reached: skipping c={c} round {r}", flush=True)
                 header.setdefault("skipped", []).append(f"c={c} round {r}")
                 continue
-            tools = TOOLS + ((FINAL_USAGE,) if args.ab_chunk_usage else ())
-            for tool in (tools if i % 2 == 0 else tuple(reversed(tools))):
+            # Which tool goes first alternates with the round (and the concurrency), whatever call runs it.
+            tools = tools_at(c)
+            for tool in (tools if (r + concurrencies.index(c)) % 2 == 0 else tuple(reversed(tools))):
+                if (c, r, tool) in done:
+                    continue
                 name = f"c{c}-r{r}-" + {"vllm bench": "vllm", "servesweep": "servesweep"}.get(tool, "servesweep-final-usage")
                 run_dir = out / name
                 run_dir.mkdir(exist_ok=True)
@@ -265,6 +329,7 @@ def main() -> int:
                     result_path = run_dir / "summary.json"
                     parse = parse_servesweep
                 entry: dict[str, Any] = {"concurrency": c, "tool": tool, "round": r, "rc": rc,
+                                         "server_start": len(starts) - 1,
                                          "command": shlex.join(cmd)}
                 if rc == 0 and result_path.exists():
                     entry["result"] = parse(result_path)

@@ -1,4 +1,4 @@
-"""Command line: `servesweep run | demo | sweep | report | gate | capacity | project | locust`.
+"""Command line: `servesweep run | demo | sweep | report | compare | gate | capacity | project | locust`.
 
 One module per command registers its options and turns results into printing and an exit code;
 the work lives below (loadtest, sweep, quality, reports). `main` is the one place that maps
@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from servesweep import __version__, auth
-from servesweep.cli import capacity, demo, gate, locust, project, report, run, sweep
+from servesweep.cli import capacity, compare, demo, gate, locust, project, report, run, sweep
 from servesweep.errors import EXIT_INTERRUPTED, ServesweepError
 
-COMMANDS = (run, demo, sweep, report, gate, capacity, project, locust)
+COMMANDS = (run, demo, sweep, report, compare, gate, capacity, project, locust)
 
 
 def build_parser() -> argparse.ArgumentParser:

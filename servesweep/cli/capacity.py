@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p.add_argument("--profile", type=str, default=None,
                    help="24 comma-separated hourly fractions of the peak (hour 0 first)")
     p.add_argument("--gpus-per-replica", type=int, default=1)
+    p.add_argument("--energy-price", type=float, default=None, metavar="USD_PER_KWH",
+                   help="price of a kWh: adds the measured GPU energy's cost per 1M output tokens")
     p.set_defaults(handler=cmd_capacity)
 
 
@@ -50,7 +52,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         goodput_by_sku(result, args.gpus_per_replica), peak,
         headroom=args.headroom if args.headroom is not None else section.get("headroom", DEFAULT_HEADROOM),
         profile=profile, prices=prices, output_tokens_per_request=float(tokens) if tokens else None,
-        price_source=str(prices_path) if prices_path else None))
+        price_source=str(prices_path) if prices_path else None,
+        usd_per_kwh=args.energy_price if args.energy_price is not None else section.get("usd_per_kwh")))
     json_path, md_path = write_capacity(report, args.results_dir)
     console.print(render_markdown(report), soft_wrap=True, markup=False)
     paths = write_report(args.results_dir)  # the report gains its capacity section and plot

@@ -49,6 +49,7 @@ from servesweep.reports.assertions import Assertion, all_passed, evaluate, resul
 from servesweep.reports.table import plain_console, print_summary
 from servesweep.results.assertions import write_assertions
 
+WIDE_COLUMNS = 250  # the --wide table in a file or a CI log
 console = plain_console(stderr=True)  # never reads markup: what it prints holds servers' and files' text
 T = TypeVar("T")
 
@@ -130,6 +131,7 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>)")
     o.add_argument("--no-progress", action="store_true")
+    add_wide_option(o)
     o.add_argument("--keep-text", action="store_true", help="store generated text in the records")
     o.add_argument("--records", choices=["full", "requests", "none"], default="full",
                    help="how much records.jsonl keeps: full (with chunk times, ~0.75 KB a 64-token request), "
@@ -141,6 +143,12 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
                    help="CI threshold checked per level after the run, e.g. 'ttft_ms.p99<500', 'failed==0' "
                         "(repeatable; exit 1 when one fails)")
+
+
+def add_wide_option(p: Any) -> None:
+    p.add_argument("--wide", action="store_true",
+                   help="every column in the results table (default: the essential ones, within 100 columns; "
+                        "summary.json and the report have them all)")
 
 
 def add_workload_options(p: argparse.ArgumentParser) -> None:
@@ -317,9 +325,10 @@ def start_server(config: ServerConfig, out: Path) -> LaunchedServer:
     return server
 
 
-def _stdout() -> Console:
-    # Wide enough for every column when stdout is a file or a CI log.
-    return plain_console() if sys.stdout.isatty() else plain_console(width=200)
+def stdout_console(wide: bool = False) -> Console:
+    """The terminal's width; in a file or a CI log 100 columns (the default tables fit), or enough
+    for every column with --wide."""
+    return plain_console() if sys.stdout.isatty() else plain_console(width=WIDE_COLUMNS if wide else 100)
 
 
 def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[str, Any]]], out: Path) -> bool:
@@ -331,16 +340,17 @@ def check_assertions(assertions: list[Assertion], levels: list[tuple[str, dict[s
         table.add_column(name)
     for row in rows:
         table.add_row(*row, style=None if row[-1] == "PASS" else "red")
-    _stdout().print(table)
+    stdout_console().print(table)
     passed = all_passed(results)
     write_assertions(out, passed, header, rows)
     return passed
 
 
-def finish_run(summary: dict[str, Any], out: Path, assertions: list[Assertion] | None = None) -> int:
+def finish_run(summary: dict[str, Any], out: Path, assertions: list[Assertion] | None = None,
+               wide: bool = False) -> int:
     """Print the table and return the run's exit code (README, "Exit codes"): 130 interrupted, 5 results
     not (all) written, 3 the server failed, 4 every measured request failed, 1 a check failed, 0."""
-    print_summary(summary, _stdout(), console)
+    print_summary(summary, stdout_console(wide), console, wide)
     keep = summary.get("records", {}).get("keep", "full")
     files = [f"{out}/summary.json"] + ([f"{out}/records.jsonl"] if keep != "none" else [])
     soak = summary.get("soak")

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from servesweep.cli.common import builtin_server_config, default_out_dir, finish_run, number_list, start_server
+from servesweep.cli.common import (
+    add_wide_option,
+    builtin_server_config,
+    default_out_dir,
+    finish_run,
+    number_list,
+    start_server,
+)
 from servesweep.cli.run import run_against
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.workload import Workload
@@ -20,6 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--concurrency", type=number_list(int), default=[1, 8, 32])
     p.add_argument("--num-requests", type=int, default=48)
     p.add_argument("--no-progress", action="store_true")
+    add_wide_option(p)
     p.set_defaults(handler=cmd_demo)
 
 
@@ -37,4 +45,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary = run_against(server, config)
     finally:
         server.stop()
-    return finish_run(summary, out)
+    return finish_run(summary, out, wide=args.wide)

@@ -26,6 +26,7 @@ from servesweep import auth, controlplane
 from servesweep.cli.common import (
     add_auth_options,
     add_slo_options,
+    add_wide_option,
     add_workload_options,
     console,
     default_out_dir,
@@ -71,6 +72,7 @@ def register(sub: Any) -> None:
                    help="prompts built per Locust process and cycled (default 1024)")
     w.add_argument("--out", type=Path, default=None, help="results directory (default: results/<time>-locust)")
     w.add_argument("--keep-text", action="store_true", help="store generated text in the records")
+    add_wide_option(w)
     w.add_argument("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
     lo = p.add_argument_group("Locust")
     lo.add_argument("--web-host", default="127.0.0.1", help="web UI address (default 127.0.0.1: this machine only)")
@@ -301,4 +303,4 @@ def cmd_locust(args: argparse.Namespace) -> int:
         console.print(f"workers {lost} sent no final report (died or cut off): their last records "
                       "may be missing from the summary (and from Locust's statistics)", style="yellow")
     console.print(f"Locust: {out}/locust_stats.csv, {out}/locust-report.html")
-    return finish_run(summary.to_file(), out)
+    return finish_run(summary.to_file(), out, wide=args.wide)

@@ -63,6 +63,11 @@ def announce(result: Recommendation) -> int:
         note = (result.production_recommendation.uncertainty or {}).get("note") if result.production_recommendation else None
         if note:
             console.print(f"  uncertainty: {note}", soft_wrap=True)
+        energy = result.production_recommendation.energy if result.production_recommendation else None
+        if energy:
+            console.print(f"  energy: {energy['j_per_output_token']:.3f} J per output token "
+                          f"({energy['kwh_per_1m_output_tokens']:.3f} kWh per 1M) at {energy['gpu_power_w']:,.0f} W "
+                          "mean GPU power (NVML)", soft_wrap=True)
         return EXIT_OK
     bar = "=" * min(100, len(line))
     console.print(f"{bar}\n{line}\n{bar}", style="bold red", soft_wrap=True)

@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         telemetry = attached_telemetry(args.url, out, not args.no_telemetry)
         summary = run_against(None, LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common),
                               telemetry)
-        return finish_run(summary, out, assertions)
+        return finish_run(summary, out, assertions, args.wide)
     server_config = server_config_from_args(args)
     out = ensure_writable_dir(args.out or default_out_dir(server_config.label()))
     server = start_server(server_config, out)
@@ -97,4 +97,4 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                      out_dir=out, tokenizer_dir=tokenizer, **common))
     finally:
         server.stop()
-    return finish_run(summary, out, assertions)
+    return finish_run(summary, out, assertions, args.wide)

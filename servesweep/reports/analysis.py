@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from servesweep.models.shape import read_model_shape
+from servesweep.reports.energy import energy_figures
 from servesweep.precision import PRECISION_NAMES
 from servesweep.memory import exact_fraction, non_kv_from_fraction
 from servesweep.results.points import PointTelemetry, SweepPoint, knob_names, memory_fraction_of
@@ -79,6 +80,7 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
             "kv_pool_bytes": t.kv_pool_bytes, "preemptions": t.preemptions,
             "oom_margin_pct": t.oom_margin_pct, "device_mem_peak_bytes": t.device_mem_peak_bytes,
             "device_mem_total_bytes": t.device_mem_total_bytes,
+            "gpu_power_w": t.gpu_power_mean_w,
             "suspect": point.suspect,
         }
         for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
@@ -86,6 +88,8 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
                 row[f"{metric[:-3]}_{q}_ms"] = s.quantile(metric, q)
         good = s.request_goodput
         row["goodput"] = good if good is not None else s.request_throughput
+        energy = energy_figures(t.gpu_power_mean_w, s.output_token_throughput)
+        row["j_per_output_token"] = energy["j_per_output_token"] if energy else None
         wb = weights_bytes(model_dir or spec.model, spec.precision)
         row["weights_bytes"] = wb
         kv = t.kv_cache_peak_bytes
@@ -341,6 +345,7 @@ def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch:
             "tpot_p50_ms": row.tpot_p50_ms, "tpot_p99_ms": row.tpot_p99_ms, "e2e_p99_ms": row.e2e_p99_ms,
         },
         "kv_cache_peak_bytes": row.kv_cache_peak_bytes if pd.notna(row.kv_cache_peak_bytes) else None,
+        "energy": energy_figures(row.gpu_power_w, row.output_token_throughput),
         "oom_margin_pct": margin,
         "oom_margin_band_pct": list(MARGIN_BAND),
         "based_on": {"config": row.config, "level": row.level,

@@ -40,6 +40,7 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from servesweep.errors import ConfigError, OutputError, validation_message
+from servesweep.reports.energy import JOULES_PER_KWH, POWER_SOURCE, energy_cost_per_1m
 from servesweep.results import write_json
 from servesweep.results.recommendation import Recommendation
 from servesweep.files import read_yaml_file
@@ -65,6 +66,7 @@ class SkuGoodput(BaseModel):
     basis: Basis
     gpus_per_replica: int = Field(default=1, ge=1)
     note: str | None = None  # e.g. the projection's assumption, carried into the report
+    j_per_output_token: float | None = Field(default=None, ge=0)  # measured (NVML) only
 
 
 class SkuCapacity(BaseModel):
@@ -84,6 +86,8 @@ class SkuCapacity(BaseModel):
     usd_per_day: float | None = None
     usd_per_1m_output_tokens: float | None = None  # at the planned utilization
     usd_per_1m_output_tokens_day: float | None = None  # over the day's profile, idle capacity included
+    kwh_per_1m_output_tokens: float | None = None  # measured GPU energy at the recommended point
+    usd_energy_per_1m_output_tokens: float | None = None  # that energy at the given energy price
 
 
 class CapacityReport(BaseModel):
@@ -99,6 +103,8 @@ class CapacityReport(BaseModel):
     output_tokens_per_request: float | None
     price_source: str | None
     skus: list[SkuCapacity]
+    usd_per_kwh: float | None = None
+    energy_source: str | None = None
 
 
 def _ceil(x: float) -> int:
@@ -171,9 +177,12 @@ def policy_text(headroom: float, min_replicas: int) -> str:
 
 
 def _sku_row(sku: str, g: SkuGoodput, headroom: float, min_replicas: int, peak: float, loads: list[float],
-             price: float | None, tokens_per_request: float | None) -> SkuCapacity:
+             price: float | None, tokens_per_request: float | None, usd_per_kwh: float | None = None) -> SkuCapacity:
     row = SkuCapacity(sku=sku, basis=g.basis, gpus_per_replica=g.gpus_per_replica, goodput_rps=g.goodput_rps,
                       planned_rps_per_replica=None, status="cannot_serve", note=g.note, usd_per_gpu_hour=price)
+    if g.j_per_output_token is not None:
+        row.kwh_per_1m_output_tokens = g.j_per_output_token * 1e6 / JOULES_PER_KWH
+        row.usd_energy_per_1m_output_tokens = energy_cost_per_1m(row.kwh_per_1m_output_tokens, usd_per_kwh)
     if g.goodput_rps is None:
         row.reason = f"no {g.basis} goodput for this SKU"
         return row
@@ -207,8 +216,9 @@ def plan_capacity(
     output_tokens_per_request: float | None = None,
     min_replicas: int = 1,
     price_source: str | None = None,
+    usd_per_kwh: float | None = None,
 ) -> CapacityReport:
-    """Replicas, GPUs, GPU-hours/day and costs per SKU, in the order the SKUs are given."""
+    """Replicas, GPUs, GPU-hours/day, energy and costs per SKU, in the order the SKUs are given."""
     headroom = _finite_number(headroom, "headroom")
     if not 0 <= headroom < 1:
         raise ConfigError(f"headroom must be a fraction in [0, 1), got {headroom:g}")
@@ -218,6 +228,8 @@ def plan_capacity(
         output_tokens_per_request = _finite_number(output_tokens_per_request, "output tokens per request")
         if output_tokens_per_request <= 0:
             raise ConfigError(f"output tokens per request must be > 0, got {output_tokens_per_request:g}")
+    if usd_per_kwh is not None and not _finite_number(usd_per_kwh, "energy price") > 0:
+        raise ConfigError(f"the energy price must be > 0 USD per kWh, got {usd_per_kwh:g}")
     if not goodput:
         raise ConfigError("no SKU to plan capacity for")
     peak, kind, loads = hourly_load(peak_rps, profile)
@@ -228,11 +240,13 @@ def plan_capacity(
         except ValidationError as exc:
             raise ConfigError(f"goodput of {sku}: {validation_message(exc)}") from None
         price = (prices or {}).get(sku)
-        rows.append(_sku_row(sku, g, headroom, min_replicas, peak, loads, price, output_tokens_per_request))
+        rows.append(_sku_row(sku, g, headroom, min_replicas, peak, loads, price, output_tokens_per_request, usd_per_kwh))
     return CapacityReport(policy=policy_text(headroom, min_replicas), headroom=headroom,
                           min_replicas=min_replicas, peak_rps=peak, profile=kind, hourly_rps=loads,
                           output_tokens_per_request=output_tokens_per_request,
-                          price_source=price_source, skus=rows)
+                          price_source=price_source, skus=rows, usd_per_kwh=usd_per_kwh,
+                          energy_source=POWER_SOURCE if any(r.kwh_per_1m_output_tokens is not None for r in rows)
+                          else None)
 
 
 def read_prices(path: str | Path) -> dict[str, float]:
@@ -263,33 +277,55 @@ def _money(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def render_markdown(report: CapacityReport) -> str:
-    lines = ["# Capacity plan", "", report.policy, ""]
+CAPACITY_HEADER = ["SKU", "basis", "goodput (req/s)", "planned req/s per replica", "GPUs per replica",
+                   "replicas at peak", "GPUs at peak", "GPU-hours/day", "$/GPU-hour", "$/day",
+                   "$/1M output tokens (planned)", "$/1M output tokens (day)", "kWh/1M output tokens",
+                   "energy $/1M output tokens"]
+
+
+def capacity_lines(report: CapacityReport) -> list[str]:
+    """The plan's policy and inputs, one sentence each (Markdown and the HTML report)."""
     profile = {"flat": "the peak every hour (no diurnal profile given)",
                "fractions": "24 hourly fractions of the peak",
                "hourly_rps": "24 hourly request rates"}[report.profile]
-    lines.append(f"- Peak load: {_fmt(report.peak_rps)} requests/s; daily profile: {profile}.")
+    lines = [report.policy, f"Peak load: {_fmt(report.peak_rps)} requests/s; daily profile: {profile}."]
     if report.output_tokens_per_request is not None:
-        lines.append(f"- Output tokens per request: {_fmt(report.output_tokens_per_request, 1)}.")
-    lines.append(f"- Prices: {report.price_source or 'none given'}"
+        lines.append(f"Output tokens per request: {_fmt(report.output_tokens_per_request, 1)}.")
+    lines.append(f"Prices: {report.price_source or 'none given'}"
                  + (" (user-supplied; servesweep ships no prices)." if report.price_source else "."))
-    lines.append("- `measured` rows come from this sweep; `projected` rows are roofline projections from it, "
+    lines.append("`measured` rows come from this sweep; `projected` rows are roofline projections from it, "
                  "not measurements.")
-    lines += ["", "| SKU | basis | goodput (req/s) | planned req/s per replica | GPUs per replica | "
-              "replicas at peak | GPUs at peak | GPU-hours/day | $/GPU-hour | $/day | "
-              "$/1M output tokens (planned) | $/1M output tokens (day) |",
-              "|" + "---|" * 12]
+    if report.energy_source:
+        price = f" at {report.usd_per_kwh:g} USD/kWh (user-supplied)" if report.usd_per_kwh is not None else \
+            " (give --energy-price USD_PER_KWH for its cost)"
+        lines.append(f"Energy: measured SKUs only, at the recommended point's load{price}; {report.energy_source}. "
+                     "Projected SKUs: no power is projected.")
+    else:
+        lines.append("Energy: no GPU power was measured (NVML not available): no energy figures.")
+    return lines
+
+
+def capacity_rows(report: CapacityReport) -> list[list[str]]:
+    rows = []
     for r in report.skus:
         if r.status != "ok":
-            lines.append(f"| {r.sku} | {r.basis} | {_fmt(r.goodput_rps)} | cannot serve: {r.reason} |"
-                         f" {r.gpus_per_replica} | - | - | - | {_money(r.usd_per_gpu_hour)} | - | - | - |")
+            rows.append([r.sku, r.basis, _fmt(r.goodput_rps), f"cannot serve: {r.reason}", str(r.gpus_per_replica),
+                         "-", "-", "-", _money(r.usd_per_gpu_hour), "-", "-", "-", "-", "-"])
             continue
-        lines.append(
-            f"| {r.sku} | {r.basis} | {_fmt(r.goodput_rps)} | {_fmt(r.planned_rps_per_replica)} | "
-            f"{r.gpus_per_replica} | {r.replicas_at_peak} | {r.gpus_at_peak} | {_fmt(r.gpu_hours_per_day, 1)} | "
-            f"{_money(r.usd_per_gpu_hour) if r.usd_per_gpu_hour is not None else 'no price'} | "
-            f"{_money(r.usd_per_day)} | {_money(r.usd_per_1m_output_tokens, 3)} | "
-            f"{_money(r.usd_per_1m_output_tokens_day, 3)} |")
+        rows.append([r.sku, r.basis, _fmt(r.goodput_rps), _fmt(r.planned_rps_per_replica), str(r.gpus_per_replica),
+                     str(r.replicas_at_peak), str(r.gpus_at_peak), _fmt(r.gpu_hours_per_day, 1),
+                     _money(r.usd_per_gpu_hour) if r.usd_per_gpu_hour is not None else "no price",
+                     _money(r.usd_per_day), _money(r.usd_per_1m_output_tokens, 3),
+                     _money(r.usd_per_1m_output_tokens_day, 3), _money(r.kwh_per_1m_output_tokens, 4),
+                     _money(r.usd_energy_per_1m_output_tokens, 4)])
+    return rows
+
+
+def render_markdown(report: CapacityReport) -> str:
+    head, *bullets = capacity_lines(report)
+    lines = ["# Capacity plan", "", head, "", *[f"- {b}" for b in bullets], "",
+             "| " + " | ".join(CAPACITY_HEADER) + " |", "|" + "---|" * len(CAPACITY_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in capacity_rows(report)]
     notes = [f"- {r.sku}: {r.note}" for r in report.skus if r.note]
     if notes:
         lines += ["", "Notes:", *notes]
@@ -336,16 +372,17 @@ def goodput_by_sku(result: Recommendation, gpus_per_replica: int = 1) -> dict[st
             best[p["precision"]] = p["goodput"]
             best_batch[p["precision"]] = p.get("batch")
     out: dict[str, SkuGoodput] = {}
+    energy = ((rec.energy or {}).get("j_per_output_token") if rec is not None else None)
     if measured is None and rec is not None:
         # No known GPU was measured (a CPU sweep): the machine itself is the one measured row.
         measured_here = str(rec.measured_on or "this machine")
         out[measured_here] = SkuGoodput(goodput_rps=rec.expected.get("goodput"), basis="measured",
-                                        gpus_per_replica=gpus_per_replica,
+                                        gpus_per_replica=gpus_per_replica, j_per_output_token=energy,
                                         note=f"{rec.precision} at concurrency {rec.concurrency} on "
                                              "the machine the sweep ran on (no GPU SKU to project from)")
     if measured is not None and rec is not None:
         out[measured] = SkuGoodput(goodput_rps=rec.expected.get("goodput"), basis="measured",
-                                   gpus_per_replica=gpus_per_replica,
+                                   gpus_per_replica=gpus_per_replica, j_per_output_token=energy,
                                    note=f"{rec.precision} at concurrency {rec.concurrency}"
                                         + ("" if rec.verified else "; recommendation not verified"))
     base = SKUS.get(measured) if measured else None

@@ -7,6 +7,7 @@ import html
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +18,7 @@ import pandas as pd
 from servesweep.loadgen.records import ERROR_TRUNCATED
 from servesweep.reports.analysis import GIB, PRECISION_ORDER
 from servesweep.reports.config_search import config_search_section
+from servesweep.reports.energy import ENERGY_HEADER, energy_lines, energy_rows
 from servesweep.reports.recommendation import analyse, report_inputs, store_report_inputs
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.reports.skus import METRICS
@@ -274,7 +276,7 @@ def _truncation_lines(points: list[dict[str, Any]]) -> list[str]:
 def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["config", "level", "status", "precision", "batch", "running_batch_mean", "output_token_throughput",
             "request_throughput", "goodput", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
-            "kv_cache_peak_frac", "oom_margin_pct", "preemptions", "meets_slo", "cause"]
+            "kv_cache_peak_frac", "oom_margin_pct", "preemptions", "j_per_output_token", "meets_slo", "cause"]
     return df[[c for c in cols if c in df.columns]]
 
 
@@ -307,6 +309,10 @@ def _summary_lines(result: Recommendation) -> list[str]:
                      f"{rec.advice}).")
         if (rec.uncertainty or {}).get("note"):
             lines.append(f"Uncertainty: {rec.uncertainty['note']}.")
+        if rec.energy:
+            lines.append(f"Energy at the recommended point: {rec.energy['j_per_output_token']:.3f} J per output token "
+                         f"({rec.energy['kwh_per_1m_output_tokens']:.3f} kWh per 1M) at "
+                         f"{rec.energy['gpu_power_w']:,.0f} W mean GPU power (NVML).")
     return lines
 
 
@@ -427,12 +433,24 @@ def _verification_lines(result: Recommendation) -> list[str]:
     return lines
 
 
-def _capacity_section(out_dir: Path) -> tuple[list[str], None, bytes | None]:
+def _energy_section(df: pd.DataFrame, result: Recommendation) -> tuple[list[str], str]:
+    """Joules per output token per configuration and precision (reports/energy.py)."""
+    rec = result.production_recommendation
+    rows = energy_rows(df, (rec.based_on.config, rec.based_on.level) if rec else None)
+    lines = energy_lines(rows, result.measured_on)
+    md = ["## Energy per output token", "", *([_md_table(ENERGY_HEADER, rows), ""] if rows else []),
+          *[f"- {line}" for line in lines], ""]
+    page = (f"<h2>Energy per output token</h2>{_html_table(ENERGY_HEADER, rows) if rows else ''}"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in lines))
+    return md, page
+
+
+def _capacity_section(out_dir: Path) -> tuple[list[str], str, bytes | None]:
     """The capacity plan (written by `servesweep capacity`) as Markdown, HTML and one plot."""
     path = out_dir / "capacity.json"
     if not path.exists():
-        return [], None, None
-    from servesweep.reports.capacity import CapacityReport, render_markdown
+        return [], "", None
+    from servesweep.reports.capacity import CAPACITY_HEADER, CapacityReport, capacity_lines, capacity_rows, render_markdown
 
     plan = CapacityReport.model_validate_json(path.read_text())
     md = render_markdown(plan)
@@ -452,14 +470,12 @@ def _capacity_section(out_dir: Path) -> tuple[list[str], None, bytes | None]:
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title("replicas per SKU (grey: projected)")
         png = _fig_png(fig)
-    return ["## Capacity", "", md, "", "![](plots/capacity.png)" if png else "", ""], None, png
-
-
-def _capacity_html(text: str | None, img: str | None) -> str:
-    if not text:
-        return ""
-    return (f"<h2>Capacity</h2><pre>{html.escape(text)}</pre>"
-            + (f'<img src="data:image/png;base64,{img}">' if img else ""))
+    notes = [f"{r.sku}: {r.note}" for r in plan.skus if r.note]
+    page = ("<h2>Capacity</h2>" + "".join(f"<p>{html.escape(line.replace('`', ''))}</p>" for line in capacity_lines(plan))
+            + _html_table(CAPACITY_HEADER, capacity_rows(plan))
+            + (f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else "")
+            + ("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>" if notes else ""))
+    return ["## Capacity", "", md, "", "![](plots/capacity.png)" if png else "", ""], page, png
 
 
 def write_report(out_dir: Path, quality_dir: Path | None = None,
@@ -474,8 +490,7 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     df.to_csv(paths["csv"], index=False)
     write_recommendation(paths["json"], result)
     plots = _plots(df, result, out_dir)
-    capacity_md, _, capacity_png = _capacity_section(out_dir)
-    capacity_text = capacity_md[2] if capacity_md else None
+    capacity_md, capacity_html, capacity_png = _capacity_section(out_dir)
     if capacity_png:
         plots["capacity"] = capacity_png
     plot_dir = out_dir / "plots"
@@ -499,6 +514,9 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
         extra_md += [*repeats_md, _md_table(REPEATS_HEADER, repeats), "", *[f"- {line}" for line in uncertainty], ""]
         extra_html += (f"<h2>Repeats and 95 % intervals</h2>{_html_table(REPEATS_HEADER, repeats)}"
                        + "".join(f"<p>{html.escape(line)}</p>" for line in uncertainty))
+    extra_md_energy, extra_html_energy = _energy_section(df, result)
+    extra_md += extra_md_energy
+    extra_html += extra_html_energy
     if engines:
         extra_md += ["## Engines", "", _md_table(engines[0], engines[1:]), ""]
         extra_html += f"<h2>Engines</h2>{_html_table(engines[0], engines[1:])}"
@@ -531,7 +549,10 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
 
     imgs = {k: base64.b64encode(v).decode() for k, v in plots.items()}
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
+.scroll{{overflow-x:auto;max-width:100%}}.scroll table{{margin:.5em 0}}
+@media (max-width:600px){{body{{margin:.5em auto;padding:0 .6em}}h1{{font-size:1.35em}}h2{{font-size:1.15em}}}}
 table{{border-collapse:collapse;font-size:12px;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}
 th{{background:#f0f0f0}}td:first-child{{text-align:left}}img{{max-width:100%;border:1px solid #eee;margin:.5em 0}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{margin:.3em 0}}</style></head><body>
@@ -545,14 +566,20 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <h2>KV cache and memory</h2><img src="data:image/png;base64,{imgs['kv_usage_over_time']}"><img src="data:image/png;base64,{imgs['memory_vs_batch']}">
 <h2>Goodput</h2><img src="data:image/png;base64,{imgs['goodput']}">
 {extra_html}
-{_capacity_html(capacity_text, imgs.get('capacity'))}
+{capacity_html}
 <h2>Production recommendation</h2><pre>{html.escape(recommended)}</pre>
 <h2>Preferred precision per SKU</h2>{_html_table(SKU_HEADER, _sku_rows(result))}
 <p>{html.escape(SKU_NOTE.replace('`', ''))}</p><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _sku_difference_lines(result))}</ul>
 <h2>Every point</h2>{table.to_html(index=False, na_rep='-', float_format=lambda v: f'{v:,.2f}')}
 </body></html>"""
-    paths["html"].write_text(page)
+    paths["html"].write_text(boxed_tables(page))
     return paths
+
+
+def boxed_tables(page: str) -> str:
+    """Every table in a box of its own that scrolls sideways, so a wide table (every point, the SKU
+    table) never widens the page: on a phone the text stays at its size and the page at its width."""
+    return re.sub(r"(<table\b.*?</table>)", r'<div class="scroll">\1</div>', page, flags=re.S)
 
 
 def _has_tabulate() -> bool:

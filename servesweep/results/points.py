@@ -90,6 +90,7 @@ class PointTelemetry(OpenModel):
     device_mem_peak_bytes: Number | None = None
     device_mem_total_bytes: Number | None = None
     kv_pool_tokens: Number | None = None
+    gpu_power_mean_w: Number | None = None  # NVML board power over the window, summed over the GPUs
 
 
 class PointServer(OpenModel):

@@ -57,6 +57,8 @@ class ProductionRecommendation(OpenModel):
     kv_cache_dtype: Any = None
     expected: dict[str, Any] = {}
     kv_cache_peak_bytes: Any = None
+    # J per output token at the recommended point, from NVML power (reports.energy); None without a GPU.
+    energy: dict[str, Any] | None = None
     oom_margin_pct: float | None = None
     oom_margin_band_pct: list[float] = []
     based_on: BasedOn
