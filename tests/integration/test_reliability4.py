@@ -368,3 +368,17 @@ def test_scenario_load_values_out_of_range_exit_2_and_create_nothing(tmp_path, c
     err = capsys.readouterr().err
     assert f"load: {field} must be" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_locust_sends_the_key_from_every_process_and_writes_it_nowhere(stub_server, tmp_path):
+    pytest.importorskip("locust")
+    stub = stub_server(api_key=KEY, metrics=True)
+    out = tmp_path / "run"
+    result = cli("locust", "--url", stub.url, "--headless", "--users", "2", "--run-time", "3s", "--processes", "2",
+                 "--out", str(out), *SMALL[:4], "--prompt-pool", "8", env={"OPENAI_API_KEY": KEY}, limit_s=180)
+    assert result.returncode == EXIT_OK, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] > 0 and stub.behaviour.unauthorized == 0
+    text = every_output(out, result.stdout, result.stderr)
+    for secret in secrets_of(KEY):
+        assert secret not in text
