@@ -94,10 +94,13 @@ def ci_from_values(per_repeat: list[dict[str, float | None]]) -> dict[str, dict[
 
 
 def repeats_ci(levels: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """ci95 per base level label over the level summaries of a run (the repeats grouped by label)."""
+    """ci95 per base level label over the level summaries of a run (the repeats grouped by label).
+    A repeat the run's stop cut short (`cut_short`: interrupted, the server gone) is left out: its
+    window is not the level's, and its values would widen or shift the interval."""
     groups: dict[str, list[dict[str, float | None]]] = {}
     for entry in levels:
-        groups.setdefault(base_label(entry["label"]), []).append(level_values(entry))
+        if not entry.get("cut_short"):
+            groups.setdefault(base_label(entry["label"]), []).append(level_values(entry))
     return {label: ci_from_values(vals) for label, vals in groups.items()}
 
 

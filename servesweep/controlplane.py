@@ -1,5 +1,6 @@
 """The rules every control-plane call to a server follows (model list, /tokenize, /metrics,
-/health, the quality probes): no redirect is followed.
+/health, the quality probes): no redirect is followed, and the run's credentials (servesweep.auth)
+go with every call.
 
 A load test is allowed to reach loopback addresses only (unless --allow-remote), and the checks
 are made on the URL given. A server that answers 3xx with a `Location` elsewhere would otherwise
@@ -8,9 +9,11 @@ address nobody checked. So a redirect is an answer like an error: it is reported
 pointed, and not followed. The load generator's own client (servesweep.loadgen.http) never
 follows redirects either.
 
-  urlopen(url_or_request, timeout)   urllib's, without redirects: a 3xx raises HTTPError
+  urlopen(url_or_request, timeout)   urllib's, without redirects, with the credentials: a 3xx raises HTTPError
+  session(**kwargs)                   an aiohttp ClientSession whose requests carry the credentials
   redirect_error(url, status, location) -> str   the one-line message naming the redirect
   NO_REDIRECTS                        keyword arguments for aiohttp requests (allow_redirects=False)
+  auth_error(url, status) -> AuthError   a 401/403, said as an authentication failure
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from typing import Any
+
+import aiohttp
+
+from servesweep import auth
+from servesweep.errors import AuthError
 
 NO_REDIRECTS: dict[str, Any] = {"allow_redirects": False}
 
@@ -42,5 +50,29 @@ _OPENER = urllib.request.build_opener(_RefuseRedirects())
 
 
 def urlopen(url: str | urllib.request.Request, timeout: float) -> Any:
-    """`urllib.request.urlopen` that never follows a redirect (HTTPError with the 3xx instead)."""
-    return _OPENER.open(url, timeout=timeout)
+    """`urllib.request.urlopen` that never follows a redirect (HTTPError with the 3xx instead),
+    with the run's credentials."""
+    request = url if isinstance(url, urllib.request.Request) else urllib.request.Request(url)
+    for name, value in auth.current().headers:
+        request.add_header(name, value)
+    return _OPENER.open(request, timeout=timeout)
+
+
+def session(**kwargs: Any) -> aiohttp.ClientSession:
+    """An aiohttp session whose every request carries the run's credentials."""
+    return aiohttp.ClientSession(headers=auth.current().as_dict(), **kwargs)
+
+
+def is_auth_failure(status: int) -> bool:
+    return status in (401, 403)
+
+
+def auth_error(url: str, status: int) -> AuthError:
+    """A 401 or 403 as one line: which credentials were sent (their source, never their value)."""
+    given = auth.current().key_source or (", ".join(n for n, _ in auth.current().headers) or None)
+    if given is None:
+        how = ("the server wants credentials and none were given: pass --api-key KEY, set OPENAI_API_KEY, "
+               "or --header 'Name: value' for a gateway")
+    else:
+        how = f"the server refused the credentials given ({given}): check the key"
+    return AuthError(f"authentication failure: {url} answered HTTP {status}; {how}")

@@ -7,8 +7,10 @@
         UnsupportedConfig     the server configuration cannot run on this device
         OutputError           the results directory cannot be written
         ReportError           a directory that holds no results to report on
+        AuthError             the server refused the credentials (HTTP 401/403), or none were given
       ServerError           exit 3: a server servesweep launched failed
         ServerStartError      it did not become healthy (classified cause + log tail)
+        ServerUnresponsive    the target answered, then a control call (/tokenize) timed out
       MeasurementError      a quality measurement could not be made
 
 The CLI translates these in one place (servesweep.cli.main). Anything else, a `ValueError`
@@ -53,6 +55,11 @@ class TargetError(UserError, RuntimeError):
     """The target cannot be load-tested; the message names the URL and the reason."""
 
 
+class AuthError(TargetError):
+    """The server answered HTTP 401 or 403: no key, or the wrong one. The message says which
+    options give one (servesweep.auth); it never holds the key."""
+
+
 class UnsupportedConfig(UserError, ValueError):
     """The configuration cannot run on this device; raised before anything is launched."""
 
@@ -88,6 +95,11 @@ class ServerStartError(ServerError, RuntimeError):
         self.detail = detail
         self.log_tail = log_tail
         super().__init__(f"{cause}: {detail}" + (f"\n--- server log (tail) ---\n{log_tail}" if log_tail else ""))
+
+
+class ServerUnresponsive(ServerError, TargetError):
+    """The target answered its model list, then stopped answering a control call (/tokenize within
+    its timeout): the server's fault, exit 3, where a target that cannot be used at all is exit 2."""
 
 
 class MeasurementError(ServesweepError, RuntimeError):

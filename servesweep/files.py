@@ -26,7 +26,10 @@ def read_yaml_file(path: Path, what: str, error: type[Exception]) -> Any:
     except OSError as exc:
         raise error(f"{what} {path}: cannot be read: {exc.strerror or exc}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:  # one line: where, and what is wrong there
+        line = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark is not None else ""
+        raise error(f"{what} {path}: not valid YAML or JSON: {line}{exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise error(f"{what} {path}: not valid YAML or JSON: {exc}") from None
 
@@ -38,3 +41,21 @@ def display_path(path: Path) -> str:
         return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
     except ValueError:  # another drive (Windows)
         return str(path)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error: YAML keeps the last silently,
+    so `concurrency` written twice ran the second list without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"key {key!r} is given twice", key_node.start_mark)
+            try:
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                pass
+        return super().construct_mapping(node, deep=deep)

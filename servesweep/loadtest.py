@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import platform
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any, Awaitable, Callable, Literal, Protocol
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
+from servesweep import auth, controlplane
 from servesweep.backends.base import Telemetry
 from servesweep.confidence import expand_repeats, more_repeats, precision_report, repeats_ci
 from servesweep.loadgen.arrivals import LoadLevel
@@ -34,7 +36,8 @@ from servesweep.loadgen.records import (ERROR_CANCELLED, RECORDS_FILE, RECORDS_F
 from servesweep.loadgen.runner import LevelResult, LoadRunner, RunOutcome
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
-from servesweep.loadgen.tokenizer import SERVER, LocalTokenizer, TokenizerLike, open_tokenizer, tokenizer_source
+from servesweep.loadgen.tokenizer import (SERVER, LocalTokenizer, TokenizerLike, control_timeout, open_tokenizer,
+                                          tokenizer_source)
 from servesweep.loadgen.workers import WorkerPool, check_merge
 from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.sessions import SessionSpec
@@ -192,14 +195,45 @@ def set_aside_previous_run(out: Path, files: tuple[str, ...] = RUN_FILES) -> Pat
 async def pick_tokenizer(
     session: aiohttp.ClientSession, config: LoadTestConfig, target: TargetInfo
 ) -> TokenizerLike | None:
-    """The tokenizer by the one rule (loadgen.tokenizer.tokenizer_source)."""
-    source = await tokenizer_source(session, target.base_url, target.model, config.tokenizer_dir, target.root)
-    return open_tokenizer(source, session, target.base_url, target.model)
+    """The tokenizer by the one rule (loadgen.tokenizer.tokenizer_source); /tokenize calls get the
+    run's --timeout where it is shorter than CONTROL_TIMEOUT_S."""
+    timeout = control_timeout(config.workload.request_timeout_s)
+    source = await tokenizer_source(session, target.base_url, target.model, config.tokenizer_dir, target.root,
+                                    timeout_s=timeout)
+    return open_tokenizer(source, session, target.base_url, target.model, timeout_s=timeout)
 
 
 def _level_entry(result: LevelResult, telemetry: Telemetry | None) -> dict[str, Any]:
     return level_entry(result.level.label, result.level.model_dump(exclude_none=True), result.start_s, result.end_s,
                        result.prompt_pool_wrapped, result.summary, telemetry)
+
+
+class _SignalsBeforeLoad:
+    """SIGINT and SIGTERM before the load starts (probing the target, a /tokenize that hangs) cancel
+    the preparation, so the run ends as interrupted, with a summary, instead of being killed by the
+    signal with nothing on disk. `release()` hands the signals over to the load (the runner's own)."""
+
+    def __init__(self) -> None:
+        self.heard = False
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._installed: list[int] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal)
+                self._installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+
+    def _on_signal(self) -> None:
+        if not self.heard and self._task is not None:
+            self.heard = True
+            self._task.cancel()
+
+    def release(self) -> None:
+        for sig in self._installed:
+            self._loop.remove_signal_handler(sig)
+        self._installed = []
 
 
 async def run_load_test(
@@ -213,7 +247,37 @@ async def run_load_test(
     """Run every level and return the summary (also written to `out_dir/summary.json`).
 
     `during`: a measurement taken while the load runs (the accuracy gate under load), given the
-    `RunningLoad`; the load runs until it returns, then is stopped. One process, one level."""
+    `RunningLoad`; the load runs until it returns, then is stopped. One process, one level.
+    Interrupted (SIGINT, SIGTERM) before the load started: a summary that says so, no levels."""
+    started = dt.datetime.now(dt.timezone.utc)
+    signals = _SignalsBeforeLoad()
+    try:
+        return await _load_test(config, telemetry, server_watch, server_info, telemetry_tail_s, during, signals)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not signals.heard or task is None or task.cancelling() > 1:
+            raise
+        task.uncancel()
+        return _interrupted_before_load(config, started)
+    finally:
+        signals.release()
+
+
+def _interrupted_before_load(config: LoadTestConfig, started: dt.datetime) -> dict[str, Any]:
+    summary = build_summary(
+        target={"url": config.base_url, "model": config.model}, workload=config.workload.describe(),
+        seed=config.workload.seed, levels_requested=[lv.model_dump(exclude_none=True) for lv in config.levels],
+        slo=config.slo.model_dump(exclude_none=True) if config.slo else None, tokenizer=None, started_at=started,
+        host=host_info(), stats=RunStats(config.slo).summary(), levels=[], interrupted=True,
+        abort_reason="interrupted by signal before the load started", run={"abort_kind": None})
+    write_summary(config.out_dir, summary, config.summary_file)
+    return summary
+
+
+async def _load_test(config: LoadTestConfig, telemetry: Telemetry | None, server_watch: ServerWatch | None,
+                     server_info: dict[str, Any] | None, telemetry_tail_s: float,
+                     during: Callable[[RunningLoad], Awaitable[None]] | None,
+                     signals: _SignalsBeforeLoad) -> dict[str, Any]:
     if not config.allow_remote:
         check_loopback(config.base_url)
     if config.target_precision is not None and config.repeats < 2:
@@ -229,7 +293,7 @@ async def run_load_test(
     split = (server_info or {}).get("cpu_split")
     restore_cpus = _pin_client(split["client_cpus"]) if split else None
     started = dt.datetime.now(dt.timezone.utc)
-    async with aiohttp.ClientSession() as probe_session:
+    async with controlplane.session() as probe_session:
         target = await probe_target(probe_session, config.base_url, config.model)
         trace = read_trace(config.trace_file, config.trace_format, config.trace_speed) if config.trace_file else None
         # Before any load (and before a prompt is built): lengths against the model's context.
@@ -258,9 +322,11 @@ async def run_load_test(
                                 out, source, config.slo, config.keep_text, records=config.records,
                                 context_limit=limit.tokens)
         else:
-            def on_interval(level: LoadLevel, index: int, start: float, end: float, stats: RunStats) -> None:
+            def on_interval(level: LoadLevel, index: int, start: float, end: float, stats: RunStats,
+                            in_flight: int) -> None:
                 row = soak.interval_row(level.label, index, start, end, config.report_interval_s or 0.0, stats,
-                                        telemetry.window_stats(start, end) if telemetry is not None else None)
+                                        telemetry.window_stats(start, end) if telemetry is not None else None,
+                                        in_flight)
                 rows.append(row)
                 if intervals_error:
                     return
@@ -312,6 +378,7 @@ async def run_load_test(
                                           if during is None else asyncio.sleep(0))
         if telemetry is not None:
             telemetry.start(runner.t0)
+        signals.release()  # the load's own stop on signals takes over (LoadRunner.run)
         try:
             if during is not None and running is not None:
                 outcome = await _run_with(runner, running, during)
@@ -332,7 +399,8 @@ async def run_load_test(
                 os.sched_setaffinity(0, restore_cpus)
 
     summary = build_summary(
-        target={"url": target.base_url, "model": target.model, "max_model_len": target.max_model_len},
+        target={"url": target.base_url, "model": target.model, "max_model_len": target.max_model_len,
+                "auth": auth.current().describe()},
         workload=config.workload.describe(), seed=config.workload.seed,
         levels_requested=[lv.model_dump(exclude_none=True) for lv in config.levels],
         slo=config.slo.model_dump(exclude_none=True) if config.slo else None,
@@ -353,6 +421,9 @@ async def run_load_test(
         })
     if config.workers > 1:
         summary["workers"] = check_merge(out, config.workers, config.slo)
+    if (outcome.interrupted or outcome.abort_reason) and summary["levels"]:
+        # The level the stop fell in did not run its course: said, and left out of the repeats' interval.
+        summary["levels"][-1]["cut_short"] = outcome.abort_reason or "interrupted"
     summary["repeats"] = config.repeats
     if config.repeats > 1:
         summary["ci95"] = repeats_ci(summary["levels"])

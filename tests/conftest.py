@@ -30,7 +30,7 @@ class StubThread:
 
         self.thread = threading.Thread(target=self._run, args=(serve,), daemon=True)
         self.thread.start()
-        ready.wait(10)
+        assert ready.wait(60), "the stand-in server did not start"  # a bound for a loaded machine
 
     def _run(self, serve) -> None:
         asyncio.set_event_loop(self.loop)

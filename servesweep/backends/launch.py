@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, TypeVar
 
+from servesweep.auth import redact_argv
 from servesweep import controlplane
 from servesweep.backends.base import ServerConfig
 from servesweep.backends.gpu import Nvml
@@ -118,8 +119,9 @@ class LaunchedProcess:
         return {
             "backend": self.backend,
             "memory_fraction_of": self.config.memory_fraction_of,
-            "config": self.config.model_dump(),
-            "command": self.argv,
+            # A key passed to the server (--server-arg --api-key KEY) is not written (servesweep.auth).
+            "config": {**self.config.model_dump(), "extra_args": redact_argv(list(self.config.extra_args))},
+            "command": redact_argv(list(self.argv)),
             "version": self.version,
             "pid": self.process.pid,
             "startup_s": self.startup_s,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from servesweep import __version__
+from servesweep import __version__, auth
 from servesweep.cli import capacity, compare, demo, gate, headroom, locust, project, report, run, sweep
 from servesweep.errors import EXIT_INTERRUPTED, ServesweepError
 
@@ -28,11 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except ServesweepError as exc:
-        print(f"servesweep: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("servesweep: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with auth.using(auth.ServerAuth()):
+        try:
+            # Credentials (servesweep.auth): out of the URL, into the process's setting, for every request.
+            url, server_auth = auth.resolve(getattr(args, "url", None), getattr(args, "api_key", None),
+                                            getattr(args, "header", None) or [])
+            if getattr(args, "url", None):
+                args.url = url
+            auth.use(server_auth)
+            return args.handler(args)
+        except ServesweepError as exc:
+            print(f"servesweep: error: {auth.current().redact(str(exc).splitlines()[0])}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("servesweep: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED

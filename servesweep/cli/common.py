@@ -22,6 +22,7 @@ from servesweep.backends import (
     config_from_dict,
     launch,
 )
+from servesweep.auth import ENV_API_KEY
 from servesweep.backends import builtin
 from servesweep.confidence import parse_precision
 from servesweep.errors import (
@@ -31,12 +32,14 @@ from servesweep.errors import (
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_SERVER,
+    EXIT_USAGE,
     ConfigError,
     OutputError,
     ServerStartError,
     validation_message,
 )
 from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS, LoadLevel, default_open_arrival
+from servesweep.loadgen.runner import ABORT_AUTH
 from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import long_replay_note, read_trace
 from servesweep.loadgen.stats import SLO
@@ -163,6 +166,8 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
                    help="do not ask for usage beside every streamed chunk (continuous_usage_stats): for servers "
                         "that refuse it; tokens per chunk then come from the per-endpoint chunk rule")
     w.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
+    w.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",
+                   help="a stream that has begun and then sends nothing for S seconds fails as a stall (default 60)")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--tokenizer", type=Path, default=None, help="model directory holding tokenizer.json")
 
@@ -174,9 +179,20 @@ def add_slo_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--slo-e2e-ms", type=float, default=None)
 
 
+def add_auth_options(group: Any) -> None:
+    """The credentials every request to the server carries (servesweep.auth; main() reads them)."""
+    group.add_argument("--api-key", default=None, metavar="KEY",
+                       help=f"sent as 'Authorization: Bearer KEY' on every request (default: ${ENV_API_KEY}; "
+                            "the variable keeps the key out of the process list). Never written anywhere")
+    group.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                       help="an extra header on every request, e.g. a gateway's key (repeatable); values are "
+                            "never written anywhere")
+
+
 def add_backend_options(p: argparse.ArgumentParser) -> None:
     b = p.add_argument_group("target")
     b.add_argument("--url", default=None, help="attach to a running OpenAI-compatible server")
+    add_auth_options(b)
     b.add_argument("--backend", choices=sorted(BACKENDS), default=None,
                    help="launch this server for the run (default without --url: the built-in CPU vLLM)")
     b.add_argument("--model", default=None,
@@ -273,6 +289,7 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
         endpoint="chat" if getattr(args, "sessions", None) is not None else args.endpoint, stream=not args.no_stream, input_len=args.input_len,
         output_len=args.output_len, dataset=args.dataset, shared_prefix_len=args.shared_prefix_len,
         ignore_eos=not args.no_ignore_eos, request_timeout_s=args.timeout, seed=args.seed,
+        stall_timeout_s=args.stall_timeout,
         chunk_usage=not getattr(args, "no_chunk_usage", False),
     ))
 
@@ -360,6 +377,9 @@ def finish_run(summary: dict[str, Any], out: Path, assertions: list[Assertion] |
             checks_ok = False
     if summary.get("interrupted"):
         return EXIT_INTERRUPTED
+    if summary.get("abort_kind") == ABORT_AUTH:
+        console.print(f"run aborted: {summary['abort_reason']}", style="red", soft_wrap=True)
+        return EXIT_USAGE
     if summary.get("abort_kind") == "output" or output_error:
         if summary.get("abort_reason"):
             console.print(f"run aborted: {summary['abort_reason']}", style="red", soft_wrap=True)

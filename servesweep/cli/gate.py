@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from servesweep.backends import BACKENDS, DEFAULT_KIND, backend_for
-from servesweep.cli.common import console, dummy_weights_option
+from servesweep.cli.common import add_auth_options, console, dummy_weights_option
 from servesweep.errors import ConfigError
 from servesweep.loadgen.target import check_loopback
 from servesweep.precision import PRECISION_NAMES
@@ -31,6 +31,7 @@ def register(sub: Any) -> None:
     gate.add_argument("--out", type=Path, required=True, help="results directory for gate.json")
     target = gate.add_argument_group("the configuration under test")
     target.add_argument("--url", default=None, help="attach to a running server")
+    add_auth_options(target)
     target.add_argument("--backend", choices=sorted(BACKENDS), default=None, help="launch this server")
     target.add_argument("--model", default=None, help="with --backend: model directory; with --url: served name")
     target.add_argument("--precision", choices=PRECISION_NAMES, default=None,

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 
+from servesweep import auth, controlplane
 from servesweep.cli.common import (
+    add_auth_options,
     add_slo_options,
     add_wide_option,
     add_workload_options,
@@ -49,7 +50,7 @@ from servesweep.results import SUMMARY_FILE, ensure_writable_dir, read_summary
 # the extended web-UI tabs are what this needs; 2.47 is the release it was written and tested on.
 MIN_LOCUST = (2, 47)
 WORKLOAD_OPTIONS = ("endpoint", "no_stream", "input_len", "output_len", "dataset", "shared_prefix_len",
-                    "no_ignore_eos", "no_chunk_usage", "timeout", "seed")
+                    "no_ignore_eos", "no_chunk_usage", "timeout", "stall_timeout", "seed")
 SLO_OPTIONS = ("slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")
 
 
@@ -61,6 +62,7 @@ def register(sub: Any) -> None:
     t = p.add_argument_group("target")
     t.add_argument("--url", default=None, help="OpenAI-compatible server (not needed with --worker)")
     t.add_argument("--model", default=None, help="served model name (default: the first in /v1/models)")
+    add_auth_options(t)  # with --worker too: a worker on another machine sends its own credentials
     t.add_argument("--scenario", type=Path, default=None,
                    help="take the workload, SLOs and (one closed-loop level) user count from a scenario file")
     add_workload_options(p)
@@ -111,6 +113,7 @@ def workload_and_users(args: argparse.Namespace) -> tuple[Workload, SLO | None, 
     if clash:
         raise ConfigError(f"--scenario gives the workload and SLOs; drop {', '.join(clash)} or the scenario")
     scenario = load_scenario(args.scenario)
+    auth.use(auth.with_scenario_key(auth.current(), scenario.api_key_env))
     users = args.users
     load = scenario.load
     if users is None:
@@ -128,7 +131,7 @@ def workload_and_users(args: argparse.Namespace) -> tuple[Workload, SLO | None, 
 async def _probe(url: str, model: str | None, tokenizer_dir: Path | None) -> tuple[Any, str | None]:
     """The served model, and where prompts get their token counts: a local tokenizer.json, the
     server's /tokenize ("server"), or nowhere (None: a dataset is then needed)."""
-    async with aiohttp.ClientSession() as session:
+    async with controlplane.session() as session:
         target = await probe_target(session, url, model)
         # The one rule (loadgen.tokenizer); a /tokenize that does not answer at all reads as none here:
         # Locust can still run a dataset workload.
@@ -176,7 +179,9 @@ def run_locust(argv: list[str]) -> tuple[int, bool]:
     PID alone, is passed on to that group once: Locust stops its test, marks the summary
     interrupted and writes it; it is then read here. PR_SET_PDEATHSIG stops Locust if this process
     is killed outright."""
-    proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)
+    # Credentials go in the environment (servesweep.auth.handover), never on Locust's command line.
+    proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent,
+                            env={**os.environ, **auth.handover(auth.current())})
     heard: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
@@ -193,11 +198,32 @@ def run_locust(argv: list[str]) -> tuple[int, bool]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+        _reap_group(proc.pid)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the process group; False when no process is left in it."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap_group(pgid: int, grace_s: float = 5.0) -> None:
+    """Locust has exited: end what is left of its process group (its --processes workers, a worker
+    stuck in a call that never returns), so nothing servesweep started outlives it. SIGTERM, up to
+    `grace_s` for them to go, then SIGKILL."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
 
 
 def check_locust_installed() -> None:

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from servesweep.cli.common import check_assertions, console
+from servesweep import auth
+from servesweep.cli.common import add_auth_options, check_assertions, console
 from servesweep.cli.report import announce, write_and_print_report
 from servesweep.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from servesweep.reports.assertions import parse_assertions
@@ -28,6 +29,7 @@ def register(sub: Any) -> None:
                    help="skip the headroom measurement after a passing verification (the offered load stepped up "
                         "to each onset: preemption, KV use >= 95 %%, the SLO, the first failure)")
     p.add_argument("--no-progress", action="store_true")
+    add_auth_options(p)
     p.add_argument("--deadline-s", type=float, default=None, metavar="S",
                    help="seconds this command may take: a verification attempt that would not fit in what is "
                         "left is not started (exit 130; the same command resumes it)")
@@ -38,6 +40,7 @@ def register(sub: Any) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
+    auth.use(auth.with_scenario_key(auth.current(), scenario.api_key_env))
     assertions = parse_assertions(scenario.assertions + args.assertions)
     ensure_writable_dir(args.out)
     runner = SweepRunner(scenario, args.scenario, args.out, console,

@@ -28,6 +28,15 @@ Arrival = Literal["closed", "constant", "poisson", "gamma", "trace", "sessions"]
 # many levels and configurations; a run that wants tighter percentiles asks for more.
 DEFAULT_NUM_REQUESTS = 64
 
+# The largest load a level may ask for; past these a value is a typo or a unit slip, refused before
+# anything starts rather than run until the machine runs out of memory. Users: every one holds a
+# connection (a file descriptor, buffers), and one client address has at most ~28k-64k ephemeral
+# ports towards one server port. Requests: a billion is a day at over 10,000 req/s. Duration: 30 days.
+MAX_CONCURRENCY = 65_536
+MAX_NUM_REQUESTS = 1_000_000_000
+MAX_DURATION_S = 30 * 24 * 3600.0
+MAX_REQUEST_RATE = 1_000_000.0
+
 
 def default_open_arrival(burstiness: float) -> Arrival:
     """The arrival process of an open-loop level that names none: Poisson, or gamma when a
@@ -54,25 +63,23 @@ class LoadLevel(BaseModel):
         if (self.concurrency is None) == (self.request_rate is None):
             raise ValueError("give exactly one of concurrency or request_rate")
         if self.concurrency is not None:
-            if self.concurrency < 1:
-                raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+            _within("concurrency", self.concurrency, 1, MAX_CONCURRENCY)
             if self.arrival != "sessions":
                 self.arrival = "closed"
         else:
-            if not self.request_rate or self.request_rate <= 0 or math.isinf(self.request_rate):
-                raise ValueError(f"request_rate must be a positive finite number, got {self.request_rate}")
+            _within("request_rate", self.request_rate, 0, MAX_REQUEST_RATE, low_open=True)
             if self.arrival == "closed":
                 self.arrival = default_open_arrival(self.burstiness)
-        if self.burstiness <= 0:
-            raise ValueError(f"burstiness must be > 0, got {self.burstiness}")
+        _within("burstiness", self.burstiness, 0, MAX_REQUEST_RATE, low_open=True)
+        if self.max_concurrency is not None:
+            _within("max_concurrency", self.max_concurrency, 1, MAX_CONCURRENCY)
         if (self.num_requests is None) == (self.duration_s is None):
             raise ValueError("give exactly one of num_requests or duration_s")
-        if self.num_requests is not None and self.num_requests < 1:
-            raise ValueError(f"num_requests must be >= 1, got {self.num_requests}")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
-        if self.warmup_requests < 0:
-            raise ValueError("warmup_requests must be >= 0")
+        if self.num_requests is not None:
+            _within("num_requests", self.num_requests, 1, MAX_NUM_REQUESTS)
+        if self.duration_s is not None:
+            _within("duration_s", self.duration_s, 0, MAX_DURATION_S, low_open=True)
+        _within("warmup_requests", self.warmup_requests, 0, MAX_NUM_REQUESTS)
         return self
 
     @property
@@ -86,6 +93,18 @@ class LoadLevel(BaseModel):
     @property
     def in_flight_limit(self) -> int | None:
         return self.concurrency if self.concurrency is not None else self.max_concurrency
+
+
+def _within(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    """Refuse a load value outside [low, high] ((low, high] with `low_open`), NaN and infinity
+    included: NaN compares false to everything, so it passed a plain `<= 0` test and sent every
+    request at t = 0."""
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if value <= low if low_open else value < low:
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
+    if value > high:
+        raise ValueError(f"{name} must be <= {high:,.0f} (servesweep's limit for one level), got {value:g}")
 
 
 def arrival_gaps(level: LoadLevel, n: int, rng: np.random.Generator) -> np.ndarray:

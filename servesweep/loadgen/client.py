@@ -71,7 +71,7 @@ async def send_request(
 ) -> None:
     """Send one request and fill `record` in place (times relative to `t0`)."""
     record.sent_s = _clock() - t0
-    exchange = Exchange(record, t0, bool(payload.get("stream")), keep_text)
+    exchange = Exchange(record, t0, bool(payload.get("stream")), keep_text, bool(payload.get("ignore_eos")))
     try:
         await pool.request(pool.encode_post(path, orjson.dumps(payload)), exchange)
         return

@@ -25,6 +25,12 @@ The time to the first chunk with visible text is kept apart as `first_text_s` (w
 textless tokens it lies far behind TTFT), and `tokens_without_text` counts the tokens whose chunk
 had none, so a level whose text is mostly invisible shows it.
 
+A response cut short is not a success (ERROR_TRUNCATED): one that ends with fewer tokens than asked
+while EOS was ignored (`exact_length`; the count from the server's usage, or a finish_reason other
+than "length" says so: chunks alone may carry several tokens each), or one whose finish_reason is
+none the protocol uses for a finished answer (e.g. "abort"). Seen against a server that interrupts
+the request in flight when a new one arrives: "8 ok" while 7 of them held 1 of the 32 tokens asked.
+
 A stream event that is not what the OpenAI protocol allows (`null`, a list, a choice that is not
 an object, `usage` that is not an object of integers) makes the request a stream_error that
 quotes the event; the stream is still read to its end. An error event, `{"error": ...}` or
@@ -40,18 +46,21 @@ import orjson
 from servesweep.loadgen.records import (
     ERROR_HTTP,
     ERROR_STREAM,
+    ERROR_TRUNCATED,
     TIMING_CHUNKS,
     TIMING_USAGE_PER_CHUNK,
     TOKENS_FROM_CHUNKS,
     TOKENS_FROM_USAGE,
     RequestRecord,
 )
-from servesweep.loadgen.sse import DONE, SSEParser
+from servesweep.loadgen.sse import DONE, MAX_EVENT_BYTES, EventTooLarge, SSEParser
 
 # Delta fields that carry generated tokens without being the answer's text (reasoning models, tools).
 _OTHER_OUTPUT = ("reasoning_content", "reasoning", "tool_calls")
 # What _choice_text returns for such a delta: visible output that is not the answer's text.
 _OTHER = "<other output>"
+# The finish reasons of an answer that ended as asked; any other (abort, error, cancelled) cut it short.
+FINISHED = frozenset(("length", "stop", "tool_calls", "function_call"))
 
 
 def _message_text(obj: dict[str, Any]) -> str | None:
@@ -112,14 +121,18 @@ def _quote(data: bytes) -> str:
 class Exchange:
     """Fills one RequestRecord from a response as its bytes arrive (times relative to t0)."""
 
-    __slots__ = ("record", "t0", "stream", "pieces", "parser", "body", "done", "arrivals", "reason",
-                 "usage_tokens", "leading_empty", "last_empty_finish")
+    __slots__ = ("record", "t0", "stream", "pieces", "parser", "body", "body_bytes", "done", "arrivals", "reason",
+                 "usage_tokens", "leading_empty", "last_empty_finish", "exact_length", "last_choice")
 
-    def __init__(self, record: RequestRecord, t0: float, stream: bool, keep_text: bool) -> None:
+    def __init__(self, record: RequestRecord, t0: float, stream: bool, keep_text: bool,
+                 exact_length: bool = False) -> None:
         self.record, self.t0, self.stream = record, t0, stream
+        self.exact_length = exact_length  # EOS ignored: the answer must have the tokens asked
+        self.last_choice: Any = None  # the last choice seen (its finish_reason is read at the end)
         self.pieces: list[str] | None = [] if keep_text else None
         self.parser = SSEParser()
         self.body: list[bytes] = []
+        self.body_bytes = 0
         self.done = False
         self.arrivals = record.chunk_arrivals_s
         self.reason = ""
@@ -136,11 +149,19 @@ class Exchange:
 
     def on_body(self, data: bytes, now: float) -> None:
         if not self.stream or self.record.http_status != 200:
-            self.body.append(data)
+            self._hold(data)
             return
         now -= self.t0
         for event in self.parser.feed(data):
             self._event(event, now)
+
+    def _hold(self, data: bytes) -> None:
+        """A body read whole (not streamed, or an error answer), within MAX_EVENT_BYTES."""
+        self.body.append(data)
+        self.body_bytes += len(data)
+        if self.body_bytes > MAX_EVENT_BYTES:
+            self.body = []
+            raise EventTooLarge(f"a response body longer than {MAX_EVENT_BYTES >> 20} MiB")
 
     def _fail(self, message: str) -> None:
         """The request failed: the first reason found is the one kept."""
@@ -175,6 +196,7 @@ class Exchange:
                 text = first.get("text")
             except (AttributeError, KeyError, TypeError):
                 return self._malformed(data, "'choices' is not a list of objects")
+            self.last_choice = first
             if text.__class__ is str:
                 tokens = 1
             else:
@@ -268,6 +290,8 @@ class Exchange:
             record.first_token_s = record.first_text_s = now
             if self.pieces is not None:
                 record.output_text = _message_text(obj)
+            choices = obj.get("choices")
+            self._check_whole(choices[0] if choices.__class__ is list and choices else None)
             return
         for data in self.parser.flush():
             self._event(data, now)
@@ -286,6 +310,27 @@ class Exchange:
             # No usage in the stream: count what arrived (see TOKENS_FROM_CHUNKS).
             record.completion_tokens = len(self.arrivals)
             record.completion_tokens_source = TOKENS_FROM_CHUNKS
+        self._check_whole(self.last_choice)
+
+    def _check_whole(self, choice: Any) -> None:
+        """A well-formed answer cut short fails as ERROR_TRUNCATED (see the module doc)."""
+        record = self.record
+        finish = choice.get("finish_reason") if choice.__class__ is dict else None
+        if finish.__class__ is not str:
+            finish = None
+        record.finish_reason = finish
+        if record.error_kind is not None:
+            return
+        asked, got = record.output_len_requested, record.completion_tokens
+        short = self.exact_length and asked is not None and got is not None and got < asked and (
+            record.completion_tokens_source == TOKENS_FROM_USAGE or (finish is not None and finish != "length"))
+        if short:
+            record.error_kind = ERROR_TRUNCATED
+            record.error_message = (f"truncated: {got} of {asked} tokens while EOS was ignored (finish_reason "
+                                    f"{finish!r}); the server cut the answer short")
+        elif finish is not None and finish not in FINISHED:
+            record.error_kind = ERROR_TRUNCATED
+            record.error_message = f"truncated: finish_reason {finish!r} after {got} of {asked} tokens"
 
     def _drop_surplus_chunks(self) -> None:
         """Under the "chunks" rule, take off the empty chunks that the final usage says were no

@@ -10,6 +10,7 @@ import orjson
 
 from servesweep.loadgen.http import ConnectError, MalformedResponse, ServerDisconnected
 from servesweep.loadgen.records import ERROR_CONNECTION, ERROR_STREAM, ERROR_TIMEOUT
+from servesweep.loadgen.sse import EventTooLarge
 
 
 def failure_of(exc: Exception) -> tuple[str, str]:
@@ -22,7 +23,7 @@ def failure_of(exc: Exception) -> tuple[str, str]:
         return ERROR_TIMEOUT, f"request timed out ({exc})"
     if isinstance(exc, orjson.JSONDecodeError):
         return ERROR_STREAM, f"malformed JSON in stream: {exc}"
-    if isinstance(exc, (ServerDisconnected, MalformedResponse)):
+    if isinstance(exc, (ServerDisconnected, MalformedResponse, EventTooLarge)):
         return ERROR_STREAM, str(exc)
     if isinstance(exc, (ConnectError, OSError)):
         return ERROR_CONNECTION, f"{type(exc).__name__}: {exc}"

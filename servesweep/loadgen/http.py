@@ -71,6 +71,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from servesweep import auth
+
 _clock = time.perf_counter
 
 CLOCK_KERNEL = "kernel"
@@ -256,6 +258,10 @@ class MalformedResponse(Exception):
     """The bytes from the server are not valid HTTP/1.1."""
 
 
+class StallTimeout(TimeoutError):
+    """A response stopped mid-stream: no byte for the stall timeout after its first token."""
+
+
 class ParserCallbacks:
     """The httptools callbacks every client of servesweep shares (this module's and the Locust
     user's gevent connection), so both frame a response and stamp its body the same way: the
@@ -275,6 +281,11 @@ class ParserCallbacks:
         lower = name.lower()
         if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
             self._framed = True
+        elif lower == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            # Requests ask for `Accept-Encoding: identity`; compressed bytes would be parsed as events.
+            raise MalformedResponse(f"the server sent a {value.decode(errors='replace')}-encoded response although "
+                                    "servesweep asked for none (Accept-Encoding: identity); turn off compression "
+                                    "of the API's responses in the server or proxy")
 
     def on_body(self, body: bytes) -> None:
         if body:
@@ -540,6 +551,7 @@ class HttpPool:
         if parts.port is not None:
             host_header = f"{host_header}:{self.port}"
         self._host_header = host_header.encode()
+        self._auth_lines = auth.current().wire()  # the run's credentials, in every request (servesweep.auth)
         self.timeout_s = timeout_s
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
@@ -572,7 +584,8 @@ class HttpPool:
     def encode_post(self, path: str, body: bytes) -> bytes:
         """The bytes of a JSON POST request."""
         return (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: */*\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self._host_header, len(body), body))
+                b"Accept-Encoding: identity\r\n%sContent-Length: %d\r\n\r\n%s"
+                % (path.encode(), self._host_header, self._auth_lines, len(body), body))
 
     async def request(self, request: bytes, handler: ResponseHandler) -> None:
         """Send `request` and feed the response to `handler`. Raises ConnectError,
@@ -619,6 +632,18 @@ class HttpPool:
         for conn in held:
             conn._finish_at_end_of_stream()
         return len(held)
+
+    def expire_stalled(self, stall_s: float) -> int:
+        """Fail the exchanges whose stream has begun (the handler has token `arrivals`) and then
+        received no byte for `stall_s`: a server that stopped mid-answer is reported as a stall
+        then, not at the whole request's timeout. Returns how many. A scan: for the watchdog."""
+        now = _clock()
+        stalled = [conn for conn in self._all if conn._in_flight() and getattr(conn._handler, "arrivals", None)
+                   and now - conn._now >= stall_s]
+        for conn in stalled:
+            conn._fail(StallTimeout(f"stalled: no bytes for {stall_s:g} s after the stream had begun "
+                                    "(the stall timeout, --stall-timeout)"))
+        return len(stalled)
 
     async def warm(self, connections: int, batch: int = 64) -> int:
         """Open idle connections until `connections` are ready (connect errors end it early: the

@@ -8,7 +8,9 @@ The last interval of a level can be shorter (`partial`); the drift verdict skips
 
 Drift: for each of throughput (output tokens/s), TTFT p50/p99 and TPOT p50/p99, the relative change
 from the first full interval to the last; "drifted" where one moves the bad way (throughput down,
-latency up) by more than DRIFT_LIMIT, or where the last interval failed requests the first did not.
+latency up) by more than DRIFT_LIMIT, where the last interval failed requests the first did not,
+or where any interval completed nothing while requests were in flight (a stall, however short the
+run's first-to-last comparison makes it look).
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ class IntervalRow(BaseModel):
     e2e_p99_ms: float | None
     errors: dict[str, int]
     telemetry: dict[str, Any] | None = None
+    # Requests in flight at the interval's end: with `completed: 0`, the server stalled.
+    in_flight: int | None = None
+
+    @property
+    def stalled(self) -> bool:
+        return self.completed == 0 and self.failed == 0 and bool(self.in_flight)
 
 
 def interval_row(level: str, index: int, start_s: float, end_s: float, interval_s: float, stats: RunStats,
-                 telemetry: dict[str, Any] | None) -> IntervalRow:
+                 telemetry: dict[str, Any] | None, in_flight: int | None = None) -> IntervalRow:
     s = stats.summary()
     length = end_s - start_s
     return IntervalRow(
@@ -64,7 +72,7 @@ def interval_row(level: str, index: int, start_s: float, end_s: float, interval_
         request_throughput=s["completed"] / length, output_token_throughput=s["total_output_tokens"] / length,
         ttft_p50_ms=s["ttft_ms"]["p50"], ttft_p99_ms=s["ttft_ms"]["p99"], tpot_p50_ms=s["tpot_ms"]["p50"],
         tpot_p99_ms=s["tpot_ms"]["p99"], itl_p99_ms=s["itl_ms"]["p99"], e2e_p99_ms=s["e2e_ms"]["p99"],
-        errors=s["errors"], telemetry=telemetry)
+        errors=s["errors"], telemetry=telemetry, in_flight=in_flight)
 
 
 def write_row(out_dir: Path, row: IntervalRow) -> None:
@@ -74,13 +82,21 @@ def write_row(out_dir: Path, row: IntervalRow) -> None:
 def drift_verdict(rows: list[IntervalRow]) -> dict[str, Any]:
     """First vs last full interval of each level (see the module docstring)."""
     by_level: dict[str, list[IntervalRow]] = {}
+    stalls: dict[str, list[str]] = {}
     for row in rows:
         if not row.partial:
             by_level.setdefault(row.level, []).append(row)
+        if row.stalled:
+            stalls.setdefault(row.level, []).append(
+                f"interval {row.index} ({row.start_s:.1f}-{row.end_s:.1f} s): nothing completed with "
+                f"{row.in_flight} requests in flight (the server stalled)")
     levels: dict[str, Any] = {}
-    for label, full in by_level.items():
+    for label in {row.level: None for row in rows}:
+        full = by_level.get(label, [])
         if len(full) < 2:
-            levels[label] = {"verdict": "not enough intervals", "full_intervals": len(full)}
+            stalled = stalls.get(label, [])
+            levels[label] = ({"verdict": "drifted", "why": stalled, "full_intervals": len(full)} if stalled else
+                             {"verdict": "not enough intervals", "full_intervals": len(full)})
             continue
         first, last = full[0], full[-1]
         changes: dict[str, float | None] = {}
@@ -93,6 +109,7 @@ def drift_verdict(rows: list[IntervalRow]) -> dict[str, Any]:
                 drifted.append(f"{key} {change:+.1%}")
         if last.failed > first.failed:
             drifted.append(f"failures {first.failed} -> {last.failed}")
+        drifted.extend(stalls.get(label, []))
         levels[label] = {"verdict": "drifted" if drifted else "stable", "why": drifted,
                          "first_interval": first.index, "last_interval": last.index,
                          "full_intervals": len(full), "relative_change": changes}

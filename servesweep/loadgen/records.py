@@ -36,6 +36,9 @@ ERROR_CONNECTION = "connection_error"
 ERROR_TIMEOUT = "timeout"
 ERROR_STREAM = "stream_error"  # the server sent an error event or a malformed stream
 ERROR_CANCELLED = "cancelled"  # stopped by Ctrl-C / SIGTERM / end of a duration-bounded run
+# The response ended well-formed but cut short: fewer tokens than asked while EOS was ignored, or an
+# unexpected finish_reason (servesweep.loadgen.exchange). Not a success: it did not do the work asked.
+ERROR_TRUNCATED = "truncated"
 
 # Where a record's `completion_tokens` came from: the server's `usage`, or, for a stream that
 # reported none, the number of content-bearing chunks (one token per chunk: an undercount when a
@@ -77,6 +80,7 @@ class RequestRecord:
     completion_tokens_source: str | None = None  # TOKENS_FROM_USAGE | TOKENS_FROM_CHUNKS | None
     token_timing: str | None = None  # TIMING_USAGE_PER_CHUNK | TIMING_CHUNKS; None: not streamed
     tokens_without_text: int = 0  # generated tokens whose chunk carried no visible text
+    finish_reason: str | None = None  # the server's, where the last choice carried one
     http_status: int | None = None
     error_kind: str | None = None
     error_message: str | None = None

@@ -38,7 +38,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from servesweep.controlplane import NO_REDIRECTS
+from servesweep import controlplane
+from servesweep.controlplane import NO_REDIRECTS, auth_error, is_auth_failure
 from servesweep.errors import ConfigError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel, arrival_offsets
 from servesweep.loadgen.client import build_payload, stream_options, endpoint_path, is_disconnect, send_request
@@ -65,6 +66,7 @@ MAX_PROMPT_POOL = 4096
 # Why a run stopped before its end, beside `abort_reason` (the CLI's exit code follows it).
 ABORT_SERVER = "server"  # the server died, stopped answering, or its tokenizer went away: exit 3
 ABORT_OUTPUT = "output"  # records could not be written (disk full): exit 5
+ABORT_AUTH = "auth"  # the server refused the credentials (HTTP 401/403): exit 2
 
 # The watchdog (LoadRunner._watch): how often it looks, how long every stream in flight may go
 # without a byte before the server is asked whether it is alive, how long that question may take,
@@ -90,8 +92,9 @@ class LevelResult:
 
 
 # Called at the end of each interval of a level's measured window: level, interval number (from 0),
-# start and end (seconds since t0) and the statistics of the requests that completed in it.
-IntervalCallback = Callable[[LoadLevel, int, float, float, RunStats], None]
+# start and end (seconds since t0), the statistics of the requests that completed in it, and how
+# many requests were in flight at its end (a server that froze: none completed, several in flight).
+IntervalCallback = Callable[[LoadLevel, int, float, float, RunStats, int], None]
 
 
 class _LevelSink:
@@ -240,6 +243,7 @@ class LoadRunner:
         self._probe_lock = asyncio.Lock()
         self._last_answer = 0.0  # perf_counter: the last request completion or successful probe
         self.held_open_completed = 0  # responses completed at [DONE] while the server held them open
+        self._pool: HttpPool | None = None  # the run's connections, once `run` has made them
         # Recording a completed request and starting the next take turns, so that a wave of requests
         # finishing together does not hold the loop while other streams' chunks wait unread.
         self._pacer = TurnPacer()
@@ -311,6 +315,9 @@ class LoadRunner:
                           f"(last: {record.error_message})")
         elif kind != ERROR_CANCELLED:
             self._consecutive_no_answer = self._consecutive_timeouts = 0
+            if kind is not None and is_auth_failure(record.http_status or 0):
+                # Every request would be refused the same way: an authentication failure, not a load result.
+                self.stop(str(auth_error(self.url, record.http_status or 0)), kind=ABORT_AUTH)
 
     # --- is the server still there? -------------------------------------------------------------
     async def _probe(self, session: aiohttp.ClientSession) -> str | None:
@@ -342,8 +349,10 @@ class LoadRunner:
         """Every WATCH_INTERVAL_S: complete responses held open past their [DONE], check a failure
         that may mean the server died, and ask a server whose streams have all gone quiet."""
         while not self.stopped:
-            await asyncio.sleep(min(WATCH_INTERVAL_S, self.quiet_probe_s, self.held_open_s))
+            await asyncio.sleep(min(WATCH_INTERVAL_S, self.quiet_probe_s, self.held_open_s,
+                                    self.workload.stall_timeout_s / 4))
             self.held_open_completed += pool.finish_held_open(self.held_open_s)
+            pool.expire_stalled(self.workload.stall_timeout_s)
             if self._suspect is not None:
                 await self._check_suspect(session)
                 continue
@@ -374,6 +383,8 @@ class LoadRunner:
         (exclusive) or `deadline` (perf_counter; what is in flight then completes)."""
         counter = itertools.count(first)
         wrapped = False
+        if stop_at is not None:
+            users = max(min(users, stop_at - first), 0)  # a user with no request to send is not started
 
         async def user() -> None:
             nonlocal wrapped
@@ -537,7 +548,7 @@ class LoadRunner:
         if level.in_flight_limit:
             # Connect before the clock starts: a thousand connects at once would hold the event loop
             # while the first streams' chunks wait to be read.
-            await pool.warm(level.in_flight_limit)
+            await pool.warm(_most_in_flight(level))
         # A full garbage collection walks every live object: with the prompts, the tokenizer and the
         # records alive it stopped the event loop for ~20 ms mid-level, and that landed on the TTFT of
         # the streams whose chunks were waiting (p99 TTFT error at 1,000 streams: 20 ms -> 0.4 ms
@@ -572,7 +583,7 @@ class LoadRunner:
             end = time.perf_counter() - self.t0
             if ticker is not None:
                 ticker.cancel()
-                self._end_interval(level, done, end)
+                self._end_interval(level, done, end, last=True)
         finally:
             if ticker is not None:
                 ticker.cancel()
@@ -609,21 +620,24 @@ class LoadRunner:
 
         return asyncio.create_task(tick())
 
-    def _end_interval(self, level: LoadLevel, sink: _LevelSink, end: float) -> None:
+    def _end_interval(self, level: LoadLevel, sink: _LevelSink, end: float, last: bool = False) -> None:
         stats, start = sink.interval, self._interval_start
         if stats is None or end <= start:
             return
         sink.interval = None
-        if stats.total:  # a level that ends right on a boundary leaves an empty last interval
+        # Every interval is reported, those in which nothing completed above all (a server that froze);
+        # only a level's last one may be left out when empty: it ends right on a boundary.
+        if stats.total or not last:
             assert self.on_interval is not None
-            self.on_interval(level, self._interval_index, start, end, stats)
+            in_flight = self._pool.activity()[0] if self._pool is not None else 0
+            self.on_interval(level, self._interval_index, start, end, stats, in_flight)
         self._interval_index += 1
         self._interval_start = end
 
     async def run(self) -> RunOutcome:
         progress_bar = _make_progress() if self.show_progress else None
-        pool = HttpPool(self.base_url, timeout_s=self.workload.request_timeout_s)
-        async with stop_on_signals(self._on_signal), pool, aiohttp.ClientSession() as session:
+        pool = self._pool = HttpPool(self.base_url, timeout_s=self.workload.request_timeout_s)
+        async with stop_on_signals(self._on_signal), pool, controlplane.session() as session:
             watchdog = asyncio.create_task(self._watch(pool, session))
             try:
                 with progress_bar if progress_bar is not None else nullcontext():
@@ -644,6 +658,14 @@ class LoadRunner:
                 await asyncio.gather(watchdog, return_exceptions=True)
             self.arrival_clock = pool.clock_source
         return self.outcome
+
+
+def _most_in_flight(level: LoadLevel) -> int:
+    """The most requests a level can have in flight: its cap, or fewer when it sends fewer requests."""
+    limit = level.in_flight_limit or 0
+    if level.num_requests is not None:
+        return min(limit, level.num_requests + level.warmup_requests)
+    return limit
 
 
 def _raise_first_error(results: list) -> None:

@@ -14,18 +14,32 @@ rescanned on every read (an 8 MB event in 8 KB reads took 1.5 s that way; it gre
 from __future__ import annotations
 
 DONE = b"[DONE]"
+# The most bytes one line or one event may hold. OpenAI-style events are a few hundred bytes (a
+# whole non-streamed answer in one event: a few MB); a line that never ends, or an event that never
+# closes, is a broken or hostile server, and buffering it took 3.4 GB in 30 s. Checked only where a
+# line or event spans reads, so a well-formed stream pays nothing for it.
+MAX_EVENT_BYTES = 32 * 1024 * 1024
+
+
+_LINE_COST = 64  # what one held line costs in memory beyond its bytes (object and list slot)
+
+
+class EventTooLarge(ValueError):
+    """A line or event past MAX_EVENT_BYTES: the request fails as a stream error."""
 
 
 _FIELDS = (b":", b"event:", b"id:", b"retry:", b"event", b"id", b"retry")
 
 
 class SSEParser:
-    __slots__ = ("_tail", "_pending_cr", "_data_lines", "foreign")
+    __slots__ = ("_tail", "_tail_bytes", "_pending_cr", "_data_lines", "_data_bytes", "foreign")
 
     def __init__(self) -> None:
         self._tail: list[bytes] = []  # pieces of the current, not yet terminated line
+        self._tail_bytes = 0  # their length (checked against MAX_EVENT_BYTES)
         self._pending_cr = False  # the last read ended in CR: a line end, or the first half of CRLF
         self._data_lines: list[bytes] = []
+        self._data_bytes = 0  # the held event's size, counted from its second data line on
         # The first line that is no SSE field at all (an HTML page, a plain-text error), kept so a
         # stream that never had an event can say what came instead. Checked only for lines that are
         # not `data:`, so a well-formed stream pays nothing for it.
@@ -52,15 +66,24 @@ class SSEParser:
         last = lines.pop()
         if not lines:
             if last:
-                self._tail.append(last)
+                self._keep(last)
             return []
         if self._tail:
             self._tail.append(lines[0])
             lines[0] = b"".join(self._tail)
-            self._tail = []
+            self._tail, self._tail_bytes = [], 0
         if last:
-            self._tail.append(last)
+            self._keep(last)
         return self._parse(lines)
+
+    def _keep(self, piece: bytes) -> None:
+        """Hold the unterminated end of a line for the next read, within MAX_EVENT_BYTES."""
+        self._tail_bytes += len(piece)
+        if self._tail_bytes > MAX_EVENT_BYTES:
+            self._tail, self._tail_bytes = [], 0
+            raise EventTooLarge(f"a stream line longer than {MAX_EVENT_BYTES >> 20} MiB without a line end "
+                                "(the server's stream is broken)")
+        self._tail.append(piece)
 
     def _parse(self, lines: list[bytes]) -> list[bytes]:
         events: list[bytes] = []
@@ -71,17 +94,35 @@ class SSEParser:
                     self._data_lines = []
             elif line.startswith(b"data:"):
                 value = line[5:]
-                self._data_lines.append(value[1:] if value.startswith(b" ") else value)
+                value = value[1:] if value.startswith(b" ") else value
+                if self._data_lines:
+                    self._more_data(value)
+                else:
+                    self._data_lines.append(value)
             elif self.foreign is None and not line.startswith(_FIELDS):
                 self.foreign = line[:300]
             # Comments (":..."), "event:", "id:", "retry:" and unknown fields carry no payload.
         return events
 
+    def _more_data(self, value: bytes) -> None:
+        """A second (third, ...) data line of one event, rare in practice: the event is held until its
+        blank line, within MAX_EVENT_BYTES (a line counts at least _LINE_COST, so a flood of empty
+        `data:` lines is bounded too)."""
+        lines = self._data_lines
+        if len(lines) == 1:
+            self._data_bytes = len(lines[0]) + _LINE_COST
+        self._data_bytes += len(value) + _LINE_COST
+        if self._data_bytes > MAX_EVENT_BYTES:
+            self._data_lines = []
+            raise EventTooLarge(f"a stream event longer than {MAX_EVENT_BYTES >> 20} MiB that never ended "
+                                "(no blank line: the server's stream is broken)")
+        lines.append(value)
+
     def flush(self) -> list[bytes]:
         """End of stream: an event not closed by a blank line still counts."""
         events: list[bytes] = []
         tail = b"".join(self._tail)
-        self._tail = []
+        self._tail, self._tail_bytes = [], 0
         self._pending_cr = False
         if tail.startswith(b"data:"):
             value = tail[5:]

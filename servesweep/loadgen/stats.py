@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from servesweep.loadgen.distribution import PERCENTILES, Distribution, exact_summary
-from servesweep.loadgen.records import ERROR_CANCELLED, TOKENS_FROM_CHUNKS, RequestRecord
+from servesweep.loadgen.records import ERROR_CANCELLED, ERROR_TRUNCATED, TOKENS_FROM_CHUNKS, RequestRecord
 
 __all__ = ["PERCENTILES", "SLO", "RunStats", "distribution", "summarize", "REQUEST_METRICS"]
 
@@ -238,7 +238,8 @@ class RunStats:
             "token_timing": dict(self.timing),
             "tokens_without_text": self.without_text,
             "tokens_without_text_fraction": self.without_text / self.output_tokens if self.output_tokens else None,
-            "warnings": _token_warnings(self.sources, self.completed),
+            "warnings": _token_warnings(self.sources, self.completed)
+                        + _truncation_warnings(self.errors.get(ERROR_TRUNCATED, 0), self.completed + self.failed),
         }
         if self.by_turn:
             # Prefix caching shows here: a flat TTFT while the context grows turn by turn.
@@ -272,3 +273,15 @@ def _token_warnings(sources: Counter, n_ok: int) -> list[str]:
             f"{sources['missing']} of {n_ok} completed requests reported no token counts: they add "
             "nothing to output throughput and have no TPOT")
     return warnings
+
+
+# A share of truncated answers at or above this is said loudly (console in red, a warning).
+TRUNCATED_LOUD_FRACTION = 0.05
+
+
+def _truncation_warnings(truncated: int, finished: int) -> list[str]:
+    if not truncated:
+        return []
+    return [f"{truncated} of {finished} responses were TRUNCATED by the server (fewer tokens than asked while EOS "
+            "was ignored, or an unexpected finish_reason): counted as failed (error 'truncated'), left out of "
+            "throughput and goodput"]

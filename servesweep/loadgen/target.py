@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from servesweep.controlplane import NO_REDIRECTS, is_redirect, redirect_error
+from servesweep.controlplane import NO_REDIRECTS, auth_error, is_auth_failure, is_redirect, redirect_error
 from servesweep.errors import TargetError
 
 __all__ = ["TargetError", "TargetInfo", "check_loopback", "probe_target"]
@@ -59,6 +59,8 @@ async def probe_target(
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s), **NO_REDIRECTS) as resp:
             if is_redirect(resp.status):
                 raise TargetError(redirect_error(url, resp.status, resp.headers.get("Location")))
+            if is_auth_failure(resp.status):
+                raise auth_error(url, resp.status)
             if resp.status != 200:
                 raise TargetError(
                     f"{url} answered HTTP {resp.status}; is {base_url} an OpenAI-compatible server?"

@@ -16,8 +16,8 @@ import aiohttp
 import numpy as np
 from tokenizers import Tokenizer
 
-from servesweep.controlplane import NO_REDIRECTS, is_redirect, redirect_error
-from servesweep.errors import TargetError
+from servesweep.controlplane import NO_REDIRECTS, auth_error, is_auth_failure, is_redirect, redirect_error
+from servesweep.errors import ServerUnresponsive, TargetError
 
 
 class TokenizerLike(Protocol):
@@ -110,11 +110,13 @@ class ServerTokenizer:
                                           **NO_REDIRECTS) as resp:
                 if is_redirect(resp.status):
                     raise TargetError(redirect_error(url, resp.status, resp.headers.get("Location")))
+                if is_auth_failure(resp.status):
+                    raise auth_error(url, resp.status)
                 if resp.status != 200:
                     raise _NotServed(f"{url} answered HTTP {resp.status}: {(await resp.text())[:200]}")
                 body = await resp.json(content_type=None)
         except TimeoutError:
-            raise TargetError(f"{url} did not answer within {self._timeout_s:g} s") from None
+            raise ServerUnresponsive(f"{url} did not answer within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as exc:
             raise TargetError(f"cannot reach {url}: {exc}") from None
         except ValueError:
@@ -161,7 +163,7 @@ def local_tokenizer_dir(*candidates: str | Path | None) -> Path | None:
 
 
 async def tokenizer_source(session: aiohttp.ClientSession, base_url: str, model: str,
-                           *candidates: str | Path | None) -> str | None:
+                           *candidates: str | Path | None, timeout_s: float | None = None) -> str | None:
     """Where prompts get their token counts, in this order: the first candidate directory with a
     tokenizer.json (the user's --tokenizer, then the model path the server reports), the server's
     /tokenize (SERVER), or None. A server that does not answer /tokenize in time is a TargetError,
@@ -169,15 +171,20 @@ async def tokenizer_source(session: aiohttp.ClientSession, base_url: str, model:
     local = local_tokenizer_dir(*candidates)
     if local is not None:
         return str(local.resolve())
-    probe = ServerTokenizer(session, base_url, model, vocab_size=SERVER_VOCAB_SIZE)
+    probe = ServerTokenizer(session, base_url, model, vocab_size=SERVER_VOCAB_SIZE, timeout_s=timeout_s)
     return SERVER if await probe.available() else None
 
 
+def control_timeout(request_timeout_s: float | None) -> float:
+    """A control call's timeout: CONTROL_TIMEOUT_S, or the run's --timeout where that is shorter."""
+    return CONTROL_TIMEOUT_S if request_timeout_s is None else min(CONTROL_TIMEOUT_S, request_timeout_s)
+
+
 def open_tokenizer(source: str | None, session: aiohttp.ClientSession, base_url: str,
-                   model: str) -> TokenizerLike | None:
+                   model: str, timeout_s: float | None = None) -> TokenizerLike | None:
     """The tokenizer `tokenizer_source` chose (in this process: a worker re-opens its parent's)."""
     if source is None:
         return None
     if source == SERVER:
-        return ServerTokenizer(session, base_url, model, vocab_size=SERVER_VOCAB_SIZE)
+        return ServerTokenizer(session, base_url, model, vocab_size=SERVER_VOCAB_SIZE, timeout_s=timeout_s)
     return LocalTokenizer(source)

@@ -30,6 +30,7 @@ import orjson
 
 from itertools import zip_longest
 
+from servesweep import auth, controlplane
 from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.records import RECORDS_FULL, RECORDS_NONE, RecordWriter, RequestRecord, read_records
@@ -86,6 +87,7 @@ class WorkerJob:
     records: str = RECORDS_FULL
     slo: dict[str, Any] | None = None
     context_limit: int | None = None  # the model's context: prompts are built to fit it (loadgen.fit)
+    auth_headers: tuple[tuple[str, str], ...] = ()  # the parent's credentials (servesweep.auth)
 
 
 def worker_records_path(out_dir: Path, index: int) -> Path:
@@ -110,15 +112,16 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
     """Entry point of a worker process."""
     from servesweep.loadgen.runner import LoadRunner, run_async
 
-    async def main() -> dict[str, Any]:
-        import aiohttp
+    auth.use(auth.ServerAuth(job.auth_headers))  # before any session or pool is made
 
-        from servesweep.loadgen.tokenizer import open_tokenizer
+    async def main() -> dict[str, Any]:
+        from servesweep.loadgen.tokenizer import control_timeout, open_tokenizer
 
         workload = Workload.model_validate(job.workload)
         levels = [LoadLevel.model_validate(lv) for lv in job.levels]
-        async with aiohttp.ClientSession() as side_session:
-            tokenizer = open_tokenizer(job.tokenizer, side_session, job.base_url, job.model)
+        async with controlplane.session() as side_session:
+            tokenizer = open_tokenizer(job.tokenizer, side_session, job.base_url, job.model,
+                                       timeout_s=control_timeout(workload.request_timeout_s))
             writer = RecordWriter(Path(job.records_path), keep=job.records, background=True)
             runner = LoadRunner(job.base_url, job.model, workload, levels, writer, tokenizer,
                                 slo=SLO.model_validate(job.slo) if job.slo else None,
@@ -200,7 +203,7 @@ class WorkerPool:
             levels=[shares[i].model_dump() for shares in self.shares], tokenizer=tokenizer,
             records_path=str(worker_records_path(out_dir, i)), t0=self.t0, keep_text=keep_text,
             records=records, slo=slo.model_dump() if slo is not None else None,
-            context_limit=context_limit,
+            context_limit=context_limit, auth_headers=auth.current().headers,
         ) for i in range(count)]
         self._procs = [ctx.Process(target=_worker_main, args=(job, self._barrier, self._level_start, self._stop, self._results),
                                    name=f"servesweep-worker-{job.index}", daemon=True) for job in self.jobs]

@@ -40,7 +40,9 @@ class Workload(BaseModel):
     # Ask for `usage` beside every streamed chunk (stream_options.continuous_usage_stats), so each
     # chunk's token count is the server's (servesweep.loadgen.exchange).
     chunk_usage: bool = True
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = Field(300.0, gt=0)
+    # A stream that has begun and then sends nothing for this long fails as a stall (a timeout).
+    stall_timeout_s: float = Field(60.0, gt=0)
     seed: int = 0
 
     @field_validator("input_len", "output_len", mode="before")

@@ -43,8 +43,9 @@ import orjson
 from flask import request
 from locust.runners import STATE_INIT, STATE_STOPPED, MasterRunner, WorkerRunner
 
-from servesweep import controlplane
+from servesweep import auth, controlplane
 from servesweep.backends.detect import detect_metrics
+from servesweep.errors import EXIT_USAGE, ServesweepError
 from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.loadgen.client import is_disconnect
 from servesweep.loadgen.records import ERROR_CONNECTION, ERROR_TIMEOUT, RecordWriter, RequestRecord
@@ -71,6 +72,8 @@ SILENT_WORKER_S = 3.0
 WATCH_INTERVAL_S = 1.0
 QUIET_PROBE_S = 10.0
 PROBE_TIMEOUT_S = 5.0
+# A process that cannot build its prompts tells the master (or, alone, itself) with this message.
+PROMPTS_FAILED = "servesweep_prompts_failed"
 
 
 def record_fields(record: RequestRecord) -> dict[str, Any]:
@@ -89,6 +92,7 @@ class ProcessState:
         self.prompts: list[PreparedPrompt] = []
         self.prompts_for: tuple[str | None, int] | None = None  # (config text, process index) built for
         self.building: gevent.event.Event | None = None
+        self.build_error: tuple[tuple[str | None, int], Exception] | None = None  # (built for, why it failed)
         self.next_prompt = 0
         self.prompt_pool_wrapped = False
         self.index = 0
@@ -123,6 +127,7 @@ class ProcessState:
         self.watcher: gevent.Greenlet | None = None
         self.interrupted = False  # Ctrl-C or SIGTERM stopped a running test
         self.abort_reason: str | None = None  # the server watch stopped the test
+        self.abort_kind = "server"  # or "auth": the server refused the credentials (exit 2)
         self.ending = False  # servesweep itself is stopping the test (run time reached, server gone)
         self.suspect: str | None = None  # a failure that may mean the server is gone, not yet checked
         self.last_answer = time.monotonic()  # the last finished request or successful probe
@@ -146,11 +151,17 @@ class ProcessState:
             self.building.wait()
         if self.config is None or self.prompts_for == (self.config_text, self.index):
             return
+        key = (self.config_text, self.index)
+        if self.build_error is not None and self.build_error[0] == key:
+            raise self.build_error[1]  # failed once (a /tokenize that hangs): every user would wait it out again
         done = self.building = gevent.event.Event()
         started = time.perf_counter()
         try:
             self.prompts = build_pool(self.config, self.index, pause=lambda: gevent.sleep(0))
-            self.prompts_for = (self.config_text, self.index)
+            self.prompts_for = key
+        except Exception as exc:
+            self.build_error = (key, exc)
+            raise
         finally:
             self.building = None
             done.set()
@@ -208,10 +219,36 @@ def _add_options(parser: Any, **_: Any) -> None:
                         help="servesweep's run configuration (JSON, written by `servesweep locust`)")
 
 
-def _fail(message: str) -> None:
-    """A configuration this process cannot run with: one line on stderr, exit 2 (servesweep's usage code)."""
-    print(f"servesweep: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    """A configuration this process cannot run with: one line on stderr, exit 2 (servesweep's usage
+    code), or the code of the error met (3: the server stopped answering while prompts were built)."""
+    print(f"servesweep: error: {auth.current().redact(message)}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _exit_code(exc: Exception) -> int:
+    return exc.exit_code if isinstance(exc, ServesweepError) else EXIT_USAGE
+
+
+def _prompts_failed(environment: Any, exc: Exception) -> None:
+    """This process cannot build its prompts (the server's /tokenize failed or hangs): the master (or
+    this process, when alone) hears of it and ends the test with the reason, rather than the test
+    running its whole time with no request sent and workers left building."""
+    STATE.abort_kind = "server"
+    environment.runner.send_message(PROMPTS_FAILED, {"index": STATE.index, "code": _exit_code(exc),
+                                                     "message": f"cannot build prompts: {exc}"})
+
+
+def _on_prompts_failed(environment: Any, msg: Any, **_: Any) -> None:
+    state = STATE
+    if state.abort_reason is not None or state.ending:
+        return
+    data = msg.data or {}
+    who = f"worker {data.get('index')}: " if state.role == "master" else ""
+    state.abort_reason = f"{who}{data.get('message')}"
+    state.abort_kind = "auth" if data.get("code") == EXIT_USAGE else "server"
+    log.error("servesweep: %s: stopping the test", state.abort_reason)
+    gevent.spawn(_stop_test, environment, bool(getattr(environment.parsed_options, "headless", False)))
 
 
 def _detect_metrics(base_url: str) -> tuple[Any, str]:
@@ -241,8 +278,9 @@ def _on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any)
         try:
             state.ensure_prompts()
         except Exception as exc:  # noqa: BLE001 - one line for the user, whatever the cause
-            _fail(f"cannot build prompts: {exc}")
+            _fail(f"cannot build prompts: {exc}", _exit_code(exc))
     if state.role != "worker":
+        runner.register_message(PROMPTS_FAILED, _on_prompts_failed)
         state.reader, state.metrics_note = _detect_metrics(config.base_url)
         log.info("servesweep: %s", state.metrics_note)
         _wrap_start(runner, options)
@@ -275,7 +313,11 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         state.epoch = epoch
         # The master's start instant on this process's perf_counter clock.
         state.t0 = time.perf_counter() - (time.time() - epoch) if epoch else time.perf_counter()
-        state.ensure_prompts()
+        try:
+            state.ensure_prompts()
+        except Exception as exc:  # noqa: BLE001 - the master ends the test with the reason
+            _prompts_failed(environment, exc)
+            return
         path = worker_records_path(state.out_dir(), state.index)
         path.unlink(missing_ok=True)
         if state.writer is not None:
@@ -306,6 +348,7 @@ def _on_test_start(environment: Any, **_: Any) -> None:
                 greenlet.kill(block=False)
         state.finisher = state.ender = None
         state.interrupted, state.abort_reason, state.ending, state.suspect = False, None, False, None
+        state.abort_kind = "server"
         state.last_answer = time.monotonic()
         _start_telemetry(state, config)
         if config.run_time_s and getattr(options, "headless", False):
@@ -546,7 +589,7 @@ def _write_summary(environment: Any) -> None:
     if state.interrupted:
         summary["abort_reason"] = "interrupted by signal"
     elif state.abort_reason:
-        summary["abort_reason"], summary["abort_kind"] = state.abort_reason, "server"
+        summary["abort_reason"], summary["abort_kind"] = state.abort_reason, state.abort_kind
     if state.writer is not None and state.writer.error is not None:
         summary["output_error"] = state.writer.describe_error()
     telemetry_error = getattr(state.telemetry, "write_error", None)
@@ -578,6 +621,7 @@ def _install_tab(environment: Any, web_ui: Any) -> None:
 
 def install() -> None:
     """Register servesweep's listeners on Locust's events and its statistics settings."""
+    auth.use(auth.from_handover())  # `servesweep locust` hands its credentials over in the environment
     if not hasattr(locust.stats, "bucket_response_time"):
         _fail(f"Locust {locust.__version__} cannot keep millisecond buckets (no locust.stats.bucket_response_time): "
               "pip install 'locust>=2.47'")

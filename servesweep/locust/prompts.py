@@ -18,19 +18,23 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 import orjson
 
 from servesweep import controlplane
-from servesweep.errors import ConfigError, TargetError
+from servesweep.errors import ConfigError, ServerUnresponsive, TargetError
 from servesweep.loadgen.client import build_payload, endpoint_path
 from servesweep.loadgen.http import HttpPool
-from servesweep.loadgen.tokenizer import SERVER_VOCAB_SIZE, LocalTokenizer, TokenizerLike, local_tokenizer_dir
+from servesweep.loadgen.tokenizer import (SERVER_VOCAB_SIZE, LocalTokenizer, TokenizerLike, control_timeout,
+                                          local_tokenizer_dir)
 from servesweep.loadgen.lengths import LARGEST_CONTEXT
 from servesweep.loadgen.workload import PromptItem, build_prompts
 from servesweep.locust.config import LocustRunConfig
+
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -57,8 +61,12 @@ class BlockingServerTokenizer:
         except urllib.error.HTTPError as exc:
             if controlplane.is_redirect(exc.code):
                 raise TargetError(exc.msg) from None
+            if controlplane.is_auth_failure(exc.code):
+                raise controlplane.auth_error(self._base + path, exc.code) from None
             raise TargetError(f"{self._base}{path} answered HTTP {exc.code}: {exc.read()[:200]!r}") from None
         except (urllib.error.URLError, OSError) as exc:
+            if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+                raise ServerUnresponsive(f"{self._base}{path} did not answer within {self._timeout_s:g} s") from None
             raise TargetError(f"cannot reach {self._base}{path}: {exc}") from None
 
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -75,18 +83,29 @@ class BlockingServerTokenizer:
 
 class _Cooperative:
     """A tokenizer that lets other greenlets run between calls (Locust's heartbeats must go out
-    while a worker builds thousands of prompts)."""
+    while a worker builds thousands of prompts), and fails every call after the first failure: the
+    blocking calls do not yield to the event loop, so each prompt task it had started would
+    otherwise wait out its own timeout before the build stopped (8 x 30 s seen)."""
 
     def __init__(self, inner: TokenizerLike, pause: Callable[[], None]) -> None:
         self._inner, self._pause = inner, pause
+        self._failed: Exception | None = None
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        if self._failed is not None:
+            raise self._failed
+        self._pause()
+        try:
+            return await call()
+        except Exception as exc:
+            self._failed = exc
+            raise
 
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        self._pause()
-        return await self._inner.encode(text, add_special_tokens=add_special_tokens)
+        return await self._call(lambda: self._inner.encode(text, add_special_tokens=add_special_tokens))
 
     async def decode(self, ids: list[int]) -> str:
-        self._pause()
-        return await self._inner.decode(ids)
+        return await self._call(lambda: self._inner.decode(ids))
 
     def random_ids(self, rng: np.random.Generator, n: int) -> list[int]:
         return self._inner.random_ids(rng, n)
@@ -99,7 +118,8 @@ def make_tokenizer(config: LocustRunConfig) -> TokenizerLike | None:
     if local_tokenizer_dir(source) is not None:
         return LocalTokenizer(source)
     # "server", or a directory this machine (a remote worker's) does not have.
-    return BlockingServerTokenizer(config.base_url, config.model)
+    return BlockingServerTokenizer(config.base_url, config.model,
+                                   timeout_s=control_timeout(config.workload.request_timeout_s))
 
 
 def build_pool(config: LocustRunConfig, index: int, pause: Callable[[], None] = lambda: None) -> list[PreparedPrompt]:

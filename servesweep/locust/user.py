@@ -42,6 +42,7 @@ class LLMUser(User):
         self.timeout_s = config.workload.request_timeout_s
         self.stream = config.workload.stream
         self.keep_text = config.keep_text
+        self.exact_length = config.workload.ignore_eos  # an answer with fewer tokens was cut short
 
     def on_stop(self) -> None:
         connection = getattr(self, "connection", None)  # absent when on_start failed
@@ -54,7 +55,7 @@ class LLMUser(User):
         prepared, record = state.next_request()
         t0 = state.t0
         record.sent_s = _clock() - t0
-        exchange = Exchange(record, t0, self.stream, self.keep_text)
+        exchange = Exchange(record, t0, self.stream, self.keep_text, self.exact_length)
         try:
             with gevent.Timeout(self.timeout_s, TimeoutError(f"no complete response within {self.timeout_s:g} s")):
                 self.connection.request(prepared.request, exchange)

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from servesweep import controlplane
 from servesweep.loadgen.tokenizer import TokenizerLike
 from servesweep.loadgen.workload import exact_length_text
 from servesweep.quality.generate import greedy_completion
@@ -27,6 +28,6 @@ async def greedy_outputs(
     base_url: str, model: str, prompts: list[str], max_tokens: int, top_logprobs: int
 ) -> list[dict[str, Any]]:
     """Per prompt: generated tokens and, per position, the top-k {token: logprob} map."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+    async with controlplane.session(timeout=aiohttp.ClientTimeout(total=300)) as session:
         return [await greedy_completion(session, base_url, model, prompt, max_tokens,
                                         top_logprobs=top_logprobs, ignore_eos=True) for prompt in prompts]

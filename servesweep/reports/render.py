@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from servesweep.loadgen.records import ERROR_TRUNCATED
 from servesweep.reports.analysis import GIB, PRECISION_ORDER
 from servesweep.reports.config_search import config_search_section
 from servesweep.reports.energy import ENERGY_HEADER, energy_lines, energy_rows
@@ -258,6 +259,22 @@ def _fmt(value: Any, digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return str(value)
+
+
+def _truncation_lines(points: list[dict[str, Any]]) -> list[str]:
+    """The points whose server cut answers short (servesweep.loadgen.exchange: error 'truncated'):
+    those answers are failures, out of throughput and goodput, and the point's numbers are not
+    what the server does with the work asked."""
+    lines = []
+    for p in points:
+        summary = p.get("summary") or {}
+        n = (summary.get("errors") or {}).get(ERROR_TRUNCATED, 0)
+        if n:
+            finished = summary.get("completed", 0) + summary.get("failed", 0)
+            lines.append(f"{p.get('config')} {p.get('level')}: {n} of {finished} responses TRUNCATED by the server "
+                         f"(fewer tokens than asked while EOS was ignored, or an unexpected finish reason): "
+                         f"{summary.get('error_examples', {}).get(ERROR_TRUNCATED, '')}")
+    return lines
 
 
 def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -514,6 +531,11 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     if engines:
         extra_md += ["## Engines", "", _md_table(engines[0], engines[1:]), ""]
         extra_html += f"<h2>Engines</h2>{_html_table(engines[0], engines[1:])}"
+    truncated = _truncation_lines(read_points(out_dir))
+    if truncated:
+        extra_md += ["## Truncated responses", "", *[f"- {line}" for line in truncated], ""]
+        extra_html += "<h2>Truncated responses</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>"
+                                                                   for line in truncated) + "</ul>"
     extra_md += ["## Verification", "", *[f"- {line}" for line in verification], ""]
     extra_md += ["## Headroom", "", *[f"- {line}" for line in headroom], "",
                  *(["![](plots/headroom.png)", ""] if "headroom" in plots else [])]

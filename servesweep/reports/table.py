@@ -11,6 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from servesweep.confidence import fmt_ci
+from servesweep.loadgen.records import ERROR_TRUNCATED
+from servesweep.loadgen.stats import TRUNCATED_LOUD_FRACTION
 
 
 def plain_console(**kwargs: Any) -> Console:
@@ -183,6 +185,13 @@ def print_summary(summary: dict[str, Any], console: Console | None = None, notes
         for turn, dist in by_turn.items():
             turns.add_row(turn, str(dist.get("count", 0)), _ms(dist, "p50"), _ms(dist, "p90"), _ms(dist, "p99"))
         console.print(turns)
+    for lv in summary.get("levels", []):
+        truncated = (lv.get("errors") or {}).get(ERROR_TRUNCATED, 0)
+        finished = lv.get("completed", 0) + lv.get("failed", 0)
+        if truncated and truncated >= TRUNCATED_LOUD_FRACTION * finished:
+            notes.print(f"level {lv['label']}: {truncated} of {finished} responses TRUNCATED: the server cut them "
+                        "short (see records.jsonl: error_kind 'truncated'); this level's throughput is not what "
+                        "the server does with the work asked", style="bold red", soft_wrap=True)
     for kind, count in (summary.get("errors") or {}).items():
         example = summary.get("error_examples", {}).get(kind, "")
         notes.print(Text.assemble((f"{count} x {kind}", "red"), f": {example}"), soft_wrap=True)

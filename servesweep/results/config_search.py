@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from servesweep.results.io import OpenModel
+from servesweep.results.io import OpenModel, read_result_file
 
 CONFIG_SEARCH_SCHEMA_VERSION = 1
 SEARCH_FILE = "search.json"
@@ -107,4 +107,4 @@ def read_search_record(out_dir: Path) -> ConfigSearchRecord | None:
     path = out_dir / SEARCH_FILE
     if not path.exists():
         return None
-    return ConfigSearchRecord.model_validate_json(path.read_text())
+    return read_result_file(path, ConfigSearchRecord, CONFIG_SEARCH_SCHEMA_VERSION, "delete it and run the same `servesweep sweep` again to rebuild it (finished points are kept)")

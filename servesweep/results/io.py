@@ -7,14 +7,16 @@ verification, recommendation), one model per file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from servesweep.errors import OutputDirError, OutputError, ReportError
+from servesweep.errors import OutputDirError, OutputError, ReportError, validation_message
 
 GATE_MEASUREMENT_FILE = "gate-measurement.json"
 # The accuracy gate under load (servesweep.quality.gate.under_load), per configuration: the
@@ -122,14 +124,68 @@ def read_json_file(path: Path) -> Any:
     return orjson.loads(path.read_bytes())
 
 
+M = TypeVar("M", bound=BaseModel)
+_NEWER_SAID: set[Path] = set()
+
+
+def read_result_file(path: Path, model: type[M], version: int, remedy: str) -> M:
+    """A result file through its model. Damage (not JSON, a shape the model refuses: a torn or
+    hand-edited file) is a ReportError (exit 2) naming the file, what is wrong and `remedy`, not a
+    traceback. A file of a newer schema_version than `version` is read (its model keeps the fields
+    it does not know) and said once on stderr, not silently."""
+    try:
+        data = orjson.loads(path.read_bytes())
+        result = model.model_validate(data)
+    except orjson.JSONDecodeError as exc:
+        raise ReportError(f"{path} is damaged: not valid JSON ({exc}); {remedy}") from None
+    except ValidationError as exc:
+        raise ReportError(f"{path} is damaged: {validation_message(exc, '(top level)')}; {remedy}") from None
+    seen = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(seen, int) and seen > version and path not in _NEWER_SAID:
+        _NEWER_SAID.add(path)
+        print(f"servesweep: note: {path} has schema_version {seen}, newer than the {version} this servesweep "
+              "reads: fields added since are kept but not used; a newer servesweep reads them", file=sys.stderr)
+    return result
+
+
 # Bytes written (and synced) by the start-up check of an output directory: a full disk still takes
 # an empty file (an inode, no data block), so only a real write shows it before the run starts.
 WRITE_PROBE_BYTES = 64 * 1024
 
 
+LOCK_FILE = ".servesweep.lock"
+# Directories this process holds the lock of (resolved path -> the open lock file): held until the
+# process exits, when the kernel releases the lock whatever way it ends.
+_CLAIMED: dict[Path, Any] = {}
+
+
+def claim_dir(path: Path) -> None:
+    """Hold `path` for this process: a second servesweep writing into the same directory at the same
+    time would move the first one's open records away and overwrite its summary, so it is refused
+    (OutputDirError, exit 2) instead. A directory inside one this process holds needs no lock of its own."""
+    resolved = path.resolve()
+    if any(held == resolved or held in resolved.parents for held in _CLAIMED):
+        return
+    lock = open(resolved / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise OutputDirError(f"output directory {path} is in use by another servesweep run ({holder}): wait for "
+                             "it to finish or give another --out") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    _CLAIMED[resolved] = lock
+
+
 def ensure_writable_dir(path: Path) -> Path:
-    """Create `path` (and parents) and prove data can be written there, before any work starts:
-    a real write of WRITE_PROBE_BYTES, synced to the disk, then removed."""
+    """Create `path` (and parents), hold it for this process (`claim_dir`) and prove data can be
+    written there, before any work starts: a real write of WRITE_PROBE_BYTES, synced to the disk,
+    then removed."""
     probe = path / f".servesweep-write-test-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -147,4 +203,5 @@ def ensure_writable_dir(path: Path) -> Path:
         raise OutputDirError(f"output directory {path}: a parent of it is a file, not a directory") from None
     except OSError as exc:
         raise OutputDirError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
+    claim_dir(path)
     return path

@@ -18,9 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 
-from servesweep.results.io import OpenModel, write_json
+from servesweep.results.io import OpenModel, read_result_file, write_json
 
 LADDER_SEARCH_FILE = "search.json"  # under configs/<config>/
 LADDER_SEARCH_SCHEMA_VERSION = 1
@@ -129,7 +128,7 @@ def read_ladder_search(config_dir: Path) -> LadderSearch | None:
     """A configuration's search.json (config_dir = <results>/configs/<config>), or None when its
     levels were fixed."""
     path = ladder_search_path(config_dir)
-    return LadderSearch.model_validate(orjson.loads(path.read_bytes())) if path.exists() else None
+    return read_result_file(path, LadderSearch, LADDER_SEARCH_SCHEMA_VERSION, "delete it and run the same `servesweep sweep` again to rebuild it (finished points are kept)") if path.exists() else None
 
 
 def read_ladder_searches(out_dir: Path) -> list[tuple[str, LadderSearch]]:
@@ -137,5 +136,5 @@ def read_ladder_searches(out_dir: Path) -> list[tuple[str, LadderSearch]]:
     an adaptive search, in label order."""
     out = []
     for path in sorted(out_dir.glob(f"configs/*/{LADDER_SEARCH_FILE}")):
-        out.append((path.parent.name, LadderSearch.model_validate(orjson.loads(path.read_bytes()))))
+        out.append((path.parent.name, read_result_file(path, LadderSearch, LADDER_SEARCH_SCHEMA_VERSION, "delete it and run the same `servesweep sweep` again to rebuild it (finished points are kept)")))
     return out

@@ -25,10 +25,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 
-from servesweep.results.io import OpenModel, write_json
+from servesweep.results.io import OpenModel, read_result_file, write_json
 from servesweep.results.points import KIND_BEFORE_RECORDED, knob_names
 from servesweep.results.headroom import Headroom
 from servesweep.results.verification import Verification
@@ -156,7 +155,8 @@ class Recommendation(OpenModel):
 
 
 def read_recommendation(path: Path) -> Recommendation:
-    return Recommendation.model_validate(orjson.loads(path.read_bytes()))
+    return read_result_file(path, Recommendation, RECOMMENDATION_SCHEMA_VERSION,
+                            "delete it and run `servesweep report` on the directory to write it anew")
 
 
 def write_recommendation(path: Path, recommendation: Recommendation) -> None:

@@ -16,12 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 
 from servesweep import __version__
 from servesweep.crosscheck import cross_check
 from servesweep.errors import OutputError
-from servesweep.results.io import OpenModel, write_json
+from servesweep.results.io import OpenModel, read_result_file, write_json
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_SCHEMA_VERSION = 1
@@ -155,4 +154,5 @@ def write_summary(out: Path, summary: dict[str, Any], name: str = SUMMARY_FILE) 
 
 
 def read_summary(path: Path) -> Summary:
-    return Summary.model_validate(orjson.loads(path.read_bytes()))
+    return read_result_file(path, Summary, SUMMARY_SCHEMA_VERSION, "the run's records.jsonl holds every request; "
+                            "rerun the measurement for a new summary")

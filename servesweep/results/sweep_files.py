@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 
-from servesweep.results.io import OpenModel, write_json
+from servesweep.results.io import OpenModel, read_result_file, write_json
 
 MODEL_FILE = "model.json"
 DRIFT_FILE = "drift.json"
@@ -50,7 +49,8 @@ def write_model_record(out_dir: Path, path: str, training: dict[str, Any] | None
 
 def read_model_record(out_dir: Path) -> ModelRecord | None:
     path = out_dir / MODEL_FILE
-    return ModelRecord.model_validate(orjson.loads(path.read_bytes())) if path.exists() else None
+    return (read_result_file(path, ModelRecord, MODEL_SCHEMA_VERSION, "delete it (the report then names no model) "
+                             "or run the same `servesweep sweep` again to write it anew") if path.exists() else None)
 
 
 def write_drift(path: Path, precision: str, outputs: list[dict[str, Any]]) -> None:
@@ -58,4 +58,4 @@ def write_drift(path: Path, precision: str, outputs: list[dict[str, Any]]) -> No
 
 
 def read_drift(path: Path) -> DriftRecord:
-    return DriftRecord.model_validate(orjson.loads(path.read_bytes()))
+    return read_result_file(path, DriftRecord, DRIFT_SCHEMA_VERSION, "delete it and run the same `servesweep sweep` again to rebuild it (finished points are kept)")

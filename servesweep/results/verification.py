@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 
-from servesweep.results.io import OpenModel, write_json
+from servesweep.results.io import OpenModel, read_result_file, write_json
 
 VERIFICATION_FILE = "verification.json"
 VERIFICATION_SCHEMA_VERSION = 1
@@ -79,7 +78,7 @@ def new_verification(**fields: Any) -> Verification:
 
 def read_verification(path: Path) -> Verification | None:
     """The stored verification, or None when there is none."""
-    return Verification.model_validate(orjson.loads(path.read_bytes())) if path.exists() else None
+    return read_result_file(path, Verification, VERIFICATION_SCHEMA_VERSION, "delete it and run the same `servesweep sweep` again to rebuild it (finished points are kept)") if path.exists() else None
 
 
 def write_verification(path: Path, verification: Verification) -> None:

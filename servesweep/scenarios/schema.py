@@ -66,6 +66,12 @@ class LoadSpec(Strict):
             self.num_requests = DEFAULT_NUM_REQUESTS
         if self.max_repeats is not None and self.max_repeats < self.repeats:
             raise ValueError(f"max_repeats {self.max_repeats} is below repeats {self.repeats}")
+        # Every level's values (or, for `auto`, the bounds the search will use) are checked here, so
+        # a scenario with `concurrency: [0]` or `duration_s: .inf` is refused before anything starts.
+        try:
+            self.levels() or [self.level(concurrency=1) if self.concurrency == "auto" else self.level(request_rate=1.0)]
+        except ValidationError as exc:
+            raise ValueError(validation_message(exc)) from None
         return self
 
     @property
@@ -200,11 +206,22 @@ class Scenario(Strict):
     # The server(s) under test: `{kind: vllm, ...}` or a list of them (one engine each); fields
     # are the backend's configuration fields. Default: vLLM with the top-level fields above.
     server: list[dict[str, Any]] = [{"kind": DEFAULT_KIND}]
+    # The NAME of an environment variable holding the server's API key (servesweep.auth); the key
+    # itself never sits in a scenario, which is copied into the results.
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     @model_validator(mode="before")
     @classmethod
     def _load_format(cls, data: Any) -> Any:
         return dummy_weights_from_load_format(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key_in_the_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key" in data:
+            raise ValueError("api_key: a key is never written in a scenario (it is copied into the results): set "
+                             "api_key_env to the name of an environment variable that holds it, or pass --api-key")
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -17,9 +17,17 @@ servers do wrong (`StubBehaviour.mode`, at chunk `fail_after_chunks`):
   held_open     the whole stream and `data: [DONE]`, then the response is held open (no last
                 chunk, no close) until the server shuts down
   html          a 200 answer that is an HTML page (a web server or proxy in front of the API)
+  truncate      on every `reset_every`-th completion request, the answer ends well-formed after
+                `fail_after_chunks` tokens: finish_reason "stop", usage counting what was sent, [DONE]
+                (a server that interrupts a request in flight, as llama.cpp's Python server did)
+  endless_line  one `data:` line that never ends: 1 MiB pieces without a line break, until shutdown
+  stall         `fail_after_chunks` tokens, then nothing (the connection held open) until shutdown
+  gzip          the whole stream gzip-compressed (Content-Encoding: gzip), whatever was asked
 Other knobs: `usage=False` leaves usage out of every answer; `tokenize_answers=N` answers that
 many /tokenize calls, then never answers one; `models_body` replaces the /v1/models answer;
-`redirect_paths` answer HTTP 307 to `redirect_to` + the path.
+`redirect_paths` answer HTTP 307 to `redirect_to` + the path; `api_key` answers every route but
+/health with HTTP 401 unless the request carries `Authorization: Bearer <api_key>` (vLLM's
+--api-key; or Basic for the user "user" with it as the password), and counts the requests that did (`authorized`) and did not (`unauthorized`).
 Its tokenizer counts one token per character (plus one BOS), so `/tokenize` and `/detokenize`
 round-trip exactly.
 """
@@ -65,6 +73,9 @@ class StubBehaviour:
     completion_calls: int = 0  # not a knob: how many completion requests have arrived so far
     dev_mode: bool = False  # serve vLLM's dev-mode POST /reset_prefix_cache
     prefix_resets: int = 0  # not a knob: how many /reset_prefix_cache calls have arrived
+    api_key: str | None = None  # every route but /health wants `Authorization: Bearer <api_key>`
+    authorized: int = 0  # not a knob: requests that carried the key
+    unauthorized: int = 0  # not a knob: requests refused for want of it
 
 
 def _count_prompt(body: dict) -> tuple[int, str]:
@@ -149,17 +160,30 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
         if b.mode == "html":
             return web.Response(text="<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n"
                                      "<body>It works.</body></html>\n", content_type="text/html")
+        if b.mode == "truncate" and call % max(b.reset_every, 1) == 0:
+            n_out = min(n_out, b.fail_after_chunks)  # cut short: what is sent is all the answer has
+            finish = "stop"
+        else:
+            finish = "length"
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_out, "total_tokens": prompt_tokens + n_out}
         if not body.get("stream"):
             await asyncio.sleep(b.ttft_s + b.itl_s * max(n_out - 1, 0))
             text = "x" * n_out
             choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
+            choice["finish_reason"] = finish
             answer = {"id": "stub", "choices": [choice]}
             if b.usage:
                 answer["usage"] = usage
             return web.json_response(answer)
+        if b.mode == "gzip":
+            return _gzip_stream(chat, n_out, usage if b.usage else None)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if b.mode == "endless_line":
+            await resp.write(b"data: ")
+            while not release.is_set():
+                await resp.write(b"x" * (1 << 20))
+            return resp
         if chat:
             await resp.write(b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n')
         chunk = (b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n' if chat
@@ -174,6 +198,9 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
         for i in range(n_out):
             if i and b.itl_s:
                 await asyncio.sleep(b.itl_s)
+            if i == b.fail_after_chunks and b.mode == "stall":
+                await release.wait()  # the stream stops mid-answer; the connection stays open
+                return resp
             if i == b.fail_after_chunks and b.mode == "empty_deltas":
                 await resp.write(empty)  # a generated token whose text is empty
                 continue
@@ -194,9 +221,9 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
                     _reset(request)
                     return resp
             await resp.write(chunk)
-        if b.mode == "empty_deltas":
+        if b.mode in ("empty_deltas", "truncate"):
             last = {"index": 0, "delta": {}} if chat else {"index": 0, "text": ""}
-            last["finish_reason"] = "length"
+            last["finish_reason"] = finish
             await resp.write(b"data: " + json.dumps({"choices": [last]}).encode() + b"\n\n")
         if b.usage:
             await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
@@ -211,7 +238,17 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
             raise web.HTTPTemporaryRedirect(b.redirect_to.rstrip("/") + request.path)
         return await handler(request)
 
+    @web.middleware
+    async def api_key(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if b.api_key is not None and request.path != "/health":
+            if request.headers.get("Authorization") not in (f"Bearer {b.api_key}", _basic(b.api_key)):
+                b.unauthorized += 1
+                return web.json_response({"error": {"message": "Unauthorized"}}, status=401)
+            b.authorized += 1
+        return await handler(request)
+
     app.middlewares.append(redirects)
+    app.middlewares.append(api_key)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_post("/tokenize", tokenize)
@@ -227,6 +264,23 @@ def build_app(behaviour: StubBehaviour | None = None) -> web.Application:
     if b.metrics:
         app.router.add_get("/metrics", metrics)
     return app
+
+
+def _basic(password: str) -> str:
+    """`Authorization: Basic` for any user with this password (credentials given in the URL)."""
+    import base64
+
+    return "Basic " + base64.b64encode(f"user:{password}".encode()).decode()
+
+
+def _gzip_stream(chat: bool, n_out: int, usage: dict | None) -> web.Response:
+    """A whole event stream, gzip-compressed, as a proxy that compresses every answer sends it."""
+    import gzip
+
+    chunk = ('{"choices":[{"index":0,"delta":{"content":"x"}}]}' if chat else '{"choices":[{"index":0,"text":"x"}]}')
+    events = [chunk] * n_out + ([json.dumps({"choices": [], "usage": usage})] if usage else []) + ["[DONE]"]
+    body = gzip.compress("".join(f"data: {e}\n\n" for e in events).encode())
+    return web.Response(body=body, headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"})
 
 
 def _reset(request: web.Request) -> None:
@@ -251,8 +305,13 @@ def main() -> None:
     parser.add_argument("--itl", type=float, default=0.0)
     parser.add_argument("--mode", default="ok")
     parser.add_argument("--metrics", action="store_true", help="serve /metrics with vLLM's gauge names")
+    parser.add_argument("--api-key", default=None, help="answer 401 unless 'Authorization: Bearer KEY' is sent")
+    parser.add_argument("--fail-after-chunks", type=int, default=2)
+    parser.add_argument("--reset-every", type=int, default=1)
     args = parser.parse_args()
-    behaviour = StubBehaviour(ttft_s=args.ttft, itl_s=args.itl, mode=args.mode, metrics=args.metrics)
+    behaviour = StubBehaviour(ttft_s=args.ttft, itl_s=args.itl, mode=args.mode, metrics=args.metrics,
+                              api_key=args.api_key, fail_after_chunks=args.fail_after_chunks,
+                              reset_every=args.reset_every)
     try:
         import uvloop
         uvloop.install()

@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from servesweep import auth
 from servesweep.loadgen.http import ConnectError, HttpPool, MalformedResponse, ServerDisconnected
 
 
@@ -167,7 +168,11 @@ def test_request_bytes_and_url_checks():
     pool = HttpPool("http://127.0.0.1:8000/prefix")
     assert pool.encode_post("/v1/completions", b'{"a":1}') == (
         b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
-        b"Accept: */*\r\nContent-Length: 7\r\n\r\n{\"a\":1}")
+        b"Accept: */*\r\nAccept-Encoding: identity\r\nContent-Length: 7\r\n\r\n{\"a\":1}")
+    with auth.using(auth.ServerAuth((("Authorization", "Bearer k-1234"), ("X-Gateway", "g")))):
+        keyed = HttpPool("http://127.0.0.1:8000")  # the credentials of the moment, in every request
+    assert b"identity\r\nAuthorization: Bearer k-1234\r\nX-Gateway: g\r\nContent-Length: 7\r\n" in keyed.encode_post(
+        "/v1/completions", b'{"a":1}')
     assert b"Host: [::1]:8000\r\n" in HttpPool("http://[::1]:8000").encode_post("/", b"")
     with pytest.raises(ValueError, match="only http"):
         HttpPool("ftp://127.0.0.1/")

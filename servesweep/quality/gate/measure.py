@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel
 
+from servesweep import controlplane
 from servesweep.errors import MeasurementError
 from servesweep.quality.gate.spec import GateSpec
 from servesweep.quality.generate import greedy_completion, post_json
@@ -127,7 +128,7 @@ async def measure(spec: GateSpec, samples: list[dict[str, Any]], base_url: str, 
                   precision: str | None = None, timeout_s: float = 300.0) -> Measurement:
     url = base_url.rstrip("/") + "/v1/completions"
     limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+    async with controlplane.session(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         async def one(sample: dict[str, Any]) -> dict[str, Any]:
             async with limit:
                 return await _sample(session, url, model, spec, sample)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import aiohttp
 
+from servesweep import controlplane
 from servesweep.backends import config_from_dict, launch
 from servesweep.errors import ConfigError, ServerError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel
@@ -84,7 +84,7 @@ def _measure_url(run: GateRun, spec: GateSpec, samples: list[dict], url: str, mo
         return _measure_under_load(spec, samples, url, model, precision, load, run.out)
 
     async def go() -> Measurement:
-        async with aiohttp.ClientSession() as session:
+        async with controlplane.session() as session:
             info = await probe_target(session, url, model)
         return await measure(spec, samples, url, info.model, precision)
 
