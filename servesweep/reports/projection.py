@@ -107,6 +107,27 @@ def _conditions(scenario: dict[str, Any]) -> dict[str, Any]:
     return {**{k: scenario.get(k) for k in ("name", "model", *CONDITION_KEYS)}, "dummy_weights": dummy_weights(scenario)}
 
 
+# Which precisions a sweep measures changes no measured configuration: a precision the measured sweep
+# lacks shows as "not measured" in its own rows.
+_NOT_A_CONDITION = {"sweep": {"precision"}}
+
+
+def _differences(predicted: dict[str, Any], measured: dict[str, Any]) -> list[str]:
+    """The conditions that differ, field by field. A field only one side has (one added to the scenario
+    after the prediction was made, e.g. `stall_timeout_s`) is not a difference: the other side ran
+    without the knob, at its default."""
+    out: list[str] = []
+    for key in CONDITION_KEYS:
+        pred, meas = predicted.get(key), measured.get(key)
+        if isinstance(pred, dict) and isinstance(meas, dict):
+            skip = _NOT_A_CONDITION.get(key, set())
+            out += [f"{key}.{k}: predicted from {pred[k]!r}, measured with {meas[k]!r}"
+                    for k in sorted(pred.keys() & meas.keys() - skip) if pred[k] != meas[k]]
+        elif pred != meas:
+            out.append(f"{key}: predicted from {pred!r}, measured with {meas!r}")
+    return out
+
+
 def predict(results_dir: Path, target: str, notes: list[str] | None = None,
             now: dt.datetime | None = None) -> Prediction:
     """Project `results_dir`'s measured figures onto `target` (a SKU name)."""
@@ -186,8 +207,7 @@ def compare(prediction: Prediction, prediction_path: Path, measured_dir: Path) -
             rows.append(row)
     conditions = _conditions(scenario)
     predicted = _conditions(prediction.scenario)
-    differ = [f"{k}: predicted from {predicted.get(k)!r}, measured with {conditions.get(k)!r}"
-              for k in CONDITION_KEYS if predicted.get(k) != conditions.get(k)]
+    differ = _differences(predicted, conditions)
     return Comparison(
         kind="servesweep-projection-comparison", schema_version=COMPARISON_SCHEMA_VERSION,
         generated_by=f"servesweep {__version__}",

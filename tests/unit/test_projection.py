@@ -307,7 +307,24 @@ def test_comparison_flags_both_signs_and_lists_differing_conditions(h100, tmp_pa
         assert rows["bf16", metric]["flagged"] is flagged, metric
     assert rows["fp8", "output_tok_s_at_knee"]["measured"] is None  # fp8 not in this sweep: no error, no flag
     assert not rows["fp8", "output_tok_s_at_knee"]["flagged"] and table.flagged == 2
-    assert [d.split(":")[0] for d in table.conditions_differ] == ["workload"]
+    assert [d.split(":")[0] for d in table.conditions_differ] == ["workload.input_len"]
+
+
+def test_a_field_only_one_side_has_is_not_a_condition_that_differs(tmp_path):
+    # The blind H100 test of 2026-12-07: the measured scenario had stall_timeout_s and a search block the
+    # prediction's (older) scenario lacked, and measured two of the four precisions.
+    older = dict(SCENARIO, sweep={"precision": ["bf16", "fp8"], "max_batch_size": [16]})
+    source = _sweep(tmp_path / "h100b", "NVIDIA H100 80GB HBM3", H100_SERIES, 100_000, 1e10, 80e9, scenario=older)
+    pred = predict(source, "H200")
+    pred_path, _ = write_prediction(pred, tmp_path / "p.json")
+    series = {"bf16": [(c, t * 1.27, ttft, tpot * 3350 / 4800) for c, t, ttft, tpot in H100_SERIES["bf16"]]}
+    newer = dict(older, workload={**older["workload"], "stall_timeout_s": 60.0},
+                 sweep={**older["sweep"], "precision": ["bf16"], "search": {"method": "grid"}})
+    measured = _sweep(tmp_path / "h200c", "NVIDIA H200", series, 405_000, 4.05e10, 141e9, scenario=newer)
+    assert compare(pred, pred_path, measured).conditions_differ == []
+    changed = dict(newer, workload={**newer["workload"], "output_len": 256})
+    measured = _sweep(tmp_path / "h200d", "NVIDIA H200", series, 405_000, 4.05e10, 141e9, scenario=changed)
+    assert [d.split(":")[0] for d in compare(pred, pred_path, measured).conditions_differ] == ["workload.output_len"]
 
 
 def test_comparison_refuses_a_measurement_of_another_sku(h100, tmp_path):
