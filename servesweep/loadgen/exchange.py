@@ -52,6 +52,7 @@ from servesweep.loadgen.sse import DONE, SSEParser
 _OTHER_OUTPUT = ("reasoning_content", "reasoning", "tool_calls")
 # What _choice_text returns for such a delta: visible output that is not the answer's text.
 _OTHER = "<other output>"
+_loads = orjson.loads
 
 
 def _message_text(obj: dict[str, Any]) -> str | None:
@@ -138,9 +139,12 @@ class Exchange:
         if not self.stream or self.record.http_status != 200:
             self.body.append(data)
             return
-        now -= self.t0
-        for event in self.parser.feed(data):
-            self._event(event, now)
+        events = self.parser.feed(data)
+        if events:
+            now -= self.t0  # one float for every event of the read: no object per chunk
+            event = self._event
+            for payload in events:
+                event(payload, now)
 
     def _fail(self, message: str) -> None:
         """The request failed: the first reason found is the one kept."""
@@ -152,59 +156,63 @@ class Exchange:
         self._fail(f"malformed stream event ({what}): {_quote(data)}")
 
     def _event(self, data: bytes, now: float) -> None:
-        if data == DONE:
-            self.done = True
-            return
-        record = self.record
-        obj = orjson.loads(data)
         try:
-            choices = obj.get("choices")
-        except AttributeError:
+            obj = _loads(data)
+        except orjson.JSONDecodeError:
+            if data == DONE:  # tried second: it comes once per stream
+                self.done = True
+                return
+            raise
+        if obj.__class__ is not dict:
             return self._malformed(data, "not a JSON object")
+        record = self.record
+        choices = obj.get("choices")
         usage = obj.get("usage")
-        counts = None
+        completion = None
         if usage:
             counts = _usage_counts(usage)
             if counts is None:
                 return self._malformed(data, "'usage' is not an object of integers")
-            record.prompt_tokens, record.completion_tokens = counts
+            record.prompt_tokens, completion = counts
+            record.completion_tokens = completion
             record.completion_tokens_source = TOKENS_FROM_USAGE
-        if choices:
-            try:
-                first = choices[0]
-                text = first.get("text")
-            except (AttributeError, KeyError, TypeError):
-                return self._malformed(data, "'choices' is not a list of objects")
-            if text.__class__ is str:
-                tokens = 1
-            else:
-                text = self._choice_text(first, data)
-                tokens = 0 if text is None else 1
-            if counts is not None and counts[1] is not None:
-                # Per-chunk usage: the server says how many tokens this chunk carries.
-                tokens = counts[1] - self.usage_tokens
-                self.usage_tokens = counts[1]
-                record.token_timing = TIMING_USAGE_PER_CHUNK
-            if tokens > 0:
-                arrivals = self.arrivals
-                if not arrivals:
-                    record.first_token_s = now
-                arrivals.append(now)
-                if text:
-                    if record.first_text_s is None:
-                        record.first_text_s = now
-                    self.last_empty_finish = False
-                    if self.pieces is not None and text is not _OTHER:
-                        self.pieces.append(text)
-                else:
-                    record.tokens_without_text += tokens
-                    if record.first_text_s is None:
-                        self.leading_empty += 1
-                    self.last_empty_finish = first.get("finish_reason") is not None
-        else:
+        if not choices:
             message = _error_text(obj)
             if message is not None:
                 self._fail(message)
+            return
+        try:
+            first = choices[0]
+            text = first.get("text")
+        except (AttributeError, KeyError, TypeError):
+            return self._malformed(data, "'choices' is not a list of objects")
+        if text.__class__ is str:
+            tokens = 1
+        else:
+            text = self._choice_text(first, data)
+            tokens = 0 if text is None else 1
+        if completion is not None:
+            # Per-chunk usage: the server says how many tokens this chunk carries.
+            tokens = completion - self.usage_tokens
+            self.usage_tokens = completion
+            record.token_timing = TIMING_USAGE_PER_CHUNK
+        if tokens <= 0:
+            return
+        arrivals = self.arrivals
+        if not arrivals:
+            record.first_token_s = now
+        arrivals.append(now)
+        if text:
+            if record.first_text_s is None:
+                record.first_text_s = now
+            self.last_empty_finish = False
+            if self.pieces is not None and text is not _OTHER:
+                self.pieces.append(text)
+        else:
+            record.tokens_without_text += tokens
+            if record.first_text_s is None:
+                self.leading_empty += 1
+            self.last_empty_finish = first.get("finish_reason") is not None
 
     def _choice_text(self, choice: dict[str, Any], data: bytes) -> str | None:
         """The text of a chat choice that is a token arrival under the "chunks" rule ("" for a token
