@@ -47,9 +47,9 @@ from servesweep.loadgen.records import (
     RequestRecord,
 )
 from servesweep.loadgen.sse import DONE, SSEParser
+from servesweep.loadgen.stream_event import UNSET
+from servesweep.loadgen.stream_event import decode as _decode_typed
 
-# Delta fields that carry generated tokens without being the answer's text (reasoning models, tools).
-_OTHER_OUTPUT = ("reasoning_content", "reasoning", "tool_calls")
 # What _choice_text returns for such a delta: visible output that is not the answer's text.
 _OTHER = "<other output>"
 _loads = orjson.loads
@@ -67,6 +67,35 @@ def _message_text(obj: dict[str, Any]) -> str | None:
     message = choice.get("message")
     content = message.get("content") if message.__class__ is dict else None
     return content if content.__class__ is str else None
+
+
+class _DictDelta:
+    """A delta dict seen through the attributes of stream_event.Delta, so one rule reads both."""
+
+    __slots__ = ("content", "role", "reasoning_content", "reasoning", "tool_calls")
+
+    def __init__(self, delta: dict[str, Any]) -> None:
+        self.content = delta.get("content")
+        self.role = delta["role"] if "role" in delta else UNSET
+        self.reasoning_content = delta.get("reasoning_content")
+        self.reasoning = delta.get("reasoning")
+        self.tool_calls = delta.get("tool_calls")
+
+
+def _delta_text(delta: Any) -> str | None:
+    """The chunks rule for a chat delta (its types already checked): its text, "" for a token
+    without visible text, _OTHER for reasoning or tool-call output, None for no token (no delta,
+    a role header, `content: null`, `delta: {}`)."""
+    if delta is None:
+        return None
+    text = delta.content
+    if text:
+        return text
+    if delta.reasoning_content or delta.reasoning or delta.tool_calls:
+        return _OTHER
+    if text is None or delta.role is not UNSET:
+        return None
+    return ""
 
 
 def _error_text(obj: Any) -> str | None:
@@ -156,6 +185,24 @@ class Exchange:
         self._fail(f"malformed stream event ({what}): {_quote(data)}")
 
     def _event(self, data: bytes, now: float) -> None:
+        event = _decode_typed(data) if _decode_typed is not None else None
+        if event is None:  # not the common shape (or no msgspec): read as a dict
+            return self._event_from_dict(data, now)
+        completion = None
+        usage = event.usage
+        if usage:  # a Usage with at least one count (stream_event.decode)
+            record = self.record
+            prompt, completion = usage.prompt_tokens, usage.completion_tokens
+            record.prompt_tokens = None if prompt is UNSET else prompt
+            record.completion_tokens = completion = None if completion is UNSET else completion
+            record.completion_tokens_source = TOKENS_FROM_USAGE
+        first = event.choices[0]
+        text = first.text
+        if text is None:
+            text = _delta_text(first.delta or first.message)
+        self._count(text, completion, first.finish_reason, now)
+
+    def _event_from_dict(self, data: bytes, now: float) -> None:
         try:
             obj = _loads(data)
         except orjson.JSONDecodeError:
@@ -186,11 +233,15 @@ class Exchange:
             text = first.get("text")
         except (AttributeError, KeyError, TypeError):
             return self._malformed(data, "'choices' is not a list of objects")
-        if text.__class__ is str:
-            tokens = 1
-        else:
+        if text.__class__ is not str:
             text = self._choice_text(first, data)
-            tokens = 0 if text is None else 1
+        self._count(text, completion, first.get("finish_reason"), now)
+
+    def _count(self, text: str | None, completion: int | None, finish_reason: Any, now: float) -> None:
+        """Book one event's tokens: `text` is the choice's text ("" for a token without visible text,
+        None for no token), `completion` the event's per-chunk completion_tokens, if any."""
+        tokens = 0 if text is None else 1
+        record = self.record
         if completion is not None:
             # Per-chunk usage: the server says how many tokens this chunk carries.
             tokens = completion - self.usage_tokens
@@ -212,7 +263,7 @@ class Exchange:
             record.tokens_without_text += tokens
             if record.first_text_s is None:
                 self.leading_empty += 1
-            self.last_empty_finish = first.get("finish_reason") is not None
+            self.last_empty_finish = finish_reason is not None
 
     def _choice_text(self, choice: dict[str, Any], data: bytes) -> str | None:
         """The text of a chat choice that is a token arrival under the "chunks" rule ("" for a token
@@ -229,14 +280,7 @@ class Exchange:
         text = delta.get("content")
         if text.__class__ is not str and text is not None:
             return self._malformed(data, "a content that is not a string")
-        if text:
-            return text
-        for key in _OTHER_OUTPUT:
-            if delta.get(key):
-                return _OTHER
-        if text is None or "role" in delta:
-            return None
-        return ""
+        return _delta_text(_DictDelta(delta))
 
     def on_complete(self, now: float) -> None:
         record = self.record
