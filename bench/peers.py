@@ -61,6 +61,8 @@ def from_arrivals(start: float, arrivals: list[float]) -> tuple[float, list[floa
 
 class Tool:
     name = ""
+    # The CPUs the tool runs on (a taskset list); None: the harness's one client core.
+    cores: str | None = None
 
     def unavailable(self) -> str | None:
         return None
@@ -85,12 +87,27 @@ class PeerTool(Tool):
 
 
 class Servesweep(Tool):
+    """`servesweep run` from this checkout, or from the source tree `tree` (an earlier version run
+    beside it, for a before/after in one benchmark), with `--workers` processes when more than one."""
+
     name = "servesweep"
+
+    def __init__(self, name: str = "servesweep", tree: Path | None = None, workers: int = 1,
+                 cores: str | None = None) -> None:
+        self.name, self.tree, self.workers, self.cores = name, tree, workers, cores
+
+    def unavailable(self) -> str | None:
+        if self.tree is not None and not (self.tree / "servesweep" / "__main__.py").exists():
+            return f"{self.tree} holds no servesweep source tree"
+        return None
 
     def command(self, job: Job) -> list[str]:
         load = (["--concurrency", str(job.concurrency)] if job.concurrency else
                 ["--request-rate", str(job.rate), "--arrival", "constant"])
-        return [sys.executable, "-m", "servesweep", "run", "--url", job.url, "--model", job.model, *load,
+        prefix = ["env", f"PYTHONPATH={self.tree}"] if self.tree is not None else []
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+        return [*prefix, sys.executable, "-m", "servesweep", "run", "--url", job.url, "--model", job.model, *load,
+                *workers,
                 "--num-requests", str(job.requests), "--input-len", "16", "--output-len", str(job.output_tokens),
                 "--tokenizer", str(job.tokenizer_dir), "--out", str(job.out_dir), "--no-progress",
                 "--timeout", "600"]
@@ -238,6 +255,13 @@ class VllmRs(PeerTool):
     Python `vllm bench serve`."""
 
     name = "vllm-rs"
+
+    def __init__(self, name: str = "vllm-rs", cores: str | None = None) -> None:
+        self.name, self.cores = name, cores
+
+    @property
+    def executable(self) -> Path:
+        return PEERS_DIR / "vllm-rs" / "bin" / "vllm-rs"
 
     def command(self, job: Job) -> list[str]:
         load = (["--max-concurrency", str(job.concurrency), "--request-rate", "inf"] if job.concurrency else
