@@ -165,7 +165,9 @@ class RequestRecord:
             # a Python loop here cost as much per chunk as reading the chunk (np.rint rounds half to
             # even, as round() does, so the digits are the same).
             micros = np.rint(np.array(arrivals, dtype=np.float64) * 1e6).astype(np.int64)
-            data["chunk_us"] = np.diff(micros, prepend=0)
+            gaps = micros.copy()  # not np.diff(prepend=0): its broadcast cost more than the loop did
+            gaps[1:] -= micros[:-1]
+            data["chunk_us"] = gaps
         return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
     @classmethod

@@ -4,6 +4,7 @@ events, the typed decode of stream events, and one handler call per socket read.
 import asyncio
 import random
 
+import orjson
 import pytest
 
 from servesweep.loadgen import exchange as exchange_module
@@ -189,3 +190,21 @@ def test_the_events_before_a_malformed_frame_still_reach_the_handler():
                        + b"zz\r\nnot a frame")
     assert isinstance(done.exception(), http.MalformedResponse)
     assert [data for data, _ in handler.reads] == [b"data: 1\n\n"]
+
+
+# --- records: chunk_us in numpy, the digits of the loop it replaced ----------------------------
+
+def test_chunk_us_has_the_digits_of_rounding_each_cumulative_time():
+    rng = random.Random(39)
+    for trial in range(500):
+        t, arrivals = rng.uniform(0, 5000), []
+        for _ in range(rng.choice([0, 1, 2, 7, 300])):
+            t += rng.choice([0.0, 0.0000005, 0.0000015, rng.expovariate(100)])  # ties round half to even
+            arrivals.append(t)
+        expected, prev = [], 0
+        for t in arrivals:
+            now = round(t * 1e6)
+            expected.append(now - prev)
+            prev = now
+        line = RequestRecord(1, "c1", False, 0.0, chunk_arrivals_s=arrivals).encode()
+        assert orjson.loads(line)["chunk_us"] == expected, trial
