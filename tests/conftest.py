@@ -55,6 +55,19 @@ class StubThread:
         self.thread.join(10)
 
 
+@pytest.fixture(params=["typed", "dict"])
+def event_decoder(request, monkeypatch) -> str:
+    """Runs a test under both ways a stream event is read (servesweep.loadgen.stream_event): the
+    typed msgspec decode, and the dict path that serves where msgspec is not installed."""
+    from servesweep.loadgen import exchange
+
+    if request.param == "dict":
+        monkeypatch.setattr(exchange, "_decode_typed", None)
+    elif exchange._decode_typed is None:
+        pytest.skip("msgspec is not installed: only the dict path exists")
+    return request.param
+
+
 @pytest.fixture
 def stub_server() -> Iterator[Callable[..., StubThread]]:
     started: list[StubThread] = []

@@ -56,8 +56,11 @@ class Distribution:
         if len(values) >= (_FOLD_BATCH if self.folded else EXACT_LIMIT):
             self._fold()
 
-    def extend(self, values: Iterable[float]) -> None:
-        self.values.extend(values)
+    def extend(self, values: Iterable[float] | np.ndarray) -> None:
+        if isinstance(values, np.ndarray):  # its bytes at once, not a float object per value
+            self.values.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+        else:
+            self.values.extend(values)
         if len(self.values) >= (_FOLD_BATCH if self.folded else EXACT_LIMIT):
             self._fold()
 

@@ -54,13 +54,14 @@ from servesweep.loadgen.records import (
     RequestRecord,
 )
 from servesweep.loadgen.sse import DONE, MAX_EVENT_BYTES, EventTooLarge, SSEParser
+from servesweep.loadgen.stream_event import UNSET
+from servesweep.loadgen.stream_event import decode as _decode_typed
 
-# Delta fields that carry generated tokens without being the answer's text (reasoning models, tools).
-_OTHER_OUTPUT = ("reasoning_content", "reasoning", "tool_calls")
 # What _choice_text returns for such a delta: visible output that is not the answer's text.
 _OTHER = "<other output>"
 # The finish reasons of an answer that ended as asked; any other (abort, error, cancelled) cut it short.
 FINISHED = frozenset(("length", "stop", "tool_calls", "function_call"))
+_loads = orjson.loads
 
 
 def _message_text(obj: dict[str, Any]) -> str | None:
@@ -75,6 +76,35 @@ def _message_text(obj: dict[str, Any]) -> str | None:
     message = choice.get("message")
     content = message.get("content") if message.__class__ is dict else None
     return content if content.__class__ is str else None
+
+
+class _DictDelta:
+    """A delta dict seen through the attributes of stream_event.Delta, so one rule reads both."""
+
+    __slots__ = ("content", "role", "reasoning_content", "reasoning", "tool_calls")
+
+    def __init__(self, delta: dict[str, Any]) -> None:
+        self.content = delta.get("content")
+        self.role = delta["role"] if "role" in delta else UNSET
+        self.reasoning_content = delta.get("reasoning_content")
+        self.reasoning = delta.get("reasoning")
+        self.tool_calls = delta.get("tool_calls")
+
+
+def _delta_text(delta: Any) -> str | None:
+    """The chunks rule for a chat delta (its types already checked): its text, "" for a token
+    without visible text, _OTHER for reasoning or tool-call output, None for no token (no delta,
+    a role header, `content: null`, `delta: {}`)."""
+    if delta is None:
+        return None
+    text = delta.content
+    if text:
+        return text
+    if delta.reasoning_content or delta.reasoning or delta.tool_calls:
+        return _OTHER
+    if text is None or delta.role is not UNSET:
+        return None
+    return ""
 
 
 def _error_text(obj: Any) -> str | None:
@@ -122,13 +152,13 @@ class Exchange:
     """Fills one RequestRecord from a response as its bytes arrive (times relative to t0)."""
 
     __slots__ = ("record", "t0", "stream", "pieces", "parser", "body", "body_bytes", "done", "arrivals", "reason",
-                 "usage_tokens", "leading_empty", "last_empty_finish", "exact_length", "last_choice")
+                 "usage_tokens", "leading_empty", "last_empty_finish", "exact_length", "last_finish")
 
     def __init__(self, record: RequestRecord, t0: float, stream: bool, keep_text: bool,
                  exact_length: bool = False) -> None:
         self.record, self.t0, self.stream = record, t0, stream
         self.exact_length = exact_length  # EOS ignored: the answer must have the tokens asked
-        self.last_choice: Any = None  # the last choice seen (its finish_reason is read at the end)
+        self.last_finish: Any = None  # the finish_reason of the last choice seen (read at the end)
         self.pieces: list[str] | None = [] if keep_text else None
         self.parser = SSEParser()
         self.body: list[bytes] = []
@@ -151,9 +181,12 @@ class Exchange:
         if not self.stream or self.record.http_status != 200:
             self._hold(data)
             return
-        now -= self.t0
-        for event in self.parser.feed(data):
-            self._event(event, now)
+        events = self.parser.feed(data)
+        if events:
+            now -= self.t0  # one float for every event of the read: no object per chunk
+            event = self._event
+            for payload in events:
+                event(payload, now)
 
     def _hold(self, data: bytes) -> None:
         """A body read whole (not streamed, or an error answer), within MAX_EVENT_BYTES."""
@@ -173,60 +206,86 @@ class Exchange:
         self._fail(f"malformed stream event ({what}): {_quote(data)}")
 
     def _event(self, data: bytes, now: float) -> None:
-        if data == DONE:
-            self.done = True
-            return
-        record = self.record
-        obj = orjson.loads(data)
+        event = _decode_typed(data) if _decode_typed is not None else None
+        if event is None:  # not the common shape (or no msgspec): read as a dict
+            return self._event_from_dict(data, now)
+        completion = None
+        usage = event.usage
+        if usage:  # a Usage with at least one count (stream_event.decode)
+            record = self.record
+            prompt, completion = usage.prompt_tokens, usage.completion_tokens
+            record.prompt_tokens = None if prompt is UNSET else prompt
+            record.completion_tokens = completion = None if completion is UNSET else completion
+            record.completion_tokens_source = TOKENS_FROM_USAGE
+        first = event.choices[0]
+        text = first.text
+        if text is None:
+            text = _delta_text(first.delta or first.message)
+        self._count(text, completion, first.finish_reason, now)
+
+    def _event_from_dict(self, data: bytes, now: float) -> None:
         try:
-            choices = obj.get("choices")
-        except AttributeError:
+            obj = _loads(data)
+        except orjson.JSONDecodeError:
+            if data == DONE:  # tried second: it comes once per stream
+                self.done = True
+                return
+            raise
+        if obj.__class__ is not dict:
             return self._malformed(data, "not a JSON object")
+        record = self.record
+        choices = obj.get("choices")
         usage = obj.get("usage")
-        counts = None
+        completion = None
         if usage:
             counts = _usage_counts(usage)
             if counts is None:
                 return self._malformed(data, "'usage' is not an object of integers")
-            record.prompt_tokens, record.completion_tokens = counts
+            record.prompt_tokens, completion = counts
+            record.completion_tokens = completion
             record.completion_tokens_source = TOKENS_FROM_USAGE
-        if choices:
-            try:
-                first = choices[0]
-                text = first.get("text")
-            except (AttributeError, KeyError, TypeError):
-                return self._malformed(data, "'choices' is not a list of objects")
-            self.last_choice = first
-            if text.__class__ is str:
-                tokens = 1
-            else:
-                text = self._choice_text(first, data)
-                tokens = 0 if text is None else 1
-            if counts is not None and counts[1] is not None:
-                # Per-chunk usage: the server says how many tokens this chunk carries.
-                tokens = counts[1] - self.usage_tokens
-                self.usage_tokens = counts[1]
-                record.token_timing = TIMING_USAGE_PER_CHUNK
-            if tokens > 0:
-                arrivals = self.arrivals
-                if not arrivals:
-                    record.first_token_s = now
-                arrivals.append(now)
-                if text:
-                    if record.first_text_s is None:
-                        record.first_text_s = now
-                    self.last_empty_finish = False
-                    if self.pieces is not None and text is not _OTHER:
-                        self.pieces.append(text)
-                else:
-                    record.tokens_without_text += tokens
-                    if record.first_text_s is None:
-                        self.leading_empty += 1
-                    self.last_empty_finish = first.get("finish_reason") is not None
-        else:
+        if not choices:
             message = _error_text(obj)
             if message is not None:
                 self._fail(message)
+            return
+        try:
+            first = choices[0]
+            text = first.get("text")
+        except (AttributeError, KeyError, TypeError):
+            return self._malformed(data, "'choices' is not a list of objects")
+        if text.__class__ is not str:
+            text = self._choice_text(first, data)
+        self._count(text, completion, first.get("finish_reason"), now)
+
+    def _count(self, text: str | None, completion: int | None, finish_reason: Any, now: float) -> None:
+        """Book one event's tokens: `text` is the choice's text ("" for a token without visible text,
+        None for no token), `completion` the event's per-chunk completion_tokens, if any."""
+        self.last_finish = finish_reason
+        tokens = 0 if text is None else 1
+        record = self.record
+        if completion is not None:
+            # Per-chunk usage: the server says how many tokens this chunk carries.
+            tokens = completion - self.usage_tokens
+            self.usage_tokens = completion
+            record.token_timing = TIMING_USAGE_PER_CHUNK
+        if tokens <= 0:
+            return
+        arrivals = self.arrivals
+        if not arrivals:
+            record.first_token_s = now
+        arrivals.append(now)
+        if text:
+            if record.first_text_s is None:
+                record.first_text_s = now
+            self.last_empty_finish = False
+            if self.pieces is not None and text is not _OTHER:
+                self.pieces.append(text)
+        else:
+            record.tokens_without_text += tokens
+            if record.first_text_s is None:
+                self.leading_empty += 1
+            self.last_empty_finish = finish_reason is not None
 
     def _choice_text(self, choice: dict[str, Any], data: bytes) -> str | None:
         """The text of a chat choice that is a token arrival under the "chunks" rule ("" for a token
@@ -243,14 +302,7 @@ class Exchange:
         text = delta.get("content")
         if text.__class__ is not str and text is not None:
             return self._malformed(data, "a content that is not a string")
-        if text:
-            return text
-        for key in _OTHER_OUTPUT:
-            if delta.get(key):
-                return _OTHER
-        if text is None or "role" in delta:
-            return None
-        return ""
+        return _delta_text(_DictDelta(delta))
 
     def on_complete(self, now: float) -> None:
         record = self.record
@@ -310,12 +362,11 @@ class Exchange:
             # No usage in the stream: count what arrived (see TOKENS_FROM_CHUNKS).
             record.completion_tokens = len(self.arrivals)
             record.completion_tokens_source = TOKENS_FROM_CHUNKS
-        self._check_whole(self.last_choice)
+        self._check_whole(self.last_finish)
 
-    def _check_whole(self, choice: Any) -> None:
+    def _check_whole(self, finish: Any) -> None:
         """A well-formed answer cut short fails as ERROR_TRUNCATED (see the module doc)."""
         record = self.record
-        finish = choice.get("finish_reason") if choice.__class__ is dict else None
         if finish.__class__ is not str:
             finish = None
         record.finish_reason = finish

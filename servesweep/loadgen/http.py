@@ -66,7 +66,7 @@ import ssl
 import struct
 import sys
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -266,13 +266,33 @@ class ParserCallbacks:
     """The httptools callbacks every client of servesweep shares (this module's and the Locust
     user's gevent connection), so both frame a response and stamp its body the same way: the
     status reason kept, whether the body's end is known from its headers (`_framed`), and body
-    bytes handed to the handler with the stamp of the read they came in (`_now`)."""
+    bytes handed to the handler with the stamp of the read they came in (`_now`).
+
+    The body of one read reaches the handler in ONE call, after the parser has taken the whole read
+    (`deliver_body`): a streamed response has one HTTP chunk per event, so per-frame handler calls
+    cost a chain of Python calls for every event. httptools' own per-frame callback is `on_body`,
+    bound by `begin_body` to the `append` of a list: a C call with no Python frame."""
 
     __slots__ = ()
     _reason: str
     _framed: bool
     _now: float
     _handler: ResponseHandler | None
+    _body: list[bytes]  # the body pieces of the read being parsed
+    on_body: Callable[[bytes], None]  # httptools' per-frame callback: self._body.append
+
+    def begin_body(self) -> None:
+        """Before a new parser is made for an exchange (httptools looks `on_body` up then)."""
+        self._body = body = []
+        self.on_body = body.append
+
+    def deliver_body(self) -> None:
+        """Hand the body bytes the last read carried to the handler, stamped with that read."""
+        body = self._body
+        if body:
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            self._handler.on_body(data, self._now)  # type: ignore[union-attr]
 
     def on_status(self, reason: bytes) -> None:
         self._reason = reason.decode(errors="replace")
@@ -286,10 +306,6 @@ class ParserCallbacks:
             raise MalformedResponse(f"the server sent a {value.decode(errors='replace')}-encoded response although "
                                     "servesweep asked for none (Accept-Encoding: identity); turn off compression "
                                     "of the API's responses in the server or proxy")
-
-    def on_body(self, body: bytes) -> None:
-        if body:
-            self._handler.on_body(body, self._now)  # type: ignore[union-attr]
 
 
 class _Exchange(ParserCallbacks):
@@ -310,9 +326,11 @@ class _Exchange(ParserCallbacks):
         self._framed = False  # Content-Length or chunked: the end of the body is known
         self._reuse = False
         self._reason = ""
+        self.begin_body()
 
     def _begin(self, handler: ResponseHandler, done: asyncio.Future[None]) -> None:
         self._handler, self._done = handler, done
+        self.begin_body()
         self._parser = httptools.HttpResponseParser(self)
         self._headers_done = self._framed = self._reuse = False
         self._reason = ""
@@ -327,12 +345,21 @@ class _Exchange(ParserCallbacks):
         if self._parser is None:
             self._fail(MalformedResponse(f"unexpected bytes from an idle connection: {bytes(data[:80])!r}"))
             return
+        error: BaseException | None = None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             self._fail(exc.__context__ or exc)  # the handler's own error (e.g. malformed JSON)
+            return
         except httptools.HttpParserError as exc:
-            self._fail(MalformedResponse(f"malformed HTTP response: {exc}"))
+            error = MalformedResponse(f"malformed HTTP response: {exc}")
+        if self._body:
+            try:
+                self.deliver_body()  # the events before a malformed frame still count
+            except Exception as exc:  # noqa: BLE001 - the handler's own error, as above
+                error = exc
+        if error is not None:
+            self._fail(error)
 
     def _lost(self, exc: Exception | None) -> None:
         """The connection ended (EOF when `exc` is None)."""
@@ -355,6 +382,7 @@ class _Exchange(ParserCallbacks):
         self._handler.on_status(self._parser.get_status_code(), self._reason)
 
     def on_message_complete(self) -> None:
+        self.deliver_body()
         handler, done = self._handler, self._done
         self._handler = self._done = self._parser = None
         try:
@@ -400,7 +428,7 @@ class _SocketConnection(_Exchange):
     each read comes with the kernel's receive stamp."""
 
     __slots__ = ("_pool", "closed", "_handler", "_done", "_parser", "_now", "_sent", "_headers_done",
-                 "_framed", "_reuse", "_reason", "_loop", "_sock", "_fd", "_pending")
+                 "_framed", "_reuse", "_reason", "_body", "on_body", "_loop", "_sock", "_fd", "_pending")
 
     def __init__(self, pool: HttpPool, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self._init_exchange(pool)

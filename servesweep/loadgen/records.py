@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
+import numpy as np
 import orjson
 
 from servesweep.errors import OutputError
@@ -165,14 +166,14 @@ class RequestRecord:
                 data[name] = round(value, 3)
         data["chunks"] = len(arrivals)
         if keep == RECORDS_FULL:
-            # Rounded on the cumulative time, so gaps do not add up rounding errors.
-            us, prev = [], 0
-            for t in arrivals:
-                now = round(t * 1e6)
-                us.append(now - prev)
-                prev = now
-            data["chunk_us"] = us
-        return orjson.dumps(data) + b"\n"
+            # Rounded on the cumulative time, so gaps do not add up rounding errors; in numpy, since
+            # a Python loop here cost as much per chunk as reading the chunk (np.rint rounds half to
+            # even, as round() does, so the digits are the same).
+            micros = np.rint(np.array(arrivals, dtype=np.float64) * 1e6).astype(np.int64)
+            gaps = micros.copy()  # not np.diff(prepend=0): its broadcast cost more than the loop did
+            gaps[1:] -= micros[:-1]
+            data["chunk_us"] = gaps
+        return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RequestRecord":

@@ -151,7 +151,7 @@ class RunStats:
                 dists[name].add(value)
         arrivals = r.chunk_arrivals_s
         if len(arrivals) > 1:
-            self.itl.extend([(b - a) * 1000.0 for a, b in zip(arrivals, arrivals[1:])])
+            self.itl.extend(np.diff(np.array(arrivals, dtype=np.float64)) * 1000.0)
             n = r.completion_tokens
             if n and n >= 2:
                 self.decode_span_s += arrivals[-1] - arrivals[0]

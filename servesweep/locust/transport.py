@@ -37,7 +37,7 @@ class GeventConnection(ParserCallbacks):
     """
 
     __slots__ = ("host", "port", "tls", "connect_timeout_s", "sock", "_handler", "_parser", "_now",
-                 "_headers_done", "_framed", "_complete", "_reason", "_keep_alive")
+                 "_headers_done", "_framed", "_complete", "_reason", "_keep_alive", "_body", "on_body")
 
     def __init__(self, base_url: str, connect_timeout_s: float = 10.0) -> None:
         parts = urlsplit(base_url)
@@ -53,6 +53,7 @@ class GeventConnection(ParserCallbacks):
         self._now = 0.0
         self._headers_done = self._framed = self._complete = self._keep_alive = False
         self._reason = ""
+        self.begin_body()
 
     def _connect(self) -> socket.socket:
         try:
@@ -82,6 +83,7 @@ class GeventConnection(ParserCallbacks):
         if sock is None:
             sock = self.sock = self._connect()
         self._handler = handler
+        self.begin_body()
         self._parser = parser = httptools.HttpResponseParser(self)
         self._headers_done = self._framed = self._complete = self._keep_alive = False
         self._reason = ""
@@ -114,7 +116,9 @@ class GeventConnection(ParserCallbacks):
                 except httptools.HttpParserCallbackError as exc:
                     raise (exc.__context__ or exc) from None  # the handler's own error (malformed JSON)
                 except httptools.HttpParserError as exc:
+                    self.deliver_body()  # the events before a malformed frame still count
                     raise MalformedResponse(f"malformed HTTP response: {exc}") from None
+                self.deliver_body()
             ok = True
         finally:
             self._handler = self._parser = None
@@ -130,5 +134,6 @@ class GeventConnection(ParserCallbacks):
         handler.on_status(parser.get_status_code(), self._reason)
 
     def on_message_complete(self) -> None:
+        self.deliver_body()
         self._complete = True
         self._handler.on_complete(self._now or _clock())  # type: ignore[union-attr]

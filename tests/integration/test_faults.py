@@ -88,6 +88,7 @@ def _exchange_arrivals(*events: str) -> list[float]:
     return record.chunk_arrivals_s
 
 
+@pytest.mark.usefixtures("event_decoder")
 def test_reasoning_and_tool_call_deltas_are_tokens_role_headers_are_not():
     role = '{"choices":[{"delta":{"role":"assistant","content":""}}]}'
     reasoning = '{"choices":[{"delta":{"reasoning_content":"hm"}}]}'

@@ -10,6 +10,7 @@ from servesweep.loadgen.records import TIMING_CHUNKS, TIMING_USAGE_PER_CHUNK, Re
 from servesweep.loadgen.stats import summarize
 
 STREAMS = Path(__file__).parent / "streams"
+pytestmark = pytest.mark.usefixtures("event_decoder")  # every rule, under both ways of reading an event
 
 
 def feed(events: list[str], keep_text: bool = False) -> RequestRecord:

@@ -24,6 +24,10 @@ GPU_EXAMPLES = sorted(d for p in EXAMPLES.glob("h*-*") for d in (p, p / "sweep")
 # proof in the first; fp16/fp32 ladders and the trained-weights quality sweep in the second) meets them all.
 UNMET = {
     "h100-llama3-8b": {"batch_sweep", "drift_cosine", "production", "verified", "accuracy_gate"},
+    # 2026-12-07 (issue 34): the shipped H100 scenario's bf16 and fp8 ladders only (the blind test of
+    # the projection and the headroom; device time did not cover fp16/fp32), dummy weights, no
+    # quality sweep beside it.
+    "h100-2026-12-07": {"precisions", "combined_sweep", "accuracy_gate", "drift_cosine", "fp16_speedup"},
 }
 
 
