@@ -1,0 +1,108 @@
+"""Short-answer tasks an instruct LLM of 135 M parameters answers well enough for a gate to mean something.
+
+Each task is one question in the model's chat format (ChatML, SmolLM2's template with its default
+system prompt) with the start of the answer written out ("The capital of France is"), so the
+greedy continuation is the answer word itself (" Paris"); the gate spec stops decoding at the
+first `.`, `,` or newline and compares what came before, whitespace aside. Families (all items of
+each, none picked by whether the model gets them right): capitals, opposites, plurals, past
+tenses, the next day or month, the next letter, number words in digits. Hand-written lists: no data
+set is downloaded.
+
+    python -m servesweep.models.instruct_tasks --out scenarios/evalsets
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+CAPITALS = {
+    "France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin", "Japan": "Tokyo", "China": "Beijing",
+    "Russia": "Moscow", "Egypt": "Cairo", "Greece": "Athens", "Portugal": "Lisbon", "Austria": "Vienna",
+    "Ireland": "Dublin", "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki", "Denmark": "Copenhagen",
+    "Poland": "Warsaw", "Hungary": "Budapest", "Belgium": "Brussels", "the Netherlands": "Amsterdam",
+    "Canada": "Ottawa", "Mexico": "Mexico City", "Argentina": "Buenos Aires", "Peru": "Lima", "Chile": "Santiago",
+    "Kenya": "Nairobi", "Thailand": "Bangkok", "South Korea": "Seoul", "India": "New Delhi", "Turkey": "Ankara",
+    "Iran": "Tehran", "Iraq": "Baghdad", "Cuba": "Havana", "Australia": "Canberra", "the United Kingdom": "London",
+    "Switzerland": "Bern", "the Czech Republic": "Prague", "Vietnam": "Hanoi", "Indonesia": "Jakarta",
+    "the Philippines": "Manila",
+}
+OPPOSITES = {
+    "hot": "cold", "big": "small", "up": "down", "fast": "slow", "happy": "sad", "day": "night", "black": "white",
+    "open": "closed", "hard": "soft", "high": "low", "early": "late", "strong": "weak", "wet": "dry",
+    "full": "empty", "long": "short", "left": "right", "thick": "thin", "win": "lose", "push": "pull",
+    "buy": "sell", "first": "last", "true": "false", "yes": "no", "top": "bottom", "love": "hate",
+    "clean": "dirty", "near": "far", "inside": "outside", "before": "after", "north": "south", "east": "west",
+    "cheap": "expensive", "alive": "dead", "question": "answer", "entrance": "exit", "always": "never",
+    "accept": "reject", "arrive": "depart", "increase": "decrease", "maximum": "minimum",
+}
+PLURALS = {
+    "cat": "cats", "dog": "dogs", "box": "boxes", "child": "children", "mouse": "mice", "man": "men",
+    "woman": "women", "foot": "feet", "tooth": "teeth", "city": "cities", "baby": "babies", "knife": "knives",
+    "leaf": "leaves", "bus": "buses", "church": "churches", "apple": "apples", "house": "houses", "car": "cars",
+    "book": "books", "person": "people", "goose": "geese", "wolf": "wolves", "story": "stories", "dish": "dishes",
+    "horse": "horses", "tree": "trees", "bird": "birds", "party": "parties", "glass": "glasses", "key": "keys",
+    "toy": "toys", "hero": "heroes", "potato": "potatoes", "wife": "wives", "fox": "foxes", "ox": "oxen",
+    "sheep": "sheep", "fish": "fish", "day": "days", "star": "stars",
+}
+PAST_TENSES = {
+    "go": "went", "eat": "ate", "walk": "walked", "see": "saw", "run": "ran", "take": "took", "give": "gave",
+    "come": "came", "write": "wrote", "speak": "spoke", "drink": "drank", "swim": "swam", "sing": "sang",
+    "buy": "bought", "think": "thought", "bring": "brought", "teach": "taught", "catch": "caught", "play": "played",
+    "jump": "jumped", "make": "made", "say": "said", "find": "found", "know": "knew", "fly": "flew", "sleep": "slept",
+    "feel": "felt", "leave": "left", "meet": "met", "sit": "sat", "stand": "stood", "begin": "began",
+    "break": "broke", "choose": "chose", "drive": "drove", "fall": "fell", "forget": "forgot", "grow": "grew",
+    "hold": "held", "tell": "told",
+}
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+
+
+def chat_prompt(question: str, answer_start: str) -> str:
+    """SmolLM2's chat template applied to one user turn, with the assistant's answer begun."""
+    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+            f"<|im_start|>assistant\n{answer_start}")
+
+
+def _families() -> dict[str, list[tuple[str, str, str]]]:
+    """family -> [(question, answer start, answer)]"""
+    following = [(f"Which day comes after {d}?", f"The day after {d} is", DAYS[(i + 1) % 7]) for i, d in enumerate(DAYS)]
+    following += [(f"Which month comes after {m}?", f"The month after {m} is", MONTHS[(i + 1) % 12])
+                  for i, m in enumerate(MONTHS)]
+    return {
+        "capital": [(f"What is the capital of {c}?", f"The capital of {c} is", a) for c, a in CAPITALS.items()],
+        "opposite": [(f"What is the opposite of {w}?", f"The opposite of {w} is", a) for w, a in OPPOSITES.items()],
+        "plural": [(f"What is the plural of {w}?", f"The plural of {w} is", a) for w, a in PLURALS.items()],
+        "past": [(f"What is the past tense of {w}?", f"The past tense of {w} is", a) for w, a in PAST_TENSES.items()],
+        "next": following,
+        "letter": [(f"Which letter of the alphabet comes after {chr(65 + i)}?", f"The letter after {chr(65 + i)} is",
+                    chr(66 + i)) for i in range(25)],
+        "digits": [(f"How is the number {w} written in digits?", f"The number {w} written in digits is", str(i))
+                   for i, w in enumerate(NUMBER_WORDS)],
+    }
+
+
+def exact_match_tasks() -> list[dict[str, str]]:
+    return [{"id": f"{family}:{i}", "prompt": chat_prompt(question, start), "answer": answer}
+            for family, items in _families().items() for i, (question, start, answer) in enumerate(items)]
+
+
+def main() -> None:
+    import argparse
+
+    from servesweep.models.stdlib_corpus import write_jsonl
+
+    parser = argparse.ArgumentParser(description="write the short-answer exact-match task set")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    path = args.out / "instruct-short-answers.jsonl"
+    rows = exact_match_tasks()
+    print(f"{path}: {len(rows)} tasks, sha256 {write_jsonl(path, rows)}")
+
+
+if __name__ == "__main__":
+    main()
