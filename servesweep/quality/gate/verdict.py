@@ -53,6 +53,8 @@ class GateResult(BaseModel):
 
 def _spec_fields(spec: GateSpec) -> dict[str, Any]:
     method = spec.method.model_dump(mode="json")
+    # The file's name, not where it sits on this machine: its sha256 (beside it) pins the content.
+    method["eval_set"] = spec.method.eval_set.name
     return {"metric": spec.metric, "threshold": {k: v for k, v in spec.threshold.model_dump().items() if v is not None},
             "method": method}
 
