@@ -1,19 +1,71 @@
-"""Short-answer tasks an instruct LLM of 135 M parameters answers well enough for a gate to mean something.
+"""Eval sets for a real LLM (SmolLM2-135M-Instruct), offline: natural text that ships with Python,
+and short-answer questions in the model's chat format.
 
-Each task is one question in the model's chat format (ChatML, SmolLM2's template with its default
-system prompt) with the start of the answer written out ("The capital of France is"), so the
-greedy continuation is the answer word itself (" Paris"); the gate spec stops decoding at the
+    python -m servesweep.models.llm_evalsets --out scenarios/evalsets
+
+**Perplexity: the documentation topics of `pydoc_data`.** A real LLM's perplexity means most on
+prose, and the standard library's help topics (the language reference's sections, as
+`help("assert")` shows them) are prose written by people, present offline on every machine. The
+passages are fixed slices: per topic, in name order, its first prose paragraphs (no indented code or
+grammar blocks, no headings, no signatures), whole, up to `chars` characters. The file written is
+committed and pinned by its sha256 in the gate specs, so a Python whose topics differ cannot change
+a measurement; each row names its topic and the Python version it was cut from.
+
+**Exact match: short answers.** Each task is one question in SmolLM2's chat format (ChatML with its
+default system prompt) with the start of the answer written out ("The capital of France is"), so
+the greedy continuation is the answer word itself (" Paris"); the gate spec stops decoding at the
 first `.`, `,` or newline and compares what came before, whitespace aside. Families (all items of
 each, none picked by whether the model gets them right): capitals, opposites, plurals, past
 tenses, the next day or month, the next letter, number words in digits. Hand-written lists: no data
 set is downloaded.
-
-    python -m servesweep.models.instruct_tasks --out scenarios/evalsets
 """
 
 from __future__ import annotations
 
+import platform
+import re
 from pathlib import Path
+
+HEADING_RULE = re.compile(r"^[*=\-~^\"]{3,}$")
+
+
+def _wordy(text: str) -> bool:
+    """Mostly letters and spaces: sentences, not signatures such as `object.__add__(self, other)`."""
+    return sum(c.isalpha() or c == " " for c in text) >= 0.9 * len(text)
+
+
+def prose_paragraphs(text: str) -> list[str]:
+    """Paragraphs of running text: not indented (code, grammar, tables), not a heading, not a list item."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = block.split("\n")
+        if len(lines) >= 2 and HEADING_RULE.match(lines[-1].strip()):
+            continue  # a heading and its underline
+        if any(not line or line[0].isspace() or HEADING_RULE.match(line.strip()) for line in lines):
+            continue
+        joined = " ".join(line.strip() for line in lines)
+        if len(joined) >= 80 and joined.endswith(".") and _wordy(joined) and not joined.startswith(("*", "-", "Note:")):
+            paragraphs.append(joined)
+    return paragraphs
+
+
+def perplexity_passages(chars: int = 1200, min_chars: int = 400) -> list[dict[str, str]]:
+    """One passage per topic with enough prose: its first paragraphs, whole, up to `chars` characters."""
+    from pydoc_data.topics import topics
+
+    python = platform.python_version()
+    rows = []
+    for name in sorted(topics):
+        text = ""
+        for paragraph in prose_paragraphs(topics[name]):
+            candidate = f"{text}\n\n{paragraph}" if text else paragraph
+            if len(candidate) > chars:
+                break
+            text = candidate
+        if len(text) >= min_chars:
+            rows.append({"id": f"pydoc_data.topics[{name!r}] (Python {python})", "text": text})
+    return rows
+
 
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -96,12 +148,12 @@ def main() -> None:
 
     from servesweep.models.stdlib_corpus import write_jsonl
 
-    parser = argparse.ArgumentParser(description="write the short-answer exact-match task set")
+    parser = argparse.ArgumentParser(description="write the real-LLM eval sets (pydoc prose, short answers)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    path = args.out / "instruct-short-answers.jsonl"
-    rows = exact_match_tasks()
-    print(f"{path}: {len(rows)} tasks, sha256 {write_jsonl(path, rows)}")
+    for name, rows in [("pydoc-topics-perplexity.jsonl", perplexity_passages()),
+                       ("instruct-short-answers.jsonl", exact_match_tasks())]:
+        print(f"{args.out / name}: {len(rows)} rows, sha256 {write_jsonl(args.out / name, rows)}")
 
 
 if __name__ == "__main__":
