@@ -93,3 +93,20 @@ def test_the_command_line_gives_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_the_committed_eval_sets_are_what_the_generator_writes(tmp_path):
+    import platform
+
+    from servesweep.models.llm_evalsets import exact_match_tasks, perplexity_passages
+    from servesweep.models.stdlib_corpus import write_jsonl
+
+    evalsets = Path(__file__).resolve().parents[2] / "scenarios" / "evalsets"
+    committed = (evalsets / "instruct-short-answers.jsonl").read_bytes()
+    write_jsonl(tmp_path / "tasks.jsonl", exact_match_tasks())
+    assert (tmp_path / "tasks.jsonl").read_bytes() == committed
+    passages = [json.loads(line) for line in (evalsets / "pydoc-topics-perplexity.jsonl").read_text().splitlines()]
+    assert all("/" not in row["id"] for row in passages)  # topics and the Python version, no machine path
+    if f"(Python {platform.python_version()})" not in passages[0]["id"]:
+        pytest.skip("pydoc_data's topics differ between Python versions; the committed set is pinned by its hash")
+    assert perplexity_passages() == passages
