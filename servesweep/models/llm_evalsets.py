@@ -14,10 +14,9 @@ a measurement; each row names its topic and the Python version it was cut from.
 **Exact match: short answers.** Each task is one question in SmolLM2's chat format (ChatML with its
 default system prompt) with the start of the answer written out ("The capital of France is"), so
 the greedy continuation is the answer word itself (" Paris"); the gate spec stops decoding at the
-first `.`, `,` or newline and compares what came before, whitespace aside. Families (all items of
-each, none picked by whether the model gets them right): capitals, opposites, plurals, past
-tenses, the next day or month, the next letter, number words in digits. Hand-written lists: no data
-set is downloaded.
+first `.`, `,` or newline and compares what came before, whitespace aside. Three families of 60
+(all items of each, none picked by whether the model gets it right): capitals, opposites, plurals;
+the families tried and left out are named below. Hand-written lists: no data set is downloaded.
 """
 
 from __future__ import annotations
@@ -78,7 +77,11 @@ CAPITALS = {
     "Kenya": "Nairobi", "Thailand": "Bangkok", "South Korea": "Seoul", "India": "New Delhi", "Turkey": "Ankara",
     "Iran": "Tehran", "Iraq": "Baghdad", "Cuba": "Havana", "Australia": "Canberra", "the United Kingdom": "London",
     "Switzerland": "Bern", "the Czech Republic": "Prague", "Vietnam": "Hanoi", "Indonesia": "Jakarta",
-    "the Philippines": "Manila",
+    "the Philippines": "Manila", "Venezuela": "Caracas", "Nigeria": "Abuja", "Ghana": "Accra", "Ethiopia": "Addis Ababa",
+    "Morocco": "Rabat", "Saudi Arabia": "Riyadh", "Pakistan": "Islamabad", "Bangladesh": "Dhaka",
+    "Afghanistan": "Kabul", "Syria": "Damascus", "Lebanon": "Beirut", "Romania": "Bucharest", "Bulgaria": "Sofia",
+    "Serbia": "Belgrade", "Croatia": "Zagreb", "Iceland": "Reykjavik", "Malaysia": "Kuala Lumpur",
+    "New Zealand": "Wellington", "Nepal": "Kathmandu", "Qatar": "Doha",
 }
 OPPOSITES = {
     "hot": "cold", "big": "small", "up": "down", "fast": "slow", "happy": "sad", "day": "night", "black": "white",
@@ -87,7 +90,11 @@ OPPOSITES = {
     "buy": "sell", "first": "last", "true": "false", "yes": "no", "top": "bottom", "love": "hate",
     "clean": "dirty", "near": "far", "inside": "outside", "before": "after", "north": "south", "east": "west",
     "cheap": "expensive", "alive": "dead", "question": "answer", "entrance": "exit", "always": "never",
-    "accept": "reject", "arrive": "depart", "increase": "decrease", "maximum": "minimum",
+    "accept": "reject", "arrive": "depart", "increase": "decrease", "maximum": "minimum", "young": "old",
+    "smooth": "rough", "deep": "shallow", "wide": "narrow", "friend": "enemy", "remember": "forget", "tall": "short",
+    "success": "failure", "war": "peace", "summer": "winter", "positive": "negative", "visible": "invisible",
+    "possible": "impossible", "legal": "illegal", "agree": "disagree", "honest": "dishonest", "sunrise": "sunset",
+    "major": "minor", "victory": "defeat", "import": "export",
 }
 PLURALS = {
     "cat": "cats", "dog": "dogs", "box": "boxes", "child": "children", "mouse": "mice", "man": "men",
@@ -96,22 +103,15 @@ PLURALS = {
     "book": "books", "person": "people", "goose": "geese", "wolf": "wolves", "story": "stories", "dish": "dishes",
     "horse": "horses", "tree": "trees", "bird": "birds", "party": "parties", "glass": "glasses", "key": "keys",
     "toy": "toys", "hero": "heroes", "potato": "potatoes", "wife": "wives", "fox": "foxes", "ox": "oxen",
-    "sheep": "sheep", "fish": "fish", "day": "days", "star": "stars",
+    "sheep": "sheep", "fish": "fish", "day": "days", "star": "stars", "cherry": "cherries", "lady": "ladies",
+    "half": "halves", "loaf": "loaves", "life": "lives", "tomato": "tomatoes", "watch": "watches", "brush": "brushes",
+    "dress": "dresses", "class": "classes", "boy": "boys", "monkey": "monkeys", "pen": "pens", "table": "tables",
+    "chair": "chairs", "window": "windows", "door": "doors", "flower": "flowers", "girl": "girls", "deer": "deer",
 }
-PAST_TENSES = {
-    "go": "went", "eat": "ate", "walk": "walked", "see": "saw", "run": "ran", "take": "took", "give": "gave",
-    "come": "came", "write": "wrote", "speak": "spoke", "drink": "drank", "swim": "swam", "sing": "sang",
-    "buy": "bought", "think": "thought", "bring": "brought", "teach": "taught", "catch": "caught", "play": "played",
-    "jump": "jumped", "make": "made", "say": "said", "find": "found", "know": "knew", "fly": "flew", "sleep": "slept",
-    "feel": "felt", "leave": "left", "meet": "met", "sit": "sat", "stand": "stood", "begin": "began",
-    "break": "broke", "choose": "chose", "drive": "drove", "fall": "fell", "forget": "forgot", "grow": "grew",
-    "hold": "held", "tell": "told",
-}
-DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+# Tried and left out (SmolLM2-135M-Instruct at fp32, transformers, this prompt form): past tenses
+# (2 of 40 right: it explains instead of answering), the next day or month (4 of 19), the next
+# letter (1 of 25), number words in digits (11 of 21, many near misses: "11" for one): a family the
+# model mostly gets wrong, or gets right by a hair, adds nothing but flips to a gate.
 
 
 def chat_prompt(question: str, answer_start: str) -> str:
@@ -122,19 +122,10 @@ def chat_prompt(question: str, answer_start: str) -> str:
 
 def _families() -> dict[str, list[tuple[str, str, str]]]:
     """family -> [(question, answer start, answer)]"""
-    following = [(f"Which day comes after {d}?", f"The day after {d} is", DAYS[(i + 1) % 7]) for i, d in enumerate(DAYS)]
-    following += [(f"Which month comes after {m}?", f"The month after {m} is", MONTHS[(i + 1) % 12])
-                  for i, m in enumerate(MONTHS)]
     return {
         "capital": [(f"What is the capital of {c}?", f"The capital of {c} is", a) for c, a in CAPITALS.items()],
         "opposite": [(f"What is the opposite of {w}?", f"The opposite of {w} is", a) for w, a in OPPOSITES.items()],
         "plural": [(f"What is the plural of {w}?", f"The plural of {w} is", a) for w, a in PLURALS.items()],
-        "past": [(f"What is the past tense of {w}?", f"The past tense of {w} is", a) for w, a in PAST_TENSES.items()],
-        "next": following,
-        "letter": [(f"Which letter of the alphabet comes after {chr(65 + i)}?", f"The letter after {chr(65 + i)} is",
-                    chr(66 + i)) for i in range(25)],
-        "digits": [(f"How is the number {w} written in digits?", f"The number {w} written in digits is", str(i))
-                   for i, w in enumerate(NUMBER_WORDS)],
     }
 
 
