@@ -41,5 +41,11 @@ if [ ! -f $OUT/damaged/exact-match/gate.json ]; then
   stamp "damaged exact match exit $? (1 = failed, as it must)"
 fi
 cp "$DAMAGED/servesweep-degraded.json" $OUT/damaged/ 2>/dev/null
+# 4. fp8 on the CPU build: what it does with --quantization fp8 (no FP8 tensor cores here).
+if [ ! -f $OUT/fp8-cpu/gate.json ]; then
+  "${SS[@]}" gate --spec $PPL --backend vllm --model "$MODEL" --precision fp8 --max-model-len 1024 \
+    --reference "$ref_ppl" --out $OUT/fp8-cpu
+  stamp "fp8 on the CPU exit $?"
+fi
 "${SS[@]}" report $OUT/sweep >/dev/null
 stamp "done"
