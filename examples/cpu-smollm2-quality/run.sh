@@ -18,6 +18,8 @@ if [ ! -f $OUT/sweep/recommendation.json ]; then
   stamp "sweep"; /usr/bin/time -f "sweep: %e s" "${SS[@]}" sweep scenarios/cpu-smollm2-quality.yaml --out $OUT/sweep --no-progress
   stamp "sweep exit $?"
 fi
+# A sweep whose servers did not start measured nothing: stop before writing gates that cannot be judged.
+grep -q '"status": "ok"' $OUT/sweep/points.jsonl 2>/dev/null || { stamp "no point measured: see $OUT/sweep"; exit 3; }
 # 2. The exact-match gate per precision, against the fp32 reference (one server start each).
 for p in fp32 fp16 bf16; do
   [ -f $OUT/exact-match/$p/gate.json ] && continue
