@@ -19,7 +19,7 @@ if [ ! -f $OUT/sweep/recommendation.json ]; then
   stamp "sweep exit $?"
 fi
 # A sweep whose servers did not start measured nothing: stop before writing gates that cannot be judged.
-grep -q '"status": "ok"' $OUT/sweep/points.jsonl 2>/dev/null || { stamp "no point measured: see $OUT/sweep"; exit 3; }
+grep -q '"status": *"ok"' $OUT/sweep/points.jsonl 2>/dev/null || { stamp "no point measured: see $OUT/sweep"; exit 3; }
 # 2. The exact-match gate per precision, against the fp32 reference (one server start each).
 for p in fp32 fp16 bf16; do
   [ -f $OUT/exact-match/$p/gate.json ] && continue
