@@ -3,7 +3,8 @@
 
 Every number here is measured through the server (prompt logprobs, greedy decoding); the
 thresholds are the shipped specs'. To keep the suite's time, the specs are used on a fixed subset
-of their samples (16 passages, 64 tasks). Server starts dominate the run time.
+of their samples (16 passages, 64 tasks), and three servers start: fp32 (shared), bf16, the damaged
+model. fp16 is in the committed CPU sweep (examples/cpu-smollm2-quality), not here.
 """
 
 import json
@@ -86,15 +87,6 @@ def test_bf16_passes_against_the_running_fp32_reference(smollm2_dir, tmp_path, f
     assert (tmp_path / "reference.json").exists() and (tmp_path / "server-bf16.log").exists()
 
 
-def test_fp16_passes_against_a_stored_reference(smollm2_dir, tmp_path, fp32_reference, ppl_spec):
-    code, result = gate("--spec", ppl_spec, "--backend", "vllm", "--model", str(smollm2_dir),
-                        "--precision", "fp16", "--max-model-len", "1024", "--reference", str(fp32_reference),
-                        out=tmp_path)
-    assert code == 0, result["message"]
-    assert result["reference_source"] == str(fp32_reference)
-    assert not (tmp_path / "server-fp32.log").exists()  # nothing launched for the reference
-
-
 def test_a_damaged_model_fails_the_gate(smollm2_dir, tmp_path, fp32_reference, ppl_spec, capsys):
     from servesweep.models.trained import degrade_model
 
@@ -105,6 +97,8 @@ def test_a_damaged_model_fails_the_gate(smollm2_dir, tmp_path, fp32_reference, p
     assert result["status"] == "failed" and result["passed"] is False
     assert result["value"] > result["reference_value"] * 1.02
     assert "accuracy gate FAILED: perplexity" in capsys.readouterr().err
+    # Judged against the stored reference: nothing launched for it.
+    assert result["reference_source"] == str(fp32_reference) and not (tmp_path / "out" / "server-fp32.log").exists()
 
 
 @pytest.mark.parametrize("spec,samples", [("gate-smollm2-exact-match.yaml", 64), ("gate-greedy-agreement.yaml", None)])
