@@ -32,15 +32,11 @@ done
 # 3. The damaged model (Gaussian noise of NOISE x each weight tensor's std): both gates must fail.
 [ -f "$DAMAGED/model.safetensors" ] || python -m servesweep.models.smollm2 --noise "$NOISE" --out "$DAMAGED"
 ref_ppl=$(ls $OUT/sweep/configs/fp32*/gate-measurement.json | head -1)
-if [ ! -f $OUT/damaged/perplexity/gate.json ]; then
-  "${SS[@]}" gate --spec $PPL --backend vllm --model "$DAMAGED" --precision fp32 --max-model-len 1024 \
-    --reference "$ref_ppl" --out $OUT/damaged/perplexity
-  stamp "damaged perplexity exit $? (1 = failed, as it must)"
-fi
-if [ ! -f $OUT/damaged/exact-match/gate.json ]; then
-  "${SS[@]}" gate --spec $EM --backend vllm --model "$DAMAGED" --precision fp32 --max-model-len 1024 \
-    --reference $OUT/exact-match/fp32/reference.json --out $OUT/damaged/exact-match
-  stamp "damaged exact match exit $? (1 = failed, as it must)"
+if [ ! -f $OUT/damaged/perplexity/gate.json ] || [ ! -f $OUT/damaged/exact-match/gate.json ]; then
+  # One server for both gates (exit 1 from each = failed, as it must).
+  python $OUT/gates_on_one_server.py "$DAMAGED" fp32 $OUT/damaged "$PPL:$ref_ppl" \
+    "$EM:$OUT/exact-match/fp32/reference.json"
+  stamp "damaged model done"
 fi
 cp "$DAMAGED/servesweep-degraded.json" $OUT/damaged/ 2>/dev/null
 # 4. fp8 on the CPU build: what it does with --quantization fp8 (no FP8 tensor cores here).
