@@ -33,4 +33,10 @@ for d in .gpu/smol1 .gpu/smol2; do
   [ "$n" -lt "$MAX_PART" ] || { echo "error: $d is $n bytes, over 45 MiB" >&2; exit 1; }
   echo "$d: $(du -sh "$d" | cut -f1) ($(ls "$d" | tr '\n' ' '))"
 done
+# A call carries the tree too (64 MiB in all): say so when a piece and the tracked files would not fit.
+tree=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s}')
+for d in .gpu/smol1 .gpu/smol2; do
+  total=$(( $(du -sb "$d" | cut -f1) + tree ))
+  [ "$total" -lt $((62 * 1024 * 1024)) ] || echo "warning: $d + the tree ($((tree / 1048576)) MiB) is over 62 MiB: split the wheel in three" >&2
+done
 echo "send .gpu/smol1 and .gpu/smol2 in two calls of 'bash bench/gpu/device.sh part' (see bench/gpu/README.md)"
