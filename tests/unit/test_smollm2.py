@@ -110,3 +110,17 @@ def test_the_committed_eval_sets_are_what_the_generator_writes(tmp_path):
     if f"(Python {platform.python_version()})" not in passages[0]["id"]:
         pytest.skip("pydoc_data's topics differ between Python versions; the committed set is pinned by its hash")
     assert perplexity_passages() == passages
+
+
+def test_the_demo_serves_smollm2_only_when_asked(tmp_path, monkeypatch):
+    import servesweep.models.tiny as tiny
+    from servesweep.cli.demo import demo_server_config
+
+    monkeypatch.setattr(tiny, "build_tiny_model", lambda *a, **k: tmp_path / "tiny")
+    monkeypatch.setattr(smollm2, "build_smollm2", lambda wheel=None, log=None: tmp_path / "smol")
+    default = demo_server_config("tiny", None)
+    assert default.model == str(tmp_path / "tiny") and default.dummy_weights
+    real = demo_server_config("smollm2", None)
+    # Real weights, at fp32: the fast precision on CPUs without half-precision arithmetic.
+    assert real.model == str(tmp_path / "smol") and not real.dummy_weights and real.precision == "fp32"
+    assert real.served_model_name == smollm2.MODEL_NAME
