@@ -45,7 +45,9 @@ class DriftRecord(OpenModel):
 
 def write_model_record(out_dir: Path, path: str, training: dict[str, Any] | None,
                        error: str | None = None, provenance: dict[str, Any] | None = None) -> None:
-    record = ModelRecord(schema_version=MODEL_SCHEMA_VERSION, path=path, training=training, provenance=provenance)
+    record = ModelRecord(schema_version=MODEL_SCHEMA_VERSION, path=path, training=training)
+    if provenance is not None:  # only set when there is one: the file keeps its earlier shape otherwise
+        record.provenance = provenance
     if error is not None:
         record.training_record_error = error
     write_json(out_dir / MODEL_FILE, record.to_file())
