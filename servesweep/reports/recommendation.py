@@ -78,10 +78,14 @@ def model_source(out_dir: Path, points: list[dict[str, Any]]) -> ModelSource:
     sweep wrote about the model directory (servesweep's own training record, when it trained it)."""
     spec = next((p["config_spec"] for p in points if p.get("config_spec")), None) or {}
     stored = read_model_record(out_dir) or ModelRecord()
-    training = stored.training
+    training, provenance = stored.training, stored.provenance
     dummy = bool(dummy_weights(spec))
     if dummy:
         weights = "dummy (random) weights"
+    elif provenance:
+        source = provenance.get("source") or {}
+        weights = (f"{provenance.get('model')}, real trained weights ({source.get('package')} {source.get('version')}, "
+                   f"GGUF sha256 {str(source.get('gguf_sha256'))[:12]}; {provenance.get('note')})")
     elif training:
         shape = (training.get("recipe") or {}).get("shape") or {}
         weights = (f"trained by servesweep ({shape.get('num_hidden_layers')} layers, hidden "

@@ -23,12 +23,15 @@ DRIFT_SCHEMA_VERSION = 1
 
 class ModelRecord(OpenModel):
     """`model.json`: the model directory and, when servesweep trained it, its training record
-    (recipe, training tokens, held-out perplexity); or why that record could not be read."""
+    (recipe, training tokens, held-out perplexity), or why that record could not be read; when
+    servesweep built it from a published model (SmolLM2), its provenance: package, version, GGUF
+    sha256, the quantization the weights went through."""
 
     schema_version: int = MODEL_SCHEMA_VERSION
     path: str | None = None
     training: dict[str, Any] | None = None
     training_record_error: str | None = None
+    provenance: dict[str, Any] | None = None
 
 
 class DriftRecord(OpenModel):
@@ -40,8 +43,10 @@ class DriftRecord(OpenModel):
 
 
 def write_model_record(out_dir: Path, path: str, training: dict[str, Any] | None,
-                       error: str | None = None) -> None:
+                       error: str | None = None, provenance: dict[str, Any] | None = None) -> None:
     record = ModelRecord(schema_version=MODEL_SCHEMA_VERSION, path=path, training=training)
+    if provenance is not None:  # only set when there is one: the file keeps its earlier shape otherwise
+        record.provenance = provenance
     if error is not None:
         record.training_record_error = error
     write_json(out_dir / MODEL_FILE, record.to_file())

