@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from servesweep.auth import split_url
 from servesweep.backends import BACKENDS, DEFAULT_KIND, backend_for
 from servesweep.cli.common import add_auth_options, console, dummy_weights_option
 from servesweep.errors import ConfigError
@@ -60,6 +61,10 @@ def register(sub: Any) -> None:
 def cmd_gate(args: argparse.Namespace) -> int:
     if args.reference and args.reference_precision:
         raise ConfigError("--reference-precision does not apply to a stored --reference")
+    if args.reference_url and split_url(args.reference_url)[1] is not None:
+        # The reference's URL is stored as the verdict's source: credentials in it would be written out.
+        raise ConfigError("--reference-url has credentials in it (user:password@): give them with --api-key or "
+                          "--header, which every request to both servers carries")
     if not args.allow_remote:
         # Every URL, before anything is measured (the reference first) or created.
         for url in (args.url, args.reference_url):

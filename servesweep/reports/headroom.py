@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servesweep.results.headroom import Headroom, Onset
+from servesweep.results.headroom import Headroom, LengthOnset, Onset
 from servesweep.results.recommendation import ProductionRecommendation
 from servesweep.thresholds import KV_FULL_FRAC
 
@@ -39,6 +39,31 @@ def onset_text(onset: Onset) -> str:
     if onset.status == "not_reached":
         return f"{name}: not reached up to {onset.up_to_rate:.3g} req/s ({onset.up_to_pct:+.0f} %)"
     return f"{name}: not measured ({onset.basis})"
+
+
+def length_onset_text(onset: LengthOnset) -> str:
+    name = ONSET_NAMES.get(onset.kind, onset.kind)
+    if onset.status == "reached":
+        bracket = f" (between {onset.interval[0]:g}x and {onset.interval[1]:g}x)" if onset.interval else ""
+        return f"{name}: with requests {onset.length_factor:g}x as long at the recommended load{bracket}"
+    if onset.status == "not_reached":
+        return f"{name}: not reached with requests up to {onset.up_to_factor:g}x as long"
+    return f"{name}: not measured ({onset.basis})"
+
+
+def _length_lines(h: Headroom) -> list[str]:
+    if not h.length_steps:
+        return [f"Longer requests: {h.length_stop_reason}."] if h.length_stop_reason else []
+    runs = ", ".join(f"x{s.length_factor:g}" for s in h.length_steps)
+    lines = [f"Longer requests at the recommended load ({h.recommended_rate:.3g} req/s), both length distributions "
+             f"scaled by {runs}, {h.window_s:g} s each; stopped at {h.length_stop_reason}:"]
+    lines += ["longer requests, " + length_onset_text(o) for o in h.length_onsets]
+    t = h.tail
+    if t is not None and t.length_factor_at_target is not None:
+        lines.append(f"The length tail's projection for comparison: {t.length_factor_at_target:.2f}x brings this pool to "
+                     f"{t.target_preemptions_per_10k:g} preemption per 10k requests (a rate, where the step above is "
+                     f"the first preemption in one window).")
+    return lines
 
 
 def _tail_lines(h: Headroom) -> list[str]:
@@ -84,11 +109,12 @@ def headroom_lines(rec: ProductionRecommendation | None) -> list[str]:
              f"at {', '.join(f'x{f:g}' for f in h.factors[:len(h.steps)])} of it, {h.window_s:g} s each; stopped at "
              f"{h.stop_reason}." if h.recommended_rate else "Headroom: no recommended rate measured."]
     lines += [onset_text(o) for o in h.onsets]
+    lines += _length_lines(h)
     bound = h.tail.batch_cap_bound_frac if h.tail is not None else None
     if bound is not None and bound < KV_FULL_FRAC:
         lines.append(f"No offered load can preempt with these lengths: max_num_seqs x the longest request holds at "
                      f"most {100 * bound:.0f} % of the pool (the batch cap binds before the pool); longer requests can "
-                     "(length headroom below).")
+                     "(the length search above, the length headroom below).")
     lines += _tail_lines(h)
     d = h.device_memory
     if d is not None:
@@ -107,7 +133,8 @@ def console_line(rec: ProductionRecommendation | None) -> str | None:
     h = rec.headroom if rec is not None else None
     if h is None or h.skipped or not h.onsets:
         return None
-    return "headroom: " + "; ".join(onset_text(o) for o in h.onsets)
+    longer = [f"longer requests, {length_onset_text(o)}" for o in h.length_onsets if o.kind == "preemption"]
+    return "headroom: " + "; ".join([*(onset_text(o) for o in h.onsets), *longer])
 
 
 def headroom_figure(h: Headroom, plt: Any) -> Any:

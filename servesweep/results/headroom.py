@@ -6,13 +6,17 @@ Three margins, each named for what it is:
   load       `steps` and `onsets`: the offered load stepped up from the recommended one, open loop,
              until each onset (first preemption, KV use >= 95 %, the SLO percentile breached, the
              first failed request) is seen or the cap is reached; "not reached up to X" is an answer.
-  length     `tail`: the KV pool's preemption rate predicted from the length distribution, and
-             the same rate measured over the verification's longer traffic run; the pool a target
-             rate needs beside the one the p99 sizing gave.
+  length     `length_steps` and `length_onsets`: at the recommended load, every request made longer
+             (both length distributions scaled) step by step until the first preemption or KV use
+             >= 95 % is seen, measured; `tail`: the KV pool's preemption rate predicted from the length
+             distribution, and the same rate measured over the verification's longer traffic run; the
+             pool a target rate needs beside the one the p99 sizing gave.
   device     `device_memory`: the physical margin, NVML peak vs device total, apart from the KV pool.
 
 Version history (`schema_version`):
   1  the first version.
+  2  the length search: `length_factors`, `length_steps`, `length_onsets`, `length_stop_reason`
+     (absent from version 1 files, which read with them empty).
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ from pydantic import BaseModel
 from servesweep.results.io import OpenModel, write_json
 
 HEADROOM_FILE = "headroom.json"
-HEADROOM_SCHEMA_VERSION = 1
+HEADROOM_SCHEMA_VERSION = 2
 
 OnsetKind = Literal["preemption", "kv_full", "slo", "failure"]
 OnsetStatus = Literal["reached", "not_reached", "not_measured"]
+LengthOnsetKind = Literal["preemption", "kv_full", "failure"]
 
 
 class HeadroomStep(BaseModel):
     """One window of the load search: what was offered and what the server and the client saw."""
 
     factor: float  # offered rate / the recommended rate
+    length_factor: float = 1.0  # every request's lengths x this (the length search; 1 in the load search)
     offered_rate: float  # requests/s offered (open loop)
     achieved_rate: float | None = None  # requests/s completed over the window
     completed: int = 0
@@ -66,6 +72,18 @@ class Onset(BaseModel):
     up_to_rate: float | None = None  # not reached: the highest offered load that ran
     up_to_pct: float | None = None
     basis: str  # what was measured, in words
+
+
+class LengthOnset(BaseModel):
+    """Where one kind of trouble starts as requests get longer at the recommended load."""
+
+    kind: LengthOnsetKind
+    status: OnsetStatus
+    length_factor: float | None = None  # the first step where it was seen
+    # The bracket it lies in: the last length factor without it and the first with it.
+    interval: list[float] | None = None
+    up_to_factor: float | None = None  # not reached: the longest requests that ran
+    basis: str
 
 
 class SizingOption(BaseModel):
@@ -140,6 +158,10 @@ class Headroom(OpenModel):
     stop_reason: str | None = None
     steps: list[HeadroomStep] = []
     onsets: list[Onset] = []
+    length_factors: list[float] = []
+    length_steps: list[HeadroomStep] = []
+    length_onsets: list[LengthOnset] = []
+    length_stop_reason: str | None = None
     tail: TailRisk | None = None
     device_memory: DeviceMemory | None = None
     kv_pool_bytes: float | None = None

@@ -154,11 +154,14 @@ class CapacitySpec(Strict):
 
 class HeadroomSpec(Strict):
     """The headroom measurement after a passing verification (servesweep.sweep.headroom): the
-    offered load stepped up by these factors of the recommended rate, one window each, and the
-    preemption rate the alternative KV sizing targets. `headroom: false` turns it off."""
+    offered load stepped up by these factors of the recommended rate, one window each; then, at the
+    recommended rate, every request made `length_factors` times as long until the pool preempts
+    (`[]` skips it); and the preemption rate the alternative KV sizing targets. `headroom: false`
+    turns it off."""
 
     enabled: bool = True
     factors: list[float] = [1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
+    length_factors: list[float] = [1.25, 1.5, 2.0, 3.0, 4.0]
     window_s: float = Field(10.0, gt=0)
     target_preemptions_per_10k: float = Field(1.0, gt=0)
 
@@ -171,6 +174,9 @@ class HeadroomSpec(Strict):
     def _factors(self) -> "HeadroomSpec":
         if not self.factors or any(f <= 0 for f in self.factors) or self.factors != sorted(set(self.factors)):
             raise ValueError(f"headroom.factors must be positive and increasing, got {self.factors}")
+        lengths = self.length_factors
+        if any(f <= 1 for f in lengths) or lengths != sorted(set(lengths)):
+            raise ValueError(f"headroom.length_factors must be above 1 and increasing, got {lengths}")
         return self
 
 

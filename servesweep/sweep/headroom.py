@@ -20,6 +20,13 @@ lies in (the last step without it, the first with it); one that did not happen i
 up to" the highest load offered; one whose figure no step measured (no metrics) is "not measured".
 A step at factor 1 is open loop at the closed loop's measured rate: its arrivals are burstier, so
 an onset at factor 1 says the recommended load itself is at that edge.
+
+The length search (after the load search, on the same server)
+  At the recommended rate, every request's lengths (both distributions, servesweep.sweep.kv_tail.
+  scaled) x `length_factors` (default 1.25, 1.5, 2, 3, 4), one window each, until the first
+  preemption, or the first failure, or the last factor. Its onsets (preemption, kv_full, failure)
+  are length factors, with their bracket; with a p99-sized pool and max_num_seqs capping what is in
+  flight, this is the search that can reach the pool: more load alone queues in front of the cap.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from servesweep.loadgen.stats import SLO
-from servesweep.results.headroom import DeviceMemory, HeadroomStep, Onset
+from servesweep.results.headroom import DeviceMemory, HeadroomStep, LengthOnset, Onset
 from servesweep.sweep.observation import Observation, slo_breaches
 from servesweep.thresholds import KV_FULL_FRAC
 
@@ -119,3 +126,41 @@ def device_memory(steps: list[HeadroomStep], gpu_note: str | None = None) -> Dev
                         basis=f"NVML peak device memory over {len(peaks)} headroom step(s) vs the device total; "
                               "vLLM preallocates its KV pool, so this is flat under load and says how much "
                               "more the process could take before a CUDA OOM, not how full the pool is")
+
+
+LENGTH_ONSETS = ("preemption", "kv_full", "failure")
+
+
+def length_stop_reason(steps: list[HeadroomStep], factors: list[float]) -> str | None:
+    """Why the length search ends after these steps; None while it goes on."""
+    if steps and steps[-1].failed:
+        return "the first failed request"
+    if any(ONSETS["preemption"][1](s) for s in steps):
+        return "the first preemption"
+    if len(steps) >= len(factors):
+        return f"the cap: requests {factors[-1]:g}x as long" if factors else "no length factors"
+    return None
+
+
+def find_length_onsets(steps: list[HeadroomStep]) -> list[LengthOnset]:
+    """Each length onset's first step and bracket (the module docstring's length search)."""
+    out = []
+    for kind in LENGTH_ONSETS:
+        meaning, seen, measured = ONSETS[kind]
+        if not any(measured(s) for s in steps):
+            out.append(LengthOnset(kind=kind, status="not_measured",
+                                   basis="no step measured it (no server metrics)" if steps else "no length step ran"))
+            continue
+        first = next((i for i, s in enumerate(steps) if seen(s)), None)
+        if first is None:
+            top = steps[-1].length_factor
+            out.append(LengthOnset(kind=kind, status="not_reached", up_to_factor=top,
+                                   basis=f"not seen in {len(steps)} step(s) up to requests {top:g}x as long"))
+            continue
+        step = steps[first]
+        below = steps[first - 1].length_factor if first else 1.0
+        out.append(LengthOnset(kind=kind, status="reached", length_factor=step.length_factor,
+                               interval=[below, step.length_factor],
+                               basis=f"{meaning} with requests {step.length_factor:g}x as long at the recommended "
+                                     f"load ({step.offered_rate:.3g} req/s), not at {below:g}x"))
+    return out

@@ -41,8 +41,16 @@ from servesweep.results.headroom import (
 from servesweep.results.verification import VERIFICATION_FILE, Verification, read_verification
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
-from servesweep.sweep.headroom import device_memory, find_onsets, headroom_step, step_seconds, stop_reason
-from servesweep.sweep.kv_tail import length_scale_at_rate, longest_request_blocks, simulate, upper_95_per_10k
+from servesweep.sweep.headroom import (
+    device_memory,
+    find_length_onsets,
+    find_onsets,
+    headroom_step,
+    length_stop_reason,
+    step_seconds,
+    stop_reason,
+)
+from servesweep.sweep.kv_tail import length_scale_at_rate, longest_request_blocks, scaled, simulate, upper_95_per_10k
 from servesweep.sweep.observation import Observation
 
 NULL_BLOCKS = 1  # vLLM's pool holds one block no request uses
@@ -163,6 +171,10 @@ class HeadroomRun:
         self.console = console
         self.show_progress = show_progress
         self.path = out / HEADROOM_FILE
+        # Requests sent (and finished) before the next step's window: a server launched for the
+        # headroom alone is cold, and its first window read a TTFT p99 of 3 s where the warm
+        # verification server read 0.5 s (examples/cpu-headroom, 2026-12-07). Set by standalone().
+        self.warmup_requests = 0
 
     def _stored(self, run: VerifiedRun) -> Headroom | None:
         stored = read_headroom(self.path)
@@ -188,20 +200,25 @@ class HeadroomRun:
             finished=False, config=run.config, level=run.level, recommended_rate=rate,
             recommended_basis=f"requests/s measured over the verification's traffic run (closed loop at concurrency "
                               f"{run.concurrency})",
-            factors=list(self.spec.factors), window_s=self.spec.window_s,
+            factors=list(self.spec.factors), length_factors=list(self.spec.length_factors), window_s=self.spec.window_s,
             arrival=self.scenario.load.arrival or default_open_arrival(self.scenario.load.burstiness),
             steps=[], kv_pool_bytes=run.sizing.get("kv_cache_memory_bytes"), kv_pool_meaning=KV_POOL_MEANING)
 
-    def _level(self, factor: float, rate: float) -> LoadLevel:
+    def _level(self, factor: float, rate: float, length_factor: float = 1.0) -> LoadLevel:
         load = self.scenario.load
+        name = f"headroom-x{factor:g}" if length_factor == 1.0 else f"headroom-length-x{length_factor:g}"
+        warmup, self.warmup_requests = self.warmup_requests, 0
         return LoadLevel(request_rate=rate * factor, arrival=load.arrival or default_open_arrival(load.burstiness),
-                         burstiness=load.burstiness, duration_s=self.spec.window_s, warmup_requests=0,
-                         name=f"headroom-x{factor:g}")
+                         burstiness=load.burstiness, duration_s=self.spec.window_s, warmup_requests=warmup, name=name)
 
-    def _step(self, server: Any, factor: float, rate: float) -> tuple[Observation, dict[str, Any], int, str]:
-        level = self._level(factor, rate)
+    def _step(self, server: Any, factor: float, rate: float,
+              length_factor: float = 1.0) -> tuple[Observation, dict[str, Any], int, str]:
+        level = self._level(factor, rate, length_factor)
         run_dir = self.out / "headroom" / level.label
         workload = self.scenario.workload
+        if length_factor != 1.0:
+            workload = workload.model_copy(update={"input_len": scaled(workload.input_len, length_factor),
+                                                   "output_len": scaled(workload.output_len, length_factor)})
         # Fresh prompts per step (the same seed would answer from the prefix cache).
         workload = workload.model_copy(update={"seed": (workload.seed + zlib.crc32(level.label.encode())) % 2**32})
         percentile = self.scenario.slo.percentile if self.scenario.slo else 99
@@ -220,8 +237,8 @@ class HeadroomRun:
             str(run_dir.relative_to(self.out))
 
     def measure(self, server: Any, run: VerifiedRun, deadline: float | None = None) -> Headroom:
-        """The load search on `server` (already serving the verified sizing), then the tail and the
-        device margin; headroom.json after every step."""
+        """The load search on `server` (already serving the verified sizing), the length search, then
+        the tail and the device margin; headroom.json after every step."""
         headroom = self._new(run)
         rate = headroom.recommended_rate
         if not rate:
@@ -242,21 +259,51 @@ class HeadroomRun:
                                f"{step.ttft_ms or 0:,.0f} ms, KV peak {100 * (step.kv_peak_frac or 0):.0f} %, "
                                f"preemptions {step.preemptions}, failed {step.failed}", soft_wrap=True)
             write_headroom(self.path, headroom)
+        self._length_search(server, headroom, rate, deadline)
         return self._finish(headroom, run)
+
+    def _length_search(self, server: Any, headroom: Headroom, rate: float, deadline: float | None) -> None:
+        """At the recommended rate, longer and longer requests until the pool preempts (sweep/headroom.py)."""
+        factors = headroom.length_factors
+        at_recommended = headroom.steps[0] if headroom.steps and headroom.steps[0].factor == 1.0 else None
+        if at_recommended is not None and at_recommended.preemptions:
+            headroom.length_stop_reason = "not run: the pool preempted at the recommended load already (load search)"
+            return
+        window = headroom.window_s or self.spec.window_s
+        while length_stop_reason(headroom.length_steps, factors) is None:
+            length = factors[len(headroom.length_steps)]
+            needed = step_seconds(window, length)  # longer requests drain longer, about in proportion
+            if deadline is not None and deadline - time.monotonic() < needed:
+                self.console.print(f"headroom: length step x{length:g} needs about {needed:.0f} s, "
+                                   f"{max(0.0, deadline - time.monotonic()):.0f} s left: stopped, run again to resume")
+                raise SweepInterrupted()
+            obs, telemetry, completed, run_dir = self._step(server, 1.0, rate, length)
+            step = headroom_step(obs, 1.0, rate, self.scenario.slo, telemetry, completed, run_dir)
+            step.length_factor = length
+            headroom.length_steps = [*headroom.length_steps, step]
+            self.console.print(f"  headroom, requests x{length:g} as long ({rate:.3g} req/s offered): "
+                               f"{step.achieved_rate or 0:.3g} req/s done, KV peak {100 * (step.kv_peak_frac or 0):.0f} %, "
+                               f"preemptions {step.preemptions}, failed {step.failed}", soft_wrap=True)
+            write_headroom(self.path, headroom)
+        headroom.length_stop_reason = length_stop_reason(headroom.length_steps, factors)
 
     def _finish(self, headroom: Headroom, run: VerifiedRun, skipped: str | None = None) -> Headroom:
         headroom.skipped = skipped
         if skipped is None:
             headroom.stop_reason = stop_reason(headroom.steps, headroom.factors)
             headroom.onsets = find_onsets(headroom.steps, headroom.recommended_rate or 1.0, self.scenario.slo)
+            if headroom.length_steps:
+                headroom.length_onsets = find_length_onsets(headroom.length_steps)
         headroom.tail = tail_risk(self.scenario, run, self.spec.target_preemptions_per_10k)
-        headroom.device_memory = device_memory(headroom.steps)
+        headroom.device_memory = device_memory([*headroom.steps, *headroom.length_steps])
         headroom.finished = True
         write_headroom(self.path, headroom)
         for onset in headroom.onsets:
             self.console.print(f"  headroom {onset.kind}: " + (
                 f"at {onset.offered_rate:.3g} req/s, {onset.pct_above_recommended:+.0f} % vs the recommended load"
                 if onset.status == "reached" else onset.basis), soft_wrap=True)
+        for length_onset in headroom.length_onsets:
+            self.console.print(f"  headroom {length_onset.kind}, longer requests: {length_onset.basis}", soft_wrap=True)
         return headroom
 
     def standalone(self, time_left_s: float | None = None) -> Headroom | None:
@@ -277,6 +324,7 @@ class HeadroomRun:
             raise SweepInterrupted()
         self.console.print(f"headroom of {run.config}: its own server with the verified sizing")
         server = launch(config, self.out / "headroom")  # ServerStartError, UnsupportedConfig: the caller's
+        self.warmup_requests = 2 * run.concurrency
         try:
             return self.measure(server, run, deadline)
         finally:

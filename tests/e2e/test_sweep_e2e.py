@@ -34,7 +34,7 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     # SLOs loose enough that the verification over the longer window passes on a loaded machine,
     # so that its headroom (two short steps on the verification's server) always runs.
     scenario["slo"] = {"ttft_ms": 30000, "tpot_ms": 2000, "percentile": 99}
-    scenario["headroom"] = {"factors": [1.0, 2.0], "window_s": 4}
+    scenario["headroom"] = {"factors": [1.0, 2.0], "length_factors": [2.0], "window_s": 4}
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario))
     out = tmp_path / "sweep"
@@ -115,6 +115,13 @@ def _check_verification_and_headroom(out, prod, report):
     for s in h["steps"]:
         assert s["preemptions"] is not None and 0 <= s["kv_peak_frac"] <= 1 and s["completed"] > 0
         assert (out / s["dir"] / "summary.json").exists()
+    # The length search: one step of requests twice as long at the recommended rate, on vLLM's metrics.
+    assert [s["length_factor"] for s in h["length_steps"]] in ([2.0], [])
+    if h["length_steps"]:
+        assert h["length_steps"][0]["preemptions"] is not None and h["length_steps"][0]["completed"] > 0
+        assert {o["kind"] for o in h["length_onsets"]} == {"preemption", "kv_full", "failure"}
+    else:  # only when the recommended load itself preempted
+        assert h["length_stop_reason"].startswith("not run: the pool preempted")
     tail = h["tail"]
     assert tail["status"] == "measured" and tail["measured_requests"] > 0
     assert tail["measured_kv_tokens_per_request"] > 0 and tail["predicted_kv_tokens_per_request"] > 0

@@ -17,7 +17,7 @@ model: /nonexistent
 workload: {input_len: 16, output_len: 8}
 load: {concurrency: [4], num_requests: 16}
 slo: {ttft_ms: 400}
-headroom: {factors: [1.0, 8.0], window_s: 2}
+headroom: {factors: [1.0, 8.0], length_factors: [2.0], window_s: 2}
 """
 
 
@@ -60,6 +60,11 @@ def test_the_onsets_come_where_the_stand_in_was_scripted_to_break(tmp_path, stub
     assert onsets["failure"].status == "not_reached" and onsets["failure"].up_to_pct == 700.0
     assert h.stop_reason == "the cap: 8x the recommended load" and h.finished
     assert h.tail.status == "not_measured"  # no block size recorded for this run
+    # The length search: requests twice as long at the recommended 10 req/s, read through the same metrics.
+    (longer,) = h.length_steps
+    assert longer.length_factor == 2.0 and longer.offered_rate == 10.0 and longer.preemptions is not None
+    assert longer.completed > 5 and (out / "headroom" / "headroom-length-x2" / "summary.json").exists()
+    assert {o.kind: o.status for o in h.length_onsets}["preemption"] in ("reached", "not_reached")
     stored = json.loads((out / "headroom.json").read_text())
     assert stored["finished"] is True and len(stored["steps"]) == 2
     assert (out / "headroom" / "headroom-x8" / "summary.json").exists()

@@ -487,6 +487,18 @@ def test_gate_with_a_remote_url_is_refused_before_the_reference_is_measured(stub
     assert stub.behaviour.completion_calls == 0 and not out.exists()
 
 
+def test_gate_refuses_credentials_in_the_reference_url_and_prints_none_of_them(stub_server, tmp_path, capsys):
+    stub = stub_server()
+    spec = Path(__file__).resolve().parents[2] / "scenarios" / "gate-perplexity.yaml"
+    out = tmp_path / "gate"
+    reference = stub.url.replace("http://", "http://ref-user:s3cret-pass@")
+    code = main(["gate", "--spec", str(spec), "--url", stub.url, "--reference-url", reference, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and "--reference-url has credentials in it" in captured.err
+    assert "s3cret-pass" not in captured.out + captured.err
+    assert stub.behaviour.completion_calls == 0 and not out.exists()
+
+
 def test_report_says_when_it_leaves_out_a_torn_last_point(tmp_path, capsys):
     import shutil
 

@@ -14,7 +14,14 @@ from servesweep.results.headroom import HeadroomStep, read_headroom
 from servesweep.results.recommendation import ProductionRecommendation
 from servesweep.scenarios.schema import HeadroomSpec, load_scenario
 from servesweep.sweep import SweepInterrupted
-from servesweep.sweep.headroom import device_memory, find_onsets, headroom_step, stop_reason
+from servesweep.sweep.headroom import (
+    device_memory,
+    find_length_onsets,
+    find_onsets,
+    headroom_step,
+    length_stop_reason,
+    stop_reason,
+)
 from servesweep.sweep.headroom_run import HeadroomRun, VerifiedRun
 from servesweep.sweep.kv_tail import length_scale_at_rate, scaled, simulate, upper_95_per_10k
 from servesweep.sweep.observation import Observation
@@ -105,6 +112,29 @@ def test_headroom_spec_takes_a_switch_and_refuses_unordered_factors():
     assert HeadroomSpec.model_validate(False).enabled is False
     with pytest.raises(ValueError, match="increasing"):
         HeadroomSpec(factors=[2.0, 1.0])
+    with pytest.raises(ValueError, match="above 1"):
+        HeadroomSpec(length_factors=[1.0, 2.0])
+    assert HeadroomSpec(length_factors=[]).length_factors == []
+
+
+def length_step(length, kv=0.5, pre=0, failed=0):
+    s = step(1.0, kv=kv, pre=pre, failed=failed)
+    s.length_factor = length
+    return s
+
+
+def test_length_onsets_are_length_factors_with_their_bracket_and_the_search_stops_at_a_preemption():
+    steps = [length_step(1.5, kv=0.7), length_step(2.0, kv=0.97), length_step(3.0, kv=1.0, pre=4)]
+    assert length_stop_reason(steps[:1], [1.5, 2.0, 3.0, 4.0]) is None
+    assert length_stop_reason(steps, [1.5, 2.0, 3.0, 4.0]) == "the first preemption"
+    assert length_stop_reason(steps[:2], [1.5, 2.0]) == "the cap: requests 2x as long"
+    onsets = {o.kind: o for o in find_length_onsets(steps)}
+    assert (onsets["kv_full"].length_factor, onsets["kv_full"].interval) == (2.0, [1.5, 2.0])
+    assert (onsets["preemption"].length_factor, onsets["preemption"].interval) == (3.0, [2.0, 3.0])
+    assert onsets["failure"].status == "not_reached" and onsets["failure"].up_to_factor == 3.0
+    first = {o.kind: o for o in find_length_onsets([length_step(1.25, pre=1)])}
+    assert first["preemption"].interval == [1.0, 1.25]  # 1x: the load search's step at the recommended rate
+    assert length_stop_reason([length_step(1.25, failed=1)], [1.25, 2.0]) == "the first failed request"
 
 
 SCENARIO = """
@@ -114,7 +144,7 @@ max_model_len: 1024
 workload: {input_len: "uniform:64:192", output_len: 48}
 load: {concurrency: [8], num_requests: 48}
 slo: {ttft_ms: 1000}
-headroom: {factors: [1.0, 2.0, 3.0], window_s: 5}
+headroom: {factors: [1.0, 2.0, 3.0], length_factors: [1.5, 2.0, 3.0], window_s: 5}
 """
 
 
@@ -144,9 +174,9 @@ class CannedSteps(HeadroomRun):
         self.results = list(results)
         self.factors_run = []
 
-    def _step(self, server, factor, rate):
-        self.factors_run.append(factor)
-        return self.results.pop(0), {}, 100, f"headroom/x{factor:g}"
+    def _step(self, server, factor, rate, length_factor=1.0):
+        self.factors_run.append(factor if length_factor == 1.0 else f"len{length_factor:g}")
+        return self.results.pop(0), {}, 100, f"headroom/x{factor:g}-len{length_factor:g}"
 
 
 def obs(ttft, kv=0.5, pre=0, failed=0):
@@ -162,9 +192,14 @@ def test_the_search_records_every_step_and_its_tail_and_resumes_after_a_deadline
         first.measure(None, run, deadline=__import__("time").monotonic() + 22.0)
     stored = read_headroom(out / "headroom.json")
     assert stored.finished is False and [s.factor for s in stored.steps] == [1.0]
-    second = CannedSteps(scenario, out, [obs(1500.0, kv=0.96), obs(3000.0, kv=1.0, pre=2)])
+    second = CannedSteps(scenario, out, [obs(1500.0, kv=0.96), obs(3000.0, kv=1.0, pre=2),
+                                         obs(200.0, kv=0.8), obs(200.0, kv=1.0, pre=3)])
     h = second.measure(None, run)
-    assert second.factors_run == [2.0, 3.0] and h.finished and h.stop_reason == "the cap: 3x the recommended load"
+    assert second.factors_run == [2.0, 3.0, "len1.5", "len2"] and h.finished
+    assert h.stop_reason == "the cap: 3x the recommended load" and h.length_stop_reason == "the first preemption"
+    assert [(s.length_factor, s.offered_rate) for s in h.length_steps] == [(1.5, 10.0), (2.0, 10.0)]
+    length = {o.kind: o for o in h.length_onsets}
+    assert length["preemption"].interval == [1.5, 2.0] and length["kv_full"].length_factor == 2.0
     onsets = {o.kind: o for o in h.onsets}
     assert onsets["slo"].offered_rate == 20.0 and onsets["kv_full"].offered_rate == 20.0
     assert onsets["preemption"].offered_rate == 30.0 and onsets["failure"].status == "not_reached"
@@ -182,8 +217,10 @@ def test_the_search_records_every_step_and_its_tail_and_resumes_after_a_deadline
 
 def test_the_recommendation_carries_the_headroom_of_its_own_point_only(tmp_path):
     scenario, out, run = verified_dir(tmp_path)
-    h = CannedSteps(scenario, out, [obs(200.0), obs(1500.0), obs(3000.0, failed=1)]).measure(None, run)
+    h = CannedSteps(scenario, out, [obs(200.0), obs(1500.0), obs(3000.0, failed=1),
+                                    obs(200.0, kv=0.7), obs(200.0, kv=0.8), obs(200.0, kv=0.9)]).measure(None, run)
     assert h.stop_reason == "the first failed request"
+    assert h.length_stop_reason == "the cap: requests 3x as long"
     rec = ProductionRecommendation(precision="bf16", based_on={"config": "bf16", "level": "c8"}, oom_margin_pct=24.5,
                                    oom_margin_sized_for_pct=22.5)
     apply_headroom(rec, h)
@@ -195,6 +232,26 @@ def test_the_recommendation_carries_the_headroom_of_its_own_point_only(tmp_path)
     assert any(line.startswith("No offered load can preempt with these lengths: max_num_seqs x the longest request "
                                "holds at most 60 % of the pool") for line in lines)
     assert "SLO breached" in console_line(rec)
+    assert any(line.startswith("longer requests, first preemption: not reached with requests up to 3x as long")
+               for line in lines)
+    assert "longer requests, first preemption: not reached" in console_line(rec)
     other = ProductionRecommendation(precision="fp8", based_on={"config": "fp8", "level": "c8"})
     apply_headroom(other, h)
     assert other.headroom.skipped.startswith("headroom.json is of bf16")
+
+
+def test_no_length_search_when_the_recommended_load_already_preempts(tmp_path):
+    scenario, out, run = verified_dir(tmp_path)
+    runner = CannedSteps(scenario, out, [obs(200.0, pre=1), obs(1500.0), obs(3000.0)])
+    h = runner.measure(None, run)
+    assert h.length_steps == [] and h.length_stop_reason.startswith("not run: the pool preempted at the recommended")
+    assert all(not isinstance(f, str) for f in runner.factors_run)
+
+
+def test_a_fresh_servers_first_step_is_warmed_up_and_no_other(tmp_path):
+    scenario, out, run = verified_dir(tmp_path)
+    runner = HeadroomRun(scenario, out, Console(quiet=True))
+    runner.warmup_requests = 16  # what standalone() sets for a server launched for the headroom alone
+    first, second = runner._level(1.0, 10.0), runner._level(2.0, 10.0, length_factor=1.5)
+    assert (first.warmup_requests, second.warmup_requests) == (16, 0)
+    assert (first.name, second.name) == ("headroom-x1", "headroom-length-x1.5")
