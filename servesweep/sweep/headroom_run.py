@@ -278,8 +278,7 @@ class HeadroomRun:
                                    f"{max(0.0, deadline - time.monotonic()):.0f} s left: stopped, run again to resume")
                 raise SweepInterrupted()
             obs, telemetry, completed, run_dir = self._step(server, 1.0, rate, length)
-            step = headroom_step(obs, 1.0, rate, self.scenario.slo, telemetry, completed, run_dir)
-            step.length_factor = length
+            step = headroom_step(obs, 1.0, rate, self.scenario.slo, telemetry, completed, run_dir, length_factor=length)
             headroom.length_steps = [*headroom.length_steps, step]
             self.console.print(f"  headroom, requests x{length:g} as long ({rate:.3g} req/s offered): "
                                f"{step.achieved_rate or 0:.3g} req/s done, KV peak {100 * (step.kv_peak_frac or 0):.0f} %, "
