@@ -33,7 +33,8 @@ def apply_headroom(rec: ProductionRecommendation, headroom: Headroom | None) -> 
 def onset_text(onset: Onset) -> str:
     name = ONSET_NAMES.get(onset.kind, onset.kind)
     if onset.status == "reached":
-        bracket = f" (between {onset.interval[0]:.3g} and {onset.interval[1]:.3g})" if onset.interval else ""
+        bracket = (f" (between {onset.interval[0]:.3g} and {onset.interval[1]:.3g})" if onset.interval
+                   else " (already at the first step: no headroom above the recommended load)")
         return (f"{name}: at {onset.offered_rate:.3g} req/s offered, {onset.pct_above_recommended:+.0f} % vs the "
                 f"recommended load{bracket}")
     if onset.status == "not_reached":
@@ -51,12 +52,16 @@ def length_onset_text(onset: LengthOnset) -> str:
     return f"{name}: not measured ({onset.basis})"
 
 
+def _ended(reason: str | None) -> str:
+    return f"stopped at {reason}" if reason else "not finished (cut before its last step)"
+
+
 def _length_lines(h: Headroom) -> list[str]:
     if not h.length_steps:
         return [f"Longer requests: {h.length_stop_reason}."] if h.length_stop_reason else []
     runs = ", ".join(f"x{s.length_factor:g}" for s in h.length_steps)
     lines = [f"Longer requests at the recommended load ({h.recommended_rate:.3g} req/s), both length distributions "
-             f"scaled by {runs}, {h.window_s:g} s each; stopped at {h.length_stop_reason}:"]
+             f"scaled by {runs}, {h.window_s:g} s each; {_ended(h.length_stop_reason)}:"]
     lines += ["longer requests, " + length_onset_text(o) for o in h.length_onsets]
     t = h.tail
     if t is not None and t.length_factor_at_target is not None:
@@ -106,8 +111,11 @@ def headroom_lines(rec: ProductionRecommendation | None) -> list[str]:
     if h.skipped:
         return [f"Headroom: not measured ({h.skipped})."]
     lines = [f"Recommended load: {h.recommended_rate:.3g} req/s ({h.recommended_basis}); offered {h.arrival} arrivals "
-             f"at {', '.join(f'x{f:g}' for f in h.factors[:len(h.steps)])} of it, {h.window_s:g} s each; stopped at "
-             f"{h.stop_reason}." if h.recommended_rate else "Headroom: no recommended rate measured."]
+             f"at {', '.join(f'x{f:g}' for f in h.factors[:len(h.steps)])} of it, {h.window_s:g} s each; "
+             f"{_ended(h.stop_reason)}." if h.recommended_rate else "Headroom: no recommended rate measured."]
+    if not h.finished:
+        lines.insert(0, "Headroom NOT FINISHED: the run was cut before its last step (`servesweep headroom DIR` "
+                        "resumes it); the onsets below are those of the steps measured so far.")
     lines += [onset_text(o) for o in h.onsets]
     lines += _length_lines(h)
     bound = h.tail.batch_cap_bound_frac if h.tail is not None else None

@@ -40,6 +40,7 @@ from servesweep.results.recommendation import (
     RECOMMENDATION_SCHEMA_VERSION,
     GateEntry,
     ModelSource,
+    ProductionRecommendation,
     Recommendation,
 )
 from servesweep.results.report_inputs import (
@@ -216,11 +217,22 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
         combined_sweep=combined,
         production_recommendation=rec,
         **({"no_recommendation": no_recommendation(df, combined)} if rec is None else {}),
-        sku_to_preferred_precision=sku_table(measurements, need, gate_passed, scenario.get("skus")),
+        sku_to_preferred_precision=sku_table(measurements, need, gate_passed, scenario.get("skus"),
+                                             _recommended_on(measured_sku, rec)),
         **({"sku_table_scenario_differences": differences} if differences else {}),
         **({"accuracy_gate": gate} if gate else {}),
     )
     return df, result
+
+
+def _recommended_on(sku: str | None, rec: ProductionRecommendation | None) -> tuple[str, str, str] | None:
+    """The measured SKU's production recommendation, for its SKU-table entry."""
+    if sku is None or rec is None:
+        return None
+    tok_s = rec.expected.get("output_token_throughput")
+    at = f", {tok_s:,.0f} output tok/s" if isinstance(tok_s, (int, float)) else ""
+    return sku, rec.precision, (f"the production recommendation ({rec.precision} at concurrency {rec.concurrency}{at} "
+                                "within the SLOs, every measured point weighed)")
 
 
 # What recommendation.json's accuracy_gate entries take from gate-under-load.json, under these names.

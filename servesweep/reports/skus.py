@@ -484,10 +484,12 @@ def _dump(figures: dict[str, dict[str, Figure]]) -> dict[str, dict[str, dict[str
 
 
 def sku_table(measurements: Sequence[SkuMeasurement], memory_needed_bytes: float | None,
-              gate_passed: dict[str, bool] | None = None, wanted: list[str] | None = None) -> dict[str, Any]:
+              gate_passed: dict[str, bool] | None = None, wanted: list[str] | None = None,
+              recommended: tuple[str, str, str] | None = None) -> dict[str, Any]:
     """`sku_to_preferred_precision`: one entry per SKU. Every SKU in `measurements` is `measured`
     with its own figures; the rest are `projected` from the first measurement (none: from the
-    datasheets' FP8 support alone, with no figures)."""
+    datasheets' FP8 support alone, with no figures). `recommended` (sku, precision, why): the
+    production recommendation of the sweep measured on that SKU, which its entry follows."""
     measured = {m.sku: m for m in measurements}
     if len(measured) != len(measurements):
         raise ValueError("sku_table: two measurements of the same SKU")
@@ -509,6 +511,10 @@ def sku_table(measurements: Sequence[SkuMeasurement], memory_needed_bytes: float
         meas = measured.get(name)
         throughput = ({p: m.preference_throughput for p, m in meas.by_precision.items()} if meas else None)
         precision, reason = preferred_precision(sku, throughput, gate_passed)
+        if meas is not None and recommended is not None and recommended[0] == name and recommended[1] != precision:
+            # The comparison at one common batch can read one noisy window; the recommendation
+            # weighed every point against the SLOs: the table must not contradict it.
+            precision, reason = recommended[1], f"{recommended[2]}; the throughput rule alone would pick {precision}: {reason}"
         entry: dict[str, Any] = {"precision": precision, "reason": reason,
                                  "basis": "measured" if meas else "projected", "datasheet": datasheet(sku)}
         if memory_needed_bytes:

@@ -258,7 +258,7 @@ class HeadroomRun:
                                f"{step.achieved_rate or 0:.3g} req/s done, TTFT p{step.percentile} "
                                f"{step.ttft_ms or 0:,.0f} ms, KV peak {100 * (step.kv_peak_frac or 0):.0f} %, "
                                f"preemptions {step.preemptions}, failed {step.failed}", soft_wrap=True)
-            write_headroom(self.path, headroom)
+            self._save_progress(headroom)
         self._length_search(server, headroom, rate, deadline)
         return self._finish(headroom, run)
 
@@ -283,8 +283,18 @@ class HeadroomRun:
             self.console.print(f"  headroom, requests x{length:g} as long ({rate:.3g} req/s offered): "
                                f"{step.achieved_rate or 0:.3g} req/s done, KV peak {100 * (step.kv_peak_frac or 0):.0f} %, "
                                f"preemptions {step.preemptions}, failed {step.failed}", soft_wrap=True)
-            write_headroom(self.path, headroom)
+            self._save_progress(headroom)
         headroom.length_stop_reason = length_stop_reason(headroom.length_steps, factors)
+
+    def _save_progress(self, headroom: Headroom) -> None:
+        # The onsets so far go into the file with every step: a run cut before its last step (a
+        # deadline, a machine taken back) still says where the SLO broke; `finished` stays false.
+        headroom.stop_reason = stop_reason(headroom.steps, headroom.factors)
+        headroom.onsets = find_onsets(headroom.steps, headroom.recommended_rate or 1.0, self.scenario.slo)
+        if headroom.length_steps:
+            headroom.length_stop_reason = length_stop_reason(headroom.length_steps, headroom.length_factors)
+            headroom.length_onsets = find_length_onsets(headroom.length_steps)
+        write_headroom(self.path, headroom)
 
     def _finish(self, headroom: Headroom, run: VerifiedRun, skipped: str | None = None) -> Headroom:
         headroom.skipped = skipped

@@ -81,6 +81,9 @@ def test_a_verified_trtllm_recommendation_names_its_own_knobs(stand_in, tmp_path
         "load": {"concurrency": [2, 4], "num_requests": 48},
         "server": [{"kind": "trtllm", "max_batch_size": 4}],
         "sweep": {"precision": ["bf16"]}, "drift": None, "verify": True,
+        # The headroom after a passing verification, cut to one short step: the default (six load
+        # and five length windows of 10 s) made this test take four minutes.
+        "headroom": {"factors": [1.0], "length_factors": [], "window_s": 1.0},
     }
     path = tmp_path / "trt.yaml"
     path.write_text(yaml.safe_dump(scenario))

@@ -192,6 +192,8 @@ def test_the_search_records_every_step_and_its_tail_and_resumes_after_a_deadline
         first.measure(None, run, deadline=__import__("time").monotonic() + 22.0)
     stored = read_headroom(out / "headroom.json")
     assert stored.finished is False and [s.factor for s in stored.steps] == [1.0]
+    # A run cut here still says what its steps showed: the onsets so far are in the file.
+    assert {o.kind: o.status for o in stored.onsets}["slo"] == "not_reached" and stored.stop_reason is None
     second = CannedSteps(scenario, out, [obs(1500.0, kv=0.96), obs(3000.0, kv=1.0, pre=2),
                                          obs(200.0, kv=0.8), obs(200.0, kv=1.0, pre=3)])
     h = second.measure(None, run)
@@ -238,6 +240,21 @@ def test_the_recommendation_carries_the_headroom_of_its_own_point_only(tmp_path)
     other = ProductionRecommendation(precision="fp8", based_on={"config": "fp8", "level": "c8"})
     apply_headroom(other, h)
     assert other.headroom.skipped.startswith("headroom.json is of bf16")
+
+
+def test_a_cut_run_is_reported_as_not_finished_with_the_onsets_of_its_steps(tmp_path):
+    # examples/h200-2026-12-07: the SLO broke at the first step (x1), the run was cut before its last
+    # length step: the report says so instead of "stopped at None".
+    scenario, out, run = verified_dir(tmp_path)
+    with pytest.raises(SweepInterrupted):
+        CannedSteps(scenario, out, [obs(4800.0)]).measure(None, run, deadline=__import__("time").monotonic() + 22.0)
+    rec = ProductionRecommendation(precision="bf16", based_on={"config": "bf16", "level": "c8"})
+    apply_headroom(rec, read_headroom(out / "headroom.json"))
+    lines = headroom_lines(rec)
+    assert lines[0].startswith("Headroom NOT FINISHED") and "None" not in " ".join(lines)
+    assert any(line.startswith("SLO breached: at 10 req/s offered, +0 % vs the recommended load (already at the first "
+                               "step: no headroom above the recommended load)") for line in lines)
+    assert "already at the first step" in console_line(rec)
 
 
 def test_no_length_search_when_the_recommended_load_already_preempts(tmp_path):

@@ -216,6 +216,20 @@ def test_h100_and_a100_get_distinct_preferred_precisions():
         assert (table[name]["precision"], table[name]["basis"]) == ("bf16", "projected")
 
 
+def test_the_measured_skus_entry_follows_its_production_recommendation():
+    # examples/h200-2026-12-07: at the largest batch both precisions ran (c64) fp8 read 4,085 tok/s in
+    # one slow window against bf16's 4,210, while the recommendation (SLOs, every point) is fp8 c48.
+    h200 = SkuMeasurement("H200", "runs/h200/points.jsonl", "NVIDIA H200", {
+        "bf16": PrecisionMeasurement("bf16", preference_throughput=4210.0),
+        "fp8": PrecisionMeasurement("fp8", preference_throughput=4085.0)})
+    assert sku_table([h200], None)["H200"]["precision"] == "bf16"
+    entry = sku_table([h200], None, recommended=("H200", "fp8", "the production recommendation (fp8 at c48)"))["H200"]
+    assert entry["precision"] == "fp8" and entry["basis"] == "measured"
+    assert entry["reason"].startswith("the production recommendation (fp8 at c48); the throughput rule alone would pick bf16")
+    # A recommendation made on another SKU leaves this one's rule alone.
+    assert sku_table([h200], None, recommended=("H100-SXM", "fp8", "x"))["H200"]["precision"] == "bf16"
+
+
 def test_report_analysis_takes_other_measured_sweeps(h100, h200, tmp_path):
     _, result = analyse(h100, measured_elsewhere=[h200])
     table = result.sku_to_preferred_precision
