@@ -16,13 +16,13 @@ import orjson
 import pandas as pd
 
 from servesweep.loadgen.records import ERROR_TRUNCATED
-from servesweep.reports.analysis import GIB, PRECISION_ORDER
+from servesweep.analysis.selection import GIB, PRECISION_ORDER
 from servesweep.reports.config_search import config_search_section
 from servesweep.reports.energy import ENERGY_HEADER, energy_lines, energy_rows
 from servesweep.reports.headroom import headroom_figure, headroom_lines
-from servesweep.reports.recommendation import analyse, report_inputs, store_report_inputs
+from servesweep.analysis.recommend import analyse, report_inputs, store_report_inputs
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
-from servesweep.reports.skus import METRICS
+from servesweep.analysis.skus import METRICS, RULES_FILE_CITED
 from servesweep.results import RECOMMENDATION_FILE, read_points, write_recommendation
 from servesweep.results.ladder_search import read_ladder_searches
 from servesweep.results.recommendation import GateEntry, ModelSource, Recommendation
@@ -377,7 +377,7 @@ def _sku_rows(result: Recommendation) -> list[list[str]]:
 SKU_HEADER = ["SKU", "preferred", "basis", *[METRICS[m][1] for m in METRICS], "reason"]
 SKU_NOTE = ("`measured`: from a sweep on that GPU (this one's, or one given with --measured). `projected`: the "
             "measured SKU's figure times a datasheet ratio; the rule id in brackets is defined in "
-            "recommendation.json (`figures.*.rule`) and reports/skus.py. Without a measured GPU: datasheet FP8 "
+            f"recommendation.json (`figures.*.rule`) and {RULES_FILE_CITED}. Without a measured GPU: datasheet FP8 "
             "support alone, no figures.")
 
 
@@ -488,11 +488,13 @@ def _capacity_section(out_dir: Path) -> tuple[list[str], str, bytes | None]:
     return ["## Capacity", "", md, "", "![](plots/capacity.png)" if png else "", ""], page, png
 
 
-def write_report(out_dir: Path, quality_dir: Path | None = None,
-                 measured_elsewhere: Sequence[Path] = ()) -> dict[str, Path]:
+def write_report(out_dir: Path, quality_dir: Path | None = None, measured_elsewhere: Sequence[Path] = (),
+                 analysis: tuple[pd.DataFrame, Recommendation] | None = None) -> dict[str, Path]:
+    """The report of `out_dir`; `analysis`: the command's own (analysis.recommend.analyse), else
+    it is analysed here."""
     if quality_dir is not None or measured_elsewhere:
         quality_dir, measured_elsewhere = report_inputs(out_dir, quality_dir, measured_elsewhere)
-    df, result = analyse(out_dir, quality_dir, measured_elsewhere)
+    df, result = analysis or analyse(out_dir, quality_dir, measured_elsewhere)
     if quality_dir is not None or measured_elsewhere:
         store_report_inputs(out_dir, quality_dir, measured_elsewhere)
     paths = {"csv": out_dir / "points.csv", "json": out_dir / RECOMMENDATION_FILE,

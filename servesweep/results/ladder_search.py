@@ -54,7 +54,7 @@ class NoiseAware(OpenModel):
 
 
 class Knee(OpenModel):
-    """reports.analysis.find_knee over the rungs (concurrency as the batch size)."""
+    """analysis.knee.find_knee over the rungs (concurrency as the batch size)."""
 
     knee_batch_size: int | float | None = None
     knee_reached: bool = False

@@ -12,7 +12,7 @@ figures, as long as the recommendation is still the same point. With a deadline 
 an attempt that would not fit what is left (the configuration's measured server start + both
 windows + ATTEMPT_SLACK_S) is not started: the run stops as interrupted and resumes there.
 Everything lands in `verification.json`, which the report reads; nothing here decides what is
-recommended, that is reports/analysis.py's job on the sweep's points.
+recommended, that is analysis/selection.py's job on the sweep's points.
 
 After a passing attempt, on the same server, the headroom measurement (sweep/headroom_run.py)
 steps the offered load up; one still owed (cut short, or a verification done earlier) runs on a
@@ -33,7 +33,7 @@ from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
-from servesweep.reports.recommendation import analyse
+from servesweep.analysis.recommend import SweepAnalysis
 from servesweep.results import SweepPoint, read_points
 from servesweep.results.verification import (
     VERIFICATION_FILE,
@@ -112,11 +112,11 @@ class Confirmation:
     def _write(self, verification: Verification) -> None:
         write_verification(self.path, verification)
 
-    def run(self, time_left_s: float | None = None) -> Verification:
-        """Verify the recommendation (module docstring); `time_left_s`: the deadline, from now."""
+    def run(self, analysis: SweepAnalysis, time_left_s: float | None = None) -> Verification:
+        """Verify `analysis`'s recommendation (module docstring); `time_left_s`: the deadline, from now."""
         deadline = None if time_left_s is None else time.monotonic() + time_left_s
         stored = read_verification(self.path) or Verification()
-        _, result = analyse(self.out)
+        _, result = analysis.with_runs(self.out)
         rec = result.production_recommendation
         if rec is None:
             why = (result.no_recommendation.reason if result.no_recommendation else None) or \

@@ -163,7 +163,7 @@ def slo_uncertain(obs: Observation, slo: SLO | None) -> list[str]:
 def slo_breaches(obs: Observation, slo: SLO | None) -> list[str]:
     """One line per limited metric whose percentile is over its limit (or was not measured).
 
-    The same rule as reports/analysis.py's `meets_slo`, less the failed-request clause, which
+    The same rule as analysis/selection.py's `meets_slo`, less the failed-request clause, which
     callers check on its own.
     """
     if slo is None:

@@ -18,12 +18,15 @@ import json
 import shutil
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import pandas as pd
 from rich.console import Console
 from rich.text import Text
 
+from servesweep.analysis.recommend import analyse_sweep
 from servesweep.backends import LaunchedServer, ServerConfig, launch
 from servesweep.backends.builtin import builtin_model_defaults
 from servesweep.confidence import fmt_ci, level_values, merge_ci
@@ -41,9 +44,10 @@ from servesweep.models.tiny import build_tiny_model
 from servesweep.models.smollm2 import read_provenance
 from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
-from servesweep.reports.table import plain_console
+from servesweep.console import plain_console
 from servesweep.results import append_point, read_points, write_json
 from servesweep.results.ladder_search import write_ladder_search
+from servesweep.results.recommendation import Recommendation
 from servesweep.results.sweep_files import DRIFT_FILE, write_drift, write_model_record
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_SMOLLM2_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 from servesweep.sweep import SweepInterrupted
@@ -113,6 +117,13 @@ def headline_from_repeats(summary: dict[str, Any]) -> None:
         summary["goodput"]["request_goodput"] = ci["goodput"]["mean"]
 
 
+@dataclass(frozen=True, slots=True)
+class SweepOutcome:
+    points: list[dict[str, Any]]
+    frame: pd.DataFrame  # analysis.selection.points_frame of the points
+    recommendation: Recommendation
+
+
 class SweepRunner:
     def __init__(self, scenario: Scenario, scenario_path: Path, out_dir: Path, console: Console | None = None,
                  show_progress: bool | None = None) -> None:
@@ -138,12 +149,14 @@ class SweepRunner:
         return self.scenario.model
 
     def run(self, verify: bool | None = None, deadline_s: float | None = None,
-            headroom: bool | None = None) -> list[dict[str, Any]]:
+            headroom: bool | None = None) -> SweepOutcome:
         """Every configuration's levels (fixed, or found by the adaptive search), the accuracy
         gate's verdicts, then (unless `verify` is False) the verification of the recommendation and,
         when it passes (unless `headroom` is False), its headroom.
         `deadline_s`: seconds this call may take; a verification attempt that would not fit in what
-        is left is not started (SweepInterrupted: a rerun resumes there)."""
+        is left is not started (SweepInterrupted: a rerun resumes there). The points are analysed
+        once: the verification verifies that analysis's recommendation and the outcome carries it
+        with the verification and headroom folded in."""
         started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.scenario_path, self.out / "scenario.yaml")
@@ -159,13 +172,15 @@ class SweepRunner:
                 self.run_one(config, f"[{i}/{len(configs)}]", points)
         if self.scenario.accuracy_gate:
             self.gate.verdicts()
+        analysis = analyse_sweep(self.out)
         if self.scenario.verify if verify is None else verify:
             from servesweep.sweep.confirm import Confirmation
 
             left = None if deadline_s is None else deadline_s - (time.monotonic() - started)
             Confirmation(self.scenario, self.out, self.console, self.show_progress,
-                         headroom=headroom).run(time_left_s=left)
-        return read_points(self.out)
+                         headroom=headroom).run(analysis, time_left_s=left)
+        frame, recommendation = analysis.with_runs(self.out)
+        return SweepOutcome(read_points(self.out), frame, recommendation)
 
     def run_one(self, config: ServerConfig, prefix: str, points: list[dict[str, Any]]) -> bool:
         """One configuration's levels (or the rest of them); False when all were measured before

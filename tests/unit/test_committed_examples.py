@@ -161,7 +161,7 @@ def _differences(stored, derived, path: str) -> list[str]:
 
 def recommendation_disagreements(sweep: Path) -> list[str]:
     """recommendation.json against the recommendation the report derives from the sweep's raw files."""
-    from servesweep.reports.recommendation import analyse
+    from servesweep.analysis.recommend import analyse
 
     stored = json.loads((sweep / "recommendation.json").read_text())
     derived = json.loads(analyse(sweep)[1].model_dump_json())

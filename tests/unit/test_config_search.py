@@ -217,7 +217,7 @@ class FakeRunner:
     """Stands in for SweepRunner: run_one writes synthetic points unless they are there already."""
 
     def __init__(self, scenario: Scenario, out: Path, goodput: dict[str, float]) -> None:
-        from servesweep.reports.table import plain_console
+        from servesweep.console import plain_console
 
         self.scenario, self.out, self.console = scenario, out, plain_console()
         self.goodput, self.launched = goodput, []

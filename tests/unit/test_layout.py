@@ -43,6 +43,30 @@ def test_reports_never_import_orchestration_or_backends():
             assert not bad, f"{name} imports {bad}"
 
 
+def _importers_of(importer: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """Each module under `importer` -> what it imports under the `forbidden` prefixes."""
+    bad = {}
+    for name, targets in _imports().items():
+        if name == importer or name.startswith(importer + "."):
+            hits = sorted(t for t in targets if t.startswith(forbidden))
+            if hits:
+                bad[name] = hits
+    return bad
+
+
+def test_the_sweep_never_imports_the_reports():
+    # The sweep decides through analysis/ and prints through servesweep.console; drawing is the
+    # report's, after the sweep.
+    assert _importers_of("servesweep.sweep", ("servesweep.reports",)) == {}
+
+
+def test_the_decision_imports_neither_drawing_nor_running():
+    # reports/ may import analysis/, never the other way; the decision reads results only.
+    forbidden = ("servesweep.reports", "servesweep.sweep", "servesweep.cli", "servesweep.loadtest",
+                 "servesweep.backends")
+    assert _importers_of("servesweep.analysis", forbidden) == {}
+
+
 def test_nothing_below_the_cli_imports_it():
     for name, targets in _imports().items():
         if not name.startswith("servesweep.cli") and name != "servesweep.__main__":

@@ -5,7 +5,7 @@ free_gpu_memory_fraction a fraction of the memory free after the model loaded.""
 import pytest
 
 from servesweep.memory import exact_fraction, non_kv_from_fraction
-from servesweep.reports.analysis import apply_verification
+from servesweep.analysis.selection import apply_verification
 from servesweep.results.recommendation import ProductionRecommendation
 from servesweep.results.verification import Verification
 from servesweep.results import memory_fraction_of
