@@ -33,7 +33,7 @@ from servesweep.loadgen.disk import RecordsSpaceWatch, check_records_space
 from servesweep.loadgen.fit import ContextLimit, check_lengths, check_sessions, clip_trace, context_limit
 from servesweep.loadgen.records import (ERROR_CANCELLED, RECORDS_FILE, RECORDS_FULL, RecordWriter, RequestRecord,
                                         describe_dropped)
-from servesweep.loadgen.runner import LevelResult, LoadRunner, RunOutcome
+from servesweep.loadgen.load_runner import LevelResult, LoadRunner, RunOutcome
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import (SERVER, LocalTokenizer, TokenizerLike, control_timeout, open_tokenizer,

@@ -39,7 +39,7 @@ from servesweep.models.shape import read_model_shape
 from servesweep.analysis.energy_per_token import energy_figures
 from servesweep.analysis.knee import GIB, find_knee
 from servesweep.precision import PRECISION_NAMES
-from servesweep.memory import exact_fraction, non_kv_from_fraction
+from servesweep.memory_fraction import exact_fraction, non_kv_from_fraction
 from servesweep.results.points import PointTelemetry, SweepPoint, knob_names, memory_fraction_of
 from servesweep.results.headroom import Headroom
 from servesweep.results.recommendation import GateEntry, NoRecommendation, ProductionRecommendation
@@ -341,7 +341,7 @@ def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch:
 
 
 def apply_verification(rec: ProductionRecommendation, verification: Verification | None) -> None:
-    """Fold the verification run (servesweep.sweep.confirm) into the recommendation: the sizing it
+    """Fold the verification run (servesweep.sweep.verify_run) into the recommendation: the sizing it
     passed with, and the OOM margin it measured under the stress run (p99 lengths, bursty
     arrivals), which is what production peaks look like; the sweep's own margin stays beside it."""
     rec.sweep_oom_margin_pct = rec.oom_margin_pct

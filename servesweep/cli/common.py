@@ -39,7 +39,7 @@ from servesweep.errors import (
     validation_message,
 )
 from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS, LoadLevel, default_open_arrival
-from servesweep.loadgen.runner import ABORT_AUTH
+from servesweep.loadgen.load_runner import ABORT_AUTH
 from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import long_replay_note, read_trace
 from servesweep.loadgen.stats import SLO

@@ -15,7 +15,7 @@ from servesweep.results import ensure_writable_dir
 from servesweep.results.recommendation import Recommendation
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted
-from servesweep.sweep.runner import SweepRunner
+from servesweep.sweep.sweep_runner import SweepRunner
 
 
 def register(sub: Any) -> None:

@@ -34,7 +34,7 @@ from servesweep import auth, controlplane
 from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.records import RECORDS_FULL, RECORDS_NONE, RecordWriter, RequestRecord, read_records
-from servesweep.loadgen.runner import LevelResult, RunOutcome, stop_on_signals
+from servesweep.loadgen.load_runner import LevelResult, RunOutcome, stop_on_signals
 from servesweep.loadgen.stats import SLO, RunStats, summarize
 from servesweep.loadgen.workload import Workload
 
@@ -110,7 +110,7 @@ class _SetLevelStart:
 
 def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> None:
     """Entry point of a worker process."""
-    from servesweep.loadgen.runner import LoadRunner, run_async
+    from servesweep.loadgen.load_runner import LoadRunner, run_async
 
     auth.use(auth.ServerAuth(job.auth_headers))  # before any session or pool is made
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from servesweep.loadgen.records import ERROR_TRUNCATED
 from servesweep.analysis.selection import GIB, PRECISION_ORDER
-from servesweep.reports.config_search import config_search_section
+from servesweep.reports.config_search_section import config_search_section
 from servesweep.reports.energy import ENERGY_HEADER, energy_lines, energy_rows
 from servesweep.reports.headroom import headroom_figure, headroom_lines
 from servesweep.analysis.recommend import analyse, report_inputs, store_report_inputs

@@ -3,7 +3,7 @@ the concurrency ladder; or the open-loop request-rate search): the rungs it ran,
 what each measured and which limits it broke, where it stopped and what it recommends. Not the
 results directory's own `search.json` (a config search over the grid: results.config_search).
 
-The sweep writes it (servesweep.sweep.runner, from the search's `to_model()`, once the search
+The sweep writes it (servesweep.sweep.sweep_runner, from the search's `to_model()`, once the search
 stops or is cut); the report (its load-search section, the repeats section, the recommendation's
 uncertainty) and the config search read it through `LadderSearch`.
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationError
 
 from servesweep.errors import ReportError, validation_problem
-from servesweep.memory import FRACTION_RULES, FractionOf
+from servesweep.memory_fraction import FRACTION_RULES, FractionOf
 from servesweep.results.io import OpenModel, append_jsonl, numbered_jsonl
 
 POINTS_FILE = "points.jsonl"
@@ -185,7 +185,7 @@ def knob_names(point: dict[str, Any]) -> dict[str, str]:
 
 
 def memory_fraction_of(point: dict[str, Any]) -> FractionOf:
-    """What the point's memory fraction is a fraction of (servesweep.memory), as its backend
+    """What the point's memory fraction is a fraction of (servesweep.memory_fraction), as its backend
     recorded it; for points written before, read off the knob's name (TensorRT-LLM's says free)."""
     server = point.get("server") or {}
     recorded = server.get("memory_fraction_of")

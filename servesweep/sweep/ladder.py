@@ -53,7 +53,7 @@ RateSearch (open loop)
   until hi / lo - 1 <= rel_tol (at most bisect_steps rungs). Rates are rounded to 4 significant
   digits. Preemptions and KV usage are recorded per rung as the server's evidence (with the
   running batch mean and the waiting-queue peak), not judged: in open loop they show up as
-  latency, which the SLOs judge; the verification run (sweep/verify.py) judges them.
+  latency, which the SLOs judge; the verification run (sweep/verify_plan.py) judges them.
   Stop reasons: the first limit broken by the rung that ended doubling (failures, slo,
   goodput), or ceiling.
 

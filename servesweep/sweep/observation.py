@@ -1,7 +1,7 @@
 """What one load level measured, reduced to the figures the adaptive sweep decides on.
 
 An `Observation` is driver-agnostic: the load ladder (sweep/ladder.py), the rate search and the
-verification judge (sweep/verify.py) take it, whoever ran the level. `Observation.from_point`
+verification judge (sweep/verify_plan.py) take it, whoever ran the level. `Observation.from_point`
 builds one from a sweep point as `SweepRunner._run_level` records it (summary + telemetry).
 
 Fields:

@@ -27,7 +27,8 @@ def main() -> None:
     keep_records = "--keep-records" in sys.argv
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
     from servesweep import loadtest
-    from servesweep.loadgen import distribution, runner
+    from servesweep.loadgen import distribution
+    from servesweep.loadgen import load_runner as runner
     from servesweep.loadgen.arrivals import LoadLevel
     from servesweep.loadgen.workload import Workload
 

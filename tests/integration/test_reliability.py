@@ -17,7 +17,7 @@ import pytest
 
 from servesweep import errors
 from servesweep.cli import main
-from servesweep.loadgen import runner as runner_module
+from servesweep.loadgen import load_runner as runner_module
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.http import HttpPool, ServerDisconnected
 from servesweep.loadgen.records import RecordWriter, read_records

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from servesweep.results.config_search import (
+from servesweep.results.config_search_record import (
     SKIP_BUDGET,
     SKIP_DOMINATED,
     SKIP_NOT_REACHED,

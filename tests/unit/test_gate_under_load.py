@@ -30,7 +30,7 @@ from servesweep.sweep.gate_load import choose_gate_load
 from servesweep.scenarios.search import LadderConfig
 from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation
-from servesweep.sweep.runner import SweepRunner
+from servesweep.sweep.sweep_runner import SweepRunner
 from tests_support import point
 
 

@@ -15,7 +15,7 @@ from servesweep.results.headroom import HeadroomStep, read_headroom
 from servesweep.results.recommendation import ProductionRecommendation
 from servesweep.scenarios.schema import HeadroomSpec, load_scenario
 from servesweep.sweep import SweepInterrupted
-from servesweep.sweep.headroom import (
+from servesweep.sweep.headroom_plan import (
     device_memory,
     find_length_onsets,
     find_onsets,

@@ -1,6 +1,6 @@
 """Verify the recommendation before it is made: relaunch the recommended configuration with
 its KV cache sized to the OOM-margin band for the stress run's expected peak (sweep/sizing.py)
-and run the two checks of sweep/verify.py on it: the scenario's traffic at the recommended load
+and run the two checks of sweep/verify_plan.py on it: the scenario's traffic at the recommended load
 for a longer window, and a stress (p99 lengths, bursty arrivals at the same mean rate). A
 failed attempt whose failure is a memory one (preemption, margin out of band) steps from what it
 measured (sizing.step_back) and runs again, at most twice; a failure that more KV cannot fix
@@ -31,7 +31,7 @@ from rich.text import Text
 from servesweep.backends import config_from_dict, launch
 from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.analysis.recommend import SweepAnalysis
 from servesweep.results import SweepPoint, read_points
@@ -47,7 +47,7 @@ from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
 from servesweep.sweep.headroom_run import HeadroomRun, VerifiedRun
 from servesweep.sweep.observation import Observation
 from servesweep.sweep.sizing import MAX_STEP_BACKS, Sizing, SizingInputs, size_kv, step_back
-from servesweep.sweep.verify import RunPlan, add_attempt, judge, plan_verification
+from servesweep.sweep.verify_plan import RunPlan, add_attempt, judge, plan_verification
 
 ATTEMPT_SLACK_S = 60.0  # warm-up, drain and the server's stop, on top of the start and the two windows
 MEMORY_CHECKS = {"preemptions", "margin"}

@@ -37,7 +37,7 @@ from servesweep.errors import (
     UnsupportedConfig,
 )
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.models.tiny import build_tiny_model
@@ -174,7 +174,7 @@ class SweepRunner:
             self.gate.verdicts()
         analysis = analyse_sweep(self.out)
         if self.scenario.verify if verify is None else verify:
-            from servesweep.sweep.confirm import Confirmation
+            from servesweep.sweep.verify_run import Confirmation
 
             left = None if deadline_s is None else deadline_s - (time.monotonic() - started)
             Confirmation(self.scenario, self.out, self.console, self.show_progress,

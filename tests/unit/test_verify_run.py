@@ -10,7 +10,7 @@ from servesweep.results import SweepPoint
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted
 from servesweep.analysis.recommend import analyse_sweep
-from servesweep.sweep.confirm import VERIFICATION_FILE, Confirmation
+from servesweep.sweep.verify_run import VERIFICATION_FILE, Confirmation
 from servesweep.sweep.observation import Observation
 
 from tests_support import GIB, point
@@ -77,7 +77,7 @@ def test_a_failure_more_memory_cannot_fix_ends_the_verification(tmp_path):
 
 
 def test_resumes_at_the_next_attempt_and_respects_the_deadline(tmp_path, monkeypatch):
-    import servesweep.sweep.confirm as confirm
+    import servesweep.sweep.verify_run as confirm
 
     scenario, out = sweep_dir(tmp_path)
     first = Canned(scenario, out, [(o(0.3), o(1.0, preemptions=40, running=4))])
@@ -103,7 +103,7 @@ def test_resumes_at_the_next_attempt_and_respects_the_deadline(tmp_path, monkeyp
 
 def _plan(scenario):
     from servesweep.loadgen.arrivals import LoadLevel
-    from servesweep.sweep.verify import plan_verification
+    from servesweep.sweep.verify_plan import plan_verification
 
     return plan_verification(scenario.workload, 8, 7.0, LoadLevel(concurrency=8, duration_s=10))
 
@@ -121,7 +121,7 @@ def test_the_traffic_run_takes_the_scenarios_repeats_and_the_stress_run_one_wind
     from types import SimpleNamespace
 
     from servesweep.loadgen.arrivals import LoadLevel
-    from servesweep.sweep.verify import plan_verification
+    from servesweep.sweep.verify_plan import plan_verification
 
     scenario, out = sweep_dir(tmp_path)
     scenario = scenario.model_copy(update={"load": scenario.load.model_copy(update={"repeats": 3})})
@@ -134,7 +134,7 @@ def test_the_traffic_run_takes_the_scenarios_repeats_and_the_stress_run_one_wind
 
 def test_an_slo_verdict_whose_interval_straddles_the_limit_is_named_and_judged_on_the_mean():
     from servesweep.loadgen.stats import SLO
-    from servesweep.sweep.verify import judge
+    from servesweep.sweep.verify_plan import judge
 
     traffic = Observation(output_tok_s=1.0, kv_peak_frac=0.5, preemptions=0, ttft_ms=950.0, n=3,
                           ci95={"ttft_ms": (880.0, 1020.0)})
