@@ -158,6 +158,20 @@ class Confirmation:
             if stored.plan is not None:
                 verification.plan = stored.plan
             self.console.print(f"verification: resuming after {len(verification.attempts)} attempt(s)")
+        self._attempts(verification, where, config, point, plan, sizing, concurrency, deadline)
+        verification.finished = True
+        verification.server_config = config.model_dump(mode="json")
+        if not verification.passed:
+            last = verification.last()
+            verification.reason = "; ".join(last.reasons) if last else "no attempt ran"
+        self._write(verification)
+        self._headroom_after(verification, deadline)
+        return verification
+
+    def _attempts(self, verification: Verification, where: Any, config: Any, point: SweepPoint, plan: Any,
+                  sizing: Sizing, concurrency: int, deadline: float | None) -> None:
+        """The attempts still to make: each steps back from the last one's overshoot until one passes,
+        one fails in a way a KV budget cannot fix, or MAX_STEP_BACKS; each is written as it ends."""
         for attempt in range(len(verification.attempts), MAX_STEP_BACKS + 1):
             if verification.attempts:
                 last = verification.attempts[-1]
@@ -191,14 +205,6 @@ class Confirmation:
                                              "" if judgement.passed else f" ({'; '.join(judgement.reasons)})"),
                                soft_wrap=True)
             self._write(verification)
-        verification.finished = True
-        verification.server_config = config.model_dump(mode="json")
-        if not verification.passed:
-            last = verification.last()
-            verification.reason = "; ".join(last.reasons) if last else "no attempt ran"
-        self._write(verification)
-        self._headroom_after(verification, deadline)
-        return verification
 
     def _headroom_hook(self, where: Any, sizing: Sizing, attempt: int,
                        deadline: float | None) -> Callable[[Any, Observation, Observation], None]:

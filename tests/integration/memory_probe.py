@@ -7,12 +7,13 @@ distributions' exact values (servesweep.loadgen.distribution, which keeps up to 
 each by design before it folds them into a fixed-size histogram). Everything else a run holds per
 request (records, connections, statistics) must not grow with the request count.
 
-`--keep-records` makes the runner keep every record in memory (LoadRunner(keep_records=True)),
+`--keep-records` makes the runner keep every record in memory (RunnerOptions(keep_records=True)),
 the regression the test must be able to see."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import resource
 import sys
@@ -44,8 +45,9 @@ def main() -> None:
     if keep_records:
         original = runner.LoadRunner.__init__
 
-        def keeping(self, *args, **kwargs) -> None:
-            original(self, *args, **{**kwargs, "keep_records": True})
+        def keeping(self, *args, options=None, **kwargs) -> None:
+            options = dataclasses.replace(options or runner.RunnerOptions(), keep_records=True)
+            original(self, *args, options=options, **kwargs)
 
         runner.LoadRunner.__init__ = keeping
         loadtest.LoadRunner = runner.LoadRunner
