@@ -46,6 +46,7 @@ from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.console import plain_console
 from servesweep.results import append_point, read_points, write_json
+from servesweep.results.points import headline_from_repeats, point_from_summary
 from servesweep.results.ladder_search import write_ladder_search
 from servesweep.results.recommendation import Recommendation
 from servesweep.results.sweep_files import DRIFT_FILE, write_drift, write_model_record
@@ -96,25 +97,6 @@ def merge_extra_repeat(point: dict[str, Any], more: dict[str, Any], why: list[st
         point["status"], point["cause"] = "failed", more.get("cause")
     point.setdefault("extra_repeats", []).append({"dir": more.get("dir"), "why": list(why)})
     headline_from_repeats(s)
-
-
-def headline_from_repeats(summary: dict[str, Any]) -> None:
-    """A point run with repeats: its throughput figures become the means over the repeats (what the
-    report and the searches compare); the whole load test's, whose window also spans the gaps
-    and warm-ups between repeats, stay under `pooled_over_repeats`. Latency percentiles stay
-    pooled over every measured request of the repeats."""
-    ci = next(iter((summary.get("ci95") or {}).values()), None)
-    if not ci:
-        return
-    pooled = summary.setdefault("pooled_over_repeats", {k: summary.get(k) for k in
-                                                        ("output_token_throughput", "request_throughput")})
-    if summary.get("goodput"):
-        pooled.setdefault("request_goodput", summary["goodput"].get("request_goodput"))
-    for key, ci_key in (("output_token_throughput", "output_tok_s"), ("request_throughput", "request_throughput")):
-        if (ci.get(ci_key) or {}).get("mean") is not None:
-            summary[key] = ci[ci_key]["mean"]
-    if summary.get("goodput") and (ci.get("goodput") or {}).get("mean") is not None:
-        summary["goodput"]["request_goodput"] = ci["goodput"]["mean"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,25 +365,10 @@ class SweepRunner:
             # The disk is full: the sweep stops here (exit 5); what was measured is on disk.
             where = summary.get("summary_path") or f"{level_dir}/summary.json"
             raise OutputError(f"{summary['output_error']} (the level's summary: {where})")
-        result = {k: v for k, v in summary.items() if k != "levels"}
-        headline_from_repeats(result)
-        point: dict[str, Any] = {
-            "config": config.label(), "config_spec": config.model_dump(mode="json"),
-            "level": level.label, "level_spec": level.model_dump(exclude_none=True),
-            "status": "ok", "summary": result, "telemetry": summary.get("telemetry"),
-            "server": {k: summary["server"].get(k) for k in ("backend", "version", "startup_s", "kv_pool_tokens",
-                                                             "kv_pool_bytes", "kv_pool", "command", "gpus", "knobs",
-                                                             "memory_fraction_of")},
-            "dir": str(level_dir.relative_to(self.out)),
-            # The level's timing cross-check: a suspect one is named in every SLO verdict taken on it.
-            "timing_check": (summary.get("levels") or [{}])[0].get("timing_check"),
-        }
-        died = server.poll_failure()
-        if summary.get("interrupted"):
-            point["status"], point["interrupted"] = "interrupted", True
-        elif died or (summary.get("abort_reason") and summary["completed"] == 0):
-            point["status"], point["cause"] = "failed", died or summary["abort_reason"]
-        tput = result["output_token_throughput"]  # the repeats' mean with repeats
+        point = point_from_summary(config.label(), config.model_dump(mode="json"), level.label,
+                                   level.model_dump(exclude_none=True), summary, str(level_dir.relative_to(self.out)),
+                                   died=server.poll_failure())
+        tput = point["summary"]["output_token_throughput"]  # the repeats' mean with repeats
         if summary.get("ci95"):
             ci = next(iter(summary["ci95"].values()))
             self.console.print(f"  {level.label}: {summary['repeats']} repeats, output tok/s "
