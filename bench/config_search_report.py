@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from servesweep.results.config_search import read_search_record
+from servesweep.results.config_search_record import read_search_record
 from servesweep.results import read_points
 from servesweep.results.ladder_search import read_ladder_search
 from servesweep.sweep.config_search import measured_from_points
@@ -65,7 +65,7 @@ def per_config(run_dir: Path) -> dict[str, dict[str, Any]]:
 def replay_on_grid(search_dir: Path, grid: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The search's choices had it been fed the grid's measurements instead of its own: no starts,
     the same code; where it differs from the live run, the difference is the run-to-run noise."""
-    from servesweep.results.config_search import Measured
+    from servesweep.results.config_search_record import Measured
     from servesweep.scenarios.schema import load_scenario
     from servesweep.sweep.config_search_run import build_search
 

@@ -2,7 +2,7 @@
 
 The public pieces: `servesweep.errors` (every error servesweep raises on purpose and the exit
 codes), `servesweep.backends.BACKENDS` (the server kinds), `servesweep.loadtest.run_load_test`
-(one load test), `servesweep.sweep.runner.SweepRunner` (a scenario's sweep) and
+(one load test), `servesweep.sweep.sweep_runner.SweepRunner` (a scenario's sweep) and
 `servesweep.reports.render.write_report` (a report from results). The command line is
 `servesweep.cli.main`.
 """

@@ -33,7 +33,7 @@ from servesweep.loadgen.disk import RecordsSpaceWatch, check_records_space
 from servesweep.loadgen.fit import ContextLimit, check_lengths, check_sessions, clip_trace, context_limit
 from servesweep.loadgen.records import (ERROR_CANCELLED, RECORDS_FILE, RECORDS_FULL, RecordWriter, RequestRecord,
                                         describe_dropped)
-from servesweep.loadgen.runner import LevelResult, LoadRunner, RunOutcome
+from servesweep.loadgen.load_runner import LevelResult, LoadRunner, RunnerHooks, RunnerOptions, RunOutcome
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import (SERVER, LocalTokenizer, TokenizerLike, control_timeout, open_tokenizer,
@@ -274,10 +274,9 @@ def _interrupted_before_load(config: LoadTestConfig, started: dt.datetime) -> di
     return summary
 
 
-async def _load_test(config: LoadTestConfig, telemetry: Telemetry | None, server_watch: ServerWatch | None,
-                     server_info: dict[str, Any] | None, telemetry_tail_s: float,
-                     during: Callable[[RunningLoad], Awaitable[None]] | None,
-                     signals: _SignalsBeforeLoad) -> dict[str, Any]:
+def _checked(config: LoadTestConfig) -> LoadTestConfig:
+    """The config as the run takes it: a loopback target unless allowed, repeats as levels (a
+    target precision needs an interval, so two at least)."""
     if not config.allow_remote:
         check_loopback(config.base_url)
     if config.target_precision is not None and config.repeats < 2:
@@ -288,6 +287,163 @@ async def _load_test(config: LoadTestConfig, telemetry: Telemetry | None, server
         config = config.model_copy(update={"levels": expand_repeats(config.levels, config.repeats)})
     if config.reset_prefix_cache:
         check_reset_target(config.base_url)
+    return config
+
+
+def _check_processes(config: LoadTestConfig, trace: list | None,
+                     during: Callable[[RunningLoad], Awaitable[None]] | None) -> None:
+    """What several load-generator processes cannot do, refused before any of them starts."""
+    if config.workers > 1 and (trace is not None or config.sessions is not None):
+        raise ConfigError("--workers splits closed- and open-loop levels only; replay a trace or run "
+                          "sessions with one worker")
+    if config.workers > 1 and config.report_interval_s:
+        raise ConfigError("--report-interval needs one load-generator process; leave out --workers")
+    if during is not None and (config.workers > 1 or len(config.levels) != 1):
+        raise ConfigError("a measurement during the load takes one level in one load-generator process")
+    if config.workers > 1 and config.target_precision is not None:
+        raise ConfigError("--target-precision needs one load-generator process; leave out --workers")
+    if config.workers > 1 and config.reset_prefix_cache:
+        raise ConfigError("--reset-prefix-cache needs one load-generator process; leave out --workers")
+
+
+@dataclass(eq=False)
+class _Intervals:
+    """A soak's per-interval rows (the runner's on_interval), each written as the run goes so that
+    a soak stopped hard keeps its trend; a full disk stops the file, not the rows in memory (the
+    drift verdict)."""
+
+    out: Path
+    interval_s: float
+    telemetry: Telemetry | None
+    rows: list[soak.IntervalRow] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # why intervals.jsonl stopped (disk full), if it did
+
+    def __call__(self, level: LoadLevel, index: int, start: float, end: float, stats: RunStats,
+                 in_flight: int) -> None:
+        row = soak.interval_row(level.label, index, start, end, self.interval_s, stats,
+                                self.telemetry.window_stats(start, end) if self.telemetry is not None else None,
+                                in_flight)
+        self.rows.append(row)
+        if self.errors:
+            return
+        try:
+            soak.write_row(self.out, row)
+        except OutputError as exc:
+            self.errors.append(str(exc))
+
+
+@dataclass(eq=False)
+class _Run:
+    """One load test between its preparation and its summary: what was probed and prepared."""
+
+    config: LoadTestConfig
+    out: Path
+    target: TargetInfo
+    limit: ContextLimit
+    trace: list | None
+    length_notes: list[str]
+    tokenizer: TokenizerLike | None
+    started: dt.datetime
+    split: dict[str, Any] | None
+    intervals: _Intervals
+    reset_notes: list[str] = field(default_factory=list)
+    runner: LoadRunner | WorkerPool | None = None
+    writer: RecordWriter | None = None
+    running: RunningLoad | None = None  # with `during`: what the measurement sees of the load
+
+
+async def _runner_hooks(run: _Run, session: aiohttp.ClientSession, telemetry: Telemetry | None) -> RunnerHooks:
+    """The single-process runner's hooks: telemetry read at each level's edges, repeats added
+    until the target precision, the prefix cache reset before each level."""
+    config, hooks = run.config, RunnerHooks()
+    if telemetry is not None:
+        # A reading of the server's counters right at each level's edges, so the server-side
+        # means cover the measured window only (not its warm-up, nor the next level's).
+        async def edge(_level: LoadLevel) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, telemetry.sample_now)
+
+        hooks.before_level = hooks.after_level = edge
+    if config.target_precision is not None:
+        hooks.more_levels = more_repeats(config.target_precision, max(config.max_repeats, config.repeats))
+    if config.reset_prefix_cache:
+        why_not = await reset_prefix_cache(session, run.target.base_url)
+        if why_not is not None:
+            run.reset_notes.append(f"--reset-prefix-cache: not done: {why_not}")
+        else:
+            async def reset(level: LoadLevel) -> None:
+                failed = await reset_prefix_cache(session, run.target.base_url)
+                if failed is not None:
+                    run.reset_notes.append(f"level {level.label}: prefix cache not reset: {failed}")
+
+            hooks.level_prelude = reset
+    return hooks
+
+
+async def _make_runner(run: _Run, session: aiohttp.ClientSession, telemetry: Telemetry | None,
+                       during: Callable[[RunningLoad], Awaitable[None]] | None) -> None:
+    """The load driver: a pool of worker processes, or one runner (writing the records itself)."""
+    config, target = run.config, run.target
+    if config.workers > 1:
+        tokenizer = run.tokenizer
+        source = (str(tokenizer.model_dir) if isinstance(tokenizer, LocalTokenizer) else
+                  SERVER if tokenizer is not None else None)
+        run.runner = WorkerPool(config.workers, target.base_url, target.model, config.workload, config.levels,
+                                run.out, source, config.slo, config.keep_text, records=config.records,
+                                context_limit=run.limit.tokens)
+        return
+    hooks = await _runner_hooks(run, session, telemetry)
+    path = run.out / config.records_file
+    run.writer = (_ObservedRecords(path, config.records, lambda: run.running) if during
+                  else RecordWriter(path, keep=config.records, background=True))
+    run.runner = LoadRunner(target.base_url, target.model, config.workload, config.levels, run.writer, run.tokenizer,
+                            options=RunnerOptions(
+                                slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
+                                trace=run.trace, sessions=config.sessions, interval_s=config.report_interval_s,
+                                on_interval=run.intervals, context_limit=run.limit.tokens,
+                                keep_records=during is not None),
+                            hooks=hooks)
+    if during is not None:
+        run.running = RunningLoad(run.runner, target.base_url, target.model)
+
+
+async def _drive(run: _Run, telemetry: Telemetry | None, server_watch: ServerWatch | None,
+                 telemetry_tail_s: float, during: Callable[[RunningLoad], Awaitable[None]] | None,
+                 signals: _SignalsBeforeLoad, restore_cpus: set[int] | None) -> RunOutcome:
+    """Run the load (and `during` beside it), watched; everything it started is stopped after."""
+    runner = run.runner
+    assert runner is not None
+    watcher = asyncio.create_task(_watch_server(server_watch, runner)) if server_watch is not None else None
+    space_watch = asyncio.create_task(RecordsSpaceWatch(run.out, run.config.levels, run.config.records).run()
+                                      if during is None else asyncio.sleep(0))
+    if telemetry is not None:
+        telemetry.start(runner.t0)
+    signals.release()  # the load's own stop on signals takes over (LoadRunner.run)
+    try:
+        if during is not None and run.running is not None:
+            outcome = await _run_with(runner, run.running, during)
+        else:
+            outcome = await runner.run()
+        if telemetry is not None and not outcome.interrupted:
+            # A second of idle samples shows the server draining back to empty.
+            await asyncio.sleep(telemetry_tail_s)
+    finally:
+        space_watch.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if telemetry is not None:
+            telemetry.stop()
+        if run.writer is not None:
+            run.writer.close()
+        if restore_cpus is not None:
+            os.sched_setaffinity(0, restore_cpus)
+    return outcome
+
+
+async def _load_test(config: LoadTestConfig, telemetry: Telemetry | None, server_watch: ServerWatch | None,
+                     server_info: dict[str, Any] | None, telemetry_tail_s: float,
+                     during: Callable[[RunningLoad], Awaitable[None]] | None,
+                     signals: _SignalsBeforeLoad) -> dict[str, Any]:
+    config = _checked(config)
     out = ensure_writable_dir(config.out_dir)
     set_aside_previous_run(out, run_files(config))
     split = (server_info or {}).get("cpu_split")
@@ -300,144 +456,78 @@ async def _load_test(config: LoadTestConfig, telemetry: Telemetry | None, server
         limit = context_limit(target.max_model_len, f"{target.base_url}/v1/models")
         length_notes = check_workload_lengths(config, limit, trace)
         tokenizer = await pick_tokenizer(probe_session, config, target)
-        writer: RecordWriter | None = None
-        runner: LoadRunner | WorkerPool
-        if config.workers > 1 and (trace is not None or config.sessions is not None):
-            raise ConfigError("--workers splits closed- and open-loop levels only; replay a trace or run "
-                              "sessions with one worker")
-        if config.workers > 1 and config.report_interval_s:
-            raise ConfigError("--report-interval needs one load-generator process; leave out --workers")
-        if during is not None and (config.workers > 1 or len(config.levels) != 1):
-            raise ConfigError("a measurement during the load takes one level in one load-generator process")
+        _check_processes(config, trace, during)
         if during is None:  # a load measured beside stops when the measurement ends, not at its bound
             check_records_space(out, config.levels, config.workload, config.records,
                                 len(trace) if trace is not None else None)
-        running: RunningLoad | None = None  # with `during`: what the measurement sees of the load
-        rows: list[soak.IntervalRow] = []
-        intervals_error: list[str] = []  # why intervals.jsonl stopped (disk full), if it did
-        if config.workers > 1:
-            source = (str(tokenizer.model_dir) if isinstance(tokenizer, LocalTokenizer) else
-                      SERVER if tokenizer is not None else None)
-            runner = WorkerPool(config.workers, target.base_url, target.model, config.workload, config.levels,
-                                out, source, config.slo, config.keep_text, records=config.records,
-                                context_limit=limit.tokens)
-        else:
-            def on_interval(level: LoadLevel, index: int, start: float, end: float, stats: RunStats,
-                            in_flight: int) -> None:
-                row = soak.interval_row(level.label, index, start, end, config.report_interval_s or 0.0, stats,
-                                        telemetry.window_stats(start, end) if telemetry is not None else None,
-                                        in_flight)
-                rows.append(row)
-                if intervals_error:
-                    return
-                try:
-                    soak.write_row(out, row)  # as the run goes: a soak stopped hard keeps its trend
-                except OutputError as exc:  # a full disk: the rows go on in memory (the drift verdict)
-                    intervals_error.append(str(exc))
+        run = _Run(config, out, target, limit, trace, length_notes, tokenizer, started, split,
+                   _Intervals(out, config.report_interval_s or 0.0, telemetry))
+        await _make_runner(run, probe_session, telemetry, during)
+        outcome = await _drive(run, telemetry, server_watch, telemetry_tail_s, during, signals, restore_cpus)
+    summary = _summary(run, outcome, telemetry, server_info)
+    # A full disk must not cost the summary: it then goes to a fallback place (summary_path says where).
+    write_summary(out, summary, config.summary_file)
+    return summary
 
-            writer = (_ObservedRecords(out / config.records_file, config.records, lambda: running) if during
-                      else RecordWriter(out / config.records_file, keep=config.records, background=True))
-            runner = LoadRunner(
-                target.base_url, target.model, config.workload, config.levels, writer, tokenizer,
-                slo=config.slo, keep_text=config.keep_text, show_progress=config.show_progress,
-                trace=trace, sessions=config.sessions, interval_s=config.report_interval_s,
-                on_interval=on_interval, context_limit=limit.tokens, keep_records=during is not None,
-            )
-            if during is not None:
-                running = RunningLoad(runner, target.base_url, target.model)
-        if telemetry is not None and isinstance(runner, LoadRunner):
-            # A reading of the server's counters right at each level's edges, so the server-side
-            # means cover the measured window only (not its warm-up, nor the next level's).
-            async def edge(_level: LoadLevel) -> None:
-                await asyncio.get_running_loop().run_in_executor(None, telemetry.sample_now)
 
-            runner.before_level = edge
-            runner.after_level = edge
-        if config.target_precision is not None:
-            if not isinstance(runner, LoadRunner):
-                raise ConfigError("--target-precision needs one load-generator process; leave out --workers")
-            runner.more_levels = more_repeats(config.target_precision, max(config.max_repeats, config.repeats))
-        reset_notes: list[str] = []
-        if config.reset_prefix_cache:
-            if not isinstance(runner, LoadRunner):
-                raise ConfigError("--reset-prefix-cache needs one load-generator process; leave out --workers")
-            why_not = await reset_prefix_cache(probe_session, target.base_url)
-            if why_not is not None:
-                reset_notes.append(f"--reset-prefix-cache: not done: {why_not}")
-            else:
-                async def reset(level: LoadLevel) -> None:
-                    failed = await reset_prefix_cache(probe_session, target.base_url)
-                    if failed is not None:
-                        reset_notes.append(f"level {level.label}: prefix cache not reset: {failed}")
-
-                runner.level_prelude = reset
-        watcher: asyncio.Task | None = None
-        if server_watch is not None:
-            watcher = asyncio.create_task(_watch_server(server_watch, runner))
-        space_watch = asyncio.create_task(RecordsSpaceWatch(out, config.levels, config.records).run()
-                                          if during is None else asyncio.sleep(0))
-        if telemetry is not None:
-            telemetry.start(runner.t0)
-        signals.release()  # the load's own stop on signals takes over (LoadRunner.run)
-        try:
-            if during is not None and running is not None:
-                outcome = await _run_with(runner, running, during)
-            else:
-                outcome = await runner.run()
-            if telemetry is not None and not outcome.interrupted:
-                # A second of idle samples shows the server draining back to empty.
-                await asyncio.sleep(telemetry_tail_s)
-        finally:
-            space_watch.cancel()
-            if watcher is not None:
-                watcher.cancel()
-            if telemetry is not None:
-                telemetry.stop()
-            if writer is not None:
-                writer.close()
-            if restore_cpus is not None:
-                os.sched_setaffinity(0, restore_cpus)
-
+def _summary(run: _Run, outcome: RunOutcome, telemetry: Telemetry | None,
+             server_info: dict[str, Any] | None) -> dict[str, Any]:
+    """The summary of the run: build_summary's sections, then what this run adds to them."""
+    config, target, runner = run.config, run.target, run.runner
+    assert runner is not None
     summary = build_summary(
         target={"url": target.base_url, "model": target.model, "max_model_len": target.max_model_len,
                 "auth": auth.current().describe()},
         workload=config.workload.describe(), seed=config.workload.seed,
         levels_requested=[lv.model_dump(exclude_none=True) for lv in config.levels],
         slo=config.slo.model_dump(exclude_none=True) if config.slo else None,
-        tokenizer=type(tokenizer).__name__ if tokenizer else None, started_at=started, host=host_info(),
+        tokenizer=type(run.tokenizer).__name__ if run.tokenizer else None, started_at=run.started, host=host_info(),
         stats=runner.run_stats.summary(), levels=[_level_entry(lv, telemetry) for lv in outcome.levels],
         telemetry=telemetry, interrupted=outcome.interrupted, abort_reason=outcome.abort_reason,
         run={
-            "trace": ({"file": str(config.trace_file), "speed": config.trace_speed, "requests": len(trace)}
-                      if trace else None),
+            "trace": ({"file": str(config.trace_file), "speed": config.trace_speed, "requests": len(run.trace)}
+                      if run.trace else None),
             "sessions": config.sessions.describe() if config.sessions else None,
             # What kind of stop it was: "server" (died, stopped answering) or "output" (disk full).
             "abort_kind": outcome.abort_kind,
-            "context_limit": limit.describe(),
+            "context_limit": run.limit.describe(),
             # The clock behind every arrival time (TTFT, ITL, e2e): "kernel" receive stamps, or the
             # present clock and why (servesweep.loadgen.http).
             "arrival_clock": runner.arrival_clock,
             "records": {"keep": config.records, "version": 2},
         })
     if config.workers > 1:
-        summary["workers"] = check_merge(out, config.workers, config.slo)
+        summary["workers"] = check_merge(run.out, config.workers, config.slo)
     if (outcome.interrupted or outcome.abort_reason) and summary["levels"]:
         # The level the stop fell in did not run its course: said, and left out of the repeats' interval.
         summary["levels"][-1]["cut_short"] = outcome.abort_reason or "interrupted"
+    _add_repeats(summary, config)
+    _add_prefix_cache(summary, config, run.reset_notes)
+    _lengths_and_sessions(summary, outcome, run.length_notes, run.limit)
+    _add_run_notes(summary, run, server_info)
+    _add_output_errors(summary, run, telemetry)
+    return summary
+
+
+def _add_repeats(summary: dict[str, Any], config: LoadTestConfig) -> None:
     summary["repeats"] = config.repeats
-    if config.repeats > 1:
-        summary["ci95"] = repeats_ci(summary["levels"])
-        if config.target_precision is not None:
-            summary["target_precision"] = precision_report(summary["ci95"], config.target_precision,
-                                                           max(config.max_repeats, config.repeats))
-            for label, got in summary["target_precision"]["levels"].items():
-                if not got["reached"]:
-                    summary["warnings"].append(
-                        f"level {label}: output tok/s interval ±{(got['relative_half_width'] or 0):.1%} of the mean "
-                        f"after {got['n']} repeats, wider than the {config.target_precision * 100:g}% asked "
-                        "(--max-repeats stopped it)")
-        summary["ci95_method"] = ("Student-t 95 % interval over the repeats' per-repeat values (the repeats are "
-                                  "the independent units; requests within one window are not)")
+    if config.repeats <= 1:
+        return
+    summary["ci95"] = repeats_ci(summary["levels"])
+    if config.target_precision is not None:
+        summary["target_precision"] = precision_report(summary["ci95"], config.target_precision,
+                                                       max(config.max_repeats, config.repeats))
+        for label, got in summary["target_precision"]["levels"].items():
+            if not got["reached"]:
+                summary["warnings"].append(
+                    f"level {label}: output tok/s interval ±{(got['relative_half_width'] or 0):.1%} of the mean "
+                    f"after {got['n']} repeats, wider than the {config.target_precision * 100:g}% asked "
+                    "(--max-repeats stopped it)")
+    summary["ci95_method"] = ("Student-t 95 % interval over the repeats' per-repeat values (the repeats are "
+                              "the independent units; requests within one window are not)")
+
+
+def _add_prefix_cache(summary: dict[str, Any], config: LoadTestConfig, reset_notes: list[str]) -> None:
     prefix, prefix_warnings = prefix_cache_summary(summary["levels"], config.workload.shared_prefix_len,
                                                    config.sessions is not None)
     summary["prefix_cache"] = prefix
@@ -445,36 +535,42 @@ async def _load_test(config: LoadTestConfig, telemetry: Telemetry | None, server
                                      {"requested": True, "done": not any("not done" in n for n in reset_notes),
                                       "notes": reset_notes})
     summary["warnings"].extend(prefix_warnings + reset_notes)
-    _lengths_and_sessions(summary, outcome, length_notes, limit)
-    held_open = getattr(runner, "held_open_completed", 0)
+
+
+def _add_run_notes(summary: dict[str, Any], run: _Run, server_info: dict[str, Any] | None) -> None:
+    """Responses held open, the server, the CPU split, the soak's intervals and their verdict."""
+    held_open = getattr(run.runner, "held_open_completed", 0)
     if held_open:
         summary["held_open_after_done"] = held_open
         summary["warnings"].append(f"{held_open} responses were held open by the server after 'data: [DONE]'; "
                                    "each was taken as complete at [DONE] and its connection closed")
     if server_info is not None:
         summary["server"] = server_info
-    if split:
-        summary["cpu_split"] = split
-    if config.report_interval_s:
-        summary["soak"] = {"interval_s": config.report_interval_s, "intervals": len(rows),
+    if run.split:
+        summary["cpu_split"] = run.split
+    if run.config.report_interval_s:
+        rows = run.intervals.rows
+        summary["soak"] = {"interval_s": run.config.report_interval_s, "intervals": len(rows),
                            "file": soak.INTERVALS_FILE, **soak.drift_verdict(rows)}
         try:
-            if soak.plot_intervals(rows, out / soak.INTERVALS_PLOT) is not None:
+            if soak.plot_intervals(rows, run.out / soak.INTERVALS_PLOT) is not None:
                 summary["soak"]["plot"] = soak.INTERVALS_PLOT
         except OSError as exc:
-            intervals_error.append(f"cannot write {out / soak.INTERVALS_PLOT}: {exc.strerror or exc}")
-    dropped = writer.dropped if writer is not None else getattr(runner, "records_dropped", 0)
+            run.intervals.errors.append(f"cannot write {run.out / soak.INTERVALS_PLOT}: {exc.strerror or exc}")
+
+
+def _add_output_errors(summary: dict[str, Any], run: _Run, telemetry: Telemetry | None) -> None:
+    """Records dropped, and whatever could not be written (records, telemetry, intervals)."""
+    writer = run.writer
+    dropped = writer.dropped if writer is not None else getattr(run.runner, "records_dropped", 0)
     if dropped:  # the records file lacks them, the statistics do not
         summary["records_dropped"] = dropped
         summary["warnings"].append(describe_dropped(dropped))
-    output_error = writer.describe_error() if writer is not None else getattr(runner, "write_error", None)
+    output_error = writer.describe_error() if writer is not None else getattr(run.runner, "write_error", None)
     telemetry_error = getattr(telemetry, "write_error", None)
-    errors = [e for e in (output_error, telemetry_error, *intervals_error) if e]
+    errors = [e for e in (output_error, telemetry_error, *run.intervals.errors) if e]
     if errors:
         summary["output_error"] = "; ".join(errors)
-    # A full disk must not cost the summary: it then goes to a fallback place (summary_path says where).
-    write_summary(out, summary, config.summary_file)
-    return summary
 
 
 def check_workload_lengths(config: LoadTestConfig, limit: ContextLimit, trace: list | None) -> list[str]:

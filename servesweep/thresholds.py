@@ -3,7 +3,7 @@ reports (which judge what was measured) apply. They sit on the ground floor so t
 to import the other for them.
 
   KNEE_THRESHOLD  the knee: the first batch after which one more slot adds less than this share
-                  of the throughput one slot gives at the smallest batch (reports/analysis.py).
+                  of the throughput one slot gives at the smallest batch (analysis/knee.py).
   MARGIN_BAND     the OOM-margin band, % of the KV pool free at peak: below it long or unusual
                   requests hit preemption or OOM; above it memory is reserved that the load
                   never touches.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servesweep.backends.base import DEFAULT_KIND, LaunchedServer, ServerBackend, ServerConfig, Telemetry
-from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings
+from servesweep.backends.memory_settings import MeasuredMemory, MemoryBudget, MemorySettings
 from servesweep.backends.trtllm import TrtllmBackend, TrtllmConfig
 from servesweep.backends.vllm import VllmBackend, VllmConfig
 from servesweep.errors import ConfigError

@@ -6,7 +6,7 @@ Common configuration fields are named once here; a backend maps them to its own 
 (`max_batch_size` is vLLM's `--max-num-seqs` and TensorRT-LLM's `--max_batch_size`;
 `memory_fraction` is vLLM's `--gpu-memory-utilization` and TensorRT-LLM's
 `--kv_cache_free_gpu_memory_fraction`). The servers read that fraction differently (of the whole
-device, of the memory free after loading: servesweep.memory), so a backend also turns a KV budget
+device, of the memory free after loading: servesweep.memory_fraction), so a backend also turns a KV budget
 into its own knobs (`ServerBackend.memory_settings`).
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings
-from servesweep.memory import FractionOf
+from servesweep.backends.memory_settings import MeasuredMemory, MemoryBudget, MemorySettings
+from servesweep.memory_fraction import FractionOf
 from servesweep.precision import KvCacheDtype, PrecisionName
 
 # The kind a server configuration (or a point recorded before kinds were) has when it names none.
@@ -65,7 +65,7 @@ class ServerConfig(BaseModel):
     knob_names: ClassVar[dict[str, str]] = {}
     # Whether the server can run on dummy weights; a config asking for them where it cannot is refused.
     dummy_weights_supported: ClassVar[bool] = False
-    # What `memory_fraction` is a fraction of (servesweep.memory).
+    # What `memory_fraction` is a fraction of (servesweep.memory_fraction).
     memory_fraction_of: ClassVar[FractionOf] = "device"
     # Leads the label, so two engines at one precision get two results directories.
     label_prefix: ClassVar[str] = ""

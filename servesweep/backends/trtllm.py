@@ -44,7 +44,7 @@ from pydantic import AliasChoices, Field
 
 from servesweep import controlplane
 from servesweep.backends.base import ServerConfig
-from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings, fraction_for_budget
+from servesweep.backends.memory_settings import MeasuredMemory, MemoryBudget, MemorySettings, fraction_for_budget
 from servesweep.backends.checkpoint import Checkpoint, inspect_checkpoint
 from servesweep.backends.launch import Capability, LaunchedProcess, probe_devices, server_port, start_server
 from servesweep.backends.process import ServerProcess, classify_log
@@ -52,7 +52,7 @@ from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.backends.trtllm_metrics import PREEMPTION_SEMANTICS, TrtllmMetricsReader, probe_prometheus
 from servesweep.backends.trtllm_release import CliFeatures, Version, detect_version
 from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
-from servesweep.memory import FractionOf
+from servesweep.memory_fraction import FractionOf
 from servesweep.precision import PRECISIONS, fp8_refusal, has_fp8_tensor_cores, kv_bytes_per_element
 
 SchedulerPolicy = Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION", "STATIC_BATCH"]
@@ -455,7 +455,7 @@ def memory_settings(budget: MemoryBudget, measured: MeasuredMemory) -> MemorySet
     """TensorRT-LLM sizes its pool in tokens (kv_cache_config.max_tokens = budget x TP / KV bytes
     per token, as the launch converts kv_cache_memory_bytes); the equivalent
     kv_cache_config.free_gpu_memory_fraction is budget / (device total - non-KV): a fraction of the
-    memory free after the model loaded, not of the device (servesweep.memory, "free")."""
+    memory free after the model loaded, not of the device (servesweep.memory_fraction, "free")."""
     fraction, fits, non_kv, source, notes = fraction_for_budget(
         "free", budget.kv_bytes, measured, "kv_cache_free_gpu_memory_fraction",
         "TensorRT-LLM accounting (total - KV pool / free fraction)")

@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Literal
 from pydantic import AliasChoices, Field
 
 from servesweep.backends.base import DEFAULT_KIND, ServerConfig
-from servesweep.backends.memory import MeasuredMemory, MemoryBudget, MemorySettings, fraction_for_budget
+from servesweep.backends.memory_settings import MeasuredMemory, MemoryBudget, MemorySettings, fraction_for_budget
 from servesweep.backends.launch import Capability, LaunchedProcess, probe_devices, server_port, start_server
 from servesweep.backends.process import ServerProcess, classify_log
 from servesweep.backends.telemetry import (
@@ -254,7 +254,7 @@ def launch_vllm(
 
 def memory_settings(budget: MemoryBudget, measured: MeasuredMemory) -> MemorySettings:
     """vLLM takes the budget itself (--kv-cache-memory-bytes, GPU and CPU alike); the equivalent
-    --gpu-memory-utilization is (non-KV + budget) / device total (servesweep.memory, "device")."""
+    --gpu-memory-utilization is (non-KV + budget) / device total (servesweep.memory_fraction, "device")."""
     fraction, fits, non_kv, source, notes = fraction_for_budget(
         "device", budget.kv_bytes, measured, "gpu_memory_utilization",
         "vLLM accounting (utilization x total - KV pool)")

@@ -16,7 +16,7 @@ from servesweep.reports.capacity import (
     render_markdown,
     write_capacity,
 )
-from servesweep.reports.recommendation import analyse
+from servesweep.analysis.recommend import analyse
 from servesweep.reports.render import write_report
 from servesweep.files import read_yaml_file
 
@@ -56,6 +56,6 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         usd_per_kwh=args.energy_price if args.energy_price is not None else section.get("usd_per_kwh")))
     json_path, md_path = write_capacity(report, args.results_dir)
     console.print(render_markdown(report), soft_wrap=True, markup=False)
-    paths = write_report(args.results_dir)  # the report gains its capacity section and plot
+    paths = write_report(args.results_dir, analysis=(df, result))  # the report gains its capacity section and plot
     console.print(f"capacity: {json_path}, {md_path}, {paths['html']}")
     return EXIT_OK

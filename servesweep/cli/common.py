@@ -39,14 +39,15 @@ from servesweep.errors import (
     validation_message,
 )
 from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS, LoadLevel, default_open_arrival
-from servesweep.loadgen.runner import ABORT_AUTH
+from servesweep.loadgen.load_runner import ABORT_AUTH
 from servesweep.loadgen.sessions import SessionSpec
 from servesweep.loadgen.traces import long_replay_note, read_trace
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
 from servesweep.precision import KV_CACHE_DTYPES, PRECISION_NAMES
 from servesweep.reports.assertions import Assertion, all_passed, evaluate, result_rows
-from servesweep.reports.table import plain_console, print_summary
+from servesweep.console import plain_console
+from servesweep.reports.table import print_summary
 from servesweep.results.assertions import write_assertions
 
 WIDE_COLUMNS = 250  # the --wide table in a file or a CI log

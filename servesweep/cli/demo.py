@@ -28,7 +28,7 @@ from servesweep.cli.common import (
 from servesweep.cli.run import run_against
 from servesweep.errors import MeasurementError
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.workload import Workload
 from servesweep.loadtest import LoadTestConfig
 from servesweep.quality.generate import post_json

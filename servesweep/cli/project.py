@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("project", help="project a sweep onto another GPU SKU (datasheet ratios, each figure "
                                        "naming its rule), or compare such a projection with a measurement")
     p.add_argument("results_dir", type=Path, nargs="?", help="the measured sweep to project from")
-    p.add_argument("--sku", default=None, help="the SKU to project onto (e.g. H200; see reports/skus.py)")
+    p.add_argument("--sku", default=None, help="the SKU to project onto (e.g. H200; see analysis/skus.py)")
     p.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("PREDICTION", "MEASURED_DIR"),
                    help=f"predicted vs measured per metric and precision; |error| > {ERROR_THRESHOLD_PCT:g} %% flagged")
     p.add_argument("--out", type=Path, required=True, help="FILE.json to write; FILE.md is written beside it")

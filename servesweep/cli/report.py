@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from servesweep.cli.common import console
 from servesweep.errors import EXIT_NO_RECOMMENDATION, EXIT_OK
 from servesweep.reports.headroom import console_line
@@ -27,14 +29,15 @@ def register(sub: Any) -> None:
 
 
 def write_and_print_report(results_dir: Path, quality_dir: Path | None = None,
-                           measured_elsewhere: list[Path] | None = None) -> None:
+                           measured_elsewhere: list[Path] | None = None,
+                           analysis: tuple[pd.DataFrame, Recommendation] | None = None) -> None:
     for folder in (results_dir, quality_dir):
         torn = torn_last_line(folder / POINTS_FILE) if folder is not None else None
         if torn is not None:
             console.print(f"{folder / POINTS_FILE}:{torn}: the last point is torn (a run stopped while writing "
                           "it) and is left out of the report; rerunning the sweep measures it again",
                           style="yellow", soft_wrap=True)
-    paths = write_report(results_dir, quality_dir, measured_elsewhere or [])
+    paths = write_report(results_dir, quality_dir, measured_elsewhere or [], analysis)
     console.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 

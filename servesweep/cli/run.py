@@ -24,7 +24,7 @@ from servesweep.cli.common import (
     workload_from_args,
 )
 from servesweep.errors import ConfigError
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.target import check_loopback
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.prefix_check import check_reset_target

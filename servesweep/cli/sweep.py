@@ -9,13 +9,13 @@ from typing import Any
 from servesweep import auth
 from servesweep.cli.common import add_auth_options, check_assertions, console
 from servesweep.cli.report import announce, write_and_print_report
-from servesweep.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from servesweep.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED
 from servesweep.reports.assertions import parse_assertions
-from servesweep.reports.recommendation import analyse
-from servesweep.results import RECOMMENDATION_FILE, ensure_writable_dir, read_recommendation
+from servesweep.results import ensure_writable_dir
+from servesweep.results.recommendation import Recommendation
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted
-from servesweep.sweep.runner import SweepRunner
+from servesweep.sweep.sweep_runner import SweepRunner
 
 
 def register(sub: Any) -> None:
@@ -46,27 +46,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runner = SweepRunner(scenario, args.scenario, args.out, console,
                          show_progress=False if args.no_progress else None)
     try:
-        points = runner.run(verify=False if args.no_verify else None, deadline_s=args.deadline_s,
-                            headroom=False if args.no_headroom else None)
+        outcome = runner.run(verify=False if args.no_verify else None, deadline_s=args.deadline_s,
+                             headroom=False if args.no_headroom else None)
     except SweepInterrupted:
         console.print(f"sweep interrupted; finished points are in {args.out}/points.jsonl; "
                       "run the same command again to resume")
         return EXIT_INTERRUPTED
+    points, result = outcome.points, outcome.recommendation
     failed = sum(p["status"] == "failed" for p in points)
     console.print(f"sweep done: {len(points)} points ({failed} failed) in {args.out}/points.jsonl")
     if not args.no_report:
-        write_and_print_report(args.out)
-        result = read_recommendation(args.out / RECOMMENDATION_FILE)
-    else:
-        result = analyse(args.out)[1]
-    if assertions and not _check_recommended(assertions, args.out, points):
+        write_and_print_report(args.out, analysis=(outcome.frame, result))
+    if assertions and not _check_recommended(assertions, args.out, points, result):
         announce(result)
         return EXIT_CHECK_FAILED
     return announce(result)
 
 
-def _check_recommended(assertions: list, out: Path, points: list[dict[str, Any]]) -> bool:
-    rec = analyse(out)[1].production_recommendation
+def _check_recommended(assertions: list, out: Path, points: list[dict[str, Any]], result: Recommendation) -> bool:
+    rec = result.production_recommendation
     if rec is None:
         console.print("assertions: no recommended point (nothing met the SLOs): every check fails", style="red")
         return check_assertions(assertions, [("no recommendation", {})], out)

@@ -34,7 +34,7 @@ from servesweep import auth, controlplane
 from servesweep.errors import ConfigError, OutputError
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.records import RECORDS_FULL, RECORDS_NONE, RecordWriter, RequestRecord, read_records
-from servesweep.loadgen.runner import LevelResult, RunOutcome, stop_on_signals
+from servesweep.loadgen.load_runner import LevelResult, RunOutcome, stop_on_signals
 from servesweep.loadgen.stats import SLO, RunStats, summarize
 from servesweep.loadgen.workload import Workload
 
@@ -110,7 +110,7 @@ class _SetLevelStart:
 
 def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> None:
     """Entry point of a worker process."""
-    from servesweep.loadgen.runner import LoadRunner, run_async
+    from servesweep.loadgen.load_runner import LoadRunner, RunnerHooks, RunnerOptions, run_async
 
     auth.use(auth.ServerAuth(job.auth_headers))  # before any session or pool is made
 
@@ -123,11 +123,6 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
             tokenizer = open_tokenizer(job.tokenizer, side_session, job.base_url, job.model,
                                        timeout_s=control_timeout(workload.request_timeout_s))
             writer = RecordWriter(Path(job.records_path), keep=job.records, background=True)
-            runner = LoadRunner(job.base_url, job.model, workload, levels, writer, tokenizer,
-                                slo=SLO.model_validate(job.slo) if job.slo else None,
-                                keep_text=job.keep_text, show_progress=False, t0=job.t0,
-                                id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count,
-                                keep_level_stats=True, context_limit=job.context_limit)
             loop = asyncio.get_running_loop()
 
             async def in_step(level: LoadLevel) -> float:
@@ -140,6 +135,11 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
                     pass
                 return start
 
+            runner = LoadRunner(job.base_url, job.model, workload, levels, writer, tokenizer, RunnerOptions(
+                slo=SLO.model_validate(job.slo) if job.slo else None, keep_text=job.keep_text, show_progress=False,
+                t0=job.t0, id_start=job.index, id_step=job.count, arrival_phase=job.index / job.count,
+                keep_level_stats=True, context_limit=job.context_limit), RunnerHooks(before_level=in_step))
+
             async def watch_stop() -> None:
                 while not runner.stopped:
                     if stop_event.is_set():
@@ -147,7 +147,6 @@ def _worker_main(job: WorkerJob, barrier, level_start, stop_event, results) -> N
                         return
                     await asyncio.sleep(0.1)
 
-            runner.before_level = in_step
             watcher = asyncio.create_task(watch_stop())
             try:
                 outcome = await runner.run()

@@ -54,7 +54,7 @@ from servesweep.loadtest import host_info, set_aside_previous_run
 from servesweep.locust.config import CONFIG_OPTION, EPOCH_OPTION, MAX_WORKERS, LocustRunConfig
 from servesweep.locust.prompts import PreparedPrompt, build_pool
 from servesweep.locust.reporting import configure_stats
-from servesweep.locust.summary import IdTally, RecordTally, build_summary, worker_check
+from servesweep.locust.locust_summary import IdTally, RecordTally, build_summary, worker_check
 from servesweep.locust.webtab import EXTENDED_TABLES, EXTENDED_TABS, TAB_KEY, LiveStats
 from servesweep.results import write_summary
 
@@ -105,7 +105,7 @@ class ProcessState:
         self.final = False
         # No records are kept (a test of hours must not grow the process): the ids of every record
         # that reached this process since the test started, for the union check, and the running
-        # statistics of those since the last statistics reset (servesweep.locust.summary).
+        # statistics of those since the last statistics reset (servesweep.locust.locust_summary).
         self.ids = IdTally()
         self.tally = RecordTally()
         self.received: dict[int, int] = {}

@@ -2,7 +2,7 @@
 
 Terms:
   goodput_rps     requests/s one replica serves while meeting the SLOs: `measured` on the SKU the
-                  sweep ran on, `projected` (roofline, see reports/skus.py) for the others. The
+                  sweep ran on, `projected` (roofline, see analysis/skus.py) for the others. The
                   caller supplies one `SkuGoodput` per SKU with its `basis`; every result row keeps it.
   headroom        the fraction of goodput held back (default 0.3): a replica is planned at no more
                   than goodput x (1 - headroom), for bursts, failover and measurement error.
@@ -40,7 +40,7 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from servesweep.errors import ConfigError, OutputError, validation_message
-from servesweep.reports.energy import JOULES_PER_KWH, POWER_SOURCE, energy_cost_per_1m
+from servesweep.analysis.energy_per_token import JOULES_PER_KWH, POWER_SOURCE, energy_cost_per_1m
 from servesweep.results import write_json
 from servesweep.results.recommendation import Recommendation
 from servesweep.files import read_yaml_file
@@ -345,14 +345,14 @@ def write_capacity(report: CapacityReport, out_dir: str | Path) -> tuple[Path, P
 
 
 def goodput_by_sku(result: Recommendation, gpus_per_replica: int = 1) -> dict[str, SkuGoodput]:
-    """Single-replica goodput per SKU from a sweep's analysis (reports/recommendation.py `analyse`).
+    """Single-replica goodput per SKU from a sweep's analysis (analysis/recommend.py `analyse`).
 
     Measured SKU: the verified recommendation's goodput. Other SKUs: the best goodput the sweep
     measured at that SKU's preferred precision (within the SLOs and the VRAM budget), times the
-    decode-roofline gain of reports/skus.py at that point's batch, labelled `projected`; a SKU whose preferred
+    decode-roofline gain of analysis/skus.py at that point's batch, labelled `projected`; a SKU whose preferred
     precision was not measured gets no number ("cannot serve", with the reason).
     """
-    from servesweep.reports.skus import SKUS, decode_roofline_terms, sku_from_gpu_name
+    from servesweep.analysis.skus import RULES_FILE_CITED, SKUS, decode_roofline_terms, sku_from_gpu_name
 
     rec = result.production_recommendation
     table = result.sku_to_preferred_precision
@@ -404,6 +404,6 @@ def goodput_by_sku(result: Recommendation, gpus_per_replica: int = 1) -> dict[st
         at = "" if batch is None else f" at batch {batch:g}"
         out[name] = SkuGoodput(goodput_rps=best[precision] * gain, basis="projected", gpus_per_replica=gpus_per_replica,
                                note=f"{precision}: {base.name} measured goodput{at} x {gain:.3f} (the decode-roofline "
-                                    f"rule of reports/skus.py: memory share {m_m:.3f}, bandwidth x{bw:.3f}, compute "
+                                    f"rule of {RULES_FILE_CITED}: memory share {m_m:.3f}, bandwidth x{bw:.3f}, compute "
                                     f"x{compute:.3f}; applied to goodput: assumes goodput scales as decode throughput does)")
     return out

@@ -1,6 +1,5 @@
-"""The headroom of the recommended configuration in the recommendation, the report and the console:
-`headroom.json` (servesweep.results.headroom) folded into recommendation.json, its lines and its
-plot. Each margin is named for what it is: the load onsets (measured on the verified server), the
+"""The headroom of the recommended configuration in the report and the console: its lines and its
+plot (`headroom.json` is folded into recommendation.json by servesweep.analysis.selection.apply_headroom). Each margin is named for what it is: the load onsets (measured on the verified server), the
 length tail (predicted and measured), the device memory (NVML), and the KV-pool margin the
 verification's stress run measured, which confirms the sizing it was aimed at.
 """
@@ -16,18 +15,6 @@ from servesweep.thresholds import KV_FULL_FRAC
 ONSET_NAMES = {"preemption": "first preemption", "kv_full": "KV use >= 95 %", "slo": "SLO breached",
                "failure": "first failed request"}
 ONSET_COLOURS = {"preemption": "#c33", "kv_full": "#e80", "slo": "#36c", "failure": "#000"}
-
-
-def apply_headroom(rec: ProductionRecommendation, headroom: Headroom | None) -> None:
-    """The headroom block of the recommendation; one measured for another point is left out, named."""
-    if headroom is None:
-        return
-    based = rec.based_on
-    if headroom.config is not None and (headroom.config != based.config or (headroom.level or based.level) != based.level):
-        rec.headroom = Headroom(skipped=f"headroom.json is of {headroom.config} {headroom.level or ''}, the "
-                                        f"recommendation is now {based.config} {based.level}: run the sweep again")
-        return
-    rec.headroom = headroom
 
 
 def onset_text(onset: Onset) -> str:

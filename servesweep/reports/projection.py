@@ -1,7 +1,7 @@
 """Predictions of one GPU SKU's figures from another SKU's measured sweep, written down before the
 target is measured, and their comparison with that measurement once it exists.
 
-prediction (a .json and a .md beside it): the target SKU; per precision and metric (reports/skus.py
+prediction (a .json and a .md beside it): the target SKU; per precision and metric (analysis/skus.py
 METRICS) the projected figure, each naming its rule and source, beside the measured figure it
 came from; the rules' text; provenance: the result files read (path, sha256), servesweep's
 version, the time it was made, the scenario's workload, and the notes given.
@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from servesweep import __version__
 from servesweep.errors import ConfigError, OutputError, validation_message
 from servesweep.files import display_path
-from servesweep.reports.measurement import load_measurement, read_sweep
-from servesweep.reports.skus import METRICS, SKUS, Figure, current_rules, datasheet, measured_figures, project
+from servesweep.analysis.measurement import load_measurement, read_sweep
+from servesweep.analysis.skus import METRICS, RULES_FILE_CITED, SKUS, Figure, current_rules, datasheet, measured_figures, project
 from servesweep.results import POINTS_FILE, OpenModel, dummy_weights, write_json
 
 ERROR_THRESHOLD_PCT = 20.0
@@ -258,7 +258,7 @@ def prediction_markdown(pred: Prediction, json_name: str) -> str:
                          fig.rule_id or "-", fig.applied or "-", fig.note or ""])
     lines += _table(["precision", "metric", f"{pred.measured_sku} measured", f"{pred.target_sku} projected", "batch",
                      "rule", "applied", "note"], rows)
-    lines += ["", "Rules (reports/skus.py; M measured, S projected):", "",
+    lines += ["", f"Rules ({RULES_FILE_CITED}; M measured, S projected):", "",
               *[f"- `{rid}`: {text}" for rid, text in pred.rules.items()], "",
               "Source files:", "", *[f"- `{f.path}` sha256 `{f.sha256}` ({f.bytes} bytes)" for f in pred.source_files],
               "", "Datasheets: " + "; ".join(d["source"] for d in pred.datasheets.values()) + ".", "",

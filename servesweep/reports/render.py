@@ -16,13 +16,13 @@ import orjson
 import pandas as pd
 
 from servesweep.loadgen.records import ERROR_TRUNCATED
-from servesweep.reports.analysis import GIB, PRECISION_ORDER
-from servesweep.reports.config_search import config_search_section
+from servesweep.analysis.selection import GIB, PRECISION_ORDER
+from servesweep.reports.config_search_section import config_search_section
 from servesweep.reports.energy import ENERGY_HEADER, energy_lines, energy_rows
 from servesweep.reports.headroom import headroom_figure, headroom_lines
-from servesweep.reports.recommendation import analyse, report_inputs, store_report_inputs
+from servesweep.analysis.recommend import analyse, report_inputs, store_report_inputs
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
-from servesweep.reports.skus import METRICS
+from servesweep.analysis.skus import METRICS, RULES_FILE_CITED
 from servesweep.results import RECOMMENDATION_FILE, read_points, write_recommendation
 from servesweep.results.ladder_search import read_ladder_searches
 from servesweep.results.recommendation import GateEntry, ModelSource, Recommendation
@@ -156,9 +156,19 @@ def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str,
     import matplotlib.pyplot as plt
 
     ok = df[(df.status == "ok") & df.batch.notna()]
-    plots: dict[str, bytes] = {}
     precisions = [p for p in PRECISION_ORDER if p in set(ok.precision)]
+    plots = {"throughput_vs_batch": _fig_png(_throughput_figure(plt, df, result, precisions))}
+    rec = result.production_recommendation
+    if rec is not None and rec.headroom is not None and rec.headroom.steps:
+        plots["headroom"] = _fig_png(headroom_figure(rec.headroom, plt))
+    plots["latency_vs_load"] = _fig_png(_latency_figure(plt, ok, precisions))
+    plots["kv_usage_over_time"] = _fig_png(_kv_usage_figure(plt, df, out_dir))
+    plots["memory_vs_batch"] = _fig_png(_memory_figure(plt, ok, precisions))
+    plots["goodput"] = _fig_png(_goodput_figure(plt, ok))
+    return plots
 
+
+def _throughput_figure(plt: Any, df: pd.DataFrame, result: Recommendation, precisions: list[str]) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4))
     for p in precisions:
         knee = result.batch_sweep["by_precision"].get(p, {})
@@ -182,11 +192,10 @@ def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str,
     ax.set_title("Throughput vs batch (circle: knee; red dotted: failed points)")
     ax.grid(alpha=0.3)
     ax.legend()
-    plots["throughput_vs_batch"] = _fig_png(fig)
-    rec = result.production_recommendation
-    if rec is not None and rec.headroom is not None and rec.headroom.steps:
-        plots["headroom"] = _fig_png(headroom_figure(rec.headroom, plt))
+    return fig
 
+
+def _latency_figure(plt: Any, ok: pd.DataFrame, precisions: list[str]) -> Any:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for p in precisions:
         rows = ok[ok.precision == p].sort_values("batch")
@@ -201,8 +210,10 @@ def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str,
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # nothing to label when a section has no data
             ax.legend(fontsize=7)
-    plots["latency_vs_load"] = _fig_png(fig)
+    return fig
 
+
+def _kv_usage_figure(plt: Any, df: pd.DataFrame, out_dir: Path) -> Any:
     fig, ax = plt.subplots(figsize=(9, 4))
     for config in df.config.unique():
         times, usage, offset = [], [], 0.0
@@ -223,8 +234,10 @@ def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str,
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # nothing to label when a section has no data
         ax.legend(fontsize=7)
-    plots["kv_usage_over_time"] = _fig_png(fig)
+    return fig
 
+
+def _memory_figure(plt: Any, ok: pd.DataFrame, precisions: list[str]) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4))
     for p in precisions:
         rows = ok[ok.precision == p].sort_values("batch")
@@ -238,8 +251,10 @@ def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str,
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # nothing to label when a section has no data
         ax.legend(fontsize=7)
-    plots["memory_vs_batch"] = _fig_png(fig)
+    return fig
 
+
+def _goodput_figure(plt: Any, ok: pd.DataFrame) -> Any:
     fig, ax = plt.subplots(figsize=(9, 4))
     labels = [f"{r.config}\n{r.level}" for r in ok.itertuples()]
     colors = ["tab:green" if m else "tab:gray" for m in ok.meets_slo]
@@ -248,8 +263,7 @@ def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str,
     ax.set_ylabel("goodput (req/s meeting SLOs)")
     ax.set_title("Goodput per configuration and load (green: meets SLOs)")
     ax.grid(alpha=0.3, axis="y")
-    plots["goodput"] = _fig_png(fig)
-    return plots
+    return fig
 
 
 # --- documents ----------------------------------------------------------------------------------
@@ -377,7 +391,7 @@ def _sku_rows(result: Recommendation) -> list[list[str]]:
 SKU_HEADER = ["SKU", "preferred", "basis", *[METRICS[m][1] for m in METRICS], "reason"]
 SKU_NOTE = ("`measured`: from a sweep on that GPU (this one's, or one given with --measured). `projected`: the "
             "measured SKU's figure times a datasheet ratio; the rule id in brackets is defined in "
-            "recommendation.json (`figures.*.rule`) and reports/skus.py. Without a measured GPU: datasheet FP8 "
+            f"recommendation.json (`figures.*.rule`) and {RULES_FILE_CITED}. Without a measured GPU: datasheet FP8 "
             "support alone, no figures.")
 
 
@@ -488,11 +502,13 @@ def _capacity_section(out_dir: Path) -> tuple[list[str], str, bytes | None]:
     return ["## Capacity", "", md, "", "![](plots/capacity.png)" if png else "", ""], page, png
 
 
-def write_report(out_dir: Path, quality_dir: Path | None = None,
-                 measured_elsewhere: Sequence[Path] = ()) -> dict[str, Path]:
+def write_report(out_dir: Path, quality_dir: Path | None = None, measured_elsewhere: Sequence[Path] = (),
+                 analysis: tuple[pd.DataFrame, Recommendation] | None = None) -> dict[str, Path]:
+    """The report of `out_dir`; `analysis`: the command's own (analysis.recommend.analyse), else
+    it is analysed here."""
     if quality_dir is not None or measured_elsewhere:
         quality_dir, measured_elsewhere = report_inputs(out_dir, quality_dir, measured_elsewhere)
-    df, result = analyse(out_dir, quality_dir, measured_elsewhere)
+    df, result = analysis or analyse(out_dir, quality_dir, measured_elsewhere)
     if quality_dir is not None or measured_elsewhere:
         store_report_inputs(out_dir, quality_dir, measured_elsewhere)
     paths = {"csv": out_dir / "points.csv", "json": out_dir / RECOMMENDATION_FILE,
@@ -508,10 +524,15 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     for name, png in plots.items():
         (plot_dir / f"{name}.png").write_bytes(png)
 
-    title = f"servesweep report: {result.scenario}"
-    recommended = json.dumps(result.to_file().get("production_recommendation"), indent=2, default=str)
-    drift_example = _drift_example_line(result) or ""
-    table = _table_frame(df)
+    extra_md, extra_html = _sections(out_dir, df, result, plots)
+    paths["md"].write_text(_markdown(df, result, extra_md + capacity_md))
+    paths["html"].write_text(boxed_tables(_html_page(df, result, plots, extra_html, capacity_html)))
+    return paths
+
+
+def _sections(out_dir: Path, df: pd.DataFrame, result: Recommendation,
+              plots: dict[str, bytes]) -> tuple[list[str], str]:
+    """The report's sections between the plots and the recommendation, as Markdown lines and HTML."""
     search = _search_rows(out_dir)
     engines = _engine_rows(df)
     verification = _verification_lines(result)
@@ -539,13 +560,26 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
     extra_md += ["## Verification", "", *[f"- {line}" for line in verification], ""]
     extra_md += ["## Headroom", "", *[f"- {line}" for line in headroom], "",
                  *(["![](plots/headroom.png)", ""] if "headroom" in plots else [])]
-    extra_md += capacity_md
     extra_html += ("<h2>Verification</h2><ul>" + "".join(f"<li>{html.escape(line).replace('**', '')}</li>"
                                                          for line in verification) + "</ul>")
     extra_html += ("<h2>Headroom</h2><ul>" + "".join(f"<li>{html.escape(line).replace('`', '')}</li>"
                                                      for line in headroom) + "</ul>"
                    + (f'<img src="data:image/png;base64,{base64.b64encode(plots["headroom"]).decode()}">'
                       if "headroom" in plots else ""))
+    return extra_md, extra_html
+
+
+def _document_parts(df: pd.DataFrame, result: Recommendation) -> tuple[str, str, str, pd.DataFrame]:
+    """(title, the recommendation as JSON, the drift example line, the every-point table): both documents'."""
+    title = f"servesweep report: {result.scenario}"
+    recommended = json.dumps(result.to_file().get("production_recommendation"), indent=2, default=str)
+    drift_example = _drift_example_line(result) or ""
+    table = _table_frame(df)
+    return title, recommended, drift_example, table
+
+
+def _markdown(df: pd.DataFrame, result: Recommendation, extra_md: list[str]) -> str:
+    title, recommended, drift_example, table = _document_parts(df, result)
     md = [f"# {title}", "", *[f"- {line}" for line in _summary_lines(result)], "",
           "## Throughput vs batch", "", "![](plots/throughput_vs_batch.png)", "",
           "## Precision comparison", "", _md_table(PRECISION_HEADER, _precision_rows(result)), "",
@@ -562,8 +596,12 @@ def write_report(out_dir: Path, quality_dir: Path | None = None,
           "## Preferred precision per SKU", "", _md_table(SKU_HEADER, _sku_rows(result)), "",
           SKU_NOTE, "", *[f"- {line}" for line in _sku_difference_lines(result)], "",
           "## Every point", "", table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
-    paths["md"].write_text("\n".join(md))
+    return "\n".join(md)
 
+
+def _html_page(df: pd.DataFrame, result: Recommendation, plots: dict[str, bytes], extra_html: str,
+               capacity_html: str) -> str:
+    title, recommended, drift_example, table = _document_parts(df, result)
     imgs = {k: base64.b64encode(v).decode() for k, v in plots.items()}
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width,initial-scale=1">
@@ -589,8 +627,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}.summary li{{m
 <p>{html.escape(SKU_NOTE.replace('`', ''))}</p><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in _sku_difference_lines(result))}</ul>
 <h2>Every point</h2>{table.to_html(index=False, na_rep='-', float_format=lambda v: f'{v:,.2f}')}
 </body></html>"""
-    paths["html"].write_text(boxed_tables(page))
-    return paths
+    return page
 
 
 def boxed_tables(page: str) -> str:

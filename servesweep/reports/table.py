@@ -11,17 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from servesweep.confidence import fmt_ci
+from servesweep.console import plain_console
 from servesweep.loadgen.records import ERROR_TRUNCATED
 from servesweep.loadgen.stats import TRUNCATED_LOUD_FRACTION
-
-
-def plain_console(**kwargs: Any) -> Console:
-    """A console that never reads rich markup. Every console servesweep prints on is one: what it
-    prints holds text from servers (error messages, model names) and files (paths, scenario names),
-    and a `[/INST]` in it must print as itself rather than crash the end of a run with a
-    MarkupError (or a tag that looks like one vanish). Colour comes from `style=` and
-    `rich.text.Text` instead."""
-    return Console(markup=False, **kwargs)
 
 
 def _ms(dist: dict[str, Any], key: str) -> str:

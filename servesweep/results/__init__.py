@@ -6,7 +6,7 @@ of each is in its module.
   summary.json         results.summary          Summary          build_summary / write_summary
   points.jsonl         results.points           SweepPoint       append_point / read_points
   verification.json    results.verification     Verification     sweep.confirm / read_verification
-  recommendation.json  results.recommendation   Recommendation   reports.recommendation.analyse
+  recommendation.json  results.recommendation   Recommendation   analysis.recommend.analyse
   model.json, drift.json  results.sweep_files   ModelRecord, DriftRecord  (the sweep)
   assertions.json      results.assertions       AssertionsRecord write_assertions (run, sweep)
   search.json          results.config_search    ConfigSearchRecord  sweep.config_search (`search: auto`;
@@ -20,7 +20,7 @@ of each is in its module.
   gate.json, gate-under-load*.json, reference.json, gate-measurement.json
                        quality.gate             GateResult, UnderLoadResult, UnderLoadMeasurement, Measurement
   predicted_vs_*.json  reports.projection       Comparison
-  report-inputs.json   results.report_inputs    ReportInputs     reports.recommendation.store_report_inputs
+  report-inputs.json   results.report_inputs    ReportInputs     analysis.recommend.store_report_inputs
                        (the --quality-from/--measured sweeps a report was made with)
 
 Not yet typed (plain JSON, one writer): scenario.json (the Scenario model's dump).

@@ -1,5 +1,5 @@
 """`headroom.json`: how far the verified configuration is from breaking, measured on its own server
-(servesweep.sweep.headroom writes it after every step; the report folds it into recommendation.json's
+(servesweep.sweep.headroom_run writes it after every step; the report folds it into recommendation.json's
 `production_recommendation.headroom`). One model, `Headroom`, for the file and that copy.
 
 Three margins, each named for what it is:

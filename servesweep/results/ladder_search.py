@@ -3,7 +3,7 @@ the concurrency ladder; or the open-loop request-rate search): the rungs it ran,
 what each measured and which limits it broke, where it stopped and what it recommends. Not the
 results directory's own `search.json` (a config search over the grid: results.config_search).
 
-The sweep writes it (servesweep.sweep.runner, from the search's `to_model()`, once the search
+The sweep writes it (servesweep.sweep.sweep_runner, from the search's `to_model()`, once the search
 stops or is cut); the report (its load-search section, the repeats section, the recommendation's
 uncertainty) and the config search read it through `LadderSearch`.
 
@@ -54,7 +54,7 @@ class NoiseAware(OpenModel):
 
 
 class Knee(OpenModel):
-    """reports.analysis.find_knee over the rungs (concurrency as the batch size)."""
+    """analysis.knee.find_knee over the rungs (concurrency as the batch size)."""
 
     knee_batch_size: int | float | None = None
     knee_reached: bool = False

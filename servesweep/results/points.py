@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationError
 
 from servesweep.errors import ReportError, validation_problem
-from servesweep.memory import FRACTION_RULES, FractionOf
+from servesweep.memory_fraction import FRACTION_RULES, FractionOf
 from servesweep.results.io import OpenModel, append_jsonl, numbered_jsonl
 
 POINTS_FILE = "points.jsonl"
@@ -185,7 +185,7 @@ def knob_names(point: dict[str, Any]) -> dict[str, str]:
 
 
 def memory_fraction_of(point: dict[str, Any]) -> FractionOf:
-    """What the point's memory fraction is a fraction of (servesweep.memory), as its backend
+    """What the point's memory fraction is a fraction of (servesweep.memory_fraction), as its backend
     recorded it; for points written before, read off the knob's name (TensorRT-LLM's says free)."""
     server = point.get("server") or {}
     recorded = server.get("memory_fraction_of")
@@ -201,3 +201,49 @@ def dummy_weights(spec: dict[str, Any]) -> bool | None:
         return bool(spec["dummy_weights"])
     fmt = spec.get("load_format")
     return None if fmt is None else fmt == "dummy"
+
+
+def headline_from_repeats(summary: dict[str, Any]) -> None:
+    """A point run with repeats: its throughput figures become the means over the repeats (what the
+    report and the searches compare); the whole load test's, whose window also spans the gaps
+    and warm-ups between repeats, stay under `pooled_over_repeats`. Latency percentiles stay
+    pooled over every measured request of the repeats."""
+    ci = next(iter((summary.get("ci95") or {}).values()), None)
+    if not ci:
+        return
+    pooled = summary.setdefault("pooled_over_repeats", {k: summary.get(k) for k in
+                                                        ("output_token_throughput", "request_throughput")})
+    if summary.get("goodput"):
+        pooled.setdefault("request_goodput", summary["goodput"].get("request_goodput"))
+    for key, ci_key in (("output_token_throughput", "output_tok_s"), ("request_throughput", "request_throughput")):
+        if (ci.get(ci_key) or {}).get("mean") is not None:
+            summary[key] = ci[ci_key]["mean"]
+    if summary.get("goodput") and (ci.get("goodput") or {}).get("mean") is not None:
+        summary["goodput"]["request_goodput"] = ci["goodput"]["mean"]
+
+
+# What a point keeps of its summary's `server` section.
+POINT_SERVER_KEYS = ("backend", "version", "startup_s", "kv_pool_tokens", "kv_pool_bytes", "kv_pool", "command",
+                     "gpus", "knobs", "memory_fraction_of")
+
+
+def point_from_summary(config: str, config_spec: dict[str, Any], level: str, level_spec: dict[str, Any],
+                       summary: dict[str, Any], level_dir: str, died: str | None = None) -> dict[str, Any]:
+    """points.jsonl's row for one level's summary.json (the one way a sweep point is built from a
+    summary): the summary less its levels, its headline the repeats' means (headline_from_repeats);
+    `died`: why the server died during the level, which fails the point."""
+    result = {k: v for k, v in summary.items() if k != "levels"}
+    headline_from_repeats(result)
+    point: dict[str, Any] = {
+        "config": config, "config_spec": config_spec, "level": level, "level_spec": level_spec,
+        "status": "ok", "summary": result, "telemetry": summary.get("telemetry"),
+        "server": {k: summary["server"].get(k) for k in POINT_SERVER_KEYS},
+        "dir": level_dir,
+        # The level's timing cross-check: a suspect one is named in every SLO verdict taken on it.
+        "timing_check": (summary.get("levels") or [{}])[0].get("timing_check"),
+    }
+    if summary.get("interrupted"):
+        point["status"], point["interrupted"] = "interrupted", True
+    elif died or (summary.get("abort_reason") and summary["completed"] == 0):
+        point["status"], point["cause"] = "failed", died or summary["abort_reason"]
+    return point

@@ -1,5 +1,5 @@
 """`recommendation.json`: what a sweep recommends, and the analysis behind it. Built by
-servesweep.reports.recommendation.analyse (the one builder; reports/analysis.py computes the
+servesweep.analysis.recommend.analyse (the one builder; analysis/selection.py computes the
 sections), written by the report, read back through `Recommendation` (`read_recommendation`) by
 the console banner, the sweep's verification and the CLI.
 
@@ -67,7 +67,7 @@ class ProductionRecommendation(OpenModel):
     in_band: bool | None = None
     direction: str | None = None
     advice: str | None = None
-    # Set from the verification (reports.analysis.apply_verification).
+    # Set from the verification (analysis.selection.apply_verification).
     sweep_oom_margin_pct: float | None = None
     verified: bool = False
     verification: Verification | None = None
@@ -80,7 +80,7 @@ class ProductionRecommendation(OpenModel):
     traffic_oom_margin_pct: float | None = None
     # How far the verified configuration is from breaking (servesweep.results.headroom, headroom.json).
     headroom: Headroom | None = None
-    # How sure the figures are (reports.repeats.recommendation_uncertainty): intervals over repeats.
+    # How sure the figures are (analysis.uncertainty.recommendation_uncertainty): intervals over repeats.
     uncertainty: dict[str, Any] | None = None
 
     def knob_names(self) -> dict[str, str]:

@@ -3,7 +3,7 @@
 `servesweep report DIR`, `capacity` or the verification's re-analysis keeps them and the folders
 can move together (e.g. into examples/).
 
-servesweep.reports.recommendation writes it (store_report_inputs, through `write_report_inputs`)
+servesweep.analysis.recommend writes it (store_report_inputs, through `write_report_inputs`)
 and reads it back through `ReportInputs` (stored_report_inputs, which resolves the paths and names
 the file when one no longer leads to a directory).
 

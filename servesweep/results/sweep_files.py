@@ -1,7 +1,7 @@
 """The sweep's smaller files, one model each: `model.json` (which model the sweep served, and how
 servesweep trained it when it did) and `configs/<config>/drift.json` (a configuration's greedy
-answers to the drift prompts, compared across precisions by reports/drift.py). The sweep writes
-them (servesweep.sweep.runner); the report reads them through these models.
+answers to the drift prompts, compared across precisions by analysis/drift_scores.py). The sweep writes
+them (servesweep.sweep.sweep_runner); the report reads them through these models.
 
 Version history (`schema_version`, both files):
   1  files written before the field existed are version 1: the same fields.

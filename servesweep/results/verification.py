@@ -1,4 +1,4 @@
-"""`verification.json`: the verification run of a sweep's recommendation (servesweep.sweep.confirm
+"""`verification.json`: the verification run of a sweep's recommendation (servesweep.sweep.verify_run
 writes it after every attempt; the report folds it into recommendation.json's
 `production_recommendation.verification`). One model, `Verification`, for the file and that copy.
 
@@ -20,7 +20,7 @@ VERIFICATION_SCHEMA_VERSION = 1
 
 
 class Check(BaseModel):
-    """One check of one run of an attempt (servesweep.sweep.verify.judge)."""
+    """One check of one run of an attempt (servesweep.sweep.verify_plan.judge)."""
 
     run: str  # "traffic" or "stress"
     check: str  # "failures", "preemptions", "margin", "slo"

@@ -153,7 +153,7 @@ class CapacitySpec(Strict):
 
 
 class HeadroomSpec(Strict):
-    """The headroom measurement after a passing verification (servesweep.sweep.headroom): the
+    """The headroom measurement after a passing verification (servesweep.sweep.headroom_plan): the
     offered load stepped up by these factors of the recommended rate, one window each; then, at the
     recommended rate, every request made `length_factors` times as long until the pool preempts
     (`[]` skips it); and the preemption rate the alternative KV sizing targets. `headroom: false`
@@ -199,7 +199,7 @@ class Scenario(Strict):
     vram_budget_gib: float | None = None
     skus: list[str] = []
     # After the sweep, relaunch the recommended configuration sized to the OOM-margin band and
-    # run the scenario's traffic and a stress on it (servesweep.sweep.confirm).
+    # run the scenario's traffic and a stress on it (servesweep.sweep.verify_run).
     verify: bool = True
     # After a passing verification, on its server: how much more load it takes before each onset.
     headroom: HeadroomSpec = Field(default_factory=HeadroomSpec)

@@ -56,7 +56,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from servesweep.results.config_search import (
+from servesweep.results.config_search_record import (
     SKIP_BUDGET,
     SKIP_DOMINATED,
     SKIP_NOT_REACHED,

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from servesweep.backends import ServerConfig
-from servesweep.results.config_search import SEARCH_FILE, ConfigSearchRecord, read_search_record
+from servesweep.results.config_search_record import SEARCH_FILE, ConfigSearchRecord, read_search_record
 from servesweep.results import read_points, write_json
 from servesweep.results.ladder_search import read_ladder_search
 from servesweep.scenarios.schema import Scenario

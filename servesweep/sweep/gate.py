@@ -23,7 +23,7 @@ from rich.console import Console
 
 from servesweep.backends import LaunchedServer, ServerConfig
 from servesweep.errors import ConfigError, MeasurementError, TargetError
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.quality.gate.measure import GateMeasurementError, Measurement
 from servesweep.quality.gate.measure import measure as measure_gate
 from servesweep.quality.gate.spec import GateSpecError, load_eval_set, load_gate_spec

@@ -1,4 +1,4 @@
-"""Run the headroom measurement (sweep/headroom.py says what it measures) on the verified
+"""Run the headroom measurement (sweep/headroom_plan.py says what it measures) on the verified
 configuration: on the verification's own server right after its passing attempt, or, when that
 was not done (an earlier sweep, `servesweep headroom DIR`), on a server launched with the
 verification's last sizing.
@@ -27,7 +27,7 @@ from rich.console import Console
 
 from servesweep.backends import DEFAULT_KIND, config_from_dict, launch
 from servesweep.loadgen.arrivals import LoadLevel, default_open_arrival
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.results.headroom import (
     HEADROOM_FILE,
@@ -41,7 +41,7 @@ from servesweep.results.headroom import (
 from servesweep.results.verification import VERIFICATION_FILE, Verification, read_verification
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
-from servesweep.sweep.headroom import (
+from servesweep.sweep.headroom_plan import (
     device_memory,
     find_length_onsets,
     find_onsets,
@@ -263,7 +263,7 @@ class HeadroomRun:
         return self._finish(headroom, run)
 
     def _length_search(self, server: Any, headroom: Headroom, rate: float, deadline: float | None) -> None:
-        """At the recommended rate, longer and longer requests until the pool preempts (sweep/headroom.py)."""
+        """At the recommended rate, longer and longer requests until the pool preempts (sweep/headroom_plan.py)."""
         factors = headroom.length_factors
         at_recommended = headroom.steps[0] if headroom.steps and headroom.steps[0].factor == 1.0 else None
         if at_recommended is not None and at_recommended.preemptions:

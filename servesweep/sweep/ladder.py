@@ -19,7 +19,7 @@ ConcurrencyLadder (closed loop, `concurrency: auto`)
     kv_full     peak KV-cache usage >= kv_full_frac (95 %: the OOM-margin band's lower edge)
                                                                             -> stop at once
     slo         the scenario's SLO percentile of a limited metric is over its limit
-    knee        the knee is reached: reports/analysis.py's `find_knee` on every rung so far, i.e.
+    knee        the knee is reached: analysis/knee.py's `find_knee` on every rung so far, i.e.
                 the first sampled concurrency after which one more slot adds less than
                 KNEE_THRESHOLD (10 %) of the output throughput one slot gives at concurrency 1
     ceiling     the rung ran at max_concurrency without any of the above
@@ -53,7 +53,7 @@ RateSearch (open loop)
   until hi / lo - 1 <= rel_tol (at most bisect_steps rungs). Rates are rounded to 4 significant
   digits. Preemptions and KV usage are recorded per rung as the server's evidence (with the
   running batch mean and the waiting-queue peak), not judged: in open loop they show up as
-  latency, which the SLOs judge; the verification run (sweep/verify.py) judges them.
+  latency, which the SLOs judge; the verification run (sweep/verify_plan.py) judges them.
   Stop reasons: the first limit broken by the rung that ended doubling (failures, slo,
   goodput), or ceiling.
 
@@ -84,7 +84,7 @@ from typing import Any
 
 from servesweep.confidence import welch_gain
 from servesweep.loadgen.stats import SLO
-from servesweep.reports.analysis import find_knee
+from servesweep.analysis.knee import find_knee
 from servesweep.results.ladder_search import LadderSearch, build_ladder_search
 from servesweep.scenarios.search import LadderConfig, RateSearchConfig
 from servesweep.sweep.observation import Observation, slo_breaches, slo_uncertain, suspect_notes
@@ -259,7 +259,7 @@ class ConcurrencyLadder(_Search):
             self.stop_reason = STOP_CEILING
 
     def knee(self) -> dict[str, Any]:
-        """reports/analysis.py's knee over every rung so far (concurrency as the batch size), on the
+        """analysis/knee.py's knee over every rung so far (concurrency as the batch size), on the
         noise-aware throughputs when the rungs have repeats (see the module docstring)."""
         levels, tputs, flat = noise_aware_throughputs(self.rungs)
         knee = find_knee(levels, tputs, threshold=self.config.knee_threshold)

@@ -1,7 +1,7 @@
 """What one load level measured, reduced to the figures the adaptive sweep decides on.
 
 An `Observation` is driver-agnostic: the load ladder (sweep/ladder.py), the rate search and the
-verification judge (sweep/verify.py) take it, whoever ran the level. `Observation.from_point`
+verification judge (sweep/verify_plan.py) take it, whoever ran the level. `Observation.from_point`
 builds one from a sweep point as `SweepRunner._run_level` records it (summary + telemetry).
 
 Fields:
@@ -163,7 +163,7 @@ def slo_uncertain(obs: Observation, slo: SLO | None) -> list[str]:
 def slo_breaches(obs: Observation, slo: SLO | None) -> list[str]:
     """One line per limited metric whose percentile is over its limit (or was not measured).
 
-    The same rule as reports/analysis.py's `meets_slo`, less the failed-request clause, which
+    The same rule as analysis/selection.py's `meets_slo`, less the failed-request clause, which
     callers check on its own.
     """
     if slo is None:

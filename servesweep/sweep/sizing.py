@@ -10,7 +10,7 @@ The target peak is the larger of
   - the KV peak measured at the recommended load (the sweep's rung), and
   - the stress run's expected peak (when the p99 request length is given): max_num_seqs requests
     running at once, each holding the p99 prompt + p99 output tokens (rounded up to whole blocks).
-    The stress run (sweep/verify.py) sends only p99-length requests at the measured rate, with
+    The stress run (sweep/verify_plan.py) sends only p99-length requests at the measured rate, with
     twice the batch in flight, so the server's batch is full and every running request grows
     to that length: this is the peak the margin is judged on. Running requests are staggered,
     so the measured peak is a little below it and the margin a little above 22.5 %.
@@ -25,7 +25,7 @@ The budget and the batch cap are turned into the server's own knobs by its backe
 its equivalent `--gpu-memory-utilization` is (non-KV bytes + budget) / device total; TensorRT-LLM
 takes it as `kv_cache_config.max_tokens` and its equivalent `free_gpu_memory_fraction` is
 budget / (device total - non-KV bytes), a fraction of the memory free after loading
-(servesweep.memory). Both are rounded up to 0.001. Non-KV bytes (weights, activations, CUDA
+(servesweep.memory_fraction). Both are rounded up to 0.001. Non-KV bytes (weights, activations, CUDA
 graphs, context) come from the measurement when given (device memory peak - KV pool bytes),
 else from the server's own accounting of the fraction the run used (its default, 0.9, when the
 run did not set one). On CPU there is no device total: no fraction, and `fits_device` is None.

@@ -7,12 +7,13 @@ distributions' exact values (servesweep.loadgen.distribution, which keeps up to 
 each by design before it folds them into a fixed-size histogram). Everything else a run holds per
 request (records, connections, statistics) must not grow with the request count.
 
-`--keep-records` makes the runner keep every record in memory (LoadRunner(keep_records=True)),
+`--keep-records` makes the runner keep every record in memory (RunnerOptions(keep_records=True)),
 the regression the test must be able to see."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import resource
 import sys
@@ -27,7 +28,8 @@ def main() -> None:
     keep_records = "--keep-records" in sys.argv
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
     from servesweep import loadtest
-    from servesweep.loadgen import distribution, runner
+    from servesweep.loadgen import distribution
+    from servesweep.loadgen import load_runner as runner
     from servesweep.loadgen.arrivals import LoadLevel
     from servesweep.loadgen.workload import Workload
 
@@ -43,8 +45,9 @@ def main() -> None:
     if keep_records:
         original = runner.LoadRunner.__init__
 
-        def keeping(self, *args, **kwargs) -> None:
-            original(self, *args, **{**kwargs, "keep_records": True})
+        def keeping(self, *args, options=None, **kwargs) -> None:
+            options = dataclasses.replace(options or runner.RunnerOptions(), keep_records=True)
+            original(self, *args, options=options, **kwargs)
 
         runner.LoadRunner.__init__ = keeping
         loadtest.LoadRunner = runner.LoadRunner

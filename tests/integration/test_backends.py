@@ -214,7 +214,7 @@ def test_server_killed_mid_run_ends_the_run_and_keeps_records(tmp_path):
     with the cause, and every record so far is on disk."""
     from servesweep.loadgen.arrivals import LoadLevel
     from servesweep.loadgen.records import read_records
-    from servesweep.loadgen.runner import run_async
+    from servesweep.loadgen.load_runner import run_async
     from servesweep.loadtest import LoadTestConfig, run_load_test
 
     port = free_port()

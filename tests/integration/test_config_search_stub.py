@@ -4,7 +4,7 @@ chooses, writes search.json, resumes without starting again, and the report has 
 import json
 
 from servesweep.cli import main
-from servesweep.results.config_search import SKIP_DOMINATED, read_search_record
+from servesweep.results.config_search_record import SKIP_DOMINATED, read_search_record
 from tests.integration.test_gate_under_load_stub import LaunchedStub
 
 SCENARIO = """
@@ -33,7 +33,7 @@ def test_config_search_through_the_stub(tmp_path, stub_server, monkeypatch, caps
         launches.append(config.label())
         return LaunchedStub(stub, config)
 
-    monkeypatch.setattr("servesweep.sweep.runner.launch", launch)
+    monkeypatch.setattr("servesweep.sweep.sweep_runner.launch", launch)
     scenario = tmp_path / "s.yaml"
     scenario.write_text(SCENARIO)
     out = tmp_path / "out"

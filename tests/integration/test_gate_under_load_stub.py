@@ -14,13 +14,13 @@ from servesweep.backends.telemetry import PrometheusReader, TelemetrySampler
 from servesweep.backends.vllm import METRICS
 from servesweep.cli import main
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.workload import Workload
 from servesweep.quality.gate.spec import file_sha256, load_eval_set, load_gate_spec
 from servesweep.quality.gate.under_load import measure_under_load
 from servesweep.results import GATE_UNDER_LOAD_MEASUREMENT_FILE, append_point
 from servesweep.scenarios.schema import Scenario
-from servesweep.sweep.runner import SweepRunner
+from servesweep.sweep.sweep_runner import SweepRunner
 
 STUB = {"ttft_s": 0.05, "itl_s": 0.005, "metrics": True}  # a load request takes ~0.1 s, a gate wave ~0.06 s
 
@@ -169,7 +169,7 @@ def test_a_sweep_through_the_stub_measures_each_configuration_under_load_and_res
         launches.append(config.label())
         return LaunchedStub(stub, config)
 
-    monkeypatch.setattr("servesweep.sweep.runner.launch", launch)
+    monkeypatch.setattr("servesweep.sweep.sweep_runner.launch", launch)
     spec = write_spec(tmp_path)
     scenario = Scenario.model_validate({
         "name": "t", "model": "/m", "accuracy_gate": str(spec), "sweep": {"precision": ["fp32", "bf16"]},

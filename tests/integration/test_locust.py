@@ -199,7 +199,7 @@ def test_a_worker_dying_mid_run_leaves_the_others_records_intact(stub_server, tm
 def test_pure_modules_do_not_import_locust():
     # Importing Locust monkey-patches the standard library for gevent: the CLI and the modules the
     # unit tests use must not do it.
-    code = ("import sys; import servesweep.cli, servesweep.locust.config, servesweep.locust.summary, "
+    code = ("import sys; import servesweep.cli, servesweep.locust.config, servesweep.locust.locust_summary, "
             "servesweep.locust.webtab, servesweep.locust.reporting, servesweep.locust.prompts; "
             "print('locust' in sys.modules, 'gevent' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -28,7 +28,7 @@ from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.records import read_records
 from servesweep.loadgen.workload import Workload
 from servesweep.loadtest import LoadTestConfig, run_load_test
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-Zq8vN3kP0wX5rT7y"  # what no output may hold

@@ -35,11 +35,11 @@ def test_a_ladder_with_repeats_through_the_stub_repeats_uncertain_rungs_up_to_th
     from servesweep.reports.repeats import repeats_section
     from servesweep.results import read_points
     from servesweep.scenarios.schema import Scenario
-    from servesweep.sweep.runner import SweepRunner
+    from servesweep.sweep.sweep_runner import SweepRunner
     from tests.integration.test_gate_under_load_stub import LaunchedStub
 
     stub = stub_server(ttft_s=0.002, itl_s=0.0005)
-    monkeypatch.setattr("servesweep.sweep.runner.launch", lambda config, config_dir: LaunchedStub(stub, config))
+    monkeypatch.setattr("servesweep.sweep.sweep_runner.launch", lambda config, config_dir: LaunchedStub(stub, config))
     # Every verdict "uncertain" (deterministic): each rung gets extra repeats until the cap.
     monkeypatch.setattr("servesweep.sweep.ladder.slo_uncertain", lambda obs, slo: ["ttft_ms p99 uncertain (forced)"])
     scenario = Scenario.model_validate({

@@ -334,7 +334,7 @@ def load(server, tmp_path, requests=12, concurrency=4, telemetry=None):
     config = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=tmp_path / "run",
                             levels=[LoadLevel(concurrency=concurrency, num_requests=requests, warmup_requests=4)], show_progress=False,
                             workload=Workload(dataset=dataset(tmp_path), output_len=16))
-    from servesweep.loadgen.runner import run_async
+    from servesweep.loadgen.load_runner import run_async
 
     return run_async(run_load_test(config, telemetry=telemetry, server_watch=server, server_info=server.info(),
                                    telemetry_tail_s=0.3))

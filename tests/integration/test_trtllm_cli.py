@@ -71,7 +71,7 @@ def test_a_sweep_over_both_engines(stand_in, tmp_path):
 def test_a_verified_trtllm_recommendation_names_its_own_knobs(stand_in, tmp_path):
     # The sizing is written in TensorRT-LLM's knobs, by its rule: the KV budget as
     # kv_cache_config.max_tokens (bytes / KV bytes per token), the batch cap as max_batch_size;
-    # none of vLLM's names. (No device here: no free-memory fraction, servesweep.memory's rule
+    # none of vLLM's names. (No device here: no free-memory fraction, servesweep.memory_fraction's rule
     # is checked in tests/unit/test_memory_knobs.py.)
     scenario = {
         "name": "trt-verify", "model": str(stand_in), "max_model_len": 512,

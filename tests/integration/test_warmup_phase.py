@@ -1,5 +1,5 @@
 """Warm-up is a phase: a level's warm-up requests all finish before its measured window opens, so
-they never share the server's slots with measured requests (see servesweep.loadgen.runner)."""
+they never share the server's slots with measured requests (see servesweep.loadgen.load_runner)."""
 
 import numpy as np
 import pytest

@@ -2,17 +2,17 @@
 
 import pytest
 
-from servesweep.reports.analysis import (
+from servesweep.analysis.knee import find_knee
+from servesweep.analysis.selection import (
     batch_sweep,
     combined_sweep,
-    find_knee,
     margin_advice,
     points_frame,
     precision_sweep,
     production_recommendation,
 )
-from servesweep.reports.drift import compare_outputs
-from servesweep.reports.skus import SKUS, PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name, sku_table
+from servesweep.analysis.drift_scores import compare_outputs
+from servesweep.analysis.skus import SKUS, PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name, sku_table
 
 from tests_support import GIB, point
 
@@ -130,7 +130,7 @@ def test_drift_high_cosine_but_different_token_is_found():
 def test_budget_is_judged_on_what_the_load_needs_not_on_vllms_preallocation():
     # The H200 case of issue 23: vLLM takes 0.9 x 141 GB whatever the load (device peak ~118 GiB,
     # KV pool 96 GiB: non-KV 22 GiB), the load's KV peak is 3 GiB -> 22 + 3 / 0.775 = 25.9 GiB.
-    from servesweep.reports.analysis import no_recommendation
+    from servesweep.analysis.selection import no_recommendation
 
     pts = [point("fp32", 1, 50), point("fp8", 32, 4000, kv_frac=3 / 96, dev_peak=118 * GIB)]
     for p in pts:
@@ -148,7 +148,7 @@ def test_budget_is_judged_on_what_the_load_needs_not_on_vllms_preallocation():
 
 
 def test_no_recommendation_says_why():
-    from servesweep.reports.analysis import no_recommendation
+    from servesweep.analysis.selection import no_recommendation
 
     slow = frame([point("bf16", 1, 100, ttft_p99=5000.0)], {"ttft_ms": 1000, "percentile": 99})
     assert no_recommendation(slow, combined_sweep(slow, None)).reason == "no point met the SLOs (1 measured)"
@@ -160,7 +160,7 @@ def test_no_recommendation_says_why():
 
 
 def test_a_verification_of_another_point_does_not_verify_the_recommendation():
-    from servesweep.reports.analysis import apply_verification
+    from servesweep.analysis.selection import apply_verification
 
     from servesweep.results.recommendation import ProductionRecommendation
     from servesweep.results.verification import Verification

@@ -14,7 +14,7 @@ from servesweep.reports.capacity import (
     render_markdown,
     write_capacity,
 )
-from servesweep.reports.skus import SKUS
+from servesweep.analysis.skus import SKUS
 
 ROOT = Path(__file__).resolve().parents[2]
 

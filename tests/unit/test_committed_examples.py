@@ -166,7 +166,7 @@ def _differences(stored, derived, path: str) -> list[str]:
 
 def recommendation_disagreements(sweep: Path) -> list[str]:
     """recommendation.json against the recommendation the report derives from the sweep's raw files."""
-    from servesweep.reports.recommendation import analyse
+    from servesweep.analysis.recommend import analyse
 
     stored = json.loads((sweep / "recommendation.json").read_text())
     derived = json.loads(analyse(sweep)[1].model_dump_json())
@@ -174,7 +174,7 @@ def recommendation_disagreements(sweep: Path) -> list[str]:
 
 
 def _observed(run_dir: Path, percentile: int):
-    """A verification run's figures from its own summary.json, as servesweep.sweep.confirm takes them."""
+    """A verification run's figures from its own summary.json, as servesweep.sweep.verify_run takes them."""
     from servesweep.sweep.observation import Observation
 
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -185,9 +185,9 @@ def _observed(run_dir: Path, percentile: int):
 
 def verification_disagreements(sweep: Path) -> list[str]:
     """verification.json against its attempts' runs (verification/attempt-N/{traffic,stress}/) judged
-    again by servesweep.sweep.verify.judge, and the recommendation's copy of it."""
+    again by servesweep.sweep.verify_plan.judge, and the recommendation's copy of it."""
     from servesweep.scenarios.schema import SLOSpec
-    from servesweep.sweep.verify import judge
+    from servesweep.sweep.verify_plan import judge
 
     path = sweep / "verification.json"
     if not path.exists():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from servesweep.reports.measurement import load_measurement
+from servesweep.analysis.measurement import load_measurement
 from servesweep.reports.projection import Prediction
-from servesweep.reports.skus import RULES, SKUS, measured_figures, project
+from servesweep.analysis.skus import RULES, SKUS, measured_figures, project
 
 ROOT = Path(__file__).resolve().parents[2]
 H100_DIR = ROOT / "examples" / "h100-llama3-8b"

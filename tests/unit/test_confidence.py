@@ -23,7 +23,7 @@ from servesweep.prefix_check import prefix_cache_summary
 from servesweep.scenarios.schema import LoadSpec
 from servesweep.sweep.ladder import STOP_KNEE, ConcurrencyLadder, LadderConfig, RateSearch, noise_aware_throughputs
 from servesweep.sweep.observation import Observation, slo_uncertain
-from servesweep.sweep.runner import merge_extra_repeat
+from servesweep.sweep.sweep_runner import merge_extra_repeat
 
 
 def repeated(tputs, ttft=None, percentile=99, **kw) -> Observation:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from servesweep.results.config_search import (
+from servesweep.results.config_search_record import (
     SKIP_BUDGET,
     SKIP_DOMINATED,
     SKIP_NOT_REACHED,
@@ -217,7 +217,7 @@ class FakeRunner:
     """Stands in for SweepRunner: run_one writes synthetic points unless they are there already."""
 
     def __init__(self, scenario: Scenario, out: Path, goodput: dict[str, float]) -> None:
-        from servesweep.reports.table import plain_console
+        from servesweep.console import plain_console
 
         self.scenario, self.out, self.console = scenario, out, plain_console()
         self.goodput, self.launched = goodput, []

@@ -11,9 +11,10 @@ import pytest
 
 from servesweep.backends.telemetry import window_stats
 from servesweep.reports.capacity import SkuGoodput, plan_capacity
-from servesweep.reports.energy import energy_figures, energy_lines, energy_rows
-from servesweep.reports.analysis import points_frame
-from servesweep.reports.recommendation import analyse
+from servesweep.analysis.energy_per_token import energy_figures
+from servesweep.reports.energy import energy_lines, energy_rows
+from servesweep.analysis.selection import points_frame
+from servesweep.analysis.recommend import analyse
 from servesweep.results import read_points
 from servesweep.errors import ConfigError
 

@@ -10,7 +10,7 @@ from servesweep.cli import main
 from servesweep.quality.gate.measure import Measurement, _prompt_token_logprobs, metric_value
 from servesweep.quality.gate.spec import GateSpecError, file_sha256, load_eval_set, load_gate_spec
 from servesweep.quality.gate.verdict import judge, read_reference
-from servesweep.reports.analysis import combined_sweep
+from servesweep.analysis.selection import combined_sweep
 from servesweep.reports.render import gate_cell
 from servesweep.results.recommendation import GateEntry
 

@@ -21,7 +21,7 @@ from servesweep.quality.gate.under_load import (
     under_load_verdict,
 )
 from servesweep.quality.gate.verdict import judge
-from servesweep.reports.analysis import combined_sweep, gate_exclusions, gate_passed_by_precision
+from servesweep.analysis.selection import combined_sweep, gate_exclusions, gate_passed_by_precision
 from servesweep.reports.render import gate_cell, write_report
 from servesweep.results import GATE_MEASUREMENT_FILE, GATE_UNDER_LOAD_MEASUREMENT_FILE, append_point
 from servesweep.results.recommendation import GateEntry
@@ -30,7 +30,7 @@ from servesweep.sweep.gate_load import choose_gate_load
 from servesweep.scenarios.search import LadderConfig
 from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation
-from servesweep.sweep.runner import SweepRunner
+from servesweep.sweep.sweep_runner import SweepRunner
 from tests_support import point
 
 

@@ -9,12 +9,13 @@ from rich.console import Console
 
 from servesweep.loadgen.lengths import LengthSpec
 from servesweep.loadgen.stats import SLO
-from servesweep.reports.headroom import apply_headroom, console_line, headroom_lines
+from servesweep.analysis.selection import apply_headroom
+from servesweep.reports.headroom import console_line, headroom_lines
 from servesweep.results.headroom import HeadroomStep, read_headroom
 from servesweep.results.recommendation import ProductionRecommendation
 from servesweep.scenarios.schema import HeadroomSpec, load_scenario
 from servesweep.sweep import SweepInterrupted
-from servesweep.sweep.headroom import (
+from servesweep.sweep.headroom_plan import (
     device_memory,
     find_length_onsets,
     find_onsets,

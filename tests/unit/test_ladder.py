@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from servesweep.loadgen.stats import SLO
-from servesweep.reports.analysis import find_knee
+from servesweep.analysis.knee import find_knee
 from servesweep.scenarios.schema import SLOSpec
 from servesweep.sweep.ladder import (
     REASON_BISECT,

@@ -1,6 +1,8 @@
 """The package's shape: data flows one way, no import cycles, reports never run anything."""
 
 import ast
+import re
+from collections import Counter
 from pathlib import Path
 
 import servesweep
@@ -41,6 +43,30 @@ def test_reports_never_import_orchestration_or_backends():
         if name.startswith("servesweep.reports"):
             bad = [t for t in targets if t.startswith(forbidden)]
             assert not bad, f"{name} imports {bad}"
+
+
+def _importers_of(importer: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """Each module under `importer` -> what it imports under the `forbidden` prefixes."""
+    bad = {}
+    for name, targets in _imports().items():
+        if name == importer or name.startswith(importer + "."):
+            hits = sorted(t for t in targets if t.startswith(forbidden))
+            if hits:
+                bad[name] = hits
+    return bad
+
+
+def test_the_sweep_never_imports_the_reports():
+    # The sweep decides through analysis/ and prints through servesweep.console; drawing is the
+    # report's, after the sweep.
+    assert _importers_of("servesweep.sweep", ("servesweep.reports",)) == {}
+
+
+def test_the_decision_imports_neither_drawing_nor_running():
+    # reports/ may import analysis/, never the other way; the decision reads results only.
+    forbidden = ("servesweep.reports", "servesweep.sweep", "servesweep.cli", "servesweep.loadtest",
+                 "servesweep.backends")
+    assert _importers_of("servesweep.analysis", forbidden) == {}
 
 
 def test_nothing_below_the_cli_imports_it():
@@ -144,7 +170,7 @@ def test_the_gate_under_load_drives_its_load_through_the_load_test():
     # not set up a runner, a target probe or a tokenizer of its own.
     under_load = _imports()["servesweep.quality.gate.under_load"]
     assert "servesweep.loadtest" in under_load
-    assert not under_load & {"servesweep.loadgen.runner", "servesweep.loadgen.target", "servesweep.loadgen.tokenizer"}
+    assert not under_load & {"servesweep.loadgen.load_runner", "servesweep.loadgen.target", "servesweep.loadgen.tokenizer"}
 
 
 def test_one_launch_skeleton_and_one_failure_map():
@@ -154,3 +180,47 @@ def test_one_launch_skeleton_and_one_failure_map():
         assert "servesweep.backends.gpu" not in graph[backend], backend  # the skeleton probes devices
     for driver in ("servesweep.loadgen.client", "servesweep.locust.user"):
         assert "servesweep.loadgen.failures" in graph[driver], driver
+
+
+LAYOUT_DOC = PACKAGE.parent / "docs" / "layout.md"
+
+
+def _documented_modules() -> set[str]:
+    """The modules docs/layout.md's tree lists, as paths below servesweep/: a line indented by two
+    spaces starts an entry (`name.py` or `folder/`); a folder's entry names its modules (`x.py`,
+    `sub/x.py`) relative to the folder, on its own lines and the lines indented below it."""
+    block = LAYOUT_DOC.read_text().split("```\nservesweep/\n", 1)[1].split("```", 1)[0]
+    found: set[str] = set()
+    folder = None
+    for line in block.splitlines():
+        entry = re.match(r"^  ([a-z_0-9]+(?:\.py|/))(\s|$)", line)
+        if not line.startswith(" "):
+            break  # bench/ and the rest: not the package
+        if entry:
+            name = entry.group(1)
+            folder = name if name.endswith("/") else None
+            if folder is None:
+                found.add(name)
+            line = line[len(entry.group(0)):]
+        if folder is not None:
+            found.update(folder + m for m in re.findall(r"\b((?:[a-z_0-9]+/)*[a-z_0-9]+\.py)\b", line)
+                         if not m.endswith("__init__.py"))
+    return found
+
+
+def test_the_layout_doc_lists_every_module_and_no_other():
+    # The README's layout (docs/layout.md) is this tree: a module added, moved or renamed without
+    # the doc following fails here.
+    tree = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+            if p.name not in ("__init__.py", "__main__.py")}
+    documented = _documented_modules()
+    assert sorted(tree - documented) == [], "modules missing from docs/layout.md"
+    assert sorted(documented - tree) == [], "docs/layout.md lists modules that do not exist"
+
+
+def test_a_module_name_says_which_module_it_is():
+    # cli/ is one module per command and results/ one per result file, each named for it; any other
+    # name is the package's only module of that name.
+    names = Counter(p.name for p in PACKAGE.rglob("*.py")
+                    if p.name != "__init__.py" and p.relative_to(PACKAGE).parts[0] not in ("cli", "results"))
+    assert [n for n, c in names.items() if c > 1] == []

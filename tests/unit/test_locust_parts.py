@@ -23,7 +23,7 @@ from servesweep.locust.reporting import (
     configure_stats,
     report_record,
 )
-from servesweep.locust.summary import build_summary, worker_check
+from servesweep.locust.locust_summary import build_summary, worker_check
 from servesweep.locust.webtab import LiveStats, server_rows
 
 

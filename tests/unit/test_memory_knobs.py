@@ -1,11 +1,11 @@
-"""Each backend writes a KV budget in its own knobs, by its own memory rule (servesweep.memory):
+"""Each backend writes a KV budget in its own knobs, by its own memory rule (servesweep.memory_fraction):
 vLLM's gpu_memory_utilization is a fraction of the device, TensorRT-LLM's
 free_gpu_memory_fraction a fraction of the memory free after the model loaded."""
 
 import pytest
 
-from servesweep.memory import exact_fraction, non_kv_from_fraction
-from servesweep.reports.analysis import apply_verification
+from servesweep.memory_fraction import exact_fraction, non_kv_from_fraction
+from servesweep.analysis.selection import apply_verification
 from servesweep.results.recommendation import ProductionRecommendation
 from servesweep.results.verification import Verification
 from servesweep.results import memory_fraction_of

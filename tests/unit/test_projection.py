@@ -9,10 +9,10 @@ import pytest
 
 from servesweep.cli import main
 from servesweep.errors import ConfigError, ReportError
-from servesweep.reports.measurement import load_measurement
+from servesweep.analysis.measurement import load_measurement
 from servesweep.reports.projection import compare, predict, read_prediction, write_prediction
-from servesweep.reports.recommendation import analyse
-from servesweep.reports.skus import (
+from servesweep.analysis.recommend import analyse
+from servesweep.analysis.skus import (
     DECODE_MEMORY_SHARE,
     RULES,
     SKUS,

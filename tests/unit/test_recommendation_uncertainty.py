@@ -5,7 +5,7 @@ plain statement when the point was measured in one window."""
 import json
 
 from servesweep.confidence import interval
-from servesweep.reports.repeats import recommendation_uncertainty
+from servesweep.analysis.uncertainty import recommendation_uncertainty
 
 SLO = {"ttft_ms": 1000, "tpot_ms": 100, "percentile": 99}
 

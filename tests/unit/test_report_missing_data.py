@@ -104,7 +104,7 @@ def test_quality_columns_name_their_model_and_can_come_from_another_sweep(tmp_pa
 
 
 def test_stored_report_inputs_follow_a_move_of_both_folders_and_name_themselves_when_broken(tmp_path):
-    from servesweep.reports.recommendation import REPORT_INPUTS_FILE, analyse, stored_report_inputs
+    from servesweep.analysis.recommend import REPORT_INPUTS_FILE, analyse, stored_report_inputs
 
     points = [point(p, c, 100.0 * c) for p in ("fp32", "bf16") for c in (1, 4)]
     tput, quality = _sweep_dir(tmp_path / "a" / "tput", points), _sweep_dir(tmp_path / "a" / "quality", points)
@@ -125,7 +125,7 @@ def test_stored_report_inputs_follow_a_move_of_both_folders_and_name_themselves_
 
 
 def test_each_report_option_replaces_only_its_own_stored_value(tmp_path):
-    from servesweep.reports.recommendation import report_inputs
+    from servesweep.analysis.recommend import report_inputs
 
     points = [point(p, c, 100.0 * c) for p in ("fp32", "bf16") for c in (1, 4)]
     tput, quality, other = (_sweep_dir(tmp_path / n, points) for n in ("tput", "quality", "other"))
@@ -136,7 +136,7 @@ def test_each_report_option_replaces_only_its_own_stored_value(tmp_path):
 
 
 def test_quality_from_the_sweep_itself_is_the_same_sweep(tmp_path, monkeypatch):
-    from servesweep.reports.recommendation import analyse
+    from servesweep.analysis.recommend import analyse
     from servesweep.reports.render import _model_lines
 
     out = _sweep_dir(tmp_path / "s", [point(p, c, 100.0 * c) for p in ("fp32", "bf16") for c in (1, 4)])

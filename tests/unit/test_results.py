@@ -110,7 +110,7 @@ def test_committed_comparisons_load_and_write_back_unchanged(path):
 
 
 def test_committed_points_read_through_the_typed_views():
-    from servesweep.reports.analysis import points_frame
+    from servesweep.analysis.selection import points_frame
     from servesweep.results.points import SweepPoint
 
     for path in sorted(EXAMPLES.rglob("points.jsonl")):
@@ -196,7 +196,7 @@ def test_committed_report_inputs_load_and_write_back_unchanged(path):
 
 
 def test_report_inputs_written_through_the_model(tmp_path):
-    from servesweep.reports.recommendation import store_report_inputs, stored_report_inputs
+    from servesweep.analysis.recommend import store_report_inputs, stored_report_inputs
     from servesweep.results.report_inputs import REPORT_INPUTS_FILE, REPORT_INPUTS_SCHEMA_VERSION
 
     (tmp_path / "quality").mkdir()

@@ -21,7 +21,7 @@ from servesweep import controlplane
 from servesweep.backends import config_from_dict, launch
 from servesweep.errors import ConfigError, ServerError, TargetError
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.target import check_loopback, probe_target
 from servesweep.loadgen.workload import Workload
 from servesweep.quality.gate.measure import GateMeasurementError, Measurement, measure

@@ -160,6 +160,67 @@ def load_evidence(records: Iterable[RequestRecord], gate_start: float, gate_end:
     }
 
 
+async def _gate_during(load: RunningLoad, spec: GateSpec, samples: list[dict[str, Any]], precision: str | None,
+                       timeout_s: float, telemetry: Telemetry | None, window: dict[str, Any]) -> None:
+    """The gate measured while `load` runs, from its first completed request; what it saw goes into
+    `window` (gate_start, gate_end, telemetry_end, measurement, or the cause it was not measured)."""
+    first = await load.first_completion()
+    if first is None:
+        window["cause"] = ("the load ended before its first request completed: "
+                           + (load.abort_reason or "no request was sent"))
+        return
+    if not first.ok:
+        window["cause"] = f"the load's first request failed ({first.error_kind}: {first.error_message})"
+        return
+    window["gate_start"] = load.clock()
+    gate = asyncio.create_task(measure(spec, samples, load.base_url, load.model, precision, timeout_s))
+    ended = asyncio.create_task(load.ended.wait())
+    try:
+        await asyncio.wait({ended, gate}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        if not gate.done():
+            gate.cancel()
+            await asyncio.gather(gate, return_exceptions=True)
+    window["gate_end"] = load.clock()
+    if gate.cancelled():
+        window["cause"] = ("the load stopped before the measurement ended: "
+                           + (load.abort_reason or "it ran out of time"))
+    elif gate.exception() is not None:
+        exc = gate.exception()
+        if not isinstance(exc, GateMeasurementError):
+            raise exc
+        window["cause"] = str(exc).splitlines()[0]
+    else:
+        window["measurement"] = gate.result()
+    if telemetry is not None:
+        await asyncio.get_running_loop().run_in_executor(None, telemetry.sample_now)
+    window["telemetry_end"] = load.clock()
+
+
+def _fill_evidence(evidence: LoadEvidence, summary: dict[str, Any], records: list, window: dict[str, Any],
+                   telemetry: Telemetry | None) -> None:
+    """The load's own figures, and those of the measurement's window, into `evidence`."""
+    if summary["levels"]:
+        lv = summary["levels"][0]
+        evidence.load_start_s, evidence.load_end_s = lv["start_s"], lv["end_s"]
+        evidence.prompt_pool_wrapped = lv["prompt_pool_wrapped"]
+        evidence.whole_load = {k: lv[k] for k in WHOLE_LOAD_KEYS} | {"errors": lv["errors"]}
+    else:
+        whole = summarize(records)
+        evidence.whole_load = {k: whole[k] for k in WHOLE_LOAD_KEYS} | {"errors": whole["errors"]}
+    gate_start, gate_end = window.get("gate_start"), window.get("gate_end")
+    if gate_start is not None and gate_end is not None:
+        evidence.gate_start_s, evidence.gate_end_s = gate_start, gate_end
+        for key, value in load_evidence(records, gate_start, gate_end).items():
+            setattr(evidence, key, value)
+        if telemetry is not None and window.get("telemetry_end") is not None:
+            stats = telemetry.window_stats(gate_start, window["telemetry_end"])
+            evidence.running_batch_mean = stats.get("running_batch_mean")
+            evidence.running_batch_peak = stats.get("running_batch_peak")
+            evidence.preemptions = stats.get("preemptions")
+
+
 async def measure_under_load(
     spec: GateSpec, samples: list[dict[str, Any]], base_url: str, model: str | None, precision: str | None,
     workload: Workload, level: LoadLevel, source: str, records_path: Path,
@@ -181,38 +242,7 @@ async def measure_under_load(
 
     async def during(load: RunningLoad) -> None:
         seen.append(load)
-        first = await load.first_completion()
-        if first is None:
-            window["cause"] = ("the load ended before its first request completed: "
-                               + (load.abort_reason or "no request was sent"))
-            return
-        if not first.ok:
-            window["cause"] = f"the load's first request failed ({first.error_kind}: {first.error_message})"
-            return
-        window["gate_start"] = load.clock()
-        gate = asyncio.create_task(measure(spec, samples, load.base_url, load.model, precision, timeout_s))
-        ended = asyncio.create_task(load.ended.wait())
-        try:
-            await asyncio.wait({ended, gate}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended.cancel()
-            if not gate.done():
-                gate.cancel()
-                await asyncio.gather(gate, return_exceptions=True)
-        window["gate_end"] = load.clock()
-        if gate.cancelled():
-            window["cause"] = ("the load stopped before the measurement ended: "
-                               + (load.abort_reason or "it ran out of time"))
-        elif gate.exception() is not None:
-            exc = gate.exception()
-            if not isinstance(exc, GateMeasurementError):
-                raise exc
-            window["cause"] = str(exc).splitlines()[0]
-        else:
-            window["measurement"] = gate.result()
-        if telemetry is not None:
-            await asyncio.get_running_loop().run_in_executor(None, telemetry.sample_now)
-        window["telemetry_end"] = load.clock()
+        await _gate_during(load, spec, samples, precision, timeout_s, telemetry, window)
 
     config = LoadTestConfig(base_url=base_url, model=model, levels=[level], workload=workload,
                             out_dir=records_path.parent, tokenizer_dir=tokenizer_dir, allow_remote=True,
@@ -229,24 +259,7 @@ async def measure_under_load(
                                     load=evidence)
     outcome = seen[0].outcome
     records = [r for lv in outcome.levels for r in lv.records or []] if outcome is not None else []
-    if summary["levels"]:
-        lv = summary["levels"][0]
-        evidence.load_start_s, evidence.load_end_s = lv["start_s"], lv["end_s"]
-        evidence.prompt_pool_wrapped = lv["prompt_pool_wrapped"]
-        evidence.whole_load = {k: lv[k] for k in WHOLE_LOAD_KEYS} | {"errors": lv["errors"]}
-    else:
-        whole = summarize(records)
-        evidence.whole_load = {k: whole[k] for k in WHOLE_LOAD_KEYS} | {"errors": whole["errors"]}
-    gate_start, gate_end = window.get("gate_start"), window.get("gate_end")
-    if gate_start is not None and gate_end is not None:
-        evidence.gate_start_s, evidence.gate_end_s = gate_start, gate_end
-        for key, value in load_evidence(records, gate_start, gate_end).items():
-            setattr(evidence, key, value)
-        if telemetry is not None and window.get("telemetry_end") is not None:
-            stats = telemetry.window_stats(gate_start, window["telemetry_end"])
-            evidence.running_batch_mean = stats.get("running_batch_mean")
-            evidence.running_batch_peak = stats.get("running_batch_peak")
-            evidence.preemptions = stats.get("preemptions")
+    _fill_evidence(evidence, summary, records, window, telemetry)
     if "cause" in window:
         return not_measured(window["cause"])
     if not evidence.requests_overlapping:

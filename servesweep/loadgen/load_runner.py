@@ -142,54 +142,74 @@ async def stop_on_signals(callback: Callable[[], None]) -> AsyncIterator[None]:
             loop.remove_signal_handler(sig)
 
 
+@dataclass(slots=True)
+class RunnerOptions:
+    """How a LoadRunner runs, beside what it runs (target, workload, levels, writer, tokenizer).
+
+    `t0`, `id_start`/`id_step` and `arrival_phase` (a fraction of the mean arrival gap) let several
+    runner processes share one clock, distinct request ids and staggered arrivals.
+
+    `trace`: the requests a level with arrival "trace" replays, at their offsets and lengths.
+    `sessions`: the conversations a level with arrival "sessions" runs (multi-turn chat).
+
+    The run stops itself ("server stopped answering") after `consecutive_failure_limit` requests
+    in a row that failed to connect or timed out, or `consecutive_timeout_limit` in a row that
+    timed out: a frozen server would otherwise hold the run for requests / concurrency x the
+    request timeout. Any other completed request, even a failed one, resets both counts.
+
+    Those counts alone miss a server that dies with fewer requests left, and take minutes on a
+    frozen one; a watchdog (`_watch`) also asks the server whether it is alive (GET /v1/models
+    within `probe_timeout_s`) after any request that could not connect, was cut off or timed
+    out, at the end of every level that had one, and when no stream in flight has received a
+    byte for `quiet_probe_s`. A server that does not answer ends the run. The watchdog also
+    completes a response the server holds open `held_open_s` after its `data: [DONE]`. Left
+    None, those three take the module's constants as they are when the runner is made.
+
+    `context_limit`: the model's context in tokens; prompts are built to fit it (loadgen.fit)."""
+
+    slo: SLO | None = None
+    keep_text: bool = False
+    show_progress: bool | None = None  # None: when stderr is a terminal
+    consecutive_failure_limit: int = 32
+    consecutive_timeout_limit: int = 3
+    t0: float | None = None
+    id_start: int = 0
+    id_step: int = 1
+    arrival_phase: float = 0.0
+    trace: list[TraceRequest] | None = None
+    sessions: SessionSpec | None = None
+    keep_records: bool = False
+    keep_level_stats: bool = False
+    interval_s: float | None = None
+    on_interval: IntervalCallback | None = None
+    context_limit: int | None = None
+    quiet_probe_s: float | None = None
+    probe_timeout_s: float | None = None
+    held_open_s: float | None = None
+
+
+@dataclass(slots=True)
+class RunnerHooks:
+    """What the runner's owner runs at a level's edges; each is optional."""
+
+    # Awaited once a level's prompts are built; may return the perf_counter instant the level
+    # starts at (workers of one pool share it, so their arrival schedules interleave exactly).
+    before_level: Callable[[LoadLevel], Awaitable[float | None]] | None = None
+    # Awaited when a level's last request has completed, before the next level is prepared.
+    after_level: Callable[[LoadLevel], Awaitable[None]] | None = None
+    # Awaited at a level's very start, before its warm-up (e.g. clearing the server's prefix cache).
+    level_prelude: Callable[[LoadLevel], Awaitable[None]] | None = None
+    # Called after each level with it, the levels so far and those still planned: levels to run
+    # next (servesweep.confidence's target precision adds repeats this way).
+    more_levels: Callable[[LevelResult, list[LevelResult], list[LoadLevel]], list[LoadLevel]] | None = None
+
+
 class LoadRunner:
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        workload: Workload,
-        levels: list[LoadLevel],
-        writer: RecordWriter,
-        tokenizer: TokenizerLike | None,
-        slo: SLO | None = None,
-        keep_text: bool = False,
-        show_progress: bool | None = None,
-        consecutive_failure_limit: int = 32,
-        consecutive_timeout_limit: int = 3,
-        t0: float | None = None,
-        id_start: int = 0,
-        id_step: int = 1,
-        arrival_phase: float = 0.0,
-        trace: list[TraceRequest] | None = None,
-        sessions: SessionSpec | None = None,
-        keep_records: bool = False,
-        keep_level_stats: bool = False,
-        interval_s: float | None = None,
-        on_interval: IntervalCallback | None = None,
-        context_limit: int | None = None,
-        quiet_probe_s: float | None = None,
-        probe_timeout_s: float | None = None,
-        held_open_s: float | None = None,
-    ) -> None:
-        """`t0`, `id_start`/`id_step` and `arrival_phase` (a fraction of the mean arrival gap) let
-        several runner processes share one clock, distinct request ids and staggered arrivals.
-
-        `trace`: the requests a level with arrival "trace" replays, at their offsets and lengths.
-        `sessions`: the conversations a level with arrival "sessions" runs (multi-turn chat).
-
-        The run stops itself ("server stopped answering") after `consecutive_failure_limit` requests
-        in a row that failed to connect or timed out, or `consecutive_timeout_limit` in a row that
-        timed out: a frozen server would otherwise hold the run for requests / concurrency x the
-        request timeout. Any other completed request, even a failed one, resets both counts.
-
-        Those counts alone miss a server that dies with fewer requests left, and take minutes on a
-        frozen one; a watchdog (`_watch`) also asks the server whether it is alive (GET /v1/models
-        within `probe_timeout_s`) after any request that could not connect, was cut off or timed
-        out, at the end of every level that had one, and when no stream in flight has received a
-        byte for `quiet_probe_s`. A server that does not answer ends the run. The watchdog also
-        completes a response the server holds open `held_open_s` after its `data: [DONE]`.
-
-        `context_limit`: the model's context in tokens; prompts are built to fit it (loadgen.fit)."""
+    def __init__(self, base_url: str, model: str, workload: Workload, levels: list[LoadLevel],
+                 writer: RecordWriter, tokenizer: TokenizerLike | None, options: RunnerOptions | None = None,
+                 hooks: RunnerHooks | None = None) -> None:
+        self.options = opts = options or RunnerOptions()
+        self.hooks = hooks or RunnerHooks()
         self.base_url = base_url
         self.url = base_url.rstrip("/") + endpoint_path(workload)
         self.path = urlsplit(self.url).path
@@ -198,13 +218,9 @@ class LoadRunner:
         self.levels = levels
         self.writer = writer
         self.tokenizer = tokenizer
-        self.slo = slo
-        self.keep_text = keep_text
-        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
-        self.consecutive_failure_limit = consecutive_failure_limit
-        self.consecutive_timeout_limit = consecutive_timeout_limit
+        self.show_progress = sys.stderr.isatty() if opts.show_progress is None else opts.show_progress
         self.rng = np.random.default_rng(workload.seed)
-        self.t0 = time.perf_counter() if t0 is None else t0
+        self.t0 = time.perf_counter() if opts.t0 is None else opts.t0
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._consecutive_no_answer = 0  # connection failures and timeouts
@@ -212,33 +228,14 @@ class LoadRunner:
         # Records the disk cannot take stop the run (the writer keeps the error; see RecordWriter).
         writer.on_error = self._on_write_error
         self.outcome = RunOutcome()
-        self._next_id = id_start
-        self._id_step = id_step
-        self.arrival_phase = arrival_phase
-        self.trace = trace
-        self.sessions = sessions
-        self.keep_records = keep_records
-        self.keep_level_stats = keep_level_stats
-        self.interval_s = interval_s
-        self.on_interval = on_interval
+        self._next_id = opts.id_start
         # The whole run's statistics: each level's are merged in when it ends.
-        self.run_stats = RunStats(slo)
-        # Awaited once a level's prompts are built; may return the perf_counter instant the level
-        # starts at (workers of one pool share it, so their arrival schedules interleave exactly).
-        self.before_level: Callable[[LoadLevel], Awaitable[float | None]] | None = None
-        # Awaited when a level's last request has completed, before the next level is prepared.
-        self.after_level: Callable[[LoadLevel], Awaitable[None]] | None = None
-        # Awaited at a level's very start, before its warm-up (e.g. clearing the server's prefix cache).
-        self.level_prelude: Callable[[LoadLevel], Awaitable[None]] | None = None
-        # Called after each level with it, the levels so far and those still planned: levels to run
-        # next (servesweep.confidence's target precision adds repeats this way).
-        self.more_levels: Callable[[LevelResult, list[LevelResult], list[LoadLevel]], list[LoadLevel]] | None = None
+        self.run_stats = RunStats(opts.slo)
         # Which clock stamped response arrivals (HttpPool.clock_source), known once `run` returns.
         self.arrival_clock: str | None = None
-        self.context_limit = context_limit
-        self.quiet_probe_s = QUIET_PROBE_S if quiet_probe_s is None else quiet_probe_s
-        self.probe_timeout_s = PROBE_TIMEOUT_S if probe_timeout_s is None else probe_timeout_s
-        self.held_open_s = HELD_OPEN_S if held_open_s is None else held_open_s
+        self.quiet_probe_s = QUIET_PROBE_S if opts.quiet_probe_s is None else opts.quiet_probe_s
+        self.probe_timeout_s = PROBE_TIMEOUT_S if opts.probe_timeout_s is None else opts.probe_timeout_s
+        self.held_open_s = HELD_OPEN_S if opts.held_open_s is None else opts.held_open_s
         self._suspect: str | None = None  # the last failure that may mean the server is gone, not yet checked
         self._probe_lock = asyncio.Lock()
         self._last_answer = 0.0  # perf_counter: the last request completion or successful probe
@@ -272,7 +269,7 @@ class LoadRunner:
     # --- one request --------------------------------------------------------------------------
     def _new_record(self, level: LoadLevel, item: PromptItem, index: int, scheduled_s: float) -> RequestRecord:
         rid = self._next_id
-        self._next_id += self._id_step
+        self._next_id += self.options.id_step
         return RequestRecord(
             request_id=rid,
             level=level.label,
@@ -287,7 +284,7 @@ class LoadRunner:
                    keep_text: bool | None = None) -> None:
         try:
             await send_request(pool, path or self.path, payload, record, self.t0,
-                               self.keep_text if keep_text is None else keep_text)
+                               self.options.keep_text if keep_text is None else keep_text)
             # Its times are taken: the rest (recording it; in a closed loop, sending the next) waits
             # its turn (servesweep.loadgen.pacer).
             await self._pacer.turn()
@@ -306,10 +303,10 @@ class LoadRunner:
             if kind == ERROR_TIMEOUT:
                 self._consecutive_timeouts += 1
             n, timeouts = self._consecutive_no_answer, self._consecutive_timeouts
-            if timeouts >= self.consecutive_timeout_limit:
+            if timeouts >= self.options.consecutive_timeout_limit:
                 self.stop(f"server stopped answering: {timeouts} requests in a row timed out "
                           f"(last: {record.error_message})")
-            elif n >= self.consecutive_failure_limit:
+            elif n >= self.options.consecutive_failure_limit:
                 what = "failed to connect" if timeouts == 0 else "failed to connect or timed out"
                 self.stop(f"server stopped answering: {n} requests in a row {what} "
                           f"(last: {record.error_message})")
@@ -427,13 +424,13 @@ class LoadRunner:
         (perf_counter): `count` of them, or until `deadline` when `count` is None; then waits for
         every one in flight."""
         if level.arrival == "trace":
-            assert self.trace is not None
-            offsets = np.array([r.offset_s for r in self.trace[first:first + (count or len(self.trace))]])
+            assert self.options.trace is not None
+            offsets = np.array([r.offset_s for r in self.options.trace[first:first + (count or len(self.options.trace))]])
             offsets = offsets - (offsets[0] if first and len(offsets) else 0.0)
         else:
             offsets = arrival_offsets(level, count if count is not None else MAX_PROMPT_POOL * 16, self.rng)
-        if self.arrival_phase:
-            offsets = offsets + self.arrival_phase / level.request_rate
+        if self.options.arrival_phase:
+            offsets = offsets + self.options.arrival_phase / level.request_rate
         limit = level.in_flight_limit
         gate = asyncio.Semaphore(limit) if limit else None
         wrapped = False
@@ -502,17 +499,17 @@ class LoadRunner:
         hold Ctrl-C). None when the run was stopped meanwhile, or when the server's tokenizer
         failed: the run then stops with the reason, and what completed is kept."""
         if level.arrival == "trace":
-            assert self.trace is not None
-            build = trace_prompts(self.trace, self.tokenizer, self.workload.seed, self.workload.endpoint)
+            assert self.options.trace is not None
+            build = trace_prompts(self.options.trace, self.tokenizer, self.workload.seed, self.workload.endpoint)
         elif level.arrival == "sessions":
-            assert self.sessions is not None
+            assert self.options.sessions is not None
             if self.tokenizer is None:
                 raise ConfigError("multi-turn sessions need a tokenizer: give --tokenizer DIR or a server "
                                   "with /tokenize")
-            build = plan_sessions(self.sessions, self.tokenizer, limit=self.context_limit)
+            build = plan_sessions(self.options.sessions, self.tokenizer, limit=self.options.context_limit)
         else:
             build = build_prompts(self.workload, self._planned_count(level), self.tokenizer, self.rng,
-                                  limit=self.context_limit)
+                                  limit=self.options.context_limit)
         task = asyncio.ensure_future(build)
         self._tasks.add(task)
         try:
@@ -533,7 +530,7 @@ class LoadRunner:
         prompts = await self._build_prompts(level)
         if prompts is None or self.stopped:
             return None
-        done = _LevelSink(self.slo, self.keep_records)
+        done = _LevelSink(self.options.slo, self.options.keep_records)
         task_id = None
         if progress_bar is not None:
             task_id = progress_bar.add_task(
@@ -557,14 +554,14 @@ class LoadRunner:
         gc.collect()
         gc.freeze()
         ticker: asyncio.Task | None = None
-        if self.level_prelude is not None:
-            await self.level_prelude(level)
+        if self.hooks.level_prelude is not None:
+            await self.hooks.level_prelude(level)
         try:
             warmups = level.warmup_requests
             wrapped = False
             if warmups and not self.stopped:
                 wrapped = await self._warm_up(pool, level, prompts, done, advance)
-            level_start = await self.before_level(level) if self.before_level is not None else None
+            level_start = await self.hooks.before_level(level) if self.hooks.before_level is not None else None
             if level_start is None:
                 level_start = time.perf_counter()
             start = level_start - self.t0
@@ -592,8 +589,8 @@ class LoadRunner:
             # The level's last requests failed the way a dead server fails them: ask now, whatever
             # the number of requests left (there may be none), so the run says so.
             await self._check_suspect(session)
-        if self.after_level is not None:
-            await self.after_level(level)
+        if self.hooks.after_level is not None:
+            await self.hooks.after_level(level)
         if task_id is not None:
             progress_bar.update(task_id, visible=False)
         records = sorted(done.records, key=lambda r: r.request_id) if done.records is not None else []
@@ -601,22 +598,22 @@ class LoadRunner:
         clipped = (sum(p.clipped_turns for p in prompts) if level.arrival == "sessions"
                    else sum(1 for p in prompts if getattr(p, "clipped", False)))
         return LevelResult(level, start, end, records, done.stats.summary(), wrapped,
-                           done.stats if self.keep_level_stats else None,
+                           done.stats if self.options.keep_level_stats else None,
                            prompts_clipped=clipped, prompts_built=len(prompts), sessions=sessions)
 
     # --- per-interval statistics (soak runs) ---------------------------------------------------
     def _start_intervals(self, level: LoadLevel, sink: _LevelSink, level_start: float) -> asyncio.Task | None:
-        if not self.interval_s or self.on_interval is None:
+        if not self.options.interval_s or self.options.on_interval is None:
             return None
-        sink.interval = RunStats(self.slo)
+        sink.interval = RunStats(self.options.slo)
         self._interval_index, self._interval_start = 0, level_start - self.t0
 
         async def tick() -> None:
             while True:
-                boundary = self.t0 + self._interval_start + self.interval_s
+                boundary = self.t0 + self._interval_start + self.options.interval_s
                 await asyncio.sleep(max(boundary - time.perf_counter(), 0.0))
                 self._end_interval(level, sink, boundary - self.t0)
-                sink.interval = RunStats(self.slo)
+                sink.interval = RunStats(self.options.slo)
 
         return asyncio.create_task(tick())
 
@@ -628,9 +625,9 @@ class LoadRunner:
         # Every interval is reported, those in which nothing completed above all (a server that froze);
         # only a level's last one may be left out when empty: it ends right on a boundary.
         if stats.total or not last:
-            assert self.on_interval is not None
+            assert self.options.on_interval is not None
             in_flight = self._pool.activity()[0] if self._pool is not None else 0
-            self.on_interval(level, self._interval_index, start, end, stats, in_flight)
+            self.options.on_interval(level, self._interval_index, start, end, stats, in_flight)
         self._interval_index += 1
         self._interval_start = end
 
@@ -649,9 +646,9 @@ class LoadRunner:
                         if result is None:
                             break
                         self.outcome.levels.append(result)
-                        if self.more_levels is not None:
+                        if self.hooks.more_levels is not None:
                             # e.g. another repeat while a level's interval is wider than asked
-                            levels[i + 1:i + 1] = self.more_levels(result, self.outcome.levels, levels[i + 1:])
+                            levels[i + 1:i + 1] = self.hooks.more_levels(result, self.outcome.levels, levels[i + 1:])
                         i += 1
             finally:
                 watchdog.cancel()

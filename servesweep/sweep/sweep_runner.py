@@ -18,12 +18,15 @@ import json
 import shutil
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import pandas as pd
 from rich.console import Console
 from rich.text import Text
 
+from servesweep.analysis.recommend import analyse_sweep
 from servesweep.backends import LaunchedServer, ServerConfig, launch
 from servesweep.backends.builtin import builtin_model_defaults
 from servesweep.confidence import fmt_ci, level_values, merge_ci
@@ -34,16 +37,18 @@ from servesweep.errors import (
     UnsupportedConfig,
 )
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
 from servesweep.loadtest import LoadTestConfig, run_load_test
 from servesweep.models.tiny import build_tiny_model
 from servesweep.models.smollm2 import read_provenance
 from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
-from servesweep.reports.table import plain_console
+from servesweep.console import plain_console
 from servesweep.results import append_point, read_points, write_json
+from servesweep.results.points import headline_from_repeats, point_from_summary
 from servesweep.results.ladder_search import write_ladder_search
+from servesweep.results.recommendation import Recommendation
 from servesweep.results.sweep_files import DRIFT_FILE, write_drift, write_model_record
 from servesweep.scenarios.schema import BUILTIN_MODEL, BUILTIN_SMOLLM2_MODEL, BUILTIN_TRAINED_MODEL, Scenario
 from servesweep.sweep import SweepInterrupted
@@ -94,23 +99,11 @@ def merge_extra_repeat(point: dict[str, Any], more: dict[str, Any], why: list[st
     headline_from_repeats(s)
 
 
-def headline_from_repeats(summary: dict[str, Any]) -> None:
-    """A point run with repeats: its throughput figures become the means over the repeats (what the
-    report and the searches compare); the whole load test's, whose window also spans the gaps
-    and warm-ups between repeats, stay under `pooled_over_repeats`. Latency percentiles stay
-    pooled over every measured request of the repeats."""
-    ci = next(iter((summary.get("ci95") or {}).values()), None)
-    if not ci:
-        return
-    pooled = summary.setdefault("pooled_over_repeats", {k: summary.get(k) for k in
-                                                        ("output_token_throughput", "request_throughput")})
-    if summary.get("goodput"):
-        pooled.setdefault("request_goodput", summary["goodput"].get("request_goodput"))
-    for key, ci_key in (("output_token_throughput", "output_tok_s"), ("request_throughput", "request_throughput")):
-        if (ci.get(ci_key) or {}).get("mean") is not None:
-            summary[key] = ci[ci_key]["mean"]
-    if summary.get("goodput") and (ci.get("goodput") or {}).get("mean") is not None:
-        summary["goodput"]["request_goodput"] = ci["goodput"]["mean"]
+@dataclass(frozen=True, slots=True)
+class SweepOutcome:
+    points: list[dict[str, Any]]
+    frame: pd.DataFrame  # analysis.selection.points_frame of the points
+    recommendation: Recommendation
 
 
 class SweepRunner:
@@ -138,12 +131,14 @@ class SweepRunner:
         return self.scenario.model
 
     def run(self, verify: bool | None = None, deadline_s: float | None = None,
-            headroom: bool | None = None) -> list[dict[str, Any]]:
+            headroom: bool | None = None) -> SweepOutcome:
         """Every configuration's levels (fixed, or found by the adaptive search), the accuracy
         gate's verdicts, then (unless `verify` is False) the verification of the recommendation and,
         when it passes (unless `headroom` is False), its headroom.
         `deadline_s`: seconds this call may take; a verification attempt that would not fit in what
-        is left is not started (SweepInterrupted: a rerun resumes there)."""
+        is left is not started (SweepInterrupted: a rerun resumes there). The points are analysed
+        once: the verification verifies that analysis's recommendation and the outcome carries it
+        with the verification and headroom folded in."""
         started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.scenario_path, self.out / "scenario.yaml")
@@ -159,13 +154,15 @@ class SweepRunner:
                 self.run_one(config, f"[{i}/{len(configs)}]", points)
         if self.scenario.accuracy_gate:
             self.gate.verdicts()
+        analysis = analyse_sweep(self.out)
         if self.scenario.verify if verify is None else verify:
-            from servesweep.sweep.confirm import Confirmation
+            from servesweep.sweep.verify_run import Confirmation
 
             left = None if deadline_s is None else deadline_s - (time.monotonic() - started)
             Confirmation(self.scenario, self.out, self.console, self.show_progress,
-                         headroom=headroom).run(time_left_s=left)
-        return read_points(self.out)
+                         headroom=headroom).run(analysis, time_left_s=left)
+        frame, recommendation = analysis.with_runs(self.out)
+        return SweepOutcome(read_points(self.out), frame, recommendation)
 
     def run_one(self, config: ServerConfig, prefix: str, points: list[dict[str, Any]]) -> bool:
         """One configuration's levels (or the rest of them); False when all were measured before
@@ -368,25 +365,10 @@ class SweepRunner:
             # The disk is full: the sweep stops here (exit 5); what was measured is on disk.
             where = summary.get("summary_path") or f"{level_dir}/summary.json"
             raise OutputError(f"{summary['output_error']} (the level's summary: {where})")
-        result = {k: v for k, v in summary.items() if k != "levels"}
-        headline_from_repeats(result)
-        point: dict[str, Any] = {
-            "config": config.label(), "config_spec": config.model_dump(mode="json"),
-            "level": level.label, "level_spec": level.model_dump(exclude_none=True),
-            "status": "ok", "summary": result, "telemetry": summary.get("telemetry"),
-            "server": {k: summary["server"].get(k) for k in ("backend", "version", "startup_s", "kv_pool_tokens",
-                                                             "kv_pool_bytes", "kv_pool", "command", "gpus", "knobs",
-                                                             "memory_fraction_of")},
-            "dir": str(level_dir.relative_to(self.out)),
-            # The level's timing cross-check: a suspect one is named in every SLO verdict taken on it.
-            "timing_check": (summary.get("levels") or [{}])[0].get("timing_check"),
-        }
-        died = server.poll_failure()
-        if summary.get("interrupted"):
-            point["status"], point["interrupted"] = "interrupted", True
-        elif died or (summary.get("abort_reason") and summary["completed"] == 0):
-            point["status"], point["cause"] = "failed", died or summary["abort_reason"]
-        tput = result["output_token_throughput"]  # the repeats' mean with repeats
+        point = point_from_summary(config.label(), config.model_dump(mode="json"), level.label,
+                                   level.model_dump(exclude_none=True), summary, str(level_dir.relative_to(self.out)),
+                                   died=server.poll_failure())
+        tput = point["summary"]["output_token_throughput"]  # the repeats' mean with repeats
         if summary.get("ci95"):
             ci = next(iter(summary["ci95"].values()))
             self.console.print(f"  {level.label}: {summary['repeats']} repeats, output tok/s "

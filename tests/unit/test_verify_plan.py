@@ -14,7 +14,7 @@ from servesweep.loadgen.workload import Workload
 from servesweep.sweep.observation import Observation
 from servesweep.sweep.sizing import SizingInputs, size_kv
 from servesweep.results.verification import Verification
-from servesweep.sweep.verify import add_attempt, judge, length_quantile, plan_verification
+from servesweep.sweep.verify_plan import add_attempt, judge, length_quantile, plan_verification
 
 
 # --- p99 of the length distributions ------------------------------------------------------------

@@ -12,7 +12,7 @@ The fp32 column is the non-tensor FP32 rate: PyTorch runs float32 matmuls in ful
 TF32 is switched on, and vLLM does not switch it on.
 
 Terms. M is the measured SKU, S the SKU projected onto, p the precision. The knee is
-reports/analysis.py's (the largest sampled batch when it was not reached). A *figure* is one
+analysis/selection.py's (the largest sampled batch when it was not reached). A *figure* is one
 number of the SKU table or of a prediction: its value, unit, the batch it refers to, its basis
 (`measured` or `projected`) and `source` (the measured file and point, and the datasheets used);
 a projected figure also names its `rule` (`RULES`: a stable id and its text) and `applied` (the
@@ -84,6 +84,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict
+
+# The rules' file as the result files and reports name it. They were measured while the rules lived
+# in reports/skus.py; the text stays so that every committed result re-renders byte-identical.
+RULES_FILE_CITED = "reports/skus.py"
 
 
 @dataclass(frozen=True)
@@ -523,7 +527,7 @@ def sku_table(measurements: Sequence[SkuMeasurement], memory_needed_bytes: float
             entry["source"] = meas.source
             entry["figures"] = _dump(measured_figures(meas))
         elif base is not None:
-            entry["source"] = f"projected from {base.sku} ({base.source}) by reports/skus.py RULES"
+            entry["source"] = f"projected from {base.sku} ({base.source}) by {RULES_FILE_CITED} RULES"
             entry["figures"] = _dump(project(base, sku))
         table[name] = entry
     return table

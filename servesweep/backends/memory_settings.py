@@ -1,7 +1,7 @@
 """The types of a backend's `memory_settings`: a KV budget and what was measured in, the
 server's own knobs out. The sizing (servesweep.sweep.sizing) decides how many bytes of KV cache
 and how large a batch; each backend says how its server is told so, because the servers do not
-read a memory fraction the same way (servesweep.memory).
+read a memory fraction the same way (servesweep.memory_fraction).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from servesweep.memory import (
+from servesweep.memory_fraction import (
     DEFAULT_MEMORY_FRACTION,
     MAX_MEMORY_FRACTION,
     FractionOf,

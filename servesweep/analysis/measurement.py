@@ -1,4 +1,4 @@
-"""A sweep's figures on the GPU it ran on (reports/skus.py's `SkuMeasurement`), read from its
+"""A sweep's figures on the GPU it ran on (analysis/skus.py's `SkuMeasurement`), read from its
 results: the knee and the throughput and TTFT there, TPOT at the smallest batch, and the KV pool
 at the memory fraction the server ran with. Reads result files only."""
 
@@ -13,8 +13,8 @@ import pandas as pd
 
 from servesweep.errors import ReportError
 from servesweep.files import display_path
-from servesweep.reports.analysis import batch_sweep, points_frame, precision_sweep
-from servesweep.reports.skus import PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name
+from servesweep.analysis.selection import batch_sweep, points_frame, precision_sweep
+from servesweep.analysis.skus import PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name
 from servesweep.results import POINTS_FILE, SweepPoint, read_points
 
 
@@ -57,7 +57,7 @@ def _first(*values: Any) -> Any:
 
 def sku_measurement(points: list[dict[str, Any]], df: pd.DataFrame, batch: dict[str, Any],
                     precision: dict[str, Any], sku: str, gpu: str | None, source: str) -> SkuMeasurement:
-    """The figures per precision from a sweep's analysis (reports/analysis.py: points_frame,
+    """The figures per precision from a sweep's analysis (analysis/selection.py: points_frame,
     batch_sweep, precision_sweep)."""
     raw = {(p["config"], p["level"]): p for p in points}
     ok = df[(df.status == "ok") & df.batch.notna()]

@@ -1,6 +1,6 @@
 """Verify the recommendation before it is made: relaunch the recommended configuration with
 its KV cache sized to the OOM-margin band for the stress run's expected peak (sweep/sizing.py)
-and run the two checks of sweep/verify.py on it: the scenario's traffic at the recommended load
+and run the two checks of sweep/verify_plan.py on it: the scenario's traffic at the recommended load
 for a longer window, and a stress (p99 lengths, bursty arrivals at the same mean rate). A
 failed attempt whose failure is a memory one (preemption, margin out of band) steps from what it
 measured (sizing.step_back) and runs again, at most twice; a failure that more KV cannot fix
@@ -12,7 +12,7 @@ figures, as long as the recommendation is still the same point. With a deadline 
 an attempt that would not fit what is left (the configuration's measured server start + both
 windows + ATTEMPT_SLACK_S) is not started: the run stops as interrupted and resumes there.
 Everything lands in `verification.json`, which the report reads; nothing here decides what is
-recommended, that is reports/analysis.py's job on the sweep's points.
+recommended, that is analysis/selection.py's job on the sweep's points.
 
 After a passing attempt, on the same server, the headroom measurement (sweep/headroom_run.py)
 steps the offered load up; one still owed (cut short, or a verification done earlier) runs on a
@@ -31,9 +31,9 @@ from rich.text import Text
 from servesweep.backends import config_from_dict, launch
 from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.runner import run_async
+from servesweep.loadgen.load_runner import run_async
 from servesweep.loadtest import LoadTestConfig, run_load_test
-from servesweep.reports.recommendation import analyse
+from servesweep.analysis.recommend import SweepAnalysis
 from servesweep.results import SweepPoint, read_points
 from servesweep.results.verification import (
     VERIFICATION_FILE,
@@ -47,7 +47,7 @@ from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
 from servesweep.sweep.headroom_run import HeadroomRun, VerifiedRun
 from servesweep.sweep.observation import Observation
 from servesweep.sweep.sizing import MAX_STEP_BACKS, Sizing, SizingInputs, size_kv, step_back
-from servesweep.sweep.verify import RunPlan, add_attempt, judge, plan_verification
+from servesweep.sweep.verify_plan import RunPlan, add_attempt, judge, plan_verification
 
 ATTEMPT_SLACK_S = 60.0  # warm-up, drain and the server's stop, on top of the start and the two windows
 MEMORY_CHECKS = {"preemptions", "margin"}
@@ -112,11 +112,11 @@ class Confirmation:
     def _write(self, verification: Verification) -> None:
         write_verification(self.path, verification)
 
-    def run(self, time_left_s: float | None = None) -> Verification:
-        """Verify the recommendation (module docstring); `time_left_s`: the deadline, from now."""
+    def run(self, analysis: SweepAnalysis, time_left_s: float | None = None) -> Verification:
+        """Verify `analysis`'s recommendation (module docstring); `time_left_s`: the deadline, from now."""
         deadline = None if time_left_s is None else time.monotonic() + time_left_s
         stored = read_verification(self.path) or Verification()
-        _, result = analyse(self.out)
+        _, result = analysis.with_runs(self.out)
         rec = result.production_recommendation
         if rec is None:
             why = (result.no_recommendation.reason if result.no_recommendation else None) or \
@@ -158,6 +158,20 @@ class Confirmation:
             if stored.plan is not None:
                 verification.plan = stored.plan
             self.console.print(f"verification: resuming after {len(verification.attempts)} attempt(s)")
+        self._attempts(verification, where, config, point, plan, sizing, concurrency, deadline)
+        verification.finished = True
+        verification.server_config = config.model_dump(mode="json")
+        if not verification.passed:
+            last = verification.last()
+            verification.reason = "; ".join(last.reasons) if last else "no attempt ran"
+        self._write(verification)
+        self._headroom_after(verification, deadline)
+        return verification
+
+    def _attempts(self, verification: Verification, where: Any, config: Any, point: SweepPoint, plan: Any,
+                  sizing: Sizing, concurrency: int, deadline: float | None) -> None:
+        """The attempts still to make: each steps back from the last one's overshoot until one passes,
+        one fails in a way a KV budget cannot fix, or MAX_STEP_BACKS; each is written as it ends."""
         for attempt in range(len(verification.attempts), MAX_STEP_BACKS + 1):
             if verification.attempts:
                 last = verification.attempts[-1]
@@ -191,14 +205,6 @@ class Confirmation:
                                              "" if judgement.passed else f" ({'; '.join(judgement.reasons)})"),
                                soft_wrap=True)
             self._write(verification)
-        verification.finished = True
-        verification.server_config = config.model_dump(mode="json")
-        if not verification.passed:
-            last = verification.last()
-            verification.reason = "; ".join(last.reasons) if last else "no attempt ran"
-        self._write(verification)
-        self._headroom_after(verification, deadline)
-        return verification
 
     def _headroom_hook(self, where: Any, sizing: Sizing, attempt: int,
                        deadline: float | None) -> Callable[[Any, Observation, Observation], None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from servesweep.results.config_search import ConfigSearchRecord, read_search_record
+from servesweep.results.config_search_record import ConfigSearchRecord, read_search_record
 
 STEPS_HEADER = ["#", "config", "why started", "goodput (req/s) at", "verdict"]
 SKIPPED_HEADER = ["config", "rule", "why not started"]

@@ -9,7 +9,8 @@ from rich.console import Console
 from servesweep.results import SweepPoint
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted
-from servesweep.sweep.confirm import VERIFICATION_FILE, Confirmation
+from servesweep.analysis.recommend import analyse_sweep
+from servesweep.sweep.verify_run import VERIFICATION_FILE, Confirmation
 from servesweep.sweep.observation import Observation
 
 from tests_support import GIB, point
@@ -62,7 +63,7 @@ class Canned(Confirmation):
 def test_a_preempting_stress_run_steps_from_its_overshoot_and_passes(tmp_path):
     scenario, out = sweep_dir(tmp_path)
     c = Canned(scenario, out, [(o(0.3), o(1.0, preemptions=40, running=4)), (o(0.2), o(0.75))])
-    data = c.run()
+    data = c.run(analyse_sweep(out))
     assert data.finished and data.passed and len(data.attempts) == 2
     assert c.budgets[1] > 2 * c.budgets[0]  # 8 wanted to run, the pool held 4: twice the need, sized to the band
 
@@ -70,13 +71,13 @@ def test_a_preempting_stress_run_steps_from_its_overshoot_and_passes(tmp_path):
 def test_a_failure_more_memory_cannot_fix_ends_the_verification(tmp_path):
     scenario, out = sweep_dir(tmp_path)
     c = Canned(scenario, out, [(o(0.3, ttft=5000.0), o(0.75))])  # the SLO broke over the longer window
-    data = c.run()
+    data = c.run(analyse_sweep(out))
     assert data.finished and not data.passed and len(data.attempts) == 1
     assert "ttft_ms" in data.reason
 
 
 def test_resumes_at_the_next_attempt_and_respects_the_deadline(tmp_path, monkeypatch):
-    import servesweep.sweep.confirm as confirm
+    import servesweep.sweep.verify_run as confirm
 
     scenario, out = sweep_dir(tmp_path)
     first = Canned(scenario, out, [(o(0.3), o(1.0, preemptions=40, running=4))])
@@ -86,23 +87,23 @@ def test_resumes_at_the_next_attempt_and_respects_the_deadline(tmp_path, monkeyp
     monkeypatch.setattr(confirm, "attempt_seconds", lambda pt, plan: real(pt, plan) if not calls.append(1)
                         and len(calls) == 1 else 1e9)
     with pytest.raises(SweepInterrupted):
-        first.run(time_left_s=1000.0)
+        first.run(analyse_sweep(out), time_left_s=1000.0)
     monkeypatch.setattr(confirm, "attempt_seconds", real)
     recommended = SweepPoint.model_validate(point("bf16", 8, 700) | {"server": {"startup_s": 100.0}})
     assert real(recommended, _plan(scenario)) == 220.0
     stored = json.loads((out / VERIFICATION_FILE).read_text())
     assert stored["finished"] is False and len(stored["attempts"]) == 1
     with pytest.raises(SweepInterrupted):
-        Canned(scenario, out, []).run(time_left_s=200.0)  # too little left: nothing started
+        Canned(scenario, out, []).run(analyse_sweep(out), time_left_s=200.0)  # too little left: nothing started
     second = Canned(scenario, out, [(o(0.2), o(0.75))])
-    data = second.run(time_left_s=1000.0)
+    data = second.run(analyse_sweep(out), time_left_s=1000.0)
     assert data.passed and len(data.attempts) == 2
     assert second.budgets[0] > 2 * first.budgets[0]  # stepped from the stored attempt
 
 
 def _plan(scenario):
     from servesweep.loadgen.arrivals import LoadLevel
-    from servesweep.sweep.verify import plan_verification
+    from servesweep.sweep.verify_plan import plan_verification
 
     return plan_verification(scenario.workload, 8, 7.0, LoadLevel(concurrency=8, duration_s=10))
 
@@ -111,7 +112,7 @@ def test_no_recommendation_is_recorded_with_its_reason(tmp_path):
     scenario, out = sweep_dir(tmp_path)
     pts = [point("bf16", 1, 100, ttft_p99=5000.0)]
     (out / "points.jsonl").write_text(json.dumps(pts[0]) + "\n")
-    data = Canned(scenario, out, []).run()
+    data = Canned(scenario, out, []).run(analyse_sweep(out))
     assert data.finished and not data.passed
     assert data.skipped.startswith("no recommendation (no point met the SLOs")
 
@@ -120,7 +121,7 @@ def test_the_traffic_run_takes_the_scenarios_repeats_and_the_stress_run_one_wind
     from types import SimpleNamespace
 
     from servesweep.loadgen.arrivals import LoadLevel
-    from servesweep.sweep.verify import plan_verification
+    from servesweep.sweep.verify_plan import plan_verification
 
     scenario, out = sweep_dir(tmp_path)
     scenario = scenario.model_copy(update={"load": scenario.load.model_copy(update={"repeats": 3})})
@@ -133,7 +134,7 @@ def test_the_traffic_run_takes_the_scenarios_repeats_and_the_stress_run_one_wind
 
 def test_an_slo_verdict_whose_interval_straddles_the_limit_is_named_and_judged_on_the_mean():
     from servesweep.loadgen.stats import SLO
-    from servesweep.sweep.verify import judge
+    from servesweep.sweep.verify_plan import judge
 
     traffic = Observation(output_tok_s=1.0, kv_peak_frac=0.5, preemptions=0, ttft_ms=950.0, n=3,
                           ci95={"ttft_ms": (880.0, 1020.0)})
@@ -151,7 +152,7 @@ def test_the_headroom_runs_on_the_passing_attempts_server_only(tmp_path, monkeyp
     scenario, out = sweep_dir(tmp_path)
     # The first attempt preempts (no headroom on it); the second passes: measured on its server.
     data = Canned(scenario, out, [(o(0.3), o(1.0, preemptions=40, running=4)), (o(0.2, ttft=120.0), o(0.75))],
-                  headroom=True).run()
+                  headroom=True).run(analyse_sweep(out))
     assert data.passed and len(calls) == 1
     server, run = calls[0]
     assert server == "the attempt's server" and run.attempt_dir == out / "verification" / "attempt-2"
@@ -168,6 +169,6 @@ def test_a_headroom_cut_short_keeps_the_attempt_and_interrupts_after_it(tmp_path
     monkeypatch.setattr(HeadroomRun, "measure", cut)
     scenario, out = sweep_dir(tmp_path)
     with pytest.raises(SweepInterrupted):
-        Canned(scenario, out, [(o(0.2), o(0.75))], headroom=True).run()
+        Canned(scenario, out, [(o(0.2), o(0.75))], headroom=True).run(analyse_sweep(out))
     stored = json.loads((out / VERIFICATION_FILE).read_text())
     assert stored["finished"] is True and stored["passed"] is True and len(stored["attempts"]) == 1

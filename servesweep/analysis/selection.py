@@ -36,16 +36,17 @@ import numpy as np
 import pandas as pd
 
 from servesweep.models.shape import read_model_shape
-from servesweep.reports.energy import energy_figures
+from servesweep.analysis.energy_per_token import energy_figures
+from servesweep.analysis.knee import GIB, find_knee
 from servesweep.precision import PRECISION_NAMES
-from servesweep.memory import exact_fraction, non_kv_from_fraction
+from servesweep.memory_fraction import exact_fraction, non_kv_from_fraction
 from servesweep.results.points import PointTelemetry, SweepPoint, knob_names, memory_fraction_of
+from servesweep.results.headroom import Headroom
 from servesweep.results.recommendation import GateEntry, NoRecommendation, ProductionRecommendation
 from servesweep.results.verification import Verification, new_verification
 from servesweep.thresholds import KNEE_THRESHOLD, MARGIN_BAND, TARGET_MARGIN_PCT
 
 PRECISION_ORDER = list(PRECISION_NAMES)  # highest precision first
-GIB = 1024**3
 
 
 def weights_bytes(model_dir: str | Path, precision: str) -> int | None:
@@ -113,35 +114,6 @@ def memory_at_load(telemetry: PointTelemetry, lower_bound: float | None) -> floa
     if peak is None or pool is None or kv is None or peak <= pool:
         return lower_bound
     return float(peak - pool + kv / (1.0 - TARGET_MARGIN_PCT / 100.0))
-
-
-def find_knee(batches: list[float], throughputs: list[float], kv_bytes: list[float | None] | None = None,
-              threshold: float = KNEE_THRESHOLD) -> dict[str, Any]:
-    """Knee of throughput against batch size (see the module docstring)."""
-    order = np.argsort(batches)
-    b = np.asarray(batches, dtype=float)[order]
-    t = np.asarray(throughputs, dtype=float)[order]
-    kv = [kv_bytes[i] for i in order] if kv_bytes is not None else [None] * len(b)
-    if len(b) == 0:
-        return {"knee_batch_size": None, "knee_reached": False, "segments": []}
-    per_slot_at_start = t[0] / b[0] if b[0] > 0 else 0.0
-    segments, knee, reached = [], None, False
-    for i in range(1, len(b)):
-        gain_per_slot = (t[i] - t[i - 1]) / (b[i] - b[i - 1])
-        rel = gain_per_slot / per_slot_at_start if per_slot_at_start > 0 else 0.0
-        kv_gain = None
-        if kv[i] is not None and kv[i - 1] is not None and kv[i] > kv[i - 1]:
-            kv_gain = (t[i] - t[i - 1]) / ((kv[i] - kv[i - 1]) / GIB)
-        segments.append({"from_batch": float(b[i - 1]), "to_batch": float(b[i]),
-                         "marginal_throughput_per_slot": float(gain_per_slot),
-                         "relative_to_first_slot": float(rel),
-                         "marginal_throughput_per_kv_gib": kv_gain})
-        if knee is None and rel < threshold:
-            knee, reached = float(b[i - 1]), True
-    if knee is None:
-        knee = float(b[-1])
-    return {"knee_batch_size": int(knee) if knee.is_integer() else knee, "knee_reached": reached,
-            "threshold": threshold, "segments": segments}
 
 
 def batch_sweep(df: pd.DataFrame) -> dict[str, Any]:
@@ -369,7 +341,7 @@ def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch:
 
 
 def apply_verification(rec: ProductionRecommendation, verification: Verification | None) -> None:
-    """Fold the verification run (servesweep.sweep.confirm) into the recommendation: the sizing it
+    """Fold the verification run (servesweep.sweep.verify_run) into the recommendation: the sizing it
     passed with, and the OOM margin it measured under the stress run (p99 lengths, bursty
     arrivals), which is what production peaks look like; the sweep's own margin stays beside it."""
     rec.sweep_oom_margin_pct = rec.oom_margin_pct
@@ -416,3 +388,15 @@ def apply_verification(rec: ProductionRecommendation, verification: Verification
     rec.traffic_oom_margin_pct = traffic.get("oom_margin_pct")
     for name, value in margin_advice(stress.get("oom_margin_pct"), bool(stress.get("preemptions")), knobs).items():
         setattr(rec, name, value)
+
+
+def apply_headroom(rec: ProductionRecommendation, headroom: Headroom | None) -> None:
+    """The headroom block of the recommendation; one measured for another point is left out, named."""
+    if headroom is None:
+        return
+    based = rec.based_on
+    if headroom.config is not None and (headroom.config != based.config or (headroom.level or based.level) != based.level):
+        rec.headroom = Headroom(skipped=f"headroom.json is of {headroom.config} {headroom.level or ''}, the "
+                                        f"recommendation is now {based.config} {based.level}: run the sweep again")
+        return
+    rec.headroom = headroom

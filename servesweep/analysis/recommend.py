@@ -1,5 +1,5 @@
 """A sweep's results directory to the content of `recommendation.json`: the points, drift, the
-accuracy gate and the verification read back and analysed (reports/analysis.py). The report
+accuracy gate and the verification read back and analysed (analysis/selection.py). The report
 (reports/render.py) draws it; the verification and the commands call `analyse` without drawing.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,9 +17,10 @@ from pydantic import ValidationError
 
 from servesweep import __version__
 from servesweep.errors import ReportError
-from servesweep.reports.analysis import (
+from servesweep.analysis.selection import (
     GIB,
     PRECISION_ORDER,
+    apply_headroom,
     apply_verification,
     batch_sweep,
     combined_sweep,
@@ -29,12 +31,11 @@ from servesweep.reports.analysis import (
     precision_sweep,
     production_recommendation,
 )
-from servesweep.reports.drift import compare_outputs
+from servesweep.analysis.drift_scores import compare_outputs
 from servesweep.files import display_path
-from servesweep.reports.headroom import apply_headroom
-from servesweep.reports.measurement import gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
-from servesweep.reports.repeats import recommendation_uncertainty
-from servesweep.reports.skus import sku_from_gpu_name, sku_table
+from servesweep.analysis.measurement import gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
+from servesweep.analysis.uncertainty import recommendation_uncertainty
+from servesweep.analysis.skus import sku_from_gpu_name, sku_table
 from servesweep.results import GATE_UNDER_LOAD_FILE, dummy_weights
 from servesweep.results.recommendation import (
     RECOMMENDATION_SCHEMA_VERSION,
@@ -154,13 +155,40 @@ def store_report_inputs(out_dir: Path, quality_dir: Path | None, measured: Seque
                                                      [relative(m) for m in measured]))
 
 
+@dataclass(frozen=True, slots=True)
+class SweepAnalysis:
+    """A sweep's points analysed, before the runs that follow the sweep are folded in: the
+    recommendation says which point to verify; `with_runs` adds what its verification and headroom
+    measured. One per command, passed on, so the sweep, its verification and its report decide on
+    the same analysis."""
+
+    frame: pd.DataFrame
+    recommendation: Recommendation
+
+    def with_runs(self, out_dir: Path) -> tuple[pd.DataFrame, Recommendation]:
+        """(the points' frame, the recommendation with `out_dir`'s verification.json and
+        headroom.json folded in); this analysis is left as it was."""
+        result = self.recommendation.model_copy(deep=True)
+        rec = result.production_recommendation
+        if rec is not None:
+            apply_verification(rec, read_verification(out_dir / VERIFICATION_FILE))
+            apply_headroom(rec, read_headroom(out_dir / HEADROOM_FILE))
+        return self.frame, result
+
+
 def analyse(out_dir: Path, quality_dir: Path | None = None,
             measured_elsewhere: Sequence[Path] = ()) -> tuple[pd.DataFrame, Recommendation]:
-    """The recommendation from a sweep. With `quality_dir` (another sweep, e.g. of a model with
-    trained weights), drift and the accuracy gate come from that sweep instead, and `models` says
-    which model each kind of figure comes from. `measured_elsewhere`: sweeps of the same scenario
-    on other GPUs; each one's SKU is marked measured in the SKU table, with its own figures (this
-    sweep's accuracy gate, if any, applies to them too)."""
+    """The recommendation from a sweep, its verification and headroom included (analyse_sweep)."""
+    return analyse_sweep(out_dir, quality_dir, measured_elsewhere).with_runs(out_dir)
+
+
+def analyse_sweep(out_dir: Path, quality_dir: Path | None = None,
+                  measured_elsewhere: Sequence[Path] = ()) -> SweepAnalysis:
+    """The recommendation from a sweep's points. With `quality_dir` (another sweep, e.g. of a model
+    with trained weights), drift and the accuracy gate come from that sweep instead, and `models`
+    says which model each kind of figure comes from. `measured_elsewhere`: sweeps of the same
+    scenario on other GPUs; each one's SKU is marked measured in the SKU table, with its own figures
+    (this sweep's accuracy gate, if any, applies to them too)."""
     scenario, points = read_sweep(out_dir)
     quality_dir, measured_elsewhere = report_inputs(out_dir, quality_dir, measured_elsewhere)
     if quality_dir is not None and quality_dir.resolve() == out_dir.resolve():
@@ -182,8 +210,6 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
     sku = measured_sku or (scenario.get("skus") or [None])[0]
     rec = production_recommendation(df, combined, batch, sku, gpu_name)
     if rec is not None:
-        apply_verification(rec, read_verification(out_dir / VERIFICATION_FILE))
-        apply_headroom(rec, read_headroom(out_dir / HEADROOM_FILE))
         point = next((p for p in points if p.get("config") == rec.based_on.config
                       and p.get("level") == rec.based_on.level), None)
         rec.uncertainty = recommendation_uncertainty(out_dir, point, scenario.get("slo"), rec.based_on.config,
@@ -222,7 +248,7 @@ def analyse(out_dir: Path, quality_dir: Path | None = None,
         **({"sku_table_scenario_differences": differences} if differences else {}),
         **({"accuracy_gate": gate} if gate else {}),
     )
-    return df, result
+    return SweepAnalysis(df, result)
 
 
 def _recommended_on(sku: str | None, rec: ProductionRecommendation | None) -> tuple[str, str, str] | None:
