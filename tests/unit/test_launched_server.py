@@ -1,0 +1,44 @@
+"""`with launch(...) as server:` stops the server's process group on every way out of the block."""
+
+import os
+import sys
+from contextlib import nullcontext
+
+import pytest
+
+from servesweep.backends.process import ServerProcess
+from servesweep.backends.vllm import LaunchedVllm, VllmConfig
+
+
+def _launched(tmp_path) -> LaunchedVllm:
+    # A sleeping child in its own group stands in for the server: the stop is the real one.
+    process = ServerProcess([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "server.log",
+                            "127.0.0.1", 1)
+    process.start()
+    return LaunchedVllm(config=VllmConfig(kind="vllm", model="/m"), process=process, argv=process.argv,
+                        model_name="m", version=None, startup_s=0.0, kv_pool={}, gpu_indices=[], gpu_names=[])
+
+
+def _group_gone(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("raised", [None, RuntimeError, KeyboardInterrupt])
+def test_leaving_the_block_stops_the_process_group(tmp_path, raised):
+    server = _launched(tmp_path)
+    pid = server.process.pid
+    with pytest.raises(raised) if raised else nullcontext():
+        with server as entered:
+            assert entered is server and not _group_gone(pid)
+            if raised:
+                raise raised()
+    assert _group_gone(pid)
+
+
+def test_a_server_with_tokenize_names_no_tokenizer_dir(tmp_path):
+    with _launched(tmp_path) as server:
+        assert server.tokenizer_dir is None  # vLLM serves /tokenize: prompts are measured by the server
