@@ -25,7 +25,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from servesweep import auth, controlplane
-from servesweep.backends.base import Telemetry
+from servesweep.backends.base import LaunchedServer, Telemetry
 from servesweep.confidence import expand_repeats, more_repeats, precision_report, repeats_ci
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen import intervals as soak
@@ -33,7 +33,7 @@ from servesweep.loadgen.disk import RecordsSpaceWatch, check_records_space
 from servesweep.loadgen.fit import ContextLimit, check_lengths, check_sessions, clip_trace, context_limit
 from servesweep.loadgen.records import (ERROR_CANCELLED, RECORDS_FILE, RECORDS_FULL, RecordWriter, RequestRecord,
                                         describe_dropped)
-from servesweep.loadgen.load_runner import LevelResult, LoadRunner, RunnerHooks, RunnerOptions, RunOutcome
+from servesweep.loadgen.load_runner import LevelResult, LoadRunner, RunnerHooks, RunnerOptions, RunOutcome, run_async
 from servesweep.loadgen.stats import SLO, RunStats
 from servesweep.loadgen.target import TargetInfo, check_loopback, probe_target
 from servesweep.loadgen.tokenizer import (SERVER, LocalTokenizer, TokenizerLike, control_timeout, open_tokenizer,
@@ -261,6 +261,14 @@ async def run_load_test(
         return _interrupted_before_load(config, started)
     finally:
         signals.release()
+
+
+def run_on_server(server: LaunchedServer, config: LoadTestConfig) -> dict[str, Any]:
+    """One load test on a server servesweep launched, as `run`, the sweep, the verification and the
+    headroom all take it: the server sampled into the run's telemetry.jsonl, its death ending the
+    load, its facts (command, version, KV pool) in the summary."""
+    return run_async(run_load_test(config, telemetry=server.telemetry(config.out_dir / "telemetry.jsonl"),
+                                   server_watch=server, server_info=server.info()))
 
 
 def _interrupted_before_load(config: LoadTestConfig, started: dt.datetime) -> dict[str, Any]:

@@ -7,7 +7,7 @@ checks, command line, environment and what it reads from the started server, in 
                   server's version, run the backend's own inspection; the process is stopped
                   when any of it fails
   LaunchedProcess what every launched server has and does: its base URL, the failure poll, the
-                  common half of `info()`, the stop
+                  common half of `info()`, the stop (also on leaving `with launch(...) as server:`)
 """
 
 from __future__ import annotations
@@ -110,6 +110,17 @@ class LaunchedProcess:
     @property
     def base_url(self) -> str:
         return self.process.base_url
+
+    @property
+    def tokenizer_dir(self) -> str | None:
+        return None  # the server's own /tokenize serves (a backend without one overrides this)
+
+    def __enter__(self) -> "LaunchedProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # BaseException included: a Ctrl-C in the block stops the server before it propagates.
+        self.stop()
 
     def poll_failure(self) -> str | None:
         return self.process.poll_failure()

@@ -25,12 +25,11 @@ from servesweep.cli.common import (
     number_list,
     start_server,
 )
-from servesweep.cli.run import run_against
 from servesweep.errors import MeasurementError
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.workload import Workload
-from servesweep.loadtest import LoadTestConfig
+from servesweep.loadtest import LoadTestConfig, run_on_server
 from servesweep.quality.generate import post_json
 from servesweep.results import ensure_writable_dir
 
@@ -71,21 +70,18 @@ async def _ask(server: LaunchedServer, question: str) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     out = ensure_writable_dir(args.out or default_out_dir("demo"))
-    server = start_server(demo_server_config(args.model, args.wheel), out)
     levels = [LoadLevel(concurrency=c, num_requests=args.num_requests, warmup_requests=min(c, 8))
               for c in args.concurrency]
-    config = LoadTestConfig(
-        base_url=server.base_url, model=server.model_name, out_dir=out, levels=levels,
-        workload=Workload(input_len="uniform:64:256", output_len="uniform:32:96", seed=0),
-        show_progress=False if args.no_progress else None,
-    )
-    try:
-        summary = run_against(server, config)
+    with start_server(demo_server_config(args.model, args.wheel), out) as server:
+        config = LoadTestConfig(
+            base_url=server.base_url, model=server.model_name, out_dir=out, levels=levels,
+            workload=Workload(input_len="uniform:64:256", output_len="uniform:32:96", seed=0),
+            show_progress=False if args.no_progress else None,
+        )
+        summary = run_on_server(server, config)
         if args.model != "tiny":
             try:  # one real answer, so a first run shows what the server produced
                 console.print(f"{server.model_name}, asked {DEMO_QUESTION!r}: {run_async(_ask(server, DEMO_QUESTION))!r}")
             except MeasurementError as exc:
                 console.print(f"the sample question got no answer: {exc}")
-    finally:
-        server.stop()
     return finish_run(summary, out, wide=args.wide)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pathlib import Path
 
-from servesweep.backends import LaunchedServer, Telemetry
+from servesweep.backends import Telemetry
 from servesweep.backends.detect import detect_metrics
 from servesweep.backends.telemetry import TelemetrySampler
 from servesweep.cli.common import (
@@ -26,7 +26,7 @@ from servesweep.cli.common import (
 from servesweep.errors import ConfigError
 from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.target import check_loopback
-from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.loadtest import LoadTestConfig, run_load_test, run_on_server
 from servesweep.prefix_check import check_reset_target
 from servesweep.reports.assertions import parse_assertions
 from servesweep.results import ensure_writable_dir
@@ -39,14 +39,6 @@ def register(sub: Any) -> None:
     p.add_argument("--no-telemetry", action="store_true",
                    help="with --url: do not sample the server's metrics endpoint")
     p.set_defaults(handler=cmd_run)
-
-
-def run_against(server: LaunchedServer | None, config: LoadTestConfig, telemetry: Telemetry | None = None,
-                ) -> dict[str, Any]:
-    if server is not None:
-        telemetry = server.telemetry(config.out_dir / "telemetry.jsonl")
-    return run_async(run_load_test(config, telemetry=telemetry, server_watch=server,
-                                   server_info=server.info() if server else None))
 
 
 def attached_telemetry(url: str, out: Path, enabled: bool) -> Telemetry | None:
@@ -84,17 +76,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_loopback(args.url)  # before anything is sent (the metrics probe too) or created
         out = ensure_writable_dir(args.out or default_out_dir("attach"))
         telemetry = attached_telemetry(args.url, out, not args.no_telemetry)
-        summary = run_against(None, LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common),
-                              telemetry)
+        summary = run_async(run_load_test(LoadTestConfig(base_url=args.url, model=args.model, out_dir=out, **common),
+                                          telemetry=telemetry))
         return finish_run(summary, out, assertions, args.wide)
     server_config = server_config_from_args(args)
     out = ensure_writable_dir(args.out or default_out_dir(server_config.label()))
-    server = start_server(server_config, out)
-    try:
+    with start_server(server_config, out) as server:
         # Servers without /tokenize (TensorRT-LLM) get exact-length prompts from the model's tokenizer.
-        tokenizer = common.pop("tokenizer_dir") or getattr(server, "tokenizer_dir", None)
-        summary = run_against(server, LoadTestConfig(base_url=server.base_url, model=server.model_name,
-                                                     out_dir=out, tokenizer_dir=tokenizer, **common))
-    finally:
-        server.stop()
+        tokenizer = common.pop("tokenizer_dir") or server.tokenizer_dir
+        summary = run_on_server(server, LoadTestConfig(base_url=server.base_url, model=server.model_name,
+                                                       out_dir=out, tokenizer_dir=tokenizer, **common))
     return finish_run(summary, out, assertions, args.wide)

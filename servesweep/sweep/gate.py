@@ -141,7 +141,7 @@ class SweepGate:
                 result = run_async(measure_under_load(
                     spec, samples, server.base_url, server.model_name, precision, self.scenario.workload, level,
                     source, records, telemetry=server.telemetry(config_dir / GATE_UNDER_LOAD_TELEMETRY_FILE),
-                    tokenizer_dir=getattr(server, "tokenizer_dir", None)))
+                    tokenizer_dir=server.tokenizer_dir))
             except (MeasurementError, TargetError, ConfigError) as exc:
                 result = UnderLoadMeasurement(status="not_measured", precision=precision,
                                               cause=str(exc).splitlines()[0])

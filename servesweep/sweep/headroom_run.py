@@ -27,8 +27,7 @@ from rich.console import Console
 
 from servesweep.backends import DEFAULT_KIND, config_from_dict, launch
 from servesweep.loadgen.arrivals import LoadLevel, default_open_arrival
-from servesweep.loadgen.load_runner import run_async
-from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.loadtest import LoadTestConfig, run_on_server
 from servesweep.results.headroom import (
     HEADROOM_FILE,
     Headroom,
@@ -224,9 +223,8 @@ class HeadroomRun:
         percentile = self.scenario.slo.percentile if self.scenario.slo else 99
         load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=run_dir, levels=[level],
                               workload=workload, slo=self.scenario.slo, show_progress=self.show_progress,
-                              tokenizer_dir=getattr(server, "tokenizer_dir", None))
-        summary = run_async(run_load_test(load, telemetry=server.telemetry(run_dir / "telemetry.jsonl"),
-                                          server_watch=server, server_info=server.info()))
+                              tokenizer_dir=server.tokenizer_dir)
+        summary = run_on_server(server, load)
         if summary.get("interrupted"):
             raise SweepInterrupted()
         status = "failed" if server.poll_failure() else "ok"
@@ -332,9 +330,6 @@ class HeadroomRun:
             self.console.print("headroom: not started, too little time left for a server start and a step")
             raise SweepInterrupted()
         self.console.print(f"headroom of {run.config}: its own server with the verified sizing")
-        server = launch(config, self.out / "headroom")  # ServerStartError, UnsupportedConfig: the caller's
-        self.warmup_requests = 2 * run.concurrency
-        try:
+        with launch(config, self.out / "headroom") as server:  # ServerStartError, UnsupportedConfig: the caller's
+            self.warmup_requests = 2 * run.concurrency
             return self.measure(server, run, deadline)
-        finally:
-            server.stop()

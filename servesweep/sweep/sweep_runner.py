@@ -39,7 +39,7 @@ from servesweep.errors import (
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.load_runner import run_async
 from servesweep.loadgen.tokenizer import LocalTokenizer
-from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.loadtest import LoadTestConfig, run_on_server
 from servesweep.models.tiny import build_tiny_model
 from servesweep.models.smollm2 import read_provenance
 from servesweep.models.trained import RECIPE_FILE
@@ -227,25 +227,30 @@ class SweepRunner:
         if server is None:
             return True
         try:
-            self._server_ready(server, config_dir)
-            while (value := search.next_level()) is not None:
-                level = self._search_level(value)
-                point = self._run_level(server, config, level, config_dir)
-                if point.get("interrupted"):
-                    raise SweepInterrupted()
-                point["search"] = {"rung": len(search.rungs) + 1, "reason": search.pending_reason}
-                obs = self._repeat_uncertain(server, config, level, config_dir, point, search)
-                self._append(point)
-                search.record(value, obs)
-                if point["status"] == "failed":
-                    break
-            self.console.print(f"  search stopped: {search.stop_reason}; recommended "
-                               f"{getattr(search, 'recommended_concurrency', None) or getattr(search, 'best_rate', None)}")
-            self.gate.under_load(server, config, config_dir, search)
-        finally:
-            server.stop()
+            with server:
+                self._server_ready(server, config_dir)
+                self._search_rungs(server, config, config_dir, search)
+                self.gate.under_load(server, config, config_dir, search)
+        finally:  # after the server stopped, as a search cut short is resumed from this file
             write_ladder_search(config_dir, search.to_model())
         return True
+
+    def _search_rungs(self, server: LaunchedServer, config: ServerConfig, config_dir: Path,
+                      search: ConcurrencyLadder | RateSearch) -> None:
+        """The rungs the search asks for, each recorded as a point, until it stops or the server dies."""
+        while (value := search.next_level()) is not None:
+            level = self._search_level(value)
+            point = self._run_level(server, config, level, config_dir)
+            if point.get("interrupted"):
+                raise SweepInterrupted()
+            point["search"] = {"rung": len(search.rungs) + 1, "reason": search.pending_reason}
+            obs = self._repeat_uncertain(server, config, level, config_dir, point, search)
+            self._append(point)
+            search.record(value, obs)
+            if point["status"] == "failed":
+                break
+        self.console.print(f"  search stopped: {search.stop_reason}; recommended "
+                           f"{getattr(search, 'recommended_concurrency', None) or getattr(search, 'best_rate', None)}")
 
     def _repeat_uncertain(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel, config_dir: Path,
                           point: dict[str, Any], search: ConcurrencyLadder | RateSearch) -> Observation:
@@ -296,7 +301,7 @@ class SweepRunner:
         server = self._launch(config, config_dir, todo)
         if server is None:
             return
-        try:
+        with server:
             self._server_ready(server, config_dir)
             for n, level in enumerate(todo):
                 point = self._run_level(server, config, level, config_dir)
@@ -308,8 +313,6 @@ class SweepRunner:
                     self._failed(config, todo[n + 1:], "server died at an earlier level", point["cause"])
                     break
             self.gate.under_load(server, config, config_dir)
-        finally:
-            server.stop()
 
     def _drift(self, server: LaunchedServer, config_dir: Path) -> None:
         spec = self.scenario.drift
@@ -355,12 +358,10 @@ class SweepRunner:
         workload = workload.model_copy(update={"seed": seed % 2**32})
         load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=level_dir,
                               levels=[level], workload=workload, slo=self.scenario.slo,
-                              show_progress=self.show_progress, tokenizer_dir=getattr(server, "tokenizer_dir", None),
+                              show_progress=self.show_progress, tokenizer_dir=server.tokenizer_dir,
                               repeats=self.scenario.load.repeats if repeats is None else repeats,
                               **self._precision_options(extra))
-        telemetry = server.telemetry(level_dir / "telemetry.jsonl")
-        summary = run_async(run_load_test(load, telemetry=telemetry, server_watch=server,
-                                          server_info=server.info()))
+        summary = run_on_server(server, load)
         if summary.get("output_error"):
             # The disk is full: the sweep stops here (exit 5); what was measured is on disk.
             where = summary.get("summary_path") or f"{level_dir}/summary.json"

@@ -31,8 +31,7 @@ from rich.text import Text
 from servesweep.backends import config_from_dict, launch
 from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
-from servesweep.loadgen.load_runner import run_async
-from servesweep.loadtest import LoadTestConfig, run_load_test
+from servesweep.loadtest import LoadTestConfig, run_on_server
 from servesweep.analysis.recommend import SweepAnalysis
 from servesweep.results import SweepPoint, read_points
 from servesweep.results.verification import (
@@ -247,7 +246,7 @@ class Confirmation:
         return LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=run_dir,
                               levels=[plan.level], workload=plan.workload, slo=self.scenario.slo,
                               show_progress=self.show_progress, repeats=repeats,
-                              tokenizer_dir=getattr(server, "tokenizer_dir", None))
+                              tokenizer_dir=server.tokenizer_dir)
 
     def _attempt(self, config: Any, traffic: RunPlan, stress: RunPlan, attempt: int,
                  then: Callable[[Any, Observation, Observation], None] | None = None,
@@ -260,13 +259,10 @@ class Confirmation:
             failed = Observation(output_tok_s=0.0, failed=1, percentile=percentile)
             self.console.print(f"  the sized server did not start: {exc}", style="red")
             return failed, failed, None
-        try:
+        with server:
             observed = []
             for plan in (traffic, stress):
-                run_dir = attempt_dir / plan.kind
-                load = self.load_config(plan, server, run_dir)
-                summary = run_async(run_load_test(load, telemetry=server.telemetry(run_dir / "telemetry.jsonl"),
-                                                  server_watch=server, server_info=server.info()))
+                summary = run_on_server(server, self.load_config(plan, server, attempt_dir / plan.kind))
                 if summary.get("interrupted"):
                     raise SweepInterrupted()
                 status = "failed" if server.poll_failure() else "ok"
@@ -279,5 +275,3 @@ class Confirmation:
             if then is not None and len(observed) == 2 and not server.poll_failure():
                 then(server, observed[0], observed[1])
             return observed[0], observed[1], list(server.info().get("command") or [])
-        finally:
-            server.stop()

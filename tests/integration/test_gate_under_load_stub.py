@@ -64,6 +64,8 @@ def test_the_gate_is_measured_while_the_load_runs(tmp_path, stub_server):
 class StubAsServer:
     """The stub in the place of a launched server (what SweepRunner uses of one)."""
 
+    tokenizer_dir = None  # the stub serves /tokenize
+
     def __init__(self, stub, config):
         self.stub, self.config = stub, config
         self.base_url, self.model_name = stub.url, "stub-model"
@@ -158,6 +160,12 @@ class LaunchedStub(StubAsServer):
 
     def stop(self):
         pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 def test_a_sweep_through_the_stub_measures_each_configuration_under_load_and_resumes(tmp_path, stub_server,

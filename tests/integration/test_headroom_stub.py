@@ -24,6 +24,8 @@ headroom: {factors: [1.0, 8.0], length_factors: [2.0], window_s: 2}
 class Attached:
     """The stand-in as the launched server the headroom search drives."""
 
+    tokenizer_dir = None
+
     def __init__(self, url: str) -> None:
         self.base_url, self.model_name = url, "stub-model"
 

@@ -126,7 +126,7 @@ def test_the_traffic_run_takes_the_scenarios_repeats_and_the_stress_run_one_wind
     scenario, out = sweep_dir(tmp_path)
     scenario = scenario.model_copy(update={"load": scenario.load.model_copy(update={"repeats": 3})})
     plan = plan_verification(scenario.workload, 8, 2.0, LoadLevel(concurrency=8, duration_s=10))
-    server = SimpleNamespace(base_url="http://127.0.0.1:1", model_name="m")
+    server = SimpleNamespace(base_url="http://127.0.0.1:1", model_name="m", tokenizer_dir=None)
     c = Confirmation(scenario, out, Console(quiet=True))
     assert c.load_config(plan.traffic, server, tmp_path / "t").repeats == 3
     assert c.load_config(plan.stress, server, tmp_path / "s").repeats == 1

@@ -72,7 +72,7 @@ def _measure_under_load(spec: GateSpec, samples: list[dict], base_url: str, mode
     return run_async(measure_under_load(
         spec, samples, base_url, model, precision, Workload(), LoadLevel(concurrency=concurrency, num_requests=1),
         source, out / GATE_UNDER_LOAD_RECORDS_FILE, telemetry=telemetry,
-        tokenizer_dir=getattr(server, "tokenizer_dir", None)))
+        tokenizer_dir=server.tokenizer_dir if server is not None else None))
 
 
 def _measure_url(run: GateRun, spec: GateSpec, samples: list[dict], url: str, model: str | None,
@@ -96,8 +96,7 @@ def _measure_launched(run: GateRun, spec: GateSpec, samples: list[dict], precisi
     config = config_from_dict({"kind": run.backend, "model": run.model, "precision": precision,
                                **{k: v for k, v in run.server_options.items() if v is not None}})
     run.log(f"starting {config.kind} at {precision} for {run.model}; log in {run.out}")
-    server = launch(config, run.out)
-    try:
+    with launch(config, run.out) as server:
         run.log(f"measuring {spec.metric} on {len(samples)} samples at {precision}"
                 + (f" under a load of {load[0]} concurrent requests" if load else ""))
         if load is not None:
@@ -109,8 +108,6 @@ def _measure_launched(run: GateRun, spec: GateSpec, samples: list[dict], precisi
         if failure:
             raise ServerError(f"the {precision} server died during the measurement: {failure}")
         return result
-    finally:
-        server.stop()
 
 
 def _reference(run: GateRun, spec: GateSpec, samples: list[dict]) -> tuple[Measurement, str]:
