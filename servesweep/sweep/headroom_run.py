@@ -287,20 +287,20 @@ class HeadroomRun:
     def _save_progress(self, headroom: Headroom) -> None:
         # The onsets so far go into the file with every step: a run cut before its last step (a
         # deadline, a machine taken back) still says where the SLO broke; `finished` stays false.
+        self._update_onsets(headroom)
+        write_headroom(self.path, headroom)
+
+    def _update_onsets(self, headroom: Headroom) -> None:
         headroom.stop_reason = stop_reason(headroom.steps, headroom.factors)
         headroom.onsets = find_onsets(headroom.steps, headroom.recommended_rate or 1.0, self.scenario.slo)
         if headroom.length_steps:
             headroom.length_stop_reason = length_stop_reason(headroom.length_steps, headroom.length_factors)
             headroom.length_onsets = find_length_onsets(headroom.length_steps)
-        write_headroom(self.path, headroom)
 
     def _finish(self, headroom: Headroom, run: VerifiedRun, skipped: str | None = None) -> Headroom:
         headroom.skipped = skipped
         if skipped is None:
-            headroom.stop_reason = stop_reason(headroom.steps, headroom.factors)
-            headroom.onsets = find_onsets(headroom.steps, headroom.recommended_rate or 1.0, self.scenario.slo)
-            if headroom.length_steps:
-                headroom.length_onsets = find_length_onsets(headroom.length_steps)
+            self._update_onsets(headroom)
         headroom.tail = tail_risk(self.scenario, run, self.spec.target_preemptions_per_10k)
         headroom.device_memory = device_memory([*headroom.steps, *headroom.length_steps])
         headroom.finished = True
