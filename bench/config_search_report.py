@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from servesweep.results.config_search_record import read_search_record
-from servesweep.results import read_points
+from servesweep.results import SweepPoint, read_points
 from servesweep.results.ladder_search import read_ladder_search
 from servesweep.sweep.config_search import measured_from_points
 
@@ -27,10 +27,10 @@ def _foreign_load(runs: Path) -> list[tuple[dt.datetime, float]]:
     return [(dt.datetime.fromisoformat(r["t"]), r["foreign_cpu_pct"]) for r in rows[1:]]
 
 
-def _window(run_dir: Path, points: list[dict[str, Any]]) -> tuple[dt.datetime, dt.datetime] | None:
+def _window(run_dir: Path, points: list[SweepPoint]) -> tuple[dt.datetime, dt.datetime] | None:
     times = []
     for p in points:
-        path = run_dir / (p.get("dir") or "-") / "summary.json"
+        path = run_dir / (p.dir or "-") / "summary.json"
         if path.exists():
             s = json.loads(path.read_text())
             if s.get("started_at") and s.get("ended_at"):
@@ -49,15 +49,15 @@ def per_config(run_dir: Path) -> dict[str, dict[str, Any]]:
     slo_obj = SLO(**{k: v for k, v in (slo or {}).items() if k != "percentile"}) if slo else None
     points = read_points(run_dir)
     out = {}
-    for label in dict.fromkeys(p["config"] for p in points):
-        mine = [p for p in points if p["config"] == label]
+    for label in dict.fromkeys(p.config for p in points):
+        mine = [p for p in points if p.config == label]
         ladder = read_ladder_search(run_dir / "configs" / label)
         m = measured_from_points(mine, slo_obj, (slo or {}).get("percentile", 99),
                                  scenario["load"]["ladder"]["kv_full_frac"], ladder)
-        startup = next(((p.get("server") or {}).get("startup_s") for p in mine if p.get("server")), None)
+        startup = next((p.server.startup_s for p in mine if p.server), None)
         window = _window(run_dir, mine)
         load = [v for t, v in _foreign_load(run_dir.parent) if window and window[0] <= t <= window[1]]
-        out[label] = {**m.model_dump(), "rungs": [p["level"] for p in mine], "startup_s": startup,
+        out[label] = {**m.model_dump(), "rungs": [p.level for p in mine], "startup_s": startup,
                       "foreign_cpu_pct_mean": round(sum(load) / len(load)) if load else None}
     return out
 

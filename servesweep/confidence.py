@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from servesweep.results.summary import Interval
+
 METHOD = "student-t over repeats"
 REPEAT_SEP = "#r"
 _REPEAT_RE = re.compile(r"^(?P<base>.+)#r(?P<i>\d+)$")
@@ -161,8 +163,10 @@ def limit_verdict(low: float, high: float, limit: float) -> str:
     return "met" if high <= limit else "missed" if low > limit else "uncertain"
 
 
-def fmt_ci(ci: dict[str, Any] | None, digits: str = ",.0f") -> str:
+def fmt_ci(ci: dict[str, Any] | Interval | None, digits: str = ",.0f") -> str:
     """`mean ± half` (or the mean alone without an interval)."""
+    if isinstance(ci, Interval):
+        ci = ci.to_file()
     if not ci or ci.get("mean") is None:
         return "-"
     if ci.get("low") is None:

@@ -18,15 +18,15 @@ from servesweep.analysis.skus import PrecisionMeasurement, SkuMeasurement, sku_f
 from servesweep.results import POINTS_FILE, SweepPoint, read_points
 
 
-def gpu_name(points: list[dict[str, Any]]) -> str | None:
+def gpu_name(points: list[SweepPoint]) -> str | None:
     for p in points:
-        gpus = SweepPoint.model_validate(p).server_record.gpus
+        gpus = p.server_record.gpus
         if gpus:
             return gpus[0]
     return None
 
 
-def read_sweep(results_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_sweep(results_dir: Path) -> tuple[dict[str, Any], list[SweepPoint]]:
     """(scenario, points) of a sweep directory; a ReportError (one line) when it holds none."""
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir} is not a sweep directory: "
@@ -55,11 +55,11 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def sku_measurement(points: list[dict[str, Any]], df: pd.DataFrame, batch: dict[str, Any],
+def sku_measurement(points: list[SweepPoint], df: pd.DataFrame, batch: dict[str, Any],
                     precision: dict[str, Any], sku: str, gpu: str | None, source: str) -> SkuMeasurement:
     """The figures per precision from a sweep's analysis (analysis/selection.py: points_frame,
     batch_sweep, precision_sweep)."""
-    raw = {(p["config"], p["level"]): p for p in points}
+    by_key = {(p.config, p.level): p for p in points}
     ok = df[(df.status == "ok") & df.batch.notna()]
     rows = {(r.config, r.level): r for r in ok.itertuples()}
     out: dict[str, PrecisionMeasurement] = {}
@@ -77,7 +77,7 @@ def sku_measurement(points: list[dict[str, Any]], df: pd.DataFrame, batch: dict[
         smallest = ok[(ok.precision == p) & (ok.batch == pts[0]["batch"])]
         same = smallest[smallest.config == kp["config"]]
         trow = (same if len(same) else smallest.sort_values("output_token_throughput")).iloc[-1]
-        knee_point = SweepPoint.model_validate(raw[(kp["config"], kp["level"])])
+        knee_point = by_key[(kp["config"], kp["level"])]
         tele, server = knee_point.server_telemetry, knee_point.server_record
         out[p] = PrecisionMeasurement(
             precision=p, knee_batch=_num(kb), knee_reached=knee.get("knee_reached"),

@@ -36,7 +36,7 @@ from servesweep.files import display_path
 from servesweep.analysis.measurement import gpu_name as _gpu_name, load_measurement, read_sweep, sku_measurement
 from servesweep.analysis.uncertainty import recommendation_uncertainty
 from servesweep.analysis.skus import sku_from_gpu_name, sku_table
-from servesweep.results import GATE_UNDER_LOAD_FILE, dummy_weights
+from servesweep.results import GATE_UNDER_LOAD_FILE, SweepPoint, dummy_weights
 from servesweep.results.recommendation import (
     RECOMMENDATION_SCHEMA_VERSION,
     GateEntry,
@@ -74,11 +74,11 @@ def _read_optional(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def model_source(out_dir: Path, points: list[dict[str, Any]]) -> ModelSource:
+def model_source(out_dir: Path, points: list[SweepPoint]) -> ModelSource:
     """Which model, and which weights, a sweep's numbers come from: dummy (random) weights say
     nothing about quality, so every quality figure names its source. `model.json` is what the
     sweep wrote about the model directory (servesweep's own training record, when it trained it)."""
-    spec = next((p["config_spec"] for p in points if p.get("config_spec")), None) or {}
+    spec = next((p.config_spec for p in points if p.config_spec), None) or {}
     stored = read_model_record(out_dir) or ModelRecord()
     training, provenance = stored.training, stored.provenance
     dummy = bool(dummy_weights(spec))
@@ -210,8 +210,8 @@ def analyse_sweep(out_dir: Path, quality_dir: Path | None = None,
     sku = measured_sku or (scenario.get("skus") or [None])[0]
     rec = production_recommendation(df, combined, batch, sku, gpu_name)
     if rec is not None:
-        point = next((p for p in points if p.get("config") == rec.based_on.config
-                      and p.get("level") == rec.based_on.level), None)
+        point = next((p for p in points if p.config == rec.based_on.config
+                      and p.level == rec.based_on.level), None)
         rec.uncertainty = recommendation_uncertainty(out_dir, point, scenario.get("slo"), rec.based_on.config,
                                                      rec.based_on.level)
     measurements = []

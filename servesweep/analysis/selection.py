@@ -40,7 +40,8 @@ from servesweep.analysis.energy_per_token import energy_figures
 from servesweep.analysis.knee import GIB, find_knee
 from servesweep.precision import PRECISION_NAMES
 from servesweep.memory_fraction import exact_fraction, non_kv_from_fraction
-from servesweep.results.points import PointTelemetry, SweepPoint, knob_names, memory_fraction_of
+from servesweep.results.points import SweepPoint, knob_names, memory_fraction_of
+from servesweep.results.summary import Summary, WindowTelemetry
 from servesweep.results.headroom import Headroom
 from servesweep.results.recommendation import GateEntry, NoRecommendation, ProductionRecommendation
 from servesweep.results.verification import Verification, new_verification
@@ -54,13 +55,15 @@ def weights_bytes(model_dir: str | Path, precision: str) -> int | None:
     return shape.weights_bytes(precision) if shape else None
 
 
-def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_dir: str | None = None) -> pd.DataFrame:
-    """One row per point, failed points included (with their cause). Each point is read through
-    results.points.SweepPoint's typed views: a figure an older file lacks is None."""
+def points_frame(points: list[SweepPoint], slo: Mapping[str, Any] | None = None,
+                 model_dir: str | None = None) -> pd.DataFrame:
+    """One row per point, failed points included (with their cause), read through SweepPoint's
+    typed views: a figure an older file lacks is None. With repeats, the throughputs and goodput
+    are the means over the repeats (the summary's headline view)."""
     rows = []
-    percentile = (slo or {}).get("percentile", 99)
-    for p in points:
-        point = SweepPoint.model_validate(p)
+    limits = dict(slo or {})
+    percentile = limits.pop("percentile", 99)
+    for point in points:
         spec, load, s, t = point.spec, point.load, point.figures, point.server_telemetry
         conc, seqs = load.concurrency, spec.max_batch_size
         batch = min(conc, seqs) if conc and seqs else conc
@@ -68,28 +71,28 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
             batch = int(t.running_batch_peak)
         row = {
             "config": point.config, "level": point.level, "status": point.status, "cause": point.cause,
-            "kind": spec.kind, "knobs": knob_names(p), "memory_fraction_of": memory_fraction_of(p),
+            "kind": spec.kind, "knobs": knob_names(point.server), "memory_fraction_of": memory_fraction_of(point.server),
             "precision": spec.precision, "max_batch_size": seqs, "kv_cache_dtype": spec.kv_cache_dtype,
             "memory_fraction": spec.memory_fraction, "concurrency": conc,
             "request_rate": load.request_rate, "batch": batch,
             "running_batch_mean": t.running_batch_mean, "running_batch_peak": t.running_batch_peak,
-            "completed": s.completed, "failed": s.failed,
-            "request_throughput": s.request_throughput,
-            "output_token_throughput": s.output_token_throughput,
+            "completed": _as_read(s, "completed"), "failed": _as_read(s, "failed"),
+            "request_throughput": s.headline_request_throughput,
+            "output_token_throughput": s.headline_output_token_throughput,
             "total_token_throughput": s.total_token_throughput,
             "kv_cache_peak_frac": t.kv_cache_peak_frac, "kv_cache_peak_bytes": t.kv_cache_peak_bytes,
             "kv_pool_bytes": t.kv_pool_bytes, "preemptions": t.preemptions,
             "oom_margin_pct": t.oom_margin_pct, "device_mem_peak_bytes": t.device_mem_peak_bytes,
             "device_mem_total_bytes": t.device_mem_total_bytes,
             "gpu_power_w": t.gpu_power_mean_w,
-            "suspect": point.suspect,
+            "suspect": point.timing_suspect,
         }
         for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
             for q in ("p50", "p90", "p99"):
                 row[f"{metric[:-3]}_{q}_ms"] = s.quantile(metric, q)
-        good = s.request_goodput
-        row["goodput"] = good if good is not None else s.request_throughput
-        energy = energy_figures(t.gpu_power_mean_w, s.output_token_throughput)
+        good = s.headline_request_goodput
+        row["goodput"] = good if good is not None else s.headline_request_throughput
+        energy = energy_figures(t.gpu_power_mean_w, s.headline_output_token_throughput)
         row["j_per_output_token"] = energy["j_per_output_token"] if energy else None
         wb = weights_bytes(model_dir or spec.model, spec.precision)
         row["weights_bytes"] = wb
@@ -98,7 +101,7 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
         row["memory_at_load_bytes"] = memory_at_load(t, row["memory_needed_bytes"])
         meets = point.status == "ok" and not s.failed
         for metric in ("ttft_ms", "tpot_ms", "e2e_ms"):
-            limit = (slo or {}).get(metric)
+            limit = limits.get(metric)
             value = s.quantile(metric, f"p{percentile}")
             if limit is not None and (value is None or value > limit):
                 meets = False
@@ -107,7 +110,12 @@ def points_frame(points: list[dict[str, Any]], slo: dict | None = None, model_di
     return pd.DataFrame(rows)
 
 
-def memory_at_load(telemetry: PointTelemetry, lower_bound: float | None) -> float | None:
+def _as_read(summary: Summary, name: str) -> Any:
+    """A count as the point's file holds it: None where it has none (a point that did not run)."""
+    return getattr(summary, name) if name in summary.model_fields_set else None
+
+
+def memory_at_load(telemetry: WindowTelemetry, lower_bound: float | None) -> float | None:
     """Memory the configuration needs at its load (module docstring): measured non-KV bytes + the
     KV peak sized to the band's middle; `lower_bound` (weights + KV peak) without device figures."""
     peak, pool, kv = telemetry.device_mem_peak_bytes, telemetry.kv_pool_bytes, telemetry.kv_cache_peak_bytes
@@ -272,7 +280,7 @@ def margin_advice(margin: float | None, preempted: bool, knobs: dict[str, str] |
     """Which side of the OOM-margin band a point falls on, and what to change, in the words of
     the server's own knobs (recorded with each point by its backend)."""
     low, high = MARGIN_BAND
-    k = knobs or knob_names({})
+    k = knobs or knob_names(None)
     batch, memory = k["max_batch_size"], k["memory_fraction"]
     if margin is None:
         return {"in_band": None, "direction": "unknown", "advice": "no KV-cache telemetry: margin unknown"}

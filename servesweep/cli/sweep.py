@@ -11,7 +11,7 @@ from servesweep.cli.common import add_auth_options, check_assertions, console
 from servesweep.cli.report import announce, write_and_print_report
 from servesweep.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED
 from servesweep.reports.assertions import parse_assertions
-from servesweep.results import ensure_writable_dir
+from servesweep.results import SweepPoint, ensure_writable_dir
 from servesweep.results.recommendation import Recommendation
 from servesweep.scenarios.schema import load_scenario
 from servesweep.sweep import SweepInterrupted
@@ -53,7 +53,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                       "run the same command again to resume")
         return EXIT_INTERRUPTED
     points, result = outcome.points, outcome.recommendation
-    failed = sum(p["status"] == "failed" for p in points)
+    failed = sum(p.status == "failed" for p in points)
     console.print(f"sweep done: {len(points)} points ({failed} failed) in {args.out}/points.jsonl")
     if not args.no_report:
         write_and_print_report(args.out, analysis=(outcome.frame, result))
@@ -63,11 +63,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return announce(result)
 
 
-def _check_recommended(assertions: list, out: Path, points: list[dict[str, Any]], result: Recommendation) -> bool:
+def _check_recommended(assertions: list, out: Path, points: list[SweepPoint], result: Recommendation) -> bool:
     rec = result.production_recommendation
     if rec is None:
         console.print("assertions: no recommended point (nothing met the SLOs): every check fails", style="red")
         return check_assertions(assertions, [("no recommendation", {})], out)
     where = rec.based_on
-    point = next(p for p in points if p["config"] == where.config and p["level"] == where.level)
-    return check_assertions(assertions, [(f"{where.config} {where.level}", point.get("summary") or {})], out)
+    point = next(p for p in points if p.config == where.config and p.level == where.level)
+    # The point's figures as the report gives them: with repeats, the means over the repeats.
+    return check_assertions(assertions, [(f"{where.config} {where.level}", point.figures.headline_view())], out)

@@ -16,7 +16,7 @@ from servesweep.confidence import level_values
 from servesweep.errors import ReportError
 from servesweep.results import POINTS_FILE, read_points
 from servesweep.results.points import dummy_weights
-from servesweep.results.summary import SUMMARY_FILE, read_summary
+from servesweep.results.summary import SUMMARY_FILE, Interval, read_summary
 
 # Facts that differ between any two runs without changing what was measured.
 _VOLATILE_SERVER = {"port", "pid", "log", "host", "startup_s", "startup_timeout_s", "command", "kv_pool",
@@ -46,10 +46,10 @@ def split_side(spec: str) -> tuple[Path, str | None]:
                       ":CONFIG/LEVEL)")
 
 
-def _values(per_repeat: dict[str, Any] | None, one_window: dict[str, Any]) -> dict[str, list[float]]:
+def _values(per_repeat: dict[str, Interval] | None, one_window: dict[str, Any]) -> dict[str, list[float]]:
     """Per metric the repeats' values (ci95 of the level), else the one window's value."""
     if per_repeat:
-        return {k: [float(v) for v in ci.get("values") or []] for k, ci in per_repeat.items()}
+        return {k: [float(v) for v in ci.values or []] for k, ci in per_repeat.items()}
     return {k: [float(v)] for k, v in level_values(one_window).items() if v is not None}
 
 
@@ -72,39 +72,40 @@ def _workload(workload: dict[str, Any]) -> dict[str, Any]:
 
 def _run_units(path: Path) -> list[Unit]:
     s = read_summary(path / SUMMARY_FILE)
-    extra = s.model_extra or {}
-    ci95 = extra.get("ci95") or {}
-    shared = {"workload": _workload(s.workload), "server": _server_context(s.server, s.target.get("model")),
-              "hardware": _hardware(s.host, s.server), "slo": s.slo or {}}
+    ci95 = s.ci95 or {}
+    server = s.server.to_file() if s.server is not None else None
+    shared = {"workload": _workload(s.workload), "server": _server_context(server, s.target.get("model")),
+              "hardware": _hardware(s.host, server), "slo": s.slo or {}}
     specs = {lv.get("name") or "": lv for lv in s.levels_requested}
     units, seen = [], set()
     for lv in s.levels:
-        entry = lv.model_dump()
+        entry = lv.to_file()
         label = lv.label.split("#r")[0]
         if label in seen:
             continue
         seen.add(label)
         spec = {k: v for k, v in (specs.get(lv.label) or lv.spec).items() if k not in _VOLATILE_LOAD}
         units.append(Unit(label, _values(ci95.get(label), entry), {**shared, "load": spec},
-                          bool((lv.timing_check or {}).get("suspect"))))
+                          bool(lv.timing_check and lv.timing_check.suspect)))
     return units
 
 
 def _sweep_units(path: Path) -> list[Unit]:
     units = []
     for p in read_points(path):
-        if p["status"] != "ok":
+        if p.status != "ok":
             continue
-        s = p.get("summary") or {}
-        ci95 = s.get("ci95") or {}
-        server = {**(s.get("server") or {}), "config": p["config_spec"], **(p.get("server") or {})}
-        context = {"workload": _workload(s.get("workload") or {}),
-                   "load": {k: v for k, v in p["level_spec"].items() if k not in _VOLATILE_LOAD},
-                   "server": _server_context(server, p["config_spec"].get("model")),
-                   "hardware": _hardware(s.get("host") or {}, server), "slo": s.get("slo") or {}}
-        suspect = bool((p.get("timing_check") or {}).get("suspect") or s.get("timing_suspect_levels"))
-        units.append(Unit(f"{p['config']}/{p['level']}", _values(ci95.get(p["level"]) or next(iter(ci95.values()), None), s),
-                          context, suspect))
+        s = p.figures
+        ci95 = s.ci95 or {}
+        server = {**(s.server.to_file() if s.server else {}), "config": p.config_spec,
+                  **(p.server.to_file() if p.server else {})}
+        context = {"workload": _workload(s.workload),
+                   "load": {k: v for k, v in p.level_spec.items() if k not in _VOLATILE_LOAD},
+                   "server": _server_context(server, p.config_spec.get("model")),
+                   "hardware": _hardware(s.host, server), "slo": s.slo or {}}
+        suspect = bool((p.timing_check and p.timing_check.suspect) or s.timing_suspect_levels)
+        units.append(Unit(f"{p.config}/{p.level}", _values(ci95.get(p.level) or next(iter(ci95.values()), None),
+                                                           s.to_file()), context, suspect))
     return units
 
 

@@ -23,7 +23,7 @@ from servesweep.reports.headroom import headroom_figure, headroom_lines
 from servesweep.analysis.recommend import analyse, report_inputs, store_report_inputs
 from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.analysis.skus import METRICS, RULES_FILE_CITED
-from servesweep.results import RECOMMENDATION_FILE, read_points, write_recommendation
+from servesweep.results import RECOMMENDATION_FILE, SweepPoint, read_points, write_recommendation
 from servesweep.results.ladder_search import read_ladder_searches
 from servesweep.results.recommendation import GateEntry, ModelSource, Recommendation
 
@@ -275,19 +275,19 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _truncation_lines(points: list[dict[str, Any]]) -> list[str]:
+def _truncation_lines(points: list[SweepPoint]) -> list[str]:
     """The points whose server cut answers short (servesweep.loadgen.exchange: error 'truncated'):
     those answers are failures, out of throughput and goodput, and the point's numbers are not
     what the server does with the work asked."""
     lines = []
     for p in points:
-        summary = p.get("summary") or {}
-        n = (summary.get("errors") or {}).get(ERROR_TRUNCATED, 0)
+        summary = p.figures
+        n = (summary.errors or {}).get(ERROR_TRUNCATED, 0)
         if n:
-            finished = summary.get("completed", 0) + summary.get("failed", 0)
-            lines.append(f"{p.get('config')} {p.get('level')}: {n} of {finished} responses TRUNCATED by the server "
+            finished = summary.completed + summary.failed
+            lines.append(f"{p.config} {p.level}: {n} of {finished} responses TRUNCATED by the server "
                          f"(fewer tokens than asked while EOS was ignored, or an unexpected finish reason): "
-                         f"{summary.get('error_examples', {}).get(ERROR_TRUNCATED, '')}")
+                         f"{(summary.error_examples or {}).get(ERROR_TRUNCATED, '')}")
     return lines
 
 

@@ -11,19 +11,20 @@ from typing import Any
 from servesweep.confidence import fmt_ci
 from servesweep.reports.table import CI_COLUMNS
 from servesweep.results.ladder_search import read_ladder_searches
+from servesweep.results.points import SweepPoint
 
 REPEATS_HEADER = ["config", "level", "n", *(name for name, _, _ in CI_COLUMNS), "prefix hit %"]
 
 
-def repeat_rows(points: list[dict[str, Any]]) -> list[list[str]]:
+def repeat_rows(points: list[SweepPoint]) -> list[list[str]]:
     rows = []
     for p in points:
-        s = p.get("summary") or {}
-        for label, metrics in (s.get("ci95") or {}).items():
-            n = max((m.get("n", 0) for m in metrics.values()), default=0)
-            prefix = [v.get("hit_rate") for v in (s.get("prefix_cache") or {}).values() if v.get("hit_rate") is not None]
+        s = p.figures
+        for label, metrics in (s.ci95 or {}).items():
+            n = max((m.n or 0 for m in metrics.values()), default=0)
+            prefix = [v.hit_rate for v in (s.prefix_cache or {}).values() if v.hit_rate is not None]
             hit = f"{100 * sum(prefix) / len(prefix):.1f}" if prefix else "-"
-            rows.append([p["config"], label, str(n), *(fmt_ci(metrics.get(key), digits) for _, key, digits in CI_COLUMNS),
+            rows.append([p.config, label, str(n), *(fmt_ci(metrics.get(key), digits) for _, key, digits in CI_COLUMNS),
                          hit])
     return rows
 
@@ -40,7 +41,7 @@ def uncertainty_lines(out_dir: Path) -> list[str]:
     return lines
 
 
-def repeats_section(out_dir: Path, points: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
+def repeats_section(out_dir: Path, points: list[SweepPoint]) -> tuple[list[str], list[list[str]], list[str]]:
     """(markdown lines, table rows, uncertainty lines); empty when nothing ran with repeats."""
     rows = repeat_rows(points)
     if not rows:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from servesweep.errors import OutputDirError, OutputError, ReportError, validation_message
 
@@ -40,6 +40,43 @@ class OpenModel(BaseModel):
         """What the file holds: the fields that were set (by the builder, or read from a file),
         so a field an older file lacks is not written back as null."""
         return self.model_dump(exclude_unset=True)
+
+
+class OrderedModel(OpenModel):
+    """An OpenModel written back in the order its fields were read or set, as a dict would be:
+    points.jsonl's sections are summary.json's, key order and all, though the model names only
+    some of their fields."""
+
+    _key_order: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_key_order(cls, data: Any, handler: Any) -> Any:
+        model = handler(data)
+        if isinstance(data, dict) and isinstance(model, OrderedModel):
+            model._key_order = tuple(data)
+        return model
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if not name.startswith("_") and name not in self._key_order:
+            self._key_order = (*self._key_order, name)
+
+    def to_file(self) -> dict[str, Any]:
+        return _in_order(self, super().to_file())
+
+
+def _in_order(value: Any, dumped: Any) -> Any:
+    """`dumped` (a model_dump of `value`) with every OrderedModel's keys in its own order."""
+    if isinstance(value, BaseModel) and isinstance(dumped, dict):
+        inner = {k: _in_order(getattr(value, k, None), v) for k, v in dumped.items()}
+        order = value._key_order if isinstance(value, OrderedModel) else ()
+        return {**{k: inner[k] for k in order if k in inner}, **inner}
+    if isinstance(value, dict) and isinstance(dumped, dict):
+        return {k: _in_order(value.get(k), v) for k, v in dumped.items()}
+    if isinstance(value, list) and isinstance(dumped, list) and len(value) == len(dumped):
+        return [_in_order(a, b) for a, b in zip(value, dumped)]
+    return dumped
 
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS

@@ -2,9 +2,14 @@
 point finishes (`append_point`, the one builder) and read back through `SweepPoint` (`read_points`).
 
 Version history (`schema_version` on each line):
-  1  the only version so far. Lines written before backends recorded their kind, knob names and
-     memory rule (`server.knobs`, `server.memory_fraction_of`) and before `dummy_weights` was
-     backend-neutral load as vLLM's (KIND_BEFORE_RECORDED, `knob_names`, `dummy_weights`).
+  1  Lines written before backends recorded their kind, knob names and memory rule
+     (`server.knobs`, `server.memory_fraction_of`) and before `dummy_weights` was backend-neutral
+     load as vLLM's (KIND_BEFORE_RECORDED, `knob_names`, `dummy_weights`). A point run with
+     repeats wrote the means over its repeats in place of `summary`'s output_token_throughput,
+     request_throughput and goodput.request_goodput, and the load test's own figures under
+     `summary.pooled_over_repeats`: read as version 2 (`SweepPoint._pooled_headline`).
+  2  `summary`'s figures are the load test's own, as in its summary.json; with repeats, the means
+     over the repeats are ci95's (the headline view, `Summary.headline_*`), not written twice.
 """
 
 from __future__ import annotations
@@ -13,22 +18,20 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 
 from servesweep.errors import ReportError, validation_problem
 from servesweep.memory_fraction import FRACTION_RULES, FractionOf
-from servesweep.results.io import OpenModel, append_jsonl, numbered_jsonl
+from servesweep.results.io import OpenModel, OrderedModel, append_jsonl, numbered_jsonl
+from servesweep.results.summary import Number, ServerRecord, Summary, TimingCheck, WindowTelemetry
 
 POINTS_FILE = "points.jsonl"
-POINTS_SCHEMA_VERSION = 1
+POINTS_SCHEMA_VERSION = 2
 
 # Points written before backends recorded their kind, knob names and memory rule came from vLLM.
 KIND_BEFORE_RECORDED = "vllm"
 _KNOBS_BEFORE_RECORDED = {"max_batch_size": "max_num_seqs", "memory_fraction": "gpu_memory_utilization",
                           "kv_cache_memory_bytes": "kv_cache_memory_bytes", "max_num_tokens": "max_num_batched_tokens"}
-
-
-Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
 
 
 class PointConfig(OpenModel):
@@ -51,67 +54,12 @@ class PointLevel(OpenModel):
     request_rate: Number | None = None
 
 
-class PointFigures(OpenModel):
-    """A point's `summary` (its level's summary.json, results.summary) as the analysis reads it:
-    None where the file lacks a figure."""
-
-    completed: int | None = None
-    failed: int | None = None
-    request_throughput: Number | None = None
-    output_token_throughput: Number | None = None
-    total_token_throughput: Number | None = None
-    ttft_ms: dict[str, Any] | None = None
-    tpot_ms: dict[str, Any] | None = None
-    itl_ms: dict[str, Any] | None = None
-    e2e_ms: dict[str, Any] | None = None
-    goodput: dict[str, Any] | None = None
-    suspect: bool | None = None
-    timing_check: dict[str, Any] | None = None
-
-    def quantile(self, metric: str, q: str) -> Number | None:
-        """`metric` (ttft_ms, tpot_ms, itl_ms, e2e_ms) at `q` (p50, p90, p99, ...)."""
-        return (getattr(self, metric, None) or {}).get(q)
-
-    @property
-    def request_goodput(self) -> Number | None:
-        return (self.goodput or {}).get("request_goodput")
-
-
-class PointTelemetry(OpenModel):
-    """The server's figures over a point's window (servesweep.backends.telemetry `window_stats`)."""
-
-    running_batch_mean: Number | None = None
-    running_batch_peak: Number | None = None
-    kv_cache_peak_frac: Number | None = None
-    kv_cache_peak_bytes: Number | None = None
-    kv_pool_bytes: Number | None = None
-    preemptions: Number | None = None
-    oom_margin_pct: Number | None = None
-    device_mem_peak_bytes: Number | None = None
-    device_mem_total_bytes: Number | None = None
-    kv_pool_tokens: Number | None = None
-    gpu_power_mean_w: Number | None = None  # NVML board power over the window, summed over the GPUs
-
-
-class PointServer(OpenModel):
-    """What the backend recorded about the server a point ran on (`server`), as the verification
-    and the SKU measurement read it: its GPUs, its measured start, its KV pool at start-up."""
-
-    gpus: list[str] | None = None  # device names, as the server's host reports them
-    startup_s: Number | None = None  # launch to ready
-    kv_pool: dict[str, Any] | None = None  # the pool as the server logged it (block_size, tokens, bytes, ...)
-    kv_pool_tokens: Number | None = None
-    kv_pool_bytes: Number | None = None
-
-    @property
-    def block_size(self) -> int | None:
-        return (self.kv_pool or {}).get("block_size")
-
-
-class SweepPoint(OpenModel):
+class SweepPoint(OrderedModel):
     """One line of `points.jsonl`: a configuration x a load level, ok or failed with its cause.
-    `summary` is the level's `summary.json` (results.summary), `telemetry` the server's figures
-    over the level's window, `server` what the backend recorded about the server it launched."""
+    `summary` is the level's `summary.json` less its levels (results.summary: the load test's own
+    figures, their means over repeats a view: `Summary.headline_*`), `telemetry` the server's
+    figures over the level's window, `server` what the backend recorded about the server it
+    launched. Fields in the order the sweep writes them."""
 
     schema_version: int = POINTS_SCHEMA_VERSION
     config: str
@@ -119,11 +67,35 @@ class SweepPoint(OpenModel):
     level: str
     level_spec: dict[str, Any] = {}
     status: str  # ok | failed | interrupted
+    summary: Summary | None = None
+    telemetry: WindowTelemetry | None = None
+    server: ServerRecord | None = None
+    dir: str | None = None  # the level's directory, relative to the sweep's
+    timing_check: TimingCheck | None = None
+    interrupted: bool = False
     cause: str | None = None
-    summary: dict[str, Any] | None = None
-    telemetry: dict[str, Any] | None = None
-    server: dict[str, Any] | None = None
-    timing_check: dict[str, Any] | None = None
+    suspect: bool | None = None  # the timing cross-check's verdict, where a writer put it at the top
+    search: dict[str, Any] | None = None  # the adaptive search's rung and why it asked for it
+    extra_repeats: list[dict[str, Any]] = []  # the uncertain rung's extra repeats folded in (dir, why)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pooled_headline(cls, data: Any) -> Any:
+        """Version 1 with repeats wrote the means over the repeats in place of the load test's own
+        figures and kept those under `summary.pooled_over_repeats`: put them back (version 2's
+        layout; the means are ci95's, read through the headline view)."""
+        if not isinstance(data, dict) or not isinstance(data.get("summary"), dict):
+            return data
+        summary = dict(data["summary"])
+        pooled = summary.pop("pooled_over_repeats", None)
+        if pooled is None:
+            return data
+        for key in ("output_token_throughput", "request_throughput"):
+            if key in pooled:
+                summary[key] = pooled[key]
+        if "request_goodput" in pooled and isinstance(summary.get("goodput"), dict):
+            summary["goodput"] = {**summary["goodput"], "request_goodput": pooled["request_goodput"]}
+        return {**data, "schema_version": POINTS_SCHEMA_VERSION, "summary": summary}
 
     # Typed views of the nested sections, for the analysis (the sections stay plain in the file).
     @property
@@ -135,34 +107,33 @@ class SweepPoint(OpenModel):
         return PointLevel.model_validate(self.level_spec)
 
     @property
-    def figures(self) -> PointFigures:
-        return PointFigures.model_validate(self.summary or {})
+    def figures(self) -> Summary:
+        """The level's summary; an empty one (every figure None) for a point that has none."""
+        return self.summary if self.summary is not None else Summary()
 
     @property
-    def server_telemetry(self) -> PointTelemetry:
-        return PointTelemetry.model_validate(self.telemetry or {})
+    def server_telemetry(self) -> WindowTelemetry:
+        return self.telemetry if self.telemetry is not None else WindowTelemetry()
 
     @property
-    def server_record(self) -> PointServer:
-        return PointServer.model_validate(self.server or {})
+    def server_record(self) -> ServerRecord:
+        return self.server if self.server is not None else ServerRecord()
 
     @property
-    def suspect(self) -> bool:
+    def timing_suspect(self) -> bool:
         """The timing cross-check's verdict on the level, where the point carries one."""
         figures = self.figures
-        extra = self.model_extra or {}
-        return bool(extra.get("suspect") or figures.suspect or (self.timing_check or {}).get("suspect")
-                    or (figures.timing_check or {}).get("suspect"))
+        return bool(self.suspect or figures.suspect or (self.timing_check and self.timing_check.suspect)
+                    or (figures.timing_check and figures.timing_check.suspect))
 
 
-def read_points(out_dir: Path) -> list[dict[str, Any]]:
-    """The sweep's points, each checked against `SweepPoint` (returned as plain dicts: the analysis
-    turns them into a table); a point that is not one is a ReportError naming the file, the point
-    and the field."""
+def read_points(out_dir: Path) -> list[SweepPoint]:
+    """The sweep's points, each read through `SweepPoint`; a point that is not one is a
+    ReportError naming the file, the point and the field."""
     points = []
     for n, raw in numbered_jsonl(out_dir / POINTS_FILE):
         try:
-            points.append(SweepPoint.model_validate(raw).model_dump())
+            points.append(SweepPoint.model_validate(raw))
         except ValidationError as exc:
             # pydantic's message lowered: it reads inside the sentence ("field required").
             err = exc.errors()[0]
@@ -171,27 +142,30 @@ def read_points(out_dir: Path) -> list[dict[str, Any]]:
     return points
 
 
-def append_point(out_dir: Path, point: dict[str, Any]) -> None:
-    """Add one point to the sweep's file, stamped with the schema version and the time it finished."""
-    point = {"schema_version": POINTS_SCHEMA_VERSION, **point,
-             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-    SweepPoint.model_validate(point)
-    append_jsonl(out_dir / POINTS_FILE, point)
+def append_point(out_dir: Path, point: SweepPoint | dict[str, Any]) -> None:
+    """Add one point (or the fields of one) to the sweep's file, stamped with the schema version and
+    the time it finished."""
+    if not isinstance(point, SweepPoint):
+        point = SweepPoint.model_validate(point)
+    data = {"schema_version": POINTS_SCHEMA_VERSION, **point.to_file(),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    SweepPoint.model_validate(data)
+    append_jsonl(out_dir / POINTS_FILE, data)
 
 
-def knob_names(point: dict[str, Any]) -> dict[str, str]:
-    """The server's names for the common configuration knobs, as its backend recorded them."""
-    return {**_KNOBS_BEFORE_RECORDED, **((point.get("server") or {}).get("knobs") or {})}
+def knob_names(server: ServerRecord | None) -> dict[str, str]:
+    """The server's names for the common configuration knobs, as its backend recorded them
+    (vLLM's for a point written before backends recorded them, or without a server)."""
+    return {**_KNOBS_BEFORE_RECORDED, **((server.knobs if server is not None else None) or {})}
 
 
-def memory_fraction_of(point: dict[str, Any]) -> FractionOf:
-    """What the point's memory fraction is a fraction of (servesweep.memory_fraction), as its backend
+def memory_fraction_of(server: ServerRecord | None) -> FractionOf:
+    """What a point's memory fraction is a fraction of (servesweep.memory_fraction), as its backend
     recorded it; for points written before, read off the knob's name (TensorRT-LLM's says free)."""
-    server = point.get("server") or {}
-    recorded = server.get("memory_fraction_of")
+    recorded = server.memory_fraction_of if server is not None else None
     if recorded in FRACTION_RULES:
-        return recorded
-    return "free" if "free" in knob_names(point)["memory_fraction"] else "device"
+        return recorded  # type: ignore[return-value]
+    return "free" if "free" in knob_names(server)["memory_fraction"] else "device"
 
 
 def dummy_weights(spec: dict[str, Any]) -> bool | None:
@@ -203,40 +177,21 @@ def dummy_weights(spec: dict[str, Any]) -> bool | None:
     return None if fmt is None else fmt == "dummy"
 
 
-def headline_from_repeats(summary: dict[str, Any]) -> None:
-    """A point run with repeats: its throughput figures become the means over the repeats (what the
-    report and the searches compare); the whole load test's, whose window also spans the gaps
-    and warm-ups between repeats, stay under `pooled_over_repeats`. Latency percentiles stay
-    pooled over every measured request of the repeats."""
-    ci = next(iter((summary.get("ci95") or {}).values()), None)
-    if not ci:
-        return
-    pooled = summary.setdefault("pooled_over_repeats", {k: summary.get(k) for k in
-                                                        ("output_token_throughput", "request_throughput")})
-    if summary.get("goodput"):
-        pooled.setdefault("request_goodput", summary["goodput"].get("request_goodput"))
-    for key, ci_key in (("output_token_throughput", "output_tok_s"), ("request_throughput", "request_throughput")):
-        if (ci.get(ci_key) or {}).get("mean") is not None:
-            summary[key] = ci[ci_key]["mean"]
-    if summary.get("goodput") and (ci.get("goodput") or {}).get("mean") is not None:
-        summary["goodput"]["request_goodput"] = ci["goodput"]["mean"]
-
-
 # What a point keeps of its summary's `server` section.
 POINT_SERVER_KEYS = ("backend", "version", "startup_s", "kv_pool_tokens", "kv_pool_bytes", "kv_pool", "command",
                      "gpus", "knobs", "memory_fraction_of")
 
 
 def point_from_summary(config: str, config_spec: dict[str, Any], level: str, level_spec: dict[str, Any],
-                       summary: dict[str, Any], level_dir: str, died: str | None = None) -> dict[str, Any]:
+                       summary: dict[str, Any], level_dir: str, died: str | None = None) -> SweepPoint:
     """points.jsonl's row for one level's summary.json (the one way a sweep point is built from a
-    summary): the summary less its levels, its headline the repeats' means (headline_from_repeats);
-    `died`: why the server died during the level, which fails the point."""
-    result = {k: v for k, v in summary.items() if k != "levels"}
-    headline_from_repeats(result)
+    summary): the summary less its levels, figures and all as the load test wrote them (with
+    repeats, their means are the headline view); `died`: why the server died during the level,
+    which fails the point."""
     point: dict[str, Any] = {
         "config": config, "config_spec": config_spec, "level": level, "level_spec": level_spec,
-        "status": "ok", "summary": result, "telemetry": summary.get("telemetry"),
+        "status": "ok", "summary": {k: v for k, v in summary.items() if k != "levels"},
+        "telemetry": summary.get("telemetry"),
         "server": {k: summary["server"].get(k) for k in POINT_SERVER_KEYS},
         "dir": level_dir,
         # The level's timing cross-check: a suspect one is named in every SLO verdict taken on it.
@@ -246,4 +201,4 @@ def point_from_summary(config: str, config_spec: dict[str, Any], level: str, lev
         point["status"], point["interrupted"] = "interrupted", True
     elif died or (summary.get("abort_reason") and summary["completed"] == 0):
         point["status"], point["cause"] = "failed", died or summary["abort_reason"]
-    return point
+    return SweepPoint.model_validate(point)

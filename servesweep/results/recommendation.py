@@ -85,7 +85,7 @@ class ProductionRecommendation(OpenModel):
 
     def knob_names(self) -> dict[str, str]:
         """Common knob name -> the server's own (vLLM's names for files written before)."""
-        return {**knob_names({}), **self.knobs}
+        return {**knob_names(None), **self.knobs}
 
     def server_knob(self, common: str) -> Any:
         """The value under the server's own name of a common knob (`max_batch_size`, ...)."""

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from servesweep import __version__
 from servesweep.crosscheck import cross_check
 from servesweep.errors import OutputError
-from servesweep.results.io import OpenModel, read_result_file, write_json
+from servesweep.results.io import OrderedModel, read_result_file, write_json
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_SCHEMA_VERSION = 1
@@ -32,7 +32,102 @@ class WindowStats(Protocol):
     def window_stats(self, start_s: float, end_s: float) -> dict[str, Any]: ...
 
 
-class LevelEntry(OpenModel):
+Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
+
+
+class Distribution(OrderedModel):
+    """A latency's statistics over the measured requests (ttft_ms, tpot_ms, itl_ms, e2e_ms): None
+    where no request gave one."""
+
+    mean: Number | None = None
+    std: Number | None = None
+    p50: Number | None = None
+    p90: Number | None = None
+    p95: Number | None = None
+    p99: Number | None = None
+    max: Number | None = None
+    count: int | None = None
+
+    def at(self, q: str) -> Number | None:
+        """The figure named `q` (p50, p90, p99, mean, ...); None for one it does not hold."""
+        return getattr(self, q, None)
+
+
+class Interval(OrderedModel):
+    """One figure of `ci95` (servesweep.confidence): the mean over the repeats, its Student-t 95 %
+    interval (low, high; None for one repeat) and the per-repeat values."""
+
+    mean: Number | None = None
+    low: Number | None = None
+    high: Number | None = None
+    n: int | None = None
+    values: list[Number] | None = None
+    method: str | None = None
+
+
+class Goodput(OrderedModel):
+    """`goodput`: the requests that met every SLO (loadgen.stats)."""
+
+    slo: dict[str, Any] | None = None
+    good_requests: int | None = None
+    request_goodput: Number | None = None
+    fraction_good: Number | None = None
+
+
+class TimingCheck(OrderedModel):
+    """The timing cross-check's verdict on a level (servesweep.crosscheck)."""
+
+    suspect: bool | None = None
+    reasons: list[str] | None = None
+
+
+class PrefixCache(OrderedModel):
+    """`prefix_cache`, per level: the server's prefix-cache hit rate and whether it reads high."""
+
+    hit_rate: Number | None = None
+    warn: bool | None = None
+
+
+class WindowTelemetry(OrderedModel):
+    """The server's figures over a window (servesweep.backends.telemetry `window_stats`): None
+    where the window held no sample."""
+
+    running_batch_mean: Number | None = None
+    running_batch_peak: Number | None = None
+    waiting_peak: Number | None = None
+    kv_cache_peak_frac: Number | None = None
+    kv_cache_peak_bytes: Number | None = None
+    kv_pool_bytes: Number | None = None
+    kv_pool_tokens: Number | None = None
+    preemptions: Number | None = None
+    oom_margin_pct: Number | None = None
+    device_mem_peak_bytes: Number | None = None
+    device_mem_total_bytes: Number | None = None
+    gpu_power_mean_w: Number | None = None  # NVML board power over the window, summed over the GPUs
+
+
+class ServerRecord(OrderedModel):
+    """What the backend recorded about the server it launched (`server`): its GPUs, its measured
+    start, its KV pool at start-up, its names for the common knobs and its memory rule."""
+
+    backend: str | None = None
+    version: str | None = None
+    config: dict[str, Any] | None = None
+    command: list[str] | None = None
+    gpus: list[str] | None = None  # device names, as the server's host reports them
+    startup_s: Number | None = None  # launch to ready
+    kv_pool: dict[str, Any] | None = None  # the pool as the server logged it (block_size, tokens, bytes, ...)
+    kv_pool_tokens: Number | None = None
+    kv_pool_bytes: Number | None = None
+    knobs: dict[str, str] | None = None
+    memory_fraction_of: str | None = None
+
+    @property
+    def block_size(self) -> int | None:
+        return (self.kv_pool or {}).get("block_size")
+
+
+class LevelEntry(OrderedModel):
     """One item of `levels`: the level as run, its statistics (servesweep.loadgen.stats), the
     server's telemetry over its window and the timing cross-check's verdict on it."""
 
@@ -43,11 +138,11 @@ class LevelEntry(OpenModel):
     prompt_pool_wrapped: bool = False
     completed: int = 0
     failed: int = 0
-    telemetry: dict[str, Any] | None = None
-    timing_check: dict[str, Any] | None = None
+    telemetry: WindowTelemetry | None = None
+    timing_check: TimingCheck | None = None
 
 
-class Summary(OpenModel):
+class Summary(OrderedModel):
     """`summary.json`: the fields readers rely on; statistics and the writer's own sections (trace,
     sessions, soak, ci95, locust, workers, ...) are kept as they are."""
 
@@ -69,11 +164,79 @@ class Summary(OpenModel):
     warnings: list[str] = []
     levels: list[LevelEntry] = []
     timing_suspect_levels: list[str] = []
-    telemetry: dict[str, Any] | None = None
-    server: dict[str, Any] | None = None
+    telemetry: WindowTelemetry | None = None
+    server: ServerRecord | None = None
     workers: dict[str, Any] | None = None
     output_error: str | None = None
     summary_path: str | None = None
+    # The whole test's statistics (servesweep.loadgen.stats) and what the load test adds after
+    # build_summary: its repeats and their intervals, the prefix cache's hit rate per level.
+    request_throughput: Number | None = None
+    output_token_throughput: Number | None = None
+    total_token_throughput: Number | None = None
+    ttft_ms: Distribution | None = None
+    tpot_ms: Distribution | None = None
+    itl_ms: Distribution | None = None
+    e2e_ms: Distribution | None = None
+    goodput: Goodput | None = None
+    errors: dict[str, int] | None = None
+    error_examples: dict[str, str] | None = None
+    repeats: int | None = None
+    ci95: dict[str, dict[str, Interval]] | None = None
+    prefix_cache: dict[str, PrefixCache] | None = None
+    suspect: bool | None = None  # the timing cross-check's verdict, where a writer put it at the top
+    timing_check: TimingCheck | None = None
+
+    def quantile(self, metric: str, q: str) -> Number | None:
+        """`metric` (ttft_ms, tpot_ms, itl_ms, e2e_ms) at `q` (p50, p90, p99, ...)."""
+        dist = getattr(self, metric, None)
+        return dist.at(q) if dist is not None else None
+
+    @property
+    def request_goodput(self) -> Number | None:
+        return self.goodput.request_goodput if self.goodput is not None else None
+
+    # --- The headline: with repeats, the means over the repeats -------------------------------
+    # The test's own figures above span its whole window, gaps and warm-ups between repeats
+    # included; with repeats the report and the searches compare the means over the repeats
+    # (ci95 of the first level). A view, never written: each field means one thing in every file.
+    def repeat_interval(self, key: str) -> Interval | None:
+        """The first level's ci95 entry `key` (output_tok_s, request_throughput, goodput, ttft_ms.p99, ...)."""
+        first = next(iter((self.ci95 or {}).values()), None)
+        return (first or {}).get(key)
+
+    def _repeat_mean(self, key: str) -> Number | None:
+        got = self.repeat_interval(key)
+        return got.mean if got is not None else None
+
+    @property
+    def headline_output_token_throughput(self) -> Number | None:
+        mean = self._repeat_mean("output_tok_s")
+        return mean if mean is not None else self.output_token_throughput
+
+    @property
+    def headline_request_throughput(self) -> Number | None:
+        mean = self._repeat_mean("request_throughput")
+        return mean if mean is not None else self.request_throughput
+
+    @property
+    def headline_request_goodput(self) -> Number | None:
+        if self.goodput is None:
+            return None
+        mean = self._repeat_mean("goodput")
+        return mean if mean is not None else self.goodput.request_goodput
+
+    def headline_view(self) -> dict[str, Any]:
+        """The summary as a file's dict with the headline in the figures' places (what a check on
+        a sweep point's throughput, servesweep.reports.assertions, reads); never written."""
+        data = self.to_file()
+        for key, value in (("output_token_throughput", self.headline_output_token_throughput),
+                           ("request_throughput", self.headline_request_throughput)):
+            if key in data:
+                data[key] = value
+        if isinstance(data.get("goodput"), dict):
+            data["goodput"] = {**data["goodput"], "request_goodput": self.headline_request_goodput}
+        return data
 
 
 def level_entry(label: str, spec: dict[str, Any], start_s: float, end_s: float, prompt_pool_wrapped: bool,

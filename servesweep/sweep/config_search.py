@@ -74,6 +74,7 @@ from servesweep.results.config_search_record import (
 )
 from servesweep.loadgen.stats import SLO
 from servesweep.results.ladder_search import LadderSearch
+from servesweep.results.points import SweepPoint
 from servesweep.scenarios.search import ConfigSearchConfig
 from servesweep.sweep.observation import Observation, slo_breaches
 
@@ -98,12 +99,12 @@ class Candidate:
     est_note: str = ""
 
 
-def measured_from_points(points: list[dict[str, Any]], slo: SLO | None, percentile: int = 99,
+def measured_from_points(points: list[SweepPoint], slo: SLO | None, percentile: int = 99,
                          kv_full_frac: float = 1.0, ladder: LadderSearch | None = None) -> Measured:
     """The objective of one configuration from its sweep points (and its ladder's search.json)."""
-    best: tuple[float, dict[str, Any], Observation] | None = None
+    best: tuple[float, SweepPoint, Observation] | None = None
     for point in points:
-        if point.get("status") != "ok":
+        if point.status != "ok":
             continue
         obs = Observation.from_point(point, percentile)
         clean = (obs.failed == 0 and not obs.preemptions and not slo_breaches(obs, slo)
@@ -113,14 +114,14 @@ def measured_from_points(points: list[dict[str, Any]], slo: SLO | None, percenti
     stop = ladder.stop_reason if ladder is not None else None
     ceiling = ladder.ceiling if ladder is not None else None
     failed = None
-    if not any(p.get("status") == "ok" for p in points):
-        failed = next((str(p.get("cause")) for p in points if p.get("cause")), "no level measured")
+    if not any(p.status == "ok" for p in points):
+        failed = next((str(p.cause) for p in points if p.cause), "no level measured")
     if best is None:
         return Measured(goodput=None, level=None, output_tok_s=None, ladder_stop=stop,
                         ladder_ceiling=ceiling, failed=failed)
     goodput, point, obs = best
     ci = obs.interval("request_goodput")
-    return Measured(goodput=goodput, level=point.get("level"), output_tok_s=obs.output_tok_s,
+    return Measured(goodput=goodput, level=point.level, output_tok_s=obs.output_tok_s,
                     goodput_ci95_half=(ci[1] - ci[0]) / 2 if ci else None,
                     ladder_stop=stop, ladder_ceiling=ceiling)
 

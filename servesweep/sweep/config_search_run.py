@@ -70,7 +70,7 @@ class ConfigSearchDriver:
 
     def _measured(self, label: str) -> Any:
         scenario = self.runner.scenario
-        points = [p for p in read_points(self.runner.out) if p["config"] == label]
+        points = [p for p in read_points(self.runner.out) if p.config == label]
         ladder = read_ladder_search(self.runner.out / "configs" / label)
         auto = scenario.load.concurrency == "auto"
         return measured_from_points(points, scenario.slo, scenario.slo.percentile if scenario.slo else 99,

@@ -127,7 +127,7 @@ class SweepGate:
         precision = server.config.precision
         died = server.poll_failure()
         level, source = (None, f"the server died: {died}") if died else choose_gate_load(
-            spec.under_load, self.scenario.load, [p for p in read_points(self.out) if p["config"] == config.label()],
+            spec.under_load, self.scenario.load, [p for p in read_points(self.out) if p.config == config.label()],
             search, self.scenario.slo, self.percentile)
         if level is None:
             result = UnderLoadMeasurement(status="not_measured", precision=precision, cause=source)

@@ -19,15 +19,16 @@ from typing import Any
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadgen.stats import SLO
 from servesweep.quality.gate.spec import UnderLoad
+from servesweep.results.points import SweepPoint
 from servesweep.scenarios.schema import LoadSpec
 from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation, slo_breaches
 
 
-def best_point(points: list[dict[str, Any]], slo: SLO | None, percentile: int = 99) -> tuple[dict[str, Any] | None, bool]:
+def best_point(points: list[SweepPoint], slo: SLO | None, percentile: int = 99) -> tuple[SweepPoint | None, bool]:
     """(the ok point with the best goodput, whether it met the SLOs without failures); points that
     did are preferred."""
-    ok = [p for p in points if p.get("status") == "ok" and (p.get("summary") or {}).get("completed")]
+    ok = [p for p in points if p.status == "ok" and p.figures.completed]
     if not ok:
         return None, False
     scored = []
@@ -39,7 +40,7 @@ def best_point(points: list[dict[str, Any]], slo: SLO | None, percentile: int = 
     return point, key[0]
 
 
-def choose_gate_load(under_load: UnderLoad, load: LoadSpec, points: list[dict[str, Any]],
+def choose_gate_load(under_load: UnderLoad, load: LoadSpec, points: list[SweepPoint],
                      search: ConcurrencyLadder | RateSearch | None = None, slo: SLO | None = None,
                      percentile: int = 99) -> tuple[LoadLevel | None, str]:
     """The load level to measure the gate under on one configuration (`points`: its points only)."""
@@ -52,10 +53,10 @@ def choose_gate_load(under_load: UnderLoad, load: LoadSpec, points: list[dict[st
     point, clean = best_point(points, slo, percentile)
     if point is None:
         return None, "no ok load level with completed requests on this configuration to take the load from"
-    spec = point.get("level_spec") or {}
+    spec = point.load
     # The scenario's level at the point's concurrency or rate, as the sweep ran it.
-    level = (load.level(concurrency=spec["concurrency"]) if spec.get("concurrency") is not None
-             else load.level(request_rate=spec["request_rate"]))
+    level = (load.level(concurrency=spec.concurrency) if spec.concurrency is not None
+             else load.level(request_rate=spec.request_rate))
     what = "best goodput" if slo is not None and not slo.is_empty() else "best request throughput"
     note = "" if clean else "; no level met the SLOs without failed requests"
     return level, f"the level with the {what}{note}"

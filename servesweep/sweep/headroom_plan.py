@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from servesweep.loadgen.stats import SLO
 from servesweep.results.headroom import DeviceMemory, HeadroomStep, LengthOnset, Onset
+from servesweep.results.summary import WindowTelemetry
 from servesweep.sweep.observation import Observation, slo_breaches
 from servesweep.thresholds import KV_FULL_FRAC
 
@@ -60,16 +61,16 @@ def step_seconds(window_s: float, factor: float) -> float:
 
 
 def headroom_step(obs: Observation, factor: float, offered_rate: float, slo: SLO | None,
-                  telemetry: dict[str, Any] | None, completed: int, run_dir: str | None,
+                  telemetry: WindowTelemetry | None, completed: int, run_dir: str | None,
                   length_factor: float = 1.0) -> HeadroomStep:
     """One step's record from what its window measured."""
-    t = telemetry or {}
+    t = telemetry or WindowTelemetry()
     return HeadroomStep(
         factor=factor, length_factor=length_factor, offered_rate=offered_rate, achieved_rate=obs.request_rate, completed=completed,
         failed=obs.failed, ttft_ms=obs.ttft_ms, tpot_ms=obs.tpot_ms, e2e_ms=obs.e2e_ms, percentile=obs.percentile,
         kv_peak_frac=obs.kv_peak_frac, preemptions=obs.preemptions, running_batch_peak=obs.running_batch_peak,
         waiting_peak=obs.waiting_peak, slo_breaches=slo_breaches(obs, slo) if slo and not slo.is_empty() else [],
-        device_mem_peak_bytes=t.get("device_mem_peak_bytes"), device_mem_total_bytes=t.get("device_mem_total_bytes"),
+        device_mem_peak_bytes=t.device_mem_peak_bytes, device_mem_total_bytes=t.device_mem_total_bytes,
         dir=run_dir)
 
 

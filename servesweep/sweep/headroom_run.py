@@ -37,6 +37,7 @@ from servesweep.results.headroom import (
     read_headroom,
     write_headroom,
 )
+from servesweep.results.summary import SUMMARY_FILE, Summary, WindowTelemetry
 from servesweep.results.verification import VERIFICATION_FILE, Verification, read_verification
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
@@ -80,11 +81,12 @@ class VerifiedRun:
                    concurrency=int(last.sizing.get("max_num_seqs") or 1))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_summary(path: Path) -> Summary:
+    """A run's summary.json; an empty one (every figure None) when it cannot be read."""
     try:
-        return json.loads(path.read_text())
+        return Summary.model_validate(json.loads(path.read_text()))
     except (OSError, ValueError):
-        return {}
+        return Summary()
 
 
 def _kv_tokens_per_request(telemetry: Path, pool_tokens: int, concurrency: int) -> float | None:
@@ -110,13 +112,13 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
     workload = scenario.workload
     if workload.dataset is not None:
         return TailRisk(status="not_measured", reason="a dataset workload has no length distribution to draw from")
-    summary = _read_json(run.attempt_dir / "traffic" / "summary.json")
-    tel = summary.get("telemetry") or {}
+    summary = _read_summary(run.attempt_dir / "traffic" / SUMMARY_FILE)
+    tel = summary.telemetry or WindowTelemetry()
     block = (run.sizing.get("inputs") or {}).get("block_size")
-    pool_tokens = tel.get("kv_pool_tokens") or ((run.sizing.get("kv_blocks") or 0) * (block or 0)) or None
+    pool_tokens = tel.kv_pool_tokens or ((run.sizing.get("kv_blocks") or 0) * (block or 0)) or None
     if not block or not pool_tokens:
         return TailRisk(status="not_measured", reason="the KV block size or pool size was not recorded")
-    ttft, tpot = (summary.get("ttft_ms") or {}).get("mean"), (summary.get("tpot_ms") or {}).get("mean")
+    ttft, tpot = summary.quantile("ttft_ms", "mean"), summary.quantile("tpot_ms", "mean")
     prefill = int(round(ttft / tpot)) if ttft and tpot else 0
     occ = simulate(workload.input_len, workload.output_len, run.concurrency, int(block), prefill,
                    context=scenario.max_model_len)
@@ -136,7 +138,7 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
 
     scale = length_scale_at_rate(workload.input_len, workload.output_len, run.concurrency, int(block), prefill,
                                  pool_blocks, target_per_10k, context=scenario.max_model_len)
-    completed = int(summary.get("completed") or 0)
+    completed = int(summary.completed or 0)
     preempted = run.traffic.get("preemptions")
     return TailRisk(
         status="measured", concurrency=run.concurrency, pool_blocks=pool_blocks, block_size=int(block),
@@ -211,7 +213,7 @@ class HeadroomRun:
                          burstiness=load.burstiness, duration_s=self.spec.window_s, warmup_requests=warmup, name=name)
 
     def _step(self, server: Any, factor: float, rate: float,
-              length_factor: float = 1.0) -> tuple[Observation, dict[str, Any], int, str]:
+              length_factor: float = 1.0) -> tuple[Observation, WindowTelemetry | None, int, str]:
         level = self._level(factor, rate, length_factor)
         run_dir = self.out / "headroom" / level.label
         workload = self.scenario.workload
@@ -224,15 +226,12 @@ class HeadroomRun:
         load = LoadTestConfig(base_url=server.base_url, model=server.model_name, out_dir=run_dir, levels=[level],
                               workload=workload, slo=self.scenario.slo, show_progress=self.show_progress,
                               tokenizer_dir=server.tokenizer_dir)
-        summary = run_on_server(server, load)
-        if summary.get("interrupted"):
+        summary = Summary.model_validate(run_on_server(server, load))
+        if summary.interrupted:
             raise SweepInterrupted()
         status = "failed" if server.poll_failure() else "ok"
-        obs = Observation.from_point({"status": status, "summary": summary, "telemetry": summary.get("telemetry"),
-                                      "timing_check": (summary.get("levels") or [{}])[0].get("timing_check")},
-                                     percentile)
-        return obs, summary.get("telemetry") or {}, int(summary.get("completed") or 0), \
-            str(run_dir.relative_to(self.out))
+        obs = Observation.from_summary(summary, status, percentile)
+        return obs, summary.telemetry, int(summary.completed or 0), str(run_dir.relative_to(self.out))
 
     def measure(self, server: Any, run: VerifiedRun, deadline: float | None = None) -> Headroom:
         """The load search on `server` (already serving the verified sizing), the length search, then
@@ -324,8 +323,8 @@ class HeadroomRun:
         config = config_from_dict(verification.server_config).model_copy(update=run.sizing.get("config_update") or {
             "kv_cache_memory_bytes": run.sizing.get("kv_cache_memory_bytes"),
             "max_batch_size": run.sizing.get("max_num_seqs")})
-        start = float(_read_json(run.attempt_dir / "traffic" / "summary.json").get("server", {}).get("startup_s")
-                      or DEFAULT_START_S)
+        server = _read_summary(run.attempt_dir / "traffic" / SUMMARY_FILE).server
+        start = float((server.startup_s if server is not None else None) or DEFAULT_START_S)
         if deadline is not None and deadline - time.monotonic() < start + step_seconds(self.spec.window_s, 1.0):
             self.console.print("headroom: not started, too little time left for a server start and a step")
             raise SweepInterrupted()

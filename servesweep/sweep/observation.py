@@ -2,7 +2,8 @@
 
 An `Observation` is driver-agnostic: the load ladder (sweep/ladder.py), the rate search and the
 verification judge (sweep/verify_plan.py) take it, whoever ran the level. `Observation.from_point`
-builds one from a sweep point as `SweepRunner._run_level` records it (summary + telemetry).
+builds one from a sweep point as `SweepRunner._run_level` records it (summary + telemetry),
+`Observation.from_summary` from a load test's summary.json (the verification's and headroom's runs).
 
 Fields:
   output_tok_s       output tokens per second over the measurement window
@@ -36,6 +37,8 @@ from typing import Any
 
 from servesweep.confidence import limit_verdict
 from servesweep.loadgen.stats import SLO
+from servesweep.results.points import SweepPoint
+from servesweep.results.summary import Summary, TimingCheck, WindowTelemetry
 
 SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
 # Observation field -> the key of its figure in a summary's ci95 (`{p}`: the SLO percentile).
@@ -77,31 +80,44 @@ class Observation:
         return data
 
     @classmethod
-    def from_point(cls, point: dict[str, Any], percentile: int = 99) -> "Observation":
-        """From one `points.jsonl` entry; a failed point (server died or did not start) counts as failures."""
-        s = point.get("summary") or {}
-        t = point.get("telemetry") or {}
-        failed = int(s.get("failed") or 0)
-        if point.get("status") == "failed":
+    def from_point(cls, point: SweepPoint, percentile: int = 99) -> "Observation":
+        """From one `points.jsonl` entry (its throughputs the headline: with repeats, the means); a
+        failed point (server died or did not start) counts as failures."""
+        return cls._observed(point.figures, point.status, point.server_telemetry, point.timing_check,
+                             percentile, headline=True)
+
+    @classmethod
+    def from_summary(cls, summary: Summary, status: str = "ok", percentile: int = 99) -> "Observation":
+        """From one load test's summary.json (a verification or headroom run): its own figures,
+        its telemetry and its first level's timing check."""
+        check = summary.levels[0].timing_check if summary.levels else None
+        return cls._observed(summary, status, summary.telemetry or WindowTelemetry(), check, percentile,
+                             headline=False)
+
+    @classmethod
+    def _observed(cls, s: Summary, status: str, t: WindowTelemetry, check: TimingCheck | None,
+                  percentile: int, headline: bool) -> "Observation":
+        failed = int(s.failed or 0)
+        if status == "failed":
             failed = max(failed, 1)
-        goodput = (s.get("goodput") or {}).get("request_goodput")
-        preemptions = t.get("preemptions")
+        tput = s.headline_output_token_throughput if headline else s.output_token_throughput
+        rate = s.headline_request_throughput if headline else s.request_throughput
+        goodput = s.headline_request_goodput if headline else s.request_goodput
         repeated = _repeated_figures(s, percentile)
+        q = f"p{percentile}"
         obs = cls(
-            output_tok_s=float(s.get("output_token_throughput") or 0.0),
-            request_goodput=goodput if goodput is not None else s.get("request_throughput"),
-            request_rate=s.get("request_throughput"),
-            ttft_ms=(s.get("ttft_ms") or {}).get(f"p{percentile}"),
-            tpot_ms=(s.get("tpot_ms") or {}).get(f"p{percentile}"),
-            e2e_ms=(s.get("e2e_ms") or {}).get(f"p{percentile}"),
+            output_tok_s=float(tput or 0.0),
+            request_goodput=goodput if goodput is not None else rate,
+            request_rate=rate,
+            ttft_ms=s.quantile("ttft_ms", q), tpot_ms=s.quantile("tpot_ms", q), e2e_ms=s.quantile("e2e_ms", q),
             percentile=percentile,
             failed=failed,
-            preemptions=int(preemptions) if preemptions is not None else None,
-            kv_peak_frac=t.get("kv_cache_peak_frac"),
-            running_batch_mean=t.get("running_batch_mean"),
-            waiting_peak=t.get("waiting_peak"),
-            running_batch_peak=t.get("running_batch_peak"),
-            timing_suspect=tuple((point.get("timing_check") or {}).get("reasons") or ()),
+            preemptions=int(t.preemptions) if t.preemptions is not None else None,
+            kv_peak_frac=t.kv_cache_peak_frac,
+            running_batch_mean=t.running_batch_mean,
+            waiting_peak=t.waiting_peak,
+            running_batch_peak=t.running_batch_peak,
+            timing_suspect=tuple((check.reasons if check is not None else None) or ()),
         )
         return obs if repeated is None else replace(obs, **repeated)
 
@@ -122,10 +138,10 @@ class Observation:
         return (self.ci95 or {}).get(metric)
 
 
-def _repeated_figures(summary: dict[str, Any], percentile: int) -> dict[str, Any] | None:
+def _repeated_figures(summary: Summary, percentile: int) -> dict[str, Any] | None:
     """The means, intervals and per-repeat values of a level run with repeats (summary ci95), as
     Observation fields; None for a level of one window."""
-    ci = summary.get("ci95") or {}
+    ci = summary.ci95 or {}
     if len(ci) != 1:
         return None
     figures = next(iter(ci.values()))
@@ -133,13 +149,13 @@ def _repeated_figures(summary: dict[str, Any], percentile: int) -> dict[str, Any
     n = 1
     for field_name, key in CI_KEYS.items():
         got = figures.get(key.format(p=percentile))
-        if not got or got.get("mean") is None:
+        if got is None or got.mean is None:
             continue
-        out[field_name] = got["mean"]
-        n = max(n, int(got.get("n") or 1))
-        out["samples"][field_name] = tuple(got.get("values") or ())
-        if got.get("low") is not None:
-            out["ci95"][field_name] = (got["low"], got["high"])
+        out[field_name] = got.mean
+        n = max(n, int(got.n or 1))
+        out["samples"][field_name] = tuple(got.values or ())
+        if got.low is not None:
+            out["ci95"][field_name] = (got.low, got.high)
     out["n"] = n
     return out
 

@@ -46,7 +46,8 @@ from servesweep.models.trained import RECIPE_FILE
 from servesweep.quality.drift import drift_prompts, greedy_outputs
 from servesweep.console import plain_console
 from servesweep.results import append_point, read_points, write_json
-from servesweep.results.points import headline_from_repeats, point_from_summary
+from servesweep.results.points import SweepPoint, point_from_summary
+from servesweep.results.summary import Interval, WindowTelemetry
 from servesweep.results.ladder_search import write_ladder_search
 from servesweep.results.recommendation import Recommendation
 from servesweep.results.sweep_files import DRIFT_FILE, write_drift, write_model_record
@@ -76,32 +77,40 @@ def _write_model_record(out_dir: Path, model_dir: str) -> None:
     write_model_record(out_dir, model_dir, training, provenance=read_provenance(model_dir))
 
 
-def merge_extra_repeat(point: dict[str, Any], more: dict[str, Any], why: list[str]) -> None:
-    """Fold one extra repeat (a point of one window) into a rung's point: its figures join ci95,
-    its failures and preemptions add up, KV peak takes the higher."""
-    s, extra = point["summary"], more.get("summary") or {}
-    ci = s.get("ci95") or {}
-    label = next(iter(ci), point["level"])
-    one = {k: {"values": [v]} for k, v in level_values(extra).items() if v is not None}
-    s["ci95"] = {label: merge_ci(ci.get(label) or {}, one)}
-    s["repeats"] = int(s.get("repeats") or 1) + 1
-    for key in ("completed", "failed"):
-        s[key] = int(s.get(key) or 0) + int(extra.get(key) or 0)
-    t, te = point.get("telemetry") or {}, more.get("telemetry") or {}
-    if t and te:
-        if te.get("preemptions") is not None:
-            t["preemptions"] = (t.get("preemptions") or 0) + te["preemptions"]
-        peaks = [x for x in (t.get("kv_cache_peak_frac"), te.get("kv_cache_peak_frac")) if x is not None]
-        t["kv_cache_peak_frac"] = max(peaks) if peaks else None
-    if more.get("status") == "failed":
-        point["status"], point["cause"] = "failed", more.get("cause")
-    point.setdefault("extra_repeats", []).append({"dir": more.get("dir"), "why": list(why)})
-    headline_from_repeats(s)
+def merge_extra_repeat(point: SweepPoint, more: SweepPoint, why: list[str]) -> None:
+    """Fold one extra repeat (a point of one window) into a rung's point: its figures join ci95
+    (the point's headline, the means over its repeats, follows), its failures and preemptions add
+    up, KV peak takes the higher."""
+    s, extra = point.figures, more.figures
+    ci = s.ci95 or {}
+    label = next(iter(ci), point.level)
+    one = {k: {"values": [v]} for k, v in level_values(extra.to_file()).items() if v is not None}
+    before = {k: v.to_file() for k, v in ci[label].items()} if label in ci else {}
+    # Through the model's own entries (an Interval each), in the order merge_ci gives them.
+    s.ci95 = {label: {k: Interval.model_validate(v) for k, v in merge_ci(before, one).items()}}
+    s.repeats = int(s.repeats or 1) + 1
+    s.completed = int(s.completed or 0) + int(extra.completed or 0)
+    s.failed = int(s.failed or 0) + int(extra.failed or 0)
+    # The point's telemetry is its summary's (one section in the file, written twice): both take it.
+    for t in {id(x): x for x in (point.telemetry, s.telemetry) if x is not None}.values():
+        _merge_telemetry(t, more.telemetry)
+    if more.status == "failed":
+        point.status, point.cause = "failed", more.cause
+    point.extra_repeats = [*point.extra_repeats, {"dir": more.dir, "why": list(why)}]
+
+
+def _merge_telemetry(t: WindowTelemetry, te: WindowTelemetry | None) -> None:
+    if te is None:
+        return
+    if te.preemptions is not None:
+        t.preemptions = (t.preemptions or 0) + te.preemptions
+    peaks = [x for x in (t.kv_cache_peak_frac, te.kv_cache_peak_frac) if x is not None]
+    t.kv_cache_peak_frac = max(peaks) if peaks else None
 
 
 @dataclass(frozen=True, slots=True)
 class SweepOutcome:
-    points: list[dict[str, Any]]
+    points: list[SweepPoint]
     frame: pd.DataFrame  # analysis.selection.points_frame of the points
     recommendation: Recommendation
 
@@ -164,13 +173,13 @@ class SweepRunner:
         frame, recommendation = analysis.with_runs(self.out)
         return SweepOutcome(read_points(self.out), frame, recommendation)
 
-    def run_one(self, config: ServerConfig, prefix: str, points: list[dict[str, Any]]) -> bool:
+    def run_one(self, config: ServerConfig, prefix: str, points: list[SweepPoint]) -> bool:
         """One configuration's levels (or the rest of them); False when all were measured before
         and no server was started."""
         if self.scenario.load.adaptive:
-            stored = {p["level"]: p for p in points if p["config"] == config.label()}
+            stored = {p.level: p for p in points if p.config == config.label()}
             return self._run_search(config, stored, prefix)
-        done = {(p["config"], p["level"]) for p in points}
+        done = {(p.config, p.level) for p in points}
         todo = [lv for lv in self.levels if (config.label(), lv.label) not in done]
         gate_load = self.gate.load_pending(self.out / "configs" / config.label())
         if not todo and not gate_load:
@@ -207,7 +216,7 @@ class SweepRunner:
     def _percentile(self) -> int:
         return self.scenario.slo.percentile if self.scenario.slo else 99
 
-    def _run_search(self, config: ServerConfig, stored: dict[str, dict[str, Any]], prefix: str) -> bool:
+    def _run_search(self, config: ServerConfig, stored: dict[str, SweepPoint], prefix: str) -> bool:
         search = self._new_search(config)
         # Resume: replay the rungs already measured; the search asks for the same levels again.
         while (value := search.next_level()) is not None:
@@ -241,29 +250,29 @@ class SweepRunner:
         while (value := search.next_level()) is not None:
             level = self._search_level(value)
             point = self._run_level(server, config, level, config_dir)
-            if point.get("interrupted"):
+            if point.interrupted:
                 raise SweepInterrupted()
-            point["search"] = {"rung": len(search.rungs) + 1, "reason": search.pending_reason}
+            point.search = {"rung": len(search.rungs) + 1, "reason": search.pending_reason}
             obs = self._repeat_uncertain(server, config, level, config_dir, point, search)
             self._append(point)
             search.record(value, obs)
-            if point["status"] == "failed":
+            if point.status == "failed":
                 break
         self.console.print(f"  search stopped: {search.stop_reason}; recommended "
                            f"{getattr(search, 'recommended_concurrency', None) or getattr(search, 'best_rate', None)}")
 
     def _repeat_uncertain(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel, config_dir: Path,
-                          point: dict[str, Any], search: ConcurrencyLadder | RateSearch) -> Observation:
+                          point: SweepPoint, search: ConcurrencyLadder | RateSearch) -> Observation:
         """Run the rung once more (fresh prompts, `<level>/extra-<k>/`) while its SLO verdict is
         uncertain and the repeat cap allows; each extra repeat's figures join the point's ci95."""
         obs = Observation.from_point(point, self._percentile)
         extra = 0
-        while point["status"] == "ok" and (why := search.wants_repeat(obs)):
+        while point.status == "ok" and (why := search.wants_repeat(obs)):
             extra += 1
             self.console.print(f"  {level.label}: another repeat ({obs.n + 1} of at most {search.max_repeats}): "
                                + "; ".join(why), soft_wrap=True)
             more = self._run_level(server, config, level, config_dir, repeats=1, extra=extra)
-            if more.get("interrupted"):
+            if more.interrupted:
                 raise SweepInterrupted()
             merge_extra_repeat(point, more, why)
             obs = Observation.from_point(point, self._percentile)
@@ -275,14 +284,14 @@ class SweepRunner:
         self._drift(server, config_dir)
         self.gate.measure(server, config_dir)
 
-    def _append(self, point: dict[str, Any]) -> None:
+    def _append(self, point: SweepPoint) -> None:
         append_point(self.out, point)
 
     def _failed(self, config: ServerConfig, levels: Iterable[LoadLevel], cause: str, detail: str) -> None:
         for level in levels:
-            self._append({"config": config.label(), "config_spec": config.model_dump(mode="json"),
-                          "level": level.label, "level_spec": level.model_dump(exclude_none=True),
-                          "status": "failed", "cause": cause, "detail": detail})
+            self._append(SweepPoint.model_validate({
+                "config": config.label(), "config_spec": config.model_dump(mode="json"), "level": level.label,
+                "level_spec": level.model_dump(exclude_none=True), "status": "failed", "cause": cause, "detail": detail}))
 
     def _launch(self, config: ServerConfig, config_dir: Path, levels: list[LoadLevel]) -> LaunchedServer | None:
         """The configuration's server, or None after recording `levels` as failed with the cause."""
@@ -305,12 +314,12 @@ class SweepRunner:
             self._server_ready(server, config_dir)
             for n, level in enumerate(todo):
                 point = self._run_level(server, config, level, config_dir)
-                if point.get("interrupted"):
+                if point.interrupted:
                     # Not recorded: a resumed sweep measures this point again.
                     raise SweepInterrupted()
                 self._append(point)
-                if point["status"] == "failed":
-                    self._failed(config, todo[n + 1:], "server died at an earlier level", point["cause"])
+                if point.status == "failed":
+                    self._failed(config, todo[n + 1:], "server died at an earlier level", str(point.cause))
                     break
             self.gate.under_load(server, config, config_dir)
 
@@ -343,7 +352,7 @@ class SweepRunner:
         return {"target_precision": load.target_precision, "max_repeats": max(2, load.repeat_cap)}
 
     def _run_level(self, server: LaunchedServer, config: ServerConfig, level: LoadLevel,
-                   config_dir: Path, repeats: int | None = None, extra: int = 0) -> dict[str, Any]:
+                   config_dir: Path, repeats: int | None = None, extra: int = 0) -> SweepPoint:
         """One point: the level run `repeats` times (the scenario's by default); `extra` k > 0 is the
         k-th extra repeat of an uncertain rung, in its own directory with its own seed."""
         level_dir = config_dir / level.label
@@ -361,31 +370,35 @@ class SweepRunner:
                               show_progress=self.show_progress, tokenizer_dir=server.tokenizer_dir,
                               repeats=self.scenario.load.repeats if repeats is None else repeats,
                               **self._precision_options(extra))
-        summary = run_on_server(server, load)
-        if summary.get("output_error"):
-            # The disk is full: the sweep stops here (exit 5); what was measured is on disk.
-            where = summary.get("summary_path") or f"{level_dir}/summary.json"
-            raise OutputError(f"{summary['output_error']} (the level's summary: {where})")
         point = point_from_summary(config.label(), config.model_dump(mode="json"), level.label,
-                                   level.model_dump(exclude_none=True), summary, str(level_dir.relative_to(self.out)),
-                                   died=server.poll_failure())
-        tput = point["summary"]["output_token_throughput"]  # the repeats' mean with repeats
-        if summary.get("ci95"):
-            ci = next(iter(summary["ci95"].values()))
-            self.console.print(f"  {level.label}: {summary['repeats']} repeats, output tok/s "
-                               f"{fmt_ci(ci.get('output_tok_s'))}, TTFT p99 {fmt_ci(ci.get('ttft_ms.p99'), ',.1f')} ms "
+                                   level.model_dump(exclude_none=True), run_on_server(server, load),
+                                   str(level_dir.relative_to(self.out)), died=server.poll_failure())
+        summary = point.figures
+        if summary.output_error:
+            # The disk is full: the sweep stops here (exit 5); what was measured is on disk.
+            where = summary.summary_path or f"{level_dir}/summary.json"
+            raise OutputError(f"{summary.output_error} (the level's summary: {where})")
+        self._say_level(level, point)
+        return point
+
+    def _say_level(self, level: LoadLevel, point: SweepPoint) -> None:
+        summary = point.figures
+        if summary.ci95:
+            self.console.print(f"  {level.label}: {summary.repeats} repeats, output tok/s "
+                               f"{fmt_ci(summary.repeat_interval('output_tok_s'))}, TTFT p99 "
+                               f"{fmt_ci(summary.repeat_interval('ttft_ms.p99'), ',.1f')} ms "
                                "(mean ± 95 % CI half-width)", soft_wrap=True)
+        tput = summary.headline_output_token_throughput  # the repeats' mean with repeats
         self.console.print(Text.assemble(
-            f"  {level.label}: {summary['completed']} ok, {summary['failed']} failed, "
-            f"{tput:,.0f} output tok/s, TTFT p50 {summary['ttft_ms']['p50'] or 0:.1f} ms",
-            (f" {point['status']}: {point.get('cause', '')}" if point["status"] != "ok" else "", "red")),
+            f"  {level.label}: {summary.completed} ok, {summary.failed} failed, "
+            f"{tput:,.0f} output tok/s, TTFT p50 {summary.quantile('ttft_ms', 'p50') or 0:.1f} ms",
+            (f" {point.status}: {point.cause or ''}" if point.status != "ok" else "", "red")),
             soft_wrap=True)
-        hits = [v["hit_rate"] for v in (summary.get("prefix_cache") or {}).values() if v.get("warn")]
+        hits = [v.hit_rate for v in (summary.prefix_cache or {}).values() if v.warn]
         if hits:
             self.console.print(f"  {level.label}: {max(hits):.0%} of prompt tokens hit the server's prefix cache, more "
                                "than the workload intends: its latencies read low (summary.json prefix_cache)",
                                style="yellow", soft_wrap=True)
-        for reason in (point["timing_check"] or {}).get("reasons", []):
+        for reason in (point.timing_check.reasons if point.timing_check else None) or []:
             self.console.print(f"  {level.label}: timing suspect, SLO verdicts on it say so: {reason}",
                                style="yellow", soft_wrap=True)
-        return point

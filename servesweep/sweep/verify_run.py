@@ -33,7 +33,7 @@ from servesweep.errors import ConfigError, ServerStartError, UnsupportedConfig
 from servesweep.loadgen.arrivals import LoadLevel
 from servesweep.loadtest import LoadTestConfig, run_on_server
 from servesweep.analysis.recommend import SweepAnalysis
-from servesweep.results import SweepPoint, read_points
+from servesweep.results import SweepPoint, Summary, read_points
 from servesweep.results.verification import (
     VERIFICATION_FILE,
     Verification,
@@ -133,8 +133,7 @@ class Confirmation:
                                "skipped")
             self._headroom_after(stored, deadline)
             return stored
-        point = SweepPoint.model_validate(next(p for p in read_points(self.out)
-                                               if p["config"] == where.config and p["level"] == where.level))
+        point = next(p for p in read_points(self.out) if p.config == where.config and p.level == where.level)
         config = config_from_dict(point.config_spec)
         concurrency = rec.concurrency or rec.max_batch_size or 1
         try:
@@ -262,13 +261,12 @@ class Confirmation:
         with server:
             observed = []
             for plan in (traffic, stress):
-                summary = run_on_server(server, self.load_config(plan, server, attempt_dir / plan.kind))
-                if summary.get("interrupted"):
+                summary = Summary.model_validate(run_on_server(server, self.load_config(plan, server,
+                                                                                        attempt_dir / plan.kind)))
+                if summary.interrupted:
                     raise SweepInterrupted()
                 status = "failed" if server.poll_failure() else "ok"
-                observed.append(Observation.from_point(
-                    {"status": status, "summary": summary, "telemetry": summary.get("telemetry"),
-                     "timing_check": (summary.get("levels") or [{}])[0].get("timing_check")}, percentile))
+                observed.append(Observation.from_summary(summary, status, percentile))
                 if status == "failed":
                     observed.append(Observation(output_tok_s=0.0, failed=1, percentile=percentile))
                     break

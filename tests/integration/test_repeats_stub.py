@@ -51,16 +51,21 @@ def test_a_ladder_with_repeats_through_the_stub_repeats_uncertain_rungs_up_to_th
     (tmp_path / "s.yaml").write_text("name: t\n")
     SweepRunner(scenario, tmp_path / "s.yaml", out, Console(file=io.StringIO()), show_progress=False).run()
     points = read_points(out)
-    assert [p["level"] for p in points] == ["c1", "c2"]
+    assert [p.level for p in points] == ["c1", "c2"]
     # each point its own prompts (a rung resending the last one's would hit the prefix cache)
-    assert points[0]["summary"]["seed"] != points[1]["summary"]["seed"]
+    assert points[0].summary.seed != points[1].summary.seed
     for p in points:
-        ci = p["summary"]["ci95"][p["level"]]
-        assert ci["output_tok_s"]["n"] == 3 and len(p["extra_repeats"]) == 1
-        # the point's throughput is the repeats' mean, the whole load test's stays beside it
-        assert p["summary"]["output_token_throughput"] == ci["output_tok_s"]["mean"]
-        assert p["summary"]["pooled_over_repeats"]["output_token_throughput"] > 0
-        assert (out / "configs" / "fp32" / p["level"] / "extra-1" / "summary.json").exists()
+        ci = p.summary.ci95[p.level]
+        assert ci["output_tok_s"].n == 3 and len(p.extra_repeats) == 1
+        # the point's headline is the repeats' mean; its own figure is the whole load test's, as in
+        # the level's summary.json (one name, one meaning in both files)
+        assert p.summary.headline_output_token_throughput == ci["output_tok_s"].mean
+        level_summary = json.loads((out / p.dir / "summary.json").read_text())
+        assert p.summary.output_token_throughput == level_summary["output_token_throughput"] > 0
+        raw = next(json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()
+                   if json.loads(line)["level"] == p.level)
+        assert raw["schema_version"] == 2 and "pooled_over_repeats" not in raw["summary"]
+        assert (out / "configs" / "fp32" / p.level / "extra-1" / "summary.json").exists()
     search = json.loads((out / "configs" / "fp32" / "search.json").read_text())
     assert search["rungs"][0]["observation"]["n"] == 3 and search["rungs"][0]["uncertain"]
     assert "still uncertain at the repeat cap" in search["uncertainty"]["note"]

@@ -24,8 +24,8 @@ sweep: {{precision: [bf16, fp32]}}
     assert "NO RECOMMENDATION: no point was measured (4 failed)" in capsys.readouterr().err
     points = read_points(tmp_path / "out")
     assert len(points) == 4
-    assert {p["status"] for p in points} == {"failed"}
-    assert {p["cause"] for p in points} == {"bad model path"}
+    assert {p.status for p in points} == {"failed"}
+    assert {p.cause for p in points} == {"bad model path"}
     # What the report names as the model of every figure; no training record in a plain directory.
     assert json.loads((tmp_path / "out" / "model.json").read_text()) == {"schema_version": 1,
                                                                       "path": str(tmp_path / "no-such-model"),

@@ -60,10 +60,10 @@ def test_a_sweep_over_both_engines(stand_in, tmp_path):
         path.write_text(yaml.safe_dump(scenario))
         assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     points = read_points(tmp_path / "out")
-    by_config = {(p["config"], p["level"]): p for p in points}
-    assert by_config[("bf16", "c1")]["status"] == "failed" and "port" in by_config[("bf16", "c1")]["cause"]
-    assert by_config[("trtllm-bf16-batch4", "c4")]["status"] == "ok"
-    assert by_config[("trtllm-bf16-batch4", "c4")]["server"]["knobs"]["memory_fraction"] == \
+    by_config = {(p.config, p.level): p for p in points}
+    assert by_config[("bf16", "c1")].status == "failed" and "port" in by_config[("bf16", "c1")].cause
+    assert by_config[("trtllm-bf16-batch4", "c4")].status == "ok"
+    assert by_config[("trtllm-bf16-batch4", "c4")].server.knobs["memory_fraction"] == \
         "kv_cache_free_gpu_memory_fraction"
     assert (tmp_path / "out" / "report.html").exists()
 

@@ -14,7 +14,7 @@ from servesweep.analysis.selection import (
 from servesweep.analysis.drift_scores import compare_outputs
 from servesweep.analysis.skus import SKUS, PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name, sku_table
 
-from tests_support import GIB, point
+from tests_support import GIB, point, typed
 
 
 def test_knee_is_where_marginal_throughput_per_slot_collapses():
@@ -37,7 +37,7 @@ def test_knee_reports_marginal_throughput_per_kv_gib():
 
 
 def frame(points, slo=None):
-    return points_frame(points, slo)
+    return points_frame(typed(*points), slo)
 
 
 def test_batch_sweep_on_four_batch_sizes_with_a_failed_point():

@@ -175,12 +175,10 @@ def recommendation_disagreements(sweep: Path) -> list[str]:
 
 def _observed(run_dir: Path, percentile: int):
     """A verification run's figures from its own summary.json, as servesweep.sweep.verify_run takes them."""
+    from servesweep.results import read_summary
     from servesweep.sweep.observation import Observation
 
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return Observation.from_point({"status": "ok", "summary": summary, "telemetry": summary.get("telemetry"),
-                                   "timing_check": (summary.get("levels") or [{}])[0].get("timing_check")},
-                                  percentile)
+    return Observation.from_summary(read_summary(run_dir / "summary.json"), "ok", percentile)
 
 
 def verification_disagreements(sweep: Path) -> list[str]:

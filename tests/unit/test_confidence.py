@@ -63,17 +63,23 @@ def test_repeat_labels_group_back_to_their_level():
     assert ci["c4"]["ttft_ms.p99"]["values"] == [21.0, 22.0, 23.0]
 
 
+def _point(**fields):
+    from servesweep.results.points import SweepPoint
+
+    return SweepPoint.model_validate({"config": "bf16", "config_spec": {"precision": "bf16"}, "level": "c8", **fields})
+
+
 def test_observation_from_a_point_with_repeats_takes_means_and_intervals():
     ci = repeats_ci([{"label": f"c8#r{i}", "output_token_throughput": v, "goodput": {"request_goodput": 2.0},
                       "ttft_ms": {"p50": 5.0, "p99": t}} for i, (v, t) in enumerate([(100, 900), (120, 1100)], 1)])
-    point = {"status": "ok", "summary": {"output_token_throughput": 999.0, "ci95": ci,
-                                         "ttft_ms": {"p99": 5000.0}}, "telemetry": {}}
+    point = _point(status="ok", summary={"output_token_throughput": 999.0, "ci95": ci, "ttft_ms": {"p99": 5000.0}},
+                   telemetry={})
     obs = Observation.from_point(point, 99)
     assert obs.n == 2 and obs.output_tok_s == 110.0 and obs.ttft_ms == 1000.0
     assert obs.ci95["ttft_ms"][0] < 1000.0 < obs.ci95["ttft_ms"][1]
     assert Observation.from_dict(json.loads(json.dumps(obs.to_dict()))) == obs
     # One window: no interval, as before.
-    single = Observation.from_point({"status": "ok", "summary": {"output_token_throughput": 5.0}}, 99)
+    single = Observation.from_point(_point(status="ok", summary={"output_token_throughput": 5.0}), 99)
     assert single.n == 1 and single.ci95 is None
 
 
@@ -159,16 +165,19 @@ def test_welch_gain():
 def test_merge_extra_repeat_adds_a_value_to_the_rung():
     ci = repeats_ci([{"label": f"c4#r{i}", "output_token_throughput": v, "ttft_ms": {"p99": t}}
                      for i, (v, t) in enumerate([(100, 900), (110, 1100)], 1)])
-    point = {"level": "c4", "status": "ok", "summary": {"ci95": ci, "repeats": 2, "completed": 8, "failed": 0},
-             "telemetry": {"preemptions": 0, "kv_cache_peak_frac": 0.5}}
-    more = {"status": "ok", "dir": "c4/extra-1",
-            "summary": {"output_token_throughput": 105.0, "ttft_ms": {"p99": 950.0}, "completed": 4, "failed": 0},
-            "telemetry": {"preemptions": 1, "kv_cache_peak_frac": 0.7}}
+    point = _point(level="c4", status="ok", summary={"ci95": ci, "repeats": 2, "completed": 8, "failed": 0},
+                   telemetry={"preemptions": 0, "kv_cache_peak_frac": 0.5})
+    more = _point(level="c4", status="ok", dir="c4/extra-1",
+                  summary={"output_token_throughput": 105.0, "ttft_ms": {"p99": 950.0}, "completed": 4, "failed": 0},
+                  telemetry={"preemptions": 1, "kv_cache_peak_frac": 0.7})
     merge_extra_repeat(point, more, ["ttft uncertain"])
     obs = Observation.from_point(point, 99)
     assert obs.n == 3 and obs.samples["output_tok_s"] == (100.0, 110.0, 105.0)
-    assert point["summary"]["completed"] == 12 and point["telemetry"]["preemptions"] == 1
-    assert point["telemetry"]["kv_cache_peak_frac"] == 0.7 and point["extra_repeats"][0]["dir"] == "c4/extra-1"
+    assert point.summary.completed == 12 and point.telemetry.preemptions == 1
+    assert point.telemetry.kv_cache_peak_frac == 0.7 and point.extra_repeats[0]["dir"] == "c4/extra-1"
+    # The headline follows the merged repeats (a view of ci95); the point's own figure stays the load test's.
+    assert point.summary.headline_output_token_throughput == pytest.approx(105.0)
+    assert point.summary.output_token_throughput is None and "pooled_over_repeats" not in point.to_file()["summary"]
 
 
 def test_scenario_repeats_and_cap():

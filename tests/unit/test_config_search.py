@@ -18,7 +18,7 @@ from servesweep.results.config_search_record import (
     read_search_record,
 )
 from servesweep.loadgen.stats import SLO
-from servesweep.results import append_point
+from servesweep.results import SweepPoint, append_point
 from servesweep.results.ladder_search import LadderSearch
 from servesweep.scenarios.schema import Scenario
 from servesweep.scenarios.search import ConfigSearchConfig
@@ -207,9 +207,9 @@ def test_measured_from_points_takes_the_best_clean_level():
     slo = SLO(ttft_ms=1000)
     points = [_point("a", 1, 1.0), _point("a", 2, 2.0), _point("a", 4, 3.0, ttft_p99=2000.0)]
     ladder = LadderSearch.model_validate({"stop_reason": "slo", "config": {"max_concurrency": 8}})
-    got = measured_from_points(points, slo, 99, 0.95, ladder)
+    got = measured_from_points([SweepPoint.model_validate(p) for p in points], slo, 99, 0.95, ladder)
     assert (got.goodput, got.level, got.ladder_stop, got.ladder_ceiling) == (2.0, "c2", "slo", 8)
-    failed = measured_from_points([_point("a", 1, 0, status="failed")], slo)
+    failed = measured_from_points([SweepPoint.model_validate(_point("a", 1, 0, status="failed"))], slo)
     assert failed.goodput is None and failed.failed == "oom"
 
 
@@ -223,7 +223,7 @@ class FakeRunner:
         self.goodput, self.launched = goodput, []
 
     def run_one(self, config, prefix, points) -> bool:
-        if any(p["config"] == config.label() for p in points):
+        if any(p.config == config.label() for p in points):
             return False
         self.launched.append(config.label())
         append_point(self.out, _point(config.label(), 4, self.goodput[config.label()]))

@@ -31,7 +31,7 @@ from servesweep.scenarios.search import LadderConfig
 from servesweep.sweep.ladder import ConcurrencyLadder, RateSearch
 from servesweep.sweep.observation import Observation
 from servesweep.sweep.sweep_runner import SweepRunner
-from tests_support import point
+from tests_support import point, typed
 
 
 def write_spec(tmp_path, under_load=None):
@@ -89,7 +89,7 @@ LOAD = LoadSpec(concurrency=[1, 4, 16], num_requests=32)
 
 
 def test_the_spec_concurrency_wins_over_everything():
-    level, source = choose_gate_load(UnderLoad(concurrency=8), LOAD, [point("bf16", 16, 1600.0)])
+    level, source = choose_gate_load(UnderLoad(concurrency=8), LOAD, typed(point("bf16", 16, 1600.0)))
     assert (level.concurrency, level.label, source) == (8, "c8", "the gate spec's concurrency")
 
 
@@ -113,8 +113,8 @@ def test_rate_search_takes_its_best_rate():
 
 
 def test_fixed_levels_take_the_best_goodput_among_points_that_meet_the_slos():
-    points = [point("bf16", 1, 100.0), point("bf16", 4, 400.0), point("bf16", 16, 1600.0, ttft_p99=5000.0),
-              point("bf16", 64, 0.0, status="failed", cause="out of memory")]
+    points = typed(point("bf16", 1, 100.0), point("bf16", 4, 400.0), point("bf16", 16, 1600.0, ttft_p99=5000.0),
+                   point("bf16", 64, 0.0, status="failed", cause="out of memory"))
     level, source = choose_gate_load(UnderLoad(), LOAD, points, slo=SLO(ttft_ms=1000))
     assert level.concurrency == 4 and source == "the level with the best goodput"
     # Without SLOs, the best request throughput.
@@ -128,7 +128,7 @@ def test_fixed_levels_take_the_best_goodput_among_points_that_meet_the_slos():
 
 
 def test_no_ok_point_means_no_load_and_says_why():
-    level, cause = choose_gate_load(UnderLoad(), LOAD, [point("bf16", 1, 0.0, status="failed", cause="oom")])
+    level, cause = choose_gate_load(UnderLoad(), LOAD, typed(point("bf16", 1, 0.0, status="failed", cause="oom")))
     assert level is None and "no ok load level" in cause
 
 

@@ -33,7 +33,7 @@ SLO_TTFT = SLO(ttft_ms=1000)
 def step(factor, ttft=100.0, kv=0.5, pre=0, failed=0, rate=10.0):
     obs = Observation(output_tok_s=1.0, request_rate=rate * factor, ttft_ms=ttft, kv_peak_frac=kv, preemptions=pre,
                       failed=failed)
-    return headroom_step(obs, factor, rate * factor, SLO_TTFT, {}, 100, None)
+    return headroom_step(obs, factor, rate * factor, SLO_TTFT, None, 100, None)
 
 
 def test_each_onset_is_the_first_step_that_shows_it_with_its_bracket():

@@ -26,6 +26,7 @@ from servesweep.sweep.ladder import (
     RateSearch,
     RateSearchConfig,
 )
+from servesweep.results.points import SweepPoint
 from servesweep.sweep.observation import Observation
 
 
@@ -197,17 +198,18 @@ def test_ladder_to_dict_is_json():
 
 def test_observation_from_a_sweep_point():
     point = {
-        "status": "ok",
+        "config": "bf16", "config_spec": {}, "level": "c8", "status": "ok",
         "summary": {"failed": 0, "output_token_throughput": 950.0, "request_throughput": 4.0,
                     "goodput": {"request_goodput": 3.5}, "ttft_ms": {"p90": 80.0, "p99": 120.0},
                     "tpot_ms": {"p90": 9.0, "p99": 11.0}, "e2e_ms": {"p90": 900.0, "p99": 1100.0}},
         "telemetry": {"preemptions": 0.0, "kv_cache_peak_frac": 0.7, "running_batch_mean": 7.5, "waiting_peak": 2.0},
     }
-    o = Observation.from_point(point, percentile=90)
+    o = Observation.from_point(SweepPoint.model_validate(point), percentile=90)
     assert (o.output_tok_s, o.request_goodput, o.request_rate) == (950.0, 3.5, 4.0)
     assert (o.ttft_ms, o.tpot_ms, o.e2e_ms, o.preemptions) == (80.0, 9.0, 900.0, 0)
     assert o.oom_margin_pct == pytest.approx(30.0)
-    died = Observation.from_point({"status": "failed", "cause": "server died"})
+    died = Observation.from_point(SweepPoint.model_validate({"config": "bf16", "config_spec": {}, "level": "c8",
+                                                             "status": "failed", "cause": "server died"}))
     assert died.failed == 1 and died.output_tok_s == 0.0
 
 

@@ -9,6 +9,7 @@ from servesweep.analysis.selection import apply_verification
 from servesweep.results.recommendation import ProductionRecommendation
 from servesweep.results.verification import Verification
 from servesweep.results import memory_fraction_of
+from servesweep.results.summary import ServerRecord
 from servesweep.sweep.sizing import SizingInputs, size_kv
 
 GIB = 1024**3
@@ -77,9 +78,9 @@ def test_the_recommendation_writes_the_backends_knobs():
 
 
 def test_points_written_before_the_rule_was_recorded():
-    assert memory_fraction_of({}) == "device"
-    assert memory_fraction_of({"server": {"knobs": {"memory_fraction": "kv_cache_free_gpu_memory_fraction"}}}) == "free"
-    assert memory_fraction_of({"server": {"memory_fraction_of": "free"}}) == "free"
+    assert memory_fraction_of(None) == "device"
+    assert memory_fraction_of(ServerRecord(knobs={"memory_fraction": "kv_cache_free_gpu_memory_fraction"})) == "free"
+    assert memory_fraction_of(ServerRecord(memory_fraction_of="free")) == "free"
 
 
 def test_labels_use_each_servers_own_words():

@@ -6,14 +6,16 @@ import json
 
 from servesweep.confidence import interval
 from servesweep.analysis.uncertainty import recommendation_uncertainty
+from servesweep.results.points import SweepPoint
 
 SLO = {"ttft_ms": 1000, "tpot_ms": 100, "percentile": 99}
 
 
 def _point(ttft_p99: list[float], tput: list[float]) -> dict:
-    return {"config": "bf16", "level": "c32",
-            "summary": {"ci95": {"c32": {"output_tok_s": interval(tput), "ttft_ms.p99": interval(ttft_p99),
-                                          "tpot_ms.p99": interval([40.0, 41.0, 42.0])}}}}
+    return SweepPoint.model_validate({
+        "config": "bf16", "config_spec": {}, "level": "c32", "status": "ok",
+        "summary": {"ci95": {"c32": {"output_tok_s": interval(tput), "ttft_ms.p99": interval(ttft_p99),
+                                     "tpot_ms.p99": interval([40.0, 41.0, 42.0])}}}})
 
 
 def test_an_interval_straddling_the_limit_is_uncertain_and_the_note_says_so(tmp_path):
@@ -37,6 +39,7 @@ def test_one_window_says_there_is_no_interval_and_quotes_the_ladder(tmp_path):
     (tmp_path / "configs" / "bf16").mkdir(parents=True)
     (tmp_path / "configs" / "bf16" / "search.json").write_text(
         json.dumps({"uncertainty": {"note": "c48's TTFT verdict stayed uncertain at the repeat cap"}}))
-    u = recommendation_uncertainty(tmp_path, {"config": "bf16", "level": "c32", "summary": {}}, SLO, "bf16", "c32")
+    point = SweepPoint.model_validate({"config": "bf16", "config_spec": {}, "level": "c32", "status": "ok", "summary": {}})
+    u = recommendation_uncertainty(tmp_path, point, SLO, "bf16", "c32")
     assert u["repeats"] == 0 and u["output_tok_s"] is None and u["slo"] == {}
     assert "no interval" in u["note"] and "c48's TTFT verdict" in u["note"]

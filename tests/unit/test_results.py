@@ -21,6 +21,7 @@ from servesweep.results import (
     write_summary,
 )
 from servesweep.results.recommendation import Recommendation
+from servesweep.results.points import SweepPoint
 from servesweep.results.summary import Summary
 from servesweep.results.verification import Verification
 
@@ -81,7 +82,7 @@ def test_one_builder_for_both_load_generators(tmp_path):
     for summary in (run, locust):
         assert summary["schema_version"] == SUMMARY_SCHEMA_VERSION
         assert summary["telemetry"] == {"window": [0.0, 3.0]}  # the whole test's window
-        assert Summary.model_validate(summary).levels[1].telemetry == {"window": [1.0, 3.0]}
+        assert Summary.model_validate(summary).levels[1].telemetry.to_file() == {"window": [1.0, 3.0]}
     # Written as built (key order and all) once it fits the contract; a writer that broke it is a bug.
     assert write_summary(tmp_path, run) == tmp_path / "summary.json"
     assert list(json.loads((tmp_path / "summary.json").read_text())) == list(run)
@@ -111,20 +112,69 @@ def test_committed_comparisons_load_and_write_back_unchanged(path):
 
 def test_committed_points_read_through_the_typed_views():
     from servesweep.analysis.selection import points_frame
-    from servesweep.results.points import SweepPoint
 
     for path in sorted(EXAMPLES.rglob("points.jsonl")):
         points = read_points(path.parent)
+        raws = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         df = points_frame(points, model_dir="/nonexistent")  # no weights here: memory from telemetry only
-        assert len(df) == len(points), path
-        first = SweepPoint.model_validate(points[0])
+        assert len(df) == len(points) == len(raws), path
+        first = points[0]
         assert first.spec.precision == df.precision[0] and first.figures.completed == df.completed[0], path
-        for raw in points:  # the views the verification and the SKU measurement read
-            point = SweepPoint.model_validate(raw)
+        for point, raw in zip(points, raws):  # the views the verification and the SKU measurement read
             server, telemetry = point.server_record, point.server_telemetry
             assert server.gpus == (raw.get("server") or {}).get("gpus"), path
             assert server.block_size == ((raw.get("server") or {}).get("kv_pool") or {}).get("block_size"), path
             assert telemetry.kv_pool_tokens == (raw.get("telemetry") or {}).get("kv_pool_tokens"), path
+
+
+def _migrated(raw: dict) -> dict:
+    """A version 1 point as version 2 writes it: with repeats, the load test's own figures back in
+    their places (from `pooled_over_repeats`, which goes) and the means over the repeats left to ci95."""
+    summary = dict(raw.get("summary") or {})
+    if "pooled_over_repeats" not in summary:
+        return raw
+    pooled = summary.pop("pooled_over_repeats")
+    summary.update({k: pooled[k] for k in ("output_token_throughput", "request_throughput")})
+    summary["goodput"] = {**summary["goodput"], "request_goodput": pooled["request_goodput"]}
+    return {**raw, "schema_version": 2, "summary": summary}
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("points.jsonl")), ids=str)
+def test_committed_points_load_and_write_back_unchanged(path):
+    """Every committed point through SweepPoint and back: byte for byte (key order and all) where
+    it needs no migration; a version 1 point run with repeats comes back in version 2's layout,
+    and its headline (what the report and the searches read) is still the means it held."""
+    from servesweep.results.io import dumps
+
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    points = read_points(path.parent)
+    assert len(points) == len(lines)
+    for line, point in zip(lines, points):
+        raw = json.loads(line)
+        back = point.to_file()
+        if "pooled_over_repeats" not in (raw.get("summary") or {}):
+            assert dumps(back) == line, (path, point.config, point.level)
+            continue
+        assert _json(back) == _migrated(raw), (path, point.config, point.level)
+        old = raw["summary"]
+        assert point.summary.headline_output_token_throughput == old["output_token_throughput"]
+        assert point.summary.headline_request_throughput == old["request_throughput"]
+        assert point.summary.headline_request_goodput == old["goodput"]["request_goodput"]
+        assert point.summary.headline_view()["output_token_throughput"] == old["output_token_throughput"]
+        again = SweepPoint.model_validate(json.loads(dumps(back)))  # the migrated line reads as itself
+        assert again.to_file() == back
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("summary.json")), ids=str)
+def test_committed_summaries_write_back_in_their_own_order(path):
+    raw = path.read_bytes()
+    assert dumps_indented(read_summary(path).to_file()) == raw.rstrip(b"\n"), path
+
+
+def dumps_indented(data):
+    from servesweep.results.io import dumps
+
+    return dumps(data, indent=True)
 
 
 def _ladder_searches():

@@ -23,3 +23,10 @@ def point(precision, conc, tput, ttft_p99=100.0, status="ok", seqs=None, kv_frac
                                              "kv_cache_dtype": "auto", "gpu_memory_utilization": 0.9},
             "level": f"c{conc}", "level_spec": {"concurrency": conc}, "status": status, "cause": cause,
             "summary": summary, "telemetry": telemetry}
+
+
+def typed(*points):
+    """Synthetic points as the readers take them (results.points.SweepPoint, as read_points gives)."""
+    from servesweep.results.points import SweepPoint
+
+    return [SweepPoint.model_validate(p) for p in points]
