@@ -11,6 +11,7 @@ and vLLM itself, staged by shared/gpu/stage-vllm.sh).
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 from importlib import metadata
 
@@ -44,8 +45,13 @@ def main() -> int:
     if not missing:
         try:
             import servesweep.cli  # noqa: F401  (every command module, so every import they make)
-            import servesweep.sweep.runner  # noqa: F401
-            import servesweep.sweep.confirm  # noqa: F401
+            # The sweep's and the analysis' modules by walking the packages, not by name: a list of
+            # names went stale after a rename and failed a GPU call's install (2026-12-07).
+            import servesweep.analysis
+            import servesweep.sweep
+            for package in (servesweep.sweep, servesweep.analysis):
+                for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+                    importlib.import_module(info.name)
         except Exception as exc:
             print(f"servesweep.cli does not import: {type(exc).__name__}: {exc}")
             return 1
