@@ -1,5 +1,6 @@
 """Paired comparison of exact-match gate runs on the same tasks: which tasks each precision got right
-that the reference got wrong and back, and the exact McNemar test on those flips.
+that the reference got wrong and back, and the one-sided exact McNemar test on those flips (the
+accuracy gate's `paired_alpha` rule, servesweep.quality.gate.verdict).
 
 The gate judges the drop in accuracy against a fixed limit (the same limit for every model); both
 precisions answer the same tasks, so the flips say whether a drop is more than the noise of which
@@ -14,33 +15,23 @@ Reads `fp32/reference.json` and every other `<precision>/gate.json` under the fo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from scipy.stats import binomtest
-
+from servesweep.quality.gate.verdict import paired_flips, paired_p_value, read_reference
 from servesweep.results.io import write_json
 
 
-def correct_by_task(measurement: dict) -> dict[str, bool]:
-    return {sample["id"]: bool(sample["correct"]) for sample in measurement["samples"]}
-
-
-def paired(reference: dict[str, bool], other: dict[str, bool]) -> dict:
-    if reference.keys() != other.keys():
-        raise SystemExit("error: the two runs did not answer the same tasks")
-    lost = sum(1 for task, ok in reference.items() if ok and not other[task])
-    gained = sum(1 for task, ok in reference.items() if not ok and other[task])
-    flips = lost + gained
-    # Exact McNemar: under "no difference" each flip goes either way with probability 1/2.
-    p_value = binomtest(lost, flips, 0.5).pvalue if flips else 1.0
+def paired(reference_file: Path, gate_file: Path) -> dict:
+    reference, candidate = read_reference(reference_file), read_reference(gate_file)
+    lost, gained = paired_flips(reference, candidate)
     return {
-        "tasks": len(reference),
-        "reference_correct": sum(reference.values()),
-        "correct": sum(other.values()),
+        "tasks": len(reference.samples),
+        "reference_correct": sum(bool(s.get("correct")) for s in reference.samples),
+        "correct": sum(bool(s.get("correct")) for s in candidate.samples),
         "lost": lost,
         "gained": gained,
-        "mcnemar_exact_p": round(p_value, 4),
+        # The gate's own test (paired_alpha in the spec): one-sided, a loss is what it looks for.
+        "mcnemar_exact_p_one_sided": round(paired_p_value(lost, gained), 4),
     }
 
 
@@ -49,15 +40,14 @@ def main() -> int:
     parser.add_argument("folder", type=Path, help="the exact-match folder: fp32/reference.json, <precision>/gate.json")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    reference = correct_by_task(json.loads((args.folder / "fp32" / "reference.json").read_text()))
+    reference_file = args.folder / "fp32" / "reference.json"
     result = {"reference": "fp32", "precisions": {}}
     for gate_file in sorted(args.folder.glob("*/gate.json")):
-        gate = json.loads(gate_file.read_text())
-        result["precisions"][gate_file.parent.name] = paired(reference, correct_by_task(gate["measurement"]))
+        result["precisions"][gate_file.parent.name] = paired(reference_file, gate_file)
     write_json(args.out, result)
     for precision, row in result["precisions"].items():
-        print(f"{precision}: {row['correct']}/{row['tasks']} vs fp32 {row['reference_correct']}: "
-              f"lost {row['lost']}, gained {row['gained']}, exact McNemar p = {row['mcnemar_exact_p']}")
+        print(f"{precision}: {row['correct']}/{row['tasks']} vs fp32 {row['reference_correct']}: lost {row['lost']}, "
+              f"gained {row['gained']}, one-sided exact McNemar p = {row['mcnemar_exact_p_one_sided']}")
     return 0
 
 

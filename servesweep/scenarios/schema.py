@@ -10,11 +10,12 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
 
 from servesweep.backends import BACKENDS, DEFAULT_KIND, ServerConfig, backend_for, config_from_dict
 from servesweep.backends.base import dummy_weights_from_load_format
 from servesweep.errors import ConfigError, validation_message, validation_problem
+from servesweep.files import display_path
 from servesweep.loadgen.arrivals import DEFAULT_NUM_REQUESTS, Arrival, LoadLevel, default_open_arrival
 from servesweep.loadgen.stats import SLO
 from servesweep.loadgen.workload import Workload
@@ -210,6 +211,12 @@ class Scenario(Strict):
     # A gate spec file (relative to the scenario): measured on every configuration, judged
     # against the spec's reference precision, shown in the report next to throughput.
     accuracy_gate: Path | None = None
+
+    @field_serializer("accuracy_gate")
+    def _portable_gate(self, path: Path | None) -> str | None:
+        # scenario.json names the gate spec as a clone finds it, not by the measuring machine's path
+        # (a GPU run's scenario.json held /work/main/scenarios/...: issue 36's machine-path rule).
+        return None if path is None else display_path(path)
     # The server(s) under test: `{kind: vllm, ...}` or a list of them (one engine each); fields
     # are the backend's configuration fields. Default: vLLM with the top-level fields above.
     server: list[dict[str, Any]] = [{"kind": DEFAULT_KIND}]

@@ -84,6 +84,44 @@ def _interval(m: Measurement) -> str:
     return f"(95 % CI {low:.1%}-{high:.1%})"
 
 
+def paired_flips(reference: Measurement, candidate: Measurement) -> tuple[int, int]:
+    """(lost, gained): tasks the reference answered and the candidate did not, and the other way."""
+    ref = {s["id"]: bool(s.get("correct")) for s in reference.samples}
+    out = {s["id"]: bool(s.get("correct")) for s in candidate.samples}
+    if ref.keys() != out.keys():
+        raise GateSpecError("the reference and this run answered different tasks; a paired comparison needs the same")
+    lost = sum(1 for task, ok in ref.items() if ok and not out[task])
+    gained = sum(1 for task, ok in ref.items() if not ok and out[task])
+    return lost, gained
+
+
+def paired_p_value(lost: int, gained: int) -> float:
+    """One-sided exact McNemar: the chance of losing at least `lost` of the flips if each went either way."""
+    from scipy.stats import binomtest  # imported here: scipy takes a moment to load and most runs never need it
+
+    flips = lost + gained
+    return float(binomtest(lost, flips, 0.5, alternative="greater").pvalue) if flips else 1.0
+
+
+def _exact_match_verdict(spec: GateSpec, candidate: Measurement, reference: Measurement,
+                         ref_label: str) -> tuple[bool, str]:
+    t = spec.threshold_value
+    change_points = (candidate.value - reference.value) * 100
+    passed = -change_points <= t + ROUNDING
+    detail = (f"exact-match accuracy {candidate.value:.1%} {_interval(candidate)} vs {ref_label} "
+              f"{reference.value:.1%} {_interval(reference)} over {len(candidate.samples)} tasks: "
+              f"{change_points:+.1f} points (allowed drop at most {t:.1f} points)")
+    alpha = spec.threshold.paired_alpha
+    if alpha is not None:
+        lost, gained = paired_flips(reference, candidate)
+        p = paired_p_value(lost, gained)
+        worse = p < alpha
+        passed = passed and not worse
+        detail += (f"; paired: lost {lost}, gained {gained} of the reference's tasks, one-sided exact McNemar "
+                   f"p {p:.3f} ({'significantly worse' if worse else 'not significantly worse'} at {alpha:g})")
+    return passed, detail
+
+
 def _check_comparable(reference: Measurement, candidate: Measurement) -> None:
     if reference.fingerprint != candidate.fingerprint:
         diff = sorted(k for k in reference.fingerprint if reference.fingerprint.get(k) != candidate.fingerprint.get(k))
@@ -113,12 +151,7 @@ def judge(spec: GateSpec, candidate: Measurement, reference: Measurement, refere
                   f"(allowed at most {t:+.2%})")
     elif spec.metric == "exact_match":
         ref_value, value = reference.value, candidate.value
-        change_points = (value - ref_value) * 100
-        passed = -change_points <= t + ROUNDING
-        n = len(candidate.samples)
-        detail = (f"exact-match accuracy {value:.1%} {_interval(candidate)} vs {ref_label} {ref_value:.1%} "
-                  f"{_interval(reference)} over {n} tasks: {change_points:+.1f} points (allowed drop at most "
-                  f"{t:.1f} points)")
+        passed, detail = _exact_match_verdict(spec, candidate, reference, ref_label)
     else:
         ref_value, value = 1.0, greedy_agreement(reference, candidate)
         passed = value >= t - ROUNDING
