@@ -371,30 +371,30 @@ def apply_verification(rec: ProductionRecommendation, verification: Verification
     knobs = rec.knob_names()
     rec.verified = verification.passed
     rec.verification = verification
-    rec.kv_cache_memory_bytes = sizing.get("kv_cache_memory_bytes")
-    rec.max_batch_size = sizing.get("max_num_seqs")
-    rec.set_server_knob(knobs["max_batch_size"], sizing.get("max_num_seqs"))
+    rec.kv_cache_memory_bytes = sizing.kv_cache_memory_bytes
+    rec.max_batch_size = sizing.max_num_seqs
+    rec.set_server_knob(knobs["max_batch_size"], sizing.max_num_seqs)
     # The equivalent fraction as the server's backend computed it by its own rule (files written
     # before backends owned their knobs call it gpu_memory_utilization).
-    fraction = sizing.get("memory_fraction", sizing.get("gpu_memory_utilization"))
+    fraction = sizing.fraction
     if fraction is not None:
         rec.memory_fraction = fraction
         rec.set_server_knob(knobs["memory_fraction"], fraction)
     # Every knob of the server's own, with its backend's value (TensorRT-LLM's KV budget is tokens).
-    for name, value in (sizing.get("knobs") or {}).items():
+    for name, value in (sizing.knobs or {}).items():
         if value is not None:
             rec.set_server_knob(name, value)
-    if sizing.get("flags"):
-        rec.server_args = sizing["flags"]
-    rec.oom_margin_pct = stress.get("oom_margin_pct")
+    if sizing.flags:
+        rec.server_args = sizing.flags
+    rec.oom_margin_pct = stress.oom_margin_pct
     rec.oom_margin_source = "verification stress run"
-    rec.oom_margin_sized_for_pct = sizing.get("expected_margin_pct")
+    rec.oom_margin_sized_for_pct = sizing.expected_margin_pct
     rec.oom_margin_meaning = (
         "KV-pool headroom under the verification's stress run (every request at p99 lengths, max_num_seqs in the "
-        f"batch), the load the pool was sized for ({_margin_text(sizing.get('expected_margin_pct'))} free): it checks "
+        f"batch), the load the pool was sized for ({_margin_text(sizing.expected_margin_pct)} free): it checks "
         "the sizing, not the traffic to come; `headroom` has the measured onsets and the length tail")
-    rec.traffic_oom_margin_pct = traffic.get("oom_margin_pct")
-    for name, value in margin_advice(stress.get("oom_margin_pct"), bool(stress.get("preemptions")), knobs).items():
+    rec.traffic_oom_margin_pct = traffic.oom_margin_pct
+    for name, value in margin_advice(stress.oom_margin_pct, bool(stress.preemptions), knobs).items():
         setattr(rec, name, value)
 
 

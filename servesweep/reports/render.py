@@ -441,17 +441,17 @@ def _verification_lines(result: Recommendation) -> list[str]:
     lines = [f"Verified: **{'passed' if v.passed else 'FAILED'}** after {len(v.attempts)} attempt(s)."]
     for i, a in enumerate(v.attempts, 1):
         sz, t, st = a.sizing, a.traffic, a.stress
-        lines.append(f"Attempt {i}: KV budget {sz['kv_cache_memory_bytes'] / 2**20:.1f} MiB, max batch "
-                     f"{sz['max_num_seqs']} ({sz.get('change')}); traffic margin {_fmt(t.get('oom_margin_pct'))} %, "
-                     f"stress margin {_fmt(st.get('oom_margin_pct'))} %, preemptions {t.get('preemptions')}/"
-                     f"{st.get('preemptions')}, failed {t.get('failed')}/{st.get('failed')}: "
+        lines.append(f"Attempt {i}: KV budget {sz.kv_cache_memory_bytes / 2**20:.1f} MiB, max batch "
+                     f"{sz.max_num_seqs} ({sz.change}); traffic margin {_fmt(t.oom_margin_pct)} %, "
+                     f"stress margin {_fmt(st.oom_margin_pct)} %, preemptions {t.preemptions}/"
+                     f"{st.preemptions}, failed {t.failed}/{st.failed}: "
                      + ("passed" if a.passed else "; ".join(a.reasons)))
         slo = next((c.detail for c in a.checks if c.run == "traffic" and c.check == "slo"), None)
         if slo:
             lines.append(f"Attempt {i} traffic run SLO (judged): {slo}.")
         lines.append(f"Attempt {i} stress run latency (information, not judged: every request at p99 lengths in "
-                     f"bursts): TTFT p{st.get('percentile', 99)} {_fmt(st.get('ttft_ms'))} ms, TPOT "
-                     f"p{st.get('percentile', 99)} {_fmt(st.get('tpot_ms'))} ms.")
+                     f"bursts): TTFT p{st.percentile} {_fmt(st.ttft_ms)} ms, TPOT "
+                     f"p{st.percentile} {_fmt(st.tpot_ms)} ms.")
     if v.command:
         lines.append("Server command: `" + " ".join(map(str, v.command)) + "`")
     return lines
