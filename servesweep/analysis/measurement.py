@@ -16,6 +16,7 @@ from servesweep.files import display_path
 from servesweep.analysis.selection import batch_sweep, points_frame, precision_sweep
 from servesweep.analysis.skus import PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name
 from servesweep.results import POINTS_FILE, SweepPoint, read_points
+from servesweep.results.sweep_files import SCENARIO_FILE, ScenarioRecord
 
 
 def gpu_name(points: list[SweepPoint]) -> str | None:
@@ -26,16 +27,16 @@ def gpu_name(points: list[SweepPoint]) -> str | None:
     return None
 
 
-def read_sweep(results_dir: Path) -> tuple[dict[str, Any], list[SweepPoint]]:
+def read_sweep(results_dir: Path) -> tuple[ScenarioRecord, list[SweepPoint]]:
     """(scenario, points) of a sweep directory; a ReportError (one line) when it holds none."""
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir} is not a sweep directory: "
                           + ("it does not exist" if not results_dir.exists() else "it is a file"))
-    scenario_path = results_dir / "scenario.json"
+    scenario_path = results_dir / SCENARIO_FILE
     if not scenario_path.exists():
         raise ReportError(f"{results_dir} is not a sweep directory (no scenario.json); run `servesweep sweep` first")
     try:
-        scenario = json.loads(scenario_path.read_text())
+        scenario = ScenarioRecord.model_validate(json.loads(scenario_path.read_text()))
     except (OSError, ValueError) as exc:
         raise ReportError(f"{scenario_path} cannot be read: {exc}") from None
     points = read_points(results_dir)
@@ -104,7 +105,7 @@ def load_measurement(results_dir: Path) -> SkuMeasurement:
     if sku is None:
         raise ReportError(f"{results_dir} was measured on {gpu or 'no GPU (CPU)'}: not a GPU SKU servesweep has "
                           "datasheet figures for")
-    df = points_frame(points, scenario.get("slo"))
+    df = points_frame(points, scenario.slo)
     meas = sku_measurement(points, df, batch_sweep(df), precision_sweep(df), sku, gpu,
                            display_path(results_dir / POINTS_FILE))
     if not meas.by_precision:
