@@ -39,6 +39,7 @@ from servesweep.analysis.skus import sku_from_gpu_name, sku_table
 from servesweep.results import GATE_UNDER_LOAD_FILE, SweepPoint, dummy_weights
 from servesweep.results.recommendation import (
     RECOMMENDATION_SCHEMA_VERSION,
+    DriftScores,
     GateEntry,
     ModelSource,
     ProductionRecommendation,
@@ -55,7 +56,7 @@ from servesweep.results.headroom import HEADROOM_FILE, read_headroom
 from servesweep.results.verification import VERIFICATION_FILE, read_verification
 
 
-def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
+def _drift_by_precision(out_dir: Path) -> dict[str, DriftScores]:
     runs: dict[str, list] = {}
     for path in sorted((out_dir / "configs").glob(f"*/{DRIFT_FILE}")):
         drift = read_drift(path)
@@ -66,7 +67,7 @@ def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
     reference = present[0]
     result = {}
     for p in present:
-        result[p] = compare_outputs(runs[reference], runs[p]) | {"reference": reference}
+        result[p] = DriftScores.model_validate(compare_outputs(runs[reference], runs[p]) | {"reference": reference})
     return result
 
 
