@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_
 
 from servesweep.errors import OutputDirError, OutputError, ReportError, validation_message
 
+Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
+
 GATE_MEASUREMENT_FILE = "gate-measurement.json"
 # The accuracy gate under load (servesweep.quality.gate.under_load), per configuration: the
 # measurement with the load's evidence, its verdict beside gate.json, and the load's own records

@@ -29,16 +29,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from servesweep.results.io import OpenModel, OrderedModel, read_result_file, write_json
+from servesweep.results.io import Number, OpenModel, OrderedModel, read_result_file, write_json
 from servesweep.results.points import KIND_BEFORE_RECORDED, knob_names
 from servesweep.results.headroom import Headroom
 from servesweep.results.verification import Verification
 
 RECOMMENDATION_FILE = "recommendation.json"
 RECOMMENDATION_SCHEMA_VERSION = 1
-
-
-Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
 
 
 class Knee(OrderedModel):

@@ -16,16 +16,13 @@ from pathlib import Path
 from typing import Any
 
 
-from servesweep.results.io import OpenModel, OrderedModel, read_result_file, write_json
+from servesweep.results.io import Number, OpenModel, OrderedModel, read_result_file, write_json
 
 MODEL_FILE = "model.json"
 SCENARIO_FILE = "scenario.json"
 DRIFT_FILE = "drift.json"
 MODEL_SCHEMA_VERSION = 1
 DRIFT_SCHEMA_VERSION = 1
-
-
-Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
 
 
 class TrainingShape(OrderedModel):

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from servesweep.results.io import OpenModel, OrderedModel, read_result_file, write_json
+from servesweep.results.io import Number, OpenModel, OrderedModel, read_result_file, write_json
 
 VERIFICATION_FILE = "verification.json"
 VERIFICATION_SCHEMA_VERSION = 1
@@ -26,9 +26,6 @@ class Check(BaseModel):
     check: str  # "failures", "preemptions", "margin", "slo"
     ok: bool
     detail: str
-
-
-Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
 
 
 class AttemptSizingInputs(OrderedModel):
