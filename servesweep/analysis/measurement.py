@@ -16,6 +16,8 @@ from servesweep.files import display_path
 from servesweep.analysis.selection import batch_sweep, points_frame, precision_sweep
 from servesweep.analysis.skus import PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name
 from servesweep.results import POINTS_FILE, SweepPoint, read_points
+from servesweep.results.recommendation import BatchSweep, PrecisionEntry
+from servesweep.results.sweep_files import SCENARIO_FILE, ScenarioRecord
 
 
 def gpu_name(points: list[SweepPoint]) -> str | None:
@@ -26,16 +28,16 @@ def gpu_name(points: list[SweepPoint]) -> str | None:
     return None
 
 
-def read_sweep(results_dir: Path) -> tuple[dict[str, Any], list[SweepPoint]]:
+def read_sweep(results_dir: Path) -> tuple[ScenarioRecord, list[SweepPoint]]:
     """(scenario, points) of a sweep directory; a ReportError (one line) when it holds none."""
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir} is not a sweep directory: "
                           + ("it does not exist" if not results_dir.exists() else "it is a file"))
-    scenario_path = results_dir / "scenario.json"
+    scenario_path = results_dir / SCENARIO_FILE
     if not scenario_path.exists():
         raise ReportError(f"{results_dir} is not a sweep directory (no scenario.json); run `servesweep sweep` first")
     try:
-        scenario = json.loads(scenario_path.read_text())
+        scenario = ScenarioRecord.model_validate(json.loads(scenario_path.read_text()))
     except (OSError, ValueError) as exc:
         raise ReportError(f"{scenario_path} cannot be read: {exc}") from None
     points = read_points(results_dir)
@@ -55,22 +57,22 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def sku_measurement(points: list[SweepPoint], df: pd.DataFrame, batch: dict[str, Any],
-                    precision: dict[str, Any], sku: str, gpu: str | None, source: str) -> SkuMeasurement:
+def sku_measurement(points: list[SweepPoint], df: pd.DataFrame, batch: BatchSweep,
+                    precision: dict[str, PrecisionEntry], sku: str, gpu: str | None, source: str) -> SkuMeasurement:
     """The figures per precision from a sweep's analysis (analysis/selection.py: points_frame,
     batch_sweep, precision_sweep)."""
     by_key = {(p.config, p.level): p for p in points}
     ok = df[(df.status == "ok") & df.batch.notna()]
     rows = {(r.config, r.level): r for r in ok.itertuples()}
     out: dict[str, PrecisionMeasurement] = {}
-    for p, knee in batch.get("by_precision", {}).items():
-        pts = sorted(knee.get("points") or [], key=lambda x: x["batch"])
+    for p, knee in batch.by_precision.items():
+        pts = sorted(knee.points, key=lambda x: x["batch"])
         if not pts:
             continue
         by_batch = {float(x["batch"]): (_num(x["output_token_throughput"]),
                                         _num(rows[(x["config"], x["level"])].ttft_p50_ms),
                                         f"{x['config']}/{x['level']}") for x in pts}
-        kb = knee.get("knee_batch_size")
+        kb = knee.knee_batch_size
         kp = next((x for x in pts if x["batch"] == kb), pts[-1])
         krow = rows[(kp["config"], kp["level"])]
         # TPOT at the smallest batch: the knee's configuration when it ran that batch.
@@ -80,7 +82,7 @@ def sku_measurement(points: list[SweepPoint], df: pd.DataFrame, batch: dict[str,
         knee_point = by_key[(kp["config"], kp["level"])]
         tele, server = knee_point.server_telemetry, knee_point.server_record
         out[p] = PrecisionMeasurement(
-            precision=p, knee_batch=_num(kb), knee_reached=knee.get("knee_reached"),
+            precision=p, knee_batch=_num(kb), knee_reached=knee.knee_reached,
             knee_point=f"{kp['config']}/{kp['level']}",
             output_tok_s_at_knee=_num(kp["output_token_throughput"]), ttft_p50_ms_at_knee=_num(krow.ttft_p50_ms),
             tpot_batch=_num(trow.batch), tpot_point=f"{trow.config}/{trow.level}",
@@ -90,7 +92,7 @@ def sku_measurement(points: list[SweepPoint], df: pd.DataFrame, batch: dict[str,
             kv_pool_tokens=_num(_first(tele.kv_pool_tokens, server.kv_pool_tokens)),
             kv_pool_bytes=_num(_first(tele.kv_pool_bytes, server.kv_pool_bytes)),
             memory_fraction=_num(krow.memory_fraction), device_mem_total_bytes=_num(tele.device_mem_total_bytes),
-            preference_throughput=_num((precision.get(p) or {}).get("throughput")),
+            preference_throughput=_num(precision[p].throughput if p in precision else None),
             by_batch=by_batch,
         )
     return SkuMeasurement(sku=sku, source=source, gpu_name=gpu, by_precision=out)
@@ -104,7 +106,7 @@ def load_measurement(results_dir: Path) -> SkuMeasurement:
     if sku is None:
         raise ReportError(f"{results_dir} was measured on {gpu or 'no GPU (CPU)'}: not a GPU SKU servesweep has "
                           "datasheet figures for")
-    df = points_frame(points, scenario.get("slo"))
+    df = points_frame(points, scenario.slo)
     meas = sku_measurement(points, df, batch_sweep(df), precision_sweep(df), sku, gpu,
                            display_path(results_dir / POINTS_FILE))
     if not meas.by_precision:

@@ -39,6 +39,7 @@ from servesweep.analysis.skus import sku_from_gpu_name, sku_table
 from servesweep.results import GATE_UNDER_LOAD_FILE, SweepPoint, dummy_weights
 from servesweep.results.recommendation import (
     RECOMMENDATION_SCHEMA_VERSION,
+    DriftScores,
     GateEntry,
     ModelSource,
     ProductionRecommendation,
@@ -50,12 +51,12 @@ from servesweep.results.report_inputs import (
     build_report_inputs,
     write_report_inputs,
 )
-from servesweep.results.sweep_files import DRIFT_FILE, ModelRecord, read_drift, read_model_record
+from servesweep.results.sweep_files import DRIFT_FILE, ModelRecord, ProvenanceSource, read_drift, read_model_record
 from servesweep.results.headroom import HEADROOM_FILE, read_headroom
 from servesweep.results.verification import VERIFICATION_FILE, read_verification
 
 
-def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
+def _drift_by_precision(out_dir: Path) -> dict[str, DriftScores]:
     runs: dict[str, list] = {}
     for path in sorted((out_dir / "configs").glob(f"*/{DRIFT_FILE}")):
         drift = read_drift(path)
@@ -66,7 +67,7 @@ def _drift_by_precision(out_dir: Path) -> dict[str, dict[str, Any]]:
     reference = present[0]
     result = {}
     for p in present:
-        result[p] = compare_outputs(runs[reference], runs[p]) | {"reference": reference}
+        result[p] = DriftScores.model_validate(compare_outputs(runs[reference], runs[p]) | {"reference": reference})
     return result
 
 
@@ -85,14 +86,14 @@ def model_source(out_dir: Path, points: list[SweepPoint]) -> ModelSource:
     if dummy:
         weights = "dummy (random) weights"
     elif provenance:
-        source = provenance.get("source") or {}
-        weights = (f"{provenance.get('model')}, real trained weights ({source.get('package')} {source.get('version')}, "
-                   f"GGUF sha256 {str(source.get('gguf_sha256'))[:12]}; {provenance.get('note')})")
+        source = provenance.source or ProvenanceSource()
+        weights = (f"{provenance.model}, real trained weights ({source.package} {source.version}, "
+                   f"GGUF sha256 {str(source.gguf_sha256)[:12]}; {provenance.note})")
     elif training:
-        shape = (training.get("recipe") or {}).get("shape") or {}
-        weights = (f"trained by servesweep ({shape.get('num_hidden_layers')} layers, hidden "
-                   f"{shape.get('hidden_size')}, {training.get('train_tokens'):,} training tokens)"
-                   if shape and training.get("train_tokens") else "trained by servesweep")
+        shape = training.recipe.shape if training.recipe else None
+        weights = (f"trained by servesweep ({shape.num_hidden_layers} layers, hidden "
+                   f"{shape.hidden_size}, {training.train_tokens:,} training tokens)"
+                   if shape and training.train_tokens else "trained by servesweep")
     else:
         weights = "weights from the model directory"
     return ModelSource(model=spec.get("model") or stored.path, weights=weights, dummy=dummy,
@@ -195,9 +196,9 @@ def analyse_sweep(out_dir: Path, quality_dir: Path | None = None,
         quality_dir = None  # `--quality-from` this very sweep: its own drift and gate, labelled "the same sweep"
     quality_root = quality_dir or out_dir
     quality_points = read_sweep(quality_dir)[1] if quality_dir else points
-    df = points_frame(points, scenario.get("slo"))
+    df = points_frame(points, scenario.slo)
     drift = _drift_by_precision(quality_root)
-    budget = scenario.get("vram_budget_gib")
+    budget = scenario.vram_budget_gib
     batch = batch_sweep(df)
     precision = precision_sweep(df, drift)
     gate = _accuracy_gate(quality_root)
@@ -207,12 +208,12 @@ def analyse_sweep(out_dir: Path, quality_dir: Path | None = None,
     combined = combined_sweep(df, budget * GIB if budget else None, gate_exclusions(gate))
     gpu_name = _gpu_name(points)
     measured_sku = sku_from_gpu_name(gpu_name)
-    sku = measured_sku or (scenario.get("skus") or [None])[0]
+    sku = measured_sku or (scenario.skus or [None])[0]
     rec = production_recommendation(df, combined, batch, sku, gpu_name)
     if rec is not None:
         point = next((p for p in points if p.config == rec.based_on.config
                       and p.level == rec.based_on.level), None)
-        rec.uncertainty = recommendation_uncertainty(out_dir, point, scenario.get("slo"), rec.based_on.config,
+        rec.uncertainty = recommendation_uncertainty(out_dir, point, scenario.slo, rec.based_on.config,
                                                      rec.based_on.level)
     measurements = []
     if measured_sku:
@@ -226,7 +227,7 @@ def analyse_sweep(out_dir: Path, quality_dir: Path | None = None,
         measurements.append(elsewhere)
         other_scenario = read_sweep(other)[0]
         # Figures of two SKUs sit side by side only as far as the workload was the same.
-        differ = [k for k in SAME_WORKLOAD_KEYS if scenario.get(k) != other_scenario.get(k)]
+        differ = scenario.differences(other_scenario, SAME_WORKLOAD_KEYS)
         if differ:
             differences[f"{elsewhere.sku} ({display_path(other)})"] = differ
     need = float(df.memory_needed_bytes.dropna().max()) if df.memory_needed_bytes.notna().any() else None
@@ -234,7 +235,7 @@ def analyse_sweep(out_dir: Path, quality_dir: Path | None = None,
         schema_version=RECOMMENDATION_SCHEMA_VERSION,
         generated_by=f"servesweep {__version__}",
         generated_at=dt.datetime.now(dt.timezone.utc).isoformat(),
-        scenario=scenario.get("name"),
+        scenario=scenario.name,
         measured_on=gpu_name or "CPU (vLLM CPU build; no GPU)",
         models={"throughput": model_source(out_dir, points), "quality": model_source(quality_root, quality_points)},
         batch_sweep=batch,
@@ -243,7 +244,7 @@ def analyse_sweep(out_dir: Path, quality_dir: Path | None = None,
         combined_sweep=combined,
         production_recommendation=rec,
         **({"no_recommendation": no_recommendation(df, combined)} if rec is None else {}),
-        sku_to_preferred_precision=sku_table(measurements, need, gate_passed, scenario.get("skus"),
+        sku_to_preferred_precision=sku_table(measurements, need, gate_passed, scenario.skus,
                                              _recommended_on(measured_sku, rec)),
         **({"sku_table_scenario_differences": differences} if differences else {}),
         **({"accuracy_gate": gate} if gate else {}),

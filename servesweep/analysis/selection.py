@@ -43,7 +43,16 @@ from servesweep.memory_fraction import exact_fraction, non_kv_from_fraction
 from servesweep.results.points import SweepPoint, knob_names, memory_fraction_of
 from servesweep.results.summary import Summary, WindowTelemetry
 from servesweep.results.headroom import Headroom
-from servesweep.results.recommendation import GateEntry, NoRecommendation, ProductionRecommendation
+from servesweep.results.recommendation import (
+    BatchSweep,
+    CombinedSweep,
+    DriftScores,
+    GateEntry,
+    Knee,
+    NoRecommendation,
+    PrecisionEntry,
+    ProductionRecommendation,
+)
 from servesweep.results.verification import Verification, new_verification
 from servesweep.thresholds import KNEE_THRESHOLD, MARGIN_BAND, TARGET_MARGIN_PCT
 
@@ -124,7 +133,7 @@ def memory_at_load(telemetry: WindowTelemetry, lower_bound: float | None) -> flo
     return float(peak - pool + kv / (1.0 - TARGET_MARGIN_PCT / 100.0))
 
 
-def batch_sweep(df: pd.DataFrame) -> dict[str, Any]:
+def batch_sweep(df: pd.DataFrame) -> BatchSweep:
     ok = df[(df.status == "ok") & df.batch.notna()]
     by_precision = {}
     for precision, group in ok.groupby("precision"):
@@ -135,21 +144,21 @@ def batch_sweep(df: pd.DataFrame) -> dict[str, Any]:
         knee["points"] = best[["batch", "config", "level", "running_batch_mean", "output_token_throughput",
                                "kv_cache_peak_bytes"]].to_dict("records")
         knee["distinct_batch_sizes"] = int(best.batch.nunique())
-        by_precision[precision] = knee
+        by_precision[precision] = Knee.model_validate(knee)
     failed = df[df.status == "failed"][["config", "level", "batch", "cause"]].to_dict("records")
     primary = next((p for p in ["bf16", "fp16", "fp8", "fp32"] if p in by_precision), None)
-    return {
-        "points": ok[["precision", "batch", "config", "level", "running_batch_mean", "output_token_throughput",
-                      "request_throughput", "kv_cache_peak_bytes"]].to_dict("records"),
-        "knee_batch_size": by_precision[primary]["knee_batch_size"] if primary else None,
-        "knee_precision": primary,
-        "by_precision": by_precision,
-        "failed_points": failed,
-        "definition": f"first batch after which one more slot adds < {KNEE_THRESHOLD:.0%} of the first slot's throughput",
-    }
+    return BatchSweep(
+        points=ok[["precision", "batch", "config", "level", "running_batch_mean", "output_token_throughput",
+                   "request_throughput", "kv_cache_peak_bytes"]].to_dict("records"),
+        knee_batch_size=by_precision[primary].knee_batch_size if primary else None,
+        knee_precision=primary,
+        by_precision=by_precision,
+        failed_points=failed,
+        definition=f"first batch after which one more slot adds < {KNEE_THRESHOLD:.0%} of the first slot's throughput",
+    )
 
 
-def precision_sweep(df: pd.DataFrame, drift: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def precision_sweep(df: pd.DataFrame, drift: dict[str, DriftScores] | None = None) -> dict[str, PrecisionEntry]:
     """Throughput per precision at the largest batch every precision reached, vs fp32."""
     ok = df[(df.status == "ok") & df.batch.notna()]
     precisions = [p for p in PRECISION_ORDER if p in set(ok.precision)]
@@ -157,18 +166,18 @@ def precision_sweep(df: pd.DataFrame, drift: dict[str, dict[str, Any]] | None = 
         return {}
     common = set.intersection(*(set(ok[ok.precision == p].batch) for p in precisions))
     batch = max(common) if common else None
-    out: dict[str, Any] = {}
+    out: dict[str, PrecisionEntry] = {}
     for p in precisions:
         rows = ok[(ok.precision == p) & (ok.batch == batch)] if batch is not None else ok[ok.precision == p]
-        out[p] = {"batch": batch, "throughput": float(rows.output_token_throughput.max()) if len(rows) else None}
-    base = out.get("fp32", {}).get("throughput")
-    for p in precisions:
-        tput = out[p]["throughput"]
-        out[p]["speedup_vs_fp32"] = (tput / base) if base and tput else None
-        d = (drift or {}).get(p) or {}
-        out[p]["token_agreement"] = d.get("token_agreement")
-        out[p]["logprob_cosine"] = d.get("logprob_cosine")
-        out[p]["drift_reference"] = d.get("reference")
+        out[p] = PrecisionEntry(batch=batch, throughput=float(rows.output_token_throughput.max()) if len(rows) else None)
+    base = out["fp32"].throughput if "fp32" in out else None
+    for p, entry in out.items():
+        tput = entry.throughput
+        entry.speedup_vs_fp32 = (tput / base) if base and tput else None
+        scores = drift[p] if drift and p in drift else DriftScores()
+        entry.token_agreement = scores.token_agreement
+        entry.logprob_cosine = scores.logprob_cosine
+        entry.drift_reference = scores.reference
     return out
 
 
@@ -194,7 +203,7 @@ def gate_passed_by_precision(gates: list[GateEntry] | None) -> dict[str, bool] |
 
 
 def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
-                   gate_failed: Mapping[str, str] | set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+                   gate_failed: Mapping[str, str] | set[str] | frozenset[str] = frozenset()) -> CombinedSweep:
     """Best point within SLOs and the VRAM budget, among precisions that did not fail the accuracy gate
     (`gate_failed`: those precisions, or precision -> why, as `gate_exclusions` gives)."""
     reasons = dict(gate_failed) if isinstance(gate_failed, Mapping) else {p: "failed the accuracy gate"
@@ -223,19 +232,19 @@ def combined_sweep(df: pd.DataFrame, vram_budget_bytes: float | None,
     if best and baseline and baseline["goodput"]:
         speedup = {"goodput": best["goodput"] / baseline["goodput"],
                    "output_token_throughput": best["output_token_throughput"] / baseline["output_token_throughput"]}
-    return {
-        "points": ok[cols + ["fits_budget"]].to_dict("records"),
-        "baseline": baseline,
-        "best_config": best,
-        "speedup_vs_baseline": speedup,
-        "vram_budget_bytes": vram_budget_bytes,
-        "excluded_by_budget": ok[~ok.fits_budget].config.unique().tolist(),
-        "excluded_by_accuracy_gate": sorted(reasons),
-        "accuracy_gate_exclusions": reasons,
-    }
+    return CombinedSweep(
+        points=ok[cols + ["fits_budget"]].to_dict("records"),
+        baseline=baseline,
+        best_config=best,
+        speedup_vs_baseline=speedup,
+        vram_budget_bytes=vram_budget_bytes,
+        excluded_by_budget=ok[~ok.fits_budget].config.unique().tolist(),
+        excluded_by_accuracy_gate=sorted(reasons),
+        accuracy_gate_exclusions=reasons,
+    )
 
 
-def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> NoRecommendation:
+def no_recommendation(df: pd.DataFrame, combined: CombinedSweep) -> NoRecommendation:
     """Why `combined_sweep` found no best point, in the order the filters apply: nothing measured,
     no point met the SLOs, none of those fits the VRAM budget, the accuracy gate excluded the rest.
     `reason` is one line for the console banner; `detail` names the figures behind it."""
@@ -254,8 +263,8 @@ def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> NoRecommend
         detail.append(f"lowest TTFT p99: {best.ttft_p99_ms:.0f} ms ({best.config} {best.level}); lowest TPOT p99: "
                       f"{ok.tpot_p99_ms.min():.1f} ms; failed requests in {int((ok.failed.fillna(0) > 0).sum())} point(s)")
         return NoRecommendation(reason=f"no point met the SLOs ({len(ok)} measured)", detail=detail)
-    budget = combined.get("vram_budget_bytes")
-    fitting = [p for p in combined.get("points") or [] if p.get("meets_slo") and p.get("fits_budget")]
+    budget = combined.vram_budget_bytes
+    fitting = [p for p in combined.points if p["meets_slo"] and p["fits_budget"]]
     if not fitting and budget is not None:
         need = pd.to_numeric(meets.get("memory_at_load_bytes", meets.get("memory_needed_bytes")), errors="coerce")
         if need.notna().any():
@@ -266,7 +275,7 @@ def no_recommendation(df: pd.DataFrame, combined: dict[str, Any]) -> NoRecommend
             detail.append("their memory at load was not measured")
         return NoRecommendation(reason=f"{len(meets)} point(s) met the SLOs but none fits the VRAM budget of "
                                        f"{budget / GIB:g} GiB", detail=detail)
-    excluded = combined.get("accuracy_gate_exclusions") or {}
+    excluded = combined.accuracy_gate_exclusions
     detail += [f"{p}: {why}" for p, why in excluded.items()]
     return NoRecommendation(reason="every point that met the SLOs within the budget is of a precision the accuracy "
                                    "gate excluded", detail=detail)
@@ -295,16 +304,16 @@ def margin_advice(margin: float | None, preempted: bool, knobs: dict[str, str] |
     return {"in_band": True, "direction": "in band", "advice": "keep"}
 
 
-def production_recommendation(df: pd.DataFrame, combined: dict[str, Any], batch: dict[str, Any],
+def production_recommendation(df: pd.DataFrame, combined: CombinedSweep, batch: BatchSweep,
                               sku: str | None, gpu_name: str | None) -> ProductionRecommendation | None:
-    best = combined.get("best_config")
+    best = combined.best_config
     if not best:
         return None
     row = df[(df.config == best["config"]) & (df.level == best["level"])].iloc[0]
     margin = row.oom_margin_pct if pd.notna(row.oom_margin_pct) else None
     preempted = bool(row.preemptions) if pd.notna(row.preemptions) else False
     seqs = row.max_batch_size if pd.notna(row.max_batch_size) else None
-    knee = (batch.get("by_precision", {}).get(row.precision) or {}).get("knee_batch_size")
+    knee = batch.by_precision[row.precision].knee_batch_size if row.precision in batch.by_precision else None
     knobs = row.knobs
     max_batch = int(seqs) if seqs is not None else (int(row.batch) if pd.notna(row.batch) else None)
     fraction = row.memory_fraction if pd.notna(row.memory_fraction) else None
@@ -371,30 +380,30 @@ def apply_verification(rec: ProductionRecommendation, verification: Verification
     knobs = rec.knob_names()
     rec.verified = verification.passed
     rec.verification = verification
-    rec.kv_cache_memory_bytes = sizing.get("kv_cache_memory_bytes")
-    rec.max_batch_size = sizing.get("max_num_seqs")
-    rec.set_server_knob(knobs["max_batch_size"], sizing.get("max_num_seqs"))
+    rec.kv_cache_memory_bytes = sizing.kv_cache_memory_bytes
+    rec.max_batch_size = sizing.max_num_seqs
+    rec.set_server_knob(knobs["max_batch_size"], sizing.max_num_seqs)
     # The equivalent fraction as the server's backend computed it by its own rule (files written
     # before backends owned their knobs call it gpu_memory_utilization).
-    fraction = sizing.get("memory_fraction", sizing.get("gpu_memory_utilization"))
+    fraction = sizing.fraction
     if fraction is not None:
         rec.memory_fraction = fraction
         rec.set_server_knob(knobs["memory_fraction"], fraction)
     # Every knob of the server's own, with its backend's value (TensorRT-LLM's KV budget is tokens).
-    for name, value in (sizing.get("knobs") or {}).items():
+    for name, value in (sizing.knobs or {}).items():
         if value is not None:
             rec.set_server_knob(name, value)
-    if sizing.get("flags"):
-        rec.server_args = sizing["flags"]
-    rec.oom_margin_pct = stress.get("oom_margin_pct")
+    if sizing.flags:
+        rec.server_args = sizing.flags
+    rec.oom_margin_pct = stress.oom_margin_pct
     rec.oom_margin_source = "verification stress run"
-    rec.oom_margin_sized_for_pct = sizing.get("expected_margin_pct")
+    rec.oom_margin_sized_for_pct = sizing.expected_margin_pct
     rec.oom_margin_meaning = (
         "KV-pool headroom under the verification's stress run (every request at p99 lengths, max_num_seqs in the "
-        f"batch), the load the pool was sized for ({_margin_text(sizing.get('expected_margin_pct'))} free): it checks "
+        f"batch), the load the pool was sized for ({_margin_text(sizing.expected_margin_pct)} free): it checks "
         "the sizing, not the traffic to come; `headroom` has the measured onsets and the length tail")
-    rec.traffic_oom_margin_pct = traffic.get("oom_margin_pct")
-    for name, value in margin_advice(stress.get("oom_margin_pct"), bool(stress.get("preemptions")), knobs).items():
+    rec.traffic_oom_margin_pct = traffic.oom_margin_pct
+    for name, value in margin_advice(stress.oom_margin_pct, bool(stress.preemptions), knobs).items():
         setattr(rec, name, value)
 
 

@@ -363,7 +363,7 @@ def goodput_by_sku(result: Recommendation, gpus_per_replica: int = 1) -> dict[st
     measured_skus = [name for name, e in table.items() if e.get("basis") == "measured"]
     here = sku_from_gpu_name(rec.measured_on if rec is not None else None)
     measured = here if here in measured_skus else None
-    points = [p for p in result.combined_sweep.get("points", [])
+    points = [p for p in result.combined_sweep.points
               if p.get("meets_slo") and p.get("fits_budget", True) and p.get("goodput") is not None]
     best: dict[str, float] = {}
     best_batch: dict[str, float | None] = {}

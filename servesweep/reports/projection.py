@@ -141,7 +141,7 @@ def predict(results_dir: Path, target: str, notes: list[str] | None = None,
         target_sku=target, measured_sku=meas.sku, measured_on=meas.gpu_name, results_dir=display_path(results_dir),
         made_at=now.isoformat(timespec="seconds"), generated_by=f"servesweep {__version__}",
         source_files=[source_file(results_dir / name) for name in (POINTS_FILE, "scenario.json")],
-        scenario=_conditions(scenario),
+        scenario=_conditions(scenario.to_file()),
         datasheets={name: datasheet(SKUS[name]) for name in (meas.sku, target)},
         rules=current_rules(),
         figures=project(meas, SKUS[target]), measured_figures=measured_figures(meas),
@@ -205,7 +205,7 @@ def compare(prediction: Prediction, prediction_path: Path, measured_dir: Path) -
                 row["notes"].append(f"measured: {m.note}")
             row["flagged"] = row["error_pct"] is not None and abs(row["error_pct"]) > ERROR_THRESHOLD_PCT
             rows.append(row)
-    conditions = _conditions(scenario)
+    conditions = _conditions(scenario.to_file())
     predicted = _conditions(prediction.scenario)
     differ = _differences(predicted, conditions)
     return Comparison(

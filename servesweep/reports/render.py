@@ -25,7 +25,7 @@ from servesweep.reports.repeats import REPEATS_HEADER, repeats_section
 from servesweep.analysis.skus import METRICS, RULES_FILE_CITED
 from servesweep.results import RECOMMENDATION_FILE, SweepPoint, read_points, write_recommendation
 from servesweep.results.ladder_search import read_ladder_searches
-from servesweep.results.recommendation import GateEntry, ModelSource, Recommendation
+from servesweep.results.recommendation import GateEntry, Knee, ModelSource, Recommendation
 
 
 def _verdict_text(metric: str, status: str | None, passed: bool | None, value: float | None,
@@ -109,7 +109,7 @@ def _gate_lines(result: Recommendation) -> list[str]:
                      "a precision that fails either verdict is excluded from the recommendation.")
     lines += [f"{g.precision or '?'} ({g.file}): {g.message}" for g in gates if g.file]
     lines += [f"{g.precision or '?'} ({g.file_under_load}): {g.message_under_load}" for g in gates if g.file_under_load]
-    for precision, reason in (result.combined_sweep.get("accuracy_gate_exclusions") or {}).items():
+    for precision, reason in result.combined_sweep.accuracy_gate_exclusions.items():
         lines.append(f"{precision} excluded from the recommendation: {reason}")
     return lines
 
@@ -117,14 +117,14 @@ def _gate_lines(result: Recommendation) -> list[str]:
 def _drift_example_line(result: Recommendation) -> str | None:
     """A position where the logprob vectors nearly coincide but the greedy tokens differ, if any."""
     for p, d in result.drift.items():
-        ex = d.get("high_cosine_divergence_example")
+        ex = d.high_cosine_divergence_example
         if ex:
             def top_two(top: dict[str, float]) -> str:
                 best = sorted(top.items(), key=lambda kv: -kv[1])[:2]
                 return ", ".join(f"{tok!r} p={math.exp(lp):.4f}" for tok, lp in best)
 
-            return (f"High cosine, different token: {p} vs {d['reference']}, prompt {ex['prompt_index']} position "
-                    f"{ex['position']}: cosine {ex['cosine']:.6f}, yet {d['reference']} chose "
+            return (f"High cosine, different token: {p} vs {d.reference}, prompt {ex['prompt_index']} position "
+                    f"{ex['position']}: cosine {ex['cosine']:.6f}, yet {d.reference} chose "
                     f"{ex['reference_token']!r} ({top_two(ex['reference_top'])}) and {p} chose {ex['token']!r} "
                     f"({top_two(ex['top'])}): a near-tie that rounding tipped over.")
     return None
@@ -171,12 +171,12 @@ def _plots(df: pd.DataFrame, result: Recommendation, out_dir: Path) -> dict[str,
 def _throughput_figure(plt: Any, df: pd.DataFrame, result: Recommendation, precisions: list[str]) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4))
     for p in precisions:
-        knee = result.batch_sweep["by_precision"].get(p, {})
-        pts = pd.DataFrame(knee.get("points", []))
+        knee = result.batch_sweep.by_precision.get(p, Knee())
+        pts = pd.DataFrame(knee.points)
         if pts.empty:
             continue
         line, = ax.plot(pts.batch, pts.output_token_throughput, marker="o", label=p)
-        k = knee.get("knee_batch_size")
+        k = knee.knee_batch_size
         if k is not None:
             y = pts[pts.batch == k].output_token_throughput
             if len(y):
@@ -301,19 +301,20 @@ def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
 def _summary_lines(result: Recommendation) -> list[str]:
     lines = [f"Measured on: **{result.measured_on}**."]
     b = result.batch_sweep
-    reached = (b.get("by_precision", {}).get(b.get("knee_precision")) or {}).get("knee_reached")
+    knee = b.by_precision.get(b.knee_precision) if b.knee_precision is not None else None
+    reached = knee.knee_reached if knee is not None else None
     note = "" if reached else "; not reached: throughput still grows at the largest batch sampled, sweep larger batches"
-    lines.append(f"Knee of throughput vs batch ({b.get('knee_precision')}): **batch {b.get('knee_batch_size')}** "
-                 f"({b['definition']}{note}).")
+    lines.append(f"Knee of throughput vs batch ({b.knee_precision}): **batch {b.knee_batch_size}** "
+                 f"({b.definition}{note}).")
     comb = result.combined_sweep
-    if comb.get("best_config"):
-        best = comb["best_config"]
+    if comb.best_config:
+        best = comb.best_config
         lines.append(f"Best config within SLOs and budget: **{best['config']} at {best['level']}**, goodput "
                      f"{_fmt(best['goodput'], 2)} req/s, {_fmt(best['output_token_throughput'], 0)} output tok/s.")
-    for precision, reason in (comb.get("accuracy_gate_exclusions") or {}).items():
+    for precision, reason in comb.accuracy_gate_exclusions.items():
         lines.append(f"Excluded by the accuracy gate: **{precision}**, {reason}.")
-    if comb.get("speedup_vs_baseline"):
-        sp = comb["speedup_vs_baseline"]
+    if comb.speedup_vs_baseline:
+        sp = comb.speedup_vs_baseline
         lines.append(f"Speed-up over the fp32 batch-1 baseline: **{_fmt(sp['goodput'], 2)}x goodput**, "
                      f"{_fmt(sp['output_token_throughput'], 2)}x output throughput.")
     rec = result.production_recommendation
@@ -338,8 +339,8 @@ def _precision_rows(result: Recommendation) -> list[list[str]]:
     rows = []
     for p, info in result.precision_sweep.items():
         gate = next((g for g in result.accuracy_gate or [] if g.precision == p), None)
-        rows.append([p, _fmt(info["batch"]), _fmt(info["throughput"], 0), _fmt(info["speedup_vs_fp32"], 2),
-                     _fmt(info["token_agreement"], 3), _fmt(info["logprob_cosine"], 4),
+        rows.append([p, _fmt(info.batch), _fmt(info.throughput, 0), _fmt(info.speedup_vs_fp32, 2),
+                     _fmt(info.token_agreement, 3), _fmt(info.logprob_cosine, 4),
                      gate_cell(gate)])
     return rows
 
@@ -441,17 +442,17 @@ def _verification_lines(result: Recommendation) -> list[str]:
     lines = [f"Verified: **{'passed' if v.passed else 'FAILED'}** after {len(v.attempts)} attempt(s)."]
     for i, a in enumerate(v.attempts, 1):
         sz, t, st = a.sizing, a.traffic, a.stress
-        lines.append(f"Attempt {i}: KV budget {sz['kv_cache_memory_bytes'] / 2**20:.1f} MiB, max batch "
-                     f"{sz['max_num_seqs']} ({sz.get('change')}); traffic margin {_fmt(t.get('oom_margin_pct'))} %, "
-                     f"stress margin {_fmt(st.get('oom_margin_pct'))} %, preemptions {t.get('preemptions')}/"
-                     f"{st.get('preemptions')}, failed {t.get('failed')}/{st.get('failed')}: "
+        lines.append(f"Attempt {i}: KV budget {sz.kv_cache_memory_bytes / 2**20:.1f} MiB, max batch "
+                     f"{sz.max_num_seqs} ({sz.change}); traffic margin {_fmt(t.oom_margin_pct)} %, "
+                     f"stress margin {_fmt(st.oom_margin_pct)} %, preemptions {t.preemptions}/"
+                     f"{st.preemptions}, failed {t.failed}/{st.failed}: "
                      + ("passed" if a.passed else "; ".join(a.reasons)))
         slo = next((c.detail for c in a.checks if c.run == "traffic" and c.check == "slo"), None)
         if slo:
             lines.append(f"Attempt {i} traffic run SLO (judged): {slo}.")
         lines.append(f"Attempt {i} stress run latency (information, not judged: every request at p99 lengths in "
-                     f"bursts): TTFT p{st.get('percentile', 99)} {_fmt(st.get('ttft_ms'))} ms, TPOT "
-                     f"p{st.get('percentile', 99)} {_fmt(st.get('tpot_ms'))} ms.")
+                     f"bursts): TTFT p{st.percentile} {_fmt(st.ttft_ms)} ms, TPOT "
+                     f"p{st.percentile} {_fmt(st.tpot_ms)} ms.")
     if v.command:
         lines.append("Server command: `" + " ".join(map(str, v.command)) + "`")
     return lines

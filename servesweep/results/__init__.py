@@ -8,6 +8,7 @@ of each is in its module.
   verification.json    results.verification     Verification     sweep.confirm / read_verification
   recommendation.json  results.recommendation   Recommendation   analysis.recommend.analyse
   model.json, drift.json  results.sweep_files   ModelRecord, DriftRecord  (the sweep)
+  scenario.json        results.sweep_files      ScenarioRecord   (the Scenario model's dump; read-only model)
   assertions.json      results.assertions       AssertionsRecord write_assertions (run, sweep)
   search.json          results.config_search    ConfigSearchRecord  sweep.config_search (`search: auto`;
                        the results directory's own, not a configuration's ladder search.json)
@@ -22,8 +23,6 @@ of each is in its module.
   predicted_vs_*.json  reports.projection       Comparison
   report-inputs.json   results.report_inputs    ReportInputs     analysis.recommend.store_report_inputs
                        (the --quality-from/--measured sweeps a report was made with)
-
-Not yet typed (plain JSON, one writer): scenario.json (the Scenario model's dump).
 
 The file-level helpers (atomic writes, torn JSONL lines, the output directory check) are in
 results.io.

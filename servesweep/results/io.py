@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_
 
 from servesweep.errors import OutputDirError, OutputError, ReportError, validation_message
 
+Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
+
 GATE_MEASUREMENT_FILE = "gate-measurement.json"
 # The accuracy gate under load (servesweep.quality.gate.under_load), per configuration: the
 # measurement with the load's evidence, its verdict beside gate.json, and the load's own records
@@ -38,8 +40,9 @@ class OpenModel(BaseModel):
 
     def to_file(self) -> dict[str, Any]:
         """What the file holds: the fields that were set (by the builder, or read from a file),
-        so a field an older file lacks is not written back as null."""
-        return self.model_dump(exclude_unset=True)
+        so a field an older file lacks is not written back as null; a section that is an
+        OrderedModel keeps its own key order."""
+        return _in_order(self, self.model_dump(exclude_unset=True))
 
 
 class OrderedModel(OpenModel):
@@ -61,9 +64,6 @@ class OrderedModel(OpenModel):
         super().__setattr__(name, value)
         if not name.startswith("_") and name not in self._key_order:
             self._key_order = (*self._key_order, name)
-
-    def to_file(self) -> dict[str, Any]:
-        return _in_order(self, super().to_file())
 
 
 def _in_order(value: Any, dumped: Any) -> Any:

@@ -3,10 +3,12 @@ servesweep.analysis.recommend.analyse (the one builder; analysis/selection.py co
 sections), written by the report, read back through `Recommendation` (`read_recommendation`) by
 the console banner, the sweep's verification and the CLI.
 
-The sections of the analysis (batch_sweep, precision_sweep, drift, combined_sweep,
-sku_to_preferred_precision) stay plain mappings: they are tables the report draws, computed in one
-place. What readers decide on is typed: the recommendation itself, why there is none, the models
-the figures come from, the accuracy gate's verdicts, the verification.
+The sections of the analysis (batch_sweep, precision_sweep, drift, combined_sweep) are typed as
+far as their readers go (BatchSweep, PrecisionEntry, DriftScores, CombinedSweep: the fields the
+analysis and the report read; their per-point rows stay plain mappings, tables the report draws)
+and keep their key order; sku_to_preferred_precision stays a plain mapping. What readers decide on
+is typed too: the recommendation itself, why there is none, the models the figures come from, the
+accuracy gate's verdicts, the verification.
 
 The recommendation names each knob twice: under servesweep's common name (`max_batch_size`,
 `memory_fraction`) and under the server's own (`knobs` maps one to the other: vLLM's
@@ -27,13 +29,67 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from servesweep.results.io import OpenModel, read_result_file, write_json
+from servesweep.results.io import Number, OpenModel, OrderedModel, read_result_file, write_json
 from servesweep.results.points import KIND_BEFORE_RECORDED, knob_names
 from servesweep.results.headroom import Headroom
 from servesweep.results.verification import Verification
 
 RECOMMENDATION_FILE = "recommendation.json"
 RECOMMENDATION_SCHEMA_VERSION = 1
+
+
+class Knee(OrderedModel):
+    """`batch_sweep.by_precision[p]`: one precision's knee (analysis/knee.py find_knee) and the
+    best point at each batch size behind it (`points`: batch, config, level, throughputs)."""
+
+    knee_batch_size: Number | None = None
+    knee_reached: bool | None = None
+    points: list[dict[str, Any]] = []
+
+
+class BatchSweep(OrderedModel):
+    """`batch_sweep`: throughput against batch size, the knee per precision and overall."""
+
+    points: list[dict[str, Any]] = []
+    knee_batch_size: Number | None = None
+    knee_precision: str | None = None
+    by_precision: dict[str, Knee] = {}
+    definition: str | None = None
+
+
+class DriftScores(OrderedModel):
+    """`drift[p]`: a precision's greedy outputs against the reference precision's
+    (analysis/drift_scores.py compare_outputs, and the reference it was compared with)."""
+
+    token_agreement: Number | None = None
+    logprob_cosine: Number | None = None
+    high_cosine_divergence_example: dict[str, Any] | None = None
+    reference: str | None = None
+
+
+class PrecisionEntry(OrderedModel):
+    """`precision_sweep[p]`: a precision's throughput at the largest batch every precision reached,
+    against fp32's, with its drift scores."""
+
+    batch: Number | None = None
+    throughput: Number | None = None
+    speedup_vs_fp32: Number | None = None
+    token_agreement: Number | None = None
+    logprob_cosine: Number | None = None
+    drift_reference: str | None = None
+
+
+class CombinedSweep(OrderedModel):
+    """`combined_sweep`: every measured point with whether it meets the SLOs and fits the VRAM
+    budget (`points`, rows of the table), the best of them, and what the budget and the accuracy
+    gate excluded."""
+
+    points: list[dict[str, Any]] = []
+    best_config: dict[str, Any] | None = None
+    speedup_vs_baseline: dict[str, Any] | None = None
+    vram_budget_bytes: Number | None = None
+    excluded_by_accuracy_gate: list[str] = []
+    accuracy_gate_exclusions: dict[str, str] = {}
 
 
 class BasedOn(BaseModel):
@@ -143,10 +199,10 @@ class Recommendation(OpenModel):
     scenario: str | None = None
     measured_on: str | None = None
     models: dict[str, ModelSource] = {}
-    batch_sweep: dict[str, Any] = {}
-    precision_sweep: dict[str, Any] = {}
-    drift: dict[str, Any] = {}
-    combined_sweep: dict[str, Any] = {}
+    batch_sweep: BatchSweep = BatchSweep()
+    precision_sweep: dict[str, PrecisionEntry] = {}
+    drift: dict[str, DriftScores] = {}
+    combined_sweep: CombinedSweep = CombinedSweep()
     production_recommendation: ProductionRecommendation | None = None
     no_recommendation: NoRecommendation | None = None
     sku_to_preferred_precision: dict[str, Any] = {}

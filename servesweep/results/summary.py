@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from servesweep import __version__
 from servesweep.crosscheck import cross_check
 from servesweep.errors import OutputError
-from servesweep.results.io import OrderedModel, read_result_file, write_json
+from servesweep.results.io import Number, OrderedModel, read_result_file, write_json
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_SCHEMA_VERSION = 1
@@ -30,9 +30,6 @@ class WindowStats(Protocol):
     """The server's telemetry as the summary needs it (servesweep.backends.base.Telemetry)."""
 
     def window_stats(self, start_s: float, end_s: float) -> dict[str, Any]: ...
-
-
-Number = int | float  # kept as written: an int stays an int (pydantic's smart union)
 
 
 class Distribution(OrderedModel):

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from servesweep.results.io import OpenModel, read_result_file, write_json
+from servesweep.results.io import Number, OpenModel, OrderedModel, read_result_file, write_json
 
 VERIFICATION_FILE = "verification.json"
 VERIFICATION_SCHEMA_VERSION = 1
@@ -28,13 +28,57 @@ class Check(BaseModel):
     detail: str
 
 
-class Attempt(OpenModel):
-    """One verification attempt: the sizing it ran with (servesweep.sweep.sizing.Sizing, as a dict:
-    its `knobs` and `flags` are the backend's own), both runs' figures, the verdict."""
+class AttemptSizingInputs(OrderedModel):
+    """What an attempt's sizing was computed from (servesweep.sweep.sizing.SizingInputs): the
+    fields readers of the file use; the rest is kept as written."""
 
-    sizing: dict[str, Any]
-    traffic: dict[str, Any]
-    stress: dict[str, Any]
+    block_size: int | None = None  # tokens per KV block
+
+
+class AttemptSizing(OrderedModel):
+    """The sizing an attempt ran with (servesweep.sweep.sizing.Sizing.to_dict): the fields readers
+    of the file use; the rest (the arithmetic's intermediate figures) is kept as written. Its
+    `knobs` and `flags` are the backend's own."""
+
+    kv_cache_memory_bytes: int | None = None
+    kv_blocks: int | None = None
+    max_num_seqs: int | None = None
+    kind: str | None = None  # the server's backend; files written before backends owned their knobs lack it
+    knobs: dict[str, Any] = {}
+    flags: list[str] = []
+    config_update: dict[str, Any] = {}  # the server configuration's fields for a relaunch at this sizing
+    memory_fraction: Number | None = None
+    gpu_memory_utilization: Number | None = None  # memory_fraction, in files written before backends owned their knobs
+    target_source: str | None = None
+    expected_margin_pct: Number | None = None
+    change: str | None = None
+    inputs: AttemptSizingInputs = AttemptSizingInputs()
+
+    @property
+    def fraction(self) -> Number | None:
+        """The equivalent memory fraction as the server's backend computed it, under either name."""
+        return self.memory_fraction if "memory_fraction" in self.model_fields_set else self.gpu_memory_utilization
+
+
+class AttemptRun(OrderedModel):
+    """One run of an attempt (traffic or stress: servesweep.sweep.observation.Observation.to_dict):
+    the fields readers of the file use; the rest is kept as written."""
+
+    request_rate: Number | None = None
+    ttft_ms: Number | None = None
+    tpot_ms: Number | None = None
+    percentile: int = 99
+    failed: int | None = None
+    preemptions: int | None = None
+    oom_margin_pct: Number | None = None
+
+
+class Attempt(OpenModel):
+    """One verification attempt: the sizing it ran with, both runs' figures, the verdict."""
+
+    sizing: AttemptSizing
+    traffic: AttemptRun
+    stress: AttemptRun
     passed: bool
     reasons: list[str]
     checks: list[Check]

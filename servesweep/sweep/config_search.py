@@ -94,9 +94,13 @@ class Candidate:
     """One configuration of the grid as the search sees it."""
 
     label: str
-    coords: dict[str, Any]  # axis field -> value
+    coords: dict[str, Any]  # axis field -> value: every AXIS_FIELDS name, None where the configuration sets none
     est_bytes: int | None = None
     est_note: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coords", {name: self.coords[name] if name in self.coords else None
+                                            for name in AXIS_FIELDS})
 
 
 def measured_from_points(points: list[SweepPoint], slo: SLO | None, percentile: int = 99,
@@ -190,8 +194,8 @@ class ConfigSearch:
         for name in AXIS_FIELDS:
             values: list[Any] = []
             for c in candidates:
-                if c.coords.get(name) not in values:
-                    values.append(c.coords.get(name))
+                if c.coords[name] not in values:
+                    values.append(c.coords[name])
             if len(values) < 2:
                 continue
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -203,7 +207,7 @@ class ConfigSearch:
         return axes
 
     def _key(self, coords: dict[str, Any]) -> tuple:
-        return tuple(coords.get(a.name) for a in self.axes)
+        return tuple(coords[a.name] for a in self.axes)
 
     def _axis(self, kind: str) -> Axis | None:
         return next((a for a in self.axes if a.kind == kind), None)
@@ -213,7 +217,7 @@ class ConfigSearch:
         coords = self.candidates[label].coords
         out = []
         for axis in self.axes:
-            here = coords.get(axis.name)
+            here = coords[axis.name]
             i = axis.values.index(here)
             others = ([axis.values[j] for j in (i - 1, i + 1) if 0 <= j < len(axis.values)]
                       if axis.kind != "categorical" else [v for v in axis.values if v != here])
@@ -234,7 +238,7 @@ class ConfigSearch:
         mine = coords[cap.name]
         for other, m in self.measured.items():
             oc = self.candidates[other].coords
-            if m.failed or any(oc.get(a.name) != coords.get(a.name) for a in self.axes if a is not cap):
+            if m.failed or any(oc[a.name] != coords[a.name] for a in self.axes if a is not cap):
                 continue
             theirs = oc[cap.name]
             if theirs > mine:
@@ -273,11 +277,11 @@ class ConfigSearch:
                 target[axis.name] = 0
 
         def distance(c: Candidate) -> int:
-            return sum(abs(a.values.index(c.coords.get(a.name)) - target[a.name]) for a in self.axes)
+            return sum(abs(a.values.index(c.coords[a.name]) - target[a.name]) for a in self.axes)
 
         start = min(fitting, key=distance)  # the first of equals in grid order
         for axis in self.axes:
-            value = _fmt(start.coords.get(axis.name))
+            value = _fmt(start.coords[axis.name])
             if axis.kind == "batch_cap":
                 words.append(f"{axis.knob} {value}, the highest that fits the budget (its ladder also runs "
                              "every lower cap's loads)")

@@ -38,7 +38,13 @@ from servesweep.results.headroom import (
     write_headroom,
 )
 from servesweep.results.summary import SUMMARY_FILE, Summary, WindowTelemetry
-from servesweep.results.verification import VERIFICATION_FILE, Verification, read_verification
+from servesweep.results.verification import (
+    VERIFICATION_FILE,
+    AttemptRun,
+    AttemptSizing,
+    Verification,
+    read_verification,
+)
 from servesweep.scenarios.schema import Scenario
 from servesweep.sweep import DEFAULT_START_S, SweepInterrupted
 from servesweep.sweep.headroom_plan import (
@@ -66,8 +72,8 @@ class VerifiedRun:
     config: str
     level: str | None
     attempt_dir: Path
-    sizing: dict[str, Any]
-    traffic: dict[str, Any]
+    sizing: AttemptSizing
+    traffic: AttemptRun
     concurrency: int
 
     @classmethod
@@ -78,7 +84,7 @@ class VerifiedRun:
         return cls(config=verification.config, level=verification.level,
                    attempt_dir=out / "verification" / f"attempt-{len(verification.attempts)}",
                    sizing=last.sizing, traffic=last.traffic,
-                   concurrency=int(last.sizing.get("max_num_seqs") or 1))
+                   concurrency=int(last.sizing.max_num_seqs or 1))
 
 
 def _read_summary(path: Path) -> Summary:
@@ -114,8 +120,8 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
         return TailRisk(status="not_measured", reason="a dataset workload has no length distribution to draw from")
     summary = _read_summary(run.attempt_dir / "traffic" / SUMMARY_FILE)
     tel = summary.telemetry or WindowTelemetry()
-    block = (run.sizing.get("inputs") or {}).get("block_size")
-    pool_tokens = tel.kv_pool_tokens or ((run.sizing.get("kv_blocks") or 0) * (block or 0)) or None
+    block = run.sizing.inputs.block_size
+    pool_tokens = tel.kv_pool_tokens or ((run.sizing.kv_blocks or 0) * (block or 0)) or None
     if not block or not pool_tokens:
         return TailRisk(status="not_measured", reason="the KV block size or pool size was not recorded")
     ttft, tpot = summary.quantile("ttft_ms", "mean"), summary.quantile("tpot_ms", "mean")
@@ -125,9 +131,9 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
     allocated = int(pool_tokens) // int(block)
     # vLLM keeps one block of its pool out of use (the null block) and its KV gauge counts the rest:
     # the sizing's 31 blocks on the CPU read 80 % with 24 in use (examples/cpu-headroom).
-    reserved = NULL_BLOCKS if run.sizing.get("kind", DEFAULT_KIND) == DEFAULT_KIND else 0
+    reserved = NULL_BLOCKS if (run.sizing.kind or DEFAULT_KIND) == DEFAULT_KIND else 0
     pool_blocks = allocated - reserved
-    per_block = (run.sizing.get("kv_cache_memory_bytes") or 0) / (run.sizing.get("kv_blocks") or allocated) or None
+    per_block = (run.sizing.kv_cache_memory_bytes or 0) / (run.sizing.kv_blocks or allocated) or None
     target_blocks = max(occ.blocks_for_rate(target_per_10k), 1)
 
     def option(name: str, usable: int, basis: str) -> SizingOption:
@@ -139,7 +145,7 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
     scale = length_scale_at_rate(workload.input_len, workload.output_len, run.concurrency, int(block), prefill,
                                  pool_blocks, target_per_10k, context=scenario.max_model_len)
     completed = int(summary.completed or 0)
-    preempted = run.traffic.get("preemptions")
+    preempted = run.traffic.preemptions
     return TailRisk(
         status="measured", concurrency=run.concurrency, pool_blocks=pool_blocks, block_size=int(block),
         prefill_steps=prefill, predicted_preemptions_per_10k=occ.preemptions_per_10k(pool_blocks),
@@ -153,7 +159,7 @@ def tail_risk(scenario: Scenario, run: VerifiedRun, target_per_10k: float) -> Ta
         target_preemptions_per_10k=target_per_10k, length_factor_at_target=scale,
         batch_cap_bound_frac=run.concurrency * longest_request_blocks(
             workload.input_len, workload.output_len, int(block), scenario.max_model_len) / pool_blocks,
-        sizings=[option("p99 sizing (verified)", pool_blocks, str(run.sizing.get("target_source") or "the verification")),
+        sizings=[option("p99 sizing (verified)", pool_blocks, str(run.sizing.target_source or "the verification")),
                  option(f"target <= {target_per_10k:g} preemptions per 10k requests", target_blocks,
                         "the smallest pool whose predicted rate (and every larger pool's) is within the target")],
         model=(f"{run.concurrency} requests always in flight (closed loop), lengths drawn from the workload "
@@ -196,14 +202,14 @@ class HeadroomRun:
         if stored is not None and stored.steps:
             self.console.print(f"headroom: resuming after {len(stored.steps)} step(s)")
             return stored
-        rate = run.traffic.get("request_rate")
+        rate = run.traffic.request_rate
         return new_headroom(
             finished=False, config=run.config, level=run.level, recommended_rate=rate,
             recommended_basis=f"requests/s measured over the verification's traffic run (closed loop at concurrency "
                               f"{run.concurrency})",
             factors=list(self.spec.factors), length_factors=list(self.spec.length_factors), window_s=self.spec.window_s,
             arrival=self.scenario.load.arrival or default_open_arrival(self.scenario.load.burstiness),
-            steps=[], kv_pool_bytes=run.sizing.get("kv_cache_memory_bytes"), kv_pool_meaning=KV_POOL_MEANING)
+            steps=[], kv_pool_bytes=run.sizing.kv_cache_memory_bytes, kv_pool_meaning=KV_POOL_MEANING)
 
     def _level(self, factor: float, rate: float, length_factor: float = 1.0) -> LoadLevel:
         load = self.scenario.load
@@ -320,9 +326,8 @@ class HeadroomRun:
         run = self.pending(verification)
         if run is None or verification is None or verification.server_config is None:
             return None
-        config = config_from_dict(verification.server_config).model_copy(update=run.sizing.get("config_update") or {
-            "kv_cache_memory_bytes": run.sizing.get("kv_cache_memory_bytes"),
-            "max_batch_size": run.sizing.get("max_num_seqs")})
+        config = config_from_dict(verification.server_config).model_copy(update=run.sizing.config_update or {
+            "kv_cache_memory_bytes": run.sizing.kv_cache_memory_bytes, "max_batch_size": run.sizing.max_num_seqs})
         server = _read_summary(run.attempt_dir / "traffic" / SUMMARY_FILE).server
         start = float((server.startup_s if server is not None else None) or DEFAULT_START_S)
         if deadline is not None and deadline - time.monotonic() < start + step_seconds(self.spec.window_s, 1.0):

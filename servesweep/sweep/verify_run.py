@@ -36,6 +36,8 @@ from servesweep.analysis.recommend import SweepAnalysis
 from servesweep.results import SweepPoint, Summary, read_points
 from servesweep.results.verification import (
     VERIFICATION_FILE,
+    AttemptRun,
+    AttemptSizing,
     Verification,
     new_verification,
     read_verification,
@@ -173,12 +175,12 @@ class Confirmation:
         for attempt in range(len(verification.attempts), MAX_STEP_BACKS + 1):
             if verification.attempts:
                 last = verification.attempts[-1]
-                previous = Sizing.model_validate(last.sizing)
-                judged = judge(Observation.from_dict(last.traffic), Observation.from_dict(last.stress),
-                               self.scenario.slo)
+                previous = Sizing.model_validate(last.sizing.to_file())
+                traffic, stress = Observation.from_dict(last.traffic.to_file()), Observation.from_dict(last.stress.to_file())
+                judged = judge(traffic, stress, self.scenario.slo)
                 if last.passed or not memory_only(judged):
                     break  # passed, or failed in a way a KV budget cannot fix
-                sizing = step_back(previous, Observation.from_dict(last.traffic), Observation.from_dict(last.stress))
+                sizing = step_back(previous, traffic, stress)
             needed = attempt_seconds(point, plan)
             if deadline is not None and deadline - time.monotonic() < needed:
                 self.console.print(f"verification: attempt {attempt + 1} needs about {needed:.0f} s, "
@@ -213,8 +215,8 @@ class Confirmation:
             if not judge(traffic, stress, self.scenario.slo).passed or not self.headroom.enabled:
                 return
             self.console.print("headroom: the offered load stepped up on the verified server")
-            run = VerifiedRun(config=where.config, level=where.level, sizing=sizing.to_dict(),
-                              traffic=traffic.to_dict(), concurrency=sizing.max_num_seqs,
+            run = VerifiedRun(config=where.config, level=where.level, sizing=AttemptSizing.model_validate(sizing.to_dict()),
+                              traffic=AttemptRun.model_validate(traffic.to_dict()), concurrency=sizing.max_num_seqs,
                               attempt_dir=self.out / "verification" / f"attempt-{attempt + 1}")
             try:
                 self.headroom.measure(server, run, deadline)

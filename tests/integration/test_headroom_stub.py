@@ -9,6 +9,7 @@ from rich.console import Console
 from servesweep.backends.telemetry import PrometheusReader, TelemetrySampler
 from servesweep.backends.vllm import METRICS
 from servesweep.scenarios.schema import load_scenario
+from servesweep.results.verification import AttemptRun, AttemptSizing
 from servesweep.sweep.headroom_run import HeadroomRun, VerifiedRun
 
 SCENARIO = """
@@ -49,8 +50,8 @@ def test_the_onsets_come_where_the_stand_in_was_scripted_to_break(tmp_path, stub
     attempt = out / "verification" / "attempt-1"
     (attempt / "traffic").mkdir(parents=True)
     (attempt / "traffic" / "summary.json").write_text(json.dumps({"completed": 500, "telemetry": {}}))
-    run = VerifiedRun(config="bf16", level="c4", attempt_dir=attempt, sizing={"max_num_seqs": 4},
-                      traffic={"request_rate": 10.0, "preemptions": 0}, concurrency=4)
+    run = VerifiedRun(config="bf16", level="c4", attempt_dir=attempt, sizing=AttemptSizing(max_num_seqs=4),
+                      traffic=AttemptRun(request_rate=10.0, preemptions=0), concurrency=4)
     h = HeadroomRun(load_scenario(path), out, Console(quiet=True), show_progress=False).measure(Attached(stub.url), run)
     low, high = h.steps
     assert low.preemptions == 0 and low.kv_peak_frac < 0.95 and not low.slo_breaches and low.completed > 5

@@ -123,9 +123,9 @@ def test_with_repeats_the_verification_traffic_run_and_the_recommendation_carry_
     path.write_text(yaml.safe_dump(scenario))
     main(["sweep", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
     rec = read_recommendation(tmp_path / "out" / "recommendation.json").production_recommendation
-    traffic = rec.verification.attempts[-1].traffic
+    traffic = rec.verification.attempts[-1].traffic.to_file()
     assert traffic["n"] == 2 and traffic["ci95"].get("output_tok_s"), traffic
-    stress = rec.verification.attempts[-1].stress
+    stress = rec.verification.attempts[-1].stress.to_file()
     assert stress.get("n", 1) == 1
     u = rec.uncertainty
     assert u["repeats"] == 2 and u["output_tok_s"]["low"] is not None

@@ -12,6 +12,7 @@ from servesweep.analysis.selection import (
     production_recommendation,
 )
 from servesweep.analysis.drift_scores import compare_outputs
+from servesweep.results.recommendation import DriftScores
 from servesweep.analysis.skus import SKUS, PrecisionMeasurement, SkuMeasurement, sku_from_gpu_name, sku_table
 
 from tests_support import GIB, point, typed
@@ -44,18 +45,18 @@ def test_batch_sweep_on_four_batch_sizes_with_a_failed_point():
     pts = [point("bf16", c, t) for c, t in [(1, 100), (4, 400), (16, 1500), (64, 1700)]]
     pts.append(point("bf16", 256, 0, status="failed", cause="out of memory"))
     b = batch_sweep(frame(pts))
-    assert b["knee_batch_size"] == 16
-    assert b["by_precision"]["bf16"]["distinct_batch_sizes"] == 4
-    assert b["failed_points"][0]["cause"] == "out of memory"
+    assert b.knee_batch_size == 16
+    assert b.by_precision["bf16"].distinct_batch_sizes == 4
+    assert b.failed_points[0]["cause"] == "out of memory"
 
 
 def test_precision_ratios_at_equal_batch():
     pts = [point("fp32", c, t) for c, t in [(1, 50), (8, 300)]] + [point("bf16", c, t) for c, t in [(1, 100), (8, 900), (32, 2000)]]
-    drift = {"bf16": {"token_agreement": 0.9, "logprob_cosine": 0.99, "reference": "fp32"}}
+    drift = {"bf16": DriftScores(token_agreement=0.9, logprob_cosine=0.99, reference="fp32")}
     p = precision_sweep(frame(pts), drift)
-    assert p["bf16"]["batch"] == 8  # the largest batch both precisions ran
-    assert p["bf16"]["speedup_vs_fp32"] == pytest.approx(3.0)
-    assert p["bf16"]["token_agreement"] == 0.9 and p["fp32"]["speedup_vs_fp32"] == 1.0
+    assert p["bf16"].batch == 8  # the largest batch both precisions ran
+    assert p["bf16"].speedup_vs_fp32 == pytest.approx(3.0)
+    assert p["bf16"].token_agreement == 0.9 and p["fp32"].speedup_vs_fp32 == 1.0
 
 
 def test_budget_excludes_the_fastest_config_and_slo_excludes_slow_ones():
@@ -66,11 +67,11 @@ def test_budget_excludes_the_fastest_config_and_slo_excludes_slow_ones():
            point("fp8", 64, 2500, dev_peak=70 * GIB)]  # fastest, but over the 40 GiB budget
     df = frame(pts, {"ttft_ms": 1000, "percentile": 99})
     comb = combined_sweep(df, 40 * GIB)
-    assert comb["best_config"]["config"] == "bf16" and comb["best_config"]["level"] == "c8"
-    assert comb["baseline"]["config"] == "fp32" and comb["baseline"]["level"] == "c1"
-    assert comb["speedup_vs_baseline"]["output_token_throughput"] == pytest.approx(18.0)
-    assert "fp8" in comb["excluded_by_budget"]
-    assert combined_sweep(df, None)["best_config"]["config"] == "fp8"
+    assert comb.best_config["config"] == "bf16" and comb.best_config["level"] == "c8"
+    assert comb.baseline["config"] == "fp32" and comb.baseline["level"] == "c1"
+    assert comb.speedup_vs_baseline["output_token_throughput"] == pytest.approx(18.0)
+    assert "fp8" in comb.excluded_by_budget
+    assert combined_sweep(df, None).best_config["config"] == "fp8"
 
 
 @pytest.mark.parametrize("margin,preempted,direction", [
@@ -138,10 +139,10 @@ def test_budget_is_judged_on_what_the_load_needs_not_on_vllms_preallocation():
     df = frame(pts)
     comb = combined_sweep(df, 80 * GIB)
     assert df.memory_at_load_bytes[1] == pytest.approx(22 * GIB + 3 * GIB / 0.775)
-    assert comb["best_config"]["config"] == "fp8" and comb["best_config"]["fits_budget"] is True
+    assert comb.best_config["config"] == "fp8" and comb.best_config["fits_budget"] is True
     # 20 GiB is less than that need: no recommendation, and the reason names the budget and the need.
     comb = combined_sweep(df[df.precision == "fp8"], 20 * GIB)
-    assert comb["best_config"] is None
+    assert comb.best_config is None
     why = no_recommendation(df[df.precision == "fp8"], comb)
     assert why.reason == "1 point(s) met the SLOs but none fits the VRAM budget of 20 GiB"
     assert "25.9 GiB (fp8 c32)" in why.detail[0]

@@ -231,6 +231,6 @@ def test_report_cell_and_recommendation_respect_the_gate():
         {"config": "fp8", "level": "c8", "precision": "fp8", "batch": 8, "goodput": 2.0, "output_token_throughput": 200.0,
          "meets_slo": True, "memory_needed_bytes": 1.0, "memory_at_load_bytes": 1.0, "device_mem_peak_bytes": None, "status": "ok"},
     ])
-    assert combined_sweep(df, None)["best_config"]["precision"] == "fp8"
+    assert combined_sweep(df, None).best_config["precision"] == "fp8"
     gated = combined_sweep(df, None, {"fp8"})
-    assert gated["best_config"]["precision"] == "fp32" and gated["excluded_by_accuracy_gate"] == ["fp8"]
+    assert gated.best_config["precision"] == "fp32" and gated.excluded_by_accuracy_gate == ["fp8"]

@@ -221,8 +221,8 @@ def test_failing_under_load_excludes_the_precision_and_says_why():
                         "output_token_throughput": 100.0 * g, "meets_slo": True, "memory_needed_bytes": 1.0,
                         "device_mem_peak_bytes": None, "status": "ok"} for p, g in (("fp32", 1.0), ("bf16", 2.0))])
     comb = combined_sweep(df, None, reasons)
-    assert comb["best_config"]["precision"] == "fp32" and comb["excluded_by_accuracy_gate"] == ["bf16"]
-    assert comb["accuracy_gate_exclusions"]["bf16"] == reasons["bf16"]
+    assert comb.best_config["precision"] == "fp32" and comb.excluded_by_accuracy_gate == ["bf16"]
+    assert comb.accuracy_gate_exclusions["bf16"] == reasons["bf16"]
 
 
 def test_report_shows_both_numbers_per_precision(tmp_path):

@@ -23,6 +23,7 @@ from servesweep.sweep.headroom_plan import (
     length_stop_reason,
     stop_reason,
 )
+from servesweep.results.verification import AttemptRun, AttemptSizing
 from servesweep.sweep.headroom_run import HeadroomRun, VerifiedRun
 from servesweep.sweep.kv_tail import length_scale_at_rate, scaled, simulate, upper_95_per_10k
 from servesweep.sweep.observation import Observation
@@ -163,9 +164,10 @@ def verified_dir(tmp_path):
         {"t": 0, "running": 8, "kv_usage": 0.5}, {"t": 1, "running": 4, "kv_usage": 1 / 3},
         {"t": 2, "running": 1, "kv_usage": 0.9})))
     run = VerifiedRun(config="bf16", level="c8", attempt_dir=out / "verification" / "attempt-1",
-                      sizing={"kv_cache_memory_bytes": 200 * 16 * 1000, "kv_blocks": 200, "max_num_seqs": 8,
-                              "inputs": {"block_size": 16}, "target_source": "stress run's expected peak"},
-                      traffic={"request_rate": 10.0, "preemptions": 0}, concurrency=8)
+                      sizing=AttemptSizing.model_validate({
+                          "kv_cache_memory_bytes": 200 * 16 * 1000, "kv_blocks": 200, "max_num_seqs": 8,
+                          "inputs": {"block_size": 16}, "target_source": "stress run's expected peak"}),
+                      traffic=AttemptRun(request_rate=10.0, preemptions=0), concurrency=8)
     return load_scenario(path), out, run
 
 

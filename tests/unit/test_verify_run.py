@@ -156,8 +156,8 @@ def test_the_headroom_runs_on_the_passing_attempts_server_only(tmp_path, monkeyp
     assert data.passed and len(calls) == 1
     server, run = calls[0]
     assert server == "the attempt's server" and run.attempt_dir == out / "verification" / "attempt-2"
-    assert run.traffic["ttft_ms"] == 120.0
-    assert run.sizing["kv_cache_memory_bytes"] == data.attempts[1].sizing["kv_cache_memory_bytes"]
+    assert run.traffic.ttft_ms == 120.0
+    assert run.sizing.kv_cache_memory_bytes == data.attempts[1].sizing.kv_cache_memory_bytes
 
 
 def test_a_headroom_cut_short_keeps_the_attempt_and_interrupts_after_it(tmp_path, monkeypatch):
