@@ -5,7 +5,7 @@ of each is in its module.
 
   summary.json         results.summary          Summary          build_summary / write_summary
   points.jsonl         results.points           SweepPoint       append_point / read_points
-  verification.json    results.verification     Verification     sweep.confirm / read_verification
+  verification.json    results.verification     Verification     sweep.verify_run / read_verification
   recommendation.json  results.recommendation   Recommendation   analysis.recommend.analyse
   model.json, drift.json  results.sweep_files   ModelRecord, DriftRecord  (the sweep)
   scenario.json        results.sweep_files      ScenarioRecord   (the Scenario model's dump; read-only model)

@@ -85,7 +85,7 @@ def memory_only(judgement: Any) -> bool:
     if not failed:
         return False
     for c in failed:
-        measured = "not measured" not in c.detail  # verify.py's wording for a figure nobody saw
+        measured = "not measured" not in c.detail  # verify_plan.py's wording for a figure nobody saw
         if c.check in MEMORY_CHECKS and measured:
             continue
         if c.check in ("failures", "slo") and _preempted(judgement, c.run):
