@@ -44,7 +44,7 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     out = tmp_path / "sweep"
     assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
     points = read_points(out)
-    assert len(points) == 8 and all(p["status"] == "ok" for p in points)
+    assert len(points) == 8 and all(p.status == "ok" for p in points)
     for name in ("report.html", "report.md", "points.csv", "recommendation.json"):
         assert (out / name).stat().st_size > 0
     rec = json.loads((out / "recommendation.json").read_text())
