@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from servesweep.quality.gate.verdict import paired_flips, paired_p_value, read_reference
+from servesweep.quality.gate.verdict import correct_count, paired_flips, paired_p_value, read_reference
 from servesweep.results.io import write_json
 
 
@@ -26,8 +26,8 @@ def paired(reference_file: Path, gate_file: Path) -> dict:
     lost, gained = paired_flips(reference, candidate)
     return {
         "tasks": len(reference.samples),
-        "reference_correct": sum(bool(s.get("correct")) for s in reference.samples),
-        "correct": sum(bool(s.get("correct")) for s in candidate.samples),
+        "reference_correct": correct_count(reference),
+        "correct": correct_count(candidate),
         "lost": lost,
         "gained": gained,
         # The gate's own test (paired_alpha in the spec): one-sided, a loss is what it looks for.

@@ -78,9 +78,14 @@ def greedy_agreement(reference: Measurement, candidate: Measurement) -> float:
     return agree / total if total else 0.0
 
 
+def correct_count(m: Measurement) -> int:
+    """How many of an exact-match measurement's tasks were answered correctly."""
+    return sum(bool(s.get("correct")) for s in m.samples)
+
+
 def _interval(m: Measurement) -> str:
     """The accuracy's 95 % binomial interval: how far another task set of the same size could put it."""
-    low, high = binomial_interval(sum(bool(s.get("correct")) for s in m.samples), len(m.samples))
+    low, high = binomial_interval(correct_count(m), len(m.samples))
     return f"(95 % CI {low:.1%}-{high:.1%})"
 
 
