@@ -1,8 +1,16 @@
-"""A real CPU sweep, end to end: the cpu-smoke scenario on the stdlib-trained model with the
-perplexity gate (unloaded and under load), the verification of the recommendation and its
-headroom on the verification's server, producing every artifact, the gate per precision in the
-report, and a resume that starts nothing. One sweep (three server starts: two precisions and the
-verification) covers what three tests would."""
+"""A real CPU sweep, end to end: the shipped cpu-smoke scenario (the built-in tiny Llama, dummy
+weights) with the perplexity gate (unloaded and under load), the verification of the recommendation
+and its headroom on the verification's server, producing every artifact, the gate per precision in
+the report, and a resume that starts nothing. One sweep (three server starts: two precisions and the
+verification) covers what three tests would.
+
+The gate here runs on dummy weights: it checks the sweep's gate plumbing against a real server
+(prompt logprobs per configuration, measured while that configuration's load runs, judged against
+the sweep's own fp32, written into the recommendation and the report), not what a verdict means:
+near-uniform logits give a perplexity near the vocabulary size at every precision. What a verdict
+means is tested on a real LLM in test_gate_e2e.py (SmolLM2-135M: bf16 passes, a damaged copy fails,
+under load). Until issue 33 this test trained the 5.3 M-parameter model first (434 s of a fresh
+machine's CI for numbers that only had to be finite)."""
 
 import json
 import math
@@ -19,19 +27,23 @@ pytestmark = pytest.mark.vllm
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
-# The suite's 900 s per test is a hang guard; this one trains the model on a fresh cache (~3.5 min,
-# counted in the test's time) and then runs five vLLM starts' worth of sweep, gate and verification:
-# on 2026-12-07 it was cut at 900 s while its verification server started, on a quiet 2-core machine.
+# The suite's 900 s per test is a hang guard; this one runs three vLLM starts and the headroom's
+# steps: kept at 1800 s so a loaded machine does not cut it at its verification.
 @pytest.mark.timeout(1800)
-def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path, trained_model_dir):
+def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path):
     scenario = yaml.safe_load((SCENARIOS / "cpu-smoke.yaml").read_text())
-    scenario["model"] = str(trained_model_dir)
+    assert scenario["model"] == "builtin"
     scenario["sweep"]["precision"] = ["fp32", "bf16"]
-    scenario["load"] = {"concurrency": [1, 4, 16, 32], "num_requests": 48, "warmup_requests": 4}
+    # Eager: torch.compile adds ~45 s to each start on a fresh machine, and is not what this tests.
+    scenario["server_args"] = ["--enforce-eager"]
+    # Three rungs of 32 requests: the ladder, the knee and the best load per configuration still exist,
+    # in half the time of four rungs of 48 (the c1 rung alone took ~35 s a precision).
+    scenario["load"] = {"concurrency": [1, 8, 32], "num_requests": 32, "warmup_requests": 4}
     # The shipped perplexity gate, also measured under each configuration's best load.
     gate = yaml.safe_load((SCENARIOS / "gate-perplexity.yaml").read_text())
     method = gate["accuracy_gate"]["method"]
     method["eval_set"] = str(SCENARIOS / method["eval_set"])
+    method["samples"] = 16  # of 64: the plumbing, not the verdict's noise, is under test here
     gate["accuracy_gate"]["under_load"] = True
     (tmp_path / "gate.yaml").write_text(yaml.safe_dump(gate))
     scenario["accuracy_gate"] = str(tmp_path / "gate.yaml")
@@ -44,12 +56,12 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     out = tmp_path / "sweep"
     assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
     points = read_points(out)
-    assert len(points) == 8 and all(p.status == "ok" for p in points)
+    assert len(points) == 6 and all(p.status == "ok" for p in points)
     for name in ("report.html", "report.md", "points.csv", "recommendation.json"):
         assert (out / name).stat().st_size > 0
     rec = json.loads((out / "recommendation.json").read_text())
-    assert rec["batch_sweep"]["knee_batch_size"] in {1, 4, 16, 32}
-    assert len(rec["batch_sweep"]["by_precision"]["bf16"]["points"]) == 4
+    assert rec["batch_sweep"]["knee_batch_size"] in {1, 8, 32}
+    assert len(rec["batch_sweep"]["by_precision"]["bf16"]["points"]) == 3
     for precision in ("fp32", "bf16"):
         entry = rec["precision_sweep"][precision]
         assert set(entry) >= {"throughput", "speedup_vs_fp32", "token_agreement", "logprob_cosine"}
@@ -86,7 +98,7 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
         assert loaded["status"] in ("passed", "failed"), loaded["message"]
         assert loaded["reference_precision"] == "fp32" and loaded["reference_value"] == pytest.approx(fp32_unloaded)
         load = loaded["load"]
-        assert load["concurrency"] in {1, 4, 16, 32} and load["requests_overlapping"] > 0
+        assert load["concurrency"] in {1, 8, 32} and load["requests_overlapping"] > 0
         assert load["load_start_s"] <= load["gate_start_s"] < load["gate_end_s"] <= load["load_end_s"]
         assert load["in_flight_mean"] > 0 and load["whole_load"]["completed"] > 0
         entry = gates[precision]
@@ -98,7 +110,7 @@ def test_cpu_smoke_sweep_with_gate_produces_every_artifact_and_resumes(tmp_path,
     start = time.monotonic()
     assert main(["sweep", str(path), "--out", str(out), "--no-report"]) == 0
     assert time.monotonic() - start < 20
-    assert len(read_points(out)) == 8
+    assert len(read_points(out)) == 6
 
 
 def _check_verification_and_headroom(out, prod, report):

@@ -149,41 +149,50 @@ def test_locust_headless_against_the_real_server(vllm_server, tmp_path):
     assert summary["tpot_ms"]["p50"] > 0.5 and summary["itl_ms"]["p50"] > 0
 
 
-def _server_itl(server) -> tuple[float, float]:
-    """(sum, count) of the server's own inter-token latency histogram, seconds."""
+def _server_means(server) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the server's own TTFT and inter-token latency histograms, seconds."""
     from servesweep.backends.telemetry import PrometheusReader
     from servesweep.backends.vllm import METRICS
 
     (sample,) = PrometheusReader(f"{server.base_url}/metrics", METRICS).read()
-    return sample["itl_sum"], sample["itl_count"]
+    return {name: (sample[f"{name}_sum"], sample[f"{name}_count"]) for name in ("ttft", "itl")}
 
 
-def _per_token_ms(before: tuple[float, float], after: tuple[float, float]) -> float:
-    return 1000.0 * (after[0] - before[0]) / (after[1] - before[1])
+def _window_means_ms(before: dict, after: dict) -> dict[str, float]:
+    """The server's mean TTFT and inter-token latency over one tool's window, ms."""
+    return {name: 1000.0 * (after[name][0] - before[name][0]) / (after[name][1] - before[name][1])
+            for name in before}
 
 
 async def test_ttft_and_tpot_agree_with_vllm_bench_serve_on_textless_tokens(vllm_server, tmp_path):
     """The H200 bug (issue 21): on a model whose tokenizer does not cover its vocabulary most tokens
     stream with empty text; TTFT timed at the first visible text read 1.8-2.7x `vllm bench serve`'s.
-    Both tools, one after the other, on the same server and the same client core: TTFT p50 within
-    15 % or 5 ms; TPOT within 10 % with no absolute allowance (issue 36: 5 ms at the CPU's TPOT of
-    ~5 ms let anything from ~0 to ~10 ms pass). Per token: each tool's mean TPOT over the server's
-    own mean inter-token latency in that tool's window (its /metrics histogram read before and
-    after), so a machine whose speed changes between the two runs (other work on its cores) moves
-    both sides of each ratio and not the comparison. 128 output tokens a request, so each TPOT is a
-    mean over 127 gaps (docs/figures.md: what this can and cannot catch)."""
+    Both tools, one after the other, on the same server and the same client core. Each figure is
+    taken per unit of the server's speed in that tool's window: the server's own mean inter-token
+    latency, from its /metrics histogram read before and after the window, so a machine whose speed
+    changes between the two runs (other work on its cores) moves both sides of each ratio and not
+    the comparison. The two tools' TTFT p50 per server unit must agree within 15 % and their mean
+    TPOT per server unit within 10 %, with no absolute allowance (issue 36: 5 ms let anything from
+    ~0 to ~10 ms pass). TTFT is divided by the inter-token mean (hundreds of gaps) rather than by
+    the server's TTFT mean (ten requests, warm-ups included: one run moved it 11 % between windows
+    whose raw TTFT p50 agreed within 2 %). Raw TTFT was compared until 2026-12-07, when one run read
+    48.3 vs 40.3 ms while the server's inter-token mean moved from 31.1 to 24.6 ms between the two
+    windows. 128 output tokens a request, so each TPOT is a mean over 127 gaps (docs/figures.md:
+    what this can and cannot catch)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    n, warmup, input_len, output_len = 16, 2, 128, 128
-    before = _server_itl(vllm_server)
+    # 8 requests a tool (16 until issue 33's CI time: at c1 this server decodes ~25-31 ms a token, so
+    # each request is ~4 s); TTFT p50 is the median of 8, TPOT a mean over 8 x 127 gaps.
+    n, warmup, input_len, output_len = 8, 2, 128, 128
+    before = _server_means(vllm_server)
     summary = await run_load_test(
         config(vllm_server, tmp_path / "servesweep", [LoadLevel(concurrency=1, num_requests=n, warmup_requests=warmup)],
                input_len=input_len, output_len=output_len),
         server_info=vllm_server.info())
-    server_ours = _per_token_ms(before, _server_itl(vllm_server))
+    server_ours = _window_means_ms(before, _server_means(vllm_server))
     assert summary["completed"] == n
     # Nearly every token came without text; the first visible text lies far behind the first token.
     assert summary["tokens_without_text_fraction"] > 0.8
@@ -202,15 +211,16 @@ async def test_ttft_and_tpot_agree_with_vllm_bench_serve_on_textless_tokens(vllm
            "--num-prompts", str(n), "--max-concurrency", "1", "--request-rate", "inf", "--ignore-eos",
            "--disable-tqdm", "--num-warmups", str(warmup), "--save-result", "--result-dir", str(out),
            "--result-filename", "result.json"]
-    before = _server_itl(vllm_server)
+    before = _server_means(vllm_server)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-    server_theirs = _per_token_ms(before, _server_itl(vllm_server))
+    server_theirs = _window_means_ms(before, _server_means(vllm_server))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
     theirs = {"ttft": result["median_ttft_ms"], "tpot": result["mean_tpot_ms"]}
-    per_token = {"servesweep": ours["tpot"] / server_ours, "vllm bench": theirs["tpot"] / server_theirs}
-    print(f"TTFT p50 / TPOT mean ms: servesweep {ours}, vllm bench serve {theirs}; server inter-token mean "
-          f"{server_ours:.3f} / {server_theirs:.3f} ms; TPOT per server token {per_token}")  # shown with -rA
-    assert ours["ttft"] == pytest.approx(theirs["ttft"], rel=0.15, abs=5.0), (ours, theirs)
-    assert per_token["servesweep"] == pytest.approx(per_token["vllm bench"], rel=0.10), per_token
+    per_server = {tool: {"ttft": figures["ttft"] / server["itl"], "tpot": figures["tpot"] / server["itl"]}
+                  for tool, figures, server in (("servesweep", ours, server_ours), ("vllm bench", theirs, server_theirs))}
+    print(f"TTFT p50 / TPOT mean ms: servesweep {ours}, vllm bench serve {theirs}; server TTFT / inter-token "
+          f"means {server_ours} / {server_theirs}; per server inter-token mean {per_server}")  # shown with -rA
+    assert per_server["servesweep"]["ttft"] == pytest.approx(per_server["vllm bench"]["ttft"], rel=0.15), per_server
+    assert per_server["servesweep"]["tpot"] == pytest.approx(per_server["vllm bench"]["tpot"], rel=0.10), per_server
