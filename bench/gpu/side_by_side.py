@@ -103,6 +103,16 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def run_order(tools: tuple[str, ...], turn: int) -> tuple[str, ...]:
+    """The tools of one round in the order they run: rotated by one place a turn (round plus the
+    concurrency's index), whatever call runs it, so over as many rounds as tools each tool runs in
+    each position once. With two tools that is the old alternation; with three, reversing the
+    order (as before 2026-12-07) left the middle tool second in every round, and the H100's c128
+    TTFT rose with the run's position (examples/h100-2026-12-07-ab/README.md)."""
+    k = turn % len(tools)
+    return tools[k:] + tools[:k]
+
+
 def render_rounds(runs: list[dict[str, Any]]) -> list[str]:
     """Per concurrency and tool: every round's figures, the median and the spread ((max - min) / median),
     then the ratio of the medians servesweep / vllm bench: the noise of each tool beside the agreement."""
@@ -293,9 +303,7 @@ def main() -> int:
                 print(f"deadline reached: skipping c={c} round {r}", flush=True)
                 header.setdefault("skipped", []).append(f"c={c} round {r}")
                 continue
-            # Which tool goes first alternates with the round (and the concurrency), whatever call runs it.
-            tools = tools_at(c)
-            for tool in (tools if (r + concurrencies.index(c)) % 2 == 0 else tuple(reversed(tools))):
+            for tool in run_order(tools_at(c), r + concurrencies.index(c)):
                 if (c, r, tool) in done:
                     continue
                 name = f"c{c}-r{r}-" + {"vllm bench": "vllm", "servesweep": "servesweep"}.get(tool, "servesweep-final-usage")
