@@ -243,6 +243,15 @@ def write_tables(rows: list[dict], args: argparse.Namespace, started: dt.datetim
     return args.out / f"{name}.md"
 
 
+def keep_logs(work: Path, dest: Path, lines: int = 400) -> None:
+    """The last `lines` lines of each tool's log, beside the tables: without them a row that looks
+    wrong cannot be explained afterwards (the 2026-12-07 H100 scale-out's N = 4 and 8 rows)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in sorted(work.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        (dest / log.name).write_text("\n".join(tail) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default=None, help="comma-separated client process counts, e.g. 1,2,4,8")
@@ -284,6 +293,7 @@ def main() -> int:
                       + (f"  [{r.reason}]" if r.reason else ""), flush=True)
     finally:
         servers.stop()
+        keep_logs(work, args.out / ("locust_overhead_scale-logs" if args.scale else "locust_overhead-logs"))
         shutil.rmtree(work, ignore_errors=True)
     print(table(rows, args.scale is not None))
     print(f"written: {write_tables(rows, args, started, cores, complete=True)}")

@@ -49,6 +49,10 @@ if [ -f "$FROM/cpu-bench.tar.gz" ]; then  # the CPU-only steps: fidelity/ and lo
   if compgen -G "$TMP/cpu-bench/locust-scale/locust_overhead_scale.*" >/dev/null; then
     cp "$TMP"/cpu-bench/locust-scale/locust_overhead_scale.* bench/results/
     echo "locust scale-out: bench/results/locust_overhead_scale.md"
+    if [ -d "$TMP/cpu-bench/locust-scale/locust_overhead_scale-logs" ]; then  # the tools' log tails
+      mkdir -p $RES && cp -r "$TMP/cpu-bench/locust-scale/locust_overhead_scale-logs" $RES/locust-scale-logs
+      echo "locust scale-out logs: $RES/locust-scale-logs"
+    fi
   elif [ -d "$TMP/cpu-bench/locust-scale" ]; then  # cut before it wrote its tables
     echo "locust scale-out: no tables (see the call log)"
   fi
