@@ -109,7 +109,8 @@ def vllm_server(tmp_path_factory, textless_model_dir):
 
     # fp32 and eager for the suite's time (issue 33): this CPU has no AVX-512, so bf16 decodes ~2.5x
     # slower at c16 (TPOT p50 254-304 ms vs 102-104 ms on this model), and torch.compile adds ~45 s to
-    # a start on a fresh machine (100 s compiled vs 51-60 s eager). Neither is what these tests measure.
+    # a start on a fresh machine (100 s compiled vs 51-60 s eager; bench/results/cpu-test-server-options.md).
+    # Neither is what these tests measure.
     config = VllmServerConfig(model=str(textless_model_dir), served_model_name="tiny", precision="fp32",
                               load_format="dummy", max_model_len=1024, extra_args=["--enforce-eager"])
     server = launch_vllm(config, tmp_path_factory.mktemp("vllm-shared"))

@@ -3,6 +3,7 @@ longer trains the shipped 5.3 M-parameter recipe (issue 33: 434 s of a fresh mac
 sweep e2e test serves dummy weights and the gate tests SmolLM2), so this is where the trainer,
 its output directory and its cache-by-recipe are held to what they promise."""
 
+import dataclasses
 import json
 import shutil
 
@@ -53,7 +54,7 @@ def test_the_same_recipe_is_reused_and_another_retrains(trained, tmp_path):
     before = (copy / "model.safetensors").stat().st_mtime_ns
     assert train_model(copy, RECIPE, log=lambda line: None) == copy
     assert (copy / "model.safetensors").stat().st_mtime_ns == before  # not retrained
-    other = TrainingRecipe(**{**RECIPE.__dict__, "steps": 2, "warmup_steps": 1})
+    other = dataclasses.replace(RECIPE, steps=2, warmup_steps=1)
     lines: list[str] = []
     train_model(copy, other, log=lines.append)
     assert any("step 2/2" in line for line in lines)
